@@ -1,0 +1,682 @@
+"""The configuration: TOML in, frozen value objects out.
+
+Every problem is collected with its key path (``rules[3].period: ...``) and reported at once;
+unknown keys are errors. Nothing here touches a database: checks against the live schema live with
+the stores. Secrets never come from the TOML itself, only paths or names that lead to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from retention.anonymise import Strategy, parse_strategy
+from retention.errors import ConfigError, ConfigIssue
+from retention.rules import Period, PeriodError, parse_period, parse_zone
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
+DEFAULT_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 50_000
+PERIOD_UNITS = ("y", "mo", "w", "d")
+
+Scalar = str | int | float | bool
+Operator = Literal["=", "!=", "<", "<=", ">", ">=", "is_null", "is_not_null", "in", "not_in"]
+Action = Literal["delete", "anonymise"]
+
+
+@dataclass(frozen=True)
+class ColumnRef:
+    """A column of the rule's table (``join`` None) or of one of its declared joins."""
+
+    column: str
+    join: str | None = None
+
+    def __str__(self) -> str:
+        return self.column if self.join is None else f"{self.join}.{self.column}"
+
+
+@dataclass(frozen=True)
+class Join:
+    """A many-to-one join: each row of the rule's table has at most one row in ``table``."""
+
+    name: str
+    table: str
+    local_columns: tuple[str, ...]
+    remote_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A filter such as ``status = 'sent'``; the value is always bound, never spliced."""
+
+    column: ColumnRef
+    operator: Operator
+    value: Scalar | tuple[Scalar, ...] | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Child:
+    """Rows of ``table`` whose ``foreign_key`` references ``references`` of a purged row."""
+
+    table: str
+    foreign_key: str
+    references: str
+    children: tuple[Child, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One retention commitment, as the config says it."""
+
+    name: str
+    path: str
+    policy: str
+    category: str
+    store: str
+    table: str
+    key: tuple[str, ...]
+    clock: tuple[ColumnRef, ...]
+    period: Period
+    action: Action
+    period_column: ColumnRef | None = None
+    period_unit: str | None = None
+    conditions: tuple[Condition, ...] = ()
+    where_sql: str | None = None
+    joins: tuple[Join, ...] = ()
+    children: tuple[Child, ...] = ()
+    anonymise: tuple[tuple[str, Strategy], ...] = ()
+    marker_column: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def join(self, name: str) -> Join:
+        return next(join for join in self.joins if join.name == name)
+
+    @property
+    def clock_text(self) -> str:
+        if len(self.clock) == 1:
+            return str(self.clock[0])
+        return "latest(" + ", ".join(str(column) for column in self.clock) + ")"
+
+
+@dataclass(frozen=True)
+class SqlStoreConfig:
+    """A SQL database. Exactly one of ``url``, ``url_env`` and ``url_credential`` is set."""
+
+    name: str
+    timezone: ZoneInfo
+    url: str | None = None
+    url_env: str | None = None
+    url_credential: str | None = None
+    kind: Literal["sql"] = "sql"
+
+
+StoreConfig = SqlStoreConfig
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings shared by every rule."""
+
+    timezone: ZoneInfo
+    batch_size: int = DEFAULT_BATCH_SIZE
+    hash_key_file: Path | None = None
+    hash_key_credential: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, valid configuration. ``digest`` identifies the exact file content."""
+
+    settings: Settings
+    stores: Mapping[str, StoreConfig]
+    rules: tuple[Rule, ...]
+    source: str
+    digest: str = ""
+
+    def rules_named(self, names: tuple[str, ...]) -> tuple[Rule, ...]:
+        """Given rule names (empty: all), return those rules in config order."""
+        if not names:
+            return self.rules
+        unknown = sorted(set(names) - {rule.name for rule in self.rules})
+        if unknown:
+            known = ", ".join(rule.name for rule in self.rules)
+            raise ConfigError(
+                [
+                    ConfigIssue("--rule", f"no rule named {name!r} (rules: {known})")
+                    for name in unknown
+                ]
+            )
+        return tuple(rule for rule in self.rules if rule.name in names)
+
+
+def load_config(path: Path) -> Config:
+    """Given the path of a TOML file, return the Config; raise ConfigError listing every problem.
+
+    Example: ``load_config(Path("config/retention.toml")).rules[0].name`` returns
+    ``"customer-content"``.
+    """
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise ConfigError([ConfigIssue(str(path), f"cannot read: {error.strerror}")]) from error
+    return parse_config(content, source=str(path))
+
+
+def parse_config(content: bytes, *, source: str = "<config>") -> Config:
+    """Given TOML bytes, return the Config; raise ConfigError listing every problem with its path.
+
+    Example: ``parse_config(b'[settings]\\ntimezone = "UTC"')`` returns a Config with no rules.
+    """
+    try:
+        document = tomllib.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError([ConfigIssue(source, f"not UTF-8 text: {error}")]) from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
+    reader = _Reader()
+    reader.unknown_keys(document, "", {"settings", "stores", "rules"})
+    settings = _read_settings(reader, reader.table(document, "settings", required=False))
+    stores = _read_stores(reader, reader.table(document, "stores", required=False))
+    raw_rules = document.get("rules", [])
+    rules: list[Rule] = []
+    if not isinstance(raw_rules, list):
+        reader.error("rules", "must be an array of tables: write each rule as [[rules]]")
+    else:
+        for index, raw_rule in enumerate(raw_rules):
+            rule = _read_rule(reader, raw_rule, f"rules[{index}]", stores, settings)
+            if rule is not None:
+                rules.append(rule)
+    seen: dict[str, str] = {}
+    for rule in rules:
+        if rule.name in seen:
+            reader.error(
+                f"{rule.path}.name", f"{rule.name!r} is already the name of {seen[rule.name]}"
+            )
+        seen.setdefault(rule.name, rule.path)
+    if reader.issues or settings is None:
+        raise ConfigError(reader.issues)
+    return Config(
+        settings=settings,
+        stores=MappingProxyType(stores),
+        rules=tuple(rules),
+        source=source,
+        digest=hashlib.sha256(content).hexdigest(),
+    )
+
+
+@dataclass
+class _Reader:
+    """Collects issues while values are read, so that every problem is reported at once."""
+
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def error(self, path: str, message: str) -> None:
+        self.issues.append(ConfigIssue(path, message))
+
+    def unknown_keys(self, table: Mapping[str, object], path: str, known: set[str]) -> None:
+        for key in table:
+            if key not in known:
+                where = f"{path}.{key}" if path else key
+                self.error(where, f"unknown key (known here: {', '.join(sorted(known))})")
+
+    def table(
+        self, parent: Mapping[str, object], key: str, *, required: bool = True, path: str = ""
+    ) -> Mapping[str, object]:
+        where = f"{path}.{key}" if path else key
+        value = parent.get(key)
+        if value is None:
+            if required:
+                self.error(where, "missing")
+            return {}
+        if not isinstance(value, dict):
+            self.error(where, f"must be a table, not {type(value).__name__}")
+            return {}
+        return value
+
+    def string(
+        self, table: Mapping[str, object], key: str, path: str, *, required: bool = False
+    ) -> str | None:
+        value = table.get(key)
+        if value is None:
+            if required:
+                self.error(f"{path}.{key}", "missing")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.error(f"{path}.{key}", f"must be a non-empty string, not {value!r}")
+            return None
+        return value
+
+    def identifier(self, value: object, where: str) -> str | None:
+        if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
+            self.error(where, f"{value!r} is not a plain identifier (letters, digits, _)")
+            return None
+        return value
+
+    def identifiers(self, value: object, where: str) -> tuple[str, ...]:
+        """A string or a non-empty list of strings, each an identifier."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            self.error(where, "must be a column name or a non-empty list of column names")
+            return ()
+        names = [self.identifier(item, f"{where}[{index}]") for index, item in enumerate(items)]
+        return tuple(name for name in names if name is not None)
+
+    def positive_int(
+        self, table: Mapping[str, object], key: str, path: str, default: int, maximum: int
+    ) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            self.error(
+                f"{path}.{key}", f"must be a whole number from 1 to {maximum}, not {value!r}"
+            )
+            return default
+        return value
+
+    def zone(self, table: Mapping[str, object], path: str) -> ZoneInfo:
+        name = table.get("timezone", "UTC")
+        if not isinstance(name, str):
+            self.error(f"{path}.timezone", f"must be a time zone name, not {name!r}")
+            return ZoneInfo("UTC")
+        try:
+            return parse_zone(name)
+        except ValueError as error:
+            self.error(f"{path}.timezone", str(error))
+            return ZoneInfo("UTC")
+
+
+def _read_settings(reader: _Reader, table: Mapping[str, object]) -> Settings | None:
+    path = "settings"
+    reader.unknown_keys(
+        table, path, {"timezone", "batch_size", "hash_key_file", "hash_key_credential"}
+    )
+    hash_key_file = reader.string(table, "hash_key_file", path)
+    hash_key_credential = reader.string(table, "hash_key_credential", path)
+    if hash_key_file and hash_key_credential:
+        reader.error(f"{path}.hash_key_file", "give hash_key_file or hash_key_credential, not both")
+    return Settings(
+        timezone=reader.zone(table, path),
+        batch_size=reader.positive_int(
+            table, "batch_size", path, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+        ),
+        hash_key_file=Path(hash_key_file) if hash_key_file else None,
+        hash_key_credential=hash_key_credential,
+    )
+
+
+def _read_stores(reader: _Reader, table: Mapping[str, object]) -> dict[str, StoreConfig]:
+    stores: dict[str, StoreConfig] = {}
+    for name, raw in table.items():
+        path = f"stores.{name}"
+        if reader.identifier(name, path) is None:
+            continue
+        if not isinstance(raw, dict):
+            reader.error(path, "must be a table: [stores.NAME]")
+            continue
+        kind = raw.get("kind")
+        if kind != "sql":
+            reader.error(f"{path}.kind", f"unknown store kind {kind!r} (supported: 'sql')")
+            continue
+        reader.unknown_keys(raw, path, {"kind", "url", "url_env", "url_credential", "timezone"})
+        sources = {
+            key: reader.string(raw, key, path) for key in ("url", "url_env", "url_credential")
+        }
+        if sum(value is not None for value in sources.values()) != 1:
+            reader.error(
+                path,
+                "give exactly one of url, url_env (an environment variable holding the URL) or "
+                "url_credential (a file in $CREDENTIALS_DIRECTORY); keep passwords out of the TOML",
+            )
+        stores[name] = SqlStoreConfig(
+            name=name,
+            timezone=reader.zone(raw, path),
+            url=sources["url"],
+            url_env=sources["url_env"],
+            url_credential=sources["url_credential"],
+        )
+    return stores
+
+
+_RULE_KEYS = {
+    "name",
+    "policy",
+    "category",
+    "store",
+    "table",
+    "key",
+    "clock",
+    "period",
+    "period_column",
+    "period_unit",
+    "where",
+    "where_sql",
+    "action",
+    "anonymise",
+    "marker_column",
+    "joins",
+    "children",
+    "batch_size",
+}
+
+
+def _read_rule(
+    reader: _Reader,
+    raw: object,
+    path: str,
+    stores: Mapping[str, StoreConfig],
+    settings: Settings | None,
+) -> Rule | None:
+    if not isinstance(raw, dict):
+        reader.error(path, "must be a table")
+        return None
+    issues_before = len(reader.issues)
+    reader.unknown_keys(raw, path, _RULE_KEYS)
+    name = reader.string(raw, "name", path, required=True)
+    if name is not None and not RULE_NAME.fullmatch(name):
+        reader.error(f"{path}.name", f"{name!r}: use lower-case letters, digits, '-', '_' or '.'")
+    store = reader.string(raw, "store", path, required=True)
+    if store is not None and store not in stores:
+        reader.error(f"{path}.store", f"no store named {store!r} (declare it as [stores.{store}])")
+    table = reader.identifier(raw.get("table"), f"{path}.table")
+    key = reader.identifiers(raw.get("key"), f"{path}.key")
+    joins = _read_joins(reader, raw.get("joins", {}), f"{path}.joins")
+    join_names = {join.name for join in joins}
+    clock_raw = raw.get("clock")
+    clock_items = [clock_raw] if isinstance(clock_raw, str) else clock_raw
+    clock: list[ColumnRef] = []
+    if not isinstance(clock_items, list) or not clock_items:
+        reader.error(
+            f"{path}.clock",
+            "must be a column ('ended_at', 'contract.ended_at' through a join) or a list of "
+            "columns whose latest non-NULL value counts",
+        )
+    else:
+        for index, item in enumerate(clock_items):
+            where = f"{path}.clock" if isinstance(clock_raw, str) else f"{path}.clock[{index}]"
+            reference = _column_ref(reader, item, where, join_names)
+            if reference is not None:
+                clock.append(reference)
+    period = _read_period(reader, raw.get("period"), f"{path}.period")
+    period_column = None
+    if "period_column" in raw:
+        period_column = _column_ref(
+            reader, raw["period_column"], f"{path}.period_column", join_names
+        )
+    period_unit = reader.string(raw, "period_unit", path)
+    if period_unit is not None and period_unit not in PERIOD_UNITS:
+        reader.error(f"{path}.period_unit", f"must be one of {', '.join(PERIOD_UNITS)}")
+    if period_unit is not None and period_column is None:
+        reader.error(f"{path}.period_unit", "only makes sense with period_column")
+    conditions = _read_conditions(reader, raw.get("where", []), f"{path}.where", join_names)
+    where_sql = reader.string(raw, "where_sql", path)
+    action, anonymise, marker_column = _read_action(reader, raw, path)
+    children = _read_children(reader, raw.get("children", []), f"{path}.children", key)
+    default_batch = settings.batch_size if settings else DEFAULT_BATCH_SIZE
+    batch_size = reader.positive_int(raw, "batch_size", path, default_batch, MAX_BATCH_SIZE)
+    if (
+        len(reader.issues) > issues_before
+        or name is None
+        or store is None
+        or table is None
+        or not key
+        or period is None
+        or action is None
+    ):
+        return None
+    return Rule(
+        name=name,
+        path=path,
+        policy=reader.string(raw, "policy", path) or "",
+        category=reader.string(raw, "category", path) or "",
+        store=store,
+        table=table,
+        key=key,
+        clock=tuple(clock),
+        period=period,
+        action=action,
+        period_column=period_column,
+        period_unit=period_unit,
+        conditions=conditions,
+        where_sql=where_sql,
+        joins=joins,
+        children=children,
+        anonymise=anonymise,
+        marker_column=marker_column,
+        batch_size=batch_size,
+    )
+
+
+def _read_period(reader: _Reader, raw: object, where: str) -> Period | None:
+    if raw is None:
+        reader.error(where, "missing (e.g. '90d', '1y', 'P1Y6M'; '0d' for no retention)")
+        return None
+    try:
+        return parse_period(raw)  # type: ignore[arg-type]
+    except PeriodError as error:
+        reader.error(where, str(error))
+        return None
+
+
+def _column_ref(reader: _Reader, raw: object, where: str, join_names: set[str]) -> ColumnRef | None:
+    if not isinstance(raw, str):
+        reader.error(where, f"must be a column name, not {raw!r}")
+        return None
+    join, dot, column = raw.rpartition(".")
+    if not dot:
+        return ColumnRef(column) if reader.identifier(column, where) else None
+    if join not in join_names:
+        known = ", ".join(sorted(join_names)) or "none declared"
+        reader.error(where, f"{raw!r} goes through join {join!r}, which is not declared ({known})")
+        return None
+    return ColumnRef(column, join) if reader.identifier(column, where) else None
+
+
+def _read_joins(reader: _Reader, raw: object, path: str) -> tuple[Join, ...]:
+    if not isinstance(raw, dict):
+        reader.error(path, "must be a table of named joins: [rules.joins.NAME]")
+        return ()
+    joins = []
+    for name, spec in raw.items():
+        where = f"{path}.{name}"
+        if reader.identifier(name, where) is None:
+            continue
+        if not isinstance(spec, dict):
+            reader.error(where, "must be a table with table and on")
+            continue
+        reader.unknown_keys(spec, where, {"table", "on"})
+        table = reader.identifier(spec.get("table"), f"{where}.table")
+        on = spec.get("on")
+        if not isinstance(on, dict) or not on:
+            reader.error(f"{where}.on", "must map local columns to the joined table's columns")
+            continue
+        local = [reader.identifier(column, f"{where}.on") for column in on]
+        remote = [reader.identifier(column, f"{where}.on.{local}") for local, column in on.items()]
+        if table is None or None in local or None in remote:
+            continue
+        joins.append(
+            Join(
+                name=name,
+                table=table,
+                local_columns=tuple(column for column in local if column),
+                remote_columns=tuple(column for column in remote if column),
+            )
+        )
+    return tuple(joins)
+
+
+def _read_action(
+    reader: _Reader, raw: Mapping[str, object], path: str
+) -> tuple[Action | None, tuple[tuple[str, Strategy], ...], str | None]:
+    action = raw.get("action")
+    marker_column = raw.get("marker_column")
+    strategies_raw = raw.get("anonymise")
+    if action == "delete":
+        if strategies_raw is not None:
+            reader.error(f"{path}.anonymise", "only goes with action = 'anonymise'")
+        if marker_column is not None:
+            reader.error(f"{path}.marker_column", "only goes with action = 'anonymise'")
+        return "delete", (), None
+    if action != "anonymise":
+        reader.error(f"{path}.action", f"must be 'delete' or 'anonymise', not {action!r}")
+        return None, (), None
+    marker = reader.identifier(marker_column, f"{path}.marker_column")
+    if not isinstance(strategies_raw, dict) or not strategies_raw:
+        reader.error(f"{path}.anonymise", "must map each column to a strategy")
+        return "anonymise", (), marker
+    strategies = []
+    for column, spec in strategies_raw.items():
+        where = f"{path}.anonymise.{column}"
+        if reader.identifier(column, where) is None:
+            continue
+        try:
+            strategies.append((column, parse_strategy(spec)))
+        except ValueError as error:
+            reader.error(where, str(error))
+    if marker is not None and marker in dict(strategies):
+        reader.error(f"{path}.marker_column", "cannot also be an anonymised column")
+    return "anonymise", tuple(strategies), marker
+
+
+def _read_children(
+    reader: _Reader, raw: object, path: str, parent_key: tuple[str, ...]
+) -> tuple[Child, ...]:
+    if not isinstance(raw, list):
+        reader.error(path, "must be an array of tables: [[rules.children]]")
+        return ()
+    children = []
+    for index, spec in enumerate(raw):
+        where = f"{path}[{index}]"
+        if not isinstance(spec, dict):
+            reader.error(where, "must be a table with table and foreign_key")
+            continue
+        reader.unknown_keys(spec, where, {"table", "foreign_key", "references", "children"})
+        table = reader.identifier(spec.get("table"), f"{where}.table")
+        foreign_key = reader.identifier(spec.get("foreign_key"), f"{where}.foreign_key")
+        references_raw = spec.get("references")
+        if references_raw is None and len(parent_key) != 1:
+            reader.error(f"{where}.references", "needed: the parent's key has several columns")
+        references = (
+            reader.identifier(references_raw, f"{where}.references")
+            if references_raw is not None
+            else (parent_key[0] if len(parent_key) == 1 else None)
+        )
+        grandchildren = _read_children(
+            reader, spec.get("children", []), f"{where}.children", (references or "",)
+        )
+        if table and foreign_key and references:
+            children.append(Child(table, foreign_key, references, grandchildren))
+    return tuple(children)
+
+
+# --- conditions: `column OP literal`, parsed here so that values are bound, never spliced ---
+
+_CONDITION_HEAD = re.compile(
+    r"\s*(?P<column>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*"
+    r"(?P<operator>is\s+not\s+null|is\s+null|not\s+in|in|<=|>=|!=|<>|=|<|>)",
+    re.IGNORECASE,
+)
+_LITERAL = re.compile(
+    r"\s*(?:'(?P<string>(?:[^']|'')*)'|(?P<number>-?\d+(?:\.\d+)?)|(?P<word>true|false|null))\s*",
+    re.IGNORECASE,
+)
+
+
+def _read_conditions(
+    reader: _Reader, raw: object, path: str, join_names: set[str]
+) -> tuple[Condition, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        reader.error(path, "must be a list of conditions such as \"status = 'sent'\"")
+        return ()
+    conditions = []
+    for index, text in enumerate(items):
+        where = f"{path}[{index}]"
+        try:
+            condition = parse_condition(text)
+        except ValueError as error:
+            reader.error(where, str(error))
+            continue
+        if condition.column.join is not None and condition.column.join not in join_names:
+            reader.error(
+                where, f"goes through join {condition.column.join!r}, which is not declared"
+            )
+            continue
+        conditions.append(condition)
+    return tuple(conditions)
+
+
+def parse_condition(text: object) -> Condition:
+    """Given a condition as written in the config, return it; raise ValueError when it is not one.
+
+    Understood: ``column = literal`` (also ``!=``, ``<>``, ``<``, ``<=``, ``>``, ``>=``),
+    ``column IS [NOT] NULL``, ``column [NOT] IN (literal, ...)``; literals are 'text' (quote
+    doubled to escape), numbers, true and false. Example: ``parse_condition("hired = false")``
+    returns ``Condition(ColumnRef("hired"), "=", False, "hired = false")``.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"must be a string such as \"status = 'sent'\", not {text!r}")
+    head = _CONDITION_HEAD.match(text)
+    if head is None:
+        raise ValueError(f"{text!r}: expected `column OPERATOR value` (or where_sql for raw SQL)")
+    join, _, column = head.group("column").rpartition(".")
+    reference = ColumnRef(column, join or None)
+    operator_text = " ".join(head.group("operator").lower().split())
+    rest = text[head.end() :]
+    if operator_text in ("is null", "is not null"):
+        if rest.strip():
+            raise ValueError(f"{text!r}: unexpected {rest.strip()!r} after {operator_text.upper()}")
+        operator: Operator = "is_null" if operator_text == "is null" else "is_not_null"
+        return Condition(reference, operator, None, text)
+    if operator_text in ("in", "not in"):
+        stripped = rest.strip()
+        if not (stripped.startswith("(") and stripped.endswith(")")):
+            raise ValueError(f"{text!r}: IN takes a parenthesised list, e.g. IN ('a', 'b')")
+        values = tuple(_literal(part, text) for part in _split_list(stripped[1:-1], text))
+        return Condition(reference, "in" if operator_text == "in" else "not_in", values, text)
+    value = _literal(rest, text)
+    symbol: Operator = "!=" if operator_text == "<>" else operator_text  # type: ignore[assignment]
+    return Condition(reference, symbol, value, text)
+
+
+def _literal(text: str, whole: str) -> Scalar:
+    match = _LITERAL.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{whole!r}: {text.strip()!r} is not a literal ('text', a number, true or false)"
+        )
+    if match.group("string") is not None:
+        return match.group("string").replace("''", "'")
+    if match.group("number") is not None:
+        number = match.group("number")
+        return float(number) if "." in number else int(number)
+    word = match.group("word").lower()
+    if word == "null":
+        raise ValueError(f"{whole!r}: compare with NULL using IS NULL or IS NOT NULL")
+    return word == "true"
+
+
+def _split_list(text: str, whole: str) -> Iterator[str]:
+    """Split a literal list on commas outside quotes."""
+    current: list[str] = []
+    quoted = False
+    for character in text:
+        if character == "'":
+            quoted = not quoted
+        if character == "," and not quoted:
+            yield "".join(current)
+            current = []
+        else:
+            current.append(character)
+    if quoted:
+        raise ValueError(f"{whole!r}: unterminated quote")
+    if not "".join(current).strip() and not text.strip():
+        raise ValueError(f"{whole!r}: IN needs at least one value")
+    yield "".join(current)

@@ -1,0 +1,190 @@
+"""Apply a Plan batch by batch. One rule failing does not stop the others; a stop request is
+honoured between batches, never inside one. Time, the stop signal and logging are parameters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from retention.errors import ExitCode, RetentionError, StoreUnavailable
+from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
+
+Status = Literal["ok", "failed", "unavailable", "stopped", "skipped"]
+
+
+class Logger(Protocol):
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """What a run did for one rule; ``skipped`` counts planned rows that were not purged (they
+    changed since planning, or the rule stopped or failed)."""
+
+    rule: str
+    action: str
+    status: Status
+    due: int
+    deleted: int = 0
+    anonymised: int = 0
+    children_deleted: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def done(self) -> int:
+        return self.deleted + self.anonymised
+
+    @property
+    def skipped(self) -> int:
+        return max(0, self.due - self.done)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A whole run: per-rule outcomes and the exit code they add up to."""
+
+    plan_id: str
+    dry_run: bool
+    outcomes: tuple[RuleOutcome, ...]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 when every rule succeeded; 69 when every failure was an unreachable store; else 3."""
+        failures = [
+            outcome for outcome in self.outcomes if outcome.status in ("failed", "unavailable")
+        ]
+        if not failures:
+            return ExitCode.OK
+        if all(outcome.status == "unavailable" for outcome in failures):
+            return ExitCode.STORE_UNAVAILABLE
+        return ExitCode.PARTIAL_FAILURE
+
+
+def execute(
+    plan: Plan,
+    store_for: Callable[[str], RecordStore],
+    *,
+    now: Callable[[], datetime],
+    dry_run: bool,
+    hash_key: bytes | None,
+    logger: Logger,
+    stop_requested: Callable[[], bool] = lambda: False,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunReport:
+    """Given a Plan and a way to reach stores, purge every planned rule and return the report.
+
+    Each rule runs in keyset batches of its ``batch_size``; ``dry_run`` walks the same batches
+    without writing. Example: for a plan with one rule due 2,500 rows and batch_size 1000,
+    ``execute(...).outcomes[0]`` has ``deleted=2500, batches=3``.
+    """
+    outcomes = []
+    for rule_plan in plan.rules:
+        if stop_requested():
+            outcomes.append(_outcome(rule_plan, "stopped"))
+            continue
+        outcome = _execute_rule(
+            rule_plan, store_for, now, dry_run, hash_key, stop_requested, clock, logger
+        )
+        outcomes.append(outcome)
+        log = logger.error if outcome.status in ("failed", "unavailable") else logger.info
+        log(
+            "rule.finished",
+            rule=outcome.rule,
+            status=outcome.status,
+            action=outcome.action,
+            due=outcome.due,
+            deleted=outcome.deleted,
+            anonymised=outcome.anonymised,
+            children_deleted=outcome.children_deleted,
+            skipped=outcome.skipped,
+            batches=outcome.batches,
+            seconds=round(outcome.seconds, 3),
+            dry_run=dry_run,
+            error=outcome.error,
+        )
+    return RunReport(plan_id=plan.plan_id, dry_run=dry_run, outcomes=tuple(outcomes))
+
+
+def _outcome(rule_plan: RulePlan, status: Status, error: str | None = None) -> RuleOutcome:
+    return RuleOutcome(
+        rule=rule_plan.rule.name,
+        action=rule_plan.rule.action,
+        status=status,
+        due=rule_plan.due,
+        error=error,
+    )
+
+
+def _execute_rule(
+    rule_plan: RulePlan,
+    store_for: Callable[[str], RecordStore],
+    now: Callable[[], datetime],
+    dry_run: bool,
+    hash_key: bytes | None,
+    stop_requested: Callable[[], bool],
+    clock: Callable[[], float],
+    logger: Logger,
+) -> RuleOutcome:
+    if rule_plan.error is not None or rule_plan.selection is None:
+        return _outcome(
+            rule_plan, "unavailable" if rule_plan.unavailable else "failed", rule_plan.error
+        )
+    rule = rule_plan.rule
+    started = clock()
+    batches: list[Batch] = []
+    status: Status = "ok"
+    error = None
+    after: KeyValues | None = None
+    try:
+        store = store_for(rule.store)
+        while True:
+            batch = store.purge_batch(
+                rule_plan.selection,
+                after=after,
+                limit=rule.batch_size,
+                dry_run=dry_run,
+                now=now(),
+                hash_key=hash_key,
+            )
+            if not batch.keys:
+                break
+            batches.append(batch)
+            after = batch.last_key
+            if len(batch.keys) < rule.batch_size:
+                break
+            if stop_requested():
+                status = "stopped"
+                break
+    except StoreUnavailable as failure:
+        status, error = "unavailable", str(failure)
+    except RetentionError as failure:
+        status, error = "failed", str(failure)
+    except Exception as failure:
+        status, error = "failed", f"{type(failure).__name__}: {failure}"
+        logger.error("rule.crashed", rule=rule.name, exc_info=True)
+    # A dry run writes nothing: what it "did" is what it selected.
+    done = sum(len(batch.keys) if dry_run else batch.done for batch in batches)
+    return RuleOutcome(
+        rule=rule.name,
+        action=rule.action,
+        status=status,
+        due=rule_plan.due,
+        deleted=done if rule.action == "delete" else 0,
+        anonymised=done if rule.action == "anonymise" else 0,
+        children_deleted=sum(batch.children_deleted for batch in batches),
+        batches=len(batches),
+        seconds=clock() - started,
+        error=error,
+    )
+
+
+def total(outcomes: Sequence[RuleOutcome], field: str) -> int:
+    """Given outcomes and a counter name, return its sum over the rules."""
+    return sum(int(getattr(outcome, field)) for outcome in outcomes)

@@ -1,0 +1,284 @@
+"""Rules x stores -> an immutable Plan: per rule, what is due, its cutoff, the oldest clock value
+and a few pseudonymised sample keys. Pure: stores are reached only through the RecordStore
+protocol, and ``as_of`` is a parameter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from retention.anonymise import keyed_hash
+from retention.config import Config, Rule
+from retention.errors import ConfigIssue, StoreUnavailable
+from retention.rules import Expired, PeriodError, expired_as_of, parse_period
+
+SAMPLE_SIZE = 5
+PLAN_SCHEMA_VERSION = 1
+
+KeyValues = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Exactly which records a rule selects at one instant; stores turn it into a predicate.
+
+    ``overrides`` pairs each raw value found in the rule's period column with what that value's
+    period has expired; rows whose value is in ``invalid_period_values`` match nothing (kept).
+    """
+
+    rule: Rule
+    as_of: datetime
+    zone: ZoneInfo
+    default: Expired
+    overrides: tuple[tuple[object, Expired], ...] = ()
+    invalid_period_values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a store found for a selection: count, oldest clock value, first keys in key order."""
+
+    due: int
+    oldest: datetime | date | None
+    sample_keys: tuple[KeyValues, ...]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One purged batch: the keys it selected, how many rows it deleted or anonymised."""
+
+    keys: tuple[KeyValues, ...]
+    done: int
+    children_deleted: int = 0
+
+    @property
+    def last_key(self) -> KeyValues | None:
+        return self.keys[-1] if self.keys else None
+
+
+class RecordStore(Protocol):
+    """What the planner and the executor need from a store (stores/sql.py implements it)."""
+
+    def check_rule(self, rule: Rule) -> list[ConfigIssue]: ...
+
+    def period_values(self, rule: Rule) -> tuple[object, ...]: ...
+
+    def survey(self, selection: Selection, sample_size: int) -> Survey: ...
+
+    def purge_batch(
+        self,
+        selection: Selection,
+        *,
+        after: KeyValues | None,
+        limit: int,
+        dry_run: bool,
+        now: datetime,
+        hash_key: bytes | None,
+    ) -> Batch: ...
+
+
+def make_selection(
+    rule: Rule, as_of: datetime, zone: ZoneInfo, period_values: Sequence[object] = ()
+) -> Selection:
+    """Given a rule, an aware ``as_of``, the policy zone and the raw values of the rule's period
+    column, return the Selection.
+
+    Example: for the ``connection-logs`` rule (period 1y) and ``as_of`` 2026-11-23 12:00 UTC in
+    UTC, ``make_selection(rule, as_of, ZoneInfo("UTC")).default.cutoff`` is 2025-11-23 12:00 UTC.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    overrides: list[tuple[object, Expired]] = []
+    invalid: list[str] = []
+    for value in period_values:
+        text = f"{value}{rule.period_unit}" if rule.period_unit else str(value)
+        try:
+            overrides.append((value, expired_as_of(parse_period(text), as_of, zone)))
+        except PeriodError:
+            invalid.append(str(value))
+    return Selection(
+        rule=rule,
+        as_of=as_of,
+        zone=zone,
+        default=expired_as_of(rule.period, as_of, zone),
+        overrides=tuple(overrides),
+        invalid_period_values=tuple(sorted(invalid)),
+    )
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """The plan of one rule. ``error`` is set (and the counts are zero) when it could not be
+    planned; ``unavailable`` says the store could not be reached."""
+
+    rule: Rule
+    selection: Selection | None
+    due: int = 0
+    oldest: datetime | date | None = None
+    samples: tuple[str, ...] = ()
+    error: str | None = None
+    unavailable: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A whole plan; ``plan_id`` digests the config, the instant, cutoffs and counts."""
+
+    as_of: datetime
+    config_digest: str
+    rules: tuple[RulePlan, ...]
+    sample_hashing: Literal["keyed", "ephemeral"]
+
+    @property
+    def plan_id(self) -> str:
+        summary = [
+            [rule_plan.rule.name, rule_plan.due, _cutoff_text(rule_plan)]
+            for rule_plan in self.rules
+        ]
+        text = json.dumps([self.config_digest, self.as_of.isoformat(), summary])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cutoff_text(rule_plan: RulePlan) -> str | None:
+    if rule_plan.selection is None:
+        return None
+    return rule_plan.selection.default.cutoff.isoformat()
+
+
+def sample_hash(hash_key: bytes, store: str, table: str, key: KeyValues) -> str:
+    """Given the hash key and a record's locator, return its short pseudonym for display.
+
+    Example: ``sample_hash(b"k", "app", "users", (42,))`` returns 16 hex digits, the same every
+    time for the same key and record.
+    """
+    locator = "/".join([store, table, *(str(part) for part in key)])
+    return keyed_hash(hash_key, locator)[:16]
+
+
+def plan_rule(
+    rule: Rule, store: RecordStore, as_of: datetime, zone: ZoneInfo, hash_key: bytes
+) -> RulePlan:
+    """Given a rule, its store, ``as_of``, the policy zone and a hash key, return its RulePlan.
+
+    The rule must already fit the store's schema (see ``check_against_stores``); an unreachable
+    store becomes the RulePlan's ``error``, and the caller decides what that means.
+    """
+    try:
+        period_values = store.period_values(rule) if rule.period_column else ()
+        selection = make_selection(rule, as_of, zone, period_values)
+        survey = store.survey(selection, SAMPLE_SIZE)
+    except StoreUnavailable as error:
+        return RulePlan(rule, None, error=str(error), unavailable=True)
+    samples = tuple(
+        sample_hash(hash_key, rule.store, rule.table, key) for key in survey.sample_keys
+    )
+    return RulePlan(rule, selection, survey.due, survey.oldest, samples)
+
+
+def build_plan(
+    config: Config,
+    rules: Sequence[Rule],
+    store_for: Callable[[str], RecordStore],
+    as_of: datetime,
+    *,
+    hash_key: bytes,
+    keyed: bool,
+) -> Plan:
+    """Given the config, the rules to plan, a way to reach each store, ``as_of`` and the sample
+    hash key, return the Plan (read-only: stores are only surveyed)."""
+    zone = config.settings.timezone
+    rule_plans = tuple(
+        _plan_or_unreachable(rule, store_for, as_of, zone, hash_key) for rule in rules
+    )
+    return Plan(
+        as_of=as_of,
+        config_digest=config.digest,
+        rules=rule_plans,
+        sample_hashing="keyed" if keyed else "ephemeral",
+    )
+
+
+def _plan_or_unreachable(
+    rule: Rule,
+    store_for: Callable[[str], RecordStore],
+    as_of: datetime,
+    zone: ZoneInfo,
+    hash_key: bytes,
+) -> RulePlan:
+    try:
+        store = store_for(rule.store)
+    except StoreUnavailable as error:
+        return RulePlan(rule, None, error=str(error), unavailable=True)
+    return plan_rule(rule, store, as_of, zone, hash_key)
+
+
+def check_against_stores(
+    rules: Sequence[Rule], store_for: Callable[[str], RecordStore]
+) -> tuple[list[ConfigIssue], dict[str, str]]:
+    """Given rules and a way to reach stores, return every schema problem of every rule, and the
+    stores that could not be reached (name -> reason). Example: a rule naming a missing column
+    gives ``[ConfigIssue("rules[2].clock", "no column 'loged_at' in 'connection_logs'")], {}``.
+    """
+    issues: list[ConfigIssue] = []
+    unreachable: dict[str, str] = {}
+    for rule in rules:
+        if rule.store in unreachable:
+            continue
+        try:
+            issues += store_for(rule.store).check_rule(rule)
+        except StoreUnavailable as error:
+            unreachable[rule.store] = str(error)
+    return issues, unreachable
+
+
+def plan_document(plan: Plan) -> dict[str, object]:
+    """Given a Plan, return it as one JSON-ready document (``schema_version`` first)."""
+    return {
+        "schema_version": PLAN_SCHEMA_VERSION,
+        "plan_id": plan.plan_id,
+        "as_of": plan.as_of.isoformat(),
+        "config_digest": plan.config_digest,
+        "sample_hashing": plan.sample_hashing,
+        "rules": [_rule_document(rule_plan) for rule_plan in plan.rules],
+    }
+
+
+def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
+    rule = rule_plan.rule
+    selection = rule_plan.selection
+    document: dict[str, object] = {
+        "rule": rule.name,
+        "policy": rule.policy,
+        "category": rule.category,
+        "store": rule.store,
+        "table": rule.table,
+        "action": rule.action,
+        "clock": rule.clock_text,
+        "period": rule.period.text,
+        "period_column": str(rule.period_column) if rule.period_column else None,
+        "cutoff": selection.default.cutoff.isoformat() if selection else None,
+        "due": rule_plan.due,
+        "oldest": rule_plan.oldest.isoformat() if rule_plan.oldest else None,
+        "sample_keys": list(rule_plan.samples),
+        "error": rule_plan.error,
+    }
+    if selection and selection.overrides:
+        document["period_overrides"] = {
+            str(value): expired.cutoff.isoformat() for value, expired in selection.overrides
+        }
+    if selection and selection.invalid_period_values:
+        document["invalid_period_values"] = list(selection.invalid_period_values)
+    return document
+
+
+def plan_totals(plan: Plan) -> Mapping[str, int]:
+    """Given a Plan, return the rows due in total and the number of rules that failed."""
+    return {
+        "due": sum(rule_plan.due for rule_plan in plan.rules),
+        "failed": sum(rule_plan.error is not None for rule_plan in plan.rules),
+    }

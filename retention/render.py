@@ -1,0 +1,138 @@
+"""Plans and run reports as text for people. Pure: returns strings, prints nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+from retention.executor import RunReport
+from retention.planner import Plan, RulePlan
+
+
+def _moment(value: datetime | date | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    return value.isoformat()
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]) -> list[str]:
+    widths = [max(len(row[index]) for row in [headers, *rows]) for index in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(widths[index]) if index in numeric else cell.ljust(widths[index])
+            for index, cell in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(headers), line(["-" * width for width in widths]), *(line(row) for row in rows)]
+
+
+def _cutoff(rule_plan: RulePlan) -> str:
+    if rule_plan.selection is None:
+        return "-"
+    cutoff = _moment(rule_plan.selection.default.cutoff)
+    if rule_plan.selection.overrides:
+        cutoff += f" (+{len(rule_plan.selection.overrides)} per-row)"
+    return cutoff
+
+
+def render_plan(plan: Plan, zone_name: str) -> str:
+    """Given a Plan, return it as a readable table with samples and errors below.
+
+    Times are UTC; the calendar arithmetic itself happened in ``zone_name``.
+    """
+    headers = ["RULE", "ACTION", "STORE.TABLE", "CLOCK", "PERIOD", "CUTOFF (UTC)", "DUE", "OLDEST"]
+    rows = []
+    for rule_plan in plan.rules:
+        rule = rule_plan.rule
+        period = rule.period.text + (f" | {rule.period_column}" if rule.period_column else "")
+        rows.append(
+            [
+                rule.name,
+                rule.action,
+                f"{rule.store}.{rule.table}",
+                rule.clock_text,
+                period,
+                _cutoff(rule_plan),
+                "ERROR" if rule_plan.error else f"{rule_plan.due:,}",
+                _moment(rule_plan.oldest),
+            ]
+        )
+    lines = [
+        f"Plan {plan.plan_id} as of {_moment(plan.as_of)} UTC "
+        f"(periods counted on the {zone_name} calendar; read-only, nothing was changed)",
+        "",
+        *_table(headers, rows, numeric={6}),
+        "",
+    ]
+    total = sum(rule_plan.due for rule_plan in plan.rules)
+    lines.append(f"{total:,} records due in {len(plan.rules)} rules.")
+    with_samples = [rule_plan for rule_plan in plan.rules if rule_plan.samples]
+    if with_samples:
+        kind = "keyed" if plan.sample_hashing == "keyed" else "one-off (no hash key configured)"
+        lines += ["", f"Sample keys of due records ({kind} hashes, never raw values):"]
+        width = max(len(rule_plan.rule.name) for rule_plan in with_samples)
+        lines += [
+            f"  {rule_plan.rule.name.ljust(width)}  {' '.join(rule_plan.samples)}"
+            for rule_plan in with_samples
+        ]
+    warnings = [
+        f"  {rule_plan.rule.name}: rows with {rule_plan.rule.period_column} = "
+        + ", ".join(repr(value) for value in rule_plan.selection.invalid_period_values)
+        + " are not a period and are kept"
+        for rule_plan in plan.rules
+        if rule_plan.selection and rule_plan.selection.invalid_period_values
+    ]
+    errors = [
+        f"  {rule_plan.rule.name}: {rule_plan.error}" for rule_plan in plan.rules if rule_plan.error
+    ]
+    if warnings:
+        lines += ["", "Warnings:", *warnings]
+    if errors:
+        lines += ["", "Errors:", *errors]
+    return "\n".join(lines)
+
+
+def render_report(report: RunReport) -> str:
+    """Given a RunReport, return the per-rule summary table and a closing total line."""
+    headers = [
+        "RULE",
+        "STATUS",
+        "DUE",
+        "DELETED",
+        "ANONYMISED",
+        "CHILDREN",
+        "SKIPPED",
+        "BATCHES",
+        "SECONDS",
+    ]
+    rows = [
+        [
+            outcome.rule,
+            outcome.status,
+            f"{outcome.due:,}",
+            f"{outcome.deleted:,}",
+            f"{outcome.anonymised:,}",
+            f"{outcome.children_deleted:,}",
+            f"{outcome.skipped:,}",
+            str(outcome.batches),
+            f"{outcome.seconds:.2f}",
+        ]
+        for outcome in report.outcomes
+    ]
+    verb = "would purge" if report.dry_run else "purged"
+    done = sum(outcome.done for outcome in report.outcomes)
+    failed = [outcome for outcome in report.outcomes if outcome.status in ("failed", "unavailable")]
+    lines = [
+        ("Dry run (nothing was changed) " if report.dry_run else "Run ")
+        + f"of plan {report.plan_id}",
+        "",
+        *_table(headers, rows, numeric={2, 3, 4, 5, 6, 7, 8}),
+        "",
+        f"{verb} {done:,} records; {len(failed)} of {len(report.outcomes)} rules failed.",
+    ]
+    lines += [f"  {outcome.rule}: {outcome.error}" for outcome in failed]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Side effects of the process itself: secrets, logging (and later systemd notify, metrics)."""

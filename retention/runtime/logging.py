@@ -1,0 +1,72 @@
+"""structlog set-up: JSON lines for machines, readable lines on a terminal.
+
+With $JOURNAL_STREAM set (running under systemd), each JSON line starts with the journald
+priority prefix ``<N>`` so that ``journalctl -p warning`` works. Standard-library loggers
+(SQLAlchemy, botocore, ...) go through the same renderer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+
+LogFormat = Literal["auto", "json", "console"]
+
+_JOURNAL_PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def _journal_prefix(_logger: Any, method: str, event_dict: Any) -> Any:
+    priority = _JOURNAL_PRIORITIES.get(method, 6)
+    return f"<{priority}>{event_dict}"
+
+
+def configure_logging(
+    *, log_format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Given a format, a level and a stream (stderr by default), configure structlog and the
+    standard logging module to write there."""
+    output = stream or sys.stderr
+    use_console = log_format == "console" or (log_format == "auto" and output.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: list[Any]
+    if use_console:
+        renderer = [structlog.dev.ConsoleRenderer(colors=False)]
+    else:
+        renderer = [structlog.processors.JSONRenderer(sort_keys=True)]
+        if os.environ.get("JOURNAL_STREAM"):
+            renderer.append(_journal_prefix)
+    numeric_level = logging.getLevelName(level.upper())
+    if not isinstance(numeric_level, int):
+        numeric_level = logging.INFO
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+    )
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric_level)
+    # Library chatter (SQL echo, connection pool) stays out unless asked for.
+    for noisy in ("sqlalchemy", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
+
+
+def get_logger(**bound: Any) -> Any:
+    """Given context fields, return a structlog logger carrying them."""
+    return structlog.get_logger("retention").bind(**bound)

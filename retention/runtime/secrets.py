@@ -1,0 +1,91 @@
+"""Secrets come from files or the service manager's credentials, never from the TOML."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from retention.config import Settings, SqlStoreConfig
+from retention.errors import ConfigError, ConfigIssue
+
+MINIMUM_KEY_BYTES = 16
+
+
+def credential_path(name: str, key_path: str) -> Path:
+    """Given a credential name, return its file in $CREDENTIALS_DIRECTORY (systemd's
+    LoadCredential=); raise ConfigError naming ``key_path`` when that is not set."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ConfigError(
+            [ConfigIssue(key_path, f"credential {name!r} needs $CREDENTIALS_DIRECTORY to be set")]
+        )
+    return Path(directory) / name
+
+
+def read_hash_key(settings: Settings) -> bytes | None:
+    """Given the settings, return the secret hash key, or None when none is configured."""
+    if settings.hash_key_credential:
+        path = credential_path(settings.hash_key_credential, "settings.hash_key_credential")
+        key_path = "settings.hash_key_credential"
+    elif settings.hash_key_file:
+        path, key_path = settings.hash_key_file, "settings.hash_key_file"
+    else:
+        return None
+    try:
+        key = path.read_bytes().strip()
+    except OSError as error:
+        raise ConfigError(
+            [ConfigIssue(key_path, f"cannot read {str(path)!r}: {error.strerror}")]
+        ) from error
+    if len(key) < MINIMUM_KEY_BYTES:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    key_path, f"the key in {str(path)!r} is shorter than {MINIMUM_KEY_BYTES} bytes"
+                )
+            ]
+        )
+    return key
+
+
+def write_new_key(path: Path) -> bool:
+    """Given a path, create a random 32-byte key there (hex, mode 0600) unless one exists;
+    return whether a key was written."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(os.urandom(32).hex() + "\n")
+    return True
+
+
+def store_url(store: SqlStoreConfig) -> str:
+    """Given a SQL store's config, return its database URL from the TOML, the environment or a
+    credential file."""
+    key_path = f"stores.{store.name}"
+    if store.url:
+        return store.url
+    if store.url_env:
+        value = os.environ.get(store.url_env)
+        if not value:
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        f"{key_path}.url_env", f"environment variable {store.url_env} is not set"
+                    )
+                ]
+            )
+        return value
+    assert store.url_credential is not None
+    path = credential_path(store.url_credential, f"{key_path}.url_credential")
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    f"{key_path}.url_credential", f"cannot read {str(path)!r}: {error.strerror}"
+                )
+            ]
+        ) from error

@@ -1,0 +1,652 @@
+"""SQL databases (SQLite, PostgreSQL, MariaDB/MySQL) through SQLAlchemy Core.
+
+One predicate, built from a Selection, serves the plan's count, the run's keyset batches and the
+re-check inside every DELETE/UPDATE, so the plan counts exactly what the run purges and a row
+touched since it was selected survives. Identifiers come from the config and are quoted by
+SQLAlchemy; values are always bound.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Engine,
+    MetaData,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    false,
+    func,
+    inspect,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.mysql import TIMESTAMP as MYSQL_TIMESTAMP
+from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import sqltypes
+from sqlalchemy.sql.functions import GenericFunction
+
+from retention.anonymise import anonymise_value
+from retention.config import Child, ColumnRef, Condition, Rule, SqlStoreConfig
+from retention.errors import ConfigIssue, RetentionError, StoreUnavailable
+from retention.planner import Batch, KeyValues, Selection, Survey
+from retention.rules import Expired
+
+ClockKind = Literal["date", "aware", "naive", "utc_naive"]
+CONNECT_TIMEOUT_SECONDS = 10
+CONFLICT_RETRIES = 3
+
+
+class greatest(GenericFunction[Any]):
+    """GREATEST(); SQLite spells it max() with several arguments."""
+
+    name = "greatest"
+    inherit_cache = True
+
+
+@compiles(greatest, "sqlite")
+def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
+
+
+class BatchConflict(RetentionError):
+    """Rows changed between the locking select and the write; the batch was rolled back."""
+
+
+def create_sql_engine(url: str, *, read_only: bool) -> Engine:
+    """Given a SQLAlchemy URL, return an engine; read-only engines cannot write by construction.
+
+    SQLite files are opened with ``mode=ro`` (or ``mode=rw``, so a missing file is an error rather
+    than a new empty database); PostgreSQL sessions get ``default_transaction_read_only``;
+    MariaDB/MySQL sessions ``SET SESSION TRANSACTION READ ONLY``. MariaDB/MySQL sessions run in
+    UTC so that TIMESTAMP columns read the same whatever the server's time_zone.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed.database or "", read_only=read_only)
+    if backend == "postgresql":
+        options = "-c default_transaction_read_only=on" if read_only else ""
+        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        if options:
+            connect_args["options"] = options
+        return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    if backend in ("mysql", "mariadb"):
+        engine = create_engine(
+            url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}, pool_pre_ping=True
+        )
+        statements = ["SET time_zone = '+00:00'"]
+        if read_only:
+            statements.append("SET SESSION TRANSACTION READ ONLY")
+
+        @event.listens_for(engine, "connect")
+        def _session_setup(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+
+        return engine
+    raise StoreUnavailable(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def _sqlite_engine(path: str, *, read_only: bool) -> Engine:
+    if not path or path == ":memory:":
+        raise StoreUnavailable("a SQLite store needs a database file path")
+    mode = "ro" if read_only else "rw"
+    uri = f"file:{quote(path)}?mode={mode}"
+
+    def connect() -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun below, so a batch's locking select and
+        # its DELETE are one transaction (pysqlite would otherwise begin only at the DELETE).
+        return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+
+    engine = create_engine("sqlite://", creator=connect)
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+@dataclass(frozen=True)
+class _Clock:
+    expression: ColumnElement[Any]
+    kind: ClockKind
+
+
+class SqlStore:
+    """A SQL database holding the records of some rules."""
+
+    def __init__(self, config: SqlStoreConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self._metadata = MetaData()
+        self._tables: dict[str, Table] = {}
+        self._inspected: dict[str, tuple[set[str], list[set[str]]]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turn connection failures into StoreUnavailable; other database errors pass."""
+        try:
+            yield
+        except sa_exc.DBAPIError as error:
+            if error.connection_invalidated or _is_connect_failure(error):
+                raise StoreUnavailable(
+                    f"store {self.name!r} is unreachable: {_reason(error)}"
+                ) from error
+            raise
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        with self._reachable(), self.engine.connect() as connection:
+            connection.execute(select(literal(1)))
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def table(self, name: str) -> Table:
+        if name not in self._tables:
+            with self._reachable(), self.engine.connect() as connection:
+                self._tables[name] = Table(
+                    name, self._metadata, autoload_with=connection, resolve_fks=False
+                )
+        return self._tables[name]
+
+    def _unique_column_sets(self, name: str) -> list[set[str]]:
+        if name not in self._inspected:
+            with self._reachable(), self.engine.connect() as connection:
+                inspector = inspect(connection)
+                primary = set(inspector.get_pk_constraint(name).get("constrained_columns") or [])
+                unique = [set(c["column_names"]) for c in inspector.get_unique_constraints(name)]
+                unique += [
+                    {column for column in index["column_names"] if column}
+                    for index in inspector.get_indexes(name)
+                    if index.get("unique")
+                ]
+            self._inspected[name] = (primary, unique)
+        primary, unique = self._inspected[name]
+        return ([primary] if primary else []) + unique
+
+    def check_rule(self, rule: Rule) -> list[ConfigIssue]:
+        """Given a rule, return every way it does not fit the live schema (empty: it fits)."""
+        issues: list[ConfigIssue] = []
+
+        def problem(key: str, message: str) -> None:
+            issues.append(ConfigIssue(f"{rule.path}.{key}", message))
+
+        tables = {}
+        for key, table_name in [("table", rule.table)] + [
+            (f"joins.{join.name}.table", join.table) for join in rule.joins
+        ]:
+            try:
+                tables[table_name] = self.table(table_name)
+            except sa_exc.NoSuchTableError:
+                problem(key, f"table {table_name!r} does not exist in store {self.name!r}")
+        if rule.table not in tables:
+            return issues
+        table = tables[rule.table]
+        missing = [column for column in rule.key if column not in table.c]
+        if missing:
+            problem("key", f"no column {', '.join(missing)} in {rule.table!r}")
+        elif set(rule.key) not in self._unique_column_sets(rule.table):
+            problem(
+                "key", f"{', '.join(rule.key)} is not a primary key or unique in {rule.table!r}"
+            )
+        for join in rule.joins:
+            remote = tables.get(join.table)
+            for column in join.local_columns:
+                if column not in table.c:
+                    problem(f"joins.{join.name}.on", f"no column {column!r} in {rule.table!r}")
+            if remote is None:
+                continue
+            absent = [column for column in join.remote_columns if column not in remote.c]
+            if absent:
+                problem(f"joins.{join.name}.on", f"no column {', '.join(absent)} in {join.table!r}")
+            elif set(join.remote_columns) not in self._unique_column_sets(join.table):
+                problem(
+                    f"joins.{join.name}.on",
+                    f"{', '.join(join.remote_columns)} is not unique in {join.table!r}: the join "
+                    "must reach at most one row",
+                )
+        if issues:
+            return issues
+
+        def resolve(reference: ColumnRef, key: str) -> Column[Any] | None:
+            owner = table if reference.join is None else tables[rule.join(reference.join).table]
+            if reference.column not in owner.c:
+                problem(key, f"no column {reference.column!r} in {owner.name!r}")
+                return None
+            return owner.c[reference.column]
+
+        kinds = set()
+        for index, reference in enumerate(rule.clock):
+            clock_column = resolve(reference, f"clock[{index}]" if len(rule.clock) > 1 else "clock")
+            if clock_column is not None:
+                kind = _clock_kind(clock_column, self.engine.dialect.name)
+                if kind is None:
+                    problem("clock", f"{reference} is {clock_column.type}, not a date or timestamp")
+                kinds.add(kind)
+        if len(kinds - {None}) > 1:
+            problem("clock", "the clock columns mix dates and timestamps of different kinds")
+        if "date" in kinds and rule.period.has_time_part:
+            problem("period", "a date clock cannot take a period with hours, minutes or seconds")
+        if rule.period_column is not None:
+            period_column = resolve(rule.period_column, "period_column")
+            if period_column is not None and not _is_text(period_column) and not rule.period_unit:
+                problem(
+                    "period_column",
+                    f"{rule.period_column} is {period_column.type}: "
+                    "give period_unit when it holds a number of units",
+                )
+        for index, condition in enumerate(rule.conditions):
+            resolve(condition.column, f"where[{index}]")
+        for column_name, _strategy in rule.anonymise:
+            if column_name not in table.c:
+                problem(f"anonymise.{column_name}", f"no column {column_name!r} in {rule.table!r}")
+        if rule.marker_column is not None:
+            if rule.marker_column not in table.c:
+                problem("marker_column", f"no column {rule.marker_column!r} in {rule.table!r}")
+            elif _clock_kind(table.c[rule.marker_column], self.engine.dialect.name) is None:
+                problem("marker_column", f"{rule.marker_column!r} must be a date or timestamp")
+        self._check_children(rule, table, rule.children, "children", problem)
+        if rule.where_sql and not issues:
+            try:
+                with self.engine.connect() as connection:
+                    connection.execute(
+                        select(literal(1)).select_from(table).where(text(rule.where_sql)).limit(0)
+                    )
+            except sa_exc.DBAPIError as error:
+                problem("where_sql", f"the database refuses it: {_reason(error)}")
+        return issues
+
+    def _check_children(
+        self, rule: Rule, parent: Table, children: Sequence[Child], path: str, problem: Any
+    ) -> None:
+        for index, child in enumerate(children):
+            where = f"{path}[{index}]"
+            try:
+                child_table = self.table(child.table)
+            except sa_exc.NoSuchTableError:
+                problem(f"{where}.table", f"table {child.table!r} does not exist")
+                continue
+            if child.foreign_key not in child_table.c:
+                problem(
+                    f"{where}.foreign_key", f"no column {child.foreign_key!r} in {child.table!r}"
+                )
+            if child.references not in parent.c:
+                problem(f"{where}.references", f"no column {child.references!r} in {parent.name!r}")
+            self._check_children(rule, child_table, child.children, f"{where}.children", problem)
+
+    # --- selection --------------------------------------------------------------------------
+
+    def _column(self, rule: Rule, reference: ColumnRef) -> ColumnElement[Any]:
+        table = self.table(rule.table)
+        if reference.join is None:
+            return table.c[reference.column]
+        join = rule.join(reference.join)
+        remote = self.table(join.table)
+        # A correlated scalar subquery rather than a JOIN: it works unchanged inside DELETE and
+        # UPDATE on every dialect, where joins do not.
+        return (
+            select(remote.c[reference.column])
+            .where(
+                *(
+                    remote.c[remote_column] == table.c[local_column]
+                    for local_column, remote_column in zip(
+                        join.local_columns, join.remote_columns, strict=True
+                    )
+                )
+            )
+            .correlate(table)
+            .scalar_subquery()
+        )
+
+    def _clock(self, rule: Rule) -> _Clock:
+        columns = [self._column(rule, reference) for reference in rule.clock]
+        kind = _clock_kind(columns[0], self.engine.dialect.name)
+        if kind is None:
+            raise RetentionError(f"{rule.clock_text} is not a date or timestamp")
+        if len(columns) == 1:
+            return _Clock(columns[0], kind)
+        # The latest non-NULL value: each argument falls back on the others when it is NULL, so
+        # GREATEST ignores NULLs on every dialect (MariaDB's and SQLite's would return NULL).
+        arguments = [
+            func.coalesce(column, *(other for other in columns if other is not column))
+            for column in columns
+        ]
+        return _Clock(greatest(*arguments, type_=columns[0].type), kind)
+
+    def _expired(self, clock: _Clock, expired: Expired) -> ColumnElement[bool]:
+        if clock.kind == "date":
+            if expired.last_date is None:
+                return false()
+            return clock.expression <= expired.last_date
+        parts = []
+        for window in expired.windows:
+            upper = clock.expression <= self._bound(window.end, clock.kind)
+            if window.start is None:
+                parts.append(upper)
+            else:
+                parts.append(and_(clock.expression >= self._bound(window.start, clock.kind), upper))
+        return or_(*parts)
+
+    def _bound(self, instant: datetime, kind: ClockKind) -> datetime:
+        if kind == "aware":
+            return instant
+        if kind == "utc_naive":
+            return instant.astimezone(UTC).replace(tzinfo=None)
+        return instant.astimezone(self.config.timezone).replace(tzinfo=None)
+
+    def predicate(self, selection: Selection) -> ColumnElement[bool]:
+        """Given a Selection, return the SQL condition that is true exactly for its due rows."""
+        rule = selection.rule
+        clock = self._clock(rule)
+        expired = self._expired(clock, selection.default)
+        if rule.period_column is not None:
+            period_column = self._column(rule, rule.period_column)
+            expired = or_(
+                and_(period_column.is_(None), expired),
+                *(
+                    and_(period_column == value, self._expired(clock, override))
+                    for value, override in selection.overrides
+                ),
+            )
+        table = self.table(rule.table)
+        parts: list[ColumnElement[bool]] = [expired]
+        parts += [self._condition(rule, condition) for condition in rule.conditions]
+        if rule.where_sql:
+            parts.append(text(f"({rule.where_sql})").self_group())  # type: ignore[arg-type]
+        if rule.marker_column is not None:
+            parts.append(table.c[rule.marker_column].is_(None))
+        return and_(*parts)
+
+    def _condition(self, rule: Rule, condition: Condition) -> ColumnElement[bool]:
+        column = self._column(rule, condition.column)
+        value = condition.value
+        match condition.operator:
+            case "is_null":
+                return column.is_(None)
+            case "is_not_null":
+                return column.is_not(None)
+            case "in":
+                return column.in_(value if isinstance(value, tuple) else (value,))
+            case "not_in":
+                return column.not_in(value if isinstance(value, tuple) else (value,))
+            case "=":
+                return column == value
+            case "!=":
+                return column != value
+            case "<":
+                return column < value
+            case "<=":
+                return column <= value
+            case ">":
+                return column > value
+            case ">=":
+                return column >= value
+        raise AssertionError(condition.operator)
+
+    def period_values(self, rule: Rule) -> tuple[object, ...]:
+        """Given a rule with a period column, return the distinct non-NULL values it holds."""
+        if rule.period_column is None:
+            return ()
+        reference = rule.period_column
+        owner = self.table(
+            rule.table if reference.join is None else rule.join(reference.join).table
+        )
+        column = owner.c[reference.column]
+        with self._reachable(), self.engine.connect() as connection:
+            rows = connection.execute(select(column).where(column.is_not(None)).distinct())
+            return tuple(sorted((row[0] for row in rows), key=str))
+
+    def _key_columns(self, rule: Rule) -> list[Column[Any]]:
+        table = self.table(rule.table)
+        return [table.c[column] for column in rule.key]
+
+    def _batch_query(
+        self, selection: Selection, after: KeyValues | None, limit: int, extra: Sequence[str] = ()
+    ) -> Select[Any]:
+        """The one query that picks due rows in key order, after ``after``: keyset pagination."""
+        rule = selection.rule
+        table = self.table(rule.table)
+        keys = self._key_columns(rule)
+        columns = keys + [table.c[name] for name in extra if name not in rule.key]
+        query = select(*columns).where(self.predicate(selection)).order_by(*keys).limit(limit)
+        if after is not None:
+            query = query.where(_after_key(keys, after))
+        return query
+
+    def survey(self, selection: Selection, sample_size: int) -> Survey:
+        """Given a Selection, return how many rows are due, the oldest clock and the first keys."""
+        clock = self._clock(selection.rule)
+        counting = (
+            select(func.count(), func.min(clock.expression))
+            .select_from(self.table(selection.rule.table))
+            .where(self.predicate(selection))
+        )
+        with self._reachable(), self.engine.connect() as connection:
+            due, oldest = connection.execute(counting).one()
+            samples = connection.execute(self._batch_query(selection, None, sample_size)).all()
+        return Survey(
+            due=int(due),
+            oldest=self._instant(oldest, clock.kind),
+            sample_keys=tuple(tuple(row) for row in samples),
+        )
+
+    def _instant(self, value: Any, kind: ClockKind) -> datetime | date | None:
+        if value is None or kind == "date":
+            return value  # type: ignore[no-any-return]
+        if kind == "aware":
+            return value.astimezone(UTC)  # type: ignore[no-any-return]
+        zone = UTC if kind == "utc_naive" else self.config.timezone
+        return value.replace(tzinfo=zone).astimezone(UTC)  # type: ignore[no-any-return]
+
+    # --- purge --------------------------------------------------------------------------------
+
+    def purge_batch(
+        self,
+        selection: Selection,
+        *,
+        after: KeyValues | None,
+        limit: int,
+        dry_run: bool,
+        now: datetime,
+        hash_key: bytes | None,
+    ) -> Batch:
+        """Given a Selection and the last key already handled, purge the next batch of due rows.
+
+        One transaction: lock the next ``limit`` due rows in key order, delete their children,
+        then delete (or anonymise) them with the due condition checked again inside the
+        statement. If the database reports a different number of rows than were locked, a row
+        changed under us: the batch rolls back and is selected again. ``dry_run`` only selects.
+        """
+        rule = selection.rule
+        extra = [child.references for child in rule.children]
+        extra += [column for column, _strategy in rule.anonymise]
+        query = self._batch_query(selection, after, limit, extra)
+        if dry_run:
+            with self._reachable(), self.engine.connect() as connection:
+                rows = connection.execute(query).mappings().all()
+            return Batch(tuple(tuple(row[key] for key in rule.key) for row in rows), done=0)
+        for _attempt in range(CONFLICT_RETRIES):
+            try:
+                with self._reachable(), self.engine.begin() as connection:
+                    return self._purge_locked(connection, selection, query, now, hash_key)
+            except BatchConflict:
+                continue
+        raise RetentionError(
+            f"rows of {rule.table!r} kept changing while being purged ({CONFLICT_RETRIES} tries)"
+        )
+
+    def _purge_locked(
+        self,
+        connection: Connection,
+        selection: Selection,
+        query: Select[Any],
+        now: datetime,
+        hash_key: bytes | None,
+    ) -> Batch:
+        rule = selection.rule
+        rows = connection.execute(query.with_for_update()).mappings().all()
+        if not rows:
+            return Batch((), 0)
+        keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
+        table = self.table(rule.table)
+        key_columns = self._key_columns(rule)
+        recheck = self.predicate(selection)
+        children_deleted = 0
+        if rule.action == "delete":
+            children_deleted = self._delete_children(
+                connection,
+                rule.children,
+                {
+                    child.references: [row[child.references] for row in rows]
+                    for child in rule.children
+                },
+            )
+            result = connection.execute(delete(table).where(_key_in(key_columns, keys), recheck))
+        else:
+            result = connection.execute(
+                update(table)
+                .where(
+                    *(column == bindparam(f"key_{column.name}") for column in key_columns), recheck
+                )
+                .values(
+                    {
+                        **{column: bindparam(f"new_{column}") for column, _ in rule.anonymise},
+                        rule.marker_column: bindparam("new_marker"),
+                    }
+                ),
+                [self._anonymised(rule, row, now, hash_key) for row in rows],
+            )
+        if result.rowcount != len(keys):
+            raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
+        return Batch(keys, done=len(keys), children_deleted=children_deleted)
+
+    def _anonymised(
+        self, rule: Rule, row: RowMapping, now: datetime, hash_key: bytes | None
+    ) -> dict[str, Any]:
+        table = self.table(rule.table)
+        assert rule.marker_column is not None
+        marker_kind = _clock_kind(table.c[rule.marker_column], self.engine.dialect.name)
+        marker: datetime | date = now if marker_kind != "date" else now.date()
+        if isinstance(marker, datetime) and marker_kind is not None:
+            marker = self._bound(marker, marker_kind)
+        parameters: dict[str, Any] = {f"key_{column}": row[column] for column in rule.key}
+        for column, strategy in rule.anonymise:
+            parameters[f"new_{column}"] = anonymise_value(strategy, row[column], hash_key=hash_key)
+        parameters["new_marker"] = marker
+        return parameters
+
+    def _delete_children(
+        self,
+        connection: Connection,
+        children: Sequence[Child],
+        parent_values: Mapping[str, Sequence[Any] | Select[Any]],
+    ) -> int:
+        deleted = 0
+        for child in children:
+            child_table = self.table(child.table)
+            references = child_table.c[child.foreign_key].in_(parent_values[child.references])
+            if child.children:
+                deleted += self._delete_children(
+                    connection,
+                    child.children,
+                    {
+                        grandchild.references: select(child_table.c[grandchild.references]).where(
+                            references
+                        )
+                        for grandchild in child.children
+                    },
+                )
+            deleted += connection.execute(delete(child_table).where(references)).rowcount
+        return deleted
+
+
+def _after_key(keys: Sequence[Column[Any]], after: KeyValues) -> ColumnElement[bool]:
+    """``(a, b) > (x, y)`` spelled out, which every dialect can serve from the key's index."""
+    clauses = []
+    for position, column in enumerate(keys):
+        equal_prefix = [keys[index] == after[index] for index in range(position)]
+        clauses.append(and_(*equal_prefix, column > after[position]))
+    return or_(*clauses) if len(clauses) > 1 else clauses[0]
+
+
+def _key_in(keys: Sequence[Column[Any]], values: Sequence[KeyValues]) -> ColumnElement[bool]:
+    if len(keys) == 1:
+        return keys[0].in_([value[0] for value in values])
+    return tuple_(*keys).in_(values)
+
+
+def _clock_kind(column: ColumnElement[Any], dialect: str) -> ClockKind | None:
+    column_type = column.type
+    if isinstance(column_type, sqltypes.DateTime):
+        if dialect in ("mysql", "mariadb") and isinstance(column_type, MYSQL_TIMESTAMP):
+            return "utc_naive"
+        return "aware" if column_type.timezone else "naive"
+    if isinstance(column_type, sqltypes.Date):
+        return "date"
+    return None
+
+
+def _is_text(column: ColumnElement[Any]) -> bool:
+    return isinstance(column.type, sqltypes.String)
+
+
+def _is_connect_failure(error: sa_exc.DBAPIError) -> bool:
+    if not isinstance(error, sa_exc.OperationalError):
+        return False
+    message = str(error.orig).lower()
+    return any(
+        marker in message
+        for marker in (
+            "connection refused",
+            "could not connect",
+            "can't connect",
+            "unable to open database",
+            "connection timed out",
+            "timeout expired",
+            "access denied",
+            "authentication failed",
+            "unknown database",
+            "does not exist",
+            "name or service not known",
+            "server closed the connection",
+            "lost connection",
+        )
+    )
+
+
+def _reason(error: sa_exc.DBAPIError) -> str:
+    return str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+
+
+__all__ = ["SqlStore", "create_sql_engine"]
