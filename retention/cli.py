@@ -7,25 +7,24 @@ Expected failures (RetentionError) print one line per problem on stderr and exit
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
 from retention import __version__
-from retention.config import Config, Rule, load_config
+from retention.app import make_plan, run_plan
+from retention.config import Config, load_config
 from retention.errors import ConfigError, ExitCode, RetentionError, UsageError
-from retention.executor import RunReport, execute
-from retention.planner import Plan, RecordStore, build_plan, check_against_stores, plan_document
+from retention.planner import check_against_stores, plan_document
 from retention.render import render_plan, render_report
-from retention.runtime.logging import configure_logging, get_logger
-from retention.runtime.secrets import read_hash_key, write_new_key
+from retention.runtime.logging import configure_logging
+from retention.runtime.secrets import write_new_key
 from retention.stores import open_stores
 
 DEFAULT_CONFIG_PATHS = (Path("config/retention.toml"), Path("/etc/retention/retention.toml"))
@@ -83,26 +82,6 @@ def parse_as_of(text: str | None, config: Config) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=config.settings.timezone)
     return moment.astimezone(UTC)
-
-
-def sample_key(config: Config) -> tuple[bytes, bool]:
-    """The key for sample hashes, and whether it is the configured one (else a one-off key)."""
-    key = read_hash_key(config.settings)
-    return (key, True) if key is not None else (os.urandom(32), False)
-
-
-def prepare_plan(
-    config: Config,
-    rules: tuple[Rule, ...],
-    store_for: Callable[[str], RecordStore],
-    as_of: datetime,
-) -> Plan:
-    """Check every rule against its store (all problems at once, exit 78), then plan."""
-    issues, _unreachable = check_against_stores(rules, store_for)
-    if issues:
-        raise ConfigError(issues)
-    hash_key, keyed = sample_key(config)
-    return build_plan(config, rules, store_for, as_of, hash_key=hash_key, keyed=keyed)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -207,7 +186,7 @@ def plan(context: Context, rule_names: tuple[str, ...], as_of: str | None, outpu
         rules = config.rules_named(rule_names)
         moment = parse_as_of(as_of, config)
         with open_stores(config, read_only=True) as store_for:
-            the_plan = prepare_plan(config, rules, store_for, moment)
+            the_plan = make_plan(config, rules, store_for, moment)
     if output == "json":
         click.echo(json.dumps(plan_document(the_plan), indent=2, ensure_ascii=False))
     else:
@@ -237,43 +216,11 @@ def run(
         moment = parse_as_of(as_of, config)
         if not (yes or dry_run) and not sys.stdin.isatty():
             raise UsageError("standard input is not a terminal: pass --yes to purge (or --dry-run)")
-        hash_key = read_hash_key(config.settings)
         with open_stores(config, read_only=dry_run) as store_for:
-            the_plan = prepare_plan(config, rules, store_for, moment)
+            the_plan = make_plan(config, rules, store_for, moment)
             if not (yes or dry_run):
                 click.echo(render_plan(the_plan, config.settings.timezone.key))
                 click.confirm("\nPurge these records now?", abort=True)
-            report = run_plan(the_plan, store_for, dry_run=dry_run, hash_key=hash_key)
+            report = run_plan(config, the_plan, store_for, dry_run=dry_run)
     click.echo(render_report(report))
     sys.exit(int(report.exit_code))
-
-
-def run_plan(
-    the_plan: Plan,
-    store_for: Callable[[str], RecordStore],
-    *,
-    dry_run: bool,
-    hash_key: bytes | None,
-) -> RunReport:
-    logger = get_logger(plan_id=the_plan.plan_id)
-    report = execute(
-        the_plan,
-        store_for,
-        now=lambda: datetime.now(UTC),
-        dry_run=dry_run,
-        hash_key=hash_key,
-        logger=logger,
-    )
-    counters: dict[str, Any] = {
-        field: sum(getattr(outcome, field) for outcome in report.outcomes)
-        for field in ("due", "deleted", "anonymised", "children_deleted", "skipped")
-    }
-    logger.info(
-        "run.finished",
-        dry_run=dry_run,
-        rules=len(report.outcomes),
-        failed=sum(outcome.status in ("failed", "unavailable") for outcome in report.outcomes),
-        exit_code=int(report.exit_code),
-        **counters,
-    )
-    return report

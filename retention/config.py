@@ -195,6 +195,15 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
             rule = _read_rule(reader, raw_rule, f"rules[{index}]", stores, settings)
             if rule is not None:
                 rules.append(rule)
+    if settings is not None and not (settings.hash_key_file or settings.hash_key_credential):
+        for rule in rules:
+            for column, strategy in rule.anonymise:
+                if strategy.kind == "hash":
+                    reader.error(
+                        f"{rule.path}.anonymise.{column}",
+                        "the hash strategy needs a secret key: set settings.hash_key_file or "
+                        "settings.hash_key_credential",
+                    )
     seen: dict[str, str] = {}
     for rule in rules:
         if rule.name in seen:

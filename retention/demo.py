@@ -274,7 +274,7 @@ def create_demo_database(
             shown = make_url(url).render_as_string(hide_password=True)
             raise DemoExistsError(
                 f"the demo tables in {shown} already hold rows; pass replace=True "
-                "(retention demo --replace) to drop and recreate them"
+                "to drop and recreate them"
             )
         metadata.drop_all(engine)
         metadata.create_all(engine)
@@ -395,8 +395,9 @@ def _walk(
     return clock
 
 
-def _boundaries(as_of: datetime, period: relativedelta) -> Iterator[tuple[bool, datetime]]:
-    """Yield (due, naive UTC clock) whose Paris-calendar expiry is as_of minus, then plus, a day."""
+def _boundaries(as_of: datetime, period: relativedelta) -> Iterator[datetime]:
+    """Yield two naive UTC clocks whose Paris-calendar expiry is as_of minus a day (due), then
+    as_of plus a day (not due)."""
     wall = as_of.astimezone(PARIS)
     for due in (True, False):
         target = (wall + timedelta(days=-1 if due else 1)).astimezone(UTC)
@@ -404,15 +405,16 @@ def _boundaries(as_of: datetime, period: relativedelta) -> Iterator[tuple[bool, 
         clock = _walk(
             first, lambda c: (c.astimezone(PARIS) + period).astimezone(UTC), target, due=due
         )
-        yield due, _naive_utc(clock)
+        yield _naive_utc(clock)
 
 
-def _date_boundaries(as_of: datetime, period: relativedelta) -> Iterator[tuple[bool, date]]:
-    """Yield (due, date) whose expiry date is the Paris date of as_of minus, then plus, a day."""
+def _date_boundaries(as_of: datetime, period: relativedelta) -> Iterator[date]:
+    """Yield two dates whose expiry is the Paris date of as_of minus a day (due), then plus a day
+    (not due)."""
     today = as_of.astimezone(PARIS).date()
     for due in (True, False):
         target = today + timedelta(days=-1 if due else 1)
-        yield due, _walk(target - period, lambda d: d + period, target, due=due)
+        yield _walk(target - period, lambda d: d + period, target, due=due)
 
 
 # --- Table generators ----------------------------------------------------------------------------
@@ -447,7 +449,7 @@ def _hosting(rows: _Rows, fake: _Fake, scale: int) -> None:
         ended = fake.since(started + timedelta(days=30)).date() if fake.chance(0.55) else None
         _contract(rows, fake, started, ended)
     # customer-content (90 days after contracts.ended_at, a date)
-    for _due, ended in _date_boundaries(fake.as_of, _CUSTOMER_CONTENT):
+    for ended in _date_boundaries(fake.as_of, _CUSTOMER_CONTENT):
         _contract(rows, fake, fake.days_ago(1500, 400), ended)
 
 
@@ -477,16 +479,18 @@ def _emailing(rows: _Rows, fake: _Fake, scale: int) -> None:
 
     # user-accounts, visit-statistics, responses-and-unsubscribes (0 days after the account's
     # contract_ended_at): the +1 day account has given notice, its contract ends tomorrow.
-    for _due, ended in _boundaries(fake.as_of, _IMMEDIATE):
-        _account(rows, fake, fake.days_ago(2000, 400), ended, None)
+    for ended in _boundaries(fake.as_of, _IMMEDIATE):
+        created = fake.days_ago(2000, 400)
+        account = _account(rows, fake, created, ended, None)
+        _campaign(rows, fake, account, fake.since(created, ended), None, ended)
 
     active = _account(rows, fake, fake.days_ago(1500, 800), None, None)
     # connection-logs (1 year after logged_at)
-    for _due, logged in _boundaries(fake.as_of, _CONNECTION_LOGS):
+    for logged in _boundaries(fake.as_of, _CONNECTION_LOGS):
         rows.add("connection_logs", account_id=active, ip_address=fake.ip(), logged_at=logged)
     # message-sends (0 days after sent_at, status 'sent'): +1 day is a send stamped tomorrow.
     campaign = _campaign(rows, fake, active, fake.now - timedelta(days=2), None, None)
-    for _due, sent in _boundaries(fake.as_of, _IMMEDIATE):
+    for sent in _boundaries(fake.as_of, _IMMEDIATE):
         email = fake.person()[1]
         queued = sent - timedelta(minutes=5)
         _send(rows, campaign, email, "sent", queued, sent)
@@ -497,7 +501,7 @@ def _emailing(rows: _Rows, fake: _Fake, scale: int) -> None:
         effective = _CAMPAIGN_DEFAULT if chosen is None else parse_period(chosen).as_relativedelta()
         created = fake.now - effective - relativedelta(years=1)
         account = _account(rows, fake, created, None, chosen)
-        for _due, sent in _boundaries(fake.as_of, effective):
+        for sent in _boundaries(fake.as_of, effective):
             _campaign(rows, fake, account, sent, chosen, None)
 
 
@@ -527,7 +531,8 @@ def _campaign(
     chosen: str | None,
     ended: datetime | None,
 ) -> int:
-    """Add a campaign with its sends; a sent one also gets visits and responses until ``ended``."""
+    """Add a campaign with its sends; a sent one also gets visits and responses (at least one of
+    each) until ``ended``."""
     campaign = rows.add(
         "campaigns",
         account_id=account,
@@ -554,7 +559,7 @@ def _campaign(
             )
     if sent is None:
         return campaign
-    for _ in range(fake.count(0, 9)):
+    for _ in range(fake.count(1, 9)):
         visited = fake.since(sent, min(sent + timedelta(days=30), ended or fake.now))
         rows.add(
             "visit_stats",
@@ -563,7 +568,7 @@ def _campaign(
             visitor_ip=fake.ip(),
             visited_at=visited,
         )
-    for email in fake.rng.sample(recipients, fake.count(0, 3)):
+    for email in fake.rng.sample(recipients, fake.count(1, 3)):
         rows.add(
             "campaign_responses",
             account_id=account,
@@ -593,7 +598,7 @@ def _clients(rows: _Rows, fake: _Fake, scale: int) -> None:
         ended = fake.since(fake.history_start + timedelta(days=365)).date()
         _client(rows, fake, ended if fake.chance(0.5) else None)
     # clients (anonymised 5 years after relationship_ended_at, a date)
-    for _due, ended in _date_boundaries(fake.as_of, _CLIENTS):
+    for ended in _date_boundaries(fake.as_of, _CLIENTS):
         _client(rows, fake, ended)
 
 
@@ -642,7 +647,7 @@ def _contacts(rows: _Rows, fake: _Fake, scale: int) -> None:
         _prospect(rows, fake, *_collection(fake))
     # partners and prospects (3 years after the later of collected_at and last_contact_at): the
     # later one is once the last contact (collected long before), once the collection itself.
-    for _due, clock in _boundaries(fake.as_of, _PARTNERS_AND_PROSPECTS):
+    for clock in _boundaries(fake.as_of, _PARTNERS_AND_PROSPECTS):
         for add in (_partner, _prospect):
             add(rows, fake, clock - timedelta(days=fake.count(200, 900)), clock)
             add(rows, fake, clock, None)
@@ -694,7 +699,7 @@ def _quote_requests(rows: _Rows, fake: _Fake, scale: int) -> None:
         _quote(rows, fake, requested, closed, contacted, led_to_contract=fake.chance(0.3))
     # quote-requests (1 year after the later of closed_at and last_contact_at, no contract): the
     # later one is once a follow-up contact after closing, once the closing itself.
-    for _due, clock in _boundaries(fake.as_of, _QUOTE_REQUESTS):
+    for clock in _boundaries(fake.as_of, _QUOTE_REQUESTS):
         requested = clock - timedelta(days=fake.count(100, 200))
         _quote(rows, fake, requested, clock - timedelta(days=40), clock, led_to_contract=False)
         _quote(rows, fake, requested, clock, clock - timedelta(days=20), led_to_contract=False)
@@ -729,11 +734,11 @@ def _job_applicants(rows: _Rows, fake: _Fake, scale: int) -> None:
         objected = fake.since(applied, applied + timedelta(days=700)) if objects else None
         _applicant(rows, fake, applied, hired, objected)
     # job-applicants (2 years after applied_at, not hired, no objection)
-    for _due, applied in _boundaries(fake.as_of, _JOB_APPLICANTS):
+    for applied in _boundaries(fake.as_of, _JOB_APPLICANTS):
         _applicant(rows, fake, applied, False, None)
     # job-applicants-objected (0 days after objected_at, not hired): recent applications, so the
     # 2-year rule does not reach them; +1 day is an objection effective tomorrow.
-    for _due, objected in _boundaries(fake.as_of, _IMMEDIATE):
+    for objected in _boundaries(fake.as_of, _IMMEDIATE):
         _applicant(rows, fake, fake.days_ago(200, 30), False, objected)
 
 

@@ -35,6 +35,7 @@ class RuleOutcome:
     children_deleted: int = 0
     batches: int = 0
     seconds: float = 0.0
+    longest_transaction_seconds: float = 0.0
     error: str | None = None
 
     @property
@@ -106,6 +107,7 @@ def execute(
             skipped=outcome.skipped,
             batches=outcome.batches,
             seconds=round(outcome.seconds, 3),
+            longest_transaction_seconds=round(outcome.longest_transaction_seconds, 4),
             dry_run=dry_run,
             error=outcome.error,
         )
@@ -181,6 +183,9 @@ def _execute_rule(
         children_deleted=sum(batch.children_deleted for batch in batches),
         batches=len(batches),
         seconds=clock() - started,
+        longest_transaction_seconds=max(
+            (batch.transaction_seconds for batch in batches), default=0.0
+        ),
         error=error,
     )
 

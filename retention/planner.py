@@ -55,6 +55,7 @@ class Batch:
     keys: tuple[KeyValues, ...]
     done: int
     children_deleted: int = 0
+    transaction_seconds: float = 0.0
 
     @property
     def last_key(self) -> KeyValues | None:

@@ -9,9 +9,10 @@ SQLAlchemy; values are always bound.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -236,11 +237,12 @@ class SqlStore:
                     f"{', '.join(join.remote_columns)} is not unique in {join.table!r}: the join "
                     "must reach at most one row",
                 )
-        if issues:
-            return issues
 
         def resolve(reference: ColumnRef, key: str) -> Column[Any] | None:
-            owner = table if reference.join is None else tables[rule.join(reference.join).table]
+            owner_name = rule.table if reference.join is None else rule.join(reference.join).table
+            owner = tables.get(owner_name)
+            if owner is None:
+                return None  # its missing table is already reported
             if reference.column not in owner.c:
                 problem(key, f"no column {reference.column!r} in {owner.name!r}")
                 return None
@@ -497,11 +499,13 @@ class SqlStore:
                 rows = connection.execute(query).mappings().all()
             return Batch(tuple(tuple(row[key] for key in rule.key) for row in rows), done=0)
         for _attempt in range(CONFLICT_RETRIES):
+            started = time.monotonic()
             try:
                 with self._reachable(), self.engine.begin() as connection:
-                    return self._purge_locked(connection, selection, query, now, hash_key)
+                    batch = self._purge_locked(connection, selection, query, now, hash_key)
             except BatchConflict:
                 continue
+            return replace(batch, transaction_seconds=time.monotonic() - started)
         raise RetentionError(
             f"rows of {rule.table!r} kept changing while being purged ({CONFLICT_RETRIES} tries)"
         )

@@ -1,0 +1,74 @@
+"""Helpers shared by the integration tests: build a config around a test database, plan, run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, MetaData, create_engine, text
+
+from retention.app import make_plan, run_plan
+from retention.config import Config, parse_config
+from retention.executor import RunReport
+from retention.planner import Plan
+from retention.stores import open_stores
+
+
+def make_config(
+    url: str,
+    rules: str,
+    *,
+    timezone: str = "UTC",
+    store_timezone: str = "UTC",
+    hash_key_file: Path | None = None,
+    extra_stores: str = "",
+) -> Config:
+    """Given a database URL and `[[rules]]` TOML (store "db"), return a parsed Config."""
+    key_line = f'hash_key_file = "{hash_key_file}"' if hash_key_file else ""
+    document = f"""
+[settings]
+timezone = "{timezone}"
+{key_line}
+
+[stores.db]
+kind = "sql"
+url = "{url}"
+timezone = "{store_timezone}"
+{extra_stores}
+{rules}
+"""
+    return parse_config(document.encode())
+
+
+def plan(config: Config, as_of: datetime, *rule_names: str, read_only: bool = True) -> Plan:
+    """Given a config and an instant, return the plan of the named rules (all when none)."""
+    with open_stores(config, read_only=read_only) as store_for:
+        return make_plan(config, config.rules_named(rule_names), store_for, as_of)
+
+
+def plan_and_run(
+    config: Config, as_of: datetime, *rule_names: str, dry_run: bool = False
+) -> tuple[Plan, RunReport]:
+    """Given a config and an instant, plan the named rules, run that plan, return both."""
+    with open_stores(config, read_only=dry_run) as store_for:
+        the_plan = make_plan(config, config.rules_named(rule_names), store_for, as_of)
+        return the_plan, run_plan(config, the_plan, store_for, dry_run=dry_run)
+
+
+def due_counts(the_plan: Plan) -> dict[str, int]:
+    return {rule_plan.rule.name: rule_plan.due for rule_plan in the_plan.rules}
+
+
+def engine_for(url: str) -> Engine:
+    return create_engine(url)
+
+
+def create_tables(url: str, metadata: MetaData) -> Engine:
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    return engine
+
+
+def remaining_ids(engine: Engine, table: str) -> set[int]:
+    with engine.connect() as connection:
+        return {row[0] for row in connection.execute(text(f"SELECT id FROM {table}"))}

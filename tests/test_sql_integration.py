@@ -1,0 +1,860 @@
+"""Every rule shape against real databases: SQLite, PostgreSQL and MariaDB (``database_url``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    insert,
+    select,
+    text,
+)
+
+from retention.anonymise import keyed_hash
+from retention.errors import ExitCode
+from tests.support import create_tables, due_counts, make_config, plan, plan_and_run, remaining_ids
+
+LEAP_AS_OF = datetime(2025, 2, 28, 10, 0, tzinfo=UTC)
+SHIPPED_CONFIG = Path(__file__).parent.parent / "config" / "retention.toml"
+
+
+def _logs_table(metadata: MetaData, name: str = "logs", **clock_type: Any) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", clock_type.get("type_", DateTime()), index=True),
+        Column("note", String(50)),
+    )
+
+
+def _insert(engine: Engine, table: Table, rows: list[dict[str, Any]]) -> None:
+    with engine.begin() as connection:
+        connection.execute(insert(table), rows)
+
+
+LOG_RULE = """
+[[rules]]
+name = "logs"
+store = "db"
+table = "logs"
+key = "id"
+clock = "logged_at"
+period = "1y"
+action = "delete"
+"""
+
+# A year after 2024-02-29 is 2025-02-28: at 2025-02-28 10:00 UTC exactly these are expired.
+LEAP_ROWS = {
+    1: (datetime(2024, 2, 29, 10, 0, 0), True),
+    2: (datetime(2024, 2, 29, 10, 0, 1), False),
+    3: (datetime(2024, 2, 28, 10, 0, 0), True),
+    4: (datetime(2024, 2, 28, 10, 0, 1), False),
+    5: (datetime(2024, 2, 28, 9, 59, 59), True),
+    6: (datetime(2024, 2, 29, 9, 0, 0), True),
+    7: (datetime(2024, 3, 1, 0, 0, 0), False),
+    8: (None, False),
+    9: (datetime(2024, 2, 29, 23, 59, 0), False),
+    10: (datetime(2019, 6, 1, 12, 0, 0), True),
+}
+LEAP_DUE = {key for key, (_, due) in LEAP_ROWS.items() if due}
+
+
+def _leap_logs(url: str) -> Engine:
+    metadata = MetaData()
+    logs = _logs_table(metadata)
+    engine = create_tables(url, metadata)
+    _insert(engine, logs, [{"id": key, "logged_at": at} for key, (at, _) in LEAP_ROWS.items()])
+    return engine
+
+
+def test_leap_day_boundary_is_exact_and_plan_count_equals_run(database_url: str) -> None:
+    engine = _leap_logs(database_url)
+    config = make_config(database_url, LOG_RULE)
+
+    the_plan, report = plan_and_run(config, LEAP_AS_OF)
+
+    assert the_plan.rules[0].due == len(LEAP_DUE)
+    assert report.outcomes[0].deleted == len(LEAP_DUE)
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    assert plan(config, LEAP_AS_OF).rules[0].due == 0
+
+
+def test_one_second_earlier_the_boundary_rows_are_not_yet_due(database_url: str) -> None:
+    engine = _leap_logs(database_url)
+    config = make_config(database_url, LOG_RULE)
+    plan_and_run(config, datetime(2025, 2, 28, 9, 59, 59, tzinfo=UTC))
+    # 2024-02-29 09:00 + 1y = 2025-02-28 09:00, already past; 10:00 rows are a second away.
+    assert set(LEAP_ROWS) - remaining_ids(engine, "logs") == {5, 6, 10}
+
+
+def test_oldest_clock_value_and_samples_are_reported(database_url: str, tmp_path: Any) -> None:
+    _leap_logs(database_url)
+    key_file = tmp_path / "hash.key"
+    key_file.write_text("k" * 32)
+    config = make_config(database_url, LOG_RULE, hash_key_file=key_file)
+    rule_plan = plan(config, LEAP_AS_OF).rules[0]
+    assert rule_plan.oldest == datetime(2019, 6, 1, 12, tzinfo=UTC)
+    assert len(rule_plan.samples) == 5
+    again = plan(config, LEAP_AS_OF).rules[0]
+    assert again.samples == rule_plan.samples
+    assert all(len(sample) == 16 and not sample.isdigit() for sample in rule_plan.samples)
+
+
+def test_date_clock_expires_when_the_day_plus_period_is_over(database_url: str) -> None:
+    metadata = MetaData()
+    contracts = Table(
+        "contracts",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("ended_on", Date),
+    )
+    engine = create_tables(database_url, metadata)
+    _insert(
+        engine,
+        contracts,
+        [
+            {"id": 1, "ended_on": date(2024, 2, 28)},
+            {"id": 2, "ended_on": date(2024, 2, 29)},
+            {"id": 3, "ended_on": date(2024, 3, 1)},
+            {"id": 4, "ended_on": None},
+        ],
+    )
+    config = make_config(
+        database_url,
+        """
+[[rules]]
+name = "contracts"
+store = "db"
+table = "contracts"
+key = "id"
+clock = "ended_on"
+period = "1y"
+action = "delete"
+""",
+    )
+    # 2024-02-28 + 1y = 2025-02-28, a day not over at 23:00 that day.
+    assert plan(config, datetime(2025, 2, 28, 23, tzinfo=UTC)).rules[0].due == 0
+    # On 2025-03-01 both 02-28 and 02-29 (+1y = 02-28) are over; 03-01 (+1y = 03-01) is not.
+    plan_and_run(config, datetime(2025, 3, 1, 0, 30, tzinfo=UTC))
+    assert remaining_ids(engine, "contracts") == {3, 4}
+
+
+def test_naive_timestamps_in_a_store_time_zone(database_url: str) -> None:
+    """Naive values holding Paris wall time, periods on the Paris calendar."""
+    metadata = MetaData()
+    logs = _logs_table(metadata)
+    engine = create_tables(database_url, metadata)
+    _insert(
+        engine,
+        logs,
+        [
+            {"id": 1, "logged_at": datetime(2024, 2, 29, 10, 0, 0)},
+            {"id": 2, "logged_at": datetime(2024, 2, 29, 10, 0, 1)},
+        ],
+    )
+    config = make_config(
+        database_url, LOG_RULE, timezone="Europe/Paris", store_timezone="Europe/Paris"
+    )
+    # 09:00 UTC is 10:00 in Paris.
+    plan_and_run(config, datetime(2025, 2, 28, 9, 0, tzinfo=UTC))
+    assert remaining_ids(engine, "logs") == {2}
+
+
+def test_calendar_days_follow_daylight_saving_in_the_policy_zone(database_url: str) -> None:
+    """Paris springs forward on 2026-03-29: "1 day" before 12:00 CEST that day is 12:00 CET the
+    day before, 23 hours earlier, not 24."""
+    metadata = MetaData()
+    logs = _logs_table(metadata)
+    engine = create_tables(database_url, metadata)
+    _insert(
+        engine,
+        logs,
+        [
+            {"id": 1, "logged_at": datetime(2026, 3, 28, 10, 30)},  # due only by the calendar
+            {"id": 2, "logged_at": datetime(2026, 3, 28, 11, 0, 0)},  # 12:00 CET: exactly due
+            {"id": 3, "logged_at": datetime(2026, 3, 28, 11, 0, 1)},
+        ],
+    )
+    config = make_config(database_url, LOG_RULE.replace('"1y"', '"1d"'), timezone="Europe/Paris")
+    plan_and_run(config, datetime(2026, 3, 29, 10, 0, tzinfo=UTC))
+    assert remaining_ids(engine, "logs") == {3}
+
+
+def test_latest_of_several_columns_ignores_nulls(database_url: str) -> None:
+    metadata = MetaData()
+    partners = Table(
+        "partners",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("collected_at", DateTime),
+        Column("last_contact_at", DateTime),
+    )
+    engine = create_tables(database_url, metadata)
+    old, recent = datetime(2020, 1, 1), datetime(2024, 6, 1)
+    _insert(
+        engine,
+        partners,
+        [
+            {"id": 1, "collected_at": old, "last_contact_at": None},
+            {"id": 2, "collected_at": old, "last_contact_at": recent},
+            {"id": 3, "collected_at": None, "last_contact_at": None},
+            {"id": 4, "collected_at": None, "last_contact_at": old},
+            {"id": 5, "collected_at": recent, "last_contact_at": old},
+            {"id": 6, "collected_at": old, "last_contact_at": old},
+        ],
+    )
+    config = make_config(
+        database_url,
+        """
+[[rules]]
+name = "partners"
+store = "db"
+table = "partners"
+key = "id"
+clock = ["collected_at", "last_contact_at"]
+period = "3y"
+action = "delete"
+""",
+    )
+    the_plan, _ = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    assert the_plan.rules[0].oldest == datetime(2020, 1, 1, tzinfo=UTC)
+    assert remaining_ids(engine, "partners") == {2, 3, 5}
+
+
+CONTENT_RULE = """
+[[rules]]
+name = "content"
+store = "db"
+table = "content"
+key = "id"
+clock = "contract.ended_on"
+period = "90d"
+action = "delete"
+
+[rules.joins.contract]
+table = "contracts"
+on = { contract_id = "id" }
+"""
+
+
+def _contracts_and_content(url: str) -> Engine:
+    metadata = MetaData()
+    contracts = Table(
+        "contracts",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("ended_on", Date),
+    )
+    content = Table(
+        "content",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("contract_id", Integer),
+        Column("body", String(50)),
+    )
+    engine = create_tables(url, metadata)
+    _insert(
+        engine,
+        contracts,
+        [
+            {"id": 1, "ended_on": date(2026, 1, 10)},
+            {"id": 2, "ended_on": None},
+            {"id": 3, "ended_on": date(2026, 11, 1)},
+        ],
+    )
+    _insert(
+        engine,
+        content,
+        [
+            {"id": 10, "contract_id": 1, "body": "a"},
+            {"id": 11, "contract_id": 1, "body": "b"},
+            {"id": 20, "contract_id": 2, "body": "active contract"},
+            {"id": 30, "contract_id": 3, "body": "ended recently"},
+            {"id": 40, "contract_id": 99, "body": "no contract row: no clock, kept"},
+        ],
+    )
+    return engine
+
+
+def test_clock_reached_through_a_join(database_url: str) -> None:
+    engine = _contracts_and_content(database_url)
+    config = make_config(database_url, CONTENT_RULE)
+    the_plan, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    assert the_plan.rules[0].due == 2
+    assert report.outcomes[0].deleted == 2
+    assert remaining_ids(engine, "content") == {20, 30, 40}
+    assert remaining_ids(engine, "contracts") == {1, 2, 3}
+
+
+def test_per_row_period_override(database_url: str) -> None:
+    metadata = MetaData()
+    campaigns = Table(
+        "campaigns",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("sent_at", DateTime),
+        Column("retention_period", String(20)),
+    )
+    engine = create_tables(database_url, metadata)
+    _insert(
+        engine,
+        campaigns,
+        [
+            {"id": 1, "sent_at": datetime(2016, 1, 1), "retention_period": None},  # 10y: due
+            {"id": 2, "sent_at": datetime(2017, 1, 1), "retention_period": None},  # 10y: not
+            {"id": 3, "sent_at": datetime(2025, 6, 1), "retention_period": "1y"},  # due
+            {"id": 4, "sent_at": datetime(2025, 6, 1), "retention_period": "18mo"},  # not
+            {"id": 5, "sent_at": datetime(2010, 1, 1), "retention_period": "forever"},  # kept
+            {"id": 6, "sent_at": datetime(2024, 1, 1), "retention_period": "P2Y"},  # due
+        ],
+    )
+    config = make_config(
+        database_url,
+        """
+[[rules]]
+name = "campaigns"
+store = "db"
+table = "campaigns"
+key = "id"
+clock = "sent_at"
+period = "10y"
+period_column = "retention_period"
+action = "delete"
+""",
+    )
+    the_plan, _ = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    assert the_plan.rules[0].selection is not None
+    assert the_plan.rules[0].selection.invalid_period_values == ("forever",)
+    assert remaining_ids(engine, "campaigns") == {2, 4, 5}
+
+
+def test_conditions_and_raw_sql(database_url: str) -> None:
+    metadata = MetaData()
+    applicants = Table(
+        "applicants",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("applied_at", DateTime),
+        Column("hired", Boolean, nullable=False),
+        Column("status", String(10)),
+        Column("objected_at", DateTime),
+    )
+    engine = create_tables(database_url, metadata)
+    old = datetime(2020, 1, 1)
+    _insert(
+        engine,
+        applicants,
+        [
+            {"id": 1, "applied_at": old, "hired": False, "status": "closed", "objected_at": None},
+            {"id": 2, "applied_at": old, "hired": True, "status": "closed", "objected_at": None},
+            {"id": 3, "applied_at": old, "hired": False, "status": "open", "objected_at": None},
+            {"id": 4, "applied_at": old, "hired": False, "status": "closed", "objected_at": old},
+            {"id": 5, "applied_at": old, "hired": False, "status": "o'brien", "objected_at": None},
+        ],
+    )
+    config = make_config(
+        database_url,
+        """
+[[rules]]
+name = "applicants"
+store = "db"
+table = "applicants"
+key = "id"
+clock = "applied_at"
+period = "2y"
+where = ["hired = false", "status IN ('closed', 'o''brien')", "objected_at IS NULL"]
+where_sql = "id <> 5 OR status = 'o''brien'"
+action = "delete"
+""",
+    )
+    plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    assert remaining_ids(engine, "applicants") == {2, 3, 4}
+
+
+def test_children_and_grandchildren_go_first_in_the_same_transaction(database_url: str) -> None:
+    metadata = MetaData()
+    prospects = Table(
+        "prospects",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("collected_at", DateTime),
+    )
+    actions = Table(
+        "actions",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("prospect_id", Integer, ForeignKey("prospects.id"), nullable=False),
+    )
+    clicks = Table(
+        "clicks",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("action_id", Integer, ForeignKey("actions.id"), nullable=False),
+    )
+    engine = create_tables(database_url, metadata)
+    _insert(
+        engine,
+        prospects,
+        [
+            {"id": 1, "collected_at": datetime(2020, 1, 1)},
+            {"id": 2, "collected_at": datetime(2026, 1, 1)},
+        ],
+    )
+    _insert(engine, actions, [{"id": 10, "prospect_id": 1}, {"id": 20, "prospect_id": 2}])
+    _insert(engine, clicks, [{"id": 100, "action_id": 10}, {"id": 200, "action_id": 20}])
+    config = make_config(
+        database_url,
+        """
+[[rules]]
+name = "prospects"
+store = "db"
+table = "prospects"
+key = "id"
+clock = "collected_at"
+period = "3y"
+action = "delete"
+
+[[rules.children]]
+table = "actions"
+foreign_key = "prospect_id"
+
+[[rules.children.children]]
+table = "clicks"
+foreign_key = "action_id"
+""",
+    )
+    _, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    assert report.outcomes[0].deleted == 1
+    assert report.outcomes[0].children_deleted == 2
+    assert remaining_ids(engine, "prospects") == {2}
+    assert remaining_ids(engine, "actions") == {20}
+    assert remaining_ids(engine, "clicks") == {200}
+
+
+def test_undeclared_child_makes_the_rule_fail_alone(database_url: str) -> None:
+    """A foreign key the rule does not know about: that rule fails (exit 3), nothing of it is
+    half-deleted, and the next rule still runs."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite does not enforce foreign keys unless asked to")
+    metadata = MetaData()
+    Table(
+        "prospects",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("collected_at", DateTime),
+    )
+    Table(
+        "actions",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("prospect_id", Integer, ForeignKey("prospects.id"), nullable=False),
+    )
+    logs = _logs_table(metadata)
+    engine = create_tables(database_url, metadata)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO prospects VALUES (1, '2019-01-01'), (2, '2019-01-02')")
+        )
+        connection.execute(text("INSERT INTO actions VALUES (10, 1)"))
+    _insert(engine, logs, [{"id": 1, "logged_at": datetime(2019, 1, 1)}])
+    config = make_config(
+        database_url,
+        LOG_RULE.replace('name = "logs"', 'name = "prospects"')
+        .replace('table = "logs"', 'table = "prospects"')
+        .replace('"logged_at"', '"collected_at"')
+        + LOG_RULE,
+    )
+    _, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    statuses = {outcome.rule: outcome.status for outcome in report.outcomes}
+    assert statuses == {"prospects": "failed", "logs": "ok"}
+    assert report.exit_code == ExitCode.PARTIAL_FAILURE
+    assert remaining_ids(engine, "prospects") == {1, 2}
+    assert remaining_ids(engine, "logs") == set()
+
+
+def test_anonymise_rewrites_listed_columns_marks_rows_and_leaves_the_rest(
+    database_url: str, tmp_path: Any
+) -> None:
+    metadata = MetaData()
+    clients = Table(
+        "clients",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("name", String(100)),
+        Column("email", String(100)),
+        Column("phone", String(80)),
+        Column("ip_address", String(45)),
+        Column("birth_date", Date),
+        Column("notes", String(100)),
+        Column("company", String(100)),
+        Column("ended_on", Date),
+        Column("anonymised_at", DateTime),
+    )
+    engine = create_tables(database_url, metadata)
+    person = {
+        "name": "Jeanne Martin",
+        "email": "jeanne.martin@example.fr",
+        "phone": "+33 6 12 34 56 78",
+        "ip_address": "2001:db8:abcd:12::1",
+        "birth_date": date(1984, 7, 14),
+        "notes": "called on Monday",
+        "company": "ACME",
+    }
+    _insert(
+        engine,
+        clients,
+        [
+            {"id": 1, **person, "ended_on": date(2019, 3, 1), "anonymised_at": None},
+            {"id": 2, **person, "ended_on": date(2025, 3, 1), "anonymised_at": None},
+            {"id": 3, **person, "ended_on": None, "anonymised_at": None},
+        ],
+    )
+    key_file = tmp_path / "hash.key"
+    key_file.write_text("s" * 40)
+    config = make_config(
+        database_url,
+        """
+[[rules]]
+name = "clients"
+store = "db"
+table = "clients"
+key = "id"
+clock = "ended_on"
+period = "5y"
+action = "anonymise"
+marker_column = "anonymised_at"
+
+[rules.anonymise]
+name = { fixed = "Client anonymisé" }
+email = "mask_email"
+phone = "hash"
+ip_address = "truncate_ip"
+birth_date = "year_only"
+notes = "null"
+""",
+        hash_key_file=key_file,
+    )
+    as_of = datetime(2026, 11, 23, tzinfo=UTC)
+    _, report = plan_and_run(config, as_of)
+    assert report.outcomes[0].anonymised == 1
+    with engine.connect() as connection:
+        rows = {row.id: row for row in connection.execute(select(clients))}
+    anonymised = rows[1]
+    assert anonymised.name == "Client anonymisé"
+    assert anonymised.email == "j***@example.fr"
+    assert anonymised.phone == keyed_hash(b"s" * 40, "+33 6 12 34 56 78")
+    assert anonymised.ip_address == "2001:db8:abcd::"
+    assert anonymised.birth_date == date(1984, 1, 1)
+    assert anonymised.notes is None
+    assert anonymised.company == "ACME"
+    assert anonymised.anonymised_at is not None
+    for untouched in (rows[2], rows[3]):
+        assert (untouched.email, untouched.anonymised_at) == (person["email"], None)
+    # Marked rows are not selected again.
+    assert plan(config, as_of).rules[0].due == 0
+
+
+def test_keyset_batches_over_a_composite_key(database_url: str) -> None:
+    metadata = MetaData()
+    events = Table(
+        "events",
+        metadata,
+        Column("tenant", Integer, primary_key=True, autoincrement=False),
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("at", DateTime),
+    )
+    engine = create_tables(database_url, metadata)
+    rows = []
+    for tenant in range(1, 4):
+        for seq in range(1, 31):
+            due = (tenant * 31 + seq) % 5 != 0
+            rows.append(
+                {
+                    "tenant": tenant,
+                    "seq": seq,
+                    "at": datetime(2020, 1, 1) if due else datetime(2026, 11, 1),
+                }
+            )
+    _insert(engine, events, rows)
+    expected_due = sum(1 for row in rows if row["at"].year == 2020)
+    config = make_config(
+        database_url,
+        """
+[[rules]]
+name = "events"
+store = "db"
+table = "events"
+key = ["tenant", "seq"]
+clock = "at"
+period = "1y"
+action = "delete"
+batch_size = 7
+""",
+    )
+    the_plan, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    assert the_plan.rules[0].due == expected_due
+    assert report.outcomes[0].deleted == expected_due
+    assert report.outcomes[0].batches == -(-expected_due // 7)
+    with engine.connect() as connection:
+        left = connection.execute(text("SELECT COUNT(*) FROM events")).scalar_one()
+    assert left == len(rows) - expected_due
+
+
+def test_dry_run_walks_the_batches_and_writes_nothing(database_url: str) -> None:
+    engine = _leap_logs(database_url)
+    config = make_config(database_url, LOG_RULE)
+    _, report = plan_and_run(config, LEAP_AS_OF, dry_run=True)
+    assert report.outcomes[0].deleted == len(LEAP_DUE)
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS)
+
+
+def test_a_row_touched_after_planning_is_not_deleted(database_url: str) -> None:
+    engine = _leap_logs(database_url)
+    config = make_config(database_url, LOG_RULE)
+    from retention.app import make_plan, run_plan
+    from retention.stores import open_stores
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE logs SET logged_at = :now WHERE id = 10"),
+                {"now": datetime(2025, 2, 1)},
+            )
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+    assert report.outcomes[0].deleted == len(LEAP_DUE) - 1
+    assert report.outcomes[0].skipped == 1
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE | {10}
+
+
+@pytest.mark.postgres
+def test_a_change_between_locking_and_deleting_is_caught_by_the_recheck(postgres_url: str) -> None:
+    """The contract is reactivated by another session after the batch locked its content rows
+    but before the DELETE: the re-check inside the DELETE keeps the row, the batch rolls back and
+    is selected again without it."""
+    engine = _contracts_and_content(postgres_url)
+    config = make_config(postgres_url, CONTENT_RULE)
+    from retention.app import make_plan, run_plan
+    from retention.stores import open_stores
+
+    reactivated: list[bool] = []
+
+    def reactivate_once(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("DELETE FROM content") and not reactivated:
+            reactivated.append(True)
+            with engine.begin() as other:
+                other.execute(text("UPDATE contracts SET ended_on = NULL WHERE id = 1"))
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, datetime(2026, 11, 23, tzinfo=UTC))
+        store_engine = store_for("db").engine  # type: ignore[attr-defined]
+        event.listen(store_engine, "before_cursor_execute", reactivate_once)
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+    assert reactivated
+    assert report.outcomes[0].deleted == 0
+    assert report.outcomes[0].status == "ok"
+    assert remaining_ids(engine, "content") == {10, 11, 20, 30, 40}
+
+
+def test_demo_data_set_plan_equals_run_for_every_rule(database_url: str, tmp_path: Path) -> None:
+    from retention.config import load_config
+    from retention.demo import create_demo_database
+
+    as_of = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    create_demo_database(database_url, as_of=as_of, seed=7)
+    shipped = load_config(SHIPPED_CONFIG)
+    rules_toml = SHIPPED_CONFIG.read_text().split("\n[[rules]]", 1)[1]
+    rules_toml = rules_toml.replace('store = "app"', 'store = "db"')
+    key_file = tmp_path / "hash.key"
+    key_file.write_text("d" * 32)
+    config = make_config(
+        database_url, "[[rules]]" + rules_toml, timezone="Europe/Paris", hash_key_file=key_file
+    )
+    assert [rule.name for rule in config.rules] == [rule.name for rule in shipped.rules]
+    for rule in config.rules:
+        the_plan, report = plan_and_run(config, as_of, rule.name)
+        assert the_plan.rules[0].due > 0, rule.name
+        outcome = report.outcomes[0]
+        assert (outcome.status, outcome.done) == ("ok", the_plan.rules[0].due), rule.name
+    assert set(due_counts(plan(config, as_of)).values()) == {0}
+
+
+NON_UTC_ROWS = [
+    # (id, utc instant, due at LEAP_AS_OF with a 1y period)
+    (1, datetime(2024, 2, 29, 10, 0, 0, tzinfo=UTC), True),
+    (2, datetime(2024, 2, 29, 10, 0, 1, tzinfo=UTC), False),
+    (3, datetime(2024, 2, 28, 23, 30, tzinfo=UTC), False),
+    (4, datetime(2023, 12, 31, 23, 30, tzinfo=UTC), True),
+]
+
+
+def _non_utc_case(url: str, aware_type: Any, insert_session: Callable[[Any], None]) -> Engine:
+    metadata = MetaData()
+    Table(
+        "logs",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", aware_type),
+    )
+    engine = create_tables(url, metadata)
+    with engine.begin() as connection:
+        insert_session(connection)
+    return engine
+
+
+@pytest.mark.postgres
+def test_postgres_session_time_zone_does_not_change_results(postgres_non_utc_url: str) -> None:
+    def insert_rows(connection: Any) -> None:
+        assert connection.execute(text("SHOW TimeZone")).scalar_one() == "America/New_York"
+        for key, instant, _ in NON_UTC_ROWS:
+            connection.execute(
+                text("INSERT INTO logs VALUES (:id, :at)"), {"id": key, "at": instant}
+            )
+
+    engine = _non_utc_case(postgres_non_utc_url, DateTime(timezone=True), insert_rows)
+    config = make_config(postgres_non_utc_url, LOG_RULE)
+    the_plan, _ = plan_and_run(config, LEAP_AS_OF)
+    assert the_plan.rules[0].oldest == datetime(2023, 12, 31, 23, 30, tzinfo=UTC)
+    assert remaining_ids(engine, "logs") == {2, 3}
+
+
+@pytest.mark.mariadb
+def test_mariadb_session_time_zone_does_not_change_results(mariadb_non_utc_url: str) -> None:
+    """TIMESTAMP columns are stored in UTC and shown in the session zone; the store reads them
+    in UTC whatever the server or session default is."""
+
+    def insert_rows(connection: Any) -> None:
+        assert connection.execute(text("SELECT @@session.time_zone")).scalar_one() == "-05:00"
+        for key, instant, _ in NON_UTC_ROWS:
+            local = instant.astimezone(timezone(-timedelta(hours=5)))
+            connection.execute(
+                text("INSERT INTO logs VALUES (:id, :at)"),
+                {"id": key, "at": local.replace(tzinfo=None)},
+            )
+
+    from sqlalchemy.dialects.mysql import TIMESTAMP
+
+    engine = _non_utc_case(mariadb_non_utc_url, TIMESTAMP(), insert_rows)
+    config = make_config(mariadb_non_utc_url, LOG_RULE)
+    the_plan, _ = plan_and_run(config, LEAP_AS_OF)
+    assert the_plan.rules[0].oldest == datetime(2023, 12, 31, 23, 30, tzinfo=UTC)
+    assert remaining_ids(engine, "logs") == {2, 3}
+
+
+@pytest.mark.postgres
+def test_plan_works_with_a_select_only_role_and_run_cannot_write(
+    postgres_url: str, postgres_readonly_url: Callable[[], str]
+) -> None:
+    engine = _leap_logs(postgres_url)
+    readonly_config = make_config(postgres_readonly_url(), LOG_RULE)
+    assert plan(readonly_config, LEAP_AS_OF).rules[0].due == len(LEAP_DUE)
+    _, report = plan_and_run(readonly_config, LEAP_AS_OF)
+    assert report.outcomes[0].status == "failed"
+    assert "permission denied" in (report.outcomes[0].error or "")
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS)
+
+
+def test_sqlite_plan_opens_the_file_read_only(sqlite_url: str) -> None:
+    from retention.stores.sql import create_sql_engine
+
+    _leap_logs(sqlite_url)
+    read_only = create_sql_engine(sqlite_url, read_only=True)
+    with pytest.raises(Exception, match="readonly"), read_only.begin() as connection:
+        connection.execute(text("DELETE FROM logs"))
+    assert plan(make_config(sqlite_url, LOG_RULE), LEAP_AS_OF).rules[0].due == len(LEAP_DUE)
+
+
+def test_missing_sqlite_file_is_unreachable_not_created(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/absent.sqlite"
+    config = make_config(url, LOG_RULE)
+    _, report = plan_and_run(config, LEAP_AS_OF)
+    assert report.outcomes[0].status == "unavailable"
+    assert report.exit_code == ExitCode.STORE_UNAVAILABLE
+    assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_an_unreachable_store_does_not_stop_rules_on_other_stores(sqlite_url: str) -> None:
+    engine = _leap_logs(sqlite_url)
+    config = make_config(
+        sqlite_url,
+        LOG_RULE
+        + LOG_RULE.replace('name = "logs"', 'name = "remote-logs"').replace(
+            'store = "db"', 'store = "remote"'
+        ),
+        extra_stores="""
+[stores.remote]
+kind = "sql"
+url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+""",
+    )
+    _, report = plan_and_run(config, LEAP_AS_OF)
+    statuses = {outcome.rule: outcome.status for outcome in report.outcomes}
+    assert statuses == {"logs": "ok", "remote-logs": "unavailable"}
+    assert report.exit_code == ExitCode.STORE_UNAVAILABLE
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+
+
+def test_schema_problems_are_all_reported_before_anything_is_touched(database_url: str) -> None:
+    from retention.errors import ConfigError
+
+    engine = _contracts_and_content(database_url)
+    config = make_config(
+        database_url,
+        CONTENT_RULE
+        + """
+[[rules]]
+name = "broken"
+store = "db"
+table = "content"
+key = "body"
+clock = "created"
+period = "1y"
+where = ["colour = 'red'"]
+action = "delete"
+
+[[rules]]
+name = "no-table"
+store = "db"
+table = "nothing_here"
+key = "id"
+clock = "at"
+period = "1y"
+action = "delete"
+
+[[rules]]
+name = "not-a-date"
+store = "db"
+table = "content"
+key = "id"
+clock = "body"
+period = "1y"
+action = "delete"
+""",
+    )
+    with pytest.raises(ConfigError) as raised:
+        plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    paths = {issue.path for issue in raised.value.issues}
+    assert paths == {
+        "rules[1].key",
+        "rules[1].clock",
+        "rules[1].where[0]",
+        "rules[2].table",
+        "rules[3].clock",
+    }
+    assert remaining_ids(engine, "content") == {10, 11, 20, 30, 40}
