@@ -53,6 +53,10 @@ def resolve_config_path(given: Path | None) -> Path:
     )
 
 
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def fail(error: RetentionError) -> NoReturn:
     if isinstance(error, ConfigError):
         for issue in error.issues:
@@ -214,13 +218,14 @@ def run(
         config = context.config()
         rules = config.rules_named(rule_names)
         moment = parse_as_of(as_of, config)
-        if not (yes or dry_run) and not sys.stdin.isatty():
+        if not (yes or dry_run) and not stdin_is_terminal():
             raise UsageError("standard input is not a terminal: pass --yes to purge (or --dry-run)")
         with open_stores(config, read_only=dry_run) as store_for:
             the_plan = make_plan(config, rules, store_for, moment)
             if not (yes or dry_run):
                 click.echo(render_plan(the_plan, config.settings.timezone.key))
-                click.confirm("\nPurge these records now?", abort=True)
+                if not click.confirm("\nPurge these records now?"):
+                    raise UsageError("not confirmed: nothing was purged")
             report = run_plan(config, the_plan, store_for, dry_run=dry_run)
     click.echo(render_report(report))
     sys.exit(int(report.exit_code))

@@ -18,7 +18,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from retention.anonymise import Strategy, parse_strategy
-from retention.errors import ConfigError, ConfigIssue
+from retention.errors import ConfigError, ConfigIssue, UsageError
 from retention.rules import Period, PeriodError, parse_period, parse_zone
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -149,12 +149,8 @@ class Config:
         unknown = sorted(set(names) - {rule.name for rule in self.rules})
         if unknown:
             known = ", ".join(rule.name for rule in self.rules)
-            raise ConfigError(
-                [
-                    ConfigIssue("--rule", f"no rule named {name!r} (rules: {known})")
-                    for name in unknown
-                ]
-            )
+            missing = ", ".join(repr(name) for name in unknown)
+            raise UsageError(f"--rule: no rule named {missing} (rules: {known})")
         return tuple(rule for rule in self.rules if rule.name in names)
 
 

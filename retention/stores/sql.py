@@ -56,6 +56,7 @@ from retention.rules import Expired
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
 CONFLICT_RETRIES = 3
+WRITE_OPTION = "retention_write"
 
 
 class greatest(GenericFunction[Any]):
@@ -122,11 +123,12 @@ def _sqlite_engine(path: str, *, read_only: bool) -> Engine:
         return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
 
     engine = create_engine("sqlite://", creator=connect)
-    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql(begin)
+        # Only a purge takes the write lock up front; reads (plan counts) must not block writers.
+        writing = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing and not read_only else "BEGIN")
 
     return engine
 
@@ -501,7 +503,11 @@ class SqlStore:
         for _attempt in range(CONFLICT_RETRIES):
             started = time.monotonic()
             try:
-                with self._reachable(), self.engine.begin() as connection:
+                with (
+                    self._reachable(),
+                    self.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
+                    connection.begin(),
+                ):
                     batch = self._purge_locked(connection, selection, query, now, hash_key)
             except BatchConflict:
                 continue
