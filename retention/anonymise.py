@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
+from urllib.parse import quote
 
 StrategyKind = Literal["null", "fixed", "hash", "mask_email", "truncate_ip", "year_only"]
 STRATEGY_KINDS: tuple[StrategyKind, ...] = (
@@ -59,6 +61,15 @@ def keyed_hash(key: bytes, text: str) -> str:
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def record_locator(store: str, dataset: str, key: Sequence[object]) -> str:
+    """Given a store, a dataset and a record's key, return the text that names the record.
+
+    Key parts are percent-encoded, so ``("a/b",)`` and ``("a", "b")`` stay apart. Example:
+    ``record_locator("app", "clients", (42,))`` returns ``"app/clients/42"``.
+    """
+    return "/".join([store, dataset, *(quote(str(part), safe="") for part in key)])
+
+
 def mask_email(value: str) -> str:
     """Given an e-mail address, return it with the local part masked.
 
@@ -82,6 +93,8 @@ def truncate_ip(value: str) -> str | None:
         address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 

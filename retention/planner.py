@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from retention.anonymise import keyed_hash
+from retention.anonymise import keyed_hash, record_locator
 from retention.config import Config, Rule
 from retention.errors import ConfigIssue, StoreUnavailable
 from retention.rules import Expired, PeriodError, expired_as_of, parse_period
@@ -21,6 +21,7 @@ SAMPLE_SIZE = 5
 PLAN_SCHEMA_VERSION = 1
 
 KeyValues = tuple[object, ...]
+BeforeWrite = Callable[[tuple[KeyValues, ...]], None]
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,16 @@ class RecordStore(Protocol):
         dry_run: bool,
         now: datetime,
         hash_key: bytes | None,
+        before_write: BeforeWrite | None = None,
     ) -> Batch: ...
+
+    def existing_keys(
+        self,
+        table_name: str,
+        key_columns: Sequence[str],
+        keys: Sequence[KeyValues],
+        marker_column: str | None = None,
+    ) -> set[KeyValues]: ...
 
 
 def make_selection(
@@ -157,8 +167,7 @@ def sample_hash(hash_key: bytes, store: str, table: str, key: KeyValues) -> str:
     Example: ``sample_hash(b"k", "app", "users", (42,))`` returns 16 hex digits, the same every
     time for the same key and record.
     """
-    locator = "/".join([store, table, *(str(part) for part in key)])
-    return keyed_hash(hash_key, locator)[:16]
+    return keyed_hash(hash_key, record_locator(store, table, key))[:16]
 
 
 def plan_rule(

@@ -19,10 +19,11 @@ from dateutil.relativedelta import relativedelta
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_DAY = timedelta(days=1)
 
-_SHORT_UNIT_PATTERN = re.compile(r"(\d+)(y|mo|w|d|h|min|s)")
+_SHORT_UNIT_PATTERN = re.compile(r"([0-9]+)(y|mo|w|d|h|min|s)")
 _ISO_PATTERN = re.compile(
     r"P(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?"
+    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?",
+    re.ASCII,
 )
 
 
@@ -66,7 +67,7 @@ def parse_period(text: str) -> Period:
     spelled = text.strip()
     if not spelled:
         raise PeriodError("a period cannot be empty; write e.g. '0d', '90d', '1y' or 'P1Y'")
-    if spelled.isdigit():
+    if spelled.isascii() and spelled.isdigit():
         raise PeriodError(
             f"{text!r} has no unit; write e.g. '{spelled}d' (days) or '{spelled}y' (years) "
             "— units: y, mo, w, d, h, min, s, or ISO 8601 like 'P1Y'"
@@ -263,13 +264,15 @@ def expired_as_of(period: Period, as_of: datetime, zone: ZoneInfo) -> Expired:
     Example: ``expired_as_of(parse_period("90d"), datetime(2026, 11, 23, 12, tzinfo=UTC),
     ZoneInfo("UTC")).cutoff`` returns ``2026-08-25 12:00 UTC``.
     """
-    wall_as_of = to_wall_time(as_of, zone)
+    # Hours, minutes and seconds are elapsed time; only months and days follow the calendar.
+    wall_as_of = to_wall_time(as_of - timedelta(seconds=period.seconds), zone)
+    calendar_part = Period(months=period.months, days=period.days, text=period.text)
     windows = tuple(
         Window(
             None if window.start is None else wall_time_to_utc(window.start, zone, upper=False),
             wall_time_to_utc(window.end, zone, upper=True),
         )
-        for window in expired_windows(period, wall_as_of)
+        for window in expired_windows(calendar_part, wall_as_of)
     )
     last_date = None if period.has_time_part else last_expired_date(period, wall_as_of)
     return Expired(period=period, windows=windows, last_date=last_date)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, text
 
 from retention.app import make_plan, run_plan
+from retention.audit.keys import add_public_key, generate_hmac_key, generate_signer
 from retention.config import Config, parse_config
 from retention.executor import RunReport
 from retention.planner import Plan
@@ -22,9 +23,14 @@ def make_config(
     store_timezone: str = "UTC",
     hash_key_file: Path | None = None,
     extra_stores: str = "",
+    audit_directory: Path | None = None,
 ) -> Config:
-    """Given a database URL and `[[rules]]` TOML (store "db"), return a parsed Config."""
+    """Given a database URL and `[[rules]]` TOML (store "db"), return a parsed Config. With
+    ``audit_directory``, runs are audited there (keys made on first use); else not audited."""
     key_line = f'hash_key_file = "{hash_key_file}"' if hash_key_file else ""
+    audit = "[audit]\nenabled = false\n"
+    if audit_directory is not None:
+        audit = audit_table(audit_directory)
     document = f"""
 [settings]
 timezone = "{timezone}"
@@ -35,9 +41,24 @@ kind = "sql"
 url = "{url}"
 timezone = "{store_timezone}"
 {extra_stores}
+{audit}
 {rules}
 """
     return parse_config(document.encode())
+
+
+def audit_table(directory: Path) -> str:
+    """Given a directory, return an [audit] table for it, creating its keys once."""
+    keys = directory.parent / f"{directory.name}-keys"
+    if not keys.exists():
+        generate_hmac_key(keys / "hmac.key")
+        signer = generate_signer(keys / "signing.pem")
+        add_public_key(directory / "public-keys.json", signer, datetime(2000, 1, 1, tzinfo=UTC))
+    return f"""[audit]
+directory = "{directory}"
+hmac_key_file = "{keys / "hmac.key"}"
+signing_key_file = "{keys / "signing.pem"}"
+"""
 
 
 def plan(config: Config, as_of: datetime, *rule_names: str, read_only: bool = True) -> Plan:

@@ -224,6 +224,7 @@ def test_unreachable_store_exit_code(workdir: Path) -> None:
     key = workdir / "var" / "secrets" / "hash.key"
     key.parent.mkdir(parents=True)
     key.write_text("k" * 32)
+    assert invoke("audit", "keygen").exit_code == 0
     result = invoke("run", "--yes", "--as-of", AS_OF, "--rule", "partners")
     assert result.exit_code == ExitCode.STORE_UNAVAILABLE
     assert "unreachable" in result.stdout

@@ -437,6 +437,7 @@ foreign_key = "prospect_id"
 [[rules.children.children]]
 table = "clicks"
 foreign_key = "action_id"
+references = "id"
 """,
     )
     _, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
