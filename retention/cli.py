@@ -18,7 +18,7 @@ from typing import NoReturn
 import click
 
 from retention import __version__
-from retention.app import make_plan, run_plan
+from retention.app import check_secrets, create_audit_keys, make_plan, run_plan
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ExitCode, RetentionError, UsageError
 from retention.planner import check_against_stores, plan_document
@@ -29,7 +29,6 @@ from retention.stores import open_stores
 
 DEFAULT_CONFIG_PATHS = (Path("config/retention.toml"), Path("/etc/retention/retention.toml"))
 DEFAULT_DEMO_DATABASE = Path("var/demo.sqlite")
-DEFAULT_HASH_KEY = Path("var/secrets/hash.key")
 
 
 @dataclass(frozen=True)
@@ -126,10 +125,11 @@ def config_validate(context: Context) -> None:
         config = context.config()
         with open_stores(config, read_only=True) as store_for:
             issues, unreachable = check_against_stores(config.rules, store_for)
+        issues += check_secrets(config)
+        for reason in unreachable.values():
+            click.echo(f"error: {reason}", err=True)
         if issues:
             raise ConfigError(issues)
-        for name, reason in unreachable.items():
-            click.echo(f"error: store {name!r}: {reason}", err=True)
         if unreachable:
             sys.exit(int(ExitCode.STORE_UNAVAILABLE))
         click.echo(
@@ -159,9 +159,14 @@ def demo(context: Context, database: Path, as_of: str | None, seed: int, scale: 
         counts = create_demo_database(
             f"sqlite:///{database}", as_of=moment, seed=seed, scale=scale, replace=True
         )
-        key_path = config.settings.hash_key_file or DEFAULT_HASH_KEY
-        if config.settings.hash_key_file and write_new_key(key_path):
+        key_path = config.settings.hash_key_file
+        if key_path and write_new_key(key_path):
             click.echo(f"wrote a new hash key to {key_path} (mode 0600)")
+        if config.audit and config.audit.enabled and config.audit.signing_key_file:
+            for line in create_audit_keys(
+                config.audit, datetime.now(UTC), rotate=False, quiet=True
+            ):
+                click.echo(line)
     total = sum(counts.values())
     click.echo(
         f"demo database {database}: {total:,} rows in {len(counts)} tables, "
@@ -229,3 +234,25 @@ def run(
             report = run_plan(config, the_plan, store_for, dry_run=dry_run)
     click.echo(render_report(report))
     sys.exit(int(report.exit_code))
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The audit trail: keys, verification, reports, proofs."""
+
+
+@audit_group.command("keygen")
+@click.option(
+    "--rotate",
+    is_flag=True,
+    help="Replace the signing key: the old one is retired (its window closes now).",
+)
+@click.pass_obj
+def audit_keygen(context: Context, rotate: bool) -> None:
+    """Create the audit keys named in [audit] (signing key, HMAC key, public key file)."""
+    with expected_errors():
+        config = context.config()
+        if config.audit is None or not config.audit.enabled:
+            raise UsageError("the config has no enabled [audit] table")
+        for line in create_audit_keys(config.audit, datetime.now(UTC), rotate=rotate):
+            click.echo(line)

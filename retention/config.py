@@ -26,6 +26,7 @@ RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 50_000
 PERIOD_UNITS = ("y", "mo", "w", "d")
+SUPPORTED_URL = re.compile(r"(sqlite|postgresql\+psycopg|mysql\+pymysql|mariadb\+pymysql)://")
 
 Scalar = str | int | float | bool
 Operator = Literal["=", "!=", "<", "<=", ">", ">=", "is_null", "is_not_null", "in", "not_in"]
@@ -133,6 +134,22 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """Where the audit trail lives and where its keys come from (files or credentials).
+
+    ``enabled = false`` lets ``run`` purge without a trail: for tests and throw-away data only.
+    """
+
+    directory: Path
+    public_keys_file: Path
+    hmac_key_file: Path | None = None
+    hmac_key_credential: str | None = None
+    signing_key_file: Path | None = None
+    signing_key_credential: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, valid configuration. ``digest`` identifies the exact file content."""
 
@@ -141,6 +158,7 @@ class Config:
     rules: tuple[Rule, ...]
     source: str
     digest: str = ""
+    audit: AuditSettings | None = None
 
     def rules_named(self, names: tuple[str, ...]) -> tuple[Rule, ...]:
         """Given rule names (empty: all), return those rules in config order."""
@@ -179,8 +197,9 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
     reader = _Reader()
-    reader.unknown_keys(document, "", {"settings", "stores", "rules"})
+    reader.unknown_keys(document, "", {"settings", "stores", "rules", "audit"})
     settings = _read_settings(reader, reader.table(document, "settings", required=False))
+    audit = _read_audit(reader, reader.table(document, "audit")) if "audit" in document else None
     stores = _read_stores(reader, reader.table(document, "stores", required=False))
     raw_rules = document.get("rules", [])
     rules: list[Rule] = []
@@ -201,12 +220,13 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
                         "settings.hash_key_credential",
                     )
     seen: dict[str, str] = {}
-    for rule in rules:
-        if rule.name in seen:
-            reader.error(
-                f"{rule.path}.name", f"{rule.name!r} is already the name of {seen[rule.name]}"
-            )
-        seen.setdefault(rule.name, rule.path)
+    for index, raw_rule in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+        name = raw_rule.get("name") if isinstance(raw_rule, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        if name in seen:
+            reader.error(f"rules[{index}].name", f"{name!r} is already the name of {seen[name]}")
+        seen.setdefault(name, f"rules[{index}]")
     if reader.issues or settings is None:
         raise ConfigError(reader.issues)
     return Config(
@@ -215,6 +235,7 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
         rules=tuple(rules),
         source=source,
         digest=hashlib.sha256(content).hexdigest(),
+        audit=audit,
     )
 
 
@@ -261,6 +282,9 @@ class _Reader:
         return value
 
     def identifier(self, value: object, where: str) -> str | None:
+        if value is None:
+            self.error(where, "missing")
+            return None
         if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
             self.error(where, f"{value!r} is not a plain identifier (letters, digits, _)")
             return None
@@ -317,6 +341,40 @@ def _read_settings(reader: _Reader, table: Mapping[str, object]) -> Settings | N
     )
 
 
+def _read_audit(reader: _Reader, table: Mapping[str, object]) -> AuditSettings | None:
+    path = "audit"
+    pairs = (
+        ("hmac_key_file", "hmac_key_credential"),
+        ("signing_key_file", "signing_key_credential"),
+    )
+    reader.unknown_keys(
+        table, path, {"enabled", "directory", "public_keys_file", *(k for p in pairs for k in p)}
+    )
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        reader.error(f"{path}.enabled", f"must be true or false, not {enabled!r}")
+        enabled = True
+    directory = reader.string(table, "directory", path, required=enabled)
+    values = {key: reader.string(table, key, path) for pair in pairs for key in pair}
+    for file_key, credential_key in pairs:
+        if values[file_key] and values[credential_key]:
+            reader.error(f"{path}.{file_key}", f"give {file_key} or {credential_key}, not both")
+        elif enabled and not (values[file_key] or values[credential_key]):
+            reader.error(f"{path}.{file_key}", f"missing (or {credential_key})")
+    if directory is None:
+        return AuditSettings(Path("."), Path("."), enabled=False) if not enabled else None
+    public_keys = reader.string(table, "public_keys_file", path)
+    return AuditSettings(
+        directory=Path(directory),
+        public_keys_file=Path(public_keys) if public_keys else Path(directory) / "public-keys.json",
+        hmac_key_file=Path(values["hmac_key_file"]) if values["hmac_key_file"] else None,
+        hmac_key_credential=values["hmac_key_credential"],
+        signing_key_file=Path(values["signing_key_file"]) if values["signing_key_file"] else None,
+        signing_key_credential=values["signing_key_credential"],
+        enabled=enabled,
+    )
+
+
 def _read_stores(reader: _Reader, table: Mapping[str, object]) -> dict[str, StoreConfig]:
     stores: dict[str, StoreConfig] = {}
     for name, raw in table.items():
@@ -339,6 +397,15 @@ def _read_stores(reader: _Reader, table: Mapping[str, object]) -> dict[str, Stor
                 path,
                 "give exactly one of url, url_env (an environment variable holding the URL) or "
                 "url_credential (a file in $CREDENTIALS_DIRECTORY); keep passwords out of the TOML",
+            )
+        url = sources["url"]
+        if url is not None and not re.match(
+            r"(sqlite|postgresql\+psycopg|mysql\+pymysql|mariadb\+pymysql)://", url
+        ):
+            reader.error(
+                f"{path}.url",
+                "use sqlite:///PATH, postgresql+psycopg://... or mysql+pymysql://... "
+                "(the drivers retention ships with)",
             )
         stores[name] = SqlStoreConfig(
             name=name,
@@ -424,6 +491,8 @@ def _read_rule(
     where_sql = reader.string(raw, "where_sql", path)
     action, anonymise, marker_column = _read_action(reader, raw, path)
     children = _read_children(reader, raw.get("children", []), f"{path}.children", key)
+    if children and action == "anonymise":
+        reader.error(f"{path}.children", "only goes with action = 'delete' (anonymised rows stay)")
     default_batch = settings.batch_size if settings else DEFAULT_BATCH_SIZE
     batch_size = reader.positive_int(raw, "batch_size", path, default_batch, MAX_BATCH_SIZE)
     if (
@@ -567,15 +636,18 @@ def _read_children(
         foreign_key = reader.identifier(spec.get("foreign_key"), f"{where}.foreign_key")
         references_raw = spec.get("references")
         if references_raw is None and len(parent_key) != 1:
-            reader.error(f"{where}.references", "needed: the parent's key has several columns")
+            reader.error(
+                f"{where}.references",
+                "missing: the column of the parent table that foreign_key references "
+                "(needed for nested children and composite parent keys)",
+            )
         references = (
             reader.identifier(references_raw, f"{where}.references")
             if references_raw is not None
             else (parent_key[0] if len(parent_key) == 1 else None)
         )
-        grandchildren = _read_children(
-            reader, spec.get("children", []), f"{where}.children", (references or "",)
-        )
+        # A child table's key is not declared, so its own children must say what they reference.
+        grandchildren = _read_children(reader, spec.get("children", []), f"{where}.children", ())
         if table and foreign_key and references:
             children.append(Child(table, foreign_key, references, grandchildren))
     return tuple(children)
@@ -585,7 +657,8 @@ def _read_children(
 
 _CONDITION_HEAD = re.compile(
     r"\s*(?P<column>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*"
-    r"(?P<operator>is\s+not\s+null|is\s+null|not\s+in|in|<=|>=|!=|<>|=|<|>)",
+    r"(?P<operator>(?<![A-Za-z0-9_])(?:is\s+not\s+null|is\s+null|not\s+in|in)(?![A-Za-z0-9_])"
+    r"|<=|>=|!=|<>|=|<|>)",
     re.IGNORECASE,
 )
 _LITERAL = re.compile(

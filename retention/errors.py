@@ -57,3 +57,19 @@ class StoreUnavailable(RetentionError):
 
 class UsageError(RetentionError):
     exit_code = ExitCode.USAGE
+
+
+class AuditFailure(RetentionError):
+    """The audit trail cannot be written (or read back): nothing may be deleted."""
+
+    exit_code = ExitCode.AUDIT_FAILURE
+
+
+class LockHeld(RetentionError):
+    """Another process holds the lock (the audit trail's writer lock)."""
+
+    exit_code = ExitCode.LOCK_HELD
+
+
+class BatchConflict(RetentionError):
+    """Rows changed between the locking select and the write; the batch was rolled back."""

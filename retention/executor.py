@@ -9,10 +9,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from retention.errors import ExitCode, RetentionError, StoreUnavailable
+from retention.errors import (
+    AuditFailure,
+    BatchConflict,
+    ExitCode,
+    RetentionError,
+    StoreUnavailable,
+)
 from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
 
-Status = Literal["ok", "failed", "unavailable", "stopped", "skipped"]
+Status = Literal["ok", "failed", "unavailable", "stopped", "audit_failed"]
+CONFLICT_RETRIES = 3
+FAILED = ("failed", "unavailable", "audit_failed")
+
+
+class Audit(Protocol):
+    """Where batches are recorded (audit/recorder.py). ``intent`` must be durable before it
+    returns: it is called after the batch's rows are locked and before anything is written."""
+
+    def intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int: ...
+
+    def result(
+        self, intent: int, rule_plan: RulePlan, status: str, batch: Batch | None
+    ) -> None: ...
+
+    def unresolved(self, intent: int, store: RecordStore) -> None: ...
 
 
 class Logger(Protocol):
@@ -57,7 +78,10 @@ class RunReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 when every rule succeeded; 69 when every failure was an unreachable store; else 3."""
+        """70 when the audit trail failed; 0 when every rule succeeded; 69 when every failure
+        was an unreachable store; else 3."""
+        if any(outcome.status == "audit_failed" for outcome in self.outcomes):
+            return ExitCode.AUDIT_FAILURE
         failures = [
             outcome for outcome in self.outcomes if outcome.status in ("failed", "unavailable")
         ]
@@ -76,25 +100,28 @@ def execute(
     dry_run: bool,
     hash_key: bytes | None,
     logger: Logger,
+    audit: Audit | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
 ) -> RunReport:
     """Given a Plan and a way to reach stores, purge every planned rule and return the report.
 
     Each rule runs in keyset batches of its ``batch_size``; ``dry_run`` walks the same batches
-    without writing. Example: for a plan with one rule due 2,500 rows and batch_size 1000,
-    ``execute(...).outcomes[0]`` has ``deleted=2500, batches=3``.
+    without writing. With ``audit``, every batch is recorded before it is written; if the
+    trail fails, that batch rolls back and the whole run stops. Example: for a plan with one rule
+    due 2,500 rows and batch_size 1000, ``execute(...).outcomes[0]`` has ``deleted=2500,
+    batches=3``.
     """
-    outcomes = []
+    outcomes: list[RuleOutcome] = []
     for rule_plan in plan.rules:
-        if stop_requested():
+        if stop_requested() or any(o.status == "audit_failed" for o in outcomes):
             outcomes.append(_outcome(rule_plan, "stopped"))
             continue
         outcome = _execute_rule(
-            rule_plan, store_for, now, dry_run, hash_key, stop_requested, clock, logger
+            rule_plan, store_for, now, dry_run, hash_key, stop_requested, clock, logger, audit
         )
         outcomes.append(outcome)
-        log = logger.error if outcome.status in ("failed", "unavailable") else logger.info
+        log = logger.error if outcome.status in FAILED else logger.info
         log(
             "rule.finished",
             rule=outcome.rule,
@@ -133,6 +160,7 @@ def _execute_rule(
     stop_requested: Callable[[], bool],
     clock: Callable[[], float],
     logger: Logger,
+    audit: Audit | None,
 ) -> RuleOutcome:
     if rule_plan.error is not None or rule_plan.selection is None:
         return _outcome(
@@ -147,13 +175,8 @@ def _execute_rule(
     try:
         store = store_for(rule.store)
         while True:
-            batch = store.purge_batch(
-                rule_plan.selection,
-                after=after,
-                limit=rule.batch_size,
-                dry_run=dry_run,
-                now=now(),
-                hash_key=hash_key,
+            batch = _purge_one_batch(
+                rule_plan, store, after, now, dry_run, hash_key, None if dry_run else audit
             )
             if not batch.keys:
                 break
@@ -164,11 +187,13 @@ def _execute_rule(
             if stop_requested():
                 status = "stopped"
                 break
+    except AuditFailure as failure:
+        status, error = "audit_failed", str(failure)
     except StoreUnavailable as failure:
         status, error = "unavailable", str(failure)
     except RetentionError as failure:
         status, error = "failed", str(failure)
-    except Exception as failure:
+    except Exception as failure:  # one rule's bug must not stop the others
         status, error = "failed", f"{type(failure).__name__}: {failure}"
         logger.error("rule.crashed", rule=rule.name, exc_info=True)
     # A dry run writes nothing: what it "did" is what it selected.
@@ -187,6 +212,55 @@ def _execute_rule(
             (batch.transaction_seconds for batch in batches), default=0.0
         ),
         error=error,
+    )
+
+
+def _purge_one_batch(
+    rule_plan: RulePlan,
+    store: RecordStore,
+    after: KeyValues | None,
+    now: Callable[[], datetime],
+    dry_run: bool,
+    hash_key: bytes | None,
+    audit: Audit | None,
+) -> Batch:
+    """One batch, recorded: intent before the write, then its result. A batch whose rows changed
+    under it is rolled back, recorded as such, and selected again."""
+    assert rule_plan.selection is not None
+    for _attempt in range(CONFLICT_RETRIES):
+        intents: list[int] = []
+
+        def record_intent(keys: tuple[KeyValues, ...], intents: list[int] = intents) -> None:
+            if audit is not None:
+                intents.append(audit.intent(rule_plan, keys))
+
+        try:
+            batch = store.purge_batch(
+                rule_plan.selection,
+                after=after,
+                limit=rule_plan.rule.batch_size,
+                dry_run=dry_run,
+                now=now(),
+                hash_key=hash_key,
+                before_write=record_intent,
+            )
+        except BatchConflict:
+            if audit is not None and intents:
+                audit.result(intents[-1], rule_plan, "rolled_back", None)
+            continue
+        except AuditFailure:
+            raise
+        except Exception:
+            # The write may or may not have committed (a failed COMMIT): look, do not guess.
+            if audit is not None and intents:
+                audit.unresolved(intents[-1], store)
+            raise
+        if audit is not None and intents:
+            audit.result(intents[-1], rule_plan, "committed", batch)
+        return batch
+    raise RetentionError(
+        f"rows of {rule_plan.rule.table!r} kept changing while being purged "
+        f"({CONFLICT_RETRIES} tries)"
     )
 
 

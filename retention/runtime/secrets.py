@@ -24,13 +24,30 @@ def credential_path(name: str, key_path: str) -> Path:
 
 def read_hash_key(settings: Settings) -> bytes | None:
     """Given the settings, return the secret hash key, or None when none is configured."""
-    if settings.hash_key_credential:
-        path = credential_path(settings.hash_key_credential, "settings.hash_key_credential")
-        key_path = "settings.hash_key_credential"
-    elif settings.hash_key_file:
-        path, key_path = settings.hash_key_file, "settings.hash_key_file"
-    else:
+    return read_secret(
+        settings.hash_key_file,
+        settings.hash_key_credential,
+        "settings.hash_key_file",
+        "settings.hash_key_credential",
+    )
+
+
+def secret_path(file: Path | None, credential: str | None, credential_key_path: str) -> Path | None:
+    """Given a configured file or credential name, return where the secret is."""
+    if credential:
+        return credential_path(credential, credential_key_path)
+    return file
+
+
+def read_secret(
+    file: Path | None, credential: str | None, file_key_path: str, credential_key_path: str
+) -> bytes | None:
+    """Given a configured file or credential name, return the secret (stripped), or None when
+    neither is configured; raise ConfigError naming the key path when it cannot be read."""
+    path = secret_path(file, credential, credential_key_path)
+    if path is None:
         return None
+    key_path = credential_key_path if credential else file_key_path
     try:
         key = path.read_bytes().strip()
     except OSError as error:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from sqlalchemy.exc import ArgumentError
+
 from retention.config import Config
-from retention.errors import StoreUnavailable
+from retention.errors import ConfigError, ConfigIssue, StoreUnavailable
 from retention.planner import RecordStore
 from retention.runtime.secrets import store_url
 from retention.stores.sql import SqlStore, create_sql_engine
@@ -26,9 +28,13 @@ def open_stores(config: Config, *, read_only: bool) -> Iterator[Callable[[str], 
         if name not in opened:
             store_config = config.stores[name]
             try:
-                store = SqlStore(
-                    store_config, create_sql_engine(store_url(store_config), read_only=read_only)
-                )
+                engine = create_sql_engine(store_url(store_config), read_only=read_only)
+            except (ArgumentError, ImportError) as error:
+                raise ConfigError(
+                    [ConfigIssue(f"stores.{name}.url", f"cannot use this database URL: {error}")]
+                ) from error
+            try:
+                store = SqlStore(store_config, engine)
                 store.ping()
             except StoreUnavailable as error:
                 failed[name] = error

@@ -49,13 +49,13 @@ from sqlalchemy.sql.functions import GenericFunction
 
 from retention.anonymise import anonymise_value
 from retention.config import Child, ColumnRef, Condition, Rule, SqlStoreConfig
-from retention.errors import ConfigIssue, RetentionError, StoreUnavailable
-from retention.planner import Batch, KeyValues, Selection, Survey
+from retention.errors import BatchConflict, ConfigIssue, RetentionError, StoreUnavailable
+from retention.planner import Batch, BeforeWrite, KeyValues, Selection, Survey
 from retention.rules import Expired
+from retention.runtime.faults import crash_point
 
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
-CONFLICT_RETRIES = 3
 WRITE_OPTION = "retention_write"
 
 
@@ -69,10 +69,6 @@ class greatest(GenericFunction[Any]):
 @compiles(greatest, "sqlite")
 def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
     return f"max({compiler.process(element.clauses, **kw)})"
-
-
-class BatchConflict(RetentionError):
-    """Rows changed between the locking select and the write; the batch was rolled back."""
 
 
 def create_sql_engine(url: str, *, read_only: bool) -> Engine:
@@ -484,13 +480,16 @@ class SqlStore:
         dry_run: bool,
         now: datetime,
         hash_key: bytes | None,
+        before_write: BeforeWrite | None = None,
     ) -> Batch:
         """Given a Selection and the last key already handled, purge the next batch of due rows.
 
-        One transaction: lock the next ``limit`` due rows in key order, delete their children,
-        then delete (or anonymise) them with the due condition checked again inside the
-        statement. If the database reports a different number of rows than were locked, a row
-        changed under us: the batch rolls back and is selected again. ``dry_run`` only selects.
+        One transaction: lock the next ``limit`` due rows in key order, call ``before_write`` with
+        their keys (the audit intent: if it raises, the transaction rolls back and nothing is
+        deleted), delete their children, then delete (or anonymise) them with the due condition
+        checked again inside the statement. If the database reports another number of rows than
+        were locked, a row changed under us: the batch rolls back and BatchConflict is raised.
+        ``dry_run`` only selects.
         """
         rule = selection.rule
         extra = [child.references for child in rule.children]
@@ -500,21 +499,18 @@ class SqlStore:
             with self._reachable(), self.engine.connect() as connection:
                 rows = connection.execute(query).mappings().all()
             return Batch(tuple(tuple(row[key] for key in rule.key) for row in rows), done=0)
-        for _attempt in range(CONFLICT_RETRIES):
-            started = time.monotonic()
-            try:
-                with (
-                    self._reachable(),
-                    self.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
-                    connection.begin(),
-                ):
-                    batch = self._purge_locked(connection, selection, query, now, hash_key)
-            except BatchConflict:
-                continue
-            return replace(batch, transaction_seconds=time.monotonic() - started)
-        raise RetentionError(
-            f"rows of {rule.table!r} kept changing while being purged ({CONFLICT_RETRIES} tries)"
-        )
+        started = time.monotonic()
+        with (
+            self._reachable(),
+            self.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
+            connection.begin(),
+        ):
+            batch = self._purge_locked(connection, selection, query, now, hash_key, before_write)
+            if batch.keys:
+                crash_point("mid_batch")
+        if batch.keys:
+            crash_point("after_commit")
+        return replace(batch, transaction_seconds=time.monotonic() - started)
 
     def _purge_locked(
         self,
@@ -523,12 +519,15 @@ class SqlStore:
         query: Select[Any],
         now: datetime,
         hash_key: bytes | None,
+        before_write: BeforeWrite | None,
     ) -> Batch:
         rule = selection.rule
         rows = connection.execute(query.with_for_update()).mappings().all()
         if not rows:
             return Batch((), 0)
         keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
+        if before_write is not None:
+            before_write(keys)
         table = self.table(rule.table)
         key_columns = self._key_columns(rule)
         recheck = self.predicate(selection)
@@ -547,7 +546,8 @@ class SqlStore:
             result = connection.execute(
                 update(table)
                 .where(
-                    *(column == bindparam(f"key_{column.name}") for column in key_columns), recheck
+                    *(column == bindparam(f"key_{column.name}") for column in key_columns),
+                    recheck,
                 )
                 .values(
                     {
@@ -560,6 +560,28 @@ class SqlStore:
         if result.rowcount != len(keys):
             raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
         return Batch(keys, done=len(keys), children_deleted=children_deleted)
+
+    def existing_keys(
+        self,
+        table_name: str,
+        key_columns: Sequence[str],
+        keys: Sequence[KeyValues],
+        marker_column: str | None = None,
+    ) -> set[KeyValues]:
+        """Given a table, its key columns and keys, return the keys still there (and, with a
+        marker column, not yet marked as anonymised)."""
+        table = self.table(table_name)
+        columns = [table.c[name] for name in key_columns]
+        found: set[KeyValues] = set()
+        with self._reachable(), self.engine.connect() as connection:
+            for start in range(0, len(keys), 1000):
+                chunk = [tuple(key) for key in keys[start : start + 1000]]
+                query = select(*columns).where(_key_in(columns, chunk))
+                if marker_column is not None:
+                    query = query.where(table.c[marker_column].is_(None))
+                rows = connection.execute(query)
+                found.update(tuple(row) for row in rows)
+        return found
 
     def _anonymised(
         self, rule: Rule, row: RowMapping, now: datetime, hash_key: bytes | None

@@ -1,0 +1,280 @@
+"""What a run writes into the trail, in order:
+
+``config.changed`` (when the config digest differs from the last run's), ``batch.reconciled`` for
+each batch a crash left without a result, ``run.started``, then per batch ``batch.intent``
+(durable before anything is written to the store) and ``batch.result``, then ``run.finished`` and
+a signed ``checkpoint``. Entries hold counts and Merkle roots of keyed hashes, never record ids
+or personal values; the raw keys of an in-flight batch sit in ``pending/`` until its result is
+written, so that a crash can be reconciled against the store.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from retention import __version__
+from retention.audit.keys import load_signer
+from retention.audit.merkle import merkle_root
+from retention.audit.trail import TrailWriter, read_entries
+from retention.config import AuditSettings, Config
+from retention.errors import ConfigError, ConfigIssue, StoreUnavailable
+from retention.executor import RunReport
+from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
+from retention.runtime.faults import crash_point
+from retention.runtime.secrets import read_secret, secret_path
+
+TOOL = f"retention {__version__}"
+
+
+def identity() -> dict[str, str]:
+    """Who is running: tool version, host name and user (for the auditor's "who/what ran it")."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {"tool": TOOL, "host": socket.gethostname(), "user": user}
+
+
+def _json_key(key: KeyValues) -> list[object]:
+    return [part if isinstance(part, int | str | float) else str(part) for part in key]
+
+
+@dataclass
+class TrailRecorder:
+    """The executor's Audit port, writing to one trail for one run."""
+
+    writer: TrailWriter
+    run_id: str
+    plan: Plan
+
+    def _base(self, rule_plan: RulePlan) -> dict[str, Any]:
+        rule = rule_plan.rule
+        selection = rule_plan.selection
+        return {
+            "run_id": self.run_id,
+            "rule": rule.name,
+            "policy": rule.policy,
+            "category": rule.category,
+            "store": rule.store,
+            "dataset": rule.table,
+            "action": rule.action,
+            "cutoff": selection.default.cutoff.isoformat() if selection else None,
+        }
+
+    def intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int:
+        crash_point("before_intent")
+        rule = rule_plan.rule
+        leaves = self.writer.record_leaves(rule.store, rule.table, keys)
+        root = merkle_root(leaves).hex()
+        seq = self.writer.next_seq
+        # Leaves and raw keys first: an intent in the trail always has both beside it.
+        self.writer.write_leaves(seq, leaves)
+        self.writer.write_pending(
+            seq,
+            {
+                "rule": rule.name,
+                "store": rule.store,
+                "dataset": rule.table,
+                "key_columns": list(rule.key),
+                "marker_column": rule.marker_column,
+                "leaves_root": root,
+                "keys": [_json_key(key) for key in keys],
+            },
+        )
+        written = self.writer.append(
+            "batch.intent",
+            {
+                **self._base(rule_plan),
+                "method": "sql-delete" if rule.action == "delete" else "sql-anonymise",
+                "selected": len(keys),
+                "leaves_root": root,
+                **identity(),
+            },
+        )
+        crash_point("after_intent")
+        return written
+
+    def result(self, intent: int, rule_plan: RulePlan, status: str, batch: Batch | None) -> None:
+        crash_point("before_result")
+        done = batch.done if batch is not None and status == "committed" else 0
+        self.writer.append(
+            "batch.result",
+            {
+                **self._base(rule_plan),
+                "intent": intent,
+                "status": status,
+                "done": done,
+                "held": 0,
+                "failed": 0,
+                "children_deleted": batch.children_deleted if batch is not None else 0,
+            },
+        )
+        self.writer.clear_pending(intent)
+
+    def unresolved(self, intent: int, store: RecordStore) -> None:
+        """A batch failed in a way that may or may not have committed: look at the store now
+        (if it cannot be reached, the pending keys wait for the next run)."""
+        for seq, pending in self.writer.pending():
+            if seq == intent:
+                try:
+                    _reconcile_one(self.writer, self.run_id, seq, pending, store)
+                except StoreUnavailable:
+                    return
+
+    def run_finished(self, report: RunReport) -> None:
+        self.writer.append(
+            "run.finished",
+            {
+                "run_id": self.run_id,
+                "plan_id": self.plan.plan_id,
+                "exit_code": int(report.exit_code),
+                "outcomes": [
+                    {
+                        "rule": outcome.rule,
+                        "status": outcome.status,
+                        "due": outcome.due,
+                        "deleted": outcome.deleted,
+                        "anonymised": outcome.anonymised,
+                        "children_deleted": outcome.children_deleted,
+                        "skipped": outcome.skipped,
+                    }
+                    for outcome in report.outcomes
+                ],
+            },
+        )
+        self.writer.checkpoint()
+
+
+def _reconcile_one(
+    writer: TrailWriter, run_id: str, seq: int, pending: dict[str, Any], store: RecordStore
+) -> None:
+    keys = [tuple(key) for key in pending["keys"]]
+    not_done = store.existing_keys(
+        pending["dataset"], pending["key_columns"], keys, pending.get("marker_column")
+    )
+    done = [key for key in keys if key not in not_done]
+    leaves = writer.record_leaves(pending["store"], pending["dataset"], done)
+    reconciled_seq = writer.next_seq
+    writer.write_leaves(reconciled_seq, leaves)
+    writer.append(
+        "batch.reconciled",
+        {
+            "run_id": run_id,
+            "intent": seq,
+            "rule": pending["rule"],
+            "store": pending["store"],
+            "dataset": pending["dataset"],
+            "done": len(done),
+            "not_done": len(not_done),
+            "leaves_root": merkle_root(leaves).hex(),
+        },
+    )
+    writer.clear_pending(seq)
+
+
+def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], RecordStore]) -> int:
+    """Given the trail and the stores, settle every batch a crash left without a result: record
+    which of its records are gone (or anonymised) and which are not. Return how many were settled.
+    """
+    pending = writer.pending()
+    if not pending:
+        return 0
+    entries = {
+        stored.content.get("seq"): stored.content for stored in read_entries(writer.directory)
+    }
+    settled_intents = {
+        content.get("intent")
+        for content in entries.values()
+        if content.get("type") in ("batch.result", "batch.reconciled")
+    }
+    settled = 0
+    for seq, keys in pending:
+        intent = entries.get(seq, {})
+        if intent.get("type") != "batch.intent" or intent.get("leaves_root") != keys["leaves_root"]:
+            # The intent never reached the trail, so nothing was written to the store.
+            writer.clear_pending(seq)
+            continue
+        if seq in settled_intents:
+            writer.clear_pending(seq)
+            continue
+        try:
+            _reconcile_one(writer, run_id, seq, keys, store_for(keys["store"]))
+        except StoreUnavailable:
+            continue
+        settled += 1
+    return settled
+
+
+def audit_keys(settings: AuditSettings) -> tuple[bytes, Any]:
+    """Given the audit settings, return the HMAC key and the signer; ConfigError if missing."""
+    hmac_key = read_secret(
+        settings.hmac_key_file,
+        settings.hmac_key_credential,
+        "audit.hmac_key_file",
+        "audit.hmac_key_credential",
+    )
+    signing_path = secret_path(
+        settings.signing_key_file, settings.signing_key_credential, "audit.signing_key_credential"
+    )
+    if hmac_key is None or signing_path is None:
+        raise ConfigError([ConfigIssue("audit", "the audit keys are not configured")])
+    if not signing_path.exists():
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "audit.signing_key_file",
+                    f"{str(signing_path)!r} does not exist (create keys: retention audit keygen)",
+                )
+            ]
+        )
+    return hmac_key, load_signer(signing_path)
+
+
+@contextmanager
+def open_trail(settings: AuditSettings, clock: Callable[[], datetime]) -> Iterator[TrailWriter]:
+    hmac_key, signer = audit_keys(settings)
+    with TrailWriter(settings.directory, hmac_key, signer, clock) as writer:
+        yield writer
+
+
+@contextmanager
+def recording(
+    config: Config,
+    plan: Plan,
+    run_id: str,
+    store_for: Callable[[str], RecordStore],
+    clock: Callable[[], datetime],
+) -> Iterator[TrailRecorder]:
+    """Open the trail for one run: settle what a crash left, note a config change, start the run.
+    Any failure here raises before a single record is touched."""
+    assert config.audit is not None
+    with open_trail(config.audit, clock) as writer:
+        reconcile(writer, run_id, store_for)
+        if writer.last_config_digest != config.digest:
+            writer.append(
+                "config.changed",
+                {
+                    "run_id": run_id,
+                    "previous_digest": writer.last_config_digest,
+                    "digest": config.digest,
+                    "source": config.source,
+                },
+            )
+        writer.append(
+            "run.started",
+            {
+                "run_id": run_id,
+                "plan_id": plan.plan_id,
+                "config_digest": config.digest,
+                "as_of": plan.as_of.isoformat(),
+                "rules": [rule_plan.rule.name for rule_plan in plan.rules],
+                **identity(),
+            },
+        )
+        yield TrailRecorder(writer, run_id, plan)

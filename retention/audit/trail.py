@@ -1,0 +1,278 @@
+"""The trail on disk: append-only segment files of canonical JSON (RFC 8785), one entry a line,
+each entry carrying the SHA-256 of the previous one; side files with the sorted leaves of each
+batch; and, while a batch is in flight, its raw keys (so that a crash can be reconciled).
+
+Layout of the audit directory (0700; files 0600)::
+
+    trail/00000001.jsonl     entries, canonical JSON, one a line
+    leaves/<seq>.leaves      sorted hex leaves (HMAC-SHA256 of record locators) of intent <seq>
+    pending/<seq>.json       raw keys of intent <seq> until its result is written
+    lock                     held (flock) by the one process writing
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from retention.anonymise import record_locator
+from retention.audit.keys import Signer
+from retention.audit.merkle import leaf_hash, root_from_leaf_hashes
+from retention.errors import AuditFailure, LockHeld
+
+FORMAT_VERSION = 1
+GENESIS = "0" * 64
+SEGMENT_LIMIT_BYTES = 64 * 1024 * 1024
+SEGMENT_GLOB = "*.jsonl"
+
+
+def canonical(entry: dict[str, Any]) -> bytes:
+    """Given an entry, return its RFC 8785 canonical JSON bytes."""
+    return rfc8785.dumps(entry)
+
+
+def entry_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def record_leaf(hmac_key: bytes, store: str, dataset: str, key: Sequence[object]) -> bytes:
+    """Given the audit HMAC key and a record's locator, return its 32-byte leaf.
+
+    Example: ``record_leaf(k, "app", "clients", (42,))`` is HMAC-SHA256(k, "app/clients/42").
+    """
+    locator = record_locator(store, dataset, key)
+    return hmac.new(hmac_key, locator.encode(), hashlib.sha256).digest()
+
+
+def checkpoint_payload(entry: dict[str, Any]) -> bytes:
+    """The bytes a checkpoint's signature covers: the entry without its signature."""
+    return canonical({name: value for name, value in entry.items() if name != "signature"})
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One entry as read back: where it is, its exact bytes, and its parsed content."""
+
+    segment: Path
+    line: int
+    raw: bytes
+    content: dict[str, Any]
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted((directory / "trail").glob(SEGMENT_GLOB))
+
+
+def read_entries(directory: Path) -> Iterator[StoredEntry]:
+    """Given an audit directory, yield every entry in order. A line that is not JSON yields an
+    entry whose content is empty, so that verification can name it."""
+    for segment in segments(directory):
+        with segment.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                raw = line.rstrip(b"\n")
+                try:
+                    content = json.loads(raw)
+                except ValueError:
+                    content = {}
+                yield StoredEntry(
+                    segment, number, raw, content if isinstance(content, dict) else {}
+                )
+
+
+def leaves_path(directory: Path, seq: int) -> Path:
+    return directory / "leaves" / f"{seq:08d}.leaves"
+
+
+def read_leaves(directory: Path, seq: int) -> list[bytes]:
+    return [bytes.fromhex(line) for line in leaves_path(directory, seq).read_text().split()]
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_durably(path: Path, content: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(descriptor, content)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    _fsync_directory(path.parent)
+
+
+@dataclass
+class TrailWriter:
+    """The single writer of a trail. Use as a context manager: it takes the lock, finds the tail
+    (dropping a torn last line left by a crash), and appends durably (fsync) from there."""
+
+    directory: Path
+    hmac_key: bytes
+    signer: Signer | None
+    clock: Callable[[], datetime]
+    identity: dict[str, str] = field(default_factory=dict)
+    _seq: int = 0
+    _prev: str = GENESIS
+    _leaf_hashes: list[bytes] = field(default_factory=list)
+    _segment: Path | None = None
+    _lock_descriptor: int | None = None
+    last_config_digest: str | None = None
+    recovered_bytes: int = 0
+
+    def __enter__(self) -> TrailWriter:
+        try:
+            for sub in ("", "trail", "leaves", "pending"):
+                (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_descriptor = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise AuditFailure(
+                f"cannot open the audit directory {str(self.directory)!r}: {error}"
+            ) from error
+        try:
+            fcntl.flock(self._lock_descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            os.close(self._lock_descriptor)
+            self._lock_descriptor = None
+            raise LockHeld(
+                f"another process is writing the audit trail in {self.directory}"
+            ) from error
+        try:
+            self._load_tail()
+        except OSError as error:
+            raise AuditFailure(f"cannot read the audit trail: {error}") from error
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._lock_descriptor is not None:
+            os.close(self._lock_descriptor)
+            self._lock_descriptor = None
+
+    def _load_tail(self) -> None:
+        existing = segments(self.directory)
+        if existing:
+            last = existing[-1]
+            content = last.read_bytes()
+            if content and not content.endswith(b"\n"):
+                # A torn write: that entry was never acknowledged, so nothing acted on it.
+                kept = content[: content.rfind(b"\n") + 1]
+                self.recovered_bytes = len(content) - len(kept)
+                with last.open("r+b") as handle:
+                    handle.truncate(len(kept))
+                    os.fsync(handle.fileno())
+        for stored in read_entries(self.directory):
+            self._leaf_hashes.append(leaf_hash(stored.raw))
+            self._prev = entry_hash(stored.raw)
+            self._seq = stored.content.get("seq", self._seq) + 1
+            if stored.content.get("type") == "run.started":
+                self.last_config_digest = stored.content.get("config_digest")
+        self._segment = existing[-1] if existing else None
+
+    @property
+    def size(self) -> int:
+        return len(self._leaf_hashes)
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    def append(self, entry_type: str, fields: dict[str, Any]) -> int:
+        """Given a type and fields, append the entry durably; return its sequence number."""
+        entry = {
+            "v": FORMAT_VERSION,
+            "seq": self._seq,
+            "prev": self._prev,
+            "type": entry_type,
+            "time": self.clock().isoformat(),
+            **fields,
+        }
+        if entry_type == "checkpoint":
+            entry["signature"] = self._sign(entry)
+        raw = canonical(entry)
+        try:
+            segment = self._writable_segment(len(raw) + 1)
+            descriptor = os.open(segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(descriptor, raw + b"\n")
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            raise AuditFailure(f"cannot write the audit trail: {error}") from error
+        self._leaf_hashes.append(leaf_hash(raw))
+        self._prev = entry_hash(raw)
+        self._seq += 1
+        return int(entry["seq"])
+
+    def _writable_segment(self, adding: int) -> Path:
+        segment = self._segment
+        if segment is None or segment.stat().st_size + adding > SEGMENT_LIMIT_BYTES:
+            number = len(segments(self.directory)) + 1
+            segment = self.directory / "trail" / f"{number:08d}.jsonl"
+            os.close(os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            _fsync_directory(segment.parent)
+            self._segment = segment
+        return segment
+
+    def _sign(self, entry: dict[str, Any]) -> str:
+        if self.signer is None:
+            raise AuditFailure("no signing key: checkpoints cannot be signed")
+        entry["key_id"] = self.signer.key_id
+        return self.signer.sign(checkpoint_payload(entry)).hex()
+
+    def checkpoint(self) -> int:
+        """Append a signed checkpoint over every entry before it: size, Merkle root, key id."""
+        return self.append(
+            "checkpoint",
+            {"size": self.size, "root": root_from_leaf_hashes(self._leaf_hashes).hex()},
+        )
+
+    # --- leaves and pending keys ----------------------------------------------------------
+
+    def record_leaves(
+        self, store: str, dataset: str, keys: Sequence[Sequence[object]]
+    ) -> list[bytes]:
+        return sorted(record_leaf(self.hmac_key, store, dataset, key) for key in keys)
+
+    def write_leaves(self, seq: int, leaves: Sequence[bytes]) -> None:
+        try:
+            _write_durably(
+                leaves_path(self.directory, seq),
+                "".join(f"{leaf.hex()}\n" for leaf in leaves).encode(),
+            )
+        except OSError as error:
+            raise AuditFailure(f"cannot write the leaves of entry {seq}: {error}") from error
+
+    def write_pending(self, seq: int, pending: dict[str, Any]) -> None:
+        try:
+            _write_durably(self._pending_path(seq), json.dumps(pending, default=str).encode())
+        except OSError as error:
+            raise AuditFailure(f"cannot write the pending keys of entry {seq}: {error}") from error
+
+    def clear_pending(self, seq: int) -> None:
+        try:
+            self._pending_path(seq).unlink(missing_ok=True)
+        except OSError as error:
+            raise AuditFailure(f"cannot clear the pending keys of entry {seq}: {error}") from error
+
+    def pending(self) -> list[tuple[int, dict[str, Any]]]:
+        found = []
+        for path in sorted((self.directory / "pending").glob("*.json")):
+            found.append((int(path.stem), json.loads(path.read_text())))
+        return found
+
+    def _pending_path(self, seq: int) -> Path:
+        return self.directory / "pending" / f"{seq:08d}.json"
