@@ -23,7 +23,7 @@ from retention.audit.keys import load_signer
 from retention.audit.merkle import merkle_root
 from retention.audit.trail import TrailWriter, read_entries
 from retention.config import AuditSettings, Config
-from retention.errors import ConfigError, ConfigIssue, StoreUnavailable
+from retention.errors import AuditFailure, ConfigError, ConfigIssue, StoreUnavailable
 from retention.executor import RunReport
 from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
 from retention.runtime.faults import crash_point
@@ -43,6 +43,17 @@ def identity() -> dict[str, str]:
 
 def _json_key(key: KeyValues) -> list[object]:
     return [part if isinstance(part, int | str | float) else str(part) for part in key]
+
+
+@contextmanager
+def _fail_closed(doing: str) -> Iterator[None]:
+    """Whatever goes wrong while recording (a bug included) stops the purge: AuditFailure."""
+    try:
+        yield
+    except AuditFailure:
+        raise
+    except Exception as error:
+        raise AuditFailure(f"cannot {doing}: {type(error).__name__}: {error}") from error
 
 
 @dataclass
@@ -68,6 +79,10 @@ class TrailRecorder:
         }
 
     def intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int:
+        with _fail_closed("record a batch intent"):
+            return self._intent(rule_plan, keys)
+
+    def _intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int:
         crash_point("before_intent")
         rule = rule_plan.rule
         leaves = self.writer.record_leaves(rule.store, rule.table, keys)
@@ -101,6 +116,10 @@ class TrailRecorder:
         return written
 
     def result(self, intent: int, rule_plan: RulePlan, status: str, batch: Batch | None) -> None:
+        with _fail_closed("record a batch result"):
+            self._result(intent, rule_plan, status, batch)
+
+    def _result(self, intent: int, rule_plan: RulePlan, status: str, batch: Batch | None) -> None:
         crash_point("before_result")
         done = batch.done if batch is not None and status == "committed" else 0
         self.writer.append(

@@ -1,0 +1,208 @@
+"""Fail closed, and crash-consistent: the trail accounts for every deleted record, exactly once,
+and claims nothing that did not happen — whether the purge is killed (SIGKILL) at any point of a
+batch, the trail cannot be written, or another process holds it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
+
+from retention.audit import trail as trail_module
+from retention.audit.trail import TrailWriter, read_entries, read_leaves, record_leaf
+from retention.errors import ExitCode
+from retention.runtime.faults import CRASH_POINTS
+from tests.support import create_tables, make_config, plan_and_run, remaining_ids
+
+AS_OF = "2026-11-23T12:00:00+00:00"
+DUE = set(range(1, 26))
+KEPT = set(range(26, 31))
+
+
+def _database(url: str) -> None:
+    metadata = MetaData()
+    logs = Table(
+        "logs",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", DateTime, index=True),
+    )
+    engine = create_tables(url, metadata)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(logs),
+            [{"id": key, "logged_at": datetime(2020, 1, key)} for key in sorted(DUE)]
+            + [{"id": key, "logged_at": datetime(2026, 11, 1)} for key in sorted(KEPT)],
+        )
+    engine.dispose()
+
+
+RULE = """
+[[rules]]
+name = "logs"
+store = "db"
+table = "logs"
+key = "id"
+clock = "logged_at"
+period = "1y"
+action = "delete"
+batch_size = 10
+"""
+
+
+def _setup(tmp_path: Path) -> tuple[Path, str, Path]:
+    url = f"sqlite:///{tmp_path}/data.sqlite"
+    _database(url)
+    audit = tmp_path / "audit"
+    make_config(url, RULE, audit_directory=audit)  # creates the keys
+    text = (
+        f'[settings]\ntimezone = "UTC"\n[stores.db]\nkind = "sql"\nurl = "{url}"\n'
+        + f'[audit]\ndirectory = "{audit}"\n'
+        + f'hmac_key_file = "{tmp_path}/audit-keys/hmac.key"\n'
+        + f'signing_key_file = "{tmp_path}/audit-keys/signing.pem"\n'
+        + RULE
+    )
+    config = tmp_path / "retention.toml"
+    config.write_text(text)
+    return config, url, audit
+
+
+def _run(config: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ)
+    environment.pop("RETENTION_CRASH_AT", None)
+    if crash_at:
+        environment["RETENTION_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retention",
+            "--config",
+            str(config),
+            "run",
+            "--yes",
+            "--as-of",
+            AS_OF,
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+
+
+def _claimed_leaves(audit: Path) -> list[bytes]:
+    """Every record the trail says is done: committed results (their intent's leaves) and
+    reconciled batches (their own leaves)."""
+    claimed: list[bytes] = []
+    for stored in read_entries(audit):
+        entry: dict[str, Any] = stored.content
+        if entry["type"] == "batch.result" and entry["status"] == "committed":
+            leaves = read_leaves(audit, entry["intent"])
+            assert len(leaves) == entry["done"]
+            claimed += leaves
+        elif entry["type"] == "batch.reconciled":
+            leaves = read_leaves(audit, entry["seq"])
+            assert len(leaves) == entry["done"]
+            claimed += leaves
+    return claimed
+
+
+def _hmac_key(tmp_path: Path) -> bytes:
+    return (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS)
+def test_a_killed_purge_loses_nothing_and_claims_nothing_false(
+    tmp_path: Path, crash_at: str
+) -> None:
+    config, url, audit = _setup(tmp_path)
+
+    crashed = _run(config, crash_at)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    gone_after_crash = DUE | KEPT - remaining_ids_from(url)
+    claimed_after_crash = _claimed_leaves(audit)
+    # Before reconciling, the trail may be missing a claim (the crash hit after the commit),
+    # but it never claims a record that is still there.
+    assert set(claimed_after_crash) <= _leaves(tmp_path, gone_after_crash)
+
+    finished = _run(config)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert remaining_ids_from(url) == KEPT
+    claimed = _claimed_leaves(audit)
+    assert sorted(claimed) == sorted(_leaves(tmp_path, DUE)), "each deleted record, exactly once"
+    assert not list((audit / "pending").iterdir())
+    types = [stored.content["type"] for stored in read_entries(audit)]
+    if crash_at in ("after_intent", "mid_batch", "after_commit", "before_result"):
+        assert "batch.reconciled" in types
+    assert types[-1] == "checkpoint"
+
+
+def remaining_ids_from(url: str) -> set[int]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        return remaining_ids(engine, "logs")
+    finally:
+        engine.dispose()
+
+
+def _leaves(tmp_path: Path, keys: set[int]) -> set[bytes]:
+    key = _hmac_key(tmp_path)
+    return {record_leaf(key, "db", "logs", (record,)) for record in keys}
+
+
+def test_an_unwritable_trail_deletes_nothing(tmp_path: Path) -> None:
+    config, url, audit = _setup(tmp_path)
+    audit.rename(tmp_path / "moved")
+    audit.write_text("not a directory")
+    result = _run(config)
+    assert result.returncode == ExitCode.AUDIT_FAILURE, result.stdout + result.stderr
+    assert "audit" in result.stderr
+    assert remaining_ids_from(url) == DUE | KEPT
+
+
+def test_a_trail_failing_mid_run_stops_the_run_after_the_recorded_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/data.sqlite"
+    _database(url)
+    audit = tmp_path / "audit"
+    config = make_config(
+        url, RULE + RULE.replace('name = "logs"', 'name = "logs-again"'), audit_directory=audit
+    )
+    original = trail_module._write_durably
+    leaves_written: list[Path] = []
+
+    def disk_full_on_second_batch(path: Path, content: bytes) -> None:
+        if path.parent.name == "leaves":
+            leaves_written.append(path)
+            if len(leaves_written) == 2:
+                raise OSError(28, "No space left on device")
+        original(path, content)
+
+    monkeypatch.setattr(trail_module, "_write_durably", disk_full_on_second_batch)
+    _, report = plan_and_run(config, datetime(2026, 11, 23, 12, tzinfo=UTC))
+    statuses = {outcome.rule: outcome.status for outcome in report.outcomes}
+    assert statuses == {"logs": "audit_failed", "logs-again": "stopped"}
+    assert report.exit_code == ExitCode.AUDIT_FAILURE
+    assert remaining_ids_from(url) == DUE - set(range(1, 11)) | KEPT
+    monkeypatch.undo()
+    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, set(range(1, 11))))
+
+
+def test_a_second_writer_gets_lock_held(tmp_path: Path) -> None:
+    config, url, audit = _setup(tmp_path)
+    with TrailWriter(audit, b"k" * 32, None, lambda: datetime.now(UTC)):
+        result = _run(config)
+    assert result.returncode == ExitCode.LOCK_HELD, result.stdout + result.stderr
+    assert remaining_ids_from(url) == DUE | KEPT
