@@ -150,6 +150,17 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class StateSettings:
+    """Where the state database is (run ledger, leases, legal holds). Exactly one of ``url``,
+    ``url_env`` and ``url_credential``; when [state] is absent, a SQLite file in
+    $STATE_DIRECTORY (systemd's StateDirectory=) or ./var."""
+
+    url: str | None = None
+    url_env: str | None = None
+    url_credential: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, valid configuration. ``digest`` identifies the exact file content."""
 
@@ -159,6 +170,7 @@ class Config:
     source: str
     digest: str = ""
     audit: AuditSettings | None = None
+    state: StateSettings = StateSettings()
 
     def rules_named(self, names: tuple[str, ...]) -> tuple[Rule, ...]:
         """Given rule names (empty: all), return those rules in config order."""
@@ -197,9 +209,10 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
     reader = _Reader()
-    reader.unknown_keys(document, "", {"settings", "stores", "rules", "audit"})
+    reader.unknown_keys(document, "", {"settings", "stores", "rules", "audit", "state"})
     settings = _read_settings(reader, reader.table(document, "settings", required=False))
     audit = _read_audit(reader, reader.table(document, "audit")) if "audit" in document else None
+    state = _read_state(reader, reader.table(document, "state", required=False))
     stores = _read_stores(reader, reader.table(document, "stores", required=False))
     raw_rules = document.get("rules", [])
     rules: list[Rule] = []
@@ -236,6 +249,7 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
         source=source,
         digest=hashlib.sha256(content).hexdigest(),
         audit=audit,
+        state=state,
     )
 
 
@@ -373,6 +387,20 @@ def _read_audit(reader: _Reader, table: Mapping[str, object]) -> AuditSettings |
         signing_key_credential=values["signing_key_credential"],
         enabled=enabled,
     )
+
+
+def _read_state(reader: _Reader, table: Mapping[str, object]) -> StateSettings:
+    path = "state"
+    reader.unknown_keys(table, path, {"url", "url_env", "url_credential"})
+    sources = {key: reader.string(table, key, path) for key in ("url", "url_env", "url_credential")}
+    if sum(value is not None for value in sources.values()) > 1:
+        reader.error(path, "give one of url, url_env or url_credential")
+    url = sources["url"]
+    if url is not None and not SUPPORTED_URL.match(url):
+        reader.error(
+            f"{path}.url", "use sqlite:///PATH, postgresql+psycopg://... or mysql+pymysql://..."
+        )
+    return StateSettings(**sources)
 
 
 def _read_stores(reader: _Reader, table: Mapping[str, object]) -> dict[str, StoreConfig]:

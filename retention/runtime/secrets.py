@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from retention.config import Settings, SqlStoreConfig
+from retention.config import Settings, SqlStoreConfig, StateSettings
 from retention.errors import ConfigError, ConfigIssue
 
 MINIMUM_KEY_BYTES = 16
@@ -77,10 +77,24 @@ def write_new_key(path: Path) -> bool:
     return True
 
 
+def state_url(state: StateSettings) -> str:
+    """Given the [state] settings, return the state database URL (default: a SQLite file in
+    $STATE_DIRECTORY, else ./var)."""
+    if state.url or state.url_env or state.url_credential:
+        return resolve_url(state, "state")
+    directory = Path(os.environ.get("STATE_DIRECTORY", "var").split(":")[0])
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return f"sqlite:///{directory / 'state.sqlite'}"
+
+
 def store_url(store: SqlStoreConfig) -> str:
     """Given a SQL store's config, return its database URL from the TOML, the environment or a
     credential file."""
-    key_path = f"stores.{store.name}"
+    return resolve_url(store, f"stores.{store.name}")
+
+
+def resolve_url(store: SqlStoreConfig | StateSettings, key_path: str) -> str:
+    """Given settings with url / url_env / url_credential, return the URL they lead to."""
     if store.url:
         return store.url
     if store.url_env:
