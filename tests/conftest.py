@@ -255,3 +255,30 @@ def postgres_readonly_url(postgres_url: str, postgres_admin: Engine) -> Iterator
         )
         owner.dispose()
         run(postgres_admin, f"DROP ROLE IF EXISTS {quoted_role}")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """An S3 server (moto, in a thread, HTTP on 127.0.0.1) with two buckets: ``locked-anchors``
+    (Object Lock enabled) and ``plain-anchors`` (without). Yields its endpoint URL; credentials
+    are dummies set in the environment for the session."""
+    import boto3  # type: ignore[import-untyped]
+    from moto.server import ThreadedMotoServer  # type: ignore[import-untyped]
+
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("AWS_ACCESS_KEY_ID", "testing")
+        environment.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        environment.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            environment.delenv(name, raising=False)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            endpoint = f"http://{host}:{port}"
+            client = boto3.client("s3", endpoint_url=endpoint)
+            client.create_bucket(Bucket="locked-anchors", ObjectLockEnabledForBucket=True)
+            client.create_bucket(Bucket="plain-anchors")
+            yield endpoint
+        finally:
+            server.stop()

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from retention import __version__
-from retention.audit.keys import load_signer
+from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.merkle import merkle_root
 from retention.audit.trail import TrailWriter, read_entries
 from retention.config import AuditSettings, Config
@@ -158,6 +158,7 @@ class TrailRecorder:
                         "rule": outcome.rule,
                         "status": outcome.status,
                         "due": outcome.due,
+                        "held": outcome.held,
                         "deleted": outcome.deleted,
                         "anonymised": outcome.anonymised,
                         "children_deleted": outcome.children_deleted,
@@ -257,7 +258,19 @@ def audit_keys(settings: AuditSettings) -> tuple[bytes, Any]:
 
 @contextmanager
 def open_trail(settings: AuditSettings, clock: Callable[[], datetime]) -> Iterator[TrailWriter]:
+    """Open the trail for writing; refuse (AuditFailure) a signing key that auditors could not
+    verify: missing from the public key file, or outside its validity window."""
     hmac_key, signer = audit_keys(settings)
+    now = clock()
+    try:
+        published = load_public_keys(settings.public_keys_file)
+    except AuditKeyError as error:
+        raise AuditFailure(f"{error}: create keys with `retention audit keygen`") from error
+    if not any(key.key_id == signer.key_id and key.covers(now) for key in published):
+        raise AuditFailure(
+            f"signing key {signer.key_id} is not valid now in {settings.public_keys_file}: "
+            "its checkpoints would not verify (rotate with `retention audit keygen --rotate`)"
+        )
     with TrailWriter(settings.directory, hmac_key, signer, clock) as writer:
         yield writer
 

@@ -137,6 +137,8 @@ class TrailWriter:
         try:
             for sub in ("", "trail", "leaves", "pending"):
                 (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            # mkdir's mode does not apply to a directory that already existed.
+            os.chmod(self.directory, 0o700)
             self._lock_descriptor = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
             raise AuditFailure(
@@ -191,12 +193,15 @@ class TrailWriter:
 
     def append(self, entry_type: str, fields: dict[str, Any]) -> int:
         """Given a type and fields, append the entry durably; return its sequence number."""
+        moment = self.clock()
+        if moment.tzinfo is None:
+            raise AuditFailure("audit entries need an aware time (UTC); got a naive one")
         entry = {
             "v": FORMAT_VERSION,
             "seq": self._seq,
             "prev": self._prev,
             "type": entry_type,
-            "time": self.clock().isoformat(),
+            "time": moment.isoformat(),
             **fields,
         }
         if entry_type == "checkpoint":

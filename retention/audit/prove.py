@@ -1,0 +1,202 @@
+"""Prove that one record was purged: find its leaf (HMAC-SHA256 of its locator under the audit
+key) in the leaves of a committed ``batch.intent`` or of a ``batch.reconciled`` entry, and give
+the RFC 6962 inclusion proof of that leaf under the entry's ``leaves_root``.
+
+Only someone holding the audit HMAC key can compute a record's leaf; the trail alone names no
+record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retention.anonymise import record_locator
+from retention.audit.merkle import inclusion_proof, verify_inclusion
+from retention.audit.report import utc_text
+from retention.audit.trail import leaves_path, read_entries, read_leaves, record_leaf
+from retention.config import AuditSettings
+from retention.errors import AuditFailure, ConfigError, ConfigIssue, UsageError
+from retention.runtime.secrets import read_secret
+
+
+@dataclass(frozen=True)
+class Proof:
+    """One batch the record was purged in, with the inclusion proof of its leaf."""
+
+    seq: int
+    entry_type: str
+    settled_by: int | None
+    run_id: str
+    rule: str
+    action: str | None
+    time: str | None
+    index: int
+    size: int
+    root: bytes
+    path: tuple[bytes, ...]
+    verified: bool
+    checkpoint: int | None
+
+
+@dataclass
+class Search:
+    """What the trail says about one record: the batches that purged it, and those that selected
+    it without purging it (rolled back, or never settled)."""
+
+    locator: str
+    leaf: bytes
+    proofs: list[Proof] = field(default_factory=list)
+    not_purged: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def proven(self) -> bool:
+        return any(proof.verified for proof in self.proofs)
+
+
+def audit_hmac_key(settings: AuditSettings | None) -> bytes:
+    """Given the config's audit settings, return the audit HMAC key; ConfigError when there is
+    none (a record's leaf cannot be computed without it)."""
+    if settings is None or not settings.enabled:
+        raise ConfigError([ConfigIssue("audit", "no enabled [audit] table: no HMAC key")])
+    key = read_secret(
+        settings.hmac_key_file,
+        settings.hmac_key_credential,
+        "audit.hmac_key_file",
+        "audit.hmac_key_credential",
+    )
+    if key is None:
+        raise ConfigError([ConfigIssue("audit.hmac_key_file", "missing: the HMAC key is needed")])
+    return key
+
+
+def _leaf_index(path: Path, leaf: bytes) -> int | None:
+    """Given a leaves file and a leaf, stream the file and return the leaf's index, or None."""
+    wanted = leaf.hex().encode() + b"\n"
+    with path.open("rb") as handle:
+        for index, line in enumerate(handle):
+            if line == wanted:
+                return index
+    return None
+
+
+def prove_record(
+    directory: Path, hmac_key: bytes, store: str, dataset: str, key: Sequence[str]
+) -> Search:
+    """Given an audit directory, the HMAC key and a record (store, dataset, key values), return
+    every batch whose committed or reconciled leaves hold the record, with inclusion proofs, and
+    the batches that selected it without purging it."""
+    if not (directory / "trail").is_dir():
+        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
+    leaf = record_leaf(hmac_key, store, dataset, key)
+    search = Search(record_locator(store, dataset, key), leaf)
+    candidates: list[dict[str, Any]] = []
+    intents: dict[int, dict[str, Any]] = {}
+    settlements: dict[int, dict[str, Any]] = {}
+    checkpoints: list[int] = []
+    for stored in read_entries(directory):
+        content = stored.content
+        entry_type = content.get("type")
+        if entry_type == "checkpoint":
+            checkpoints.append(content.get("seq", 0))
+        elif entry_type in ("batch.result", "batch.reconciled"):
+            settlements[content.get("intent", -1)] = content
+        if entry_type == "batch.intent":
+            intents[content.get("seq", -1)] = content
+        if entry_type in ("batch.intent", "batch.reconciled") and (
+            content.get("store"),
+            content.get("dataset"),
+        ) == (store, dataset):
+            candidates.append(content)
+    for content in candidates:
+        try:
+            index = _leaf_index(leaves_path(directory, content["seq"]), leaf)
+        except OSError as error:
+            raise AuditFailure(
+                f"cannot read the leaves of entry {content.get('seq')}: {error}"
+            ) from error
+        if index is not None:
+            _place(search, directory, content, index, intents, settlements, checkpoints)
+    return search
+
+
+def _place(
+    search: Search,
+    directory: Path,
+    content: dict[str, Any],
+    index: int,
+    intents: dict[int, dict[str, Any]],
+    settlements: dict[int, dict[str, Any]],
+    checkpoints: list[int],
+) -> None:
+    """Given an entry whose leaves hold the record at ``index``, add it to the search: as a proof
+    (a committed intent, a reconciled entry) or as a batch that did not purge the record."""
+    settled_by, when = None, content
+    if content["type"] == "batch.intent":
+        settlement = settlements.get(content["seq"], {})
+        if settlement.get("type") == "batch.reconciled":
+            return  # its batch.reconciled entry holds the record if it was gone: the proof is there
+        if settlement.get("status") != "committed":
+            search.not_purged.append((content["seq"], settlement.get("status", "not settled")))
+            return
+        intent, settled_by, when = content, settlement.get("seq"), settlement
+    else:
+        intent = when = intents.get(content["intent"], content)
+    leaves = read_leaves(directory, content["seq"])
+    root = bytes.fromhex(content["leaves_root"])
+    path = tuple(inclusion_proof(leaves, index))
+    search.proofs.append(
+        Proof(
+            seq=content["seq"],
+            entry_type=content["type"],
+            settled_by=settled_by,
+            run_id=intent["run_id"],
+            rule=content["rule"],
+            action=intent.get("action"),
+            time=utc_text(when.get("time")),
+            index=index,
+            size=len(leaves),
+            root=root,
+            path=path,
+            verified=verify_inclusion(search.leaf, index, len(leaves), path, root),
+            checkpoint=next((seq for seq in checkpoints if seq > content["seq"]), None),
+        )
+    )
+
+
+def render_search(search: Search) -> str:
+    """Given a search, return what it found for people: each batch and its inclusion proof, or
+    that the record is not in the trail."""
+    if not search.proofs:
+        lines = [f"{search.locator}: not in the trail (no committed batch purged it)"]
+        lines += [
+            f"  selected in batch seq {seq}, but {status.replace('_', ' ')}: not purged"
+            for seq, status in search.not_purged
+        ]
+        return "\n".join(lines)
+    lines = [f"{search.locator}: purged"]
+    for proof in search.proofs:
+        how = (
+            f"committed: result seq {proof.settled_by}"
+            if proof.entry_type == "batch.intent"
+            else "reconciled after a crash"
+        )
+        covered = (
+            f"covered by checkpoint seq {proof.checkpoint}"
+            if proof.checkpoint is not None
+            else "not yet covered by a signed checkpoint"
+        )
+        lines += [
+            f"  batch      seq {proof.seq} ({proof.entry_type}, {how})",
+            f"  run        {proof.run_id}",
+            f"  rule       {proof.rule} ({proof.action or '?'})",
+            f"  time       {proof.time}",
+            f"  leaf       {search.leaf.hex()}",
+            f"  index      {proof.index} of tree size {proof.size}",
+            f"  root       {proof.root.hex()} (the entry's leaves_root)",
+            "  audit path " + ("\n             ".join(n.hex() for n in proof.path) or "(empty)"),
+            f"  proof      {'verified' if proof.verified else 'DOES NOT VERIFY'}; {covered}",
+        ]
+    return "\n".join(lines)

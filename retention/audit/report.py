@@ -1,0 +1,296 @@
+"""What auditors read: per run and rule, what was purged, when, under which policy.
+
+One pass over the trail builds one row per (run, rule): the rule's policy, category, store and
+dataset, action and method, cutoff, batches, counts (selected, done, held, failed), the time of
+its first and last batch, and who ran it (tool, host, user, from ``run.started``). Records a
+crash left unsettled and a later run reconciled count for the run that purged them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from retention.audit.trail import read_entries
+from retention.audit.verify import parse_time
+from retention.errors import UsageError
+from retention.render import _table
+
+FORMATS = ("text", "jsonl", "csv")
+
+
+@dataclass
+class RuleRun:
+    """What one rule did in one run, as the trail records it. Times are ISO 8601 UTC."""
+
+    run_id: str
+    run_started: str | None
+    run_finished: str | None
+    rule: str
+    policy: str | None = None
+    category: str | None = None
+    store: str | None = None
+    dataset: str | None = None
+    action: str | None = None
+    method: str | None = None
+    cutoff: str | None = None
+    first_batch: str | None = None
+    last_batch: str | None = None
+    status: str | None = None
+    batches: int = 0
+    committed: int = 0
+    rolled_back: int = 0
+    reconciled: int = 0
+    unsettled: int = 0
+    selected: int = 0
+    done: int = 0
+    done_by_reconciliation: int = 0
+    held: int = 0
+    failed: int = 0
+    children_deleted: int = 0
+    due: int | None = None
+    skipped: int | None = None
+    tool: str | None = None
+    host: str | None = None
+    user: str | None = None
+
+
+@dataclass
+class _Run:
+    """A run's run.started entry and, once written, its run.finished entry."""
+
+    started: dict[str, Any]
+    finished: dict[str, Any] | None = None
+
+
+def utc_text(value: object) -> str | None:
+    """Given an entry's time (ISO 8601 with offset), return it in UTC ending in Z, else None.
+
+    Example: ``utc_text("2026-01-01T13:00:00+01:00")`` returns ``"2026-01-01T12:00:00Z"``.
+    """
+    moment = parse_time(value)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+
+
+def parse_bound(text: str | None, option: str) -> datetime | None:
+    """Given --since/--until (an ISO 8601 date or time; UTC without an offset), return it."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise UsageError(f"{option} {text!r} is not an ISO 8601 date or time") from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class _Collector:
+    """The state of one pass over the trail: runs, and rows per (run, rule)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, _Run] = {}
+        self.rows: dict[tuple[str, str], RuleRun] = {}
+        self.intents: dict[int, RuleRun] = {}
+
+    def row(self, run_id: str, rule: str) -> RuleRun:
+        """Given a run and a rule, return their row, creating it (with the run's who and when)."""
+        key = (run_id, rule)
+        if key not in self.rows:
+            run = self.runs.get(run_id)
+            started = run.started if run else {}
+            self.rows[key] = RuleRun(
+                run_id=run_id,
+                run_started=utc_text(started.get("time")),
+                run_finished=None,
+                rule=rule,
+                tool=started.get("tool"),
+                host=started.get("host"),
+                user=started.get("user"),
+            )
+        return self.rows[key]
+
+    def add(self, content: dict[str, Any]) -> None:
+        """Given the next entry, fold it into the runs and rows."""
+        entry_type = content.get("type")
+        if entry_type == "run.started":
+            self.runs[content["run_id"]] = _Run(content)
+            for rule in content.get("rules", []):
+                self.row(content["run_id"], rule)
+        elif entry_type == "batch.intent":
+            self._intent(content)
+        elif entry_type == "batch.result":
+            self._result(content)
+        elif entry_type == "batch.reconciled":
+            self._reconciled(content)
+        elif entry_type == "run.finished" and content.get("run_id") in self.runs:
+            self._finished(content)
+
+    def _intent(self, content: dict[str, Any]) -> None:
+        """Given a batch.intent, count it for its run and rule."""
+        row = self.row(content["run_id"], content["rule"])
+        for name in ("policy", "category", "store", "dataset", "action", "method"):
+            setattr(row, name, content.get(name))
+        row.cutoff = utc_text(content.get("cutoff"))
+        row.first_batch = row.first_batch or utc_text(content.get("time"))
+        row.last_batch = utc_text(content.get("time"))
+        row.batches += 1
+        row.unsettled += 1
+        row.selected += content.get("selected", 0)
+        self.intents[content["seq"]] = row
+
+    def _settled(self, content: dict[str, Any]) -> RuleRun:
+        """The row of the intent an entry settles (the run that wrote the store)."""
+        row = self.intents.get(content.get("intent", -1))
+        if row is None:
+            row = self.row(content["run_id"], content["rule"])
+        row.unsettled = max(0, row.unsettled - 1)
+        row.last_batch = utc_text(content.get("time"))
+        return row
+
+    def _result(self, content: dict[str, Any]) -> None:
+        """Given a batch.result, count it for the intent it settles."""
+        row = self._settled(content)
+        if content.get("status") == "committed":
+            row.committed += 1
+            row.done += content.get("done", 0)
+        else:
+            row.rolled_back += 1
+        row.held += content.get("held", 0)
+        row.failed += content.get("failed", 0)
+        row.children_deleted += content.get("children_deleted", 0)
+
+    def _reconciled(self, content: dict[str, Any]) -> None:
+        """Given a batch.reconciled, count its done records for the run that purged them."""
+        row = self._settled(content)
+        row.reconciled += 1
+        row.done += content.get("done", 0)
+        row.done_by_reconciliation += content.get("done", 0)
+
+    def _finished(self, content: dict[str, Any]) -> None:
+        """Given a run.finished, note each rule's outcome and the run's end."""
+        finished = utc_text(content.get("time"))
+        self.runs[content["run_id"]].finished = content
+        for outcome in content.get("outcomes", []):
+            row = self.row(content["run_id"], outcome.get("rule"))
+            row.status = outcome.get("status")
+            row.due = outcome.get("due")
+            row.skipped = outcome.get("skipped")
+        for (run_id, _rule), row in self.rows.items():
+            if run_id == content["run_id"]:
+                row.run_finished = finished
+
+
+def rule_runs(
+    directory: Path,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    rules: Sequence[str] = (),
+) -> list[RuleRun]:
+    """Given an audit directory, return one row per run and rule, in trail order, keeping runs
+    started in [since, until) and, when ``rules`` is given, only those rules."""
+    if not (directory / "trail").is_dir():
+        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
+    collector = _Collector()
+    for stored in read_entries(directory):
+        collector.add(stored.content)
+
+    def kept(row: RuleRun) -> bool:
+        """Given a row, return whether the filters keep it."""
+        run = collector.runs.get(row.run_id)
+        started = parse_time(run.started.get("time")) if run else None
+        if (since or until) and started is None:
+            return False
+        in_range = started is None or (
+            (since is None or started >= since) and (until is None or started < until)
+        )
+        return in_range and (not rules or row.rule in rules)
+
+    return [row for row in collector.rows.values() if kept(row)]
+
+
+def render_jsonl(rows: Iterable[RuleRun]) -> str:
+    """Given rows, return them as JSON Lines (one object per run and rule)."""
+    return "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in rows)
+
+
+def render_csv(rows: Iterable[RuleRun]) -> str:
+    """Given rows, return them as CSV with a header line (empty cell: not recorded)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(RuleRun)])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(asdict(row))
+    return buffer.getvalue()
+
+
+def _count(value: int | None) -> str:
+    """Given a counter (None: not recorded), return it for a table cell."""
+    return "-" if value is None else f"{value:,}"
+
+
+def _seconds(moment: str | None) -> str:
+    """Given an ISO 8601 UTC time ending in Z, return it to the second."""
+    return f"{moment[:19]}Z" if moment else "?"
+
+
+def render_text(rows: Sequence[RuleRun]) -> str:
+    """Given rows, return them for people: one block per run (who, when), a table of its rules,
+    then each rule's policy and category."""
+    lines: list[str] = []
+    by_run: dict[str, list[RuleRun]] = {}
+    for row in rows:
+        by_run.setdefault(row.run_id, []).append(row)
+    headers = ["RULE", "ACTION", "STORE/DATASET", "CUTOFF (UTC)", "BATCHES", "SELECTED", "DONE"]
+    headers += ["HELD", "FAILED", "SKIPPED", "STATUS"]
+    for run_id, run_rows in by_run.items():
+        first = run_rows[0]
+        lines += [
+            f"Run {run_id}: started {_seconds(first.run_started)}, finished "
+            f"{_seconds(first.run_finished) if first.run_finished else '(not recorded)'}",
+            f"  by {first.user or '?'}@{first.host or '?'} with {first.tool or '?'}",
+            "",
+        ]
+        table = [
+            [
+                row.rule,
+                row.action or "-",
+                f"{row.store}/{row.dataset}" if row.store else "-",
+                _seconds(row.cutoff) if row.cutoff else "-",
+                _count(row.batches),
+                _count(row.selected),
+                _count(row.done),
+                _count(row.held),
+                _count(row.failed),
+                _count(row.skipped),
+                (row.status or "?") + (f", {row.unsettled} unsettled" if row.unsettled else ""),
+            ]
+            for row in run_rows
+        ]
+        lines += [f"  {line}" for line in _table(headers, table, numeric={4, 5, 6, 7, 8, 9})]
+        lines.append("")
+        for row in run_rows:
+            if row.policy:
+                lines.append(f"  {row.rule}: {row.policy} (category: {row.category})")
+                lines.append(
+                    f"    batches {_seconds(row.first_batch)} to {_seconds(row.last_batch)}"
+                )
+        lines.append("")
+    total = sum(row.done for row in rows)
+    runs = len(by_run)
+    lines.append(f"{total:,} records purged in {runs:,} run{'s' if runs != 1 else ''}.")
+    return "\n".join(lines)
+
+
+def render(rows: Sequence[RuleRun], output: str) -> str:
+    """Given rows and a format (text, jsonl, csv), return the report."""
+    if output == "jsonl":
+        return render_jsonl(rows)
+    if output == "csv":
+        return render_csv(rows)
+    return render_text(rows) + "\n"

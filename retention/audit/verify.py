@@ -1,0 +1,590 @@
+"""Verify an audit trail without trusting the host that wrote it.
+
+One pass over every segment, in order, checks for each entry: its bytes are the canonical JSON
+(RFC 8785) of what they hold, ``seq`` counts from 0, ``prev`` is the SHA-256 of the previous line
+(``GENESIS`` for the first), its type is known and its fields have their types; the leaves file of
+each ``batch.intent`` / ``batch.reconciled`` hashes to the entry's ``leaves_root`` (RFC 6962) and
+holds ``selected`` / ``done`` leaves; each ``batch.result`` / ``batch.reconciled`` settles an
+earlier intent of the same rule, once; and each checkpoint covers exactly the entries before it
+(``size``, RFC 6962 ``root`` over their exact bytes) with an Ed25519 signature by a key whose
+window covers its time. Checked against anchored checkpoints (copies kept elsewhere), it also
+catches a truncated tail or a rewritten history.
+
+Memory holds a few hashes per Merkle tree and one small record per batch, never the leaves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from retention.audit.keys import AuditKeyError, PublicKey, key_id_of, load_public_keys
+from retention.audit.merkle import EMPTY_ROOT, leaf_hash, node_hash
+from retention.audit.trail import (
+    FORMAT_VERSION,
+    GENESIS,
+    StoredEntry,
+    canonical,
+    checkpoint_payload,
+    entry_hash,
+    leaves_path,
+    read_entries,
+    segments,
+)
+from retention.config import AuditSettings, Config
+from retention.errors import AuditFailure, UsageError
+
+LEAF_BYTES = 32
+BATCH_STATUSES = ("committed", "rolled_back")
+
+# The fields each entry type must carry (beyond v, seq, prev, type, time), with their JSON types.
+ENTRY_FIELDS: dict[str, dict[str, type]] = {
+    "config.changed": {"run_id": str, "digest": str},
+    "run.started": {"run_id": str, "plan_id": str, "rules": list},
+    "batch.intent": {
+        "run_id": str,
+        "rule": str,
+        "store": str,
+        "dataset": str,
+        "action": str,
+        "selected": int,
+        "leaves_root": str,
+    },
+    "batch.result": {
+        "run_id": str,
+        "rule": str,
+        "intent": int,
+        "status": str,
+        "done": int,
+        "held": int,
+        "failed": int,
+        "children_deleted": int,
+    },
+    "batch.reconciled": {
+        "run_id": str,
+        "rule": str,
+        "intent": int,
+        "done": int,
+        "not_done": int,
+        "leaves_root": str,
+    },
+    "run.finished": {"run_id": str, "exit_code": int, "outcomes": list},
+    "checkpoint": {"size": int, "root": str, "key_id": str, "signature": str},
+    "hold.added": {"hold_id": int, "rule": str, "kind": str, "target_digest": str, "reason": str},
+    "hold.released": {"hold_id": int, "rule": str, "kind": str, "reason": str},
+}
+
+
+class MerkleFrontier:
+    """An RFC 6962 tree grown one leaf hash at a time, keeping only the roots of its complete
+    subtrees (at most one per bit of the size), so the root of every prefix is at hand.
+
+    Example: after ``add`` of ``leaf_hash(a)`` and ``leaf_hash(b)``, ``root()`` equals
+    ``merkle_root([a, b])``.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._subtrees: list[bytes] = []
+
+    def add(self, hashed: bytes) -> None:
+        """Given the next leaf hash, add it (merging the complete subtrees it completes)."""
+        count = self.size
+        while count & 1:
+            hashed = node_hash(self._subtrees.pop(), hashed)
+            count >>= 1
+        self._subtrees.append(hashed)
+        self.size += 1
+
+    def root(self) -> bytes:
+        """Return the RFC 6962 root of the leaves added so far (SHA-256 of b"" when none)."""
+        if not self._subtrees:
+            return EMPTY_ROOT
+        root = self._subtrees[-1]
+        for subtree in reversed(self._subtrees[:-1]):
+            root = node_hash(subtree, root)
+        return root
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a trail is invalid, and the first entry that shows it."""
+
+    segment: Path | None
+    line: int | None
+    seq: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.segment} line {self.line}" if self.segment else "the trail"
+        return f"{where} (seq {self.seq}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A checkpoint kept outside the host: its exact bytes, where it came from, what it says."""
+
+    source: str
+    raw: bytes
+    content: dict[str, Any]
+
+    @property
+    def seq(self) -> int:
+        return int(self.content["seq"])
+
+
+@dataclass
+class Verification:
+    """What one pass over a trail found: a summary, and the first problem if any."""
+
+    entries: int = 0
+    segments: int = 0
+    runs: int = 0
+    batches: int = 0
+    records_purged: int = 0
+    last_checkpoint: StoredEntry | None = None
+    anchors: list[Anchor] = field(default_factory=list)
+    problem: Problem | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.problem is None
+
+    @property
+    def unsigned(self) -> int:
+        """How many entries come after the last checkpoint (not yet covered by a signature)."""
+        if self.last_checkpoint is None:
+            return self.entries
+        return self.entries - int(self.last_checkpoint.content["seq"]) - 1
+
+
+def parse_time(value: object) -> datetime | None:
+    """Given an entry's time field, return it as an aware datetime, or None if it is not an
+    ISO 8601 time with an offset."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def load_verification_keys(path: Path) -> tuple[PublicKey, ...]:
+    """Given the public key file, return its keys; AuditKeyError (exit 78) when it cannot be read,
+    a key id does not belong to its key, or a window is not a time with an offset."""
+    keys = load_public_keys(path)
+    for key in keys:
+        if key.key_id != key_id_of(key.raw):
+            raise AuditKeyError(f"{str(path)!r}: key id {key.key_id} is not its public key's id")
+        for moment in (key.not_before, key.not_after):
+            if moment is not None and moment.tzinfo is None:
+                raise AuditKeyError(
+                    f"{str(path)!r}: the window of key {key.key_id} has a time without an offset"
+                )
+    return keys
+
+
+def signature_problem(content: dict[str, Any], keys: Sequence[PublicKey]) -> str | None:
+    """Given a checkpoint and the public keys, return why its signature is not valid, or None:
+    the key id must be known, its window must cover the checkpoint's time, and the Ed25519
+    signature must verify over ``checkpoint_payload``."""
+    key_id = content.get("key_id")
+    candidates = [key for key in keys if key.key_id == key_id]
+    if not candidates:
+        return f"signed by key {key_id!r}, which is not in the public key file"
+    moment = parse_time(content.get("time"))
+    if moment is None:
+        return f"time {content.get('time')!r} is not an ISO 8601 time with an offset"
+    in_window = [key for key in candidates if key.covers(moment)]
+    if not in_window:
+        windows = ", ".join(
+            f"{key.not_before.isoformat()} to {key.not_after.isoformat() if key.not_after else '…'}"
+            for key in candidates
+        )
+        return f"signed by key {key_id} at {moment.isoformat()}, outside its window ({windows})"
+    try:
+        signature = bytes.fromhex(str(content.get("signature")))
+    except ValueError:
+        return "signature is not hex"
+    for key in in_window:
+        try:
+            if key.verify(signature, checkpoint_payload(content)):
+                return None
+        except ValueError:
+            return f"public key {key_id} in the key file is not a valid Ed25519 key"
+    return f"signature does not verify with key {key_id}"
+
+
+def _field_problem(content: dict[str, Any]) -> str | None:
+    """Given a parsed entry of a known type, return which required field is missing or of the
+    wrong type, or None."""
+    for name, kind in ENTRY_FIELDS[content["type"]].items():
+        value = content.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"field {name!r} is missing or not {kind.__name__}"
+    return None
+
+
+def leaves_summary(path: Path) -> tuple[int, bytes] | str:
+    """Given a leaves file, stream it and return (count, RFC 6962 root), or why it is malformed:
+    each line must be 64 lowercase hex digits and a newline, in sorted order."""
+    frontier = MerkleFrontier()
+    previous = b""
+    try:
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                text = line[:-1]
+                try:
+                    leaf = bytes.fromhex(text.decode("ascii"))
+                except ValueError:
+                    leaf = b""
+                if line[-1:] != b"\n" or len(leaf) != LEAF_BYTES or leaf.hex().encode() != text:
+                    return f"leaves file {path.name} line {number} is not a 32-byte hex leaf"
+                if leaf < previous:
+                    return f"leaves file {path.name} line {number} is out of order"
+                previous = leaf
+                frontier.add(leaf_hash(leaf))
+    except FileNotFoundError:
+        return f"its leaves file {path.name} is missing"
+    except OSError as error:
+        return f"its leaves file {path.name} cannot be read: {error.strerror}"
+    return frontier.size, frontier.root()
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """Given a line, return the JSON object it holds; ValueError when it holds none."""
+    content = json.loads(raw)
+    if not isinstance(content, dict):
+        raise ValueError("not a JSON object")
+    return content
+
+
+def _load_anchor(source: str, raw: bytes, keys: Sequence[PublicKey]) -> Anchor:
+    """Given where an anchor came from and its bytes, return it; AuditFailure unless it is one
+    canonical, validly signed checkpoint line."""
+    line = raw[:-1] if raw.endswith(b"\n") else raw
+    try:
+        content = json_object(line)
+        valid_canonical = canonical(content) == line
+    except ValueError:
+        content, valid_canonical = {}, False
+    if not valid_canonical or content.get("type") != "checkpoint" or _field_problem(content):
+        raise AuditFailure(f"anchor {source}: not one checkpoint entry in canonical JSON")
+    if not isinstance(content.get("seq"), int):
+        raise AuditFailure(f"anchor {source}: its seq is not an integer")
+    problem = signature_problem(content, keys)
+    if problem:
+        raise AuditFailure(f"anchor {source}: {problem}")
+    return Anchor(source, line, content)
+
+
+@dataclass
+class _Intent:
+    """An intent seen so far: its rule, how many records it selected, which entry settled it."""
+
+    rule: str
+    selected: int
+    settled_by: int | None = None
+
+
+class _Walker:
+    """The state of one verification pass: what the next entry must look like."""
+
+    def __init__(
+        self,
+        directory: Path,
+        keys: Sequence[PublicKey],
+        anchors: Sequence[Anchor],
+        torn: tuple[Path, int] | None,
+    ):
+        self.directory = directory
+        self.keys = keys
+        self.torn = torn
+        self.anchors: dict[int, list[Anchor]] = {}
+        for anchor in anchors:
+            self.anchors.setdefault(anchor.seq, []).append(anchor)
+        self.result = Verification(anchors=list(anchors))
+        self.frontier = MerkleFrontier()
+        self.prev = GENESIS
+        self.previous: StoredEntry | None = None
+        self.intents: dict[int, _Intent] = {}
+
+    def walk(self, entries: Iterable[StoredEntry]) -> Verification:
+        """Given the entries in order, return the verification."""
+        for stored in entries:
+            problem = self._check(stored)
+            if problem is not None:
+                self.result.problem = problem
+                return self.result
+            if stored.content["type"] == "checkpoint":
+                self.result.last_checkpoint = stored
+            self.frontier.add(leaf_hash(stored.raw))
+            self.prev = entry_hash(stored.raw)
+            self.previous = stored
+            self.result.entries += 1
+        self._check_anchors_reached()
+        return self.result
+
+    def _problem(self, stored: StoredEntry, reason: str) -> Problem:
+        """Given the entry being checked and why it is bad, return the Problem naming it."""
+        return Problem(stored.segment, stored.line, self.frontier.size, reason)
+
+    def _check(self, stored: StoredEntry) -> Problem | None:
+        """Given the next entry, return the first problem it shows, or None."""
+        content, expected = stored.content, self.frontier.size
+        if self.torn == (stored.segment, stored.line):
+            return self._problem(
+                stored, "no newline at the end: a torn write (the next run drops it)"
+            )
+        if not content:
+            return self._problem(stored, "not a JSON object")
+        try:
+            is_canonical = canonical(content) == stored.raw
+        except ValueError as error:
+            return self._problem(stored, f"not representable as canonical JSON: {error}")
+        if not is_canonical:
+            return self._problem(stored, "not canonical JSON (RFC 8785): re-serialised or edited")
+        if content.get("v") != FORMAT_VERSION:
+            return self._problem(stored, f"unknown format version {content.get('v')!r}")
+        seq = content.get("seq")
+        if seq != expected or isinstance(seq, bool):
+            return self._problem(
+                stored,
+                f"seq is {seq!r} where {expected} was expected: an entry is missing, inserted "
+                "or out of order",
+            )
+        if content.get("prev") != self.prev:
+            return self._broken_link(stored)
+        entry_type = content.get("type")
+        if entry_type not in ENTRY_FIELDS:
+            return self._problem(stored, f"unknown entry type {entry_type!r}")
+        if parse_time(content.get("time")) is None:
+            return self._problem(
+                stored, f"time {content.get('time')!r} is not ISO 8601 with offset"
+            )
+        reason = (
+            _field_problem(content) or self._check_type(content, seq) or self._check_anchor(stored)
+        )
+        return self._problem(stored, reason) if reason else None
+
+    def _broken_link(self, stored: StoredEntry) -> Problem:
+        """Given an entry whose prev is not the hash of the previous line, return the problem, named
+        on the previous entry (whose bytes no longer hash to what was recorded)."""
+        previous = self.previous
+        if previous is None:
+            return self._problem(stored, "prev of the first entry is not GENESIS (64 zeros)")
+        return Problem(
+            previous.segment,
+            previous.line,
+            self.frontier.size - 1,
+            f"altered: its SHA-256 is not the prev recorded by the next entry (seq "
+            f"{self.frontier.size}, {stored.segment.name} line {stored.line})",
+        )
+
+    def _check_type(self, content: dict[str, Any], seq: int) -> str | None:
+        """Given a well-formed entry and its seq, run the checks of its type; return why it fails,
+        or None."""
+        entry_type = content["type"]
+        if entry_type == "run.started":
+            self.result.runs += 1
+        elif entry_type == "batch.intent":
+            return self._check_intent(content, seq)
+        elif entry_type in ("batch.result", "batch.reconciled"):
+            return self._check_settlement(content, seq)
+        elif entry_type == "checkpoint":
+            return self._check_checkpoint(content, seq)
+        return None
+
+    def _check_leaves(self, content: dict[str, Any], seq: int, count_field: str) -> str | None:
+        """Given an intent or reconciled entry, return why its leaves file does not match its
+        leaves_root and count field, or None."""
+        summary = leaves_summary(leaves_path(self.directory, seq))
+        if isinstance(summary, str):
+            return summary
+        count, root = summary
+        if root.hex() != content["leaves_root"]:
+            return f"the Merkle root of its leaves file is {root.hex()}, not leaves_root"
+        if count != content[count_field]:
+            return f"{count_field} is {content[count_field]} but its leaves file holds {count}"
+        return None
+
+    def _check_intent(self, content: dict[str, Any], seq: int) -> str | None:
+        """Given a batch.intent, remember it and check its leaves; return why it fails, or None."""
+        self.intents[seq] = _Intent(content["rule"], content["selected"])
+        self.result.batches += 1
+        return self._check_leaves(content, seq, "selected")
+
+    def _check_settlement(self, content: dict[str, Any], seq: int) -> str | None:
+        """Given a batch.result or batch.reconciled, check that it settles an earlier intent of its
+        rule once, with plausible counts; return why not, or None."""
+        intent = self.intents.get(content["intent"])
+        if intent is None or intent.rule != content["rule"]:
+            return (
+                f"settles intent {content['intent']}, which is no earlier batch.intent of rule "
+                f"{content['rule']!r}"
+            )
+        if intent.settled_by is not None:
+            return f"intent {content['intent']} was already settled by seq {intent.settled_by}"
+        intent.settled_by = seq
+        done = content["done"]
+        if content["type"] == "batch.reconciled":
+            if done + content["not_done"] != intent.selected:
+                return (
+                    f"done + not_done is {done + content['not_done']}, but intent "
+                    f"{content['intent']} selected {intent.selected}"
+                )
+            self.result.records_purged += done
+            return self._check_leaves(content, seq, "done")
+        if content["status"] not in BATCH_STATUSES:
+            return f"unknown batch status {content['status']!r}"
+        if content["status"] != "committed" and done:
+            return f"a {content['status']} batch claims {done} records done"
+        if done > intent.selected:
+            return f"done is {done}, more than the {intent.selected} its intent selected"
+        self.result.records_purged += done
+        return None
+
+    def _check_checkpoint(self, content: dict[str, Any], seq: int) -> str | None:
+        """Given a checkpoint, check its size, root, time and signature; return why it fails, or
+        None."""
+        if content["size"] != seq:
+            return f"size is {content['size']}, but it follows {seq} entries"
+        root = self.frontier.root().hex()
+        if content["root"] != root:
+            anchored = " (as anchored: the history was rewritten)" if seq in self.anchors else ""
+            return f"root is not the Merkle root of the entries before it ({root}){anchored}"
+        previous = self.result.last_checkpoint
+        moment = parse_time(content["time"])
+        if previous is not None and moment is not None:
+            before = parse_time(previous.content["time"])
+            if before is not None and moment < before:
+                return (
+                    f"time {content['time']} is before the previous checkpoint's "
+                    f"({previous.content['time']}): checkpoints cannot be backdated"
+                )
+        return signature_problem(content, self.keys)
+
+    def _check_anchor(self, stored: StoredEntry) -> str | None:
+        """Given an entry, return why it differs from an anchor kept for its seq, or None."""
+        for anchor in self.anchors.get(self.frontier.size, ()):
+            if anchor.raw != stored.raw:
+                return (
+                    f"differs from the anchored checkpoint {anchor.source}: the history up to "
+                    "here was rewritten"
+                )
+        return None
+
+    def _check_anchors_reached(self) -> None:
+        """After the last entry: record a problem if an anchor lies beyond the end (truncation)."""
+        last = max(self.anchors, default=-1)
+        if last < self.frontier.size:
+            return
+        anchor = self.anchors[last][0]
+        previous = self.previous
+        self.result.problem = Problem(
+            previous.segment if previous else None,
+            previous.line + 1 if previous else None,
+            self.frontier.size,
+            f"missing: the trail ends at seq {self.frontier.size - 1} but the anchored checkpoint "
+            f"{anchor.source} is seq {last}: the tail was truncated",
+        )
+
+
+def _torn_line(directory: Path) -> tuple[Path, int] | None:
+    """Given an audit directory, return (segment, line) of a last line without its newline."""
+    existing = segments(directory)
+    if not existing:
+        return None
+    content = existing[-1].read_bytes()
+    if not content or content.endswith(b"\n"):
+        return None
+    return existing[-1], content.count(b"\n") + 1
+
+
+def verify_trail(
+    directory: Path, keys: Sequence[PublicKey], anchors: Iterable[tuple[str, bytes]] = ()
+) -> Verification:
+    """Given an audit directory, the public keys and anchored checkpoints (source, bytes), walk
+    the whole trail once and return what it holds and the first problem, if any.
+
+    Raises UsageError when there is no trail there, AuditFailure when an anchor is not a validly
+    signed checkpoint (nothing can be checked against it).
+    """
+    if not (directory / "trail").is_dir():
+        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
+    loaded = [_load_anchor(source, raw, keys) for source, raw in anchors]
+    try:
+        walker = _Walker(directory, keys, loaded, _torn_line(directory))
+        result = walker.walk(read_entries(directory))
+        result.segments = len(segments(directory))
+    except OSError as error:
+        raise AuditFailure(f"cannot read the audit trail: {error}") from error
+    return result
+
+
+def _audit_settings(config: Callable[[], Config]) -> AuditSettings:
+    """Given a way to load the config, return its enabled [audit] settings; UsageError if none."""
+    settings = config().audit
+    if settings is None or not settings.enabled:
+        raise UsageError("the config has no enabled [audit] table: give --dir (and --keys)")
+    return settings
+
+
+def audit_directory(directory: Path | None, config: Callable[[], Config]) -> Path:
+    """Given --dir (or None) and a way to load the config, return the audit directory; the
+    config is read only when --dir was not given."""
+    return directory if directory is not None else _audit_settings(config).directory
+
+
+def audit_locations(
+    directory: Path | None, keys_file: Path | None, config: Callable[[], Config]
+) -> tuple[Path, Path]:
+    """Given --dir and --keys (either may be None) and a way to load the config, return the audit
+    directory and public key file; the config is read only for what was not given."""
+    if directory is not None and keys_file is not None:
+        return directory, keys_file
+    settings = _audit_settings(config)
+    return directory or settings.directory, keys_file or settings.public_keys_file
+
+
+def _moment(text: object) -> str:
+    """Given an entry's time, return it in UTC ending in Z (``?`` when it is not a time)."""
+    moment = parse_time(text)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else "?"
+
+
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    """Given a count and a noun, return e.g. ``1 run`` or ``2 runs``."""
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
+
+
+def render_verification(result: Verification) -> str:
+    """Given a valid verification, return its summary for people."""
+    lines = [
+        f"valid: {_plural(result.entries, 'entry', 'entries')} in "
+        f"{_plural(result.segments, 'segment')}, {_plural(result.runs, 'run')}, "
+        f"{_plural(result.batches, 'batch', 'batches')}, "
+        f"{_plural(result.records_purged, 'record')} purged",
+    ]
+    checkpoint = result.last_checkpoint
+    if checkpoint is None:
+        lines.append("last checkpoint: none yet (no entry is signed)")
+    else:
+        content = checkpoint.content
+        lines.append(
+            f"last checkpoint: seq {content['seq']} at {_moment(content['time'])}, "
+            f"key {content['key_id']}, covering {content['size']:,} entries"
+        )
+    lines.append(f"not yet signed: {result.unsigned:,} entries after the last checkpoint")
+    for anchor in sorted(result.anchors, key=lambda anchor: anchor.seq):
+        lines.append(f"anchor: checkpoint seq {anchor.seq} from {anchor.source} matches")
+    if not result.anchors:
+        lines.append(
+            "no anchor given: a truncated tail cannot be detected (--anchor, docs/audit.md)"
+        )
+    return "\n".join(lines)
