@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -16,11 +16,12 @@ from retention.errors import (
     RetentionError,
     StoreUnavailable,
 )
+from retention.holds import Hold
 from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
 
-Status = Literal["ok", "failed", "unavailable", "stopped", "audit_failed"]
+Status = Literal["ok", "failed", "unavailable", "stopped", "audit_failed", "braked"]
 CONFLICT_RETRIES = 3
-FAILED = ("failed", "unavailable", "audit_failed")
+FAILED = ("failed", "unavailable", "audit_failed", "braked")
 
 
 class Audit(Protocol):
@@ -51,6 +52,7 @@ class RuleOutcome:
     action: str
     status: Status
     due: int
+    held: int = 0
     deleted: int = 0
     anonymised: int = 0
     children_deleted: int = 0
@@ -82,9 +84,7 @@ class RunReport:
         was an unreachable store; else 3."""
         if any(outcome.status == "audit_failed" for outcome in self.outcomes):
             return ExitCode.AUDIT_FAILURE
-        failures = [
-            outcome for outcome in self.outcomes if outcome.status in ("failed", "unavailable")
-        ]
+        failures = [outcome for outcome in self.outcomes if outcome.status in FAILED]
         if not failures:
             return ExitCode.OK
         if all(outcome.status == "unavailable" for outcome in failures):
@@ -103,6 +103,8 @@ def execute(
     audit: Audit | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.monotonic,
+    allow_over_limit: frozenset[str] = frozenset(),
+    holds_for: Callable[[str], Sequence[Hold]] | None = None,
 ) -> RunReport:
     """Given a Plan and a way to reach stores, purge every planned rule and return the report.
 
@@ -117,9 +119,27 @@ def execute(
         if stop_requested() or any(o.status == "audit_failed" for o in outcomes):
             outcomes.append(_outcome(rule_plan, "stopped"))
             continue
-        outcome = _execute_rule(
-            rule_plan, store_for, now, dry_run, hash_key, stop_requested, clock, logger, audit
-        )
+        brake = rule_plan.brake
+        if brake is not None and rule_plan.rule.name not in allow_over_limit:
+            outcome = _outcome(
+                rule_plan,
+                "braked",
+                f"{brake}: nothing purged; lift it for one manual run with "
+                f"--allow-over-limit {rule_plan.rule.name}",
+            )
+        else:
+            outcome = _execute_rule(
+                rule_plan,
+                store_for,
+                now,
+                dry_run,
+                hash_key,
+                stop_requested,
+                clock,
+                logger,
+                audit,
+                holds_for,
+            )
         outcomes.append(outcome)
         log = logger.error if outcome.status in FAILED else logger.info
         log(
@@ -128,6 +148,7 @@ def execute(
             status=outcome.status,
             action=outcome.action,
             due=outcome.due,
+            held=outcome.held,
             deleted=outcome.deleted,
             anonymised=outcome.anonymised,
             children_deleted=outcome.children_deleted,
@@ -147,6 +168,7 @@ def _outcome(rule_plan: RulePlan, status: Status, error: str | None = None) -> R
         action=rule_plan.rule.action,
         status=status,
         due=rule_plan.due,
+        held=rule_plan.held,
         error=error,
     )
 
@@ -161,6 +183,7 @@ def _execute_rule(
     clock: Callable[[], float],
     logger: Logger,
     audit: Audit | None,
+    holds_for: Callable[[str], Sequence[Hold]] | None,
 ) -> RuleOutcome:
     if rule_plan.error is not None or rule_plan.selection is None:
         return _outcome(
@@ -175,6 +198,8 @@ def _execute_rule(
     try:
         store = store_for(rule.store)
         while True:
+            if holds_for is not None:
+                rule_plan = _with_current_holds(rule_plan, holds_for)
             batch = _purge_one_batch(
                 rule_plan, store, after, now, dry_run, hash_key, None if dry_run else audit
             )
@@ -203,6 +228,7 @@ def _execute_rule(
         action=rule.action,
         status=status,
         due=rule_plan.due,
+        held=rule_plan.held,
         deleted=done if rule.action == "delete" else 0,
         anonymised=done if rule.action == "anonymise" else 0,
         children_deleted=sum(batch.children_deleted for batch in batches),
@@ -213,6 +239,21 @@ def _execute_rule(
         ),
         error=error,
     )
+
+
+def _with_current_holds(
+    rule_plan: RulePlan, holds_for: Callable[[str], Sequence[Hold]]
+) -> RulePlan:
+    """Holds are read again before every batch: one placed during a run protects its records at
+    once; one released during a run keeps protecting them until the next run."""
+    assert rule_plan.selection is not None
+    current = [
+        hold for hold in holds_for(rule_plan.rule.name) if hold.in_force(rule_plan.selection.as_of)
+    ]
+    merged = tuple(dict.fromkeys((*rule_plan.selection.holds, *current)))
+    if merged == rule_plan.selection.holds:
+        return rule_plan
+    return replace(rule_plan, selection=replace(rule_plan.selection, holds=merged))
 
 
 def _purge_one_batch(

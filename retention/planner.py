@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from retention.anonymise import keyed_hash, record_locator
 from retention.config import Config, Rule
 from retention.errors import ConfigIssue, StoreUnavailable
+from retention.holds import Hold
 from retention.rules import Expired, PeriodError, expired_as_of, parse_period
 
 SAMPLE_SIZE = 5
@@ -38,15 +39,21 @@ class Selection:
     default: Expired
     overrides: tuple[tuple[object, Expired], ...] = ()
     invalid_period_values: tuple[str, ...] = ()
+    holds: tuple[Hold, ...] = ()
 
 
 @dataclass(frozen=True)
 class Survey:
-    """What a store found for a selection: count, oldest clock value, first keys in key order."""
+    """What a store found for a selection: rows due (not held), the oldest clock value and the
+    first due keys in key order; rows in scope (the rule's conditions, any clock), rows that
+    would be due but are held, and rows whose clock is in the future (never due, reported)."""
 
     due: int
     oldest: datetime | date | None
     sample_keys: tuple[KeyValues, ...]
+    in_scope: int = 0
+    held: int = 0
+    future: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,11 @@ class RecordStore(Protocol):
 
 
 def make_selection(
-    rule: Rule, as_of: datetime, zone: ZoneInfo, period_values: Sequence[object] = ()
+    rule: Rule,
+    as_of: datetime,
+    zone: ZoneInfo,
+    period_values: Sequence[object] = (),
+    holds: Sequence[Hold] = (),
 ) -> Selection:
     """Given a rule, an aware ``as_of``, the policy zone and the raw values of the rule's period
     column, return the Selection.
@@ -119,6 +130,7 @@ def make_selection(
         default=expired_as_of(rule.period, as_of, zone),
         overrides=tuple(overrides),
         invalid_period_values=tuple(sorted(invalid)),
+        holds=tuple(hold for hold in holds if hold.rule == rule.name and hold.in_force(as_of)),
     )
 
 
@@ -134,6 +146,23 @@ class RulePlan:
     samples: tuple[str, ...] = ()
     error: str | None = None
     unavailable: bool = False
+    in_scope: int = 0
+    held: int = 0
+    future: int = 0
+
+    @property
+    def brake(self) -> str | None:
+        """Why this rule may not run as planned (a mass-deletion brake), or None."""
+        rule = self.rule
+        if self.due > rule.max_delete:
+            return f"{self.due:,} due is more than max_delete = {rule.max_delete:,}"
+        if self.in_scope and self.due / self.in_scope > rule.max_fraction:
+            share = self.due / self.in_scope
+            return (
+                f"{self.due:,} due of {self.in_scope:,} in scope ({share:.0%}) is more than "
+                f"max_fraction = {rule.max_fraction:g}"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -171,7 +200,12 @@ def sample_hash(hash_key: bytes, store: str, table: str, key: KeyValues) -> str:
 
 
 def plan_rule(
-    rule: Rule, store: RecordStore, as_of: datetime, zone: ZoneInfo, hash_key: bytes
+    rule: Rule,
+    store: RecordStore,
+    as_of: datetime,
+    zone: ZoneInfo,
+    hash_key: bytes,
+    holds: Sequence[Hold] = (),
 ) -> RulePlan:
     """Given a rule, its store, ``as_of``, the policy zone and a hash key, return its RulePlan.
 
@@ -180,14 +214,23 @@ def plan_rule(
     """
     try:
         period_values = store.period_values(rule) if rule.period_column else ()
-        selection = make_selection(rule, as_of, zone, period_values)
+        selection = make_selection(rule, as_of, zone, period_values, holds)
         survey = store.survey(selection, SAMPLE_SIZE)
     except StoreUnavailable as error:
         return RulePlan(rule, None, error=str(error), unavailable=True)
     samples = tuple(
         sample_hash(hash_key, rule.store, rule.table, key) for key in survey.sample_keys
     )
-    return RulePlan(rule, selection, survey.due, survey.oldest, samples)
+    return RulePlan(
+        rule,
+        selection,
+        survey.due,
+        survey.oldest,
+        samples,
+        in_scope=survey.in_scope,
+        held=survey.held,
+        future=survey.future,
+    )
 
 
 def build_plan(
@@ -198,12 +241,13 @@ def build_plan(
     *,
     hash_key: bytes,
     keyed: bool,
+    holds: Sequence[Hold] = (),
 ) -> Plan:
     """Given the config, the rules to plan, a way to reach each store, ``as_of`` and the sample
     hash key, return the Plan (read-only: stores are only surveyed)."""
     zone = config.settings.timezone
     rule_plans = tuple(
-        _plan_or_unreachable(rule, store_for, as_of, zone, hash_key) for rule in rules
+        _plan_or_unreachable(rule, store_for, as_of, zone, hash_key, holds) for rule in rules
     )
     return Plan(
         as_of=as_of,
@@ -219,12 +263,13 @@ def _plan_or_unreachable(
     as_of: datetime,
     zone: ZoneInfo,
     hash_key: bytes,
+    holds: Sequence[Hold],
 ) -> RulePlan:
     try:
         store = store_for(rule.store)
     except StoreUnavailable as error:
         return RulePlan(rule, None, error=str(error), unavailable=True)
-    return plan_rule(rule, store, as_of, zone, hash_key)
+    return plan_rule(rule, store, as_of, zone, hash_key, holds)
 
 
 def check_against_stores(
@@ -273,6 +318,10 @@ def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
         "period_column": str(rule.period_column) if rule.period_column else None,
         "cutoff": selection.default.cutoff.isoformat() if selection else None,
         "due": rule_plan.due,
+        "held": rule_plan.held,
+        "in_scope": rule_plan.in_scope,
+        "future_clock": rule_plan.future,
+        "brake": rule_plan.brake,
         "oldest": rule_plan.oldest.isoformat() if rule_plan.oldest else None,
         "sample_keys": list(rule_plan.samples),
         "error": rule_plan.error,

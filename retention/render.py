@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
-from retention.executor import RunReport
+from retention.executor import FAILED, RunReport
 from retention.planner import Plan, RulePlan
 
 
@@ -44,7 +44,17 @@ def render_plan(plan: Plan, zone_name: str) -> str:
 
     Times are UTC; the calendar arithmetic itself happened in ``zone_name``.
     """
-    headers = ["RULE", "ACTION", "STORE.TABLE", "CLOCK", "PERIOD", "CUTOFF (UTC)", "DUE", "OLDEST"]
+    headers = [
+        "RULE",
+        "ACTION",
+        "STORE.TABLE",
+        "CLOCK",
+        "PERIOD",
+        "CUTOFF (UTC)",
+        "DUE",
+        "HELD",
+        "OLDEST",
+    ]
     rows = []
     for rule_plan in plan.rules:
         rule = rule_plan.rule
@@ -58,6 +68,7 @@ def render_plan(plan: Plan, zone_name: str) -> str:
                 period,
                 _cutoff(rule_plan),
                 "ERROR" if rule_plan.error else f"{rule_plan.due:,}",
+                f"{rule_plan.held:,}",
                 _moment(rule_plan.oldest),
             ]
         )
@@ -65,7 +76,7 @@ def render_plan(plan: Plan, zone_name: str) -> str:
         f"Plan {plan.plan_id} as of {_moment(plan.as_of)} UTC "
         f"(periods counted on the {zone_name} calendar; read-only, nothing was changed)",
         "",
-        *_table(headers, rows, numeric={6}),
+        *_table(headers, rows, numeric={6, 7}),
         "",
     ]
     total = sum(rule_plan.due for rule_plan in plan.rules)
@@ -89,6 +100,23 @@ def render_plan(plan: Plan, zone_name: str) -> str:
     errors = [
         f"  {rule_plan.rule.name}: {rule_plan.error}" for rule_plan in plan.rules if rule_plan.error
     ]
+    warnings += [
+        f"  {rule_plan.rule.name}: {rule_plan.future:,} row(s) with a clock after the plan's "
+        "instant (not due before then)"
+        for rule_plan in plan.rules
+        if rule_plan.future
+    ]
+    brakes = [
+        f"  {rule_plan.rule.name}: {rule_plan.brake}"
+        for rule_plan in plan.rules
+        if rule_plan.brake and not rule_plan.error
+    ]
+    if brakes:
+        lines += [
+            "",
+            "Brakes (run purges nothing of these rules without --allow-over-limit RULE):",
+            *brakes,
+        ]
     if warnings:
         lines += ["", "Warnings:", *warnings]
     if errors:
@@ -125,7 +153,7 @@ def render_report(report: RunReport) -> str:
     ]
     verb = "would purge" if report.dry_run else "purged"
     done = sum(outcome.done for outcome in report.outcomes)
-    failed = [outcome for outcome in report.outcomes if outcome.status in ("failed", "unavailable")]
+    failed = [outcome for outcome in report.outcomes if outcome.status in FAILED]
     lines = [
         ("Dry run (nothing was changed) " if report.dry_run else "Run ")
         + f"of plan {report.plan_id}",

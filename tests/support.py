@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,16 +25,21 @@ def make_config(
     hash_key_file: Path | None = None,
     extra_stores: str = "",
     audit_directory: Path | None = None,
+    state_url: str | None = None,
+    max_fraction: float = 1.0,
 ) -> Config:
     """Given a database URL and `[[rules]]` TOML (store "db"), return a parsed Config. With
     ``audit_directory``, runs are audited there (keys made on first use); else not audited."""
     key_line = f'hash_key_file = "{hash_key_file}"' if hash_key_file else ""
+    # Each config gets its own state database: holds and the ledger never leak between tests.
+    state = state_url or f"sqlite:///{tempfile.mkdtemp(prefix='retention-state-')}/state.sqlite"
     audit = "[audit]\nenabled = false\n"
     if audit_directory is not None:
         audit = audit_table(audit_directory)
     document = f"""
 [settings]
 timezone = "{timezone}"
+max_fraction = {max_fraction}
 {key_line}
 
 [stores.db]
@@ -42,6 +48,8 @@ url = "{url}"
 timezone = "{store_timezone}"
 {extra_stores}
 {audit}
+[state]
+url = "{state}"
 {rules}
 """
     return parse_config(document.encode())

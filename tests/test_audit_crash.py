@@ -63,7 +63,8 @@ def _setup(tmp_path: Path) -> tuple[Path, str, Path]:
     audit = tmp_path / "audit"
     make_config(url, RULE, audit_directory=audit)  # creates the keys
     text = (
-        f'[settings]\ntimezone = "UTC"\n[stores.db]\nkind = "sql"\nurl = "{url}"\n'
+        '[settings]\ntimezone = "UTC"\nmax_fraction = 1.0\n'
+        + f'[stores.db]\nkind = "sql"\nurl = "{url}"\n'
         + f'[audit]\ndirectory = "{audit}"\n'
         + f'hmac_key_file = "{tmp_path}/audit-keys/hmac.key"\n'
         + f'signing_key_file = "{tmp_path}/audit-keys/signing.pem"\n'
@@ -94,6 +95,7 @@ def _run(config: Path, crash_at: str | None = None) -> subprocess.CompletedProce
         capture_output=True,
         text=True,
         env=environment,
+        cwd=config.parent,
         timeout=120,
         check=False,
     )

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -34,9 +35,11 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    not_,
     or_,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -51,7 +54,7 @@ from retention.anonymise import anonymise_value
 from retention.config import Child, ColumnRef, Condition, Rule, SqlStoreConfig
 from retention.errors import BatchConflict, ConfigIssue, RetentionError, StoreUnavailable
 from retention.planner import Batch, BeforeWrite, KeyValues, Selection, Survey
-from retention.rules import Expired
+from retention.rules import Expired, to_wall_time
 from retention.runtime.faults import crash_point
 
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
@@ -366,27 +369,57 @@ class SqlStore:
         return instant.astimezone(self.config.timezone).replace(tzinfo=None)
 
     def predicate(self, selection: Selection) -> ColumnElement[bool]:
-        """Given a Selection, return the SQL condition that is true exactly for its due rows."""
+        """Given a Selection, return the SQL condition that is true exactly for its due rows:
+        expired, in scope, and under no legal hold."""
         rule = selection.rule
-        clock = self._clock(rule)
-        expired = self._expired(clock, selection.default)
-        if rule.period_column is not None:
-            period_column = self._column(rule, rule.period_column)
-            expired = or_(
-                and_(period_column.is_(None), expired),
-                *(
-                    and_(period_column == value, self._expired(clock, override))
-                    for value, override in selection.overrides
-                ),
-            )
+        expired = self._expired_all(selection, self._clock(rule))
+        held = self._held(selection)
+        due = expired if held is None else and_(expired, not_(held))
+        return and_(due, self._scope(rule))
+
+    def _scope(self, rule: Rule) -> ColumnElement[bool]:
+        """The rows a rule is about, whatever their clock: its conditions, not yet anonymised."""
         table = self.table(rule.table)
-        parts: list[ColumnElement[bool]] = [expired]
+        parts: list[ColumnElement[bool]] = [true()]
         parts += [self._condition(rule, condition) for condition in rule.conditions]
         if rule.where_sql:
             parts.append(text(f"({rule.where_sql})").self_group())  # type: ignore[arg-type]
         if rule.marker_column is not None:
             parts.append(table.c[rule.marker_column].is_(None))
         return and_(*parts)
+
+    def _held(self, selection: Selection) -> ColumnElement[bool] | None:
+        """True for rows under a legal hold in force (None when the rule has none). A NULL in a
+        hold's condition counts as held: not(NULL) selects nothing."""
+        rule = selection.rule
+        parts: list[ColumnElement[bool]] = []
+        key_columns = self._key_columns(rule)
+        for hold in selection.holds:
+            if hold.kind == "key" and hold.keys:
+                keys = [
+                    tuple(
+                        _coerce(column, part) for column, part in zip(key_columns, key, strict=True)
+                    )
+                    for key in hold.keys
+                ]
+                parts.append(_key_in(key_columns, keys))
+            elif hold.kind == "where" and hold.condition is not None:
+                parts.append(self._condition(rule, hold.condition))
+        return or_(*parts) if parts else None
+
+    def _expired_all(self, selection: Selection, clock: _Clock) -> ColumnElement[bool]:
+        rule = selection.rule
+        expired = self._expired(clock, selection.default)
+        if rule.period_column is None:
+            return expired
+        period_column = self._column(rule, rule.period_column)
+        return or_(
+            and_(period_column.is_(None), expired),
+            *(
+                and_(period_column == value, self._expired(clock, override))
+                for value, override in selection.overrides
+            ),
+        )
 
     def _condition(self, rule: Rule, condition: Condition) -> ColumnElement[bool]:
         column = self._column(rule, condition.column)
@@ -445,20 +478,45 @@ class SqlStore:
         return query
 
     def survey(self, selection: Selection, sample_size: int) -> Survey:
-        """Given a Selection, return how many rows are due, the oldest clock and the first keys."""
-        clock = self._clock(selection.rule)
+        """Given a Selection, return in one pass over the rule's scope: rows due, held and with a
+        future clock, the oldest due clock; then the first due keys (the run's own query)."""
+        rule = selection.rule
+        clock = self._clock(rule)
+        expired = self._expired_all(selection, clock)
+        held = self._held(selection)
+        due = expired if held is None else and_(expired, not_(held))
+        future = (
+            clock.expression > to_wall_time(selection.as_of, selection.zone).date()
+            if clock.kind == "date"
+            else clock.expression > self._bound(selection.as_of, clock.kind)
+        )
+
+        def how_many(condition: ColumnElement[bool]) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
         counting = (
-            select(func.count(), func.min(clock.expression))
-            .select_from(self.table(selection.rule.table))
-            .where(self.predicate(selection))
+            select(
+                func.count(),
+                how_many(due),
+                how_many(and_(expired, held)) if held is not None else literal(0),
+                how_many(future),
+                func.min(case((due, clock.expression), else_=None)),
+            )
+            .select_from(self.table(rule.table))
+            .where(self._scope(rule))
         )
         with self._reachable(), self.engine.connect() as connection:
-            due, oldest = connection.execute(counting).one()
+            in_scope, due_count, held_count, future_count, oldest = connection.execute(
+                counting
+            ).one()
             samples = connection.execute(self._batch_query(selection, None, sample_size)).all()
         return Survey(
-            due=int(due),
+            due=int(due_count),
             oldest=self._instant(oldest, clock.kind),
             sample_keys=tuple(tuple(row) for row in samples),
+            in_scope=int(in_scope),
+            held=int(held_count),
+            future=int(future_count),
         )
 
     def _instant(self, value: Any, kind: ClockKind) -> datetime | date | None:
@@ -636,6 +694,17 @@ def _key_in(keys: Sequence[Column[Any]], values: Sequence[KeyValues]) -> ColumnE
     if len(keys) == 1:
         return keys[0].in_([value[0] for value in values])
     return tuple_(*keys).in_(values)
+
+
+def _coerce(column: Column[Any], value: str) -> object:
+    """A key typed on the command line, as the column's Python type (ints stay ints)."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    if python_type is int:
+        return int(value)
+    return value
 
 
 def _clock_kind(column: ColumnElement[Any], dialect: str) -> ClockKind | None:

@@ -1,0 +1,78 @@
+"""Legal holds, pure: what a hold names and whether it is in force. They live in the state
+database (retention/state.py) so that legal staff never edit the deployment's config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from retention.config import Condition, Rule, parse_condition
+
+HoldKind = Literal["key", "where", "prefix"]
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A hold on some records of one rule: by key, by condition, or by object key prefix.
+
+    ``keys`` are key tuples (kind "key"), ``condition`` a parsed condition (kind "where"),
+    ``prefix`` an object key prefix (kind "prefix", object stores only).
+    """
+
+    id: int
+    rule: str
+    kind: HoldKind
+    reason: str
+    created_at: datetime
+    created_by: str
+    keys: tuple[tuple[str, ...], ...] = ()
+    condition: Condition | None = None
+    prefix: str | None = None
+    until: datetime | None = None
+    released_at: datetime | None = None
+
+    def in_force(self, now: datetime) -> bool:
+        """Given the time, return whether the hold still protects its records."""
+        return self.released_at is None and (self.until is None or now < self.until)
+
+    @property
+    def target(self) -> str:
+        if self.kind == "key":
+            return f"{len(self.keys)} key(s)"
+        if self.kind == "where":
+            return self.condition.text if self.condition else ""
+        return f"prefix {self.prefix}"
+
+
+def parse_hold_target(
+    rule: Rule, keys: tuple[str, ...], where: str | None, prefix: str | None
+) -> tuple[HoldKind, tuple[tuple[str, ...], ...], Condition | None, str | None]:
+    """Given a rule and exactly one of keys / where / prefix from the command line, return what
+    the hold names; raise ValueError saying what is wrong.
+
+    Keys of a composite key are written ``a/b`` (one part per key column). Example:
+    ``parse_hold_target(rule, ("42",), None, None)`` returns ``("key", (("42",),), None, None)``.
+    """
+    given = [
+        name for name, value in (("--key", keys), ("--where", where), ("--prefix", prefix)) if value
+    ]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --key (repeatable), --where or --prefix")
+    if keys:
+        parsed = tuple(tuple(key.split("/")) for key in keys)
+        wrong = [
+            key for key, parts in zip(keys, parsed, strict=True) if len(parts) != len(rule.key)
+        ]
+        if wrong:
+            raise ValueError(
+                f"rule {rule.name!r} has a key of {len(rule.key)} column(s) "
+                f"({', '.join(rule.key)}); {wrong[0]!r} does not match (write parts as a/b)"
+            )
+        return "key", parsed, None, None
+    if where is not None:
+        condition = parse_condition(where)
+        if condition.column.join is not None:
+            raise ValueError("a hold condition names a column of the rule's own table")
+        return "where", (), condition, None
+    raise ValueError(f"rule {rule.name!r} purges SQL rows: --prefix holds are for object stores")

@@ -1,0 +1,95 @@
+"""Drift tests: the docs and the shipped files say what the code does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from retention.config import load_config, parse_config
+from retention.errors import ConfigError
+
+ROOT = Path(__file__).parent.parent
+BOGUS = "zz_not_a_key"
+
+# A config with an unknown key in every table: the parser's errors list the keys it knows there.
+PROBE = f"""
+{BOGUS} = 1
+[settings]
+{BOGUS} = 1
+[audit]
+enabled = false
+{BOGUS} = 1
+[state]
+{BOGUS} = 1
+[daemon]
+{BOGUS} = 1
+[stores.app]
+kind = "sql"
+url = "sqlite:///x"
+{BOGUS} = 1
+[[rules]]
+name = "r"
+store = "app"
+table = "t"
+key = "id"
+clock = "at"
+period = "1y"
+action = "delete"
+{BOGUS} = 1
+[rules.joins.j]
+table = "u"
+on = {{ u_id = "id" }}
+{BOGUS} = 1
+[[rules.children]]
+table = "c"
+foreign_key = "t_id"
+{BOGUS} = 1
+"""
+
+
+def known_keys() -> dict[str, set[str]]:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(PROBE.encode())
+    tables = {}
+    for issue in raised.value.issues:
+        match = re.fullmatch(r"unknown key \(known here: (.*)\)", issue.message)
+        if match and issue.path.endswith(BOGUS):
+            tables[issue.path.removesuffix(BOGUS).rstrip(".") or "<top>"] = set(
+                match.group(1).split(", ")
+            )
+    return tables
+
+
+def test_every_config_key_is_documented() -> None:
+    documented = (ROOT / "docs" / "config.md").read_text()
+    tables = known_keys()
+    assert {"settings", "audit", "state", "stores.app", "rules[0]", "rules[0].children[0]"} <= set(
+        tables
+    )
+    missing = {
+        f"{table}.{key}"
+        for table, keys in tables.items()
+        for key in keys
+        if not any(
+            spelling in documented
+            for spelling in (f"`{key}`", f"`[{key}]`", f"`[[{key}]]`", f"`[{key}.", f".{key}`")
+        )
+    }
+    assert not missing, f"not in docs/config.md: {sorted(missing)}"
+
+
+def test_the_shipped_config_is_valid() -> None:
+    config = load_config(ROOT / "config" / "retention.toml")
+    assert len(config.rules) >= 13
+    assert config.audit is not None
+    assert config.audit.enabled
+
+
+def test_the_readme_commands_are_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make demo" in readme
+    assert "make test" in readme
+    assert re.search(r"^exec make test\b", ci, re.MULTILINE)

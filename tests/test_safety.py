@@ -1,0 +1,358 @@
+"""Safety rails: legal holds, brakes against mass deletion, future clocks, saved plans."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, event, insert
+
+from retention.app import lift_hold, make_plan, place_hold, run_plan
+from retention.audit.trail import read_entries
+from retention.cli import main
+from retention.config import Config
+from retention.errors import ConfigError, ExitCode, UsageError
+from retention.stores import open_stores
+from tests.support import create_tables, make_config, plan_and_run, remaining_ids
+
+AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
+NOW = datetime(2026, 11, 23, 12, 5, tzinfo=UTC)
+ROOT = Path(__file__).parent.parent
+
+RULE = """
+[[rules]]
+name = "logs"
+store = "db"
+table = "logs"
+key = "id"
+clock = "logged_at"
+period = "1y"
+action = "delete"
+batch_size = 5
+"""
+
+
+def _logs(url: str, due: int = 20, fresh: int = 5, future: int = 0) -> Any:
+    metadata = MetaData()
+    logs = Table(
+        "logs",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", DateTime, index=True),
+        Column("customer", String(20)),
+    )
+    engine = create_tables(url, metadata)
+    rows = [
+        {"id": key, "logged_at": datetime(2020, 1, 1), "customer": f"c{key % 3}"}
+        for key in range(1, due + 1)
+    ]
+    rows += [
+        {"id": due + key, "logged_at": datetime(2026, 11, 1), "customer": "c0"}
+        for key in range(1, fresh + 1)
+    ]
+    rows += [
+        {"id": due + fresh + key, "logged_at": datetime(2027, 6, 1), "customer": "c0"}
+        for key in range(1, future + 1)
+    ]
+    with engine.begin() as connection:
+        connection.execute(insert(logs), rows)
+    return engine
+
+
+def _hold(config: Config, **target: Any) -> int:
+    return place_hold(
+        config,
+        rule_name="logs",
+        keys=target.get("keys", ()),
+        where=target.get("where"),
+        prefix=target.get("prefix"),
+        reason="case 2026-0042",
+        until=target.get("until"),
+        now=NOW,
+        by="legal@test",
+    ).id
+
+
+def test_a_hold_by_key_keeps_those_records_and_is_counted(database_url: str) -> None:
+    engine = _logs(database_url)
+    config = make_config(database_url, RULE)
+    _hold(config, keys=("3", "7", "22"))  # 22 is not due anyway
+
+    the_plan, report = plan_and_run(config, AS_OF)
+
+    assert (the_plan.rules[0].due, the_plan.rules[0].held) == (18, 2)
+    assert report.outcomes[0].deleted == 18
+    assert report.outcomes[0].held == 2
+    assert remaining_ids(engine, "logs") == {3, 7} | set(range(21, 26))
+
+
+def test_a_hold_by_condition_keeps_matching_records(database_url: str) -> None:
+    engine = _logs(database_url)
+    config = make_config(database_url, RULE)
+    _hold(config, where="customer = 'c1'")
+
+    the_plan, _ = plan_and_run(config, AS_OF)
+
+    held = {key for key in range(1, 21) if key % 3 == 1}
+    assert the_plan.rules[0].held == len(held)
+    assert remaining_ids(engine, "logs") == held | set(range(21, 26))
+
+
+def test_released_holds_and_expired_holds(database_url: str) -> None:
+    engine = _logs(database_url)
+    config = make_config(database_url, RULE)
+    released = _hold(config, keys=("1",))
+    _hold(config, keys=("2",), until=NOW - timedelta(days=1))  # already over
+    kept = _hold(config, keys=("3",), until=AS_OF + timedelta(days=30))
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, AS_OF)
+        # Released after planning: its records stay for this run, and go on the next one.
+        lift_hold(config, released, reason="case closed", now=NOW, by="legal@test")
+        run_plan(config, the_plan, store_for, dry_run=False)
+    assert remaining_ids(engine, "logs") & {1, 2, 3} == {1, 3}
+
+    plan_and_run(config, AS_OF)
+    assert remaining_ids(engine, "logs") & {1, 2, 3} == {3}
+    with pytest.raises(UsageError, match="already released"):
+        lift_hold(config, released, reason="again", now=NOW, by="legal@test")
+    assert kept
+
+
+def test_a_hold_placed_during_a_run_protects_at_once(sqlite_url: str) -> None:
+    engine = _logs(sqlite_url)
+    config = make_config(sqlite_url, RULE)
+    placed: list[int] = []
+
+    def hold_after_first_batch(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("DELETE FROM logs") and not placed:
+            placed.append(_hold(config, keys=("19", "20")))
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, AS_OF)
+        event.listen(store_for("db").engine, "before_cursor_execute", hold_after_first_batch)  # type: ignore[attr-defined]
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+    assert placed
+    assert report.outcomes[0].deleted == 18
+    assert remaining_ids(engine, "logs") == {19, 20} | set(range(21, 26))
+
+
+def test_hold_changes_are_in_the_audit_trail_without_the_keys(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    _logs(sqlite_url)
+    audit = tmp_path / "audit"
+    config = make_config(sqlite_url, RULE, audit_directory=audit)
+    hold_id = _hold(config, keys=("13",))
+    lift_hold(config, hold_id, reason="released by court order 7", now=NOW, by="legal@test")
+    entries = [stored.content for stored in read_entries(audit)]
+    added, released = entries
+    assert added["type"] == "hold.added"
+    assert (added["hold_id"], added["rule"], added["reason"]) == (hold_id, "logs", "case 2026-0042")
+    assert added["target_count"] == 1
+    assert len(added["target_digest"]) == 64
+    assert released["type"] == "hold.released"
+    assert released["reason"] == "released by court order 7"
+    raw = b"".join(path.read_bytes() for path in (audit / "trail").iterdir())
+    assert b'"13"' not in raw
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ({}, "exactly one of"),
+        ({"keys": ("1",), "where": "id = 1"}, "exactly one of"),
+        ({"keys": ("1/2",)}, "key of 1 column"),
+        ({"prefix": "customers/"}, "object stores"),
+        ({"where": "colour = 'red'"}, "no column 'colour'"),
+        ({"where": "id LIKE 1"}, "expected `column OPERATOR value`"),
+    ],
+)
+def test_bad_holds_are_refused(sqlite_url: str, target: dict[str, Any], message: str) -> None:
+    _logs(sqlite_url)
+    config = make_config(sqlite_url, RULE)
+    with pytest.raises((UsageError, ValueError), match=message):
+        _hold(config, **target)
+
+
+def test_a_brake_stops_one_rule_and_the_others_proceed(database_url: str) -> None:
+    engine = _logs(database_url)
+    second = RULE.replace('name = "logs"', 'name = "logs-capped"') + "max_delete = 10\n"
+    config = make_config(
+        database_url,
+        RULE.replace('clock = "logged_at"', 'clock = "logged_at"\nwhere = ["customer = \'c1\'"]')
+        + second,
+    )
+    # Rules run in order: the first purges customer c1, the second would purge 13 > 10.
+    _, report = plan_and_run(config, AS_OF)
+    by_rule = {outcome.rule: outcome for outcome in report.outcomes}
+    assert by_rule["logs"].status == "ok"
+    assert by_rule["logs-capped"].status == "braked"
+    assert "max_delete = 10" in (by_rule["logs-capped"].error or "")
+    assert report.exit_code == ExitCode.PARTIAL_FAILURE
+    assert len(remaining_ids(engine, "logs")) == 25 - 7
+
+
+def test_the_default_fraction_brake_and_lifting_it_for_one_run(sqlite_url: str) -> None:
+    engine = _logs(sqlite_url)
+    config = make_config(sqlite_url, RULE, max_fraction=0.5)
+    the_plan, report = plan_and_run(config, AS_OF)
+    assert the_plan.rules[0].brake == "20 due of 25 in scope (80%) is more than max_fraction = 0.5"
+    assert report.outcomes[0].status == "braked"
+    assert len(remaining_ids(engine, "logs")) == 25
+
+    with open_stores(config, read_only=False) as store_for:
+        lifted = make_plan(config, config.rules, store_for, AS_OF)
+        report = run_plan(
+            config, lifted, store_for, dry_run=False, allow_over_limit=frozenset({"logs"})
+        )
+    assert report.outcomes[0].status == "ok"
+    assert remaining_ids(engine, "logs") == set(range(21, 26))
+
+
+def test_delete_everything_needs_saying_so() -> None:
+    rule = RULE.replace('period = "1y"', 'period = "0d"')
+    with pytest.raises(ConfigError) as refused:
+        make_config("sqlite:///x", rule)
+    assert [issue.path for issue in refused.value.issues] == ["rules[0]"]
+    assert "match_all = true" in refused.value.issues[0].message
+    assert make_config("sqlite:///x", rule + "match_all = true\n").rules[0].match_all
+    assert make_config("sqlite:///x", rule.replace("action", 'where = ["id > 0"]\naction'))
+
+
+def test_a_clock_in_the_future_is_never_due_and_is_reported(database_url: str) -> None:
+    engine = _logs(database_url, future=3)
+    config = make_config(
+        database_url, RULE.replace('period = "1y"', 'period = "0d"') + "match_all = true\n"
+    )
+    the_plan, _ = plan_and_run(config, AS_OF)
+    assert the_plan.rules[0].future == 3
+    assert remaining_ids(engine, "logs") == {26, 27, 28}
+
+
+# --- saved plans, through the command line ------------------------------------------------
+
+
+def _cli(*arguments: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, ["--log-format", "json", *arguments], input=stdin)
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "retention.toml", tmp_path / "config" / "retention.toml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RETENTION_CONFIG", raising=False)
+    assert _cli("demo", "--as-of", "2026-11-23T12:00:00+00:00").exit_code == 0
+    return tmp_path
+
+
+def _due(rule: str, as_of: str = "2026-11-23T12:00:00+00:00") -> int:
+    result = _cli("plan", "--rule", rule, "--as-of", as_of, "--output", "json")
+    return int(json.loads(result.stdout)["rules"][0]["due"])
+
+
+def test_a_saved_plan_runs_exactly_its_rules_at_its_instant(demo_dir: Path) -> None:
+    saved = demo_dir / "plan.json"
+    made = _cli(
+        "plan", "--rule", "partners", "--as-of", "2026-01-01T00:00:00+00:00", "--save", str(saved)
+    )
+    assert made.exit_code == 0, made.output
+    planned = json.loads(saved.read_text())["rules"][0]["due"]
+    ran = _cli("run", "--yes", "--plan-file", str(saved))
+    assert ran.exit_code == 0, ran.output
+    assert f"{planned}" in ran.stdout
+    assert _due("partners", "2026-01-01T00:00:00+00:00") == 0
+    assert _due("partners") > 0  # what became due after the plan's instant is still there
+    assert _due("prospects") > 0  # and other rules were not touched
+
+
+def test_a_saved_plan_is_refused_when_the_data_moved(demo_dir: Path) -> None:
+    saved = demo_dir / "plan.json"
+    assert _cli("plan", "--rule", "partners", "--save", str(saved)).exit_code == 0
+    assert (
+        _cli("run", "--yes", "--rule", "partners", "--allow-over-limit", "partners").exit_code == 0
+    )
+    refused = _cli("run", "--yes", "--plan-file", str(saved))
+    assert refused.exit_code == ExitCode.USAGE
+    assert "the data moved since plan" in refused.stderr
+    assert "partners: 0 due now" in refused.stderr
+
+
+def test_a_saved_plan_tolerates_a_stated_drift(demo_dir: Path) -> None:
+    saved = demo_dir / "plan.json"
+    assert _cli("plan", "--rule", "partners", "--save", str(saved)).exit_code == 0
+    with sqlite3.connect(demo_dir / "var" / "demo.sqlite") as connection:
+        due_ids = [
+            row[0]
+            for row in connection.execute(
+                "SELECT id FROM partners WHERE collected_at < '2022-01-01' "
+                "AND (last_contact_at IS NULL OR last_contact_at < '2022-01-01') LIMIT 1"
+            )
+        ]
+        connection.execute(
+            "UPDATE partners SET last_contact_at = '2026-11-01' WHERE id = ?", due_ids
+        )
+    assert _cli("run", "--yes", "--plan-file", str(saved)).exit_code == ExitCode.USAGE
+    allowed = _cli("run", "--yes", "--plan-file", str(saved), "--tolerance", "10")
+    assert allowed.exit_code == 0, allowed.output
+
+
+def test_a_saved_plan_is_refused_after_a_config_change(demo_dir: Path) -> None:
+    saved = demo_dir / "plan.json"
+    assert _cli("plan", "--save", str(saved)).exit_code == 0
+    config = demo_dir / "config" / "retention.toml"
+    config.write_text(config.read_text().replace('period = "3y"', 'period = "2y"', 1))
+    refused = _cli("run", "--yes", "--plan-file", str(saved))
+    assert refused.exit_code == ExitCode.USAGE
+    assert "the config changed since plan" in refused.stderr
+    assert _due("partners") > 0
+
+
+def test_hold_commands(demo_dir: Path) -> None:
+    added = _cli(
+        "hold", "add", "--rule", "partners", "--where", "company = 'nobody'", "--reason", "case 7"
+    )
+    assert added.exit_code == 0, added.output
+    assert "hold 1 on rule partners" in added.stdout
+    listed = _cli("hold", "list")
+    assert "in force" in listed.stdout
+    assert "case 7" in listed.stdout
+    no_reason = _cli("hold", "add", "--rule", "partners", "--key", "1", "--reason", " ")
+    assert no_reason.exit_code == ExitCode.USAGE
+    released = _cli("hold", "release", "1", "--reason", "closed")
+    assert released.exit_code == 0
+    assert "no holds in force" in _cli("hold", "list").stdout
+    assert "released" in _cli("hold", "list", "--all").stdout
+    unknown = _cli("hold", "release", "99", "--reason", "x")
+    assert unknown.exit_code == ExitCode.USAGE
+    assert "no hold 99" in unknown.stderr
+
+
+def test_hold_on_the_demo_is_respected_end_to_end(demo_dir: Path) -> None:
+    with sqlite3.connect(demo_dir / "var" / "demo.sqlite") as connection:
+        due = _due("job-applicants")
+        first = connection.execute(
+            "SELECT id FROM job_applicants WHERE hired = 0 ORDER BY applied_at LIMIT 1"
+        ).fetchone()[0]
+    assert (
+        _cli(
+            "hold", "add", "--rule", "job-applicants", "--key", str(first), "--reason", "x"
+        ).exit_code
+        == 0
+    )
+    assert _due("job-applicants") == due - 1
+    assert _cli("run", "--yes", "--rule", "job-applicants").exit_code == 0
+    with sqlite3.connect(demo_dir / "var" / "demo.sqlite") as connection:
+        assert (
+            connection.execute(
+                "SELECT COUNT(*) FROM job_applicants WHERE id = ?", (first,)
+            ).fetchone()[0]
+            == 1
+        )
