@@ -18,13 +18,27 @@ from typing import NoReturn
 import click
 
 from retention import __version__
-from retention.app import check_secrets, create_audit_keys, make_plan, run_plan
+from retention.app import (
+    check_saved_plan,
+    check_secrets,
+    create_audit_keys,
+    lift_hold,
+    load_saved_plan,
+    make_plan,
+    place_hold,
+    run_ledger,
+    run_plan,
+    save_plan,
+    write_metrics_textfile,
+)
+from retention.audit.recorder import identity
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ExitCode, RetentionError, UsageError
 from retention.planner import check_against_stores, plan_document
 from retention.render import render_plan, render_report
 from retention.runtime.logging import configure_logging
-from retention.runtime.secrets import write_new_key
+from retention.runtime.secrets import state_url, write_new_key
+from retention.state_holds import load_holds
 from retention.stores import open_stores
 
 DEFAULT_CONFIG_PATHS = (Path("config/retention.toml"), Path("/etc/retention/retention.toml"))
@@ -187,8 +201,15 @@ as_of_option = click.option(
 @rule_option
 @as_of_option
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--save",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the plan here, for `run --plan-file`.",
+)
 @click.pass_obj
-def plan(context: Context, rule_names: tuple[str, ...], as_of: str | None, output: str) -> None:
+def plan(
+    context: Context, rule_names: tuple[str, ...], as_of: str | None, output: str, save: Path | None
+) -> None:
     """Show what each rule would purge. Read-only: the stores are opened read-only."""
     with expected_errors():
         config = context.config()
@@ -196,6 +217,8 @@ def plan(context: Context, rule_names: tuple[str, ...], as_of: str | None, outpu
         moment = parse_as_of(as_of, config)
         with open_stores(config, read_only=True) as store_for:
             the_plan = make_plan(config, rules, store_for, moment)
+        if save is not None:
+            save_plan(the_plan, save)
     if output == "json":
         click.echo(json.dumps(plan_document(the_plan), indent=2, ensure_ascii=False))
     else:
@@ -214,26 +237,113 @@ def plan(context: Context, rule_names: tuple[str, ...], as_of: str | None, outpu
     "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
 )
 @click.option("--dry-run", is_flag=True, help="Walk the same batches, write nothing.")
+@click.option(
+    "--plan-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Purge exactly this saved plan (`plan --save`): its rules, its cutoffs.",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    show_default=True,
+    help="With --plan-file: how far (in percent) a rule's due count may have moved since.",
+)
+@click.option(
+    "--allow-over-limit",
+    "over_limit",
+    multiple=True,
+    metavar="RULE",
+    help="Lift this rule's max_delete / max_fraction brake for this run (repeatable).",
+)
+@click.option(
+    "--metrics-textfile",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the run's metrics here (node-exporter textfile collector, *.prom).",
+)
 @click.pass_obj
 def run(
-    context: Context, rule_names: tuple[str, ...], as_of: str | None, yes: bool, dry_run: bool
+    context: Context,
+    rule_names: tuple[str, ...],
+    as_of: str | None,
+    yes: bool,
+    dry_run: bool,
+    plan_file: Path | None,
+    tolerance: float,
+    over_limit: tuple[str, ...],
+    metrics_textfile: Path | None,
 ) -> None:
     """Purge what is due now: batch by batch, each rule on its own."""
     with expected_errors():
         config = context.config()
-        rules = config.rules_named(rule_names)
-        moment = parse_as_of(as_of, config)
+        saved = load_saved_plan(plan_file, config) if plan_file else None
+        if saved is not None and (rule_names or as_of):
+            raise UsageError("--plan-file fixes the rules and the instant: drop --rule/--as-of")
+        rules = config.rules_named(saved.rules if saved else rule_names)
+        moment = saved.as_of if saved else parse_as_of(as_of, config)
+        config.rules_named(over_limit)
         if not (yes or dry_run) and not stdin_is_terminal():
             raise UsageError("standard input is not a terminal: pass --yes to purge (or --dry-run)")
-        with open_stores(config, read_only=dry_run) as store_for:
+        with (
+            run_ledger(config, rules, dry_run=dry_run) as state,
+            open_stores(config, read_only=dry_run) as store_for,
+        ):
             the_plan = make_plan(config, rules, store_for, moment)
+            if saved is not None:
+                check_saved_plan(saved, the_plan, tolerance)
             if not (yes or dry_run):
                 click.echo(render_plan(the_plan, config.settings.timezone.key))
-                if not click.confirm("\nPurge these records now?"):
+                typed = click.prompt(
+                    f"\nTo purge, type the plan id ({the_plan.plan_id})",
+                    default="",
+                    show_default=False,
+                )
+                if typed.strip() != the_plan.plan_id:
                     raise UsageError("not confirmed: nothing was purged")
-            report = run_plan(config, the_plan, store_for, dry_run=dry_run)
+            report = run_plan(
+                config,
+                the_plan,
+                store_for,
+                dry_run=dry_run,
+                allow_over_limit=frozenset(over_limit),
+                state=state,
+            )
+            if metrics_textfile is not None:
+                write_metrics_textfile(config, report, state, metrics_textfile, datetime.now(UTC))
     click.echo(render_report(report))
     sys.exit(int(report.exit_code))
+
+
+@main.command()
+@click.pass_context
+def daemon(context: click.Context) -> None:
+    """Run as a service: each rule on its schedule, until SIGTERM (docs/operations.md). Logs go
+    to standard output."""
+    from retention.daemon import serve
+
+    options = context.find_root().params
+    configure_logging(
+        log_format=options["log_format"], level=options["log_level"], stream=sys.stdout
+    )
+    with expected_errors():
+        path = resolve_config_path(context.obj.config_path)
+    sys.exit(serve(path))
+
+
+@main.command()
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def status(context: Context, output: str) -> None:
+    """Show each rule's last run, outcome, counts and next run, from the run ledger."""
+    from retention.scheduler import load_statuses, render_status, status_document
+
+    with expected_errors():
+        config = context.config()
+        statuses = load_statuses(config, datetime.now(UTC))
+    if output == "json":
+        click.echo(json.dumps(status_document(statuses), indent=2))
+    else:
+        click.echo(render_status(statuses, config.daemon.timezone))
 
 
 @main.group("audit")
@@ -256,3 +366,335 @@ def audit_keygen(context: Context, rotate: bool) -> None:
             raise UsageError("the config has no enabled [audit] table")
         for line in create_audit_keys(config.audit, datetime.now(UTC), rotate=rotate):
             click.echo(line)
+
+
+audit_dir_option = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The audit directory (default: audit.directory of the config).",
+)
+audit_keys_option = click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The public key file (default: audit.public_keys_file of the config).",
+)
+endpoint_option = click.option(
+    "--endpoint-url", help="S3 endpoint for s3:// anchors (default: AWS; credentials: boto3's)."
+)
+
+
+@audit_group.command("verify")
+@audit_dir_option
+@audit_keys_option
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    help="An anchored checkpoint: a file, a directory of them, or s3://bucket/prefix[/object] "
+    "(repeatable). Detects a truncated tail or a rewritten history.",
+)
+@endpoint_option
+@click.pass_obj
+def audit_verify(
+    context: Context,
+    directory: Path | None,
+    keys_file: Path | None,
+    anchors: tuple[str, ...],
+    endpoint_url: str | None,
+) -> None:
+    """Check every entry of the trail: canonical bytes, seq, hash links, leaves files and their
+    Merkle roots, checkpoints (size, root, Ed25519 signature, key window); and, with --anchor,
+    that the trail still holds the anchored checkpoints. Needs no config with --dir and --keys.
+
+    \b
+    Exit codes: 0 valid (a summary is printed); 70 invalid: the first bad entry is named
+    (segment file, line, seq) with the reason, or an anchor is not a validly signed
+    checkpoint; 2 usage (no trail there, no such anchor); 69 S3 unreachable;
+    78 unreadable public key file.
+    """
+    from retention.audit.anchor import load_anchors
+    from retention.audit.verify import (
+        audit_locations,
+        load_verification_keys,
+        render_verification,
+        verify_trail,
+    )
+    from retention.errors import AuditFailure
+
+    with expected_errors():
+        directory, keys_file = audit_locations(directory, keys_file, context.config)
+        keys = load_verification_keys(keys_file)
+        loaded = [found for anchor in anchors for found in load_anchors(anchor, endpoint_url)]
+        result = verify_trail(directory, keys, loaded)
+        if result.problem is not None:
+            raise AuditFailure(f"invalid audit trail: {result.problem}")
+    click.echo(render_verification(result))
+
+
+@audit_group.command("anchor")
+@click.option(
+    "--to",
+    "destination",
+    required=True,
+    help="A file (replaced), a directory (one file per checkpoint) or s3://bucket/prefix.",
+)
+@endpoint_option
+@click.option(
+    "--retain-days",
+    type=click.IntRange(min=1),
+    help="S3 only: keep the object under Object Lock COMPLIANCE retention for N days.",
+)
+@audit_dir_option
+@audit_keys_option
+@click.pass_obj
+def audit_anchor(
+    context: Context,
+    destination: str,
+    endpoint_url: str | None,
+    retain_days: int | None,
+    directory: Path | None,
+    keys_file: Path | None,
+) -> None:
+    """Verify the trail, then export its latest signed checkpoint (its exact line) out of the
+    host's reach, so that `audit verify --anchor` can later detect truncation or rewriting.
+
+    \b
+    Exit codes: 0 anchored; 70 the trail is invalid, has no checkpoint yet, or the anchor
+    cannot be written (S3 refused, or --retain-days on a bucket without Object Lock);
+    69 S3 unreachable or no credentials; 2 usage; 78 unreadable public key file.
+    """
+    from retention.audit.anchor import export_anchor
+    from retention.audit.verify import audit_locations, load_verification_keys, verify_trail
+    from retention.errors import AuditFailure
+
+    with expected_errors():
+        directory, keys_file = audit_locations(directory, keys_file, context.config)
+        result = verify_trail(directory, load_verification_keys(keys_file))
+        if result.problem is not None:
+            raise AuditFailure(f"not anchoring an invalid audit trail: {result.problem}")
+        checkpoint = result.last_checkpoint
+        if checkpoint is None:
+            raise AuditFailure("the trail has no signed checkpoint yet: nothing to anchor")
+        receipt = export_anchor(
+            checkpoint,
+            destination,
+            endpoint_url=endpoint_url,
+            retain_days=retain_days,
+            now=datetime.now(UTC),
+        )
+    content = checkpoint.content
+    retained = (
+        f", retained (COMPLIANCE) until {receipt.retained_until:%Y-%m-%dT%H:%M:%SZ}"
+        if receipt.retained_until
+        else ""
+    )
+    click.echo(
+        f"anchored checkpoint seq {content['seq']} (size {content['size']}, key "
+        f"{content['key_id']}) to {receipt.location}{retained}"
+    )
+    if receipt.warning:
+        click.echo(f"warning: {receipt.warning}", err=True)
+
+
+def _audit_report(
+    context: Context,
+    directory: Path | None,
+    since: str | None,
+    until: str | None,
+    rules: tuple[str, ...],
+    output: str,
+) -> None:
+    """show and export: the same rows, in the chosen format."""
+    from retention.audit.report import parse_bound, render, rule_runs
+    from retention.audit.verify import audit_directory
+
+    with expected_errors():
+        rows = rule_runs(
+            audit_directory(directory, context.config),
+            since=parse_bound(since, "--since"),
+            until=parse_bound(until, "--until"),
+            rules=rules,
+        )
+    click.echo(render(rows, output), nl=False)
+
+
+since_option = click.option("--since", help="Only runs started at or after (ISO 8601; UTC).")
+until_option = click.option("--until", help="Only runs started before (ISO 8601; UTC).")
+report_rule_option = click.option(
+    "--rule", "rules", multiple=True, help="Only this rule (repeatable; default: all)."
+)
+report_format_option = click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "jsonl", "csv"]),
+    help="Default: text for show, jsonl for export.",
+)
+
+
+@audit_group.command("show")
+@audit_dir_option
+@since_option
+@until_option
+@report_rule_option
+@report_format_option
+@click.pass_obj
+def audit_show(
+    context: Context,
+    directory: Path | None,
+    since: str | None,
+    until: str | None,
+    rules: tuple[str, ...],
+    output: str | None,
+) -> None:
+    """What was purged, per run and rule: when, under which policy and category, from which
+    store and dataset, how (action, cutoff, batches), how many (selected, done, held, failed,
+    skipped), and who ran it. Times are UTC. Needs no config with --dir.
+
+    \b
+    Exit codes: 0; 2 usage (a bad date, no trail there).
+    """
+    _audit_report(context, directory, since, until, rules, output or "text")
+
+
+@audit_group.command("export")
+@audit_dir_option
+@since_option
+@until_option
+@report_rule_option
+@report_format_option
+@click.pass_obj
+def audit_export(
+    context: Context,
+    directory: Path | None,
+    since: str | None,
+    until: str | None,
+    rules: tuple[str, ...],
+    output: str | None,
+) -> None:
+    """What `audit show` shows, for machines: JSON Lines (default) or CSV, one row per run and
+    rule, every counter and time (ISO 8601 UTC) in its own field.
+
+    \b
+    Exit codes: 0; 2 usage (a bad date, no trail there).
+    """
+    _audit_report(context, directory, since, until, rules, output or "jsonl")
+
+
+@audit_group.command("prove")
+@click.option("--store", required=True, help="The store name (as in the config).")
+@click.option("--table", required=True, help="The table (dataset).")
+@click.option(
+    "--key",
+    "key",
+    multiple=True,
+    required=True,
+    help="The record's key value; repeat it for each column of a composite key, in order.",
+)
+@audit_dir_option
+@click.pass_obj
+def audit_prove(
+    context: Context, store: str, table: str, key: tuple[str, ...], directory: Path | None
+) -> None:
+    """Show in which batch, run and rule (and when, and how) a record was purged, with the
+    inclusion proof of its leaf (HMAC of its locator under the audit key, from the config), or
+    that it is not in the trail.
+
+    \b
+    Exit codes: 0 proven (the proof verifies); 3 not in the trail (never purged, or only in a
+    rolled-back batch); 70 found, but the proof does not verify (the trail was altered: run
+    `audit verify`); 78 no readable audit HMAC key; 2 usage.
+    """
+    from retention.audit.prove import audit_hmac_key, prove_record, render_search
+    from retention.errors import AuditFailure
+
+    with expected_errors():
+        config = context.config()
+        hmac_key = audit_hmac_key(config.audit)
+        assert config.audit is not None
+        search = prove_record(directory or config.audit.directory, hmac_key, store, table, key)
+        click.echo(render_search(search))
+        if search.proofs and not search.proven:
+            raise AuditFailure("the inclusion proof does not verify: the trail was altered")
+    if not search.proofs:
+        sys.exit(int(ExitCode.PARTIAL_FAILURE))
+
+
+@main.group("hold")
+def hold_group() -> None:
+    """Legal holds: records that must not be purged, whatever their rule says."""
+
+
+@hold_group.command("add")
+@click.option("--rule", "rule_name", required=True, help="The rule whose records are held.")
+@click.option("--key", "keys", multiple=True, help="A record key (parts of a composite key: a/b).")
+@click.option("--where", help='A condition on the rule\'s table, e.g. "customer_id = 42".')
+@click.option("--prefix", help="An object key prefix (object stores).")
+@click.option("--reason", required=True, help="Why (a case or ticket reference; no personal data).")
+@click.option("--until", help="The hold ends by itself at this date/time (ISO 8601).")
+@click.pass_obj
+def hold_add(
+    context: Context,
+    rule_name: str,
+    keys: tuple[str, ...],
+    where: str | None,
+    prefix: str | None,
+    reason: str,
+    until: str | None,
+) -> None:
+    """Hold records: they are never deleted nor anonymised while the hold is in force."""
+    with expected_errors():
+        config = context.config()
+        hold = place_hold(
+            config,
+            rule_name=rule_name,
+            keys=keys,
+            where=where,
+            prefix=prefix,
+            reason=reason,
+            until=parse_as_of(until, config) if until else None,
+            now=datetime.now(UTC),
+            by=operator(),
+        )
+    click.echo(f"hold {hold.id} on rule {hold.rule}: {hold.target} ({hold.reason})")
+
+
+@hold_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also released and expired holds.")
+@click.pass_obj
+def hold_list(context: Context, show_all: bool) -> None:
+    """List the holds in force (with --all, every hold ever placed)."""
+    with expected_errors():
+        config = context.config()
+        now = datetime.now(UTC)
+        holds = [h for h in load_holds(state_url(config.state)) if show_all or h.in_force(now)]
+    if not holds:
+        click.echo("no holds" if show_all else "no holds in force")
+    for hold in holds:
+        state = "in force" if hold.in_force(now) else "released" if hold.released_at else "expired"
+        until = f" until {hold.until:%Y-%m-%d %H:%M}" if hold.until else ""
+        click.echo(
+            f"{hold.id:>4}  {state:<8}  {hold.rule}  {hold.target}{until}  "
+            f"by {hold.created_by} on {hold.created_at:%Y-%m-%d}: {hold.reason}"
+        )
+
+
+@hold_group.command("release")
+@click.argument("hold_id", type=int)
+@click.option("--reason", required=True, help="Why the hold ends.")
+@click.pass_obj
+def hold_release(context: Context, hold_id: int, reason: str) -> None:
+    """Release a hold: its records become due again from the next run on."""
+    with expected_errors():
+        config = context.config()
+        hold = lift_hold(config, hold_id, reason=reason, now=datetime.now(UTC), by=operator())
+    click.echo(
+        f"released hold {hold.id} on rule {hold.rule}; its records are due from the next run"
+    )
+
+
+def operator() -> str:
+    """Who runs this command, for holds: user@host."""
+    who = identity()
+    return f"{who['user']}@{who['host']}"

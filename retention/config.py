@@ -8,13 +8,15 @@ the stores. Secrets never come from the TOML itself, only paths or names that le
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from retention.anonymise import Strategy, parse_strategy
@@ -25,7 +27,12 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 50_000
+# Brakes, on out of the box: a run that would purge more than this of a rule stops that rule.
+DEFAULT_MAX_DELETE = 1_000_000
+DEFAULT_MAX_FRACTION = 0.5
 PERIOD_UNITS = ("y", "mo", "w", "d")
+_UTC = ZoneInfo("UTC")
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 SUPPORTED_URL = re.compile(r"(sqlite|postgresql\+psycopg|mysql\+pymysql|mariadb\+pymysql)://")
 
 Scalar = str | int | float | bool
@@ -75,6 +82,24 @@ class Child:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """When a rule runs, as crontab(5) means it, on the wall clock of [daemon].timezone: the
+    values each field allows (``weekday`` 0 is Sunday). ``either_day``: day of month and day of
+    week are both restricted, and either one matching is enough (crontab's rule)."""
+
+    text: str
+    minute: tuple[int, ...]
+    hour: tuple[int, ...]
+    day: tuple[int, ...]
+    month: tuple[int, ...]
+    weekday: tuple[int, ...]
+    either_day: bool = False
+
+
+DAILY = Schedule("daily", (0,), (0,), tuple(range(1, 32)), tuple(range(1, 13)), tuple(range(7)))
+
+
+@dataclass(frozen=True)
 class Rule:
     """One retention commitment, as the config says it."""
 
@@ -97,6 +122,11 @@ class Rule:
     anonymise: tuple[tuple[str, Strategy], ...] = ()
     marker_column: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    max_delete: int = DEFAULT_MAX_DELETE
+    max_fraction: float = DEFAULT_MAX_FRACTION
+    match_all: bool = False
+    schedule: Schedule = DAILY
+    jitter: timedelta = timedelta(0)
 
     def join(self, name: str) -> Join:
         return next(join for join in self.joins if join.name == name)
@@ -131,6 +161,8 @@ class Settings:
     batch_size: int = DEFAULT_BATCH_SIZE
     hash_key_file: Path | None = None
     hash_key_credential: str | None = None
+    max_delete: int = DEFAULT_MAX_DELETE
+    max_fraction: float = DEFAULT_MAX_FRACTION
 
 
 @dataclass(frozen=True)
@@ -161,6 +193,21 @@ class StateSettings:
 
 
 @dataclass(frozen=True)
+class DaemonSettings:
+    """How `retention daemon` runs: the time zone schedules are read in, where metrics are served
+    (off without a port), how often an idle trail gets a signed checkpoint, how long a rule's
+    lease lasts, and the grace after a cutoff past which a record counts as overdue."""
+
+    timezone: ZoneInfo = _UTC
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int | None = None
+    heartbeat: timedelta = timedelta(hours=1)
+    lease_ttl: timedelta = timedelta(minutes=2)
+    overdue_grace: timedelta = timedelta(days=1)
+    overdue_refresh: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole, valid configuration. ``digest`` identifies the exact file content."""
 
@@ -171,6 +218,7 @@ class Config:
     digest: str = ""
     audit: AuditSettings | None = None
     state: StateSettings = StateSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     def rules_named(self, names: tuple[str, ...]) -> tuple[Rule, ...]:
         """Given rule names (empty: all), return those rules in config order."""
@@ -209,10 +257,11 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
     reader = _Reader()
-    reader.unknown_keys(document, "", {"settings", "stores", "rules", "audit", "state"})
+    reader.unknown_keys(document, "", {"settings", "stores", "rules", "audit", "state", "daemon"})
     settings = _read_settings(reader, reader.table(document, "settings", required=False))
     audit = _read_audit(reader, reader.table(document, "audit")) if "audit" in document else None
     state = _read_state(reader, reader.table(document, "state", required=False))
+    daemon = _read_daemon(reader, reader.table(document, "daemon", required=False), settings)
     stores = _read_stores(reader, reader.table(document, "stores", required=False))
     raw_rules = document.get("rules", [])
     rules: list[Rule] = []
@@ -250,6 +299,7 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
         digest=hashlib.sha256(content).hexdigest(),
         audit=audit,
         state=state,
+        daemon=daemon,
     )
 
 
@@ -324,6 +374,39 @@ class _Reader:
             return default
         return value
 
+    def fraction(self, table: Mapping[str, object], key: str, path: str, default: float) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            self.error(f"{path}.{key}", f"must be a fraction above 0 and at most 1, not {value!r}")
+            return default
+        return float(value)
+
+    def duration(
+        self,
+        table: Mapping[str, object],
+        key: str,
+        path: str,
+        default: timedelta,
+        minimum: timedelta,
+    ) -> timedelta:
+        """A duration such as ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` or ``"1h30m"``."""
+        raw = table.get(key)
+        if raw is None:
+            return default
+        match = _DURATION.fullmatch(raw) if isinstance(raw, str) else None
+        if match is None or not raw:
+            self.error(
+                f"{path}.{key}",
+                f"must be a duration such as '30s', '15m', '2h' or '1d', not {raw!r}",
+            )
+            return default
+        days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+        value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if value < minimum:
+            self.error(f"{path}.{key}", f"must be at least {minimum}, not {raw!r}")
+            return default
+        return value
+
     def zone(self, table: Mapping[str, object], path: str) -> ZoneInfo:
         name = table.get("timezone", "UTC")
         if not isinstance(name, str):
@@ -339,7 +422,16 @@ class _Reader:
 def _read_settings(reader: _Reader, table: Mapping[str, object]) -> Settings | None:
     path = "settings"
     reader.unknown_keys(
-        table, path, {"timezone", "batch_size", "hash_key_file", "hash_key_credential"}
+        table,
+        path,
+        {
+            "timezone",
+            "batch_size",
+            "hash_key_file",
+            "hash_key_credential",
+            "max_delete",
+            "max_fraction",
+        },
     )
     hash_key_file = reader.string(table, "hash_key_file", path)
     hash_key_credential = reader.string(table, "hash_key_credential", path)
@@ -352,6 +444,8 @@ def _read_settings(reader: _Reader, table: Mapping[str, object]) -> Settings | N
         ),
         hash_key_file=Path(hash_key_file) if hash_key_file else None,
         hash_key_credential=hash_key_credential,
+        max_delete=reader.positive_int(table, "max_delete", path, DEFAULT_MAX_DELETE, 10**12),
+        max_fraction=reader.fraction(table, "max_fraction", path, DEFAULT_MAX_FRACTION),
     )
 
 
@@ -464,6 +558,11 @@ _RULE_KEYS = {
     "joins",
     "children",
     "batch_size",
+    "max_delete",
+    "max_fraction",
+    "match_all",
+    "schedule",
+    "jitter",
 }
 
 
@@ -523,6 +622,32 @@ def _read_rule(
         reader.error(f"{path}.children", "only goes with action = 'delete' (anonymised rows stay)")
     default_batch = settings.batch_size if settings else DEFAULT_BATCH_SIZE
     batch_size = reader.positive_int(raw, "batch_size", path, default_batch, MAX_BATCH_SIZE)
+    defaults = settings or Settings(ZoneInfo("UTC"))
+    max_delete = reader.positive_int(raw, "max_delete", path, defaults.max_delete, 10**12)
+    max_fraction = reader.fraction(raw, "max_fraction", path, defaults.max_fraction)
+    schedule = DAILY
+    if "schedule" in raw:
+        try:
+            schedule = parse_schedule(raw["schedule"])
+        except ValueError as error:
+            reader.error(f"{path}.schedule", str(error))
+    jitter = reader.duration(raw, "jitter", path, timedelta(0), timedelta(0))
+    match_all = raw.get("match_all", False)
+    if not isinstance(match_all, bool):
+        reader.error(f"{path}.match_all", f"must be true or false, not {match_all!r}")
+        match_all = False
+    if (
+        period is not None
+        and period == Period(text=period.text)
+        and not conditions
+        and where_sql is None
+        and not match_all
+    ):
+        reader.error(
+            path,
+            "a period of 0 and no condition purges every row whose clock is set; add a `where` "
+            "condition, or write match_all = true if that is what this rule means",
+        )
     if (
         len(reader.issues) > issues_before
         or name is None
@@ -553,6 +678,46 @@ def _read_rule(
         anonymise=anonymise,
         marker_column=marker_column,
         batch_size=batch_size,
+        max_delete=max_delete,
+        max_fraction=max_fraction,
+        match_all=match_all,
+        schedule=schedule,
+        jitter=jitter,
+    )
+
+
+def _read_daemon(
+    reader: _Reader, table: Mapping[str, object], settings: Settings | None
+) -> DaemonSettings:
+    path = "daemon"
+    reader.unknown_keys(table, path, {field.name for field in fields(DaemonSettings)})
+    defaults = DaemonSettings()
+    address = reader.string(table, "metrics_address", path) or defaults.metrics_address
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        reader.error(
+            f"{path}.metrics_address", f"must be an IP address such as 127.0.0.1, not {address!r}"
+        )
+    port = None
+    if "metrics_port" in table:
+        port = reader.positive_int(table, "metrics_port", path, 9464, 65535)
+    second = timedelta(seconds=1)
+    return DaemonSettings(
+        # Never the host's local zone: a schedule means the same wherever it runs.
+        timezone=reader.zone(table, path)
+        if "timezone" in table or settings is None
+        else settings.timezone,
+        metrics_address=address,
+        metrics_port=port,
+        heartbeat=reader.duration(table, "heartbeat", path, defaults.heartbeat, second),
+        lease_ttl=reader.duration(table, "lease_ttl", path, defaults.lease_ttl, 2 * second),
+        overdue_grace=reader.duration(
+            table, "overdue_grace", path, defaults.overdue_grace, timedelta(0)
+        ),
+        overdue_refresh=reader.duration(
+            table, "overdue_refresh", path, defaults.overdue_refresh, second
+        ),
     )
 
 
@@ -786,3 +951,102 @@ def _split_list(text: str, whole: str) -> Iterator[str]:
     if not "".join(current).strip() and not text.strip():
         raise ValueError(f"{whole!r}: IN needs at least one value")
     yield "".join(current)
+
+
+# --- schedules: crontab expressions, read as crontab(5) reads them --------------------------
+
+SCHEDULE_KEYWORDS = {
+    "hourly": "0 * * * *",
+    "daily": "0 0 * * *",
+    "weekly": "0 0 * * 0",
+    "monthly": "0 0 1 * *",
+}
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+class _CronField(NamedTuple):
+    name: str
+    lowest: int
+    highest: int
+    star_highest: int  # what `*` goes up to
+    names: tuple[str, ...] = ()  # names of the values from the lowest on
+
+
+_CRON_FIELDS = (
+    _CronField("minute", 0, 59, 59),
+    _CronField("hour", 0, 23, 23),
+    _CronField("day of month", 1, 31, 31),
+    _CronField("month", 1, 12, 12, _MONTH_NAMES),
+    # 7 is Sunday too, as in crontab; `*` means 0-6.
+    _CronField("day of week", 0, 7, 6, _WEEKDAY_NAMES),
+)
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def parse_schedule(text: object) -> Schedule:
+    """Given a crontab expression (``"30 2 * * *"``) or hourly/daily/weekly/monthly, return the
+    Schedule; raise ValueError saying what is wrong.
+
+    Fields mean what crontab(5) says, not what APScheduler 3.x says: weekday 0 and 7 are Sunday
+    (names too: ``sun``-``sat``), and when day of month and day of week are both restricted,
+    either matching is enough. Example: ``parse_schedule("0 3 * * 0").weekday`` is ``(0,)``.
+    """
+    keywords = ", ".join(SCHEDULE_KEYWORDS)
+    if not isinstance(text, str):
+        raise ValueError(f"must be a crontab expression or one of {keywords}, not {text!r}")
+    expression = SCHEDULE_KEYWORDS.get(text.strip().lower().removeprefix("@"), text)
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(
+            f"{text!r}: expected 5 fields (minute hour day-of-month month day-of-week) or one "
+            f"of {keywords}"
+        )
+    minute, hour, day, month, weekday = (
+        _cron_field(part, spec, text) for part, spec in zip(parts, _CRON_FIELDS, strict=True)
+    )
+    either_day = not parts[2].startswith("*") and not parts[4].startswith("*")
+    if not either_day and not any(d <= _DAYS_IN_MONTH[m - 1] for d in day for m in month):
+        raise ValueError(f"{text!r}: never happens (no such day in those months)")
+    return Schedule(
+        text=text,
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        weekday=tuple(sorted({value % 7 for value in weekday})),
+        either_day=either_day,
+    )
+
+
+def _cron_field(text: str, spec: _CronField, whole: str) -> tuple[int, ...]:
+    name = spec.name
+    values: set[int] = set()
+    for item in text.split(","):
+        base, slash, step_text = item.partition("/")
+        if slash and not (step_text.isdigit() and int(step_text) > 0):
+            raise ValueError(f"{whole!r}: {name} step {step_text!r} is not a positive number")
+        step = int(step_text) if slash else 1
+        if base == "*":
+            start, end = spec.lowest, spec.star_highest
+        else:
+            first, dash, last = base.partition("-")
+            if slash and not dash:
+                raise ValueError(f"{whole!r}: {name} {item!r}: a step goes with * or a range")
+            start = _cron_value(first, spec, whole)
+            end = _cron_value(last, spec, whole) if dash else start
+            if start > end:
+                raise ValueError(f"{whole!r}: {name} range {base!r} goes backwards")
+        values.update(range(start, end + 1, step))
+    return tuple(sorted(values))
+
+
+def _cron_value(text: str, spec: _CronField, whole: str) -> int:
+    if text.isdigit() and spec.lowest <= int(text) <= spec.highest:
+        return int(text)
+    if text.lower() in spec.names:
+        return spec.names.index(text.lower()) + spec.lowest
+    names = f" or {spec.names[0]}-{spec.names[-1]}" if spec.names else ""
+    raise ValueError(
+        f"{whole!r}: {spec.name} {text!r} is not in {spec.lowest}-{spec.highest}{names}"
+    )

@@ -6,10 +6,15 @@ Tables are created on first use. Times are stored as aware UTC (naive UTC on SQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -23,14 +28,16 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
-from retention.errors import StoreUnavailable
+from retention.errors import LockHeld, StoreUnavailable
 
 metadata = MetaData()
 
@@ -105,7 +112,12 @@ class StateDatabase:
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         try:
-            metadata.create_all(self.engine)
+            with self.engine.begin() as connection:
+                if self.engine.dialect.name == "postgresql":
+                    # Daemons starting together on a new database would race to create the
+                    # tables (a unique violation in pg_type): one at a time.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 7231})
+                metadata.create_all(connection)
         except sa_exc.OperationalError as error:
             raise StoreUnavailable(f"the state database is unreachable: {error.orig}") from error
 
@@ -117,13 +129,93 @@ class StateDatabase:
         with self.engine.begin() as connection:
             yield connection
 
+    def _stored(self, moment: datetime) -> datetime:
+        """A time as this database keeps it: aware UTC on PostgreSQL, naive UTC elsewhere."""
+        moment = moment.astimezone(UTC)
+        return moment if self.engine.dialect.name == "postgresql" else moment.replace(tzinfo=None)
+
+    # --- leases: one holder per name at a time, across hosts -------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+        """Given a lease name, who asks, now and a time to live: take the lease when nobody has it
+        or its holder let it expire, or its holder is a process of this machine that is gone (a
+        crashed run, restarted at once, need not wait for the expiry); return whether ``holder``
+        has it now. Atomic on every database: the conditional UPDATEs and the INSERT on the
+        primary key cannot both win."""
+        expires_at = self._stored(now + ttl)
+        current = select(leases.c.holder).where(leases.c.name == name)
+        with self.engine.connect() as connection:
+            previous = connection.execute(current).scalar_one_or_none()
+        free = leases.c.expires_at <= self._stored(now)
+        if previous is not None and _gone_from_this_machine(previous):
+            free = free | (leases.c.holder == previous)
+        with self.transaction() as connection:
+            taken = connection.execute(
+                update(leases)
+                .where(leases.c.name == name, free)
+                .values(holder=holder, expires_at=expires_at)
+            ).rowcount
+        if taken == 1:
+            return True
+        try:
+            with self.transaction() as connection:
+                connection.execute(
+                    insert(leases).values(name=name, holder=holder, expires_at=expires_at)
+                )
+        except sa_exc.IntegrityError:
+            return False
+        return True
+
+    def renew_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+        """Given a lease this holder took, push its expiry to ``now + ttl``; return False when
+        someone else has taken it since."""
+        with self.transaction() as connection:
+            renewed = connection.execute(
+                update(leases)
+                .where(leases.c.name == name, leases.c.holder == holder)
+                .values(expires_at=self._stored(now + ttl))
+            ).rowcount
+        return bool(renewed == 1)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Given a lease this holder took, give it up (a lease someone else has is left alone)."""
+        with self.transaction() as connection:
+            connection.execute(
+                delete(leases).where(leases.c.name == name, leases.c.holder == holder)
+            )
+
+    def lease_holders(self, now: datetime) -> dict[str, tuple[str, datetime]]:
+        """Given now, return each lease still in force: its holder and expiry."""
+        query = select(leases).where(leases.c.expires_at > self._stored(now))
+        with self.engine.connect() as connection:
+            return {
+                row.name: (row.holder, _aware(row.expires_at) or now)
+                for row in connection.execute(query)
+            }
+
     # --- run ledger ---------------------------------------------------------------------------
+
+    def mark_interrupted(self, rule: str) -> int:
+        """Given a rule whose lease was just taken, mark its runs still 'running' (their process
+        died: nobody else can be running it now) as 'interrupted'; return how many."""
+        with self.transaction() as connection:
+            return int(
+                connection.execute(
+                    update(runs)
+                    .where(runs.c.rule == rule, runs.c.status == "running")
+                    .values(status="interrupted")
+                ).rowcount
+            )
 
     def record_run_start(self, run_id: str, rule: str, started_at: datetime, host: str) -> int:
         with self.transaction() as connection:
             result = connection.execute(
                 insert(runs).values(
-                    run_id=run_id, rule=rule, started_at=started_at, status="running", host=host
+                    run_id=run_id,
+                    rule=rule,
+                    started_at=self._stored(started_at),
+                    status="running",
+                    host=host,
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -131,7 +223,9 @@ class StateDatabase:
     def record_run_end(self, row_id: int, finished_at: datetime, **counters: Any) -> None:
         with self.transaction() as connection:
             connection.execute(
-                update(runs).where(runs.c.id == row_id).values(finished_at=finished_at, **counters)
+                update(runs)
+                .where(runs.c.id == row_id)
+                .values(finished_at=self._stored(finished_at), **counters)
             )
 
     def last_runs(self, rule: str, limit: int = 1) -> list[RunRecord]:
@@ -165,3 +259,104 @@ def _run_record(row: Any) -> RunRecord:
         error=row["error"],
         host=row["host"],
     )
+
+
+def lease_holder_name() -> str:
+    """Return a name for this process as a lease holder: its machine (host name and boot), its
+    process id and a random tag, e.g. ``db1/3f2a9c1e:4242:a1b2c3``."""
+    return f"{_machine()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _machine() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = "unknown"
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _gone_from_this_machine(holder: str) -> bool:
+    """Given a lease holder, return whether it is a process of this machine, since its last
+    boot, that no longer exists."""
+    machine, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if machine != _machine() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def rule_lease(rule: str) -> str:
+    """Given a rule name, return the name of the lease that runs of it take."""
+    return f"rule:{rule}"
+
+
+@contextmanager
+def leased(
+    state: StateDatabase,
+    names: Sequence[str],
+    holder: str,
+    ttl: timedelta,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Iterator[threading.Event]:
+    """Given lease names and who asks, hold every one while the block runs, renewed by a thread
+    every third of ``ttl``; yield an Event set when one is lost (taken over, or not renewable in
+    time), so that the work can stop after its current step. Raise LockHeld, holding none,
+    when another holder has one."""
+    taken: list[str] = []
+    try:
+        for name in names:
+            if not state.acquire_lease(name, holder, clock(), ttl):
+                other, until = state.lease_holders(clock()).get(name, ("another process", clock()))
+                until_text = until.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+                raise LockHeld(f"{name} is held by {other} (lease until {until_text})")
+            taken.append(name)
+        lost, done = threading.Event(), threading.Event()
+        renewer = threading.Thread(
+            target=_keep_renewed,
+            args=(state, taken, holder, ttl, clock, done, lost),
+            name="lease-renewal",
+            daemon=True,
+        )
+        renewer.start()
+        try:
+            yield lost
+        finally:
+            done.set()
+            renewer.join()
+    finally:
+        for name in taken:
+            # An expired lease is harmless: giving it back is a courtesy to the next holder.
+            with suppress(sa_exc.SQLAlchemyError):
+                state.release_lease(name, holder)
+
+
+def _keep_renewed(
+    state: StateDatabase,
+    names: Sequence[str],
+    holder: str,
+    ttl: timedelta,
+    clock: Callable[[], datetime],
+    done: threading.Event,
+    lost: threading.Event,
+) -> None:
+    expires_at = clock() + ttl
+    interval = ttl / 3
+    while not done.wait(interval.total_seconds()):
+        try:
+            renewed = all(state.renew_lease(name, holder, clock(), ttl) for name in names)
+        except sa_exc.SQLAlchemyError:
+            # The database may be back before the lease runs out: try again, up to then.
+            if clock() + interval >= expires_at:
+                lost.set()
+                return
+            continue
+        if not renewed:
+            lost.set()
+            return
+        expires_at = clock() + ttl

@@ -124,16 +124,21 @@ def test_run_refuses_without_yes_when_not_on_a_terminal(workdir: Path) -> None:
     assert _plan_json()["rules"][0]["due"] > 0  # type: ignore[index]
 
 
-def test_run_on_a_terminal_asks_and_a_no_purges_nothing(
+def test_run_on_a_terminal_asks_for_the_plan_id_and_anything_else_purges_nothing(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _demo(workdir)
     monkeypatch.setattr("retention.cli.stdin_is_terminal", lambda: True)
-    result = invoke("run", "--as-of", AS_OF, "--rule", "partners", stdin="n\n")
+    result = invoke("run", "--as-of", AS_OF, "--rule", "partners", stdin="y\n")
     assert result.exit_code == ExitCode.USAGE
-    assert "Purge these records now?" in result.stdout
+    assert "To purge, type the plan id" in result.stdout
     assert "nothing was purged" in result.stderr
     assert _plan_json("--rule", "partners")["rules"][0]["due"] > 0  # type: ignore[index]
+
+    plan_id = _plan_json("--rule", "partners")["plan_id"]
+    confirmed = invoke("run", "--as-of", AS_OF, "--rule", "partners", stdin=f"{plan_id}\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert _plan_json("--rule", "partners")["rules"][0]["due"] == 0  # type: ignore[index]
 
 
 def test_dry_run_changes_nothing(workdir: Path) -> None:

@@ -1,0 +1,170 @@
+"""Prometheus metrics: what the daemon serves and what `run --metrics-textfile` writes; the
+overdue backlog is what was due a grace period ago and is still there."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+from prometheus_client import generate_latest
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
+
+from retention.app import overdue_counts
+from retention.cli import main
+from retention.executor import RuleOutcome, RunReport
+from retention.runtime.metrics import (
+    new_metrics,
+    observe_failure,
+    observe_report,
+    serve_metrics,
+    set_last_successes,
+    set_overdue,
+)
+from retention.stores import open_stores
+from tests.support import audit_table, create_tables, make_config
+
+NOW = datetime(2026, 5, 10, 12, tzinfo=UTC)
+RULE = """
+[[rules]]
+name = "logs"
+store = "db"
+table = "logs"
+key = "id"
+clock = "logged_at"
+period = "1y"
+action = "delete"
+max_fraction = 1.0
+"""
+
+
+def exposition(metrics_registry: object) -> str:
+    return generate_latest(metrics_registry).decode()  # type: ignore[arg-type]
+
+
+def sample(text: str, name: str) -> float | None:
+    """The value of one sample (name with its labels, as exposed), or None when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_counters_start_at_zero_for_every_rule_and_count_each_run() -> None:
+    metrics = new_metrics(["a", "b"])
+    text = exposition(metrics.registry)
+    assert sample(text, 'retention_runs_total{outcome="ok",rule="b"}') == 0
+    assert sample(text, 'retention_failures_total{rule="a"}') == 0
+    assert "retention_last_success_timestamp_seconds{" not in text  # never succeeded: absent
+
+    report = RunReport(
+        plan_id="p",
+        dry_run=False,
+        outcomes=(
+            RuleOutcome("a", "delete", "ok", due=10, deleted=10, seconds=2.5),
+            RuleOutcome("b", "anonymise", "unavailable", due=4, error="down"),
+        ),
+    )
+    observe_report(metrics, report, NOW)
+    observe_failure(metrics, "b")
+    set_overdue(metrics, {"a": 0, "b": 4})
+    set_last_successes(metrics, {"b": NOW - timedelta(days=2), "a": None})
+    text = exposition(metrics.registry)
+    assert sample(text, 'retention_runs_total{outcome="ok",rule="a"}') == 1
+    assert sample(text, 'retention_runs_total{outcome="unavailable",rule="b"}') == 1
+    assert sample(text, 'retention_runs_total{outcome="failed",rule="b"}') == 1
+    assert sample(text, 'retention_records_deleted_total{rule="a"}') == 10
+    assert sample(text, 'retention_failures_total{rule="b"}') == 2
+    assert sample(text, 'retention_run_duration_seconds_sum{rule="a"}') == 2.5
+    assert sample(text, 'retention_last_success_timestamp_seconds{rule="a"}') == NOW.timestamp()
+    assert (
+        sample(text, 'retention_last_success_timestamp_seconds{rule="b"}')
+        == (NOW - timedelta(days=2)).timestamp()
+    )
+    assert sample(text, 'retention_overdue_records{rule="b"}') == 4
+
+
+def _logs(url: str, rows: dict[int, datetime]) -> None:
+    metadata = MetaData()
+    table = Table(
+        "logs",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", DateTime),
+    )
+    engine = create_tables(url, metadata)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(table),
+            [{"id": key, "logged_at": at.replace(tzinfo=None)} for key, at in rows.items()],
+        )
+    engine.dispose()
+
+
+def test_overdue_counts_records_past_their_cutoff_by_more_than_the_grace(sqlite_url: str) -> None:
+    a_year_ago = NOW - timedelta(days=365)
+    _logs(
+        sqlite_url,
+        {
+            1: a_year_ago - timedelta(days=10),  # due for 10 days: overdue
+            2: a_year_ago - timedelta(days=3),  # due for 3 days: overdue
+            3: a_year_ago - timedelta(hours=12),  # due for 12 hours: within the grace
+            4: NOW - timedelta(days=30),  # not due
+        },
+    )
+    config = make_config(sqlite_url, RULE)
+    with open_stores(config, read_only=True) as store_for:
+        assert overdue_counts(config, config.rules, store_for, NOW, timedelta(days=1)) == {
+            "logs": 2
+        }
+        assert overdue_counts(config, config.rules, store_for, NOW, timedelta(0)) == {"logs": 3}
+
+
+def test_run_writes_the_metrics_to_a_node_exporter_textfile(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    now = datetime.now(UTC)
+    _logs(sqlite_url, {key: now - timedelta(days=800) for key in range(1, 8)})
+    config_file = tmp_path / "retention.toml"
+    config_file.write_text(
+        f'[settings]\ntimezone = "UTC"\n[stores.db]\nkind = "sql"\nurl = "{sqlite_url}"\n'
+        f'[state]\nurl = "sqlite:///{tmp_path}/state.sqlite"\n'
+        + audit_table(tmp_path / "audit")
+        + RULE
+    )
+    textfile = tmp_path / "textfile" / "retention.prom"
+    textfile.parent.mkdir()
+    result = CliRunner().invoke(
+        main, ["--config", str(config_file), "run", "--yes", "--metrics-textfile", str(textfile)]
+    )
+    assert result.exit_code == 0, result.output
+    text = textfile.read_text()
+    assert sample(text, 'retention_records_deleted_total{rule="logs"}') == 7
+    assert sample(text, 'retention_runs_total{outcome="ok",rule="logs"}') == 1
+    assert sample(text, 'retention_overdue_records{rule="logs"}') == 0
+    last_success = sample(text, 'retention_last_success_timestamp_seconds{rule="logs"}')
+    assert last_success is not None
+    assert abs(last_success - now.timestamp()) < 60
+    assert list(textfile.parent.iterdir()) == [textfile]  # written atomically, no leftovers
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_metrics_are_served_over_http_on_the_loopback() -> None:
+    metrics = new_metrics(["logs"])
+    set_overdue(metrics, {"logs": 3})
+    port = free_port()
+    server = serve_metrics(metrics, "127.0.0.1", port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sample(text, 'retention_overdue_records{rule="logs"}') == 3

@@ -1,0 +1,268 @@
+"""The state database: leases (one holder at a time, across hosts; a dead holder loses its lease)
+and the run ledger that `run` and the daemon write."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, update
+
+from retention.app import make_plan, run_plan
+from retention.audit.trail import TrailWriter
+from retention.errors import LockHeld
+from retention.state import StateDatabase, lease_holder_name, leased, leases, rule_lease
+from retention.stores import open_stores
+from tests.support import create_tables, make_config, remaining_ids
+
+T0 = datetime(2026, 5, 10, 12, tzinfo=UTC)
+TTL = timedelta(minutes=2)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def state(request: pytest.FixtureRequest) -> Iterator[StateDatabase]:
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    database = StateDatabase(url)
+    yield database
+    database.close()
+
+
+def test_a_lease_has_one_holder_until_it_expires(state: StateDatabase) -> None:
+    assert state.acquire_lease("rule:a", "host-1", T0, TTL)
+    assert not state.acquire_lease("rule:a", "host-2", T0 + TTL / 2, TTL)
+    # Nor twice by the same holder: a second run in one process is refused too.
+    assert not state.acquire_lease("rule:a", "host-1", T0 + TTL / 2, TTL)
+    assert state.acquire_lease("rule:b", "host-2", T0, TTL)
+    assert state.lease_holders(T0 + TTL / 2) == {
+        "rule:a": ("host-1", T0 + TTL),
+        "rule:b": ("host-2", T0 + TTL),
+    }
+    # host-1 died: once its lease expires, host-2 takes over and host-1 cannot renew it.
+    assert state.acquire_lease("rule:a", "host-2", T0 + TTL, TTL)
+    assert not state.renew_lease("rule:a", "host-1", T0 + TTL, TTL)
+    assert state.renew_lease("rule:a", "host-2", T0 + TTL * 1.5, TTL)
+    assert not state.acquire_lease("rule:a", "host-3", T0 + TTL * 2, TTL)
+
+
+def test_a_lease_of_a_dead_process_of_this_machine_is_taken_at_once(
+    state: StateDatabase,
+) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    machine, alive_pid = lease_holder_name().split(":")[:2]
+    dead = f"{machine}:{finished.stdout.strip()}:aaaaaa"
+    assert state.acquire_lease("rule:dead", dead, T0, TTL)
+    assert state.acquire_lease("rule:dead", "restarted", T0 + timedelta(seconds=1), TTL)
+    # A live process of this machine, or any process elsewhere, keeps its lease until it expires.
+    for holder in (f"{machine}:{alive_pid}:bbbbbb", f"elsewhere/0:{finished.stdout.strip()}:c"):
+        assert state.acquire_lease(f"rule:{holder}", holder, T0, TTL)
+        assert not state.acquire_lease(f"rule:{holder}", "other", T0 + timedelta(seconds=1), TTL)
+
+
+def test_releasing_frees_a_lease_but_only_for_its_holder(state: StateDatabase) -> None:
+    assert state.acquire_lease("rule:a", "host-1", T0, TTL)
+    state.release_lease("rule:a", "host-2")
+    assert not state.acquire_lease("rule:a", "host-2", T0, TTL)
+    state.release_lease("rule:a", "host-1")
+    assert state.acquire_lease("rule:a", "host-2", T0, TTL)
+
+
+def test_hosts_racing_for_a_lease_get_one_winner(postgres_url: str) -> None:
+    databases = [StateDatabase(postgres_url) for _ in range(6)]
+    try:
+        for attempt in range(5):
+            barrier = threading.Barrier(len(databases))
+            won: list[str] = []
+
+            def race(
+                database: StateDatabase,
+                holder: str,
+                name: str,
+                barrier: threading.Barrier = barrier,
+                won: list[str] = won,
+            ) -> None:
+                barrier.wait()
+                if database.acquire_lease(name, holder, T0, TTL):
+                    won.append(holder)
+
+            threads = [
+                threading.Thread(target=race, args=(database, f"host-{index}", f"rule:{attempt}"))
+                for index, database in enumerate(databases)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len(won) == 1, won
+    finally:
+        for database in databases:
+            database.close()
+
+
+def test_daemons_starting_together_on_a_new_database_create_the_tables_once(
+    postgres_url: str,
+) -> None:
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+    opened: list[StateDatabase] = []
+
+    def open_state() -> None:
+        barrier.wait()
+        try:
+            opened.append(StateDatabase(postgres_url))
+        except Exception as error:  # the race shows as a unique violation on pg_type
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_state) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for database in opened:
+        database.close()
+    assert errors == []
+
+
+def test_leased_holds_all_or_none_and_gives_them_back(state: StateDatabase) -> None:
+    assert state.acquire_lease("rule:b", "other", datetime.now(UTC), TTL)
+    with (
+        pytest.raises(LockHeld, match="rule:b is held by other"),
+        leased(state, ["rule:a", "rule:b"], "me", TTL),
+    ):
+        pass
+    # rule:a was not kept.
+    assert "rule:a" not in state.lease_holders(datetime.now(UTC))
+    with leased(state, ["rule:a"], "me", TTL) as lost:
+        assert state.lease_holders(datetime.now(UTC))["rule:a"][0] == "me"
+        assert not lost.is_set()
+    assert "rule:a" not in state.lease_holders(datetime.now(UTC))
+
+
+def test_a_lease_taken_over_is_reported_lost_while_the_work_runs(state: StateDatabase) -> None:
+    ttl = timedelta(seconds=0.3)
+    with leased(state, ["rule:a"], "me", ttl) as lost:
+        time.sleep(0.25)  # renewed meanwhile
+        assert not lost.is_set()
+        with state.transaction() as connection:
+            connection.execute(update(leases).values(holder="thief"))
+        assert lost.wait(2)
+    assert state.lease_holders(datetime.now(UTC) - timedelta(minutes=1))["rule:a"][0] == "thief"
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_interrupted(
+    state: StateDatabase,
+) -> None:
+    state.record_run_start("r1", "a", T0, "host-1")
+    assert state.mark_interrupted("a") == 1
+    assert state.last_runs("a")[0].status == "interrupted"
+
+
+# --- the ledger, as `run` writes it -----------------------------------------------------------
+
+RULE = """
+[[rules]]
+name = "logs"
+store = "db"
+table = "logs"
+key = "id"
+clock = "logged_at"
+period = "1y"
+action = "delete"
+batch_size = 10
+max_fraction = 1.0
+"""
+
+
+def _logs(url: str) -> None:
+    metadata = MetaData()
+    table = Table(
+        "logs",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", DateTime),
+    )
+    engine = create_tables(url, metadata)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(table), [{"id": key, "logged_at": datetime(2020, 1, 1)} for key in range(25)]
+        )
+    engine.dispose()
+
+
+def test_run_plan_records_each_rule_in_the_ledger(tmp_path: Path, sqlite_url: str) -> None:
+    _logs(sqlite_url)
+    state_url = f"sqlite:///{tmp_path}/state.sqlite"
+    config = make_config(sqlite_url, RULE, audit_directory=tmp_path / "audit", state_url=state_url)
+    state = StateDatabase(state_url)
+    try:
+        with open_stores(config, read_only=False) as store_for:
+            plan = make_plan(config, config.rules, store_for, T0)
+            run_plan(config, plan, store_for, dry_run=True, state=state)
+            assert state.last_runs("logs") == []  # a dry run is not a run
+            run_plan(config, plan, store_for, dry_run=False, state=state, run_id="run-1")
+        (record,) = state.last_runs("logs")
+        assert (record.run_id, record.status, record.due, record.deleted) == ("run-1", "ok", 25, 25)
+        assert record.finished_at is not None
+        assert state.last_success("logs") == record.finished_at
+
+        # A run that cannot start (the trail is held) is recorded as failed, with why.
+        with open_stores(config, read_only=False) as store_for:
+            plan = make_plan(config, config.rules, store_for, T0)
+            assert config.audit is not None
+            with (
+                TrailWriter(config.audit.directory, b"k" * 32, None, lambda: T0),
+                pytest.raises(LockHeld),
+            ):
+                run_plan(config, plan, store_for, dry_run=False, state=state)
+        latest = state.last_runs("logs")[0]
+        assert latest.status == "failed"
+        assert latest.error is not None
+        assert "another process is writing the audit trail" in latest.error
+    finally:
+        state.close()
+
+
+def test_the_run_command_waits_for_no_one_it_stops_at_a_held_lease(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    _logs(sqlite_url)
+    state_url = f"sqlite:///{tmp_path}/state.sqlite"
+    make_config(sqlite_url, RULE, audit_directory=tmp_path / "audit")  # creates the keys
+    config_file = tmp_path / "retention.toml"
+    config_file.write_text(
+        f'[settings]\ntimezone = "UTC"\n[stores.db]\nkind = "sql"\nurl = "{sqlite_url}"\n'
+        f'[state]\nurl = "{state_url}"\n'
+        f'[audit]\ndirectory = "{tmp_path}/audit"\n'
+        f'hmac_key_file = "{tmp_path}/audit-keys/hmac.key"\n'
+        f'signing_key_file = "{tmp_path}/audit-keys/signing.pem"\n' + RULE
+    )
+    state = StateDatabase(state_url)
+    assert state.acquire_lease(rule_lease("logs"), "daemon-on-host-2", datetime.now(UTC), TTL)
+    arguments = ["--config", str(config_file), "run", "--yes"]
+    held = CliRunner().invoke(main, arguments)
+    assert held.exit_code == 75, held.output
+    assert "rule:logs is held by daemon-on-host-2" in held.output
+    engine = create_tables(sqlite_url, MetaData())
+    assert len(remaining_ids(engine, "logs")) == 25
+
+    state.release_lease(rule_lease("logs"), "daemon-on-host-2")
+    done = CliRunner().invoke(main, arguments)
+    assert done.exit_code == 0, done.output
+    assert remaining_ids(engine, "logs") == set()
+    assert state.last_runs("logs")[0].status == "ok"
+    engine.dispose()
+    state.close()
