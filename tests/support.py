@@ -16,6 +16,22 @@ from retention.planner import Plan
 from retention.stores import open_stores
 
 
+def logs_rule(extra: str = "", name: str = "logs") -> str:
+    """The rule most tests purge with (table logs, key id, clock logged_at, 1 year), named
+    ``name``, plus ``extra`` TOML lines."""
+    return f"""
+[[rules]]
+name = "{name}"
+store = "db"
+table = "logs"
+key = "id"
+clock = "logged_at"
+period = "1y"
+action = "delete"
+{extra}
+"""
+
+
 def make_config(
     url: str,
     rules: str,

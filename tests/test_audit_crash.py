@@ -19,7 +19,7 @@ from retention.audit import trail as trail_module
 from retention.audit.trail import TrailWriter, read_entries, read_leaves, record_leaf
 from retention.errors import ExitCode
 from retention.runtime.faults import CRASH_POINTS
-from tests.support import create_tables, make_config, plan_and_run, remaining_ids
+from tests.support import create_tables, logs_rule, make_config, plan_and_run, remaining_ids
 
 AS_OF = "2026-11-23T12:00:00+00:00"
 DUE = set(range(1, 26))
@@ -44,17 +44,7 @@ def _database(url: str) -> None:
     engine.dispose()
 
 
-RULE = """
-[[rules]]
-name = "logs"
-store = "db"
-table = "logs"
-key = "id"
-clock = "logged_at"
-period = "1y"
-action = "delete"
-batch_size = 10
-"""
+RULE = logs_rule(extra="batch_size = 10")
 
 
 def _setup(tmp_path: Path) -> tuple[Path, str, Path]:

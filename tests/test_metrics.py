@@ -24,20 +24,10 @@ from retention.runtime.metrics import (
     set_overdue,
 )
 from retention.stores import open_stores
-from tests.support import audit_table, create_tables, make_config
+from tests.support import audit_table, create_tables, logs_rule, make_config
 
 NOW = datetime(2026, 5, 10, 12, tzinfo=UTC)
-RULE = """
-[[rules]]
-name = "logs"
-store = "db"
-table = "logs"
-key = "id"
-clock = "logged_at"
-period = "1y"
-action = "delete"
-max_fraction = 1.0
-"""
+RULE = logs_rule(extra="max_fraction = 1.0")
 
 
 def exposition(metrics_registry: object) -> str:

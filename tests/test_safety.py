@@ -19,23 +19,13 @@ from retention.cli import main
 from retention.config import Config
 from retention.errors import ConfigError, ExitCode, UsageError
 from retention.stores import open_stores
-from tests.support import create_tables, make_config, plan_and_run, remaining_ids
+from tests.support import create_tables, logs_rule, make_config, plan_and_run, remaining_ids
 
 AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
 NOW = datetime(2026, 11, 23, 12, 5, tzinfo=UTC)
 ROOT = Path(__file__).parent.parent
 
-RULE = """
-[[rules]]
-name = "logs"
-store = "db"
-table = "logs"
-key = "id"
-clock = "logged_at"
-period = "1y"
-action = "delete"
-batch_size = 5
-"""
+RULE = logs_rule(extra="batch_size = 5")
 
 
 def _logs(url: str, due: int = 20, fresh: int = 5, future: int = 0) -> Any:

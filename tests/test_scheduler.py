@@ -29,6 +29,7 @@ from retention.scheduler import (
     status_document,
 )
 from retention.state import StateDatabase
+from tests.support import logs_rule
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -135,19 +136,6 @@ def test_a_bad_schedule_says_what_is_wrong(text: str, fragment: str) -> None:
         parse_schedule(text)
 
 
-RULE = """
-[[rules]]
-name = "{name}"
-store = "db"
-table = "logs"
-key = "id"
-clock = "logged_at"
-period = "1y"
-action = "delete"
-{extra}
-"""
-
-
 def config_text(*rules: str, daemon: str = "") -> bytes:
     return (
         '[settings]\ntimezone = "Europe/Paris"\n'
@@ -158,9 +146,9 @@ def config_text(*rules: str, daemon: str = "") -> bytes:
 
 def test_every_schedule_error_is_reported_with_its_path() -> None:
     document = config_text(
-        RULE.format(name="a", extra='schedule = "61 * * * *"'),
-        RULE.format(name="b", extra='schedule = "daily"\njitter = "5 minutes"'),
-        RULE.format(name="c", extra="schedule = 5"),
+        logs_rule(name="a", extra='schedule = "61 * * * *"'),
+        logs_rule(name="b", extra='schedule = "daily"\njitter = "5 minutes"'),
+        logs_rule(name="c", extra="schedule = 5"),
     )
     with pytest.raises(ConfigError) as raised:
         parse_config(document)
@@ -174,8 +162,8 @@ def test_every_schedule_error_is_reported_with_its_path() -> None:
 def test_rules_and_the_daemon_table_are_read() -> None:
     config = parse_config(
         config_text(
-            RULE.format(name="a", extra='schedule = "30 2 * * *"\njitter = "1h30m"'),
-            RULE.format(name="b", extra=""),
+            logs_rule(name="a", extra='schedule = "30 2 * * *"\njitter = "1h30m"'),
+            logs_rule(name="b", extra=""),
             daemon='[daemon]\nmetrics_port = 9464\nheartbeat = "90s"\nlease_ttl = "1m"\n',
         )
     )
@@ -319,9 +307,7 @@ def test_overdue_when_a_scheduled_time_passed_since_the_last_success() -> None:
 
 
 def test_jobs_are_in_memory_with_generous_misfire_handling_and_catch_up() -> None:
-    config = parse_config(
-        config_text(RULE.format(name="a", extra=""), RULE.format(name="b", extra=""))
-    )
+    config = parse_config(config_text(logs_rule(name="a", extra=""), logs_rule(name="b", extra="")))
     scheduler = new_scheduler(PARIS)
     now = datetime(2026, 5, 10, 12, tzinfo=UTC)
     scheduler.start(paused=True)
@@ -350,8 +336,8 @@ def test_status_shows_last_run_outcome_counts_and_next_run(tmp_path: Path) -> No
     state_url = f"sqlite:///{tmp_path}/state.sqlite"
     config = parse_config(
         config_text(
-            RULE.format(name="a", extra='schedule = "30 2 * * *"'),
-            RULE.format(name="b", extra='schedule = "0 4 * * sun"'),
+            logs_rule(name="a", extra='schedule = "30 2 * * *"'),
+            logs_rule(name="b", extra='schedule = "0 4 * * sun"'),
         ).replace(b"[audit]", f'[state]\nurl = "{state_url}"\n[audit]'.encode())
     )
     state = StateDatabase(state_url)
@@ -378,7 +364,7 @@ def test_status_shows_last_run_outcome_counts_and_next_run(tmp_path: Path) -> No
 
     config_file = tmp_path / "retention.toml"
     config_file.write_bytes(
-        config_text(RULE.format(name="a", extra=""), RULE.format(name="b", extra="")).replace(
+        config_text(logs_rule(name="a", extra=""), logs_rule(name="b", extra="")).replace(
             b"[audit]", f'[state]\nurl = "{state_url}"\n[audit]'.encode()
         )
     )

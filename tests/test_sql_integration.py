@@ -27,7 +27,15 @@ from sqlalchemy import (
 
 from retention.anonymise import keyed_hash
 from retention.errors import ExitCode
-from tests.support import create_tables, due_counts, make_config, plan, plan_and_run, remaining_ids
+from tests.support import (
+    create_tables,
+    due_counts,
+    logs_rule,
+    make_config,
+    plan,
+    plan_and_run,
+    remaining_ids,
+)
 
 LEAP_AS_OF = datetime(2025, 2, 28, 10, 0, tzinfo=UTC)
 SHIPPED_CONFIG = Path(__file__).parent.parent / "config" / "retention.toml"
@@ -48,16 +56,7 @@ def _insert(engine: Engine, table: Table, rows: list[dict[str, Any]]) -> None:
         connection.execute(insert(table), rows)
 
 
-LOG_RULE = """
-[[rules]]
-name = "logs"
-store = "db"
-table = "logs"
-key = "id"
-clock = "logged_at"
-period = "1y"
-action = "delete"
-"""
+LOG_RULE = logs_rule()
 
 # A year after 2024-02-29 is 2025-02-28: at 2025-02-28 10:00 UTC exactly these are expired.
 LEAP_ROWS = {

@@ -19,7 +19,7 @@ from retention.audit.trail import TrailWriter
 from retention.errors import LockHeld
 from retention.state import StateDatabase, lease_holder_name, leased, leases, rule_lease
 from retention.stores import open_stores
-from tests.support import create_tables, make_config, remaining_ids
+from tests.support import create_tables, logs_rule, make_config, remaining_ids
 
 T0 = datetime(2026, 5, 10, 12, tzinfo=UTC)
 TTL = timedelta(minutes=2)
@@ -169,18 +169,7 @@ def test_runs_left_running_by_a_dead_process_are_marked_interrupted(
 
 # --- the ledger, as `run` writes it -----------------------------------------------------------
 
-RULE = """
-[[rules]]
-name = "logs"
-store = "db"
-table = "logs"
-key = "id"
-clock = "logged_at"
-period = "1y"
-action = "delete"
-batch_size = 10
-max_fraction = 1.0
-"""
+RULE = logs_rule(extra="batch_size = 10\nmax_fraction = 1.0")
 
 
 def _logs(url: str) -> None:
