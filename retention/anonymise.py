@@ -67,7 +67,9 @@ def record_locator(store: str, dataset: str, key: Sequence[object]) -> str:
     Key parts are percent-encoded, so ``("a/b",)`` and ``("a", "b")`` stay apart. Example:
     ``record_locator("app", "clients", (42,))`` returns ``"app/clients/42"``.
     """
-    return "/".join([store, dataset, *(quote(str(part), safe="") for part in key)])
+    # Integers need no encoding (and this runs once per purged record).
+    parts = (str(part) if isinstance(part, int) else quote(str(part), safe="") for part in key)
+    return "/".join([store, dataset, *parts])
 
 
 def mask_email(value: str) -> str:

@@ -31,7 +31,8 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     Example: ``merkle_root([])`` is SHA-256 of the empty string; ``merkle_root([b"a"])`` is
     ``leaf_hash(b"a")``. Iterative, so a million leaves take about a second.
     """
-    return root_from_leaf_hashes([leaf_hash(leaf) for leaf in leaves])
+    sha256 = hashlib.sha256
+    return root_from_leaf_hashes([sha256(b"\x00" + leaf).digest() for leaf in leaves])
 
 
 def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
@@ -41,8 +42,10 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
     level = list(hashes)
     # Pairing left to right and carrying an odd last node up gives exactly the RFC 6962 tree.
     while len(level) > 1:
+        sha256 = hashlib.sha256
         paired = [
-            node_hash(level[index], level[index + 1]) for index in range(0, len(level) - 1, 2)
+            sha256(b"\x01" + level[index] + level[index + 1]).digest()
+            for index in range(0, len(level) - 1, 2)
         ]
         if len(level) % 2:
             paired.append(level[-1])

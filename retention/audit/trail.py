@@ -50,8 +50,35 @@ def record_leaf(hmac_key: bytes, store: str, dataset: str, key: Sequence[object]
 
     Example: ``record_leaf(k, "app", "clients", (42,))`` is HMAC-SHA256(k, "app/clients/42").
     """
-    locator = record_locator(store, dataset, key)
-    return hmac.new(hmac_key, locator.encode(), hashlib.sha256).digest()
+    return hmac.digest(hmac_key, record_locator(store, dataset, key).encode(), "sha256")
+
+
+class RecordHasher:
+    """HMAC-SHA256 of many record locators under one key, the same bytes as ``record_leaf``.
+
+    This runs once per purged record, before the DELETE: re-keying HMAC for each record costs
+    more than the hash itself, so the keyed inner and outer SHA-256 states (RFC 2104) are made
+    once and copied.
+    """
+
+    def __init__(self, hmac_key: bytes) -> None:
+        block = hmac_key if len(hmac_key) <= 64 else hashlib.sha256(hmac_key).digest()
+        block = block.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+
+    def leaves(self, store: str, dataset: str, keys: Sequence[Sequence[object]]) -> list[bytes]:
+        """Given a store, a dataset and record keys, return their leaves, sorted."""
+        inner, outer = self._inner, self._outer
+        leaves = []
+        for key in keys:
+            message = inner.copy()
+            message.update(record_locator(store, dataset, key).encode())
+            digest = outer.copy()
+            digest.update(message.digest())
+            leaves.append(digest.digest())
+        leaves.sort()
+        return leaves
 
 
 def checkpoint_payload(entry: dict[str, Any]) -> bytes:
@@ -131,6 +158,7 @@ class TrailWriter:
     _segment: Path | None = None
     _lock_descriptor: int | None = None
     last_config_digest: str | None = None
+    _hasher: RecordHasher | None = None
     recovered_bytes: int = 0
 
     def __enter__(self) -> TrailWriter:
@@ -250,7 +278,9 @@ class TrailWriter:
     def record_leaves(
         self, store: str, dataset: str, keys: Sequence[Sequence[object]]
     ) -> list[bytes]:
-        return sorted(record_leaf(self.hmac_key, store, dataset, key) for key in keys)
+        if self._hasher is None:
+            self._hasher = RecordHasher(self.hmac_key)
+        return self._hasher.leaves(store, dataset, keys)
 
     def write_leaves(self, seq: int, leaves: Sequence[bytes]) -> None:
         try:
