@@ -191,7 +191,9 @@ def _execute_rule(
         )
     rule = rule_plan.rule
     started = clock()
-    batches: list[Batch] = []
+    # Running totals only: keeping every batch's keys would grow with the table.
+    batches = selected = done = children_deleted = 0
+    longest = 0.0
     status: Status = "ok"
     error = None
     after: KeyValues | None = None
@@ -205,7 +207,11 @@ def _execute_rule(
             )
             if not batch.keys:
                 break
-            batches.append(batch)
+            batches += 1
+            selected += len(batch.keys)
+            done += batch.done
+            children_deleted += batch.children_deleted
+            longest = max(longest, batch.transaction_seconds)
             after = batch.last_key
             if len(batch.keys) < rule.batch_size:
                 break
@@ -222,7 +228,8 @@ def _execute_rule(
         status, error = "failed", f"{type(failure).__name__}: {failure}"
         logger.error("rule.crashed", rule=rule.name, exc_info=True)
     # A dry run writes nothing: what it "did" is what it selected.
-    done = sum(len(batch.keys) if dry_run else batch.done for batch in batches)
+    if dry_run:
+        done = selected
     return RuleOutcome(
         rule=rule.name,
         action=rule.action,
@@ -231,12 +238,10 @@ def _execute_rule(
         held=rule_plan.held,
         deleted=done if rule.action == "delete" else 0,
         anonymised=done if rule.action == "anonymise" else 0,
-        children_deleted=sum(batch.children_deleted for batch in batches),
-        batches=len(batches),
+        children_deleted=children_deleted,
+        batches=batches,
         seconds=clock() - started,
-        longest_transaction_seconds=max(
-            (batch.transaction_seconds for batch in batches), default=0.0
-        ),
+        longest_transaction_seconds=longest,
         error=error,
     )
 

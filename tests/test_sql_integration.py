@@ -858,3 +858,45 @@ action = "delete"
         "rules[3].clock",
     }
     assert remaining_ids(engine, "content") == {10, 11, 20, 30, 40}
+
+
+@pytest.mark.postgres
+def test_a_row_that_becomes_due_inside_the_batch_range_is_not_deleted_unrecorded(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The DELETE names the batch by its key range; a row of that range made due by another
+    session after the lock would go too. RETURNING shows it, the batch rolls back and is
+    selected again, and the trail claims exactly what was deleted."""
+    from retention.app import make_plan, run_plan
+    from retention.audit.trail import read_entries, read_leaves, record_leaf
+    from retention.stores import open_stores
+
+    engine = _leap_logs(postgres_url)
+    audit = tmp_path / "audit"
+    config = make_config(postgres_url, LOG_RULE, audit_directory=audit)
+    changed: list[bool] = []
+
+    def make_row_2_due(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("DELETE FROM logs") and not changed:
+            changed.append(True)
+            with engine.begin() as other:
+                other.execute(text("UPDATE logs SET logged_at = '2019-01-01' WHERE id = 2"))
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
+        event.listen(store_for("db").engine, "before_cursor_execute", make_row_2_due)  # type: ignore[attr-defined]
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+    deleted = set(LEAP_ROWS) - remaining_ids(engine, "logs")
+    assert changed
+    assert deleted == LEAP_DUE | {2}
+    entries = [stored.content for stored in read_entries(audit)]
+    assert any(entry.get("status") == "rolled_back" for entry in entries)
+    hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
+    claimed = [
+        leaf
+        for entry in entries
+        if entry["type"] == "batch.result" and entry["status"] == "committed"
+        for leaf in read_leaves(audit, entry["intent"])
+    ]
+    assert sorted(claimed) == sorted(record_leaf(hmac_key, "db", "logs", (key,)) for key in deleted)
+    assert report.outcomes[0].deleted == len(deleted)

@@ -42,7 +42,7 @@ def identity() -> dict[str, str]:
 
 
 def _json_key(key: KeyValues) -> list[object]:
-    return [part if isinstance(part, int | str | float) else str(part) for part in key]
+    return [part if type(part) in (int, str, float) else str(part) for part in key]
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -599,22 +599,22 @@ class SqlStore:
                     for child in rule.children
                 },
             )
-            result = connection.execute(delete(table).where(_key_in(key_columns, keys), recheck))
-        else:
-            result = connection.execute(
-                update(table)
-                .where(
-                    *(column == bindparam(f"key_{column.name}") for column in key_columns),
-                    recheck,
-                )
-                .values(
-                    {
-                        **{column: bindparam(f"new_{column}") for column, _ in rule.anonymise},
-                        rule.marker_column: bindparam("new_marker"),
-                    }
-                ),
-                [self._anonymised(rule, row, now, hash_key) for row in rows],
+            self._delete_exactly(connection, table, key_columns, keys, recheck)
+            return Batch(keys, done=len(keys), children_deleted=children_deleted)
+        result = connection.execute(
+            update(table)
+            .where(
+                *(column == bindparam(f"key_{column.name}") for column in key_columns),
+                recheck,
             )
+            .values(
+                {
+                    **{column: bindparam(f"new_{column}") for column, _ in rule.anonymise},
+                    rule.marker_column: bindparam("new_marker"),
+                }
+            ),
+            [self._anonymised(rule, row, now, hash_key) for row in rows],
+        )
         if result.rowcount != len(keys):
             raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
         return Batch(keys, done=len(keys), children_deleted=children_deleted)
@@ -640,6 +640,31 @@ class SqlStore:
                 rows = connection.execute(query)
                 found.update(tuple(row) for row in rows)
         return found
+
+    def _delete_exactly(
+        self,
+        connection: Connection,
+        table: Table,
+        key_columns: list[Column[Any]],
+        keys: tuple[KeyValues, ...],
+        recheck: ColumnElement[bool],
+    ) -> None:
+        """Delete the locked rows, the due condition checked again; BatchConflict unless
+        exactly those rows went. With RETURNING the statement names the batch by its key range
+        (binding one parameter per key cost more than the delete) and the returned keys prove
+        the set; without it, by the list of keys and the row count."""
+        if self.engine.dialect.delete_returning:
+            deleted = connection.execute(
+                delete(table)
+                .where(_key_between(key_columns, keys[0], keys[-1]), recheck)
+                .returning(*key_columns)
+            ).all()
+            if len(deleted) != len(keys) or {tuple(row) for row in deleted} != set(keys):
+                raise BatchConflict(f"{len(deleted)} rows deleted, {len(keys)} locked")
+            return
+        result = connection.execute(delete(table).where(_key_in(key_columns, keys), recheck))
+        if result.rowcount != len(keys):
+            raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
 
     def _anonymised(
         self, rule: Rule, row: RowMapping, now: datetime, hash_key: bytes | None
@@ -683,11 +708,29 @@ class SqlStore:
 
 def _after_key(keys: Sequence[Column[Any]], after: KeyValues) -> ColumnElement[bool]:
     """``(a, b) > (x, y)`` spelled out, which every dialect can serve from the key's index."""
+    return _beyond(keys, after, lambda column, value: column > value)
+
+
+def _beyond(
+    keys: Sequence[Column[Any]],
+    values: KeyValues,
+    strictly: Callable[[Column[Any], Any], ColumnElement[bool]],
+) -> ColumnElement[bool]:
     clauses = []
     for position, column in enumerate(keys):
-        equal_prefix = [keys[index] == after[index] for index in range(position)]
-        clauses.append(and_(*equal_prefix, column > after[position]))
+        equal_prefix = [keys[index] == values[index] for index in range(position)]
+        clauses.append(and_(*equal_prefix, strictly(column, values[position])))
     return or_(*clauses) if len(clauses) > 1 else clauses[0]
+
+
+def _key_between(
+    keys: Sequence[Column[Any]], first: KeyValues, last: KeyValues
+) -> ColumnElement[bool]:
+    """``first <= (key) <= last`` in key order."""
+    return and_(
+        not_(_beyond(keys, first, lambda column, value: column < value)),
+        not_(_beyond(keys, last, lambda column, value: column > value)),
+    )
 
 
 def _key_in(keys: Sequence[Column[Any]], values: Sequence[KeyValues]) -> ColumnElement[bool]:
