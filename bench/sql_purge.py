@@ -1,0 +1,660 @@
+"""Benchmark: `retention run` against a raw one-statement DELETE on a big connection-log table.
+
+For each backend (PostgreSQL, MariaDB) and each table size (20k rows, then ``--rows``, 2M by
+default) this builds one ``connection_logs`` table whose rows are spread evenly over the two
+years before a fixed instant, in an order unrelated to their ids (so expired rows are scattered
+through the key order: the hard case for keyset batches). Half of them are past a 1-year cutoff
+(with an even row count, one sits exactly on the cutoff instant, which is due). It then copies
+that table (same indexes) and:
+
+* times ``DELETE FROM copy WHERE logged_at <= cutoff`` (one statement, one transaction);
+* for each batch size, on a fresh copy, times ``retention run --yes --rule connection-logs
+  --as-of <instant>`` in a subprocess (temporary TOML config), reads its ``rule.finished`` JSON
+  log line (deleted, batches, seconds, longest transaction) and its own peak RSS (``wait4``);
+* checks that every copy ends with the same rows left (the bench fails loudly otherwise).
+
+It prints rows/s for both, the ratio retention / raw, the longest retention transaction and the
+peak RSS at both sizes, then whether the target is met (ratio >= 0.5, every transaction
+<= 250 ms, peak RSS not growing with the table). Everything happens in throw-away databases
+``retention_bench_<hex>`` on 127.0.0.1, dropped at the end. See bench/README.md.
+
+Usage: .venv/bin/python bench/sql_purge.py [--rows N] [--backend postgres|mariadb|all]
+                                           [--batch-size N ...] [--no-audit] [--explain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, text
+
+# The instant the run is "as of", and what its 1-year rule expires: clock + 1y <= AS_OF.
+AS_OF = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+CUTOFF = datetime(2025, 1, 1, 12, 0)  # naive UTC, like the logged_at column
+HISTORY = timedelta(days=730)  # logged_at spans [AS_OF - HISTORY, AS_OF)
+SMALL_ROWS = 20_000
+DEFAULT_ROWS = 2_000_000
+DEFAULT_BATCH_SIZES = (1000, 5000, 10000)
+# An odd prime not dividing 2 or 5: g -> g * SCATTER mod n permutes 0..n-1 for the usual n,
+# so consecutive ids get timestamps from all over the two years.
+SCATTER = 2_654_435_761
+
+TARGET_RATIO = 0.5
+TARGET_TRANSACTION_SECONDS = 0.25
+# Peak RSS "does not grow with the table" when the big run stays within this of the small one.
+RSS_TOLERANCE_KIB = 16 * 1024
+
+BUSY_LOAD = 0.25  # per CPU: above this, warn that timings will be noisy
+EXPLAIN_WIDTH = 160  # plan lines are cut there (the DELETE's IN list is long)
+
+RULE_NAME = "connection-logs"
+BASE_TABLE = "connection_logs_base"
+RAW_TABLE = "connection_logs_raw"
+RETENTION_TABLE = "connection_logs"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What differs between the two databases; everything else is shared SQL."""
+
+    name: str
+    server_url: str  # where CREATE/DROP DATABASE run
+    url_prefix: str  # + database name = the bench database's URL
+    connect_args: dict[str, Any]
+    drop_database: str
+    table_options: str
+    series: Callable[[int], str]  # a FROM item yielding g = 1..n
+    timestamp_plus_seconds: str  # SQL expression, {seconds} is an integer expression
+    refresh_statistics: str  # run on a copy before timing, {table} its name
+    before_timing: tuple[str, ...]
+
+    def url(self, database: str) -> str:
+        """Given a database name, return the SQLAlchemy URL of that database."""
+        return self.url_prefix + database
+
+
+POSTGRES = Backend(
+    name="postgres",
+    server_url="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    url_prefix="postgresql+psycopg://postgres@127.0.0.1:5432/",
+    connect_args={},
+    drop_database="DROP DATABASE IF EXISTS {database} WITH (FORCE)",
+    # No autovacuum racing the timed runs on the other copy (2 cores).
+    table_options="WITH (autovacuum_enabled = off)",
+    series=lambda rows: f"generate_series(1, {int(rows)}) AS s(g)",
+    timestamp_plus_seconds="TIMESTAMP '{start}' + make_interval(secs => {seconds})",
+    refresh_statistics="VACUUM ANALYZE {table}",
+    before_timing=("CHECKPOINT",),
+)
+
+MARIADB = Backend(
+    name="mariadb",
+    server_url="mysql+pymysql://root@127.0.0.1:3306/",
+    url_prefix="mysql+pymysql://root@127.0.0.1:3306/",
+    # retention runs MariaDB sessions in UTC; the bench writes its TIMESTAMPs in UTC too.
+    connect_args={"init_command": "SET time_zone = '+00:00'"},
+    drop_database="DROP DATABASE IF EXISTS {database}",
+    table_options="ENGINE=InnoDB",
+    series=lambda rows: f"(SELECT seq AS g FROM seq_1_to_{int(rows)}) AS s",
+    timestamp_plus_seconds="TIMESTAMP '{start}' + INTERVAL {seconds} SECOND",
+    refresh_statistics="ANALYZE TABLE {table}",
+    before_timing=(),
+)
+
+BACKENDS = {backend.name: backend for backend in (POSTGRES, MARIADB)}
+
+
+@dataclass(frozen=True)
+class RetentionRun:
+    """What one `retention run` subprocess reported and used."""
+
+    deleted: int
+    batches: int
+    purge_seconds: float  # rule.finished "seconds": the batches only
+    wall_seconds: float  # the whole process: start-up, schema checks, plan, batches
+    longest_transaction_seconds: float
+    peak_rss_kib: int
+    cpu_seconds: float  # user + system time of the retention process
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One retention run compared with the raw DELETE on an identical copy."""
+
+    backend: str
+    rows: int
+    batch_size: int
+    raw_deleted: int
+    raw_seconds: float
+    retention: RetentionRun
+
+    @property
+    def raw_rate(self) -> float:
+        """Rows deleted per second by the raw DELETE."""
+        return self.raw_deleted / self.raw_seconds
+
+    @property
+    def retention_rate(self) -> float:
+        """Rows deleted per second by `retention run`, whole process (start-up included)."""
+        return self.retention.deleted / self.retention.wall_seconds
+
+    @property
+    def purge_rate(self) -> float:
+        """Rows deleted per second by `retention run`, its batches only."""
+        return self.retention.deleted / max(self.retention.purge_seconds, 1e-9)
+
+    @property
+    def ratio(self) -> float:
+        """Retention throughput (whole process) over raw DELETE throughput."""
+        return self.retention_rate / self.raw_rate
+
+
+class BenchFailure(RuntimeError):
+    """The benchmark could not measure, or the two copies disagree."""
+
+
+_started = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """Print a progress line, stamped with the seconds since the bench started."""
+    print(f"[{time.monotonic() - _started:6.1f}s] {message}", flush=True)
+
+
+def execute(connection: Connection, statement: str) -> list[tuple[Any, ...]]:
+    """Run one statement (autocommit) and return its rows, if any."""
+    result = connection.execute(text(statement))
+    return [tuple(row) for row in result] if result.returns_rows else []
+
+
+def scalar(connection: Connection, statement: str) -> int:
+    """Run a query returning one integer and return it."""
+    value = connection.execute(text(statement)).scalar_one()
+    return int(value)
+
+
+@contextmanager
+def bench_database(backend: Backend) -> Iterator[Engine]:
+    """Create a throw-away database on the backend, yield an autocommit engine on it, drop it."""
+    database = f"retention_bench_{secrets.token_hex(4)}"
+    server = create_engine(
+        backend.server_url, isolation_level="AUTOCOMMIT", connect_args=backend.connect_args
+    )
+    try:
+        with server.connect() as connection:
+            execute(connection, f"CREATE DATABASE {database}")
+        progress(f"{backend.name}: created database {database}")
+        engine = create_engine(
+            backend.url(database), isolation_level="AUTOCOMMIT", connect_args=backend.connect_args
+        )
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+            with server.connect() as connection:
+                execute(connection, backend.drop_database.format(database=database))
+            progress(f"{backend.name}: dropped database {database}")
+    finally:
+        server.dispose()
+
+
+def create_table(connection: Connection, backend: Backend, table: str) -> None:
+    """Create an empty connection-log table (primary key only; see add_indexes)."""
+    execute(connection, f"DROP TABLE IF EXISTS {table}")
+    execute(
+        connection,
+        f"CREATE TABLE {table} ("
+        " id bigint NOT NULL PRIMARY KEY,"
+        " account_id int NOT NULL,"
+        " ip_address varchar(45) NOT NULL,"
+        " logged_at timestamp NOT NULL"
+        f") {backend.table_options}",
+    )
+
+
+def add_indexes(connection: Connection, table: str) -> None:
+    """Add the secondary index every copy has (after the bulk insert: faster)."""
+    execute(connection, f"CREATE INDEX {table}_logged_at ON {table} (logged_at)")
+
+
+def build_base(connection: Connection, backend: Backend, rows: int) -> int:
+    """Fill BASE_TABLE with ``rows`` scattered connection logs; return how many are not expired.
+
+    Row g gets ``logged_at = start + floor(((g * SCATTER) mod rows) * HISTORY / rows)`` seconds:
+    evenly spread over HISTORY, unrelated to the id order.
+    """
+    create_table(connection, backend, BASE_TABLE)
+    start = (AS_OF - HISTORY).replace(tzinfo=None)
+    history = int(HISTORY.total_seconds())
+    seconds = f"FLOOR(MOD(g * {SCATTER}, {rows}) * {history} / {rows})"
+    logged_at = backend.timestamp_plus_seconds.format(start=start.isoformat(" "), seconds=seconds)
+    execute(
+        connection,
+        f"INSERT INTO {BASE_TABLE} (id, account_id, ip_address, logged_at) "
+        f"SELECT g, MOD(g, 5000) + 1, "
+        f"CONCAT('10.', MOD(g, 251), '.', MOD(g, 241), '.', MOD(g, 239)), {logged_at} "
+        f"FROM {backend.series(rows)}",
+    )
+    add_indexes(connection, BASE_TABLE)
+    return scalar(connection, f"SELECT COUNT(*) FROM {BASE_TABLE} WHERE logged_at > {cutoff_sql()}")
+
+
+def cutoff_sql() -> str:
+    """The cutoff as a SQL literal both backends read the same way."""
+    return f"TIMESTAMP '{CUTOFF.isoformat(' ')}'"
+
+
+def copy_base(connection: Connection, backend: Backend, table: str) -> None:
+    """Copy BASE_TABLE to ``table`` with the same indexes, and refresh its statistics."""
+    create_table(connection, backend, table)
+    execute(connection, f"INSERT INTO {table} SELECT * FROM {BASE_TABLE} ORDER BY id")
+    add_indexes(connection, table)
+    execute(connection, backend.refresh_statistics.format(table=table))
+
+
+def before_timing(connection: Connection, backend: Backend) -> None:
+    """Put the server in the same state before each timed operation (PostgreSQL: CHECKPOINT)."""
+    for statement in backend.before_timing:
+        execute(connection, statement)
+
+
+def raw_delete(connection: Connection, backend: Backend) -> tuple[int, float]:
+    """Time the one-statement DELETE on RAW_TABLE; return (rows deleted, seconds)."""
+    before_timing(connection, backend)
+    started = time.perf_counter()
+    result = connection.execute(text(f"DELETE FROM {RAW_TABLE} WHERE logged_at <= {cutoff_sql()}"))
+    seconds = time.perf_counter() - started
+    return result.rowcount, seconds
+
+
+def write_config(
+    directory: Path, backend: Backend, database: str, rows: int, batch_size: int, audited: bool
+) -> Path:
+    """Write a one-rule retention config pointing at RETENTION_TABLE; return its path.
+
+    The bench purges half of a ``rows`` table on purpose, so the rule lifts the safety brakes
+    (``max_delete``, ``max_fraction``) that would otherwise stop such a run before it starts.
+
+    ``audited``: a real audit trail in ``directory`` (keys from ``retention audit keygen``, one
+    trail per run), as a production purge has; else ``[audit] enabled = false``.
+    """
+    path = directory / f"retention-{batch_size}.toml"
+    keys = directory / "keys"
+    audit = (
+        f"directory = {toml_string(directory / f'trail-{batch_size}')}\n"
+        f"hmac_key_file = {toml_string(keys / 'hmac.key')}\n"
+        f"signing_key_file = {toml_string(keys / 'signing.pem')}\n"
+        f"public_keys_file = {toml_string(keys / 'public-keys.json')}\n"
+        if audited
+        else "enabled = false\n"
+    )
+    path.write_text(
+        f"""[settings]
+timezone = "UTC"
+
+[audit]
+{audit}
+[stores.bench]
+kind = "sql"
+url = {toml_string(backend.url(database))}
+timezone = "UTC"
+
+[[rules]]
+name = "{RULE_NAME}"
+store = "bench"
+table = "{RETENTION_TABLE}"
+key = "id"
+clock = "logged_at"
+period = "1y"
+action = "delete"
+batch_size = {batch_size}
+max_delete = {rows}
+max_fraction = 1.0
+""",
+        encoding="utf-8",
+    )
+    if audited and not (keys / "signing.pem").exists():
+        keygen = subprocess.run(
+            [*retention_command(), "--config", str(path), "audit", "keygen"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if keygen.returncode != 0:
+            raise BenchFailure(
+                f"retention audit keygen exited {keygen.returncode}:\n{keygen.stderr}"
+            )
+    return path
+
+
+def toml_string(value: object) -> str:
+    """A TOML basic string holding ``str(value)`` (JSON's escaping is valid TOML)."""
+    return json.dumps(str(value))
+
+
+def retention_command() -> list[str]:
+    """The `retention` CLI of the interpreter running the bench (the venv's), or -m retention."""
+    script = Path(sys.executable).parent / "retention"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "retention"]
+
+
+def run_retention(config: Path, directory: Path) -> RetentionRun:
+    """Run `retention run` on ``config`` in a subprocess; return its report and peak RSS.
+
+    The child is reaped with ``os.wait4`` so that its ru_maxrss is its own, not the maximum
+    over every child so far (which RUSAGE_CHILDREN would give).
+    """
+    command = [
+        *retention_command(),
+        "--config",
+        str(config),
+        "--log-format",
+        "json",
+        "run",
+        "--yes",
+        "--rule",
+        RULE_NAME,
+        "--as-of",
+        AS_OF.isoformat(),
+    ]
+    stdout_path, stderr_path = directory / "run.out", directory / "run.err"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        try:
+            _pid, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # Ctrl-C, SIGTERM: do not leave a purge running behind us
+            process.kill()
+            process.wait()
+            raise
+        wall_seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    errors = stderr_path.read_text(encoding="utf-8", errors="replace")
+    if process.returncode != 0:
+        raise BenchFailure(f"retention run exited {process.returncode}:\n{errors}")
+    finished = [
+        line
+        for line in map(_json_line, errors.splitlines())
+        if line.get("event") == "rule.finished"
+    ]
+    if len(finished) != 1 or finished[0].get("status") != "ok":
+        raise BenchFailure(f"no successful rule.finished line in the log:\n{errors}")
+    report = finished[0]
+    peak_kib = usage.ru_maxrss // 1024 if sys.platform == "darwin" else usage.ru_maxrss
+    return RetentionRun(
+        deleted=int(report["deleted"]),
+        batches=int(report["batches"]),
+        purge_seconds=float(report["seconds"]),
+        wall_seconds=wall_seconds,
+        longest_transaction_seconds=float(report["longest_transaction_seconds"]),
+        peak_rss_kib=peak_kib,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+    )
+
+
+def _json_line(line: str) -> dict[str, Any]:
+    """Parse a JSON log line (journald prefix tolerated); anything else gives {}."""
+    start = line.find("{")
+    if start < 0:
+        return {}
+    try:
+        parsed = json.loads(line[start:])
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def explain_batch(connection: Connection, batch_size: int) -> None:
+    """Print the plans of the two statements of one retention batch, mid-table, in the shape
+    retention sends them (values inlined here, bound there): the keyset SELECT ... FOR UPDATE,
+    then DELETE ... WHERE id IN (the keys it locked) AND the due condition again. Nothing is
+    deleted: the SELECT runs (autocommit) to get the keys, the DELETE is only EXPLAINed."""
+    table = RETENTION_TABLE
+    middle = scalar(connection, f"SELECT MAX(id) / 2 FROM {table}")
+    due = f"{table}.logged_at <= {cutoff_sql()}"
+    keyset = (
+        f"SELECT {table}.id FROM {table} WHERE {due} AND {table}.id > {middle} "
+        f"ORDER BY {table}.id LIMIT {batch_size} FOR UPDATE"
+    )
+    keys = ", ".join(str(row[0]) for row in execute(connection, keyset))
+    deletion = f"DELETE FROM {table} WHERE {table}.id IN ({keys}) AND {due}"
+    for label, statement in (("keyset SELECT", keyset), ("DELETE", deletion)):
+        result = connection.execute(text(f"EXPLAIN {statement}"))
+        lines = [" | ".join(result.keys()) if len(result.keys()) > 1 else ""]
+        lines += [" | ".join("" if cell is None else str(cell) for cell in row) for row in result]
+        print(f"  EXPLAIN {label} (batch_size {batch_size}):")
+        for line in filter(None, lines):
+            cut = "..." if len(line) > EXPLAIN_WIDTH else ""
+            print(f"    {line[:EXPLAIN_WIDTH]}{cut}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to measure (from the command line)."""
+
+    backends: tuple[str, ...]
+    sizes: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    audited: bool
+    explain: bool
+
+
+def measure_size(
+    engine: Engine, backend: Backend, rows: int, options: Options
+) -> list[Measurement]:
+    """Build a table of ``rows``, time the raw DELETE on one copy and `retention run` at each
+    batch size on fresh copies; check every copy ends with the same rows left."""
+    database = engine.url.database or ""
+    name = backend.name
+    measurements = []
+    with engine.connect() as connection, tempfile.TemporaryDirectory() as scratch:
+        progress(f"{name}: building {rows:,} rows")
+        remaining = build_base(connection, backend, rows)
+        progress(f"{name}: {rows - remaining:,} of them due; copying for the raw DELETE")
+        copy_base(connection, backend, RAW_TABLE)
+        raw_deleted, raw_seconds = raw_delete(connection, backend)
+        raw_left = scalar(connection, f"SELECT COUNT(*) FROM {RAW_TABLE}")
+        progress(
+            f"{name}: raw DELETE {raw_deleted:,} rows in {raw_seconds:.2f}s "
+            f"({raw_deleted / raw_seconds:,.0f} rows/s), {raw_left:,} left"
+        )
+        check_same(f"{name} raw DELETE", (raw_deleted, raw_left), (rows - remaining, remaining))
+        execute(connection, f"DROP TABLE {RAW_TABLE}")
+        for batch_size in options.batch_sizes:
+            progress(f"{name}: copying for `retention run`, batch_size {batch_size}")
+            copy_base(connection, backend, RETENTION_TABLE)
+            if options.explain and rows == max(options.sizes):
+                explain_batch(connection, batch_size)
+            config = write_config(
+                Path(scratch), backend, database, rows, batch_size, options.audited
+            )
+            before_timing(connection, backend)
+            run = run_retention(config, Path(scratch))
+            left = scalar(connection, f"SELECT COUNT(*) FROM {RETENTION_TABLE}")
+            check_same(
+                f"{name} retention run, batch_size {batch_size}",
+                (run.deleted, left),
+                (raw_deleted, raw_left),
+            )
+            measurement = Measurement(name, rows, batch_size, raw_deleted, raw_seconds, run)
+            measurements.append(measurement)
+            progress(
+                f"{name}: retention {run.deleted:,} rows in {run.wall_seconds:.2f}s "
+                f"({measurement.retention_rate:,.0f} rows/s; batches alone "
+                f"{run.purge_seconds:.2f}s; CPU {run.cpu_seconds:.1f}s), {run.batches} batches, "
+                "longest transaction "
+                f"{run.longest_transaction_seconds * 1000:.0f} ms, peak RSS "
+                f"{run.peak_rss_kib / 1024:.1f} MiB, ratio {measurement.ratio:.2f}"
+            )
+            execute(connection, f"DROP TABLE {RETENTION_TABLE}")
+        execute(connection, f"DROP TABLE {BASE_TABLE}")
+    return measurements
+
+
+def check_same(what: str, got: tuple[int, int], expected: tuple[int, int]) -> None:
+    """Fail loudly unless (deleted, left) matches what the other copy gave."""
+    if got != expected:
+        raise BenchFailure(
+            f"{what}: deleted {got[0]:,} and left {got[1]:,} rows, but the other copy "
+            f"deleted {expected[0]:,} and left {expected[1]:,}"
+        )
+
+
+def bench_backend(backend: Backend, options: Options) -> list[Measurement]:
+    """All measurements of one backend, in its own throw-away database."""
+    with bench_database(backend) as engine:
+        return [
+            measurement
+            for rows in options.sizes
+            for measurement in measure_size(engine, backend, rows, options)
+        ]
+
+
+def summary_table(measurements: Sequence[Measurement]) -> list[str]:
+    """One line per measurement: throughputs, ratios, longest transaction, peak RSS."""
+    lines = [
+        f"{'backend':<9}{'rows':>11}{'batch':>7}{'raw rows/s':>12}{'ret rows/s':>12}{'ratio':>7}"
+        f"{'batches rows/s':>16}{'ratio':>7}{'CPU s':>7}{'longest tx':>12}{'peak RSS':>11}"
+    ]
+    for m in measurements:
+        lines.append(
+            f"{m.backend:<9}{m.rows:>11,}{m.batch_size:>7}{m.raw_rate:>12,.0f}"
+            f"{m.retention_rate:>12,.0f}{m.ratio:>7.2f}{m.purge_rate:>16,.0f}"
+            f"{m.purge_rate / m.raw_rate:>7.2f}{m.retention.cpu_seconds:>7.1f}"
+            f"{m.retention.longest_transaction_seconds * 1000:>10.0f}ms"
+            f"{m.retention.peak_rss_kib / 1024:>8.1f}MiB"
+        )
+    return lines
+
+
+def target_checks(big: Measurement, small: Measurement | None) -> dict[str, bool]:
+    """The target, check by check, for one batch size: {description with figures: met}."""
+    longest = big.retention.longest_transaction_seconds
+    checks = {
+        f"ratio {big.ratio:.2f} >= {TARGET_RATIO}": big.ratio >= TARGET_RATIO,
+        f"longest transaction {longest * 1000:.0f} ms <= {TARGET_TRANSACTION_SECONDS * 1000:.0f} "
+        "ms": longest <= TARGET_TRANSACTION_SECONDS,
+    }
+    if small is not None:
+        before, after = small.retention.peak_rss_kib, big.retention.peak_rss_kib
+        checks[
+            f"peak RSS {before / 1024:.0f} MiB at {small.rows:,} rows -> {after / 1024:.0f} MiB "
+            f"at {big.rows:,}"
+        ] = after - before <= RSS_TOLERANCE_KIB
+    return checks
+
+
+def verdict(measurements: Sequence[Measurement], options: Options) -> list[str]:
+    """Whether the target is met, per backend and batch size, and the best batch size."""
+    big_rows, small_rows = max(options.sizes), min(options.sizes)
+    by_key = {(m.backend, m.rows, m.batch_size): m for m in measurements}
+    lines = []
+    for backend in dict.fromkeys(m.backend for m in measurements):
+        scored = []
+        for batch_size in options.batch_sizes:
+            big = by_key[(backend, big_rows, batch_size)]
+            small = by_key.get((backend, small_rows, batch_size)) if small_rows < big_rows else None
+            checks = target_checks(big, small)
+            met = sum(checks.values())
+            scored.append((met, big.ratio, batch_size))
+            details = "; ".join(f"{text}: {'ok' if ok else 'NO'}" for text, ok in checks.items())
+            status = "MET" if met == len(checks) else "NOT met"
+            lines.append(f"{backend} batch_size {batch_size}: target {status} ({details})")
+        met, ratio, batch_size = max(scored)
+        lines.append(
+            f"{backend}: best batch_size {batch_size} ({met} of {len(checks)} checks, "
+            f"ratio {ratio:.2f})"
+        )
+    return lines
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> Options:
+    """The command line (see the module docstring), as Options."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--rows", type=int, default=DEFAULT_ROWS, help=f"big table size (default {DEFAULT_ROWS:,})"
+    )
+    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        action="append",
+        dest="batch_sizes",
+        help="a retention batch_size to try (repeatable; default: "
+        f"{', '.join(map(str, DEFAULT_BATCH_SIZES))})",
+    )
+    parser.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="purge with [audit] enabled = false (store cost only; default: a real audit trail)",
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="print the plans of one batch's two statements"
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.rows < 2:
+        parser.error("--rows must be at least 2")
+    if any(size < 1 for size in arguments.batch_sizes or ()):
+        parser.error("--batch-size must be positive")
+    return Options(
+        backends=tuple(BACKENDS) if arguments.backend == "all" else (arguments.backend,),
+        sizes=tuple(sorted({min(SMALL_ROWS, arguments.rows), arguments.rows})),
+        batch_sizes=tuple(dict.fromkeys(arguments.batch_sizes or DEFAULT_BATCH_SIZES)),
+        audited=not arguments.no_audit,
+        explain=arguments.explain,
+    )
+
+
+def warn_if_busy() -> None:
+    """Print the load average, with a warning when something else keeps the CPUs busy: the
+    figures (wall-clock times) are only comparable on an otherwise idle machine."""
+    load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    progress(f"load average {load:.2f} on {cpus} CPUs")
+    if load > BUSY_LOAD * cpus:
+        progress("WARNING: the machine is busy; the timings below will be noisy")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; return 0 when it measured (target met or not), 1 when it failed."""
+    options = parse_arguments(argv)
+    # SIGTERM unwinds like Ctrl-C, so that the throw-away databases are still dropped.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    progress(
+        f"sizes {', '.join(f'{rows:,}' for rows in options.sizes)} rows; batch sizes "
+        f"{', '.join(map(str, options.batch_sizes))}; audit trail "
+        f"{'on' if options.audited else 'off'}; as of {AS_OF.isoformat()}, cutoff {CUTOFF}"
+    )
+    warn_if_busy()
+    measurements = []
+    for name in options.backends:
+        try:
+            measurements += bench_backend(BACKENDS[name], options)
+        except BenchFailure as failure:
+            print(f"FAILED: {failure}", file=sys.stderr)
+            return 1
+    print()
+    for line in [*summary_table(measurements), "", *verdict(measurements, options)]:
+        print(line)
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"(total {math.ceil(time.monotonic() - _started)}s; load average now {load})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
