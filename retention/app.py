@@ -135,10 +135,10 @@ def _run_plan(
         )
         if recorder is not None and report.exit_code != ExitCode.AUDIT_FAILURE:
             recorder.run_finished(report)
-    counters: dict[str, Any] = {
-        field: sum(getattr(outcome, field) for outcome in report.outcomes)
-        for field in ("due", "deleted", "anonymised", "children_deleted", "skipped")
-    }
+    counters: dict[str, Any] = {}
+    for outcome in report.outcomes:
+        for name, count in outcome.counters().items():
+            counters[name] = counters.get(name, 0) + count
     logger.info(
         "run.finished",
         dry_run=dry_run,

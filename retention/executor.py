@@ -69,6 +69,17 @@ class RuleOutcome:
     def skipped(self) -> int:
         return max(0, self.due - self.done)
 
+    def counters(self) -> dict[str, int]:
+        """The outcome's counts by name, as logs, the trail and the ledger report them."""
+        return {
+            "due": self.due,
+            "held": self.held,
+            "deleted": self.deleted,
+            "anonymised": self.anonymised,
+            "children_deleted": self.children_deleted,
+            "skipped": self.skipped,
+        }
+
 
 @dataclass(frozen=True)
 class RunReport:
@@ -147,12 +158,7 @@ def execute(
             rule=outcome.rule,
             status=outcome.status,
             action=outcome.action,
-            due=outcome.due,
-            held=outcome.held,
-            deleted=outcome.deleted,
-            anonymised=outcome.anonymised,
-            children_deleted=outcome.children_deleted,
-            skipped=outcome.skipped,
+            **outcome.counters(),
             batches=outcome.batches,
             seconds=round(outcome.seconds, 3),
             longest_transaction_seconds=round(outcome.longest_transaction_seconds, 4),
@@ -308,8 +314,3 @@ def _purge_one_batch(
         f"rows of {rule_plan.rule.table!r} kept changing while being purged "
         f"({CONFLICT_RETRIES} tries)"
     )
-
-
-def total(outcomes: Sequence[RuleOutcome], field: str) -> int:
-    """Given outcomes and a counter name, return its sum over the rules."""
-    return sum(int(getattr(outcome, field)) for outcome in outcomes)

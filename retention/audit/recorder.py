@@ -154,16 +154,7 @@ class TrailRecorder:
                 "plan_id": self.plan.plan_id,
                 "exit_code": int(report.exit_code),
                 "outcomes": [
-                    {
-                        "rule": outcome.rule,
-                        "status": outcome.status,
-                        "due": outcome.due,
-                        "held": outcome.held,
-                        "deleted": outcome.deleted,
-                        "anonymised": outcome.anonymised,
-                        "children_deleted": outcome.children_deleted,
-                        "skipped": outcome.skipped,
-                    }
+                    {"rule": outcome.rule, "status": outcome.status, **outcome.counters()}
                     for outcome in report.outcomes
                 ],
             },
