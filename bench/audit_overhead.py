@@ -129,8 +129,8 @@ def main() -> None:
     for round_number in range(options.rounds):
         for audited in (False, True) if round_number % 2 == 0 else (True, False):
             name = f"retention_bench_{secrets.token_hex(4)}"
-            url = make_database(name, options.rows)
             try:
+                url = make_database(name, options.rows)
                 with tempfile.TemporaryDirectory() as directory:
                     config = write_config(Path(directory), url, options.batch_size, audited)
                     elapsed, deleted = timed_run(config)
