@@ -35,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
 from retention.errors import LockHeld, StoreUnavailable
 
@@ -110,6 +110,10 @@ class StateDatabase:
     """The state database of one deployment."""
 
     def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            # Created where it is first written, so that read-only commands leave no trace.
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         try:
             with self.engine.begin() as connection:

@@ -83,7 +83,6 @@ def state_url(state: StateSettings) -> str:
     if state.url or state.url_env or state.url_credential:
         return resolve_url(state, "state")
     directory = Path(os.environ.get("STATE_DIRECTORY", "var").split(":")[0])
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return f"sqlite:///{directory / 'state.sqlite'}"
 
 
