@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    create_engine,
+    insert,
+    text,
+)
 
 from retention.app import make_plan, run_plan
 from retention.audit.keys import add_public_key, generate_hmac_key, generate_signer
@@ -30,6 +41,29 @@ period = "1y"
 action = "delete"
 {extra}
 """
+
+
+def create_logs(url: str, clocks: Mapping[int, datetime | None]) -> None:
+    """Given a database URL and {id: logged_at}, create the `logs` table of ``logs_rule`` (naive
+    UTC timestamps, indexed) with those rows."""
+    metadata = MetaData()
+    logs = Table(
+        "logs",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", DateTime, index=True),
+    )
+    engine = create_tables(url, metadata)
+    rows = [
+        {
+            "id": key,
+            "logged_at": at.astimezone(UTC).replace(tzinfo=None) if at and at.tzinfo else at,
+        }
+        for key, at in clocks.items()
+    ]
+    with engine.begin() as connection:
+        connection.execute(insert(logs), rows)
+    engine.dispose()
 
 
 def make_config(

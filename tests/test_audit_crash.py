@@ -13,13 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 
 from retention.audit import trail as trail_module
 from retention.audit.trail import TrailWriter, read_entries, read_leaves, record_leaf
 from retention.errors import ExitCode
 from retention.runtime.faults import CRASH_POINTS
-from tests.support import create_tables, logs_rule, make_config, plan_and_run, remaining_ids
+from tests.support import (
+    create_logs,
+    logs_rule,
+    make_config,
+    plan_and_run,
+    remaining_ids,
+)
 
 AS_OF = "2026-11-23T12:00:00+00:00"
 DUE = set(range(1, 26))
@@ -27,21 +32,10 @@ KEPT = set(range(26, 31))
 
 
 def _database(url: str) -> None:
-    metadata = MetaData()
-    logs = Table(
-        "logs",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("logged_at", DateTime, index=True),
+    create_logs(
+        url,
+        {key: datetime(2020, 1, key) for key in DUE} | {key: datetime(2026, 11, 1) for key in KEPT},
     )
-    engine = create_tables(url, metadata)
-    with engine.begin() as connection:
-        connection.execute(
-            insert(logs),
-            [{"id": key, "logged_at": datetime(2020, 1, key)} for key in sorted(DUE)]
-            + [{"id": key, "logged_at": datetime(2026, 11, 1)} for key in sorted(KEPT)],
-        )
-    engine.dispose()
 
 
 RULE = logs_rule(extra="batch_size = 10")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from prometheus_client import generate_latest
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 
 from retention.app import overdue_counts
 from retention.cli import main
@@ -24,7 +23,7 @@ from retention.runtime.metrics import (
     set_overdue,
 )
 from retention.stores import open_stores
-from tests.support import audit_table, create_tables, logs_rule, make_config
+from tests.support import audit_table, create_logs, logs_rule, make_config
 
 NOW = datetime(2026, 5, 10, 12, tzinfo=UTC)
 RULE = logs_rule(extra="max_fraction = 1.0")
@@ -77,20 +76,7 @@ def test_counters_start_at_zero_for_every_rule_and_count_each_run() -> None:
 
 
 def _logs(url: str, rows: dict[int, datetime]) -> None:
-    metadata = MetaData()
-    table = Table(
-        "logs",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("logged_at", DateTime),
-    )
-    engine = create_tables(url, metadata)
-    with engine.begin() as connection:
-        connection.execute(
-            insert(table),
-            [{"id": key, "logged_at": at.replace(tzinfo=None)} for key, at in rows.items()],
-        )
-    engine.dispose()
+    create_logs(url, rows)
 
 
 def test_overdue_counts_records_past_their_cutoff_by_more_than_the_grace(sqlite_url: str) -> None:

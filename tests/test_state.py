@@ -12,14 +12,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert, update
+from sqlalchemy import MetaData, update
 
 from retention.app import make_plan, run_plan
 from retention.audit.trail import TrailWriter
 from retention.errors import LockHeld
 from retention.state import StateDatabase, lease_holder_name, leased, leases, rule_lease
 from retention.stores import open_stores
-from tests.support import create_tables, logs_rule, make_config, remaining_ids
+from tests.support import create_logs, create_tables, logs_rule, make_config, remaining_ids
 
 T0 = datetime(2026, 5, 10, 12, tzinfo=UTC)
 TTL = timedelta(minutes=2)
@@ -173,19 +173,7 @@ RULE = logs_rule(extra="batch_size = 10\nmax_fraction = 1.0")
 
 
 def _logs(url: str) -> None:
-    metadata = MetaData()
-    table = Table(
-        "logs",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("logged_at", DateTime),
-    )
-    engine = create_tables(url, metadata)
-    with engine.begin() as connection:
-        connection.execute(
-            insert(table), [{"id": key, "logged_at": datetime(2020, 1, 1)} for key in range(25)]
-        )
-    engine.dispose()
+    create_logs(url, {key: datetime(2020, 1, 1) for key in range(25)})
 
 
 def test_run_plan_records_each_rule_in_the_ledger(tmp_path: Path, sqlite_url: str) -> None:
