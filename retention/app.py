@@ -90,9 +90,20 @@ def run_plan(
     ``state``, each rule's run (not a dry run's) goes into the run ledger."""
     run_id = run_id or uuid.uuid4().hex
     rule_names = [rule_plan.rule.name for rule_plan in plan.rules]
-    with in_ledger(None if dry_run else state, rule_names, run_id, now) as finish:
+    with (
+        in_ledger(None if dry_run else state, rule_names, run_id, now) as finish,
+        current_holds(config, state) as holds_for,
+    ):
         report = _run_plan(
-            config, plan, store_for, dry_run, now, stop_requested, run_id, allow_over_limit
+            config,
+            plan,
+            store_for,
+            dry_run,
+            now,
+            stop_requested,
+            run_id,
+            allow_over_limit,
+            holds_for,
         )
         finish(report)
     return report
@@ -107,6 +118,7 @@ def _run_plan(
     stop_requested: Callable[[], bool],
     run_id: str,
     allow_over_limit: frozenset[str],
+    holds_for: Callable[[str], list[Hold]],
 ) -> RunReport:
     logger = get_logger(plan_id=plan.plan_id, run_id=run_id)
     audited = not dry_run and config.audit is not None and config.audit.enabled
@@ -131,7 +143,7 @@ def _run_plan(
             audit=recorder,
             stop_requested=stop_requested,
             allow_over_limit=allow_over_limit,
-            holds_for=current_holds(config),
+            holds_for=holds_for,
         )
         if recorder is not None and report.exit_code != ExitCode.AUDIT_FAILURE:
             recorder.run_finished(report)
@@ -298,11 +310,15 @@ def check_secrets(config: Config) -> list[ConfigIssue]:
     return issues
 
 
-def current_holds(config: Config) -> Callable[[str], list[Hold]]:
-    """Given a config, return a function giving a rule's holds as the state database has them
-    now (the executor asks before every batch; one engine serves the whole run)."""
+@contextmanager
+def current_holds(
+    config: Config, state: StateDatabase | None = None
+) -> Iterator[Callable[[str], list[Hold]]]:
+    """Given a config (and the run's state database, when it has one), yield a function giving
+    a rule's holds as the state database has them now: the executor asks before every batch.
+    One engine serves the whole run, and one opened here is closed with it."""
     url = state_url(config.state)
-    opened: list[StateDatabase] = []
+    opened: list[StateDatabase] = [state] if state is not None else []
 
     def holds_of(rule: str) -> list[Hold]:
         if not opened:
@@ -311,7 +327,11 @@ def current_holds(config: Config) -> Callable[[str], list[Hold]]:
             opened.append(StateDatabase(url))
         return [hold for hold in read_holds(opened[0]) if hold.rule == rule]
 
-    return holds_of
+    try:
+        yield holds_of
+    finally:
+        if opened and opened[0] is not state:
+            opened[0].close()
 
 
 def place_hold(
