@@ -53,9 +53,12 @@ def make_plan(
     rules: tuple[Rule, ...],
     store_for: Callable[[str], RecordStore],
     as_of: datetime,
+    *,
+    show_keys: bool = False,
 ) -> Plan:
     """Given rules and their stores, check every rule against its store's schema (every problem
-    at once: ConfigError, exit 78), then return the Plan as of ``as_of``."""
+    at once: ConfigError, exit 78), then return the Plan as of ``as_of`` (sample keys in clear
+    with ``show_keys``)."""
     issues, _unreachable = check_against_stores(rules, store_for)
     if issues:
         raise ConfigError(issues)
@@ -70,6 +73,7 @@ def make_plan(
         hash_key=hash_key,
         keyed=configured_key is not None,
         holds=load_holds(state_url(config.state)),
+        show_keys=show_keys,
     )
 
 
@@ -156,7 +160,7 @@ def _run_plan(
         dry_run=dry_run,
         audited=audited,
         rules=len(report.outcomes),
-        failed=sum(outcome.status in FAILED for outcome in report.outcomes),
+        failed_rules=sum(outcome.status in FAILED for outcome in report.outcomes),
         exit_code=int(report.exit_code),
         **counters,
     )
@@ -348,7 +352,7 @@ def place_hold(
 ) -> Hold:
     """Given a rule and what to hold (keys, a condition or a prefix), check it against the rule's
     schema, store the hold and record it in the audit trail; return it."""
-    (rule,) = config.rules_named((rule_name,))
+    rule = next(rule for rule in config.rules_named((rule_name,)) if rule.name == rule_name)
     if not reason.strip():
         raise UsageError("--reason is required: a hold says why")
     try:

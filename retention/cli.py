@@ -210,9 +210,20 @@ as_of_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write the plan here, for `run --plan-file`.",
 )
+@click.option(
+    "--show-keys",
+    is_flag=True,
+    help="Show sample keys in clear (object keys and row keys can hold personal data; by "
+    "default they are keyed hashes).",
+)
 @click.pass_obj
 def plan(
-    context: Context, rule_names: tuple[str, ...], as_of: str | None, output: str, save: Path | None
+    context: Context,
+    rule_names: tuple[str, ...],
+    as_of: str | None,
+    output: str,
+    save: Path | None,
+    show_keys: bool,
 ) -> None:
     """Show what each rule would purge. Read-only: the stores are opened read-only."""
     with expected_errors():
@@ -220,7 +231,7 @@ def plan(
         rules = config.rules_named(rule_names)
         moment = parse_as_of(as_of, config)
         with open_stores(config, read_only=True) as store_for:
-            the_plan = make_plan(config, rules, store_for, moment)
+            the_plan = make_plan(config, rules, store_for, moment, show_keys=show_keys)
         if save is not None:
             save_plan(the_plan, save)
     if output == "json":

@@ -12,16 +12,17 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
+from string import Formatter
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from retention.anonymise import Strategy, parse_strategy
 from retention.errors import ConfigError, ConfigIssue, UsageError
-from retention.rules import Period, PeriodError, parse_period, parse_zone
+from retention.rules import Period, PeriodError, compile_date_pattern, parse_period, parse_zone
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
@@ -99,9 +100,54 @@ class Schedule:
 DAILY = Schedule("daily", (0,), (0,), tuple(range(1, 32)), tuple(range(1, 13)), tuple(range(7)))
 
 
+ObjectClock = Literal["last_modified", "key_date", "mtime", "name_date"]
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """A cross-store rule's subjects: the records that the SQL rule ``rule`` selects, each one
+    owning the objects under ``prefix`` with its key values filled in (``customers/{id}/``)."""
+
+    rule: Rule
+    prefix: str
+
+    def prefix_for(self, key: tuple[object, ...]) -> str | None:
+        """Given a subject's key values, return its prefix, or None when a value is empty or
+        holds a '/' (it would reach into another subject's objects).
+
+        Example: with prefix ``"customers/{customer_id}/"`` and key ``(42,)``, return
+        ``"customers/42/"``.
+        """
+        values = {}
+        for column, value in zip(self.rule.key, key, strict=True):
+            text = str(value)
+            if not text or "/" in text:
+                return None
+            values[column] = text
+        return self.prefix.format_map(values)
+
+
+@dataclass(frozen=True)
+class ObjectScope:
+    """Which objects (S3) or files (a backup folder) a rule reaches and how their clock reads.
+
+    ``prefix``: a key prefix under the store's own prefix (S3). ``glob``: a pattern relative to
+    the root (files). ``clock``: ``last_modified`` (S3) or ``mtime`` (files), or a date read from
+    the key or file path with ``date_pattern`` (``nightly/%Y-%m-%d/``). ``subjects``: a cross-store
+    rule, whose objects are everything under its subjects' prefixes."""
+
+    clock: ObjectClock
+    prefix: str = ""
+    glob: str | None = None
+    date_pattern: str | None = None
+    subjects: Subjects | None = None
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One retention commitment, as the config says it."""
+    """One retention commitment, as the config says it. Rules on object stores and backup
+    folders have ``objects``; their ``table`` names the bucket or root (the audit's dataset)
+    and their ``key`` is ``("key", "version_id")`` (S3) or ``("path",)`` (files)."""
 
     name: str
     path: str
@@ -127,12 +173,20 @@ class Rule:
     match_all: bool = False
     schedule: Schedule = DAILY
     jitter: timedelta = timedelta(0)
+    objects: ObjectScope | None = None
 
     def join(self, name: str) -> Join:
         return next(join for join in self.joins if join.name == name)
 
     @property
     def clock_text(self) -> str:
+        if self.objects is not None:
+            if self.objects.subjects is not None:
+                subject = self.objects.subjects.rule
+                return f"subjects of {subject.name} ({subject.clock_text})"
+            if self.objects.date_pattern is not None:
+                return f"{self.objects.clock}({self.objects.date_pattern})"
+            return self.objects.clock
         if len(self.clock) == 1:
             return str(self.clock[0])
         return "latest(" + ", ".join(str(column) for column in self.clock) + ")"
@@ -150,7 +204,42 @@ class SqlStoreConfig:
     kind: Literal["sql"] = "sql"
 
 
-StoreConfig = SqlStoreConfig
+@dataclass(frozen=True)
+class S3StoreConfig:
+    """An S3-compatible bucket. Credentials come from boto3's chain (environment, shared files,
+    instance role) or from a shared-credentials file (INI, ``aws_access_key_id`` ...):
+    ``credentials_file``, or ``credentials_credential`` in $CREDENTIALS_DIRECTORY; never from
+    the TOML itself. ``timezone`` reads dates found in keys."""
+
+    name: str
+    bucket: str
+    timezone: ZoneInfo
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    credentials_file: Path | None = None
+    credentials_credential: str | None = None
+    profile: str | None = None
+    max_concurrency: int = 8
+    max_attempts: int = 8
+    kind: Literal["s3"] = "s3"
+
+
+@dataclass(frozen=True)
+class FilesStoreConfig:
+    """A local folder of backups. ``root`` is absolute and never ``/``; ``timezone`` reads
+    dates found in file names."""
+
+    name: str
+    root: Path
+    timezone: ZoneInfo
+    kind: Literal["files"] = "files"
+
+
+StoreConfig = SqlStoreConfig | S3StoreConfig | FilesStoreConfig
+S3_KEY = ("key", "version_id")
+FILES_KEY = ("path",)
 
 
 @dataclass(frozen=True)
@@ -221,15 +310,34 @@ class Config:
     daemon: DaemonSettings = DaemonSettings()
 
     def rules_named(self, names: tuple[str, ...]) -> tuple[Rule, ...]:
-        """Given rule names (empty: all), return those rules in config order."""
-        if not names:
-            return self.rules
+        """Given rule names (empty: all), return those rules in config order, except that a
+        cross-store rule and its subjects' rule always go together, the objects first (a
+        subject's row is what finds its objects).
+
+        Example: ``config.rules_named(("customer-content",))`` returns the ``customer-files``
+        rule, then ``customer-content``.
+        """
         unknown = sorted(set(names) - {rule.name for rule in self.rules})
         if unknown:
             known = ", ".join(rule.name for rule in self.rules)
             missing = ", ".join(repr(name) for name in unknown)
             raise UsageError(f"--rule: no rule named {missing} (rules: {known})")
-        return tuple(rule for rule in self.rules if rule.name in names)
+        chosen = set(names) if names else {rule.name for rule in self.rules}
+        owner_of: dict[str, Rule] = {}
+        for rule in self.rules:
+            subjects = rule.objects.subjects if rule.objects else None
+            if subjects is not None:
+                owner_of[subjects.rule.name] = rule
+                if rule.name in chosen or subjects.rule.name in chosen:
+                    chosen |= {rule.name, subjects.rule.name}
+        ordered: dict[str, Rule] = {}
+        for rule in self.rules:
+            if rule.name not in chosen:
+                continue
+            if rule.name in owner_of:
+                ordered.setdefault(owner_of[rule.name].name, owner_of[rule.name])
+            ordered.setdefault(rule.name, rule)
+        return tuple(ordered.values())
 
 
 def load_config(path: Path) -> Config:
@@ -281,6 +389,7 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
                         "the hash strategy needs a secret key: set settings.hash_key_file or "
                         "settings.hash_key_credential",
                     )
+    rules = _resolve_subjects(reader, rules)
     seen: dict[str, str] = {}
     for index, raw_rule in enumerate(raw_rules if isinstance(raw_rules, list) else []):
         name = raw_rule.get("name") if isinstance(raw_rule, dict) else None
@@ -308,6 +417,8 @@ class _Reader:
     """Collects issues while values are read, so that every problem is reported at once."""
 
     issues: list[ConfigIssue] = field(default_factory=list)
+    # Cross-store rules by path, until every rule is read and their subjects can be linked.
+    pending_subjects: dict[str, _PendingSubjects] = field(default_factory=dict)
 
     def error(self, path: str, message: str) -> None:
         self.issues.append(ConfigIssue(path, message))
@@ -507,8 +618,18 @@ def _read_stores(reader: _Reader, table: Mapping[str, object]) -> dict[str, Stor
             reader.error(path, "must be a table: [stores.NAME]")
             continue
         kind = raw.get("kind")
+        if kind == "s3":
+            stores[name] = _read_s3_store(reader, name, raw, path)
+            continue
+        if kind == "files":
+            files_store = _read_files_store(reader, name, raw, path)
+            if files_store is not None:
+                stores[name] = files_store
+            continue
         if kind != "sql":
-            reader.error(f"{path}.kind", f"unknown store kind {kind!r} (supported: 'sql')")
+            reader.error(
+                f"{path}.kind", f"unknown store kind {kind!r} (supported: 'sql', 's3', 'files')"
+            )
             continue
         reader.unknown_keys(raw, path, {"kind", "url", "url_env", "url_credential", "timezone"})
         sources = {
@@ -537,6 +658,88 @@ def _read_stores(reader: _Reader, table: Mapping[str, object]) -> dict[str, Stor
             url_credential=sources["url_credential"],
         )
     return stores
+
+
+_S3_STORE_KEYS = {
+    "kind",
+    "bucket",
+    "prefix",
+    "region",
+    "endpoint_url",
+    "addressing_style",
+    "credentials_file",
+    "credentials_credential",
+    "profile",
+    "max_concurrency",
+    "max_attempts",
+    "timezone",
+}
+# S3's own rules for bucket names (3-63 characters, lower case, digits, dots, hyphens).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _read_s3_store(
+    reader: _Reader, name: str, raw: Mapping[str, object], path: str
+) -> S3StoreConfig:
+    reader.unknown_keys(raw, path, _S3_STORE_KEYS)
+    bucket = reader.string(raw, "bucket", path, required=True) or ""
+    if bucket and not _BUCKET.fullmatch(bucket):
+        reader.error(f"{path}.bucket", f"{bucket!r} is not a valid S3 bucket name")
+    prefix = _object_prefix(reader, raw, path)
+    endpoint_url = reader.string(raw, "endpoint_url", path)
+    if endpoint_url is not None and not re.match(r"https?://[^/\s]+", endpoint_url):
+        reader.error(f"{path}.endpoint_url", "must be an http:// or https:// URL")
+    credentials_file = reader.string(raw, "credentials_file", path)
+    credentials_credential = reader.string(raw, "credentials_credential", path)
+    if credentials_file and credentials_credential:
+        reader.error(path, "give credentials_file or credentials_credential, not both")
+    style = raw.get("addressing_style", "auto")
+    if style not in ("auto", "path", "virtual"):
+        reader.error(f"{path}.addressing_style", "must be 'auto', 'path' or 'virtual'")
+        style = "auto"
+    return S3StoreConfig(
+        name=name,
+        bucket=bucket,
+        timezone=reader.zone(raw, path),
+        prefix=prefix,
+        region=reader.string(raw, "region", path),
+        endpoint_url=endpoint_url,
+        addressing_style=style,  # type: ignore[arg-type]  # checked just above
+        credentials_file=Path(credentials_file) if credentials_file else None,
+        credentials_credential=credentials_credential,
+        profile=reader.string(raw, "profile", path),
+        max_concurrency=reader.positive_int(raw, "max_concurrency", path, 8, 64),
+        max_attempts=reader.positive_int(raw, "max_attempts", path, 8, 20),
+    )
+
+
+def _read_files_store(
+    reader: _Reader, name: str, raw: Mapping[str, object], path: str
+) -> FilesStoreConfig | None:
+    reader.unknown_keys(raw, path, {"kind", "root", "timezone"})
+    root = reader.string(raw, "root", path, required=True)
+    zone = reader.zone(raw, path)
+    if root is None:
+        return None
+    root_path = Path(root)
+    if not root_path.is_absolute():
+        reader.error(f"{path}.root", f"{root!r}: give an absolute path")
+        return None
+    # A root of / (however spelt: /tmp/.., //) would put the whole machine in scope.
+    if Path(*[part for part in root_path.parts if part not in ("", ".")]).resolve() == Path("/"):
+        reader.error(f"{path}.root", "refusing / as a root: name the backup folder itself")
+        return None
+    return FilesStoreConfig(name=name, root=root_path, timezone=zone)
+
+
+def _object_prefix(reader: _Reader, raw: Mapping[str, object], path: str) -> str:
+    prefix = raw.get("prefix", "")
+    if not isinstance(prefix, str):
+        reader.error(f"{path}.prefix", f"must be a string, not {prefix!r}")
+        return ""
+    if prefix.startswith("/"):
+        reader.error(f"{path}.prefix", "S3 keys do not start with '/': drop the leading '/'")
+    return prefix
 
 
 _RULE_KEYS = {
@@ -577,13 +780,16 @@ def _read_rule(
         reader.error(path, "must be a table")
         return None
     issues_before = len(reader.issues)
-    reader.unknown_keys(raw, path, _RULE_KEYS)
     name = reader.string(raw, "name", path, required=True)
     if name is not None and not RULE_NAME.fullmatch(name):
         reader.error(f"{path}.name", f"{name!r}: use lower-case letters, digits, '-', '_' or '.'")
     store = reader.string(raw, "store", path, required=True)
     if store is not None and store not in stores:
         reader.error(f"{path}.store", f"no store named {store!r} (declare it as [stores.{store}])")
+    store_config = stores.get(store) if store is not None else None
+    if isinstance(store_config, S3StoreConfig | FilesStoreConfig):
+        return _read_object_rule(reader, raw, path, name, store_config, settings)
+    reader.unknown_keys(raw, path, _RULE_KEYS)
     table = reader.identifier(raw.get("table"), f"{path}.table")
     key = reader.identifiers(raw.get("key"), f"{path}.key")
     joins = _read_joins(reader, raw.get("joins", {}), f"{path}.joins")
@@ -684,6 +890,214 @@ def _read_rule(
         schedule=schedule,
         jitter=jitter,
     )
+
+
+_OBJECT_RULE_KEYS = {
+    "name",
+    "policy",
+    "category",
+    "store",
+    "prefix",
+    "glob",
+    "clock",
+    "date_pattern",
+    "period",
+    "action",
+    "subjects",
+    "subject_prefix",
+    "batch_size",
+    "max_delete",
+    "max_fraction",
+    "match_all",
+    "schedule",
+    "jitter",
+}
+DEFAULT_OBJECT_BATCH_SIZE = 10_000
+# A subject rule's own clock, period and schedule are the ones that count.
+_SUBJECT_RULE_ONLY = ("period", "clock", "date_pattern", "prefix", "glob", "schedule", "jitter")
+
+
+@dataclass(frozen=True)
+class _PendingSubjects:
+    """A cross-store rule's subjects, named before every rule is read."""
+
+    rule_name: str
+    prefix: str
+    path: str
+
+
+def _read_object_rule(
+    reader: _Reader,
+    raw: Mapping[str, object],
+    path: str,
+    name: str | None,
+    store: S3StoreConfig | FilesStoreConfig,
+    settings: Settings | None,
+) -> Rule | None:
+    issues_before = len(reader.issues)
+    kind = store.kind
+    for key in raw:
+        if key not in _OBJECT_RULE_KEYS:
+            reader.error(
+                f"{path}.{key}",
+                f"not for rules on {kind!r} stores (known here: "
+                f"{', '.join(sorted(_OBJECT_RULE_KEYS))})",
+            )
+    subjects_name = reader.string(raw, "subjects", path)
+    subject_prefix = reader.string(raw, "subject_prefix", path)
+    pending: _PendingSubjects | None = None
+    if subjects_name is not None or subject_prefix is not None:
+        if kind != "s3":
+            reader.error(f"{path}.subjects", "cross-store rules purge S3 prefixes only")
+        elif subjects_name is None or subject_prefix is None:
+            reader.error(path, "a cross-store rule needs both subjects and subject_prefix")
+        else:
+            for key in _SUBJECT_RULE_ONLY:
+                if key in raw:
+                    reader.error(
+                        f"{path}.{key}",
+                        f"comes from the subjects' rule {subjects_name!r}: leave it out here",
+                    )
+            if not subject_prefix.endswith("/"):
+                reader.error(
+                    f"{path}.subject_prefix",
+                    "must end with '/', or customers/1 would also reach customers/10/",
+                )
+            pending = _PendingSubjects(subjects_name, subject_prefix, f"{path}.subject_prefix")
+    clocks: tuple[ObjectClock, ObjectClock] = (
+        ("last_modified", "key_date") if kind == "s3" else ("mtime", "name_date")
+    )
+    clock: ObjectClock = raw.get("clock", clocks[0])  # type: ignore[assignment]  # checked next
+    if clock not in clocks:
+        reader.error(f"{path}.clock", f"must be {clocks[0]!r} or {clocks[1]!r} here, not {clock!r}")
+        clock = clocks[0]
+    date_pattern = reader.string(raw, "date_pattern", path)
+    if clock == clocks[1] and date_pattern is None:
+        reader.error(f"{path}.date_pattern", f"missing: clock = {clocks[1]!r} reads it")
+    if clock == clocks[0] and date_pattern is not None:
+        reader.error(f"{path}.date_pattern", f"only goes with clock = {clocks[1]!r}")
+    if date_pattern is not None:
+        try:
+            compile_date_pattern(date_pattern)
+        except ValueError as error:
+            reader.error(f"{path}.date_pattern", str(error))
+    prefix = _object_prefix(reader, raw, path)
+    if kind == "files" and "prefix" in raw:
+        reader.error(f"{path}.prefix", "backup folders select files with glob, not prefix")
+    glob = reader.string(raw, "glob", path)
+    if kind == "s3" and glob is not None:
+        reader.error(f"{path}.glob", "S3 rules select objects with prefix, not glob")
+    if glob is not None and (glob.startswith("/") or ".." in Path(glob).parts):
+        reader.error(f"{path}.glob", "must stay inside the root: no leading '/', no '..'")
+    period = None
+    if pending is None:
+        period = _read_period(reader, raw.get("period"), f"{path}.period")
+    action = raw.get("action", "delete")
+    if action != "delete":
+        reader.error(f"{path}.action", f"objects and files can only be deleted, not {action!r}")
+    batch_size = reader.positive_int(
+        raw, "batch_size", path, DEFAULT_OBJECT_BATCH_SIZE, MAX_BATCH_SIZE
+    )
+    defaults = settings or Settings(ZoneInfo("UTC"))
+    max_delete = reader.positive_int(raw, "max_delete", path, defaults.max_delete, 10**12)
+    max_fraction = reader.fraction(raw, "max_fraction", path, defaults.max_fraction)
+    schedule = DAILY
+    if "schedule" in raw:
+        try:
+            schedule = parse_schedule(raw["schedule"])
+        except ValueError as error:
+            reader.error(f"{path}.schedule", str(error))
+    jitter = reader.duration(raw, "jitter", path, timedelta(0), timedelta(0))
+    match_all = raw.get("match_all", False)
+    if not isinstance(match_all, bool):
+        reader.error(f"{path}.match_all", f"must be true or false, not {match_all!r}")
+        match_all = False
+    if (
+        period is not None
+        and period == Period(text=period.text)
+        and not prefix
+        and not glob
+        and date_pattern is None
+        and not match_all
+    ):
+        reader.error(
+            path,
+            "a period of 0 and no prefix, glob or date_pattern purges everything in the store; "
+            "narrow it, or write match_all = true if that is what this rule means",
+        )
+    if len(reader.issues) > issues_before or name is None:
+        return None
+    dataset = store.bucket if isinstance(store, S3StoreConfig) else str(store.root)
+    scope = ObjectScope(
+        clock=clock,
+        prefix=prefix,
+        glob=glob if glob is not None or kind == "s3" else "**/*",
+        date_pattern=date_pattern,
+    )
+    rule = Rule(
+        name=name,
+        path=path,
+        policy=reader.string(raw, "policy", path) or "",
+        category=reader.string(raw, "category", path) or "",
+        store=store.name,
+        table=dataset,
+        key=S3_KEY if kind == "s3" else FILES_KEY,
+        clock=(ColumnRef(clock),),
+        period=period or Period(text="0d"),
+        action="delete",
+        batch_size=batch_size,
+        max_delete=max_delete,
+        max_fraction=max_fraction,
+        match_all=match_all,
+        schedule=schedule,
+        jitter=jitter,
+        objects=scope,
+    )
+    if pending is not None:
+        reader.pending_subjects[path] = pending
+    return rule
+
+
+def _resolve_subjects(reader: _Reader, rules: list[Rule]) -> list[Rule]:
+    """Cross-store rules name their subjects' rule by name: link them once all are read. The
+    subjects' rule must be a SQL rule, named by one cross-store rule at most."""
+    by_name = {rule.name: rule for rule in rules}
+    claimed: dict[str, str] = {}
+    resolved: list[Rule] = []
+    for rule in rules:
+        pending = reader.pending_subjects.get(rule.path)
+        if pending is None or rule.objects is None:
+            resolved.append(rule)
+            continue
+        subject = by_name.get(pending.rule_name)
+        where = pending.path.rsplit(".", 1)[0] + ".subjects"
+        if subject is None or subject.objects is not None:
+            reader.error(where, f"{pending.rule_name!r} is not the name of a rule on a SQL store")
+            continue
+        if pending.rule_name in claimed:
+            reader.error(where, f"{pending.rule_name!r} already has {claimed[pending.rule_name]}")
+            continue
+        claimed[pending.rule_name] = f"cross-store rule {rule.name!r}"
+        fields_used = [field_name for _, field_name, _, _ in Formatter().parse(pending.prefix)]
+        unknown = [name for name in fields_used if name is not None and name not in subject.key]
+        if unknown or not any(fields_used):
+            reader.error(
+                pending.path,
+                f"use the key columns of {subject.name!r} as placeholders "
+                f"({', '.join('{' + column + '}' for column in subject.key)})",
+            )
+            continue
+        subjects = Subjects(rule=subject, prefix=pending.prefix)
+        resolved.append(
+            replace(
+                rule,
+                period=subject.period,
+                schedule=subject.schedule,
+                jitter=subject.jitter,
+                objects=replace(rule.objects, subjects=subjects),
+            )
+        )
+    return resolved
 
 
 def _read_daemon(

@@ -146,11 +146,17 @@ def _schedule(daemon: Daemon) -> None:
     """(Re)build every job from the current config: one per rule (at once when it missed a run),
     the idle heartbeat and the overdue-records refresh."""
     config, scheduler, now = daemon.config, daemon.scheduler, daemon.clock()
-    names = {rule_job_id(rule.name) for rule in config.rules}
+    names = {
+        rule_job_id(rule.name)
+        for rule in config.rules
+        if rule.objects is None or rule.objects.subjects is None
+    }
     for job in scheduler.get_jobs():
         if job.id.startswith("rule:") and job.id not in names:
             job.remove()
     for rule in config.rules:
+        if rule.objects is not None and rule.objects.subjects is not None:
+            continue  # it runs with its subjects' rule, on that rule's schedule
         late = is_overdue(
             rule.schedule, config.daemon.timezone, daemon.state.last_success(rule.name), now
         )
@@ -275,10 +281,13 @@ def run_rule(daemon: Daemon, name: str) -> None:
 
 def _run_leased(daemon: Daemon, config: Config, rule: Rule, run_id: str) -> None:
     state, clock = daemon.state, daemon.clock
+    # A cross-store rule runs with its subjects' rule, under both leases, in one ledger entry.
+    rules = config.rules_named((rule.name,))
+    names = [each.name for each in rules]
     with leased(
-        state, [rule_lease(rule.name)], daemon.holder, config.daemon.lease_ttl, clock
+        state, [rule_lease(name) for name in names], daemon.holder, config.daemon.lease_ttl, clock
     ) as lost:
-        if state.mark_interrupted(rule.name):
+        if any([state.mark_interrupted(name) for name in names]):
             log.warning("rule.interrupted_run_found")
         # Another host may have run it between this job firing and the lease being free.
         if not is_overdue(
@@ -287,10 +296,10 @@ def _run_leased(daemon: Daemon, config: Config, rule: Rule, run_id: str) -> None
             log.info("rule.already_done")
             return
         with (
-            in_ledger(state, [rule.name], run_id, clock) as finish,
+            in_ledger(state, names, run_id, clock) as finish,
             open_stores(config, read_only=False) as store_for,
         ):
-            the_plan = make_plan(config, (rule,), store_for, clock())
+            the_plan = make_plan(config, rules, store_for, clock())
             report = run_plan(
                 config,
                 the_plan,

@@ -56,6 +56,7 @@ class RuleOutcome:
     deleted: int = 0
     anonymised: int = 0
     children_deleted: int = 0
+    failed: int = 0
     batches: int = 0
     seconds: float = 0.0
     longest_transaction_seconds: float = 0.0
@@ -67,7 +68,7 @@ class RuleOutcome:
 
     @property
     def skipped(self) -> int:
-        return max(0, self.due - self.done)
+        return max(0, self.due - self.done - self.failed)
 
     def counters(self) -> dict[str, int]:
         """The outcome's counts by name, as logs, the trail and the ledger report them."""
@@ -77,6 +78,7 @@ class RuleOutcome:
             "deleted": self.deleted,
             "anonymised": self.anonymised,
             "children_deleted": self.children_deleted,
+            "failed": self.failed,
             "skipped": self.skipped,
         }
 
@@ -130,14 +132,12 @@ def execute(
         if stop_requested() or any(o.status == "audit_failed" for o in outcomes):
             outcomes.append(_outcome(rule_plan, "stopped"))
             continue
-        brake = rule_plan.brake
-        if brake is not None and rule_plan.rule.name not in allow_over_limit:
-            outcome = _outcome(
-                rule_plan,
-                "braked",
-                f"{brake}: nothing purged; lift it for one manual run with "
-                f"--allow-over-limit {rule_plan.rule.name}",
-            )
+        brake = _brake(rule_plan, plan, allow_over_limit)
+        blocked = None if dry_run else _blocked_by_objects(rule_plan, plan, outcomes)
+        if brake is not None:
+            outcome = _outcome(rule_plan, "braked", brake)
+        elif blocked is not None:
+            outcome = _outcome(rule_plan, "failed", blocked)
         else:
             outcome = _execute_rule(
                 rule_plan,
@@ -166,6 +166,48 @@ def execute(
             error=outcome.error,
         )
     return RunReport(plan_id=plan.plan_id, dry_run=dry_run, outcomes=tuple(outcomes))
+
+
+def _brake(rule_plan: RulePlan, plan: Plan, allow_over_limit: frozenset[str]) -> str | None:
+    """Why a rule may not run (a brake), or None. A cross-store rule shares its subjects'
+    brake: purging the objects of subjects whose rows are braked is the mass deletion the
+    brake is there to stop."""
+    rule = rule_plan.rule
+    subjects = rule.objects.subjects if rule.objects else None
+    partners = [rule_plan]
+    if subjects is not None:
+        partners += [other for other in plan.rules if other.rule.name == subjects.rule.name]
+    for partner in partners:
+        brake = partner.brake
+        name = partner.rule.name
+        if brake is not None and name not in allow_over_limit:
+            by = "" if partner is rule_plan else f" (the brake of its subjects' rule {name!r})"
+            return (
+                f"{brake}{by}: nothing purged; lift it for one manual run with "
+                f"--allow-over-limit {name}"
+            )
+    return None
+
+
+def _blocked_by_objects(
+    rule_plan: RulePlan, plan: Plan, outcomes: Sequence[RuleOutcome]
+) -> str | None:
+    """A SQL rule whose records own objects (a cross-store rule names it) runs after that rule,
+    and only when every object of its subjects went: deleting a subject whose objects are still
+    there would leave them with nobody to find them by."""
+    for other in plan.rules:
+        subjects = other.rule.objects.subjects if other.rule.objects else None
+        if subjects is None or subjects.rule.name != rule_plan.rule.name:
+            continue
+        outcome = next((o for o in outcomes if o.rule == other.rule.name), None)
+        if outcome is None:
+            return f"not run: its subjects' objects (rule {other.rule.name!r}) must go first"
+        if outcome.status != "ok":
+            return (
+                f"not run: rule {other.rule.name!r} did not purge every object of these "
+                f"subjects ({outcome.status}); their rows stay until it does"
+            )
+    return None
 
 
 def _outcome(rule_plan: RulePlan, status: Status, error: str | None = None) -> RuleOutcome:
@@ -198,7 +240,8 @@ def _execute_rule(
     rule = rule_plan.rule
     started = clock()
     # Running totals only: keeping every batch's keys would grow with the table.
-    batches = selected = done = children_deleted = 0
+    batches = selected = done = children_deleted = failed = 0
+    errors: dict[str, None] = {}
     longest = 0.0
     status: Status = "ok"
     error = None
@@ -211,15 +254,17 @@ def _execute_rule(
             batch = _purge_one_batch(
                 rule_plan, store, after, now, dry_run, hash_key, None if dry_run else audit
             )
-            if not batch.keys:
-                break
-            batches += 1
-            selected += len(batch.keys)
-            done += batch.done
-            children_deleted += batch.children_deleted
-            longest = max(longest, batch.transaction_seconds)
-            after = batch.last_key
-            if len(batch.keys) < rule.batch_size:
+            more = batch.more if batch.more is not None else len(batch.keys) >= rule.batch_size
+            if batch.keys:
+                batches += 1
+                selected += len(batch.keys)
+                done += batch.done
+                failed += batch.failed
+                errors.update(dict.fromkeys(batch.errors))
+                children_deleted += batch.children_deleted
+                longest = max(longest, batch.transaction_seconds)
+            after = batch.next_after
+            if not more:
                 break
             if stop_requested():
                 status = "stopped"
@@ -236,6 +281,9 @@ def _execute_rule(
     # A dry run writes nothing: what it "did" is what it selected.
     if dry_run:
         done = selected
+    if failed and status == "ok":
+        status = "failed"
+        error = f"{failed:,} could not be purged: " + "; ".join(list(errors)[:5])
     return RuleOutcome(
         rule=rule.name,
         action=rule.action,
@@ -245,6 +293,7 @@ def _execute_rule(
         deleted=done if rule.action == "delete" else 0,
         anonymised=done if rule.action == "anonymise" else 0,
         children_deleted=children_deleted,
+        failed=failed,
         batches=batches,
         seconds=clock() - started,
         longest_transaction_seconds=longest,

@@ -3,6 +3,7 @@ database (retention/state.py) so that legal staff never edit the deployment's co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -59,6 +60,8 @@ def parse_hold_target(
     ]
     if len(given) != 1:
         raise ValueError("give exactly one of --key (repeatable), --where or --prefix")
+    if rule.objects is not None:
+        return _object_hold_target(rule, keys, where, prefix)
     if keys:
         parsed = tuple(tuple(key.split("/")) for key in keys)
         wrong = [
@@ -76,3 +79,30 @@ def parse_hold_target(
             raise ValueError("a hold condition names a column of the rule's own table")
         return "where", (), condition, None
     raise ValueError(f"rule {rule.name!r} purges SQL rows: --prefix holds are for object stores")
+
+
+def _object_hold_target(
+    rule: Rule, keys: tuple[str, ...], where: str | None, prefix: str | None
+) -> tuple[HoldKind, tuple[tuple[str, ...], ...], Condition | None, str | None]:
+    """On objects and files, a key is a whole object key or path (every version of it), a
+    prefix the start of object keys or paths: '/' is part of both, never a separator here."""
+    if where is not None:
+        raise ValueError(f"rule {rule.name!r} purges objects: hold them by --key or --prefix")
+    if prefix is not None:
+        return "prefix", (), None, prefix
+    return "key", tuple((key,) for key in keys), None, None
+
+
+def object_held(holds: Sequence[Hold], key: str) -> bool:
+    """Given the holds in force on an object rule and an object key (or a file's path under
+    the root), return whether a hold protects it.
+
+    Example: a hold with ``prefix="customers/42/"`` protects ``"customers/42/a.pdf"`` and not
+    ``"customers/420/a.pdf"``; a key hold on ``"a.pdf"`` protects every version of ``"a.pdf"``.
+    """
+    for hold in holds:
+        if hold.kind == "prefix" and hold.prefix is not None and key.startswith(hold.prefix):
+            return True
+        if hold.kind == "key" and any(held[0] == key for held in hold.keys if held):
+            return True
+    return False

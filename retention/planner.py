@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -29,6 +29,9 @@ BeforeWrite = Callable[[tuple[KeyValues, ...]], None]
 class Selection:
     """Exactly which records a rule selects at one instant; stores turn it into a predicate.
 
+    A cross-store rule's ``subjects`` is the selection of its subjects' SQL rule: the objects
+    due are everything under the prefixes of the records that selection finds due.
+
     ``overrides`` pairs each raw value found in the rule's period column with what that value's
     period has expired; rows whose value is in ``invalid_period_values`` match nothing (kept).
     """
@@ -40,6 +43,7 @@ class Selection:
     overrides: tuple[tuple[object, Expired], ...] = ()
     invalid_period_values: tuple[str, ...] = ()
     holds: tuple[Hold, ...] = ()
+    subjects: Selection | None = None
 
 
 @dataclass(frozen=True)
@@ -54,20 +58,37 @@ class Survey:
     in_scope: int = 0
     held: int = 0
     future: int = 0
+    details: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One purged batch: the keys it selected, how many rows it deleted or anonymised."""
+    """One purged batch: the keys it selected, how many records it deleted or anonymised.
+
+    Object stores list more than they purge, so they say where the next batch starts
+    (``resume_after``) and whether there is more to look at (``more``); SQL stores leave both
+    None: the next batch starts after the last key, and a short batch was the last one.
+    ``failed`` counts records the store refused to delete (``errors`` says why, grouped);
+    ``held`` counts records found protected while purging (S3 Object Lock).
+    """
 
     keys: tuple[KeyValues, ...]
     done: int
     children_deleted: int = 0
     transaction_seconds: float = 0.0
+    resume_after: KeyValues | None = None
+    more: bool | None = None
+    failed: int = 0
+    held: int = 0
+    errors: tuple[str, ...] = ()
 
     @property
     def last_key(self) -> KeyValues | None:
         return self.keys[-1] if self.keys else None
+
+    @property
+    def next_after(self) -> KeyValues | None:
+        return self.resume_after if self.resume_after is not None else self.last_key
 
 
 class RecordStore(Protocol):
@@ -98,6 +119,14 @@ class RecordStore(Protocol):
         keys: Sequence[KeyValues],
         marker_column: str | None = None,
     ) -> set[KeyValues]: ...
+
+
+class SubjectSource(Protocol):
+    """Where a cross-store rule finds its subjects (the SQL store of the subjects' rule)."""
+
+    def due_keys(
+        self, selection: Selection, *, after: KeyValues | None, limit: int
+    ) -> tuple[KeyValues, ...]: ...
 
 
 def make_selection(
@@ -149,6 +178,7 @@ class RulePlan:
     in_scope: int = 0
     held: int = 0
     future: int = 0
+    details: tuple[tuple[str, int], ...] = ()
 
     @property
     def brake(self) -> str | None:
@@ -173,6 +203,7 @@ class Plan:
     config_digest: str
     rules: tuple[RulePlan, ...]
     sample_hashing: Literal["keyed", "ephemeral"]
+    shows_keys: bool = False
 
     @property
     def plan_id(self) -> str:
@@ -206,20 +237,36 @@ def plan_rule(
     zone: ZoneInfo,
     hash_key: bytes,
     holds: Sequence[Hold] = (),
+    *,
+    subject_store: RecordStore | None = None,
+    show_keys: bool = False,
 ) -> RulePlan:
     """Given a rule, its store, ``as_of``, the policy zone and a hash key, return its RulePlan.
 
     The rule must already fit the store's schema (see ``check_against_stores``); an unreachable
-    store becomes the RulePlan's ``error``, and the caller decides what that means.
+    store becomes the RulePlan's ``error``, and the caller decides what that means. A
+    cross-store rule also needs its subjects' store. Sample keys are keyed hashes unless
+    ``show_keys`` (object keys and rows can hold personal data).
     """
     try:
         period_values = store.period_values(rule) if rule.period_column else ()
         selection = make_selection(rule, as_of, zone, period_values, holds)
+        subjects = rule.objects.subjects if rule.objects else None
+        if subjects is not None:
+            assert subject_store is not None, "a cross-store rule is planned with its subjects"
+            subject_rule = subjects.rule
+            subject_values = (
+                subject_store.period_values(subject_rule) if subject_rule.period_column else ()
+            )
+            selection = replace(
+                selection, subjects=make_selection(subject_rule, as_of, zone, subject_values, holds)
+            )
         survey = store.survey(selection, SAMPLE_SIZE)
     except StoreUnavailable as error:
         return RulePlan(rule, None, error=str(error), unavailable=True)
     samples = tuple(
-        sample_hash(hash_key, rule.store, rule.table, key) for key in survey.sample_keys
+        display_key(key) if show_keys else sample_hash(hash_key, rule.store, rule.table, key)
+        for key in survey.sample_keys
     )
     return RulePlan(
         rule,
@@ -230,7 +277,20 @@ def plan_rule(
         in_scope=survey.in_scope,
         held=survey.held,
         future=survey.future,
+        details=survey.details,
     )
+
+
+def display_key(key: KeyValues) -> str:
+    """Given a record's key, return it as shown with ``--show-keys``.
+
+    Example: ``display_key((42,))`` returns ``"42"``; an S3 version ``("a/b.tar", "v1")``
+    returns ``"a/b.tar @v1"``; ``("a/b.tar", "null")`` (an unversioned object) ``"a/b.tar"``.
+    """
+    parts = [str(part) for part in key]
+    if len(parts) == 2 and parts[1] in ("null", "None"):
+        return parts[0]
+    return parts[0] if len(parts) == 1 else f"{parts[0]} @" + "/".join(parts[1:])
 
 
 def build_plan(
@@ -242,18 +302,21 @@ def build_plan(
     hash_key: bytes,
     keyed: bool,
     holds: Sequence[Hold] = (),
+    show_keys: bool = False,
 ) -> Plan:
     """Given the config, the rules to plan, a way to reach each store, ``as_of`` and the sample
     hash key, return the Plan (read-only: stores are only surveyed)."""
     zone = config.settings.timezone
     rule_plans = tuple(
-        _plan_or_unreachable(rule, store_for, as_of, zone, hash_key, holds) for rule in rules
+        _plan_or_unreachable(rule, store_for, as_of, zone, hash_key, holds, show_keys)
+        for rule in rules
     )
     return Plan(
         as_of=as_of,
         config_digest=config.digest,
         rules=rule_plans,
         sample_hashing="keyed" if keyed else "ephemeral",
+        shows_keys=show_keys,
     )
 
 
@@ -264,12 +327,24 @@ def _plan_or_unreachable(
     zone: ZoneInfo,
     hash_key: bytes,
     holds: Sequence[Hold],
+    show_keys: bool,
 ) -> RulePlan:
+    subjects = rule.objects.subjects if rule.objects else None
     try:
         store = store_for(rule.store)
+        subject_store = store_for(subjects.rule.store) if subjects else None
     except StoreUnavailable as error:
         return RulePlan(rule, None, error=str(error), unavailable=True)
-    return plan_rule(rule, store, as_of, zone, hash_key, holds)
+    return plan_rule(
+        rule,
+        store,
+        as_of,
+        zone,
+        hash_key,
+        holds,
+        subject_store=subject_store,
+        show_keys=show_keys,
+    )
 
 
 def check_against_stores(
@@ -298,7 +373,7 @@ def plan_document(plan: Plan) -> dict[str, object]:
         "plan_id": plan.plan_id,
         "as_of": plan.as_of.isoformat(),
         "config_digest": plan.config_digest,
-        "sample_hashing": plan.sample_hashing,
+        "sample_hashing": "clear" if plan.shows_keys else plan.sample_hashing,
         "rules": [_rule_document(rule_plan) for rule_plan in plan.rules],
     }
 
@@ -326,6 +401,10 @@ def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
         "sample_keys": list(rule_plan.samples),
         "error": rule_plan.error,
     }
+    if rule.objects is not None:
+        document["objects"] = dict(rule_plan.details)
+        if rule.objects.subjects is not None:
+            document["subjects"] = rule.objects.subjects.rule.name
     if selection and selection.overrides:
         document["period_overrides"] = {
             str(value): expired.cutoff.isoformat() for value, expired in selection.overrides

@@ -81,10 +81,22 @@ def render_plan(plan: Plan, zone_name: str) -> str:
     ]
     total = sum(rule_plan.due for rule_plan in plan.rules)
     lines.append(f"{total:,} records due in {len(plan.rules)} rules.")
+    with_objects = [rule_plan for rule_plan in plan.rules if rule_plan.details]
+    if with_objects:
+        lines += ["", "Objects and files due:"]
+        width = max(len(rule_plan.rule.name) for rule_plan in with_objects)
+        lines += [
+            f"  {rule_plan.rule.name.ljust(width)}  "
+            + ", ".join(_detail(name, value) for name, value in rule_plan.details)
+            for rule_plan in with_objects
+        ]
     with_samples = [rule_plan for rule_plan in plan.rules if rule_plan.samples]
     if with_samples:
         kind = "keyed" if plan.sample_hashing == "keyed" else "one-off (no hash key configured)"
-        lines += ["", f"Sample keys of due records ({kind} hashes, never raw values):"]
+        if plan.shows_keys:
+            lines += ["", "Sample keys of due records (in clear: --show-keys):"]
+        else:
+            lines += ["", f"Sample keys of due records ({kind} hashes, never raw values):"]
         width = max(len(rule_plan.rule.name) for rule_plan in with_samples)
         lines += [
             f"  {rule_plan.rule.name.ljust(width)}  {' '.join(rule_plan.samples)}"
@@ -124,6 +136,21 @@ def render_plan(plan: Plan, zone_name: str) -> str:
     return "\n".join(lines)
 
 
+def _detail(name: str, value: int) -> str:
+    if name == "bytes":
+        return f"{_size(value)}"
+    return f"{value:,} {name.replace('_', ' ')}"
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
 def render_report(report: RunReport) -> str:
     """Given a RunReport, return the per-rule summary table and a closing total line."""
     headers = [
@@ -133,6 +160,7 @@ def render_report(report: RunReport) -> str:
         "DELETED",
         "ANONYMISED",
         "CHILDREN",
+        "FAILED",
         "SKIPPED",
         "BATCHES",
         "SECONDS",
@@ -145,6 +173,7 @@ def render_report(report: RunReport) -> str:
             f"{outcome.deleted:,}",
             f"{outcome.anonymised:,}",
             f"{outcome.children_deleted:,}",
+            f"{outcome.failed:,}",
             f"{outcome.skipped:,}",
             str(outcome.batches),
             f"{outcome.seconds:.2f}",
@@ -158,7 +187,7 @@ def render_report(report: RunReport) -> str:
         ("Dry run (nothing was changed) " if report.dry_run else "Run ")
         + f"of plan {report.plan_id}",
         "",
-        *_table(headers, rows, numeric={2, 3, 4, 5, 6, 7, 8}),
+        *_table(headers, rows, numeric={2, 3, 4, 5, 6, 7, 8, 9}),
         "",
         f"{verb} {done:,} records; {len(failed)} of {len(report.outcomes)} rules failed.",
     ]

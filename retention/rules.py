@@ -276,3 +276,111 @@ def expired_as_of(period: Period, as_of: datetime, zone: ZoneInfo) -> Expired:
     )
     last_date = None if period.has_time_part else last_expired_date(period, wall_as_of)
     return Expired(period=period, windows=windows, last_date=last_date)
+
+
+_DATE_DIRECTIVES = {
+    "Y": r"(?P<Y>\d{4})",
+    "m": r"(?P<m>\d{2})",
+    "d": r"(?P<d>\d{2})",
+    "H": r"(?P<H>\d{2})",
+    "M": r"(?P<M>\d{2})",
+    "S": r"(?P<S>\d{2})",
+}
+
+
+@dataclass(frozen=True)
+class DatePattern:
+    """A date written in object keys or file names, such as ``nightly/%Y-%m-%d/``."""
+
+    text: str
+    regex: re.Pattern[str]
+
+    @property
+    def has_time(self) -> bool:
+        return "H" in self.regex.groupindex
+
+
+def compile_date_pattern(text: str) -> DatePattern:
+    """Given a pattern with strftime's %Y %m %d (and optionally %H %M %S), return it compiled;
+    raise ValueError saying what is wrong. Everything else is literal.
+
+    Example: ``compile_date_pattern("db-%Y-%m-%d").regex.search("x/db-2026-01-31.gz")`` matches.
+    """
+    parts: list[str] = []
+    seen: set[str] = set()
+    index = 0
+    while index < len(text):
+        character = text[index]
+        if character != "%":
+            parts.append(re.escape(character))
+            index += 1
+            continue
+        directive = text[index + 1 : index + 2]
+        if directive == "%":
+            parts.append("%")
+        elif directive in _DATE_DIRECTIVES and directive not in seen:
+            parts.append(_DATE_DIRECTIVES[directive])
+            seen.add(directive)
+        else:
+            raise ValueError(
+                f"{text!r}: %{directive} is not supported here (use %Y %m %d, optionally "
+                "%H %M %S, each once; %% for a percent sign)"
+            )
+        index += 2
+    if not {"Y", "m", "d"} <= seen:
+        raise ValueError(f"{text!r}: a date needs %Y, %m and %d")
+    if ("M" in seen or "S" in seen) and "H" not in seen:
+        raise ValueError(f"{text!r}: %M and %S need %H")
+    return DatePattern(text, re.compile("".join(parts)))
+
+
+def read_date(pattern: DatePattern, text: str) -> datetime | date | None:
+    """Given a compiled pattern and a key or file name, return the first date it holds (a naive
+    wall time when the pattern has %H, else a date), or None when there is none or it is not a
+    real date. Example: ``read_date(compile_date_pattern("%Y-%m-%d"), "b/2024-02-29.tar")``
+    returns ``date(2024, 2, 29)``; ``"2025-02-29"`` returns None."""
+    for match in pattern.regex.finditer(text):
+        fields = {name: int(value) for name, value in match.groupdict().items()}
+        try:
+            if not pattern.has_time:
+                return date(fields["Y"], fields["m"], fields["d"])
+            return datetime(
+                fields["Y"],
+                fields["m"],
+                fields["d"],
+                fields["H"],
+                fields.get("M", 0),
+                fields.get("S", 0),
+            )
+        except ValueError:
+            continue
+    return None
+
+
+def is_expired(value: datetime | date, expired: Expired, zone: ZoneInfo) -> bool:
+    """Given a clock value (an aware instant, a naive wall time in ``zone``, or a date) and what
+    a period has expired, return whether the value is expired: the same test the SQL stores
+    compile into their WHERE clause.
+
+    Example: with a 7d period as of 2026-11-23 12:00 UTC (UTC zone), 2026-11-16 12:00 UTC is
+    expired and 2026-11-16 12:00:01 UTC is not.
+    """
+    if not isinstance(value, datetime):
+        return expired.last_date is not None and value <= expired.last_date
+    if value.tzinfo is None:
+        # An ambiguous wall time is read as its later instant: never expired early.
+        value = wall_time_to_utc(value, zone, upper=False)
+    return any(
+        (window.start is None or window.start <= value) and value <= window.end
+        for window in expired.windows
+    )
+
+
+def is_future(value: datetime | date, as_of: datetime, zone: ZoneInfo) -> bool:
+    """Given a clock value and an aware ``as_of``, return whether the value is after it (never
+    expired, reported). A date is in the future when it is after ``as_of``'s date in ``zone``."""
+    if not isinstance(value, datetime):
+        return value > as_of.astimezone(zone).date()
+    if value.tzinfo is None:
+        value = wall_time_to_utc(value, zone, upper=False)
+    return value > as_of

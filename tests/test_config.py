@@ -265,7 +265,7 @@ url = "sqlite:///b.sqlite"
 url_env = "B_URL"
 
 [stores.bucket]
-kind = "s3"
+kind = "ftp"
 url = "s3://bucket"
 
 [[rules]]
@@ -412,7 +412,7 @@ def test_a_single_config_error_is_singular() -> None:
         ("settings.batch_size", ["whole number from 1 to 50000", "not 0"]),
         ("stores.app.timezone", ["unknown time zone 'Mars/Olympus_Mons'"]),
         ("stores.both", ["exactly one of url, url_env", "url_credential"]),
-        ("stores.bucket.kind", ["unknown store kind 's3'", "supported: 'sql'"]),
+        ("stores.bucket.kind", ["unknown store kind 'ftp'", "supported: 'sql'"]),
         ("rules[0].period", ["'7m' is not a period", "'mo' for months"]),
         ("rules[1].store", ["no store named 'nowhere'", "[stores.nowhere]"]),
         ("rules[2].clock", ["join 'account'", "not declared"]),

@@ -477,6 +477,15 @@ class SqlStore:
             query = query.where(_after_key(keys, after))
         return query
 
+    def due_keys(
+        self, selection: Selection, *, after: KeyValues | None, limit: int
+    ) -> tuple[KeyValues, ...]:
+        """Given a Selection, return up to ``limit`` due keys after ``after``, in key order: the
+        subjects of a cross-store rule, read with the run's own query, without locking."""
+        with self._reachable(), self.engine.connect() as connection:
+            rows = connection.execute(self._batch_query(selection, after, limit)).all()
+        return tuple(tuple(row) for row in rows)
+
     def survey(self, selection: Selection, sample_size: int) -> Survey:
         """Given a Selection, return in one pass over the rule's scope: rows due, held and with a
         future clock, the oldest due clock; then the first due keys (the run's own query)."""
