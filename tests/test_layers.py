@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 CORE_MODULES = (
     "retention.config",
@@ -12,7 +14,17 @@ CORE_MODULES = (
     "retention.executor",
     "retention.anonymise",
     "retention.render",
+    "retention.holds",
 )
+# The edges that may talk to databases and object stores (design.md: side effects at the edges).
+SQL_EDGES = {
+    "retention/stores/__init__.py",
+    "retention/stores/sql.py",
+    "retention/state.py",
+    "retention/state_holds.py",
+    "retention/demo.py",
+}
+S3_EDGES = {"retention/stores/s3.py", "retention/audit/anchor.py", "retention/demo.py"}
 
 
 def test_the_core_imports_neither_sqlalchemy_nor_boto3() -> None:
@@ -26,3 +38,16 @@ def test_the_core_imports_neither_sqlalchemy_nor_boto3() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_sqlalchemy_and_boto3_are_imported_only_at_their_edges() -> None:
+    root = Path(__file__).resolve().parent.parent
+    importing: dict[str, set[str]] = {"sqlalchemy": set(), "boto3": set()}
+    pattern = re.compile(r"^\s*(?:import|from)\s+(sqlalchemy|boto3|botocore)\b", re.MULTILINE)
+    for path in (root / "retention").rglob("*.py"):
+        for library in pattern.findall(path.read_text()):
+            name = "boto3" if library == "botocore" else library
+            importing[name].add(path.relative_to(root).as_posix())
+
+    assert importing["sqlalchemy"] <= SQL_EDGES
+    assert importing["boto3"] <= S3_EDGES
