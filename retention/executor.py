@@ -61,6 +61,9 @@ class RuleOutcome:
     seconds: float = 0.0
     longest_transaction_seconds: float = 0.0
     error: str | None = None
+    # Ran to its end, only some records failed: their subjects are in kept_subjects.
+    partial: bool = False
+    kept_subjects: tuple[KeyValues, ...] = ()
 
     @property
     def done(self) -> int:
@@ -139,6 +142,7 @@ def execute(
         elif blocked is not None:
             outcome = _outcome(rule_plan, "failed", blocked)
         else:
+            rule_plan = _keeping_subjects(rule_plan, plan, outcomes)
             outcome = _execute_rule(
                 rule_plan,
                 store_for,
@@ -202,12 +206,40 @@ def _blocked_by_objects(
         outcome = next((o for o in outcomes if o.rule == other.rule.name), None)
         if outcome is None:
             return f"not run: its subjects' objects (rule {other.rule.name!r}) must go first"
-        if outcome.status != "ok":
+        if outcome.status != "ok" and not outcome.partial:
             return (
                 f"not run: rule {other.rule.name!r} did not purge every object of these "
                 f"subjects ({outcome.status}); their rows stay until it does"
             )
     return None
+
+
+def _keeping_subjects(rule_plan: RulePlan, plan: Plan, outcomes: Sequence[RuleOutcome]) -> RulePlan:
+    """A subjects' rule runs with its subjects whose objects stayed (held or failed) held too:
+    a row goes only with the last of its objects."""
+    kept = [
+        key
+        for other in plan.rules
+        if other.rule.objects is not None
+        and other.rule.objects.subjects is not None
+        and other.rule.objects.subjects.rule.name == rule_plan.rule.name
+        for outcome in outcomes
+        if outcome.rule == other.rule.name
+        for key in outcome.kept_subjects
+    ]
+    if not kept or rule_plan.selection is None:
+        return rule_plan
+    hold = Hold(
+        id=0,
+        rule=rule_plan.rule.name,
+        kind="key",
+        reason="some of their objects stayed (held or failed)",
+        created_at=rule_plan.selection.as_of,
+        created_by="retention",
+        keys=tuple(tuple(str(part) for part in key) for key in kept),
+    )
+    holds = (*rule_plan.selection.holds, hold)
+    return replace(rule_plan, selection=replace(rule_plan.selection, holds=holds))
 
 
 def _outcome(rule_plan: RulePlan, status: Status, error: str | None = None) -> RuleOutcome:
@@ -242,6 +274,7 @@ def _execute_rule(
     # Running totals only: keeping every batch's keys would grow with the table.
     batches = selected = done = children_deleted = failed = 0
     errors: dict[str, None] = {}
+    kept_subjects: dict[KeyValues, None] = {}
     longest = 0.0
     status: Status = "ok"
     error = None
@@ -263,6 +296,7 @@ def _execute_rule(
                 errors.update(dict.fromkeys(batch.errors))
                 children_deleted += batch.children_deleted
                 longest = max(longest, batch.transaction_seconds)
+            kept_subjects.update(dict.fromkeys(batch.kept_subjects))
             after = batch.next_after
             if not more:
                 break
@@ -281,7 +315,8 @@ def _execute_rule(
     # A dry run writes nothing: what it "did" is what it selected.
     if dry_run:
         done = selected
-    if failed and status == "ok":
+    partial = bool(failed) and status == "ok"
+    if partial:
         status = "failed"
         error = f"{failed:,} could not be purged: " + "; ".join(list(errors)[:5])
     return RuleOutcome(
@@ -298,6 +333,8 @@ def _execute_rule(
         seconds=clock() - started,
         longest_transaction_seconds=longest,
         error=error,
+        partial=partial,
+        kept_subjects=tuple(kept_subjects),
     )
 
 

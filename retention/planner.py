@@ -69,7 +69,9 @@ class Batch:
     (``resume_after``) and whether there is more to look at (``more``); SQL stores leave both
     None: the next batch starts after the last key, and a short batch was the last one.
     ``failed`` counts records the store refused to delete (``errors`` says why, grouped);
-    ``held`` counts records found protected while purging (S3 Object Lock).
+    ``held`` counts records found protected while purging (S3 Object Lock). A cross-store
+    rule's batch lists in ``kept_subjects`` the subjects some of whose objects stayed (held or
+    failed): their rows must stay too.
     """
 
     keys: tuple[KeyValues, ...]
@@ -81,6 +83,7 @@ class Batch:
     failed: int = 0
     held: int = 0
     errors: tuple[str, ...] = ()
+    kept_subjects: tuple[KeyValues, ...] = ()
 
     @property
     def last_key(self) -> KeyValues | None:

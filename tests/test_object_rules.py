@@ -455,6 +455,7 @@ class ListingStore:
         self.refused = refused
         self.deleted: list[str] = []
         self.intents: list[tuple[KeyValues, ...]] = []
+        self.crash_after: int | None = None
 
     def check_rule(self, rule: Rule) -> list[ConfigIssue]:
         return []
@@ -491,6 +492,8 @@ class ListingStore:
             before_write(keys)
             self.intents.append(keys)
         refused = [key for key, _ in keys if key in self.refused]
+        if self.crash_after is not None and start >= self.crash_after:
+            raise RuntimeError("listing broke")
         if not dry_run:
             self.deleted += [key for key, _ in keys if key not in self.refused]
         return Batch(
@@ -500,6 +503,8 @@ class ListingStore:
             more=start + len(listed) < len(self.entries),
             failed=len(refused),
             errors=(f"AccessDenied: {len(refused)}",) if refused else (),
+            # Keys here look like customers/<id>/...: the subject is the second part.
+            kept_subjects=tuple((int(key.split("/")[1]),) for key in refused if "/" in key),
         )
 
     def existing_keys(
@@ -585,7 +590,7 @@ class SubjectRows:
 
     def __init__(self, due: int) -> None:
         self.due = due
-        self.purged = 0
+        self.purged: list[int] = []
 
     def check_rule(self, rule: Rule) -> list[ConfigIssue]:
         return []
@@ -609,9 +614,10 @@ class SubjectRows:
     ) -> Batch:
         if after is not None:
             return Batch(keys=(), done=0)
-        keys = tuple((index,) for index in range(self.due))
+        held = {key for hold in selection.holds for key in hold.keys}
+        keys = tuple((index,) for index in range(1, self.due + 1) if (str(index),) not in held)
         if not dry_run:
-            self.purged += len(keys)
+            self.purged += [key[0] for key in keys]
         return Batch(keys=keys, done=len(keys))
 
     def existing_keys(
@@ -624,10 +630,9 @@ class SubjectRows:
         return set()
 
 
-def test_subjects_rows_stay_when_their_objects_were_not_all_purged() -> None:
-    objects = ListingStore(
-        [("customers/1/a", True), ("customers/2/b", True)], 10, {"customers/2/b"}
-    )
+def test_a_subjects_row_stays_while_one_of_its_objects_does() -> None:
+    entries = [("customers/1/a", True), ("customers/2/b", True)]
+    objects = ListingStore(entries, 10, {"customers/2/b"})
     rows = SubjectRows(due=2)
     stores: dict[str, RecordStore] = {"content": objects, "app": rows}
     loaded = config(CUSTOMERS, CUSTOMER_FILES)
@@ -637,9 +642,25 @@ def test_subjects_rows_stay_when_their_objects_were_not_all_purged() -> None:
 
     assert [outcome.rule for outcome in report.outcomes] == ["customer-files", "customer-content"]
     assert by_rule["customer-files"].status == "failed"
-    assert by_rule["customer-content"].status == "failed"
-    assert "did not purge every object" in str(by_rule["customer-content"].error)
-    assert rows.purged == 0
+    assert by_rule["customer-files"].kept_subjects == ((2,),)
+    assert by_rule["customer-content"].status == "ok"
+    assert (by_rule["customer-content"].deleted, by_rule["customer-content"].skipped) == (1, 1)
+    assert rows.purged == [1]
+    assert int(report.exit_code) == 3
+
+
+def test_subjects_rows_all_stay_when_their_objects_rule_broke_off() -> None:
+    entries = [(f"customers/{index}/a", True) for index in range(1, 5)]
+    objects = ListingStore(entries, 2, set())
+    objects.crash_after = 2
+    rows = SubjectRows(due=4)
+    stores: dict[str, RecordStore] = {"content": objects, "app": rows}
+
+    report = run(plan_with(config(CUSTOMERS, CUSTOMER_FILES), stores), stores)
+
+    assert [outcome.status for outcome in report.outcomes] == ["failed", "failed"]
+    assert "did not purge every object" in str(report.outcomes[1].error)
+    assert rows.purged == []
 
 
 def test_subjects_rows_go_once_their_objects_went() -> None:
@@ -650,7 +671,7 @@ def test_subjects_rows_go_once_their_objects_went() -> None:
     report = run(plan_with(config(CUSTOMERS, CUSTOMER_FILES), stores), stores)
 
     assert [outcome.status for outcome in report.outcomes] == ["ok", "ok"]
-    assert rows.purged == 2
+    assert rows.purged == [1, 2]
 
 
 def test_a_dry_run_walks_both_sides_of_a_cross_store_rule_and_writes_nothing() -> None:
@@ -661,7 +682,7 @@ def test_a_dry_run_walks_both_sides_of_a_cross_store_rule_and_writes_nothing() -
     report = run(plan_with(config(CUSTOMERS, CUSTOMER_FILES), stores), stores, dry_run=True)
 
     assert report.outcomes[1].status == "ok"
-    assert (objects.deleted, rows.purged) == ([], 0)
+    assert (objects.deleted, rows.purged) == ([], [])
 
 
 def test_a_cross_store_rule_shares_the_brake_of_its_subjects_rule() -> None:
