@@ -562,3 +562,52 @@ def test_the_example_production_config_is_valid() -> None:
         if line.startswith("LoadCredential=")
     }
     assert {"hash-key", "audit-hmac-key", "audit-signing-key", "app-db-url"} <= credentials
+
+
+def test_a_cross_store_rule_has_no_job_of_its_own_it_runs_with_its_subjects(
+    tmp_path: Path,
+) -> None:
+    from retention.config import parse_config
+    from retention.daemon import Daemon, _schedule
+    from retention.scheduler import new_scheduler
+
+    config = parse_config(
+        b"""
+[settings]
+timezone = "UTC"
+[stores.app]
+kind = "sql"
+url = "sqlite://"
+[stores.content]
+kind = "s3"
+bucket = "acme-content"
+[[rules]]
+name = "customer-content"
+store = "app"
+table = "customers"
+key = "customer_id"
+clock = "ended_at"
+period = "90d"
+action = "delete"
+schedule = "@weekly"
+[[rules]]
+name = "customer-files"
+store = "content"
+subjects = "customer-content"
+subject_prefix = "customers/{customer_id}/"
+"""
+    )
+    state = StateDatabase(f"sqlite:///{tmp_path}/state.sqlite")
+    scheduler = new_scheduler(config.daemon.timezone)
+    daemon = Daemon(tmp_path / "retention.toml", config, state, scheduler)
+    try:
+        _schedule(daemon)
+        jobs = {job.id for job in scheduler.get_jobs() if job.id.startswith("rule:")}
+    finally:
+        state.close()
+
+    assert jobs == {"rule:customer-content"}
+    assert [rule.name for rule in config.rules_named(("customer-content",))] == [
+        "customer-files",
+        "customer-content",
+    ]
