@@ -71,7 +71,9 @@ class Batch:
     ``failed`` counts records the store refused to delete (``errors`` says why, grouped);
     ``held`` counts records found protected while purging (S3 Object Lock). A cross-store
     rule's batch lists in ``kept_subjects`` the subjects some of whose objects stayed (held or
-    failed): their rows must stay too.
+    failed): their rows must stay too. ``not_done_keys`` are the keys of ``keys`` that were
+    not purged (they failed, or changed or went since they were listed): the audit trail must
+    not claim them. A SQL batch purges all its keys or rolls back, so it leaves this empty.
     """
 
     keys: tuple[KeyValues, ...]
@@ -84,6 +86,7 @@ class Batch:
     held: int = 0
     errors: tuple[str, ...] = ()
     kept_subjects: tuple[KeyValues, ...] = ()
+    not_done_keys: tuple[KeyValues, ...] = ()
 
     @property
     def last_key(self) -> KeyValues | None:

@@ -141,6 +141,12 @@ def _place(
         if settlement.get("status") != "committed":
             search.not_purged.append((content["seq"], settlement.get("status", "not settled")))
             return
+        if (
+            "not_done_root" in settlement
+            and _leaf_index(leaves_path(directory, settlement["seq"]), search.leaf) is not None
+        ):
+            search.not_purged.append((content["seq"], "committed, but this record was not purged"))
+            return
         intent, settled_by, when = content, settlement.get("seq"), settlement
     else:
         intent = when = intents.get(content["intent"], content)

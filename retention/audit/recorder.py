@@ -22,7 +22,7 @@ from retention import __version__
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.merkle import merkle_root
 from retention.audit.trail import TrailWriter, read_entries
-from retention.config import AuditSettings, Config
+from retention.config import S3_KEY, AuditSettings, Config, Rule
 from retention.errors import AuditFailure, ConfigError, ConfigIssue, StoreUnavailable
 from retention.executor import RunReport
 from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
@@ -106,7 +106,7 @@ class TrailRecorder:
             "batch.intent",
             {
                 **self._base(rule_plan),
-                "method": "sql-delete" if rule.action == "delete" else "sql-anonymise",
+                "method": _method(rule),
                 "selected": len(keys),
                 "leaves_root": root,
                 **identity(),
@@ -121,19 +121,26 @@ class TrailRecorder:
 
     def _result(self, intent: int, rule_plan: RulePlan, status: str, batch: Batch | None) -> None:
         crash_point("before_result")
-        done = batch.done if batch is not None and status == "committed" else 0
-        self.writer.append(
-            "batch.result",
-            {
-                **self._base(rule_plan),
-                "intent": intent,
-                "status": status,
-                "done": done,
-                "held": 0,
-                "failed": 0,
-                "children_deleted": batch.children_deleted if batch is not None else 0,
-            },
-        )
+        committed = batch is not None and status == "committed"
+        done = batch.done if batch is not None and committed else 0
+        content: dict[str, Any] = {
+            **self._base(rule_plan),
+            "intent": intent,
+            "status": status,
+            "done": done,
+            "held": batch.held if batch is not None else 0,
+            "failed": batch.failed if batch is not None else 0,
+            "children_deleted": batch.children_deleted if batch is not None else 0,
+        }
+        if batch is not None and committed and batch.not_done_keys:
+            # Selected by the intent but not purged: their leaves, so that nobody can prove a
+            # deletion that did not happen.
+            rule = rule_plan.rule
+            leaves = self.writer.record_leaves(rule.store, rule.table, batch.not_done_keys)
+            self.writer.write_leaves(self.writer.next_seq, leaves)
+            content["not_done"] = len(leaves)
+            content["not_done_root"] = merkle_root(leaves).hex()
+        self.writer.append("batch.result", content)
         self.writer.clear_pending(intent)
 
     def unresolved(self, intent: int, store: RecordStore) -> None:
@@ -301,3 +308,10 @@ def recording(
             },
         )
         yield TrailRecorder(writer, run_id, plan)
+
+
+def _method(rule: Rule) -> str:
+    """How a batch purges: ``sql-delete``, ``sql-anonymise``, ``s3-delete`` or ``files-delete``."""
+    if rule.objects is not None:
+        return "s3-delete" if rule.key == S3_KEY else "files-delete"
+    return "sql-delete" if rule.action == "delete" else "sql-anonymise"

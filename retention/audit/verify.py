@@ -446,6 +446,18 @@ class _Walker:
             return f"a {content['status']} batch claims {done} records done"
         if done > intent.selected:
             return f"done is {done}, more than the {intent.selected} its intent selected"
+        if "not_done_root" in content:
+            not_done = content.get("not_done")
+            if not isinstance(not_done, int) or done + not_done != intent.selected:
+                return (
+                    f"done + not_done is {done} + {not_done!r}, but intent {content['intent']} "
+                    f"selected {intent.selected}"
+                )
+            problem = self._check_leaves(
+                {**content, "leaves_root": content["not_done_root"]}, seq, "not_done"
+            )
+            if problem is not None:
+                return problem
         self.result.records_purged += done
         return None
 
