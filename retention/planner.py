@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from retention.anonymise import keyed_hash, record_locator
 from retention.config import Config, Rule
-from retention.errors import ConfigIssue, StoreUnavailable
+from retention.errors import ConfigIssue, RetentionError, StoreUnavailable
 from retention.holds import Hold
 from retention.rules import Expired, PeriodError, expired_as_of, parse_period
 
@@ -270,6 +270,10 @@ def plan_rule(
         survey = store.survey(selection, SAMPLE_SIZE)
     except StoreUnavailable as error:
         return RulePlan(rule, None, error=str(error), unavailable=True)
+    except RetentionError as error:
+        # One rule that cannot be planned (an S3 error, a clock that is no date) is its own
+        # failure; the other rules are still planned.
+        return RulePlan(rule, None, error=str(error))
     samples = tuple(
         display_key(key) if show_keys else sample_hash(hash_key, rule.store, rule.table, key)
         for key in survey.sample_keys

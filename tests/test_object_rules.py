@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from retention.config import Config, Rule, parse_config
-from retention.errors import ConfigError, ConfigIssue
+from retention.errors import ConfigError, ConfigIssue, RetentionError
 from retention.executor import RunReport, execute
 from retention.holds import Hold, object_held, parse_hold_target
 from retention.planner import (
@@ -740,3 +740,22 @@ def test_rule_plan_brake_of_a_cross_store_rule_ignores_the_fraction() -> None:
     files = loaded.rules_named(())[0]
 
     assert RulePlan(files, None, due=5, in_scope=0).brake is None
+
+
+class BrokenStore(ListingStore):
+    def survey(self, selection: Selection, sample_size: int) -> Survey:
+        raise RetentionError("S3 said InternalError: We encountered an internal error")
+
+
+def test_a_rule_whose_store_fails_to_survey_fails_alone() -> None:
+    broken = BrokenStore([], 10, set())
+    rows = SubjectRows(due=2)
+    stores: dict[str, RecordStore] = {"content": broken, "app": rows}
+    loaded = config(NIGHTLY, CUSTOMERS)
+
+    plan = plan_with(loaded, stores)
+    by_rule = {rule_plan.rule.name: rule_plan for rule_plan in plan.rules}
+
+    assert by_rule["nightly"].error == "S3 said InternalError: We encountered an internal error"
+    assert not by_rule["nightly"].unavailable
+    assert (by_rule["customer-content"].error, by_rule["customer-content"].due) == (None, 2)
