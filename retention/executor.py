@@ -292,10 +292,11 @@ def _execute_rule(
                 batches += 1
                 selected += len(batch.keys)
                 done += batch.done
-                failed += batch.failed
-                errors.update(dict.fromkeys(batch.errors))
                 children_deleted += batch.children_deleted
                 longest = max(longest, batch.transaction_seconds)
+            # A batch with nothing to delete can still have failed (a subject with no prefix).
+            failed += batch.failed
+            errors.update(dict.fromkeys(batch.errors))
             kept_subjects.update(dict.fromkeys(batch.kept_subjects))
             after = batch.next_after
             if not more:

@@ -80,3 +80,47 @@ def test_a_forged_not_done_list_is_caught(purged_in_part: tuple[Path, Path]) -> 
     assert verified.exit_code == 70
     assert "leaves file" in verified.output
     assert "not_done" in verified.output
+
+
+def test_objects_s3_refused_are_recorded_not_done_and_not_proven(
+    s3_server: str, tmp_path: Path
+) -> None:
+    from tests.s3_proxy import FaultProxy, make_bucket, put_objects
+    from tests.support import audit_table
+    from tests.test_s3_faults import run as run_s3
+    from tests.test_s3_faults import write_config as write_s3_config
+
+    bucket = make_bucket(s3_server, "not-done")
+    put_objects(s3_server, bucket, ["exports/a.csv", "exports/denied.csv"])
+    with FaultProxy(s3_server) as proxy:
+        config = write_s3_config(tmp_path, proxy.endpoint, bucket)
+        audit = tmp_path / "audit"
+        config.write_text(
+            config.read_text().replace("[audit]\nenabled = false\n", audit_table(audit))
+        )
+        proxy.key_errors(r"denied", "AccessDenied")
+        result = run_s3(config)
+    assert result.exit_code == 3, result.output
+
+    (outcome,) = [
+        stored.content for stored in read_entries(audit) if stored.content["type"] == "batch.result"
+    ]
+    assert (outcome["done"], outcome["failed"], outcome["not_done"]) == (1, 1, 1)
+
+    def prove(key: str) -> int:
+        return cli(
+            config,
+            "audit",
+            "prove",
+            "--store",
+            "archive",
+            "--table",
+            bucket,
+            "--key",
+            key,
+            "--key",
+            "null",
+        ).exit_code
+
+    assert cli(config, "audit", "verify").exit_code == 0
+    assert (prove("exports/a.csv"), prove("exports/denied.csv")) == (0, 3)
