@@ -20,18 +20,15 @@ import click
 
 from retention import __version__
 from retention.app import (
-    check_saved_plan,
     check_secrets,
     create_audit_keys,
-    lift_hold,
-    load_saved_plan,
     make_plan,
-    place_hold,
     run_ledger,
     run_plan,
-    save_plan,
     write_metrics_textfile,
 )
+from retention.app.holds import lift_hold, place_hold
+from retention.app.saved_plans import check_saved_plan, load_saved_plan, save_plan
 from retention.audit.recorder import identity
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ExitCode, RetentionError, UsageError

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, event, insert
 
-from retention.app import lift_hold, make_plan, place_hold, run_plan
+from retention.app import make_plan, run_plan
+from retention.app.holds import lift_hold, place_hold
 from retention.audit.trail import read_entries
 from retention.cli import main
 from retention.config import Config

@@ -1,50 +1,40 @@
-"""Use cases shared by the CLI (and later the daemon): check, plan, run. Orchestration only:
-the logic lives in the core (config, rules, planner, executor), the effects in the stores."""
+"""Use cases shared by the CLI and the daemon: check, plan, run, the run ledger, metrics and
+audit keys (legal holds in app/holds.py, saved plans in app/saved_plans.py). Orchestration
+only: the logic lives in the core (config, rules, planner, executor), the effects at the edges."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from retention.app.holds import current_holds
 from retention.audit.keys import (
     AuditKeyError,
     add_public_key,
     generate_hmac_key,
     generate_signer,
 )
-from retention.audit.recorder import audit_keys, identity, open_trail, recording
+from retention.audit.recorder import audit_keys, recording
 from retention.config import AuditSettings, Config, Rule
 from retention.errors import ConfigError, ConfigIssue, ExitCode, RetentionError, UsageError
 from retention.executor import FAILED, RunReport, execute
-from retention.holds import Hold, parse_hold_target
+from retention.holds import Hold
 from retention.planner import (
-    PLAN_SCHEMA_VERSION,
     Plan,
     RecordStore,
     build_plan,
     check_against_stores,
-    plan_document,
 )
 from retention.runtime.logging import get_logger
 from retention.runtime.secrets import read_hash_key, state_url
 from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
-from retention.state_holds import (
-    add_hold,
-    load_holds,
-    read_holds,
-    release_hold,
-    state_exists,
-)
+from retention.state_holds import load_holds
 from retention.stores import open_stores
 
 
@@ -312,180 +302,3 @@ def check_secrets(config: Config) -> list[ConfigIssue]:
         except AuditKeyError as error:
             issues.append(ConfigIssue("audit.signing_key_file", str(error)))
     return issues
-
-
-@contextmanager
-def current_holds(
-    config: Config, state: StateDatabase | None = None
-) -> Iterator[Callable[[str], list[Hold]]]:
-    """Given a config (and the run's state database, when it has one), yield a function giving
-    a rule's holds as the state database has them now: the executor asks before every batch.
-    One engine serves the whole run, and one opened here is closed with it."""
-    url = state_url(config.state)
-    opened: list[StateDatabase] = [state] if state is not None else []
-
-    def holds_of(rule: str) -> list[Hold]:
-        if not opened:
-            if not state_exists(url):
-                return []
-            opened.append(StateDatabase(url))
-        return [hold for hold in read_holds(opened[0]) if hold.rule == rule]
-
-    try:
-        yield holds_of
-    finally:
-        if opened and opened[0] is not state:
-            opened[0].close()
-
-
-def place_hold(
-    config: Config,
-    *,
-    rule_name: str,
-    keys: tuple[str, ...],
-    where: str | None,
-    prefix: str | None,
-    reason: str,
-    until: datetime | None,
-    now: datetime,
-    by: str,
-) -> Hold:
-    """Given a rule and what to hold (keys, a condition or a prefix), check it against the rule's
-    schema, store the hold and record it in the audit trail; return it."""
-    rule = next(rule for rule in config.rules_named((rule_name,)) if rule.name == rule_name)
-    if not reason.strip():
-        raise UsageError("--reason is required: a hold says why")
-    try:
-        kind, parsed_keys, condition, parsed_prefix = parse_hold_target(rule, keys, where, prefix)
-    except ValueError as error:
-        raise UsageError(str(error)) from error
-    if condition is not None:
-        with open_stores(config, read_only=True) as store_for:
-            held_rule = replace(rule, conditions=(condition,))
-            issues = [i for i in store_for(rule.store).check_rule(held_rule) if ".where" in i.path]
-        if issues:
-            raise UsageError(f"--where: {issues[0].message}")
-    value: dict[str, Any] = (
-        {"keys": [list(key) for key in parsed_keys]}
-        if kind == "key"
-        else {"where": condition.text}
-        if condition is not None
-        else {"prefix": parsed_prefix}
-    )
-    state = StateDatabase(state_url(config.state))
-    try:
-        hold = add_hold(
-            state,
-            rule=rule.name,
-            kind=kind,
-            value=value,
-            reason=reason,
-            now=now,
-            by=by,
-            until=until,
-        )
-    finally:
-        state.close()
-    _audit_hold(config, "hold.added", hold, value, now)
-    return hold
-
-
-def lift_hold(config: Config, hold_id: int, *, reason: str, now: datetime, by: str) -> Hold:
-    """Given a hold id and why, release it and record that in the audit trail; return it."""
-    if not reason.strip():
-        raise UsageError("--reason is required: a release says why")
-    state = StateDatabase(state_url(config.state))
-    try:
-        hold = release_hold(state, hold_id, reason=reason, now=now, by=by)
-    finally:
-        state.close()
-    _audit_hold(config, "hold.released", hold, {"release_reason": reason}, now)
-    return hold
-
-
-def _audit_hold(
-    config: Config, entry_type: str, hold: Hold, value: dict[str, Any], now: datetime
-) -> None:
-    """Hold changes go into the trail with their reason; what they name (record keys, a
-    condition that may quote personal data) only as a keyed digest."""
-    if config.audit is None or not config.audit.enabled:
-        return
-    with open_trail(config.audit, lambda: now) as writer:
-        writer.append(
-            entry_type,
-            {
-                "hold_id": hold.id,
-                "rule": hold.rule,
-                "kind": hold.kind,
-                "target_count": len(hold.keys) if hold.kind == "key" else 1,
-                "target_digest": hmac.new(
-                    writer.hmac_key, json.dumps(value, sort_keys=True).encode(), hashlib.sha256
-                ).hexdigest(),
-                "reason": hold.reason if entry_type == "hold.added" else value["release_reason"],
-                "until": hold.until.isoformat() if hold.until else None,
-                **identity(),
-            },
-        )
-
-
-@dataclass(frozen=True)
-class SavedPlan:
-    """A plan written by `plan --save`: what `run --plan-file` must purge, and nothing else."""
-
-    plan_id: str
-    as_of: datetime
-    config_digest: str
-    rules: tuple[str, ...]
-    due: dict[str, int]
-    cutoffs: dict[str, str | None]
-
-
-def save_plan(plan: Plan, path: Path) -> None:
-    """Given a Plan, write it as JSON (the plan document) for `run --plan-file`."""
-    path.write_text(json.dumps(plan_document(plan), indent=2, ensure_ascii=False) + "\n")
-
-
-def load_saved_plan(path: Path, config: Config) -> SavedPlan:
-    """Given a saved plan file and the current config, return the saved plan; refuse (exit 2)
-    when it is not a plan, or when the config changed since it was made."""
-    try:
-        document = json.loads(path.read_text())
-        saved = SavedPlan(
-            plan_id=document["plan_id"],
-            as_of=datetime.fromisoformat(document["as_of"]),
-            config_digest=document["config_digest"],
-            rules=tuple(rule["rule"] for rule in document["rules"]),
-            due={rule["rule"]: int(rule["due"]) for rule in document["rules"]},
-            cutoffs={rule["rule"]: rule["cutoff"] for rule in document["rules"]},
-        )
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"{path} is not a saved plan ({error})") from error
-    if document.get("schema_version") != PLAN_SCHEMA_VERSION:
-        raise UsageError(f"{path} has plan schema {document.get('schema_version')!r}")
-    if saved.config_digest != config.digest:
-        raise UsageError(
-            f"the config changed since plan {saved.plan_id} was made: nothing was purged; "
-            "plan again"
-        )
-    return saved
-
-
-def check_saved_plan(saved: SavedPlan, fresh: Plan, tolerance_percent: float) -> None:
-    """Given a saved plan and the same plan made again now (same rules, same instant), refuse
-    (exit 2) when a cutoff differs or a due count moved by more than the tolerance."""
-    problems = []
-    for rule_plan in fresh.rules:
-        name = rule_plan.rule.name
-        cutoff = rule_plan.selection.default.cutoff.isoformat() if rule_plan.selection else None
-        if cutoff != saved.cutoffs.get(name):
-            problems.append(f"{name}: cutoff {cutoff} is not the plan's {saved.cutoffs.get(name)}")
-        planned = saved.due.get(name, 0)
-        if abs(rule_plan.due - planned) > planned * tolerance_percent / 100:
-            problems.append(
-                f"{name}: {rule_plan.due:,} due now, {planned:,} in the plan "
-                f"(tolerance {tolerance_percent:g}%)"
-            )
-    if problems:
-        raise UsageError(
-            f"the data moved since plan {saved.plan_id}; nothing was purged: " + "; ".join(problems)
-        )

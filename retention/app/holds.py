@@ -1,0 +1,136 @@
+"""Legal holds as the CLI and the executor use them: placed and lifted in the state database,
+each change recorded in the audit trail, and read again before every batch of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from retention.audit.recorder import identity, open_trail
+from retention.config import Config
+from retention.errors import UsageError
+from retention.holds import Hold, parse_hold_target
+from retention.runtime.secrets import state_url
+from retention.state import StateDatabase
+from retention.state_holds import add_hold, read_holds, release_hold, state_exists
+from retention.stores import open_stores
+
+
+@contextmanager
+def current_holds(
+    config: Config, state: StateDatabase | None = None
+) -> Iterator[Callable[[str], list[Hold]]]:
+    """Given a config (and the run's state database, when it has one), yield a function giving
+    a rule's holds as the state database has them now: the executor asks before every batch.
+    One engine serves the whole run, and one opened here is closed with it."""
+    url = state_url(config.state)
+    opened: list[StateDatabase] = [state] if state is not None else []
+
+    def holds_of(rule: str) -> list[Hold]:
+        if not opened:
+            if not state_exists(url):
+                return []
+            opened.append(StateDatabase(url))
+        return [hold for hold in read_holds(opened[0]) if hold.rule == rule]
+
+    try:
+        yield holds_of
+    finally:
+        if opened and opened[0] is not state:
+            opened[0].close()
+
+
+def place_hold(
+    config: Config,
+    *,
+    rule_name: str,
+    keys: tuple[str, ...],
+    where: str | None,
+    prefix: str | None,
+    reason: str,
+    until: datetime | None,
+    now: datetime,
+    by: str,
+) -> Hold:
+    """Given a rule and what to hold (keys, a condition or a prefix), check it against the rule's
+    schema, store the hold and record it in the audit trail; return it."""
+    rule = next(rule for rule in config.rules_named((rule_name,)) if rule.name == rule_name)
+    if not reason.strip():
+        raise UsageError("--reason is required: a hold says why")
+    try:
+        kind, parsed_keys, condition, parsed_prefix = parse_hold_target(rule, keys, where, prefix)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    if condition is not None:
+        with open_stores(config, read_only=True) as store_for:
+            held_rule = replace(rule, conditions=(condition,))
+            issues = [i for i in store_for(rule.store).check_rule(held_rule) if ".where" in i.path]
+        if issues:
+            raise UsageError(f"--where: {issues[0].message}")
+    value: dict[str, Any] = (
+        {"keys": [list(key) for key in parsed_keys]}
+        if kind == "key"
+        else {"where": condition.text}
+        if condition is not None
+        else {"prefix": parsed_prefix}
+    )
+    state = StateDatabase(state_url(config.state))
+    try:
+        hold = add_hold(
+            state,
+            rule=rule.name,
+            kind=kind,
+            value=value,
+            reason=reason,
+            now=now,
+            by=by,
+            until=until,
+        )
+    finally:
+        state.close()
+    _audit_hold(config, "hold.added", hold, value, now)
+    return hold
+
+
+def lift_hold(config: Config, hold_id: int, *, reason: str, now: datetime, by: str) -> Hold:
+    """Given a hold id and why, release it and record that in the audit trail; return it."""
+    if not reason.strip():
+        raise UsageError("--reason is required: a release says why")
+    state = StateDatabase(state_url(config.state))
+    try:
+        hold = release_hold(state, hold_id, reason=reason, now=now, by=by)
+    finally:
+        state.close()
+    _audit_hold(config, "hold.released", hold, {"release_reason": reason}, now)
+    return hold
+
+
+def _audit_hold(
+    config: Config, entry_type: str, hold: Hold, value: dict[str, Any], now: datetime
+) -> None:
+    """Hold changes go into the trail with their reason; what they name (record keys, a
+    condition that may quote personal data) only as a keyed digest."""
+    if config.audit is None or not config.audit.enabled:
+        return
+    with open_trail(config.audit, lambda: now) as writer:
+        writer.append(
+            entry_type,
+            {
+                "hold_id": hold.id,
+                "rule": hold.rule,
+                "kind": hold.kind,
+                "target_count": len(hold.keys) if hold.kind == "key" else 1,
+                "target_digest": hmac.new(
+                    writer.hmac_key, json.dumps(value, sort_keys=True).encode(), hashlib.sha256
+                ).hexdigest(),
+                "reason": hold.reason if entry_type == "hold.added" else value["release_reason"],
+                "until": hold.until.isoformat() if hold.until else None,
+                **identity(),
+            },
+        )
