@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -350,11 +351,14 @@ def load_config(path: Path) -> Config:
         content = path.read_bytes()
     except OSError as error:
         raise ConfigError([ConfigIssue(str(path), f"cannot read: {error.strerror}")]) from error
-    return parse_config(content, source=str(path))
+    return parse_config(content, source=str(path), base_directory=path.resolve().parent)
 
 
-def parse_config(content: bytes, *, source: str = "<config>") -> Config:
+def parse_config(
+    content: bytes, *, source: str = "<config>", base_directory: Path | None = None
+) -> Config:
     """Given TOML bytes, return the Config; raise ConfigError listing every problem with its path.
+    A backup folder's relative ``root`` is relative to ``base_directory`` (the config file's).
 
     Example: ``parse_config(b'[settings]\\ntimezone = "UTC"')`` returns a Config with no rules.
     """
@@ -364,7 +368,7 @@ def parse_config(content: bytes, *, source: str = "<config>") -> Config:
         raise ConfigError([ConfigIssue(source, f"not UTF-8 text: {error}")]) from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
-    reader = _Reader()
+    reader = _Reader(base_directory=base_directory)
     reader.unknown_keys(document, "", {"settings", "stores", "rules", "audit", "state", "daemon"})
     settings = _read_settings(reader, reader.table(document, "settings", required=False))
     audit = _read_audit(reader, reader.table(document, "audit")) if "audit" in document else None
@@ -419,6 +423,7 @@ class _Reader:
     issues: list[ConfigIssue] = field(default_factory=list)
     # Cross-store rules by path, until every rule is read and their subjects can be linked.
     pending_subjects: dict[str, _PendingSubjects] = field(default_factory=dict)
+    base_directory: Path | None = None
 
     def error(self, path: str, message: str) -> None:
         self.issues.append(ConfigIssue(path, message))
@@ -723,8 +728,12 @@ def _read_files_store(
         return None
     root_path = Path(root)
     if not root_path.is_absolute():
-        reader.error(f"{path}.root", f"{root!r}: give an absolute path")
-        return None
+        # Relative to the config file, never to the working directory: where `retention` is
+        # started from must not change which folder it deletes from.
+        if reader.base_directory is None:
+            reader.error(f"{path}.root", f"{root!r}: give an absolute path")
+            return None
+        root_path = Path(os.path.normpath(reader.base_directory / root_path))
     # A root of / (however spelt: /tmp/.., //) would put the whole machine in scope.
     if Path(*[part for part in root_path.parts if part not in ("", ".")]).resolve() == Path("/"):
         reader.error(f"{path}.root", "refusing / as a root: name the backup folder itself")

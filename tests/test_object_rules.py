@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from retention.config import Config, Rule, parse_config
+from retention.config import Config, Rule, load_config, parse_config
 from retention.errors import ConfigError, ConfigIssue, RetentionError
 from retention.executor import RunReport, execute
 from retention.holds import Hold, object_held, parse_hold_target
@@ -759,3 +759,31 @@ def test_a_rule_whose_store_fails_to_survey_fails_alone() -> None:
     assert by_rule["nightly"].error == "S3 said InternalError: We encountered an internal error"
     assert not by_rule["nightly"].unavailable
     assert (by_rule["customer-content"].error, by_rule["customer-content"].due) == (None, 2)
+
+
+def test_a_relative_root_is_relative_to_the_config_file_never_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_directory = tmp_path / "etc" / "retention"
+    config_directory.mkdir(parents=True)
+    path = config_directory / "retention.toml"
+    path.write_text(
+        '[settings]\ntimezone = "UTC"\n[stores.b]\nkind = "files"\nroot = "../backups"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+
+    store = load_config(path).stores["b"]
+
+    assert store.root == tmp_path / "etc" / "backups"
+
+
+def test_a_relative_root_that_climbs_to_slash_is_refused(tmp_path: Path) -> None:
+    depth = len(tmp_path.parts)
+    path = tmp_path / "retention.toml"
+    climb = "/".join([".."] * depth)
+    path.write_text(f'[settings]\ntimezone = "UTC"\n[stores.b]\nkind = "files"\nroot = "{climb}"\n')
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+
+    assert "refusing /" in raised.value.issues[0].message

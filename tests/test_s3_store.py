@@ -385,6 +385,29 @@ def test_versioned_bucket_purges_every_version_and_marker_of_expired_keys(
     assert versioned.versions(recent) + versioned.versions("keep/") == kept
 
 
+def test_a_bucket_whose_versioning_was_suspended_still_loses_its_old_versions(
+    versioned: Bucket, tmp_path: Path
+) -> None:
+    """Only a bucket that was never versioned is listed with ListObjectsV2 (faster on some
+    servers); a suspended one still holds versions that only ListObjectVersions shows."""
+    client, name = versioned.client, versioned.name
+    for body in (b"1", b"2"):
+        versioned.put("v/2020-01-01/a", body=body)
+    client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Suspended"})
+    rules = s3_rule(
+        "versions",
+        prefix="v/",
+        period="30d",
+        clock='clock = "key_date"\ndate_pattern = "%Y-%m-%d/"',
+    )
+
+    the_plan, report = plan_and_run(make_s3_config(versioned, rules, tmp_path), datetime.now(UTC))
+
+    assert dict(only(the_plan).details)["noncurrent_versions"] == 1
+    assert outcome_of(report.outcomes, "versions").deleted == 2
+    assert versioned.versions("v/") == []
+
+
 def test_delete_markers_go_by_their_own_clock_or_when_no_version_is_left(
     versioned: Bucket, tmp_path: Path
 ) -> None:

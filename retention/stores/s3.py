@@ -296,6 +296,8 @@ class S3Store:
             max_workers=1, thread_name_prefix=f"s3-{config.name}-list"
         )
         self._object_lock: bool | None = None
+        self._versioning_unknown = True
+        self._never_versioned_bucket = False
         # The listing a batch stopped in, kept for the next batch (which starts where it ended):
         # its next page is already on its way.
         self._resume: tuple[tuple[object, ...], Iterator[_Item]] | None = None
@@ -386,9 +388,25 @@ class S3Store:
             cross=selection.subjects is not None,
         )
 
+    def _never_versioned(self) -> bool:
+        """Whether versioning was never turned on for the bucket (then every object is its only,
+        "null", version), asked once per store. Unknown counts as versioned: listing versions is
+        always right, only slower."""
+        if self._versioning_unknown:
+            try:
+                status = self.client.get_bucket_versioning(Bucket=self.config.bucket).get("Status")
+            except boto_errors.ClientError:
+                status = "unknown"
+            self._never_versioned_bucket = status is None
+            self._versioning_unknown = False
+        return self._never_versioned_bucket
+
     def _pages(self, prefix: str, key_marker: str | None) -> Iterator[list[_Entry]]:
         """Every version and delete marker under ``prefix`` after the key ``key_marker``, one list
         page at a time."""
+        if self._never_versioned():
+            yield from self._object_pages(prefix, key_marker)
+            return
         arguments: dict[str, Any] = {
             "Bucket": self.config.bucket,
             "Prefix": prefix,
@@ -407,6 +425,25 @@ class S3Store:
             arguments.pop("VersionIdMarker", None)
             if response.get("NextVersionIdMarker"):
                 arguments["VersionIdMarker"] = response["NextVersionIdMarker"]
+
+    def _object_pages(self, prefix: str, key_marker: str | None) -> Iterator[list[_Entry]]:
+        """ListObjectsV2 pages, for a bucket that was never versioned: the same entries as
+        ListObjectVersions would give, at a fraction of its cost on some servers."""
+        arguments: dict[str, Any] = {
+            "Bucket": self.config.bucket,
+            "Prefix": prefix,
+            "MaxKeys": LIST_PAGE_SIZE,
+        }
+        if key_marker is not None:
+            arguments["StartAfter"] = key_marker
+        while True:
+            response = self.client.list_objects_v2(**arguments)
+            yield [
+                _version_entry({**raw, "IsLatest": True}) for raw in response.get("Contents", [])
+            ]
+            if not response.get("IsTruncated"):
+                return
+            arguments["ContinuationToken"] = response["NextContinuationToken"]
 
     def _groups(self, prefix: str, key_marker: str | None) -> Iterator[_Group]:
         """The keys under ``prefix`` after ``key_marker`` in key order, each with all of its
