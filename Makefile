@@ -1,12 +1,14 @@
 # The two commands a newcomer needs (see README):
-#   make demo   set up, create the demo SQLite database and show `retention plan` on it
+#   make demo   set up, start a local S3 server if none runs, create the demo data (SQLite
+#               database, buckets, backup folder) and show `retention plan` on it
 #   make test   set up, then lint, type-check and run the whole test suite
+# `make demo-stop` stops the local S3 server that `make demo` started.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean bench
+.PHONY: demo demo-stop test lint setup clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +19,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
+	scripts/demo-s3 start
 	$(BIN)/retention demo
 	$(BIN)/retention plan
+
+demo-stop:
+	scripts/demo-s3 stop
 
 lint: $(STAMP)
 	$(BIN)/ruff check retention tests bench
@@ -32,4 +38,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/sql_purge.py
 
 clean:
+	-scripts/demo-s3 stop
 	rm -rf $(VENV) var

@@ -165,8 +165,10 @@ def config_validate(context: Context) -> None:
 @click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True)
 @click.pass_obj
 def demo(context: Context, database: Path, as_of: str | None, seed: int, scale: int) -> None:
-    """Create the demo SQLite database (and a hash key) that config/retention.toml points at."""
-    from retention.demo import create_demo_database
+    """Create the demo data that config/retention.toml points at: the SQLite database, the
+    backup folder and, on a local S3 server that answers (`make demo` starts one), the buckets;
+    and the hash and audit keys."""
+    from retention.demo import create_demo_database, create_demo_objects
 
     with expected_errors():
         config = context.config()
@@ -182,11 +184,15 @@ def demo(context: Context, database: Path, as_of: str | None, seed: int, scale: 
                 config.audit, datetime.now(UTC), rotate=False, quiet=True
             ):
                 click.echo(line)
-    total = sum(counts.values())
-    click.echo(
-        f"demo database {database}: {total:,} rows in {len(counts)} tables, "
-        f"as of {moment:%Y-%m-%d %H:%M} UTC"
-    )
+        total = sum(counts.values())
+        click.echo(
+            f"demo database {database}: {total:,} rows in {len(counts)} tables, "
+            f"as of {moment:%Y-%m-%d %H:%M} UTC"
+        )
+        for line in create_demo_objects(
+            config, as_of=moment, seed=seed, database_url=f"sqlite:///{database}"
+        ):
+            click.echo(line)
 
 
 rule_option = click.option(

@@ -332,3 +332,233 @@ def test_boundaries_stay_on_their_side_of_the_cutoff(as_of: datetime, period: st
     today = as_of.astimezone(PARIS).date()
     assert today - timedelta(days=3) <= due_date < today
     assert today < not_due_date <= today + timedelta(days=3)
+
+
+# --- Object stores and backup folders: the demo's buckets and backup folder -------------------
+
+SHIPPED_CONFIG = Path(__file__).parent.parent / "config" / "retention.toml"
+SHIPPED_ENDPOINT = "http://127.0.0.1:4566"
+SHIPPED_ROOT = '"../var/demo-backups"'  # relative to config/: <checkout>/var/demo-backups
+BACKUPS_BUCKET = "acme-backups"
+CONTENT_BUCKET = "acme-customer-content"
+WEEK = timedelta(days=7)
+DUMP_NAME = re.compile(r"db-(\d{4}-\d{2}-\d{2})-[a-z0-9-]+\.sql\.gz")
+
+
+def _demo_config(directory: Path, endpoint: str, buckets: str = "") -> Path:
+    """The shipped config, its S3 endpoint and backup folder moved (its buckets renamed with
+    ``buckets`` appended, so that tests sharing one server do not share buckets)."""
+    text = SHIPPED_CONFIG.read_text()
+    assert SHIPPED_ENDPOINT in text
+    assert SHIPPED_ROOT in text
+    text = text.replace(SHIPPED_ENDPOINT, endpoint).replace(SHIPPED_ROOT, '"../bk"')
+    for bucket in (BACKUPS_BUCKET, CONTENT_BUCKET):
+        text = text.replace(f'bucket = "{bucket}"', f'bucket = "{bucket}{buckets}"')
+    path = directory / "config" / "retention.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _files(root: Path) -> dict[str, datetime]:
+    """Every file under root (relative posix path) with its mtime, aware in Paris."""
+    return {
+        path.relative_to(root).as_posix(): datetime.fromtimestamp(path.stat().st_mtime, PARIS)
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
+def test_the_demo_fills_the_backup_folder_either_side_of_the_cutoff(tmp_path: Path) -> None:
+    from retention.config import load_config
+    from retention.demo import DEMO_FOLDER_MARKER, create_demo_objects
+    from retention.stores.files import path_glob
+
+    # Nothing listens on port 1: the buckets are skipped, in one line.
+    config = load_config(_demo_config(tmp_path, "http://127.0.0.1:1"))
+    root = tmp_path / "bk"
+    (tmp_path / "var" / "secrets").mkdir(parents=True)
+    credentials = tmp_path / "var" / "secrets" / "s3-credentials"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        lines = create_demo_objects(config, as_of=AS_OF)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"backup folder {root}: ")
+    assert "no S3 server answers at http://127.0.0.1:1" in lines[1]
+    assert f"{BACKUPS_BUCKET}, {CONTENT_BUCKET} skipped" in lines[1]
+    # The local server's dummy keys, for the stores that name the file.
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert "[default]" in credentials.read_text()
+
+    files = _files(root)
+    glob = path_glob("**/db-*.sql.gz")
+    dumps = {path: moment for path, moment in files.items() if glob.matches(path)}
+    assert set(files) - set(dumps) == {DEMO_FOLDER_MARKER, "README.txt"}
+    assert files["README.txt"] < AS_OF - timedelta(days=300)  # old, but outside the glob
+    wall = AS_OF.astimezone(PARIS).replace(tzinfo=None)
+    for path, moment in dumps.items():
+        match = DUMP_NAME.fullmatch(path.rsplit("/", 1)[-1])
+        assert match is not None, path
+        assert match[1] == f"{moment:%Y-%m-%d}", path  # the name says the mtime's day
+        assert moment <= AS_OF, path
+    # Several weeks of nightly dumps, of two databases, in one folder per database and week.
+    nightly = [moment for path, moment in dumps.items() if not path.startswith("manual/")]
+    assert max(nightly) - min(nightly) >= 3 * WEEK
+    assert len(nightly) >= 2 * 21
+    assert {path.split("/")[0] for path in dumps} == {"app", "crm", "manual"}
+    for path in dumps:
+        if not path.startswith("manual/"):
+            assert re.fullmatch(r"(app|crm)/\d{4}-W\d{2}/[^/]+", path), path
+    # Expiries (mtime + 7 days on the Paris calendar): a pair exactly a day either side of now.
+    expiries = [moment.replace(tzinfo=None) + WEEK for moment in dumps.values()]
+    assert expiries.count(wall - timedelta(days=1)) == 1
+    assert expiries.count(wall + timedelta(days=1)) == 1
+    due = [expiry for expiry in expiries if expiry <= wall]
+    assert 0.5 * len(expiries) <= len(due) <= 0.9 * len(expiries)  # under the 0.9 brake
+
+    # A demo folder is refilled (what was added since goes); a folder it did not make is not.
+    (root / "app" / "stray.sql.gz").write_bytes(b"x")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert create_demo_objects(config, as_of=AS_OF)[0] == lines[0]
+    refilled = _files(root)
+    assert set(refilled) == set(files)
+    assert {path: refilled[path] for path in dumps} == dumps
+    (root / DEMO_FOLDER_MARKER).unlink()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        refused = create_demo_objects(config, as_of=AS_OF + timedelta(days=3))[0]
+    assert refused == f"backup folder {root}: holds files the demo did not make; left alone"
+    kept = _files(root)
+    assert set(kept) == set(files) - {DEMO_FOLDER_MARKER}
+    assert {path: kept[path] for path in dumps} == dumps
+
+
+def _s3(endpoint: str) -> Any:
+    import boto3  # type: ignore[import-untyped]
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def _versions(client: Any, bucket: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    versions: list[dict[str, Any]] = []
+    markers: list[dict[str, Any]] = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        versions += page.get("Versions", [])
+        markers += page.get("DeleteMarkers", [])
+    return versions, markers
+
+
+def test_demo_plan_run_plan_on_sqlite_files_and_s3(
+    s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` in a fresh directory, on the test S3 server: demo, plan (every rule has
+    something due), run, plan (nothing due), audit verify."""
+    import json
+    import secrets
+
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    suffix = f"-{secrets.token_hex(4)}"
+    backups, content = BACKUPS_BUCKET + suffix, CONTENT_BUCKET + suffix
+    _demo_config(tmp_path, s3_server, suffix)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RETENTION_CONFIG", raising=False)
+    as_of = AS_OF.isoformat()
+
+    def cli(*arguments: str) -> Any:
+        result = CliRunner().invoke(main, ["--log-format", "json", *arguments])
+        assert result.exit_code == 0, result.output
+        return result
+
+    def plan() -> dict[str, dict[str, Any]]:
+        document = json.loads(cli("plan", "--as-of", as_of, "--output", "json").stdout)
+        return {rule["rule"]: rule for rule in document["rules"]}
+
+    filled = cli("demo", "--as-of", as_of)
+    assert f"bucket {backups} on {s3_server}: " in filled.stdout
+    assert f"bucket {content} on {s3_server}: " in filled.stdout
+
+    client = _s3(s3_server)
+    today = AS_OF.astimezone(PARIS).date()
+    assert client.get_bucket_versioning(Bucket=backups)["Status"] == "Enabled"
+    versions, markers = _versions(client, backups)
+    keys = {version["Key"] for version in versions}
+    # Nightly dumps a day either side of the cutoff (dated keys expire once date + 7d is over).
+    assert f"nightly/{today - timedelta(days=8)}/app.sql.gz" in keys
+    assert f"nightly/{today - timedelta(days=6)}/app.sql.gz" in keys
+    assert any(not version["IsLatest"] for version in versions)  # re-runs left older versions
+    assert len(markers) == 2
+    # Every customer_content row owns objects under content/<id>/: ended and active contracts.
+    rows = _fetch(
+        "sqlite:///var/demo.sqlite",
+        "SELECT x.id, c.ended_at IS NULL FROM customer_content x "
+        "JOIN contracts c ON c.id = x.contract_id",
+    )
+    active = {row_id for row_id, is_active in rows if is_active}
+    assert active
+    assert len(active) < len(rows)
+    objects = {
+        entry["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=content)
+        for entry in page.get("Contents", [])
+    }
+    owners = {int(key.split("/")[1]) for key in objects if key.startswith("content/")}
+    assert owners == {row_id for row_id, _ in rows}
+    assert "demo/README.txt" in objects  # under no rule's prefix
+
+    week_folders = {
+        path.relative_to(tmp_path / "bk").as_posix()
+        for path in (tmp_path / "bk").glob("*/*")
+        if path.is_dir()
+    }
+    before = plan()
+    assert list(before)[:4] == ["backups-s3", "backups-local", "customer-files", "customer-content"]
+    assert len(before) == 16
+    assert {name for name, rule in before.items() if not rule["due"] or rule["error"]} == set()
+    assert before["backups-s3"]["objects"]["noncurrent_versions"] > 0
+    assert before["backups-s3"]["objects"]["delete_markers"] == 1  # the expired one
+    assert before["backups-local"]["objects"]["files"] == before["backups-local"]["due"]
+    assert before["customer-files"]["subjects"] == "customer-content"
+
+    ran = cli("run", "--yes", "--as-of", as_of)
+    assert "0 of 16 rules failed" in ran.stdout
+
+    after = plan()
+    assert {name: rule["due"] for name, rule in after.items()} == {name: 0 for name in before}
+    verified = CliRunner().invoke(main, ["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    assert "valid" in verified.stdout
+
+    # What was not due is still there: recent dumps, the recent delete marker, the files of
+    # active contracts' rows, objects under no rule; the expired ones and emptied folders went.
+    versions, markers = _versions(client, backups)
+    keys = {version["Key"] for version in versions}
+    assert f"nightly/{today - timedelta(days=8)}/app.sql.gz" not in keys
+    assert f"nightly/{today - timedelta(days=6)}/app.sql.gz" in keys
+    assert len(markers) == 1
+    remaining = {
+        entry["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=content)
+        for entry in page.get("Contents", [])
+    }
+    assert {int(key.split("/")[1]) for key in remaining if key.startswith("content/")} >= active
+    assert "demo/README.txt" in remaining
+    left = _files(tmp_path / "bk")
+    assert "README.txt" in left
+    wall = AS_OF.astimezone(PARIS).replace(tzinfo=None)
+    assert all(
+        moment.replace(tzinfo=None) + WEEK > wall
+        for path, moment in left.items()
+        if path.endswith(".sql.gz")
+    )
+    weeks = {path.rsplit("/", 1)[0] for path in left if path.count("/") == 2}
+    folders = {
+        path.relative_to(tmp_path / "bk").as_posix()
+        for path in (tmp_path / "bk").glob("*/*")
+        if path.is_dir()
+    }
+    assert folders == weeks  # no week folder left empty
+    assert folders < week_folders  # and the weeks whose dumps all expired went

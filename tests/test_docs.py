@@ -46,7 +46,43 @@ on = {{ u_id = "id" }}
 table = "c"
 foreign_key = "t_id"
 {BOGUS} = 1
+[stores.bucket]
+kind = "s3"
+bucket = "b-bucket"
+{BOGUS} = 1
+[stores.folder]
+kind = "files"
+root = "/srv/backups"
+{BOGUS} = 1
+[[rules]]
+name = "s3"
+store = "bucket"
+period = "7d"
+prefix = "p/"
+{BOGUS} = 1
+[[rules]]
+name = "files"
+store = "folder"
+period = "7d"
+glob = "*.gz"
+{BOGUS} = 1
 """
+# The tables whose keys are listed; the object rules' keys are the same on both kinds of store.
+EXPECTED_TABLES = {
+    "settings",
+    "audit",
+    "state",
+    "daemon",
+    "stores.app",
+    "stores.bucket",
+    "stores.folder",
+    "rules[0]",
+    "rules[0].joins.j",
+    "rules[0].children[0]",
+    "rules[1]",
+    "rules[2]",
+}
+KNOWN = re.compile(r"(?:unknown key|not for rules on '\w+' stores) \(known here: (.*)\)")
 
 
 def known_keys() -> dict[str, set[str]]:
@@ -54,7 +90,7 @@ def known_keys() -> dict[str, set[str]]:
         parse_config(PROBE.encode())
     tables = {}
     for issue in raised.value.issues:
-        match = re.fullmatch(r"unknown key \(known here: (.*)\)", issue.message)
+        match = KNOWN.fullmatch(issue.message)
         if match and issue.path.endswith(BOGUS):
             tables[issue.path.removesuffix(BOGUS).rstrip(".") or "<top>"] = set(
                 match.group(1).split(", ")
@@ -65,9 +101,11 @@ def known_keys() -> dict[str, set[str]]:
 def test_every_config_key_is_documented() -> None:
     documented = (ROOT / "docs" / "config.md").read_text()
     tables = known_keys()
-    assert {"settings", "audit", "state", "stores.app", "rules[0]", "rules[0].children[0]"} <= set(
-        tables
-    )
+    assert set(tables) >= EXPECTED_TABLES
+    assert "subject_prefix" in tables["rules[1]"]
+    assert tables["rules[1]"] == tables["rules[2]"]
+    assert "endpoint_url" in tables["stores.bucket"]
+    assert "root" in tables["stores.folder"]
     missing = {
         f"{table}.{key}"
         for table, keys in tables.items()
