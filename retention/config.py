@@ -393,7 +393,12 @@ def parse_config(
                         "the hash strategy needs a secret key: set settings.hash_key_file or "
                         "settings.hash_key_credential",
                     )
-    rules = _resolve_subjects(reader, rules)
+    declared = {
+        raw_rule.get("name")
+        for raw_rule in (raw_rules if isinstance(raw_rules, list) else [])
+        if isinstance(raw_rule, dict)
+    }
+    rules = _resolve_subjects(reader, rules, declared)
     seen: dict[str, str] = {}
     for index, raw_rule in enumerate(raw_rules if isinstance(raw_rules, list) else []):
         name = raw_rule.get("name") if isinstance(raw_rule, dict) else None
@@ -1067,9 +1072,10 @@ def _read_object_rule(
     return rule
 
 
-def _resolve_subjects(reader: _Reader, rules: list[Rule]) -> list[Rule]:
+def _resolve_subjects(reader: _Reader, rules: list[Rule], declared: set[object]) -> list[Rule]:
     """Cross-store rules name their subjects' rule by name: link them once all are read. The
-    subjects' rule must be a SQL rule, named by one cross-store rule at most."""
+    subjects' rule must be a SQL rule, named by one cross-store rule at most. A subjects' rule
+    that is declared but has errors of its own is not reported again here."""
     by_name = {rule.name: rule for rule in rules}
     claimed: dict[str, str] = {}
     resolved: list[Rule] = []
@@ -1080,6 +1086,8 @@ def _resolve_subjects(reader: _Reader, rules: list[Rule]) -> list[Rule]:
             continue
         subject = by_name.get(pending.rule_name)
         where = pending.path.rsplit(".", 1)[0] + ".subjects"
+        if subject is None and pending.rule_name in declared:
+            continue
         if subject is None or subject.objects is not None:
             reader.error(where, f"{pending.rule_name!r} is not the name of a rule on a SQL store")
             continue

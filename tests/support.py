@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -151,3 +152,25 @@ def create_tables(url: str, metadata: MetaData) -> Engine:
 def remaining_ids(engine: Engine, table: str) -> set[int]:
     with engine.connect() as connection:
         return {row[0] for row in connection.execute(text(f"SELECT id FROM {table}"))}
+
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "retention.toml"
+SHIPPED_S3_ENDPOINT = "http://127.0.0.1:4566"
+
+
+def copy_shipped_config(directory: Path, s3_endpoint: str) -> Path:
+    """Given a directory and an S3 endpoint (the test server), write the shipped config to
+    ``directory/config/retention.toml`` as a newcomer's checkout has it, its S3 stores on that
+    endpoint with bucket names of their own (tests share one server); return its path. Its
+    relative paths (database, keys, backup folder) then fall under ``directory``."""
+    text = SHIPPED_CONFIG.read_text()
+    assert SHIPPED_S3_ENDPOINT in text
+    suffix = f"-{secrets.token_hex(4)}"
+    text = text.replace(SHIPPED_S3_ENDPOINT, s3_endpoint)
+    for bucket in ("acme-backups", "acme-customer-content"):
+        assert f'bucket = "{bucket}"' in text
+        text = text.replace(f'bucket = "{bucket}"', f'bucket = "{bucket}{suffix}"')
+    path = directory / "config" / "retention.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

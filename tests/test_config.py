@@ -15,8 +15,10 @@ from retention.config import (
     ColumnRef,
     Condition,
     Config,
+    FilesStoreConfig,
     Join,
     Rule,
+    S3StoreConfig,
     SqlStoreConfig,
     load_config,
     parse_condition,
@@ -79,8 +81,11 @@ def rule_named(config: Config, name: str) -> Rule:
     return next(rule for rule in config.rules if rule.name == name)
 
 
-def test_shipped_config_has_the_thirteen_rules_in_file_order(shipped: Config) -> None:
+def test_shipped_config_has_a_rule_per_commitment_in_run_order(shipped: Config) -> None:
     assert [rule.name for rule in shipped.rules] == [
+        "backups-s3",
+        "backups-local",
+        "customer-files",
         "customer-content",
         "connection-logs",
         "message-sends",
@@ -95,18 +100,44 @@ def test_shipped_config_has_the_thirteen_rules_in_file_order(shipped: Config) ->
         "job-applicants",
         "job-applicants-objected",
     ]
-    assert [rule.path for rule in shipped.rules] == [f"rules[{i}]" for i in range(13)]
+    assert [rule.path for rule in shipped.rules] == [f"rules[{i}]" for i in range(16)]
+    assert [rule.name for rule in shipped.rules_named(())] == [r.name for r in shipped.rules]
 
 
-def test_shipped_config_settings_and_store(shipped: Config) -> None:
+def test_shipped_config_settings_and_stores(shipped: Config) -> None:
     assert shipped.settings.timezone == ZoneInfo("Europe/Paris")
     assert shipped.settings.batch_size == 1000
     assert shipped.settings.hash_key_file == Path("var/secrets/hash.key")
-    assert dict(shipped.stores) == {
-        "app": SqlStoreConfig(name="app", timezone=ZoneInfo("UTC"), url="sqlite:///var/demo.sqlite")
-    }
+    assert shipped.stores["app"] == SqlStoreConfig(
+        name="app", timezone=ZoneInfo("UTC"), url="sqlite:///var/demo.sqlite"
+    )
+    backups, content = shipped.stores["backups"], shipped.stores["content"]
+    assert isinstance(backups, S3StoreConfig)
+    assert isinstance(content, S3StoreConfig)
+    assert (backups.bucket, content.bucket) == ("acme-backups", "acme-customer-content")
+    assert backups.endpoint_url == "http://127.0.0.1:4566"
+    assert backups.credentials_file == Path("var/secrets/s3-credentials")
+    folder = shipped.stores["backup_folder"]
+    assert isinstance(folder, FilesStoreConfig)
+    # Relative to config/, whatever the working directory: the checkout's var/demo-backups.
+    assert folder.root == SHIPPED_CONFIG.parent.parent / "var" / "demo-backups"
     assert shipped.source == str(SHIPPED_CONFIG)
     assert len(shipped.digest) == 64
+
+
+def test_shipped_object_rules_cover_policy_rows_1_and_2(shipped: Config) -> None:
+    backups_s3 = rule_named(shipped, "backups-s3")
+    backups_local = rule_named(shipped, "backups-local")
+    customer_files = rule_named(shipped, "customer-files")
+
+    assert (backups_s3.store, backups_s3.period.text) == ("backups", "7d")
+    assert backups_s3.objects is not None
+    assert backups_s3.objects.clock == "key_date"
+    assert (backups_local.store, backups_local.period.text) == ("backup_folder", "7d")
+    assert customer_files.objects is not None
+    assert customer_files.objects.subjects is not None
+    assert customer_files.objects.subjects.rule.name == "customer-content"
+    assert customer_files.period == rule_named(shipped, "customer-content").period
 
 
 @pytest.mark.parametrize(

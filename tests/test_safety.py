@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,14 @@ from retention.cli import main
 from retention.config import Config
 from retention.errors import ConfigError, ExitCode, UsageError
 from retention.stores import open_stores
-from tests.support import create_tables, logs_rule, make_config, plan_and_run, remaining_ids
+from tests.support import (
+    copy_shipped_config,
+    create_tables,
+    logs_rule,
+    make_config,
+    plan_and_run,
+    remaining_ids,
+)
 
 AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
 NOW = datetime(2026, 11, 23, 12, 5, tzinfo=UTC)
@@ -234,9 +240,8 @@ def _cli(*arguments: str, stdin: str | None = None) -> Result:
 
 
 @pytest.fixture
-def demo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "config").mkdir()
-    shutil.copy(ROOT / "config" / "retention.toml", tmp_path / "config" / "retention.toml")
+def demo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: str) -> Path:
+    copy_shipped_config(tmp_path, s3_server)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RETENTION_CONFIG", raising=False)
     assert _cli("demo", "--as-of", "2026-11-23T12:00:00+00:00").exit_code == 0
