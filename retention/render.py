@@ -87,7 +87,12 @@ def render_plan(plan: Plan, zone_name: str) -> str:
         width = max(len(rule_plan.rule.name) for rule_plan in with_objects)
         lines += [
             f"  {rule_plan.rule.name.ljust(width)}  "
-            + ", ".join(_detail(name, value) for name, value in rule_plan.details)
+            + ", ".join(
+                _detail(name, value)
+                for index, (name, value) in enumerate(rule_plan.details)
+                # Counts that are zero say nothing, except the first (how many are due).
+                if value or index == 0
+            )
             for rule_plan in with_objects
         ]
     with_samples = [rule_plan for rule_plan in plan.rules if rule_plan.samples]
