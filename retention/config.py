@@ -783,6 +783,43 @@ _RULE_KEYS = {
 }
 
 
+@dataclass(frozen=True)
+class _RunLimits:
+    """How any rule runs, whatever its store: batches, brakes, schedule."""
+
+    batch_size: int
+    max_delete: int
+    max_fraction: float
+    match_all: bool
+    schedule: Schedule
+    jitter: timedelta
+
+
+def _read_run_limits(
+    reader: _Reader,
+    raw: Mapping[str, object],
+    path: str,
+    settings: Settings | None,
+    default_batch: int,
+) -> _RunLimits:
+    batch_size = reader.positive_int(raw, "batch_size", path, default_batch, MAX_BATCH_SIZE)
+    defaults = settings or Settings(ZoneInfo("UTC"))
+    max_delete = reader.positive_int(raw, "max_delete", path, defaults.max_delete, 10**12)
+    max_fraction = reader.fraction(raw, "max_fraction", path, defaults.max_fraction)
+    schedule = DAILY
+    if "schedule" in raw:
+        try:
+            schedule = parse_schedule(raw["schedule"])
+        except ValueError as error:
+            reader.error(f"{path}.schedule", str(error))
+    jitter = reader.duration(raw, "jitter", path, timedelta(0), timedelta(0))
+    match_all = raw.get("match_all", False)
+    if not isinstance(match_all, bool):
+        reader.error(f"{path}.match_all", f"must be true or false, not {match_all!r}")
+        match_all = False
+    return _RunLimits(batch_size, max_delete, max_fraction, match_all, schedule, jitter)
+
+
 def _read_rule(
     reader: _Reader,
     raw: object,
@@ -841,27 +878,13 @@ def _read_rule(
     if children and action == "anonymise":
         reader.error(f"{path}.children", "only goes with action = 'delete' (anonymised rows stay)")
     default_batch = settings.batch_size if settings else DEFAULT_BATCH_SIZE
-    batch_size = reader.positive_int(raw, "batch_size", path, default_batch, MAX_BATCH_SIZE)
-    defaults = settings or Settings(ZoneInfo("UTC"))
-    max_delete = reader.positive_int(raw, "max_delete", path, defaults.max_delete, 10**12)
-    max_fraction = reader.fraction(raw, "max_fraction", path, defaults.max_fraction)
-    schedule = DAILY
-    if "schedule" in raw:
-        try:
-            schedule = parse_schedule(raw["schedule"])
-        except ValueError as error:
-            reader.error(f"{path}.schedule", str(error))
-    jitter = reader.duration(raw, "jitter", path, timedelta(0), timedelta(0))
-    match_all = raw.get("match_all", False)
-    if not isinstance(match_all, bool):
-        reader.error(f"{path}.match_all", f"must be true or false, not {match_all!r}")
-        match_all = False
+    limits = _read_run_limits(reader, raw, path, settings, default_batch)
     if (
         period is not None
         and period == Period(text=period.text)
         and not conditions
         and where_sql is None
-        and not match_all
+        and not limits.match_all
     ):
         reader.error(
             path,
@@ -897,12 +920,12 @@ def _read_rule(
         children=children,
         anonymise=anonymise,
         marker_column=marker_column,
-        batch_size=batch_size,
-        max_delete=max_delete,
-        max_fraction=max_fraction,
-        match_all=match_all,
-        schedule=schedule,
-        jitter=jitter,
+        batch_size=limits.batch_size,
+        max_delete=limits.max_delete,
+        max_fraction=limits.max_fraction,
+        match_all=limits.match_all,
+        schedule=limits.schedule,
+        jitter=limits.jitter,
     )
 
 
@@ -1009,30 +1032,14 @@ def _read_object_rule(
     action = raw.get("action", "delete")
     if action != "delete":
         reader.error(f"{path}.action", f"objects and files can only be deleted, not {action!r}")
-    batch_size = reader.positive_int(
-        raw, "batch_size", path, DEFAULT_OBJECT_BATCH_SIZE, MAX_BATCH_SIZE
-    )
-    defaults = settings or Settings(ZoneInfo("UTC"))
-    max_delete = reader.positive_int(raw, "max_delete", path, defaults.max_delete, 10**12)
-    max_fraction = reader.fraction(raw, "max_fraction", path, defaults.max_fraction)
-    schedule = DAILY
-    if "schedule" in raw:
-        try:
-            schedule = parse_schedule(raw["schedule"])
-        except ValueError as error:
-            reader.error(f"{path}.schedule", str(error))
-    jitter = reader.duration(raw, "jitter", path, timedelta(0), timedelta(0))
-    match_all = raw.get("match_all", False)
-    if not isinstance(match_all, bool):
-        reader.error(f"{path}.match_all", f"must be true or false, not {match_all!r}")
-        match_all = False
+    limits = _read_run_limits(reader, raw, path, settings, DEFAULT_OBJECT_BATCH_SIZE)
     if (
         period is not None
         and period == Period(text=period.text)
         and not prefix
         and not glob
         and date_pattern is None
-        and not match_all
+        and not limits.match_all
     ):
         reader.error(
             path,
@@ -1059,12 +1066,12 @@ def _read_object_rule(
         clock=(ColumnRef(clock),),
         period=period or Period(text="0d"),
         action="delete",
-        batch_size=batch_size,
-        max_delete=max_delete,
-        max_fraction=max_fraction,
-        match_all=match_all,
-        schedule=schedule,
-        jitter=jitter,
+        batch_size=limits.batch_size,
+        max_delete=limits.max_delete,
+        max_fraction=limits.max_fraction,
+        match_all=limits.match_all,
+        schedule=limits.schedule,
+        jitter=limits.jitter,
         objects=scope,
     )
     if pending is not None:
