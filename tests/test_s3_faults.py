@@ -388,3 +388,38 @@ def test_an_endpoint_that_refuses_connections_exits_69_with_one_line(
     assert len(messages) == 1, result.stdout
     assert "archive" in messages[0]  # the store's name
     assert not log_events(result, "rule.crashed")
+
+
+def test_a_run_lists_once_its_batches_reuse_the_listing_of_its_plan(
+    proxy: FaultProxy, bucket: str, s3_server: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, proxy.endpoint, bucket, rule="batch_size = 10")
+
+    result = run(config)
+
+    assert result.exit_code == 0, result.output
+    assert object_keys(s3_server, bucket) == set(OTHERS)
+    # One listing for the plan's count, none again for the three batches.
+    assert proxy.count("list_objects_v2") == 1
+    assert proxy.count("delete_objects") == 3
+
+
+def test_a_dry_run_and_a_plan_keep_no_listing_and_a_second_rule_gets_its_own(
+    proxy: FaultProxy, bucket: str, s3_server: str, tmp_path: Path
+) -> None:
+    second = (
+        '[[rules]]\nname = "others"\nstore = "archive"\nprefix = "keep/"\nperiod = "7d"\n'
+        'action = "delete"\n'
+    )
+    config = write_config(tmp_path, proxy.endpoint, bucket, rule=second)
+
+    dry = run(config, "--dry-run")
+    listed_by_dry_run = proxy.count("list_objects_v2")
+    result = run(config)
+
+    assert (dry.exit_code, result.exit_code) == (0, 0), result.output
+    # A dry run's store is read-only: it lists in its plan and again in its batches.
+    assert listed_by_dry_run == 4
+    # Each rule's batches reuse its own listing from the plan: two lists for two rules.
+    assert proxy.count("list_objects_v2") - listed_by_dry_run == 2
+    assert object_keys(s3_server, bucket) == {"exports-not/c.csv"}

@@ -60,6 +60,9 @@ LOCK_CHECK_CHUNK = 256
 RETRYABLE_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable"})
 KEY_RETRIES = 4
 RETRY_BASE_SECONDS = 0.2
+# A run's plan lists a rule's objects to count them; its batches reuse that listing instead of
+# listing again, when it holds at most this many versions (about 300 bytes each in memory).
+SURVEY_LISTING_ENTRIES = 100_000
 # A batch that finds nothing to delete still ends after looking at this many list pages' worth,
 # so that a long run of kept objects does not make one batch last for ever.
 EXAMINED_PAGES_PER_BATCH = 20
@@ -297,6 +300,8 @@ class S3Store:
         )
         self._object_lock: bool | None = None
         self._versioning_unknown = True
+        # Per (rule, as_of): the listings this run's plan read, for its batches (bounded).
+        self._survey_listings: dict[tuple[object, ...], _Recorder] = {}
         self._never_versioned_bucket = False
         # The listing a batch stopped in, kept for the next batch (which starts where it ended):
         # its next page is already on its way.
@@ -671,10 +676,16 @@ class S3Store:
         locked, keys whose date pattern does not match and (cross-store) subjects."""
         scope = self._scope(selection)
         tally = _Tally()
+        listing = self._items(selection, scope, None)
+        # Only a store that may delete keeps the listing: it is for this run's batches.
+        budget = SURVEY_LISTING_ENTRIES - sum(
+            recorded.entries for recorded in self._survey_listings.values()
+        )
+        recorder = None if self.read_only or scope.cross else _Recorder(budget)
+        if recorder is not None:
+            listing = recorder.record(listing)
         with self._reachable("listing object versions"):
-            items = self._locked_items(
-                selection, scope, self._items(selection, scope, None), datetime.now(UTC)
-            )
+            items = self._locked_items(selection, scope, listing, datetime.now(UTC))
             for item in items:
                 if item.kind != "group":
                     tally.subjects += 1
@@ -692,6 +703,8 @@ class S3Store:
             details.append(("unmatched", tally.unmatched))
         if scope.cross:
             details.append(("subjects", tally.subjects))
+        if recorder is not None and recorder.items is not None:
+            self._survey_listings[(selection.rule.name, selection.as_of)] = recorder
         return Survey(
             due=tally.due,
             oldest=None if scope.cross else tally.oldest,
@@ -731,8 +744,12 @@ class S3Store:
             raise RetentionError(f"{self._where} was opened read-only: it does not delete")
         scope = self._scope(selection)
         identity = (selection.rule.name, selection.as_of, after)
+        surveyed = self._survey_listings.pop(identity[:2], None)
         if self._resume is not None and self._resume[0] == identity:
             items = self._resume[1]
+        elif after is None and surveyed is not None and surveyed.items is not None:
+            # The plan's own listing, judged again (holds and Object Lock may have changed).
+            items = self._locked_items(selection, scope, iter(surveyed.items), now)
         else:
             items = self._locked_items(selection, scope, self._items(selection, scope, after), now)
         self._resume = None
@@ -898,6 +915,26 @@ class S3Store:
         with self._reachable("HeadObject"):
             flags = list(self._workers.map(exists, records))
         return {record for record, flag in zip(records, flags, strict=True) if flag}
+
+
+class _Recorder:
+    """Keeps the items of a listing while it is read, up to ``limit`` versions; past that it
+    keeps nothing (``items`` None), so that memory stays bounded whatever the bucket holds."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: list[_Item] | None = []
+        self.entries = 0
+
+    def record(self, items: Iterator[_Item]) -> Iterator[_Item]:
+        for item in items:
+            if self.items is not None:
+                self.entries += len(item.group.entries) if item.group is not None else 1
+                if self.entries > self.limit:
+                    self.items = None
+                else:
+                    self.items.append(item)
+            yield item
 
 
 def _grouped(pages: Iterator[list[_Entry]]) -> Iterator[_Group]:
