@@ -48,6 +48,7 @@ from retention.rules import (
     read_date,
     wall_time_to_utc,
 )
+from retention.runtime.logging import get_logger
 from retention.runtime.secrets import secret_path
 
 NULL_VERSION = "null"
@@ -560,6 +561,14 @@ class S3Store:
                 code, _message = _error_of(error)
                 # Cannot tell (no permission, not implemented): check every candidate.
                 self._object_lock = code != "ObjectLockConfigurationNotFoundError"
+                if self._object_lock:
+                    get_logger().warning(
+                        "s3.object_lock_unknown",
+                        store=self.config.name,
+                        code=code,
+                        consequence="every expired version is checked with HeadObject (slower); "
+                        "allow s3:GetBucketObjectLockConfiguration to avoid it",
+                    )
             except CONNECTION_ERRORS as error:
                 raise StoreUnavailable(
                     f"{self._where} is unreachable: {_first_line(error)}"
