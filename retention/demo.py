@@ -771,6 +771,8 @@ def _applicant(
 
 # A backup folder holding this file was made by the demo, which may empty and refill it.
 DEMO_FOLDER_MARKER = ".retention-demo"
+# A bucket with this tag was made by the demo, which may empty and refill it.
+DEMO_BUCKET_TAG = "retention-demo"
 # The databases whose nightly dumps the demo's backups hold, and when they are taken (Paris).
 _DUMPED_DATABASES = ("app", "crm")
 _NIGHTLY = time(3, 0)
@@ -790,7 +792,8 @@ def create_demo_objects(
     with that moment as their mtime, plus a pair taken a day either side of the cutoff; a folder
     is only filled when it is missing, empty, or made by an earlier demo (it holds
     DEMO_FOLDER_MARKER). Buckets are only filled on a local S3 server (``endpoint_url`` on
-    127.0.0.1 or localhost) that answers: each is emptied, then gets nightly dumps keyed by date
+    127.0.0.1 or localhost) that answers, and only a new or empty bucket or one the demo made
+    (tagged DEMO_BUCKET_TAG): each is emptied, then gets nightly dumps keyed by date
     (versioned, with re-runs and delete markers) or, for a cross-store rule, files under the
     prefix of every record of its subjects' table, read from ``database_url`` (default: the
     subjects' store). Dummy keys are written to a store's ``credentials_file`` when it does not
@@ -1009,7 +1012,11 @@ def _fill_bucket(
     client = _s3_client(store)
     # Backups keep every version (what a bucket with versioning looks like in production).
     versioned = any(rule.objects and rule.objects.clock == "key_date" for rule in rules)
-    _empty_bucket(client, store)
+    if not _empty_bucket(client, store):
+        return (
+            f"bucket {store.bucket} on {store.endpoint_url}: holds objects the demo did not make "
+            f"(no {DEMO_BUCKET_TAG} tag); left alone"
+        )
     if versioned:
         client.put_bucket_versioning(
             Bucket=store.bucket, VersioningConfiguration={"Status": "Enabled"}
@@ -1108,8 +1115,10 @@ def _put_all(client: Any, bucket: str, objects: dict[str, bytes]) -> None:
             pass
 
 
-def _empty_bucket(client: Any, store: S3StoreConfig) -> None:
-    """Create the bucket, or delete every version and delete marker it holds."""
+def _empty_bucket(client: Any, store: S3StoreConfig) -> bool:
+    """Create the bucket (tagged as the demo's), or delete every version and delete marker of a
+    bucket the demo made (its tag) or that is empty; return False, touching nothing, for a
+    bucket that holds objects the demo did not make (a local server can hold real data)."""
     from botocore.exceptions import ClientError
 
     try:
@@ -1120,14 +1129,35 @@ def _empty_bucket(client: Any, store: S3StoreConfig) -> None:
         client.create_bucket(
             Bucket=store.bucket, **({"CreateBucketConfiguration": location} if location else {})
         )
-        return
+        _tag_as_demo(client, store.bucket)
+        return True
     doomed = [
         {"Key": entry["Key"], "VersionId": entry["VersionId"]}
         for page in client.get_paginator("list_object_versions").paginate(Bucket=store.bucket)
         for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
     ]
+    if doomed and not _tagged_as_demo(client, store.bucket):
+        return False
+    _tag_as_demo(client, store.bucket)
     for start in range(0, len(doomed), _DELETE_CHUNK):
         client.delete_objects(
             Bucket=store.bucket,
             Delete={"Objects": doomed[start : start + _DELETE_CHUNK], "Quiet": True},
         )
+    return True
+
+
+def _tag_as_demo(client: Any, bucket: str) -> None:
+    client.put_bucket_tagging(
+        Bucket=bucket, Tagging={"TagSet": [{"Key": DEMO_BUCKET_TAG, "Value": "true"}]}
+    )
+
+
+def _tagged_as_demo(client: Any, bucket: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        tags = client.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
+    except ClientError:
+        return False  # no tags at all (NoSuchTagSet), or not allowed to look: not the demo's
+    return any(tag.get("Key") == DEMO_BUCKET_TAG for tag in tags)

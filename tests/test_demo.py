@@ -562,3 +562,29 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     }
     assert folders == weeks  # no week folder left empty
     assert folders < week_folders  # and the weeks whose dumps all expired went
+
+
+def test_the_demo_never_empties_a_bucket_it_did_not_make(s3_server: str, tmp_path: Path) -> None:
+    import secrets
+
+    from retention.config import load_config
+    from retention.demo import create_demo_database, create_demo_objects
+
+    suffix = f"-{secrets.token_hex(4)}"
+    config = load_config(_demo_config(tmp_path, s3_server, suffix))
+    client = _s3(s3_server)
+    foreign = BACKUPS_BUCKET + suffix
+    client.create_bucket(Bucket=foreign)
+    client.put_object(Bucket=foreign, Key="real/data.bin", Body=b"someone's data")
+
+    database_url = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    create_demo_database(database_url, as_of=AS_OF)
+    lines = create_demo_objects(config, as_of=AS_OF, database_url=database_url)
+    again = create_demo_objects(config, as_of=AS_OF, database_url=database_url)
+
+    assert any(f"bucket {foreign}" in line and "left alone" in line for line in lines)
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=foreign).get("Contents", [])]
+    assert keys == ["real/data.bin"]
+    # The bucket the demo made itself is refilled, run after run.
+    content = CONTENT_BUCKET + suffix
+    assert any(f"bucket {content} on" in line and "left alone" not in line for line in again)
