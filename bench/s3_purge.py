@@ -36,7 +36,6 @@ Usage: .venv/bin/python bench/s3_purge.py [--objects N] [--server moto|seaweedfs
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -54,6 +53,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from bench_common import (
+    STARTED,
+    json_line,
+    progress,
+    retention_command,
+    toml_string,
+    warn_if_busy,
+)
 from botocore.config import Config as BotoConfig
 
 DEFAULT_OBJECTS = 20_000
@@ -66,7 +73,6 @@ ACCESS_KEY, SECRET_KEY, REGION = "retention-bench", "retention-bench-secret", "u
 
 TARGET_VS_AWS = 1.0
 TARGET_VS_RCLONE = 10.0
-BUSY_LOAD = 0.25  # per CPU: above this, warn that timings will be noisy
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "retention-bench"
@@ -87,14 +93,6 @@ TOOL_LABELS = {
 
 class BenchFailure(RuntimeError):
     """The benchmark could not measure, or a tool did not delete what it had to."""
-
-
-_started = time.monotonic()
-
-
-def progress(message: str) -> None:
-    """Print a progress line, stamped with the seconds since the bench started."""
-    print(f"[{time.monotonic() - _started:6.1f}s] {message}", flush=True)
 
 
 # --- tools -----------------------------------------------------------------------------------
@@ -443,17 +441,6 @@ def reference_purge(endpoint: str, bucket: str, concurrency: int) -> int:
     return 0
 
 
-def toml_string(value: object) -> str:
-    """A TOML basic string holding ``str(value)`` (JSON's escaping is valid TOML)."""
-    return json.dumps(str(value))
-
-
-def retention_command() -> list[str]:
-    """The `retention` CLI of the interpreter running the bench (the venv's), or -m retention."""
-    script = Path(sys.executable).parent / "retention"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "retention"]
-
-
 def write_retention_config(
     directory: Path, endpoint: str, bucket: str, options: Options, audited: bool
 ) -> Path:
@@ -534,25 +521,11 @@ def run_retention(
         env.pop(name)
     seconds, cpu, errors = timed(command, env, scratch / "retention.log")
     finished = [
-        line
-        for line in map(_json_line, errors.splitlines())
-        if line.get("event") == "rule.finished"
+        line for line in map(json_line, errors.splitlines()) if line.get("event") == "rule.finished"
     ]
     if len(finished) != 1 or finished[0].get("status") != "ok":
         raise BenchFailure(f"no successful rule.finished line in the log:\n{errors[-4000:]}")
     return seconds, cpu, finished[0]
-
-
-def _json_line(line: str) -> dict[str, Any]:
-    """Parse a JSON log line (journald prefix tolerated); anything else gives {}."""
-    start = line.find("{")
-    if start < 0:
-        return {}
-    try:
-        parsed = json.loads(line[start:])
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def measure(
@@ -676,15 +649,6 @@ def verdict(by_tool: dict[str, list[Run]]) -> list[str]:
     return lines
 
 
-def warn_if_busy() -> None:
-    """Print the load average, with a warning when something else keeps the CPUs busy."""
-    load = os.getloadavg()[0]
-    cpus = os.cpu_count() or 1
-    progress(f"load average {load:.2f} on {cpus} CPUs")
-    if load > BUSY_LOAD * cpus:
-        progress("WARNING: the machine is busy; the timings below will be noisy")
-
-
 def parse_arguments(argv: Sequence[str] | None = None) -> Options:
     """The command line (see the module docstring), as Options."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -796,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if spread:
             print("spread (population stdev of the rounds): " + ", ".join(spread))
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(f"(total {time.monotonic() - _started:.0f}s; load average now {load})")
+    print(f"(total {time.monotonic() - STARTED:.0f}s; load average now {load})")
     return 0
 
 

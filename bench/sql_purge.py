@@ -25,7 +25,6 @@ Usage: .venv/bin/python bench/sql_purge.py [--rows N] [--backend postgres|mariad
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import secrets
@@ -41,6 +40,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench_common import (
+    STARTED,
+    json_line,
+    progress,
+    retention_command,
+    toml_string,
+    warn_if_busy,
+)
 from sqlalchemy import Connection, Engine, create_engine, text
 
 # The instant the run is "as of", and what its 1-year rule expires: clock + 1y <= AS_OF.
@@ -59,7 +66,6 @@ TARGET_TRANSACTION_SECONDS = 0.25
 # Peak RSS "does not grow with the table" when the big run stays within this of the small one.
 RSS_TOLERANCE_KIB = 16 * 1024
 
-BUSY_LOAD = 0.25  # per CPU: above this, warn that timings will be noisy
 EXPLAIN_WIDTH = 160  # plan lines are cut there (the DELETE's IN list is long)
 
 RULE_NAME = "connection-logs"
@@ -166,14 +172,6 @@ class Measurement:
 
 class BenchFailure(RuntimeError):
     """The benchmark could not measure, or the two copies disagree."""
-
-
-_started = time.monotonic()
-
-
-def progress(message: str) -> None:
-    """Print a progress line, stamped with the seconds since the bench started."""
-    print(f"[{time.monotonic() - _started:6.1f}s] {message}", flush=True)
 
 
 def execute(connection: Connection, statement: str) -> list[tuple[Any, ...]]:
@@ -342,17 +340,6 @@ max_fraction = 1.0
     return path
 
 
-def toml_string(value: object) -> str:
-    """A TOML basic string holding ``str(value)`` (JSON's escaping is valid TOML)."""
-    return json.dumps(str(value))
-
-
-def retention_command() -> list[str]:
-    """The `retention` CLI of the interpreter running the bench (the venv's), or -m retention."""
-    script = Path(sys.executable).parent / "retention"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "retention"]
-
-
 def run_retention(config: Path, directory: Path) -> RetentionRun:
     """Run `retention run` on ``config`` in a subprocess; return its report and peak RSS.
 
@@ -388,9 +375,7 @@ def run_retention(config: Path, directory: Path) -> RetentionRun:
     if process.returncode != 0:
         raise BenchFailure(f"retention run exited {process.returncode}:\n{errors}")
     finished = [
-        line
-        for line in map(_json_line, errors.splitlines())
-        if line.get("event") == "rule.finished"
+        line for line in map(json_line, errors.splitlines()) if line.get("event") == "rule.finished"
     ]
     if len(finished) != 1 or finished[0].get("status") != "ok":
         raise BenchFailure(f"no successful rule.finished line in the log:\n{errors}")
@@ -405,18 +390,6 @@ def run_retention(config: Path, directory: Path) -> RetentionRun:
         peak_rss_kib=peak_kib,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
     )
-
-
-def _json_line(line: str) -> dict[str, Any]:
-    """Parse a JSON log line (journald prefix tolerated); anything else gives {}."""
-    start = line.find("{")
-    if start < 0:
-        return {}
-    try:
-        parsed = json.loads(line[start:])
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def explain_batch(connection: Connection, batch_size: int) -> None:
@@ -620,16 +593,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def warn_if_busy() -> None:
-    """Print the load average, with a warning when something else keeps the CPUs busy: the
-    figures (wall-clock times) are only comparable on an otherwise idle machine."""
-    load = os.getloadavg()[0]
-    cpus = os.cpu_count() or 1
-    progress(f"load average {load:.2f} on {cpus} CPUs")
-    if load > BUSY_LOAD * cpus:
-        progress("WARNING: the machine is busy; the timings below will be noisy")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; return 0 when it measured (target met or not), 1 when it failed."""
     options = parse_arguments(argv)
@@ -652,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in [*summary_table(measurements), "", *verdict(measurements, options)]:
         print(line)
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(f"(total {math.ceil(time.monotonic() - _started)}s; load average now {load})")
+    print(f"(total {math.ceil(time.monotonic() - STARTED)}s; load average now {load})")
     return 0
 
 

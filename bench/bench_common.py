@@ -1,0 +1,54 @@
+"""What the benchmarks share: progress lines, the load warning, and running `retention`.
+
+Imported by the scripts beside it (`python bench/x.py` puts this folder on sys.path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BUSY_LOAD = 0.25  # per CPU: above this, warn that timings will be noisy
+STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """Print a progress line, stamped with the seconds since the bench started."""
+    print(f"[{time.monotonic() - STARTED:6.1f}s] {message}", flush=True)
+
+
+def warn_if_busy() -> None:
+    """Print the load average, with a warning when something else keeps the CPUs busy: the
+    figures (wall-clock times) are only comparable on an otherwise idle machine."""
+    load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    progress(f"load average {load:.2f} on {cpus} CPUs")
+    if load > BUSY_LOAD * cpus:
+        progress("WARNING: the machine is busy; the timings below will be noisy")
+
+
+def toml_string(value: object) -> str:
+    """A TOML basic string holding ``str(value)`` (JSON's escaping is valid TOML)."""
+    return json.dumps(str(value))
+
+
+def retention_command() -> list[str]:
+    """The `retention` CLI of the interpreter running the bench (the venv's), or -m retention."""
+    script = Path(sys.executable).parent / "retention"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "retention"]
+
+
+def json_line(line: str) -> dict[str, Any]:
+    """Parse a JSON log line (journald prefix tolerated); anything else gives {}."""
+    start = line.find("{")
+    if start < 0:
+        return {}
+    try:
+        parsed = json.loads(line[start:])
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
