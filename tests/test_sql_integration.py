@@ -904,3 +904,60 @@ def test_a_row_that_becomes_due_inside_the_batch_range_is_not_deleted_unrecorded
     ]
     assert sorted(claimed) == sorted(record_leaf(hmac_key, "db", "logs", (key,)) for key in deleted)
     assert report.outcomes[0].deleted == len(deleted)
+
+
+def test_a_database_refusal_names_no_value_in_the_outcome_logs_or_trail(
+    database_url: str, tmp_path: Any
+) -> None:
+    """Two sessions from one /24: truncating their IPs makes the same value twice in a UNIQUE
+    column. MariaDB's message quotes it; PostgreSQL's statement parameters would too. The rule
+    fails on its own, with the driver's first line and no value."""
+    metadata = MetaData()
+    sessions = Table(
+        "sessions",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("ip_address", String(45), unique=True),
+        Column("ended_on", Date),
+        Column("anonymised_at", DateTime),
+    )
+    engine = create_tables(database_url, metadata)
+    _insert(
+        engine,
+        sessions,
+        [
+            {"id": 1, "ip_address": "198.51.100.23", "ended_on": date(2020, 1, 1)},
+            {"id": 2, "ip_address": "198.51.100.77", "ended_on": date(2020, 1, 2)},
+        ],
+    )
+    audit = tmp_path / "audit"
+    config = make_config(
+        database_url,
+        """
+[[rules]]
+name = "sessions"
+store = "db"
+table = "sessions"
+key = "id"
+clock = "ended_on"
+period = "1y"
+action = "anonymise"
+marker_column = "anonymised_at"
+
+[rules.anonymise]
+ip_address = "truncate_ip"
+""",
+        audit_directory=audit,
+    )
+
+    _, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    (outcome,) = report.outcomes
+
+    assert (outcome.status, outcome.anonymised) == ("failed", 0)
+    assert "the database refused it" in str(outcome.error)
+    trail = "".join(path.read_text() for path in (audit / "trail").iterdir())
+    for text_out in (str(outcome.error), trail):
+        assert "198.51.100" not in text_out
+    with engine.connect() as connection:
+        kept = {row.ip_address for row in connection.execute(select(sessions))}
+    assert kept == {"198.51.100.23", "198.51.100.77"}

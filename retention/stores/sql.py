@@ -8,6 +8,7 @@ SQLAlchemy; values are always bound.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -157,7 +158,10 @@ class SqlStore:
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
-        """Turn connection failures into StoreUnavailable; other database errors pass."""
+        """Turn connection failures into StoreUnavailable, and other database errors into a
+        RetentionError with the driver's first line, values left out: what reaches logs, the
+        ledger and the audit trail never quotes a row (SQLAlchemy's own text holds the
+        statement's parameters)."""
         try:
             yield
         except sa_exc.DBAPIError as error:
@@ -165,7 +169,9 @@ class SqlStore:
                 raise StoreUnavailable(
                     f"store {self.name!r} is unreachable: {_reason(error)}"
                 ) from error
-            raise
+            raise RetentionError(
+                f"store {self.name!r}: the database refused it: {_without_values(_reason(error))}"
+            ) from error
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
@@ -800,6 +806,18 @@ def _is_connect_failure(error: sa_exc.DBAPIError) -> bool:
 
 def _reason(error: sa_exc.DBAPIError) -> str:
     return str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+
+
+def _without_values(message: str) -> str:
+    """Given a driver's message, return it with quoted literals blanked: MariaDB quotes the
+    offending value (``Duplicate entry 'jane@example.com' for key 'email'``), PostgreSQL too
+    (``invalid input syntax for type integer: "Jane"``), with the names around it.
+
+    Example: ``_without_values("Duplicate entry 'a@b.c' for key 'email'")`` returns
+    ``"Duplicate entry '…' for key '…'"``.
+    """
+    message = re.sub(r"'(?:[^'\\]|\\.|'')*'", "'…'", message)
+    return re.sub(r'"(?:[^"\\]|\\.|"")*"', '"…"', message)
 
 
 __all__ = ["SqlStore", "create_sql_engine"]
