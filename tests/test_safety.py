@@ -321,6 +321,11 @@ def test_hold_commands(demo_dir: Path) -> None:
     assert "case 7" in listed.stdout
     no_reason = _cli("hold", "add", "--rule", "partners", "--key", "1", "--reason", " ")
     assert no_reason.exit_code == ExitCode.USAGE
+    for personal in ("asked by jane.doe@example.com", "the host 192.0.2.17"):
+        refused = _cli("hold", "add", "--rule", "partners", "--key", "1", "--reason", personal)
+        assert refused.exit_code == ExitCode.USAGE
+        assert "case or ticket reference" in refused.stderr
+    assert "hold 2" not in _cli("hold", "list").stdout
     released = _cli("hold", "release", "1", "--reason", "closed")
     assert released.exit_code == 0
     assert "no holds in force" in _cli("hold", "list").stdout
