@@ -469,6 +469,26 @@ def test_object_lock_protects_versions_without_failing_the_run(
     assert locked.keys() == ["l/governance", "l/legal"]
 
 
+def test_a_delete_marker_over_a_locked_version_stays_so_the_object_stays_deleted(
+    s3_server: str, tmp_path: Path
+) -> None:
+    locked = new_bucket(s3_server, locked=True)
+    client, name = locked.client, locked.name
+    client.put_object(Bucket=name, Key="l/hidden", Body=b"1", ObjectLockLegalHoldStatus="ON")
+    client.delete_object(Bucket=name, Key="l/hidden")  # a marker on top of the locked version
+    config_path = write_config(locked, s3_rule(prefix="l/"), tmp_path)
+    as_of = (datetime.now(UTC) + 2 * DAY).isoformat()
+
+    run = cli(config_path, "run", "--yes", "--as-of", as_of)
+
+    assert run.exit_code == 0, run.output
+    assert [(key, marker) for key, _version, marker in locked.versions("l/")] == [
+        ("l/hidden", False),
+        ("l/hidden", True),
+    ]
+    assert locked.keys("l/") == []  # still deleted for every reader
+
+
 def test_a_delete_refused_by_object_lock_counts_as_held_not_failed(
     s3_server: str, tmp_path: Path, s3_store_of: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

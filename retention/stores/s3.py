@@ -624,7 +624,8 @@ class S3Store:
     def _verdict(self, selection: Selection, scope: _Scope, item: _Item) -> _Verdict:
         """Given a key's versions, return what is due: every version whose clock has expired and
         that Object Lock does not protect, and every delete marker whose own clock has expired or
-        that no version would be left behind. A held key keeps everything."""
+        that no version would be left behind, except a current marker over versions that stay.
+        A held key keeps everything."""
         group = item.group
         assert group is not None
         zone = self.config.timezone
@@ -654,11 +655,16 @@ class S3Store:
         )
         left_behind = len(versions) - len(due_versions)
         due_ids = {entry.version_id for entry in due_versions}
+        # A current delete marker over versions that stay (Object Lock) stays too: removing it
+        # would make the object visible again.
         due_ids |= {
             entry.version_id
             for entry in group.entries
             if entry.marker
-            and (entry.version_id in expired or (left_behind == 0 and not verdict.unmatched))
+            and (
+                (entry.version_id in expired and not (entry.latest and left_behind))
+                or (left_behind == 0 and not verdict.unmatched)
+            )
         }
         due = [entry for entry in group.entries if entry.version_id in due_ids]
         if object_held(selection.holds, group.key):
