@@ -275,7 +275,7 @@ def plan_rule(
         # failure; the other rules are still planned.
         return RulePlan(rule, None, error=str(error))
     samples = tuple(
-        display_key(key) if show_keys else sample_hash(hash_key, rule.store, rule.table, key)
+        display_key(rule, key) if show_keys else sample_hash(hash_key, rule.store, rule.table, key)
         for key in survey.sample_keys
     )
     return RulePlan(
@@ -291,16 +291,18 @@ def plan_rule(
     )
 
 
-def display_key(key: KeyValues) -> str:
-    """Given a record's key, return it as shown with ``--show-keys``.
+def display_key(rule: Rule, key: KeyValues) -> str:
+    """Given a rule and a record's key, return the key as shown with ``--show-keys``: the way
+    `hold add --key` takes it.
 
-    Example: ``display_key((42,))`` returns ``"42"``; an S3 version ``("a/b.tar", "v1")``
-    returns ``"a/b.tar @v1"``; ``("a/b.tar", "null")`` (an unversioned object) ``"a/b.tar"``.
+    Example: ``(42,)`` shows as ``"42"``, a composite ``(7, 2)`` as ``"7/2"``; on an S3 rule,
+    ``("a/b.tar", "v1")`` shows as ``"a/b.tar @v1"`` and an unversioned ``("a/b.tar", "null")``
+    as ``"a/b.tar"``.
     """
     parts = [str(part) for part in key]
-    if len(parts) == 2 and parts[1] in ("null", "None"):
-        return parts[0]
-    return parts[0] if len(parts) == 1 else f"{parts[0]} @" + "/".join(parts[1:])
+    if rule.objects is not None and len(parts) == 2:
+        return parts[0] if parts[1] == "null" else f"{parts[0]} @{parts[1]}"
+    return "/".join(parts)
 
 
 def build_plan(

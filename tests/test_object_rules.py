@@ -729,10 +729,13 @@ def test_show_keys_puts_keys_in_clear_and_says_so() -> None:
 
 
 def test_display_key_shows_versions_but_not_the_null_version() -> None:
-    assert display_key(("a/b.tar", "null")) == "a/b.tar"
-    assert display_key(("a/b.tar", "3HL4kqtJ")) == "a/b.tar @3HL4kqtJ"
-    assert display_key((42,)) == "42"
-    assert display_key((1, 2)) == "1 @2"
+    (nightly,) = config(NIGHTLY).rules
+    (customers,) = config(CUSTOMERS).rules
+
+    assert display_key(nightly, ("a/b.tar", "null")) == "a/b.tar"
+    assert display_key(nightly, ("a/b.tar", "3HL4kqtJ")) == "a/b.tar @3HL4kqtJ"
+    assert display_key(customers, (42,)) == "42"
+    assert display_key(customers, (7, 2)) == "7/2"
 
 
 def test_rule_plan_brake_of_a_cross_store_rule_ignores_the_fraction() -> None:
