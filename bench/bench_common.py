@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,3 +53,16 @@ def json_line(line: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
+
+
+def audit_keygen(config: Path) -> str | None:
+    """Run `retention audit keygen` for ``config``; return None, or why it failed."""
+    keygen = subprocess.run(
+        [*retention_command(), "--config", str(config), "audit", "keygen"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if keygen.returncode == 0:
+        return None
+    return f"retention audit keygen exited {keygen.returncode}:\n{keygen.stderr}"

@@ -42,6 +42,7 @@ from typing import Any
 
 from bench_common import (
     STARTED,
+    audit_keygen,
     json_line,
     progress,
     retention_command,
@@ -327,16 +328,9 @@ max_fraction = 1.0
         encoding="utf-8",
     )
     if audited and not (keys / "signing.pem").exists():
-        keygen = subprocess.run(
-            [*retention_command(), "--config", str(path), "audit", "keygen"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if keygen.returncode != 0:
-            raise BenchFailure(
-                f"retention audit keygen exited {keygen.returncode}:\n{keygen.stderr}"
-            )
+        error = audit_keygen(path)
+        if error is not None:
+            raise BenchFailure(error)
     return path
 
 
