@@ -10,7 +10,6 @@ function of ``(as_of, seed, scale)``: nothing reads the wall clock or a global r
 
 from __future__ import annotations
 
-import configparser
 import gzip
 import os
 import random
@@ -975,22 +974,15 @@ def _write_demo_credentials(store: S3StoreConfig) -> None:
 
 
 def _s3_client(store: S3StoreConfig) -> Any:
-    import boto3  # type: ignore[import-untyped]
     from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 
-    keys: dict[str, str] = {}
-    if store.credentials_file is not None:
-        parser = configparser.ConfigParser()
-        parser.read(store.credentials_file)
-        section = parser[store.profile or "default"]
-        keys = {
-            "aws_access_key_id": section["aws_access_key_id"],
-            "aws_secret_access_key": section["aws_secret_access_key"],
-        }
-    session = boto3.session.Session(region_name=store.region or "us-east-1", **keys)
-    return session.client(
+    from retention.stores.s3 import s3_session
+
+    # The store's own credentials, read the way `run` reads them.
+    return s3_session(store).client(
         "s3",
         endpoint_url=store.endpoint_url,
+        region_name=store.region or "us-east-1",
         config=BotoConfig(
             s3={"addressing_style": store.addressing_style},
             connect_timeout=3,

@@ -193,41 +193,45 @@ def _brake(rule_plan: RulePlan, plan: Plan, allow_over_limit: frozenset[str]) ->
     return None
 
 
+def _objects_outcome(
+    rule_plan: RulePlan, plan: Plan, outcomes: Sequence[RuleOutcome]
+) -> tuple[str, RuleOutcome | None] | None:
+    """Given a rule, return the cross-store rule of the plan whose subjects it selects, with
+    that rule's outcome so far (None: not run yet); None when no cross-store rule names it."""
+    for other in plan.rules:
+        subjects = other.rule.objects.subjects if other.rule.objects else None
+        if subjects is not None and subjects.rule.name == rule_plan.rule.name:
+            name = other.rule.name
+            return name, next((outcome for outcome in outcomes if outcome.rule == name), None)
+    return None
+
+
 def _blocked_by_objects(
     rule_plan: RulePlan, plan: Plan, outcomes: Sequence[RuleOutcome]
 ) -> str | None:
     """A SQL rule whose records own objects (a cross-store rule names it) runs after that rule,
-    and only when every object of its subjects went: deleting a subject whose objects are still
-    there would leave them with nobody to find them by."""
-    for other in plan.rules:
-        subjects = other.rule.objects.subjects if other.rule.objects else None
-        if subjects is None or subjects.rule.name != rule_plan.rule.name:
-            continue
-        outcome = next((o for o in outcomes if o.rule == other.rule.name), None)
-        if outcome is None:
-            return f"not run: its subjects' objects (rule {other.rule.name!r}) must go first"
-        if outcome.status != "ok" and not outcome.partial:
-            return (
-                f"not run: rule {other.rule.name!r} did not purge every object of these "
-                f"subjects ({outcome.status}); their rows stay until it does"
-            )
+    and only when it ran to its end: deleting a subject whose objects are still there would
+    leave them with nobody to find them by."""
+    objects = _objects_outcome(rule_plan, plan, outcomes)
+    if objects is None:
+        return None
+    name, outcome = objects
+    if outcome is None:
+        return f"not run: its subjects' objects (rule {name!r}) must go first"
+    if outcome.status != "ok" and not outcome.partial:
+        return (
+            f"not run: rule {name!r} did not purge every object of these subjects "
+            f"({outcome.status}); their rows stay until it does"
+        )
     return None
 
 
 def _keeping_subjects(rule_plan: RulePlan, plan: Plan, outcomes: Sequence[RuleOutcome]) -> RulePlan:
     """A subjects' rule runs with its subjects whose objects stayed (held or failed) held too:
     a row goes only with the last of its objects."""
-    kept = [
-        key
-        for other in plan.rules
-        if other.rule.objects is not None
-        and other.rule.objects.subjects is not None
-        and other.rule.objects.subjects.rule.name == rule_plan.rule.name
-        for outcome in outcomes
-        if outcome.rule == other.rule.name
-        for key in outcome.kept_subjects
-    ]
-    if not kept or rule_plan.selection is None:
+    objects = _objects_outcome(rule_plan, plan, outcomes)
+    outcome = objects[1] if objects is not None else None
+    if outcome is None or not outcome.kept_subjects or rule_plan.selection is None:
         return rule_plan
     hold = Hold(
         id=0,
@@ -236,7 +240,7 @@ def _keeping_subjects(rule_plan: RulePlan, plan: Plan, outcomes: Sequence[RuleOu
         reason="some of their objects stayed (held or failed)",
         created_at=rule_plan.selection.as_of,
         created_by="retention",
-        keys=tuple(tuple(str(part) for part in key) for key in kept),
+        keys=tuple(tuple(str(part) for part in key) for key in outcome.kept_subjects),
     )
     holds = (*rule_plan.selection.holds, hold)
     return replace(rule_plan, selection=replace(rule_plan.selection, holds=holds))

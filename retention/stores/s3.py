@@ -87,7 +87,7 @@ def open_s3_store(
     """Given an S3 store's config, whether it may delete and a way to reach other stores (the
     SQL stores of cross-store rules' subjects), return the store (not yet contacted: ``ping``).
     """
-    session = _session(config)
+    session = s3_session(config)
     client_config = BotoConfig(
         region_name=config.region,
         s3={"addressing_style": config.addressing_style},
@@ -118,7 +118,7 @@ def open_s3_store(
     return S3Store(config, client, ping_client, read_only=read_only, store_for=store_for)
 
 
-def _session(config: S3StoreConfig) -> Any:
+def s3_session(config: S3StoreConfig) -> Any:
     """A boto3 session: the credentials file when one is configured, else boto3's own chain."""
     key_path = f"stores.{config.name}.credentials_credential"
     path = secret_path(config.credentials_file, config.credentials_credential, key_path)
@@ -300,10 +300,9 @@ class S3Store:
             max_workers=1, thread_name_prefix=f"s3-{config.name}-list"
         )
         self._object_lock: bool | None = None
-        self._versioning_unknown = True
         # Per (rule, as_of): the listings this run's plan read, for its batches (bounded).
         self._survey_listings: dict[tuple[object, ...], _Recorder] = {}
-        self._never_versioned_bucket = False
+        self._never_versioned_bucket: bool | None = None
         # The listing a batch stopped in, kept for the next batch (which starts where it ended):
         # its next page is already on its way.
         self._resume: tuple[tuple[object, ...], Iterator[_Item]] | None = None
@@ -398,13 +397,12 @@ class S3Store:
         """Whether versioning was never turned on for the bucket (then every object is its only,
         "null", version), asked once per store. Unknown counts as versioned: listing versions is
         always right, only slower."""
-        if self._versioning_unknown:
+        if self._never_versioned_bucket is None:
             try:
                 status = self.client.get_bucket_versioning(Bucket=self.config.bucket).get("Status")
             except boto_errors.ClientError:
                 status = "unknown"
             self._never_versioned_bucket = status is None
-            self._versioning_unknown = False
         return self._never_versioned_bucket
 
     def _pages(self, prefix: str, key_marker: str | None) -> Iterator[list[_Entry]]:
