@@ -412,3 +412,35 @@ def test_object_lock_keeps_a_version_and_its_customer(
     assert statuses(result) == {"customer-files": "ok", "customer-content": "ok"}
     assert setup.objects() == objects_of(KEPT) | set(UNOWNED) | {locked}
     assert setup.rows() == KEPT | {1}
+
+
+def test_the_daemon_runs_the_pair_as_one_job_under_both_leases(setup: Setup) -> None:
+    from datetime import UTC, datetime
+
+    from retention.config import load_config
+    from retention.daemon import Daemon, run_rule
+    from retention.scheduler import new_scheduler
+    from retention.state import StateDatabase
+
+    config = load_config(setup.config)
+    assert config.state.url is not None
+    state = StateDatabase(config.state.url)
+    daemon = Daemon(
+        setup.config,
+        config,
+        state,
+        new_scheduler(config.daemon.timezone),
+        clock=lambda: datetime.fromisoformat(AS_OF).astimezone(UTC),
+    )
+    try:
+        run_rule(daemon, "customer-content")  # the job of the subjects' rule
+        succeeded = {
+            name: state.last_success(name) for name in ("customer-files", "customer-content")
+        }
+    finally:
+        state.close()
+
+    assert setup.objects() == objects_of(KEPT) | set(UNOWNED)
+    assert setup.rows() == KEPT
+    # One run, recorded in the ledger for both rules.
+    assert all(moment is not None for moment in succeeded.values()), succeeded
