@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 from retention.audit.trail import read_entries
 from retention.cli import main
 from retention.config import Config, S3StoreConfig, parse_config
-from retention.errors import ExitCode, RetentionError
+from retention.errors import ConfigError, ExitCode, RetentionError
 from retention.executor import RuleOutcome
 from retention.planner import Plan, RulePlan, make_selection
 from retention.rules import expired_as_of, parse_period
@@ -750,3 +750,31 @@ def test_credentials_come_from_a_credentials_file(
             without.ping()
     finally:
         without.close()
+
+
+def test_credentials_come_from_the_service_managers_credentials_directory(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd's LoadCredential=s3:...: the file is read in $CREDENTIALS_DIRECTORY."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "s3").write_text("[default]\naws_access_key_id = k\naws_secret_access_key = s\n")
+    store = S3StoreConfig(**{**store_config(bucket).__dict__, "credentials_credential": "s3"})
+
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    opened = open_s3_store(store, read_only=True, store_for=refuse_other_stores)
+    try:
+        opened.ping()
+    finally:
+        opened.close()
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(ConfigError) as refused:
+        open_s3_store(store, read_only=True, store_for=refuse_other_stores)
+    (issue,) = refused.value.issues
+    assert issue.path == f"stores.{store.name}.credentials_credential"
+    assert "$CREDENTIALS_DIRECTORY" in issue.message
