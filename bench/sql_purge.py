@@ -388,19 +388,24 @@ def run_retention(config: Path, directory: Path) -> RetentionRun:
 
 def explain_batch(connection: Connection, batch_size: int) -> None:
     """Print the plans of the two statements of one retention batch, mid-table, in the shape
-    retention sends them (values inlined here, bound there): the keyset SELECT ... FOR UPDATE,
-    then DELETE ... WHERE id IN (the keys it locked) AND the due condition again. Nothing is
-    deleted: the SELECT runs (autocommit) to get the keys, the DELETE is only EXPLAINed."""
+    retention sends them for a plain delete rule (values inlined here, bound there): the keyset
+    probe for the range's last key, then DELETE ... WHERE id in that range AND the due condition
+    again, RETURNING id. Nothing is deleted: the probe runs to get the range, the DELETE is only
+    EXPLAINed."""
     table = RETENTION_TABLE
     middle = scalar(connection, f"SELECT MAX(id) / 2 FROM {table}")
     due = f"{table}.logged_at <= {cutoff_sql()}"
-    keyset = (
-        f"SELECT {table}.id FROM {table} WHERE {due} AND {table}.id > {middle} "
-        f"ORDER BY {table}.id LIMIT {batch_size} FOR UPDATE"
+    probe = (
+        f"SELECT batch.id FROM (SELECT {table}.id AS id FROM {table} WHERE {due} "
+        f"AND {table}.id > {middle} ORDER BY {table}.id LIMIT {batch_size}) AS batch "
+        "ORDER BY batch.id DESC LIMIT 1"
     )
-    keys = ", ".join(str(row[0]) for row in execute(connection, keyset))
-    deletion = f"DELETE FROM {table} WHERE {table}.id IN ({keys}) AND {due}"
-    for label, statement in (("keyset SELECT", keyset), ("DELETE", deletion)):
+    end = scalar(connection, probe)
+    deletion = (
+        f"DELETE FROM {table} WHERE {table}.id > {middle} AND {table}.id <= {end} AND {due} "
+        f"RETURNING {table}.id"
+    )
+    for label, statement in (("keyset probe", probe), ("DELETE", deletion)):
         result = connection.execute(text(f"EXPLAIN {statement}"))
         lines = [" | ".join(result.keys()) if len(result.keys()) > 1 else ""]
         lines += [" | ".join("" if cell is None else str(cell) for cell in row) for row in result]

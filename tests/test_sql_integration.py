@@ -864,37 +864,33 @@ action = "delete"
     assert remaining_ids(engine, "content") == {10, 11, 20, 30, 40}
 
 
-@pytest.mark.postgres
-def test_a_row_that_becomes_due_inside_the_batch_range_is_not_deleted_unrecorded(
-    postgres_url: str, tmp_path: Path
-) -> None:
-    """The DELETE names the batch by its key range; a row of that range made due by another
-    session after the lock would go too. RETURNING shows it, the batch rolls back and is
-    selected again, and the trail claims exactly what was deleted."""
+def _run_changing_a_row_before_the_delete(
+    url: str, tmp_path: Path, change: str
+) -> tuple[set[int], list[bytes], list[bytes]]:
+    """Run LOG_RULE, audited, with ``change`` made by another session just before the first
+    DELETE; return the ids deleted, the leaves the trail claims, and those ids' leaves."""
     from retention.app import make_plan, run_plan
     from retention.audit.trail import read_entries, read_leaves, record_leaf
     from retention.stores import open_stores
 
-    engine = _leap_logs(postgres_url)
+    engine = _leap_logs(url)
     audit = tmp_path / "audit"
-    config = make_config(postgres_url, LOG_RULE, audit_directory=audit)
+    config = make_config(url, LOG_RULE, audit_directory=audit)
     changed: list[bool] = []
 
-    def make_row_2_due(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def change_once(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if statement.startswith("DELETE FROM logs") and not changed:
             changed.append(True)
             with engine.begin() as other:
-                other.execute(text("UPDATE logs SET logged_at = '2019-01-01' WHERE id = 2"))
+                other.execute(text(change))
 
     with open_stores(config, read_only=False) as store_for:
         the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
-        event.listen(store_for("db").engine, "before_cursor_execute", make_row_2_due)  # type: ignore[attr-defined]
-        report = run_plan(config, the_plan, store_for, dry_run=False)
-    deleted = set(LEAP_ROWS) - remaining_ids(engine, "logs")
+        event.listen(store_for("db").engine, "before_cursor_execute", change_once)  # type: ignore[attr-defined]
+        run_plan(config, the_plan, store_for, dry_run=False)
     assert changed
-    assert deleted == LEAP_DUE | {2}
+    deleted = set(LEAP_ROWS) - remaining_ids(engine, "logs")
     entries = [stored.content for stored in read_entries(audit)]
-    assert any(entry.get("status") == "rolled_back" for entry in entries)
     hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
     claimed = [
         leaf
@@ -902,8 +898,36 @@ def test_a_row_that_becomes_due_inside_the_batch_range_is_not_deleted_unrecorded
         if entry["type"] == "batch.result" and entry["status"] == "committed"
         for leaf in read_leaves(audit, entry["intent"])
     ]
-    assert sorted(claimed) == sorted(record_leaf(hmac_key, "db", "logs", (key,)) for key in deleted)
-    assert report.outcomes[0].deleted == len(deleted)
+    expected = [record_leaf(hmac_key, "db", "logs", (key,)) for key in deleted]
+    return deleted, sorted(claimed), sorted(expected)
+
+
+@pytest.mark.postgres
+def test_a_row_that_becomes_due_inside_the_batch_range_goes_with_it_and_is_claimed(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The DELETE names the batch by its key range and checks the due condition itself: a row
+    of that range made due by another session since the range was chosen goes too, and the
+    trail claims it, because the intent lists the keys the DELETE returned."""
+    deleted, claimed, expected = _run_changing_a_row_before_the_delete(
+        postgres_url, tmp_path, "UPDATE logs SET logged_at = '2019-01-01' WHERE id = 2"
+    )
+    assert deleted == LEAP_DUE | {2}
+    assert claimed == expected
+
+
+@pytest.mark.postgres
+def test_a_row_that_stops_being_due_before_the_delete_stays_and_is_not_claimed(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    touched = min(LEAP_DUE)
+    deleted, claimed, expected = _run_changing_a_row_before_the_delete(
+        postgres_url,
+        tmp_path,
+        f"UPDATE logs SET logged_at = '2026-01-01' WHERE id = {touched}",
+    )
+    assert deleted == LEAP_DUE - {touched}
+    assert claimed == expected
 
 
 def test_a_database_refusal_names_no_value_in_the_outcome_logs_or_trail(

@@ -578,12 +578,63 @@ class SqlStore:
             self.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
             connection.begin(),
         ):
-            batch = self._purge_locked(connection, selection, query, now, hash_key, before_write)
+            if self._deletes_by_range(rule):
+                batch = self._delete_range(connection, selection, after, limit, before_write)
+            else:
+                batch = self._purge_locked(
+                    connection, selection, query, now, hash_key, before_write
+                )
             if batch.keys:
                 crash_point("mid_batch")
         if batch.keys:
             crash_point("after_commit")
         return replace(batch, transaction_seconds=time.monotonic() - started)
+
+    def _deletes_by_range(self, rule: Rule) -> bool:
+        """A plain delete (no children to delete first, no values to read) on a dialect with
+        DELETE … RETURNING needs no locking select: the DELETE itself says which rows went."""
+        returning = bool(self.engine.dialect.delete_returning)
+        return rule.action == "delete" and not rule.children and returning
+
+    def _delete_range(
+        self,
+        connection: Connection,
+        selection: Selection,
+        after: KeyValues | None,
+        limit: int,
+        before_write: BeforeWrite | None,
+    ) -> Batch:
+        """Delete the next batch of a plain delete rule in two statements: find the last of the
+        next ``limit`` due keys (an index walk, no rows sent back but one), then delete every
+        row up to it that is still due, the condition checked inside the DELETE, RETURNING
+        their keys. ``before_write`` (the audit intent) gets exactly those keys before the
+        COMMIT: if it raises, the transaction rolls back and nothing was deleted.
+
+        A row that stopped being due since the first statement stays; one that became due in
+        the range goes with the others and is in the keys. The next batch starts after the
+        range's end (``resume_after``), whatever was deleted.
+        """
+        rule = selection.rule
+        key_columns = self._key_columns(rule)
+        window = self._batch_query(selection, after, limit).subquery()
+        last = connection.execute(
+            select(*window.c).order_by(*(column.desc() for column in window.c)).limit(1)
+        ).first()
+        if last is None:
+            return Batch((), 0, more=False)
+        end = tuple(last)
+        in_range = not_(_beyond(key_columns, end, lambda column, value: column > value))
+        if after is not None:
+            in_range = and_(_after_key(key_columns, after), in_range)
+        statement = (
+            delete(self.table(rule.table))
+            .where(in_range, self.predicate(selection))
+            .returning(*key_columns)
+        )
+        keys = tuple(tuple(row) for row in connection.execute(statement))
+        if keys and before_write is not None:
+            before_write(keys)
+        return Batch(keys, done=len(keys), resume_after=end, more=True)
 
     def _purge_locked(
         self,
