@@ -20,6 +20,7 @@ peak RSS at both sizes, then whether the target is met (ratio >= 0.5, every tran
 
 Usage: .venv/bin/python bench/sql_purge.py [--rows N] [--backend postgres|mariadb|all]
                                            [--batch-size N ...] [--no-audit] [--explain]
+                                           [--bare]
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class Measurement:
     raw_deleted: int
     raw_seconds: float
     retention: RetentionRun
+    bare_rate: float | None = None  # --bare: the driver-only batched loop, rows/s
 
     @property
     def raw_rate(self) -> float:
@@ -386,6 +388,40 @@ def run_retention(config: Path, directory: Path) -> RetentionRun:
     )
 
 
+def bare_purge(backend: Backend, database: str, batch_size: int) -> tuple[int, float]:
+    """Time the floor of any client-driven batched purge: the database driver alone (no
+    SQLAlchemy, no audit trail, no process start-up) sending the two statements retention sends
+    for a plain delete rule, one COMMIT per batch. Return (rows deleted, seconds)."""
+    due = f"logged_at <= {cutoff_sql()}"
+    probe = (
+        f"SELECT MAX(id) FROM (SELECT id FROM {RETENTION_TABLE} WHERE id > %s AND {due} "
+        f"ORDER BY id LIMIT {batch_size}) AS batch"
+    )
+    deletion = f"DELETE FROM {RETENTION_TABLE} WHERE id > %s AND id <= %s AND {due} RETURNING id"
+    engine = create_engine(backend.url(database), connect_args=backend.connect_args)
+    try:
+        driver = engine.raw_connection()
+        try:
+            cursor = driver.cursor()
+            last, deleted = 0, 0
+            started = time.perf_counter()
+            while True:
+                cursor.execute(probe, (last,))
+                end = cursor.fetchone()[0]
+                if end is None:
+                    driver.commit()
+                    break
+                cursor.execute(deletion, (last, end))
+                deleted += len(cursor.fetchall())
+                driver.commit()
+                last = end
+            return deleted, time.perf_counter() - started
+        finally:
+            driver.close()
+    finally:
+        engine.dispose()
+
+
 def explain_batch(connection: Connection, batch_size: int) -> None:
     """Print the plans of the two statements of one retention batch, mid-table, in the shape
     retention sends them for a plain delete rule (values inlined here, bound there): the keyset
@@ -424,6 +460,7 @@ class Options:
     batch_sizes: tuple[int, ...]
     audited: bool
     explain: bool
+    bare: bool
 
 
 def measure_size(
@@ -463,7 +500,28 @@ def measure_size(
                 (run.deleted, left),
                 (raw_deleted, raw_left),
             )
-            measurement = Measurement(name, rows, batch_size, raw_deleted, raw_seconds, run)
+            execute(connection, f"DROP TABLE {RETENTION_TABLE}")
+            bare_rate = None
+            if options.bare:
+                copy_base(connection, backend, RETENTION_TABLE)
+                before_timing(connection, backend)
+                bare_deleted, bare_seconds = bare_purge(backend, database, batch_size)
+                bare_left = scalar(connection, f"SELECT COUNT(*) FROM {RETENTION_TABLE}")
+                check_same(
+                    f"{name} bare loop, batch_size {batch_size}",
+                    (bare_deleted, bare_left),
+                    (raw_deleted, raw_left),
+                )
+                bare_rate = bare_deleted / bare_seconds
+                bare_ratio = bare_rate * raw_seconds / raw_deleted
+                progress(
+                    f"{name}: bare driver loop {bare_deleted:,} rows in {bare_seconds:.2f}s "
+                    f"({bare_rate:,.0f} rows/s, ratio {bare_ratio:.2f})"
+                )
+                execute(connection, f"DROP TABLE {RETENTION_TABLE}")
+            measurement = Measurement(
+                name, rows, batch_size, raw_deleted, raw_seconds, run, bare_rate
+            )
             measurements.append(measurement)
             progress(
                 f"{name}: retention {run.deleted:,} rows in {run.wall_seconds:.2f}s "
@@ -473,7 +531,6 @@ def measure_size(
                 f"{run.longest_transaction_seconds * 1000:.0f} ms, peak RSS "
                 f"{run.peak_rss_kib / 1024:.1f} MiB, ratio {measurement.ratio:.2f}"
             )
-            execute(connection, f"DROP TABLE {RETENTION_TABLE}")
         execute(connection, f"DROP TABLE {BASE_TABLE}")
     return measurements
 
@@ -502,6 +559,7 @@ def summary_table(measurements: Sequence[Measurement]) -> list[str]:
     lines = [
         f"{'backend':<9}{'rows':>11}{'batch':>7}{'raw rows/s':>12}{'ret rows/s':>12}{'ratio':>7}"
         f"{'batches rows/s':>16}{'ratio':>7}{'CPU s':>7}{'longest tx':>12}{'peak RSS':>11}"
+        f"{'bare rows/s':>13}{'ratio':>7}"
     ]
     for m in measurements:
         lines.append(
@@ -510,6 +568,11 @@ def summary_table(measurements: Sequence[Measurement]) -> list[str]:
             f"{m.purge_rate / m.raw_rate:>7.2f}{m.retention.cpu_seconds:>7.1f}"
             f"{m.retention.longest_transaction_seconds * 1000:>10.0f}ms"
             f"{m.retention.peak_rss_kib / 1024:>8.1f}MiB"
+            + (
+                f"{m.bare_rate:>13,.0f}{m.bare_rate / m.raw_rate:>7.2f}"
+                if m.bare_rate is not None
+                else f"{'-':>13}{'-':>7}"
+            )
         )
     return lines
 
@@ -578,6 +641,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--explain", action="store_true", help="print the plans of one batch's two statements"
     )
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also time the same two statements per batch sent by the driver alone, on a "
+        "fresh copy: the floor of any client-driven batched purge",
+    )
     arguments = parser.parse_args(argv)
     if arguments.rows < 2:
         parser.error("--rows must be at least 2")
@@ -589,6 +658,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
         batch_sizes=tuple(dict.fromkeys(arguments.batch_sizes or DEFAULT_BATCH_SIZES)),
         audited=not arguments.no_audit,
         explain=arguments.explain,
+        bare=arguments.bare,
     )
 
 
