@@ -93,3 +93,42 @@ def verify_inclusion(
         node_index >>= 1
         last_index >>= 1
     return last_index == 0 and computed == root
+
+
+class MerkleFrontier:
+    """An RFC 6962 tree grown one leaf hash at a time, keeping only the roots of its complete
+    subtrees (at most one per bit of the size), so the root of every prefix is at hand.
+
+    Example: after ``add`` of ``leaf_hash(a)`` and ``leaf_hash(b)``, ``root()`` equals
+    ``merkle_root([a, b])``.
+    """
+
+    def __init__(self, size: int = 0, subtrees: Sequence[bytes] = ()) -> None:
+        """An empty tree, or one resumed from a saved ``size`` and its ``subtrees`` roots."""
+        if size < 0 or len(subtrees) != size.bit_count():
+            raise ValueError(f"a tree of {size} leaves has {size.bit_count()} complete subtrees")
+        self.size = size
+        self._subtrees: list[bytes] = list(subtrees)
+
+    @property
+    def subtrees(self) -> tuple[bytes, ...]:
+        """The roots of the complete subtrees, largest first: with ``size``, the whole state."""
+        return tuple(self._subtrees)
+
+    def add(self, hashed: bytes) -> None:
+        """Given the next leaf hash, add it (merging the complete subtrees it completes)."""
+        count = self.size
+        while count & 1:
+            hashed = node_hash(self._subtrees.pop(), hashed)
+            count >>= 1
+        self._subtrees.append(hashed)
+        self.size += 1
+
+    def root(self) -> bytes:
+        """Return the RFC 6962 root of the leaves added so far (SHA-256 of b"" when none)."""
+        if not self._subtrees:
+            return EMPTY_ROOT
+        root = self._subtrees[-1]
+        for subtree in reversed(self._subtrees[:-1]):
+            root = node_hash(subtree, root)
+        return root

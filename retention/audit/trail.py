@@ -8,6 +8,7 @@ Layout of the audit directory (0700; files 0600)::
     leaves/<seq>.leaves      sorted hex leaves (HMAC-SHA256 of record locators) of intent <seq>
     pending/<seq>.json       raw keys of intent <seq> until its result is written
     lock                     held (flock) by the one process writing
+    tail.json                where the writer stopped (a cache: checked, else rebuilt)
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ import rfc8785
 
 from retention.anonymise import record_locator
 from retention.audit.keys import Signer
-from retention.audit.merkle import leaf_hash, root_from_leaf_hashes
+from retention.audit.merkle import MerkleFrontier, leaf_hash
 from retention.errors import AuditFailure, LockHeld
 
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
 SEGMENT_LIMIT_BYTES = 64 * 1024 * 1024
 SEGMENT_GLOB = "*.jsonl"
+TAIL_STATE = "tail.json"
 
 
 def canonical(entry: dict[str, Any]) -> bytes:
@@ -124,6 +126,26 @@ def read_leaves(directory: Path, seq: int) -> list[bytes]:
     return [bytes.fromhex(line) for line in leaves_path(directory, seq).read_text().split()]
 
 
+def _last_line(path: Path) -> bytes | None:
+    """Given a segment that ends with a newline, return its last line (without it), reading
+    backwards from the end; None when the file is empty."""
+    with path.open("rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        if end == 0:
+            return None
+        chunk_size, tail = 4096, b""
+        position = end
+        while position > 0:
+            step = min(chunk_size, position)
+            position -= step
+            handle.seek(position)
+            tail = handle.read(step) + tail
+            newline = tail.rfind(b"\n", 0, len(tail) - 1)
+            if newline >= 0:
+                return tail[newline + 1 :].rstrip(b"\n")
+        return tail.rstrip(b"\n")
+
+
 def _fsync_directory(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -154,7 +176,7 @@ class TrailWriter:
     identity: dict[str, str] = field(default_factory=dict)
     _seq: int = 0
     _prev: str = GENESIS
-    _leaf_hashes: list[bytes] = field(default_factory=list)
+    _frontier: MerkleFrontier = field(default_factory=MerkleFrontier)
     _segment: Path | None = None
     _lock_descriptor: int | None = None
     last_config_digest: str | None = None
@@ -203,17 +225,70 @@ class TrailWriter:
                 with last.open("r+b") as handle:
                     handle.truncate(len(kept))
                     os.fsync(handle.fileno())
+        self._segment = existing[-1] if existing else None
+        if self._segment is not None and self._resume(self._segment):
+            return
+        # No usable tail state: one pass over the whole trail, then save it for the next open.
         for stored in read_entries(self.directory):
-            self._leaf_hashes.append(leaf_hash(stored.raw))
+            self._frontier.add(leaf_hash(stored.raw))
             self._prev = entry_hash(stored.raw)
             self._seq = stored.content.get("seq", self._seq) + 1
             if stored.content.get("type") == "run.started":
                 self.last_config_digest = stored.content.get("config_digest")
-        self._segment = existing[-1] if existing else None
+        self._save_tail_state()
+
+    def _resume(self, segment: Path) -> bool:
+        """Take the saved tail state if it describes this trail's end exactly: the last segment
+        at its current length, ending with the entry whose hash is ``prev``. A state that does
+        not match is ignored (the trail is read instead). A forged Merkle state would only make
+        the next checkpoint's root wrong, which ``audit verify`` reports."""
+        try:
+            state = json.loads((self.directory / TAIL_STATE).read_text())
+            if (state["segment"], state["segment_bytes"]) != (segment.name, segment.stat().st_size):
+                return False
+            last = _last_line(segment)
+            if last is None or entry_hash(last) != state["prev"]:
+                return False
+            if json.loads(last).get("seq") != state["next_seq"] - 1:
+                return False
+            frontier = MerkleFrontier(
+                state["size"], [bytes.fromhex(subtree) for subtree in state["subtrees"]]
+            )
+            digest = state["last_config_digest"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        self._frontier, self._prev, self._seq = frontier, state["prev"], state["next_seq"]
+        self.last_config_digest = digest
+        return True
+
+    def _save_tail_state(self) -> None:
+        """Save where the trail ends, so that the next writer need not read it all. Best effort:
+        a state that is missing or behind is detected and rebuilt."""
+        if self._segment is None:
+            return
+        state = {
+            "segment": self._segment.name,
+            "segment_bytes": self._segment.stat().st_size,
+            "next_seq": self._seq,
+            "prev": self._prev,
+            "size": self._frontier.size,
+            "subtrees": [subtree.hex() for subtree in self._frontier.subtrees],
+            "last_config_digest": self.last_config_digest,
+        }
+        temporary = self.directory / f"{TAIL_STATE}.tmp"
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(descriptor, json.dumps(state).encode())
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, self.directory / TAIL_STATE)
+        except OSError:
+            (self.directory / TAIL_STATE).unlink(missing_ok=True)
 
     @property
     def size(self) -> int:
-        return len(self._leaf_hashes)
+        return self._frontier.size
 
     @property
     def next_seq(self) -> int:
@@ -245,9 +320,12 @@ class TrailWriter:
                 os.close(descriptor)
         except OSError as error:
             raise AuditFailure(f"cannot write the audit trail: {error}") from error
-        self._leaf_hashes.append(leaf_hash(raw))
+        self._frontier.add(leaf_hash(raw))
         self._prev = entry_hash(raw)
         self._seq += 1
+        if entry_type == "run.started":
+            self.last_config_digest = fields.get("config_digest")
+        self._save_tail_state()
         return int(entry["seq"])
 
     def _writable_segment(self, adding: int) -> Path:
@@ -270,7 +348,7 @@ class TrailWriter:
         """Append a signed checkpoint over every entry before it: size, Merkle root, key id."""
         return self.append(
             "checkpoint",
-            {"size": self.size, "root": root_from_leaf_hashes(self._leaf_hashes).hex()},
+            {"size": self.size, "root": self._frontier.root().hex()},
         )
 
     # --- leaves and pending keys ----------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.keys import AuditKeyError, PublicKey, key_id_of, load_public_keys
-from retention.audit.merkle import EMPTY_ROOT, leaf_hash, node_hash
+from retention.audit.merkle import MerkleFrontier, leaf_hash
 from retention.audit.trail import (
     FORMAT_VERSION,
     GENESIS,
@@ -77,37 +77,6 @@ ENTRY_FIELDS: dict[str, dict[str, type]] = {
     "hold.added": {"hold_id": int, "rule": str, "kind": str, "target_digest": str, "reason": str},
     "hold.released": {"hold_id": int, "rule": str, "kind": str, "reason": str},
 }
-
-
-class MerkleFrontier:
-    """An RFC 6962 tree grown one leaf hash at a time, keeping only the roots of its complete
-    subtrees (at most one per bit of the size), so the root of every prefix is at hand.
-
-    Example: after ``add`` of ``leaf_hash(a)`` and ``leaf_hash(b)``, ``root()`` equals
-    ``merkle_root([a, b])``.
-    """
-
-    def __init__(self) -> None:
-        self.size = 0
-        self._subtrees: list[bytes] = []
-
-    def add(self, hashed: bytes) -> None:
-        """Given the next leaf hash, add it (merging the complete subtrees it completes)."""
-        count = self.size
-        while count & 1:
-            hashed = node_hash(self._subtrees.pop(), hashed)
-            count >>= 1
-        self._subtrees.append(hashed)
-        self.size += 1
-
-    def root(self) -> bytes:
-        """Return the RFC 6962 root of the leaves added so far (SHA-256 of b"" when none)."""
-        if not self._subtrees:
-            return EMPTY_ROOT
-        root = self._subtrees[-1]
-        for subtree in reversed(self._subtrees[:-1]):
-            root = node_hash(subtree, root)
-        return root
 
 
 @dataclass(frozen=True)
