@@ -631,7 +631,8 @@ class SqlStore:
             .where(in_range, self.predicate(selection))
             .returning(*key_columns)
         )
-        keys = tuple(tuple(row) for row in connection.execute(statement))
+        # One fetchall: iterating the result would fetch row by row.
+        keys = tuple(map(tuple, connection.execute(statement).all()))
         if keys and before_write is not None:
             before_write(keys)
         return Batch(keys, done=len(keys), resume_after=end, more=True)
