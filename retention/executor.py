@@ -17,7 +17,7 @@ from retention.errors import (
     StoreUnavailable,
 )
 from retention.holds import Hold
-from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
+from retention.planner import Batch, KeyFilter, KeyValues, Plan, RecordStore, RulePlan
 
 Status = Literal["ok", "failed", "unavailable", "stopped", "audit_failed", "braked"]
 CONFLICT_RETRIES = 3
@@ -26,7 +26,7 @@ FAILED = ("failed", "unavailable", "audit_failed", "braked")
 
 class Audit(Protocol):
     """Where batches are recorded (audit/recorder.py). ``intent`` must be durable before it
-    returns: it is called after the batch's rows are locked and before anything is written."""
+    returns: it is called before anything the batch writes is committed."""
 
     def intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int: ...
 
@@ -35,6 +35,34 @@ class Audit(Protocol):
     ) -> None: ...
 
     def unresolved(self, intent: int, store: RecordStore) -> None: ...
+
+
+class SubjectSet(Protocol):
+    """The subjects a cross-store rule finished listing in this run: its subjects' rule may
+    delete only their rows. runtime/subject_set.py keeps them on disk; ``SubjectsInMemory``
+    is the plain set."""
+
+    def add(self, subjects: Sequence[KeyValues]) -> None: ...
+
+    def among(self, keys: Sequence[KeyValues]) -> set[KeyValues]: ...
+
+    def close(self) -> None: ...
+
+
+class SubjectsInMemory:
+    """A SubjectSet in a Python set (tests, small runs)."""
+
+    def __init__(self) -> None:
+        self._subjects: set[KeyValues] = set()
+
+    def add(self, subjects: Sequence[KeyValues]) -> None:
+        self._subjects.update(subjects)
+
+    def among(self, keys: Sequence[KeyValues]) -> set[KeyValues]:
+        return {key for key in keys if key in self._subjects}
+
+    def close(self) -> None:
+        self._subjects.clear()
 
 
 class Logger(Protocol):
@@ -121,6 +149,7 @@ def execute(
     clock: Callable[[], float] = time.monotonic,
     allow_over_limit: frozenset[str] = frozenset(),
     holds_for: Callable[[str], Sequence[Hold]] | None = None,
+    subject_set: Callable[[], SubjectSet] = SubjectsInMemory,
 ) -> RunReport:
     """Given a Plan and a way to reach stores, purge every planned rule and return the report.
 
@@ -129,7 +158,48 @@ def execute(
     trail fails, that batch rolls back and the whole run stops. Example: for a plan with one rule
     due 2,500 rows and batch_size 1000, ``execute(...).outcomes[0]`` has ``deleted=2500,
     batches=3``.
+
+    A cross-store rule runs before its subjects' rule, which then deletes only the rows of the
+    subjects whose objects it finished listing: a subject that became due in between keeps its
+    row (and so stays findable) until the next run deletes its objects first.
     """
+    visited: dict[str, SubjectSet] = {}
+    try:
+        return _execute_rules(
+            plan,
+            store_for,
+            now,
+            dry_run,
+            hash_key,
+            logger,
+            audit,
+            stop_requested,
+            clock,
+            allow_over_limit,
+            holds_for,
+            lambda name: visited.setdefault(name, subject_set()),
+            visited.get,
+        )
+    finally:
+        for subjects in visited.values():
+            subjects.close()
+
+
+def _execute_rules(
+    plan: Plan,
+    store_for: Callable[[str], RecordStore],
+    now: Callable[[], datetime],
+    dry_run: bool,
+    hash_key: bytes | None,
+    logger: Logger,
+    audit: Audit | None,
+    stop_requested: Callable[[], bool],
+    clock: Callable[[], float],
+    allow_over_limit: frozenset[str],
+    holds_for: Callable[[str], Sequence[Hold]] | None,
+    visiting: Callable[[str], SubjectSet],
+    visited: Callable[[str], SubjectSet | None],
+) -> RunReport:
     outcomes: list[RuleOutcome] = []
     for rule_plan in plan.rules:
         if stop_requested() or any(o.status == "audit_failed" for o in outcomes):
@@ -143,6 +213,9 @@ def execute(
             outcome = _outcome(rule_plan, "failed", blocked)
         else:
             rule_plan = _keeping_subjects(rule_plan, plan, outcomes)
+            objects = rule_plan.rule.objects
+            subjects_rule = objects.subjects.rule.name if objects and objects.subjects else None
+            seen = visited(rule_plan.rule.name)
             outcome = _execute_rule(
                 rule_plan,
                 store_for,
@@ -154,6 +227,8 @@ def execute(
                 logger,
                 audit,
                 holds_for,
+                collect=visiting(subjects_rule) if subjects_rule is not None else None,
+                only=seen.among if seen is not None else None,
             )
         outcomes.append(outcome)
         log = logger.error if outcome.status in FAILED else logger.info
@@ -268,6 +343,9 @@ def _execute_rule(
     logger: Logger,
     audit: Audit | None,
     holds_for: Callable[[str], Sequence[Hold]] | None,
+    *,
+    collect: SubjectSet | None,
+    only: KeyFilter | None,
 ) -> RuleOutcome:
     if rule_plan.error is not None or rule_plan.selection is None:
         return _outcome(
@@ -289,8 +367,10 @@ def _execute_rule(
             if holds_for is not None:
                 rule_plan = _with_current_holds(rule_plan, holds_for)
             batch = _purge_one_batch(
-                rule_plan, store, after, now, dry_run, hash_key, None if dry_run else audit
+                rule_plan, store, after, now, dry_run, hash_key, None if dry_run else audit, only
             )
+            if collect is not None and batch.visited_subjects:
+                collect.add(batch.visited_subjects)
             more = batch.more if batch.more is not None else len(batch.keys) >= rule.batch_size
             if batch.keys:
                 batches += 1
@@ -366,6 +446,7 @@ def _purge_one_batch(
     dry_run: bool,
     hash_key: bytes | None,
     audit: Audit | None,
+    only: KeyFilter | None,
 ) -> Batch:
     """One batch, recorded: intent before the write, then its result. A batch whose rows changed
     under it is rolled back, recorded as such, and selected again."""
@@ -386,6 +467,7 @@ def _purge_one_batch(
                 now=now(),
                 hash_key=hash_key,
                 before_write=record_intent,
+                only=only,
             )
         except BatchConflict:
             if audit is not None and intents:

@@ -23,6 +23,8 @@ PLAN_SCHEMA_VERSION = 1
 
 KeyValues = tuple[object, ...]
 BeforeWrite = Callable[[tuple[KeyValues, ...]], None]
+# Given keys, which of them may be purged (a subjects' rule: those whose objects were visited).
+KeyFilter = Callable[[Sequence[KeyValues]], set[KeyValues]]
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,11 @@ class Batch:
     ``failed`` counts records the store refused to delete (``errors`` says why, grouped);
     ``held`` counts records found protected while purging (S3 Object Lock). A cross-store
     rule's batch lists in ``kept_subjects`` the subjects some of whose objects stayed (held or
-    failed): their rows must stay too. ``not_done_keys`` are the keys of ``keys`` that were
-    not purged (they failed, or changed or went since they were listed): the audit trail must
-    not claim them. A SQL batch purges all its keys or rolls back, so it leaves this empty.
+    failed): their rows must stay too; and in ``visited_subjects`` those whose objects it has
+    finished listing: only their rows may go in this run. ``not_done_keys`` are the keys of
+    ``keys`` that were not purged (they failed, or changed or went since they were listed): the
+    audit trail must not claim them. A SQL batch purges all its keys or rolls back, so it
+    leaves this empty.
     """
 
     keys: tuple[KeyValues, ...]
@@ -87,6 +91,7 @@ class Batch:
     errors: tuple[str, ...] = ()
     kept_subjects: tuple[KeyValues, ...] = ()
     not_done_keys: tuple[KeyValues, ...] = ()
+    visited_subjects: tuple[KeyValues, ...] = ()
 
     @property
     def last_key(self) -> KeyValues | None:
@@ -116,6 +121,7 @@ class RecordStore(Protocol):
         now: datetime,
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
+        only: KeyFilter | None = None,
     ) -> Batch: ...
 
     def existing_keys(

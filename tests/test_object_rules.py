@@ -18,6 +18,7 @@ from retention.holds import Hold, object_held, parse_hold_target
 from retention.planner import (
     Batch,
     BeforeWrite,
+    KeyFilter,
     KeyValues,
     Plan,
     RecordStore,
@@ -484,7 +485,9 @@ class ListingStore:
         now: datetime,
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
+        only: KeyFilter | None = None,
     ) -> Batch:
+        assert only is None
         start = 0 if after is None else int(str(after[0])) + 1
         listed = self.entries[start : start + self.page]
         keys = tuple((key, "null") for key, is_due in listed if is_due)
@@ -505,6 +508,10 @@ class ListingStore:
             errors=(f"AccessDenied: {len(refused)}",) if refused else (),
             # Keys here look like customers/<id>/...: the subject is the second part.
             kept_subjects=tuple((int(key.split("/")[1]),) for key in refused if "/" in key),
+            # A page lists each of its subjects whole.
+            visited_subjects=tuple(
+                dict.fromkeys((int(key.split("/")[1]),) for key, _ in listed if "/" in key)
+            ),
         )
 
     def existing_keys(
@@ -611,11 +618,15 @@ class SubjectRows:
         now: datetime,
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
+        only: KeyFilter | None = None,
     ) -> Batch:
         if after is not None:
             return Batch(keys=(), done=0)
         held = {key for hold in selection.holds for key in hold.keys}
         keys = tuple((index,) for index in range(1, self.due + 1) if (str(index),) not in held)
+        if only is not None:
+            accepted = only(keys)
+            keys = tuple(key for key in keys if key in accepted)
         if not dry_run:
             self.purged += [key[0] for key in keys]
         return Batch(keys=keys, done=len(keys))

@@ -353,6 +353,53 @@ def test_a_denied_object_keeps_its_customer_and_a_later_run_finishes(
         assert setup.rows() == KEPT
 
 
+def _backdate_contract_before(
+    rule_name: str, customer: int, engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make ``customer`` due (its contract ended long ago) right before ``rule_name`` runs,
+    as an application would between the two rules of a run."""
+    import retention.executor as executor_module
+
+    original = executor_module._execute_rule
+
+    def backdating(rule_plan: Any, *arguments: Any, **options: Any) -> Any:
+        if rule_plan.rule.name == rule_name:
+            with engine.begin() as connection:
+                connection.execute(
+                    text("UPDATE contracts SET ended_at = :ended WHERE id = :id"),
+                    {"ended": date(2026, 1, 1), "id": 100 + customer},
+                )
+        return original(rule_plan, *arguments, **options)
+
+    monkeypatch.setattr(executor_module, "_execute_rule", backdating)
+
+
+def test_a_customer_due_only_after_its_objects_were_listed_keeps_its_row_until_next_run(
+    s3_server: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Customer 3's contract is backdated after customer-files listed the due customers and
+    before customer-content deletes rows: its objects were never listed, so deleting its row
+    would leave them with nobody to find them by. The row stays; the next run deletes both,
+    objects first."""
+    setup = Setup.make(s3_server, s3_server, database_url, tmp_path)
+    _backdate_contract_before("customer-content", 3, setup.engine, monkeypatch)
+
+    result = run(setup.config)
+
+    assert result.exit_code == 0, result.output
+    by_rule = {entry["rule"]: entry for entry in finished(result)}
+    assert by_rule["customer-content"]["deleted"] == len(EXPIRED)
+    assert setup.rows() == KEPT
+    assert setup.objects() == objects_of(KEPT) | set(UNOWNED)
+
+    monkeypatch.undo()
+    again = run(setup.config)
+
+    assert again.exit_code == 0, again.output
+    assert setup.rows() == KEPT - {3}
+    assert setup.objects() == objects_of(KEPT - {3}) | set(UNOWNED)
+
+
 def test_an_objects_rule_that_broke_off_keeps_every_row(
     s3_server: str, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -33,6 +33,7 @@ from retention.planner import (
 )
 from retention.runtime.logging import get_logger
 from retention.runtime.secrets import read_hash_key, state_url
+from retention.runtime.subject_set import SubjectsOnDisk
 from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
 from retention.state_holds import load_holds
 from retention.stores import open_stores
@@ -138,6 +139,7 @@ def _run_plan(
             stop_requested=stop_requested,
             allow_over_limit=allow_over_limit,
             holds_for=holds_for,
+            subject_set=SubjectsOnDisk,
         )
         if recorder is not None and report.exit_code != ExitCode.AUDIT_FAILURE:
             recorder.run_finished(report)

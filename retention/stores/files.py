@@ -42,7 +42,7 @@ from typing import Literal
 from retention.config import FilesStoreConfig, Rule
 from retention.errors import ConfigError, ConfigIssue, RetentionError, StoreUnavailable
 from retention.holds import object_held
-from retention.planner import Batch, BeforeWrite, KeyValues, Selection, Survey
+from retention.planner import Batch, BeforeWrite, KeyFilter, KeyValues, Selection, Survey
 from retention.rules import (
     DatePattern,
     compile_date_pattern,
@@ -407,6 +407,7 @@ class FilesStore:
         now: datetime,
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
+        only: KeyFilter | None = None,
     ) -> Batch:
         """Given a Selection and the last path already handled, delete the next ``limit`` due
         files in path order.
@@ -416,7 +417,9 @@ class FilesStore:
         kept if it changed; one that cannot be deleted counts in ``failed`` (``errors`` says
         why, without its path) and the others go on. Directories the batch left empty are
         removed, never the root. ``dry_run`` selects the same files and deletes nothing.
+        ``only`` is for SQL stores (subjects' rules) and must be None here.
         """
+        assert only is None, "backup folders purge every due file of their scope"
         if self.read_only and not dry_run:
             raise RetentionError(f"store {self.name!r} was opened read-only: nothing deleted")
         chosen: list[_Listed] = []

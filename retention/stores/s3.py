@@ -34,6 +34,7 @@ from retention.holds import object_held
 from retention.planner import (
     Batch,
     BeforeWrite,
+    KeyFilter,
     KeyValues,
     RecordStore,
     Selection,
@@ -740,6 +741,7 @@ class S3Store:
         now: datetime,
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
+        only: KeyFilter | None = None,
     ) -> Batch:
         """Given a Selection and where the last batch stopped, delete the next batch.
 
@@ -750,9 +752,11 @@ class S3Store:
         fetched. Versions are named by id, unversioned objects also by the ETag listed. Return
         the keys, how many went, where the next batch starts and whether there may be more;
         versions Object Lock protects are counted held, refusals counted failed (errors grouped
-        by S3 error code, never naming keys). ``dry_run`` lists the same batch and deletes
-        nothing.
+        by S3 error code, never naming keys). A cross-store rule's batch also says which
+        subjects it finished listing (``visited_subjects``). ``dry_run`` lists the same batch and
+        deletes nothing. ``only`` is for SQL stores (subjects' rules) and must be None here.
         """
+        assert only is None, "object stores purge every due object of their scope"
         if self.read_only and not dry_run:
             raise RetentionError(f"{self._where} was opened read-only: it does not delete")
         scope = self._scope(selection)
@@ -772,6 +776,7 @@ class S3Store:
         # and whose subject each chosen version is.
         kept: dict[KeyValues, None] = {}
         subject_of: dict[KeyValues, KeyValues] = {}
+        visited: list[KeyValues] = []
         position = after
         exhausted = True
         with self._reachable("listing object versions"):
@@ -781,6 +786,9 @@ class S3Store:
                     failed_subjects += 1
                     if item.subject is not None:
                         kept[item.subject] = None
+                    continue
+                if item.kind == "subject_done" and item.subject is not None:
+                    visited.append(item.subject)
                     continue
                 if item.group is None:
                     continue
@@ -816,6 +824,7 @@ class S3Store:
             held=locked,
             errors=tuple(errors),
             kept_subjects=tuple(kept),
+            visited_subjects=tuple(visited),
         )
         if dry_run or not keys:
             return batch
@@ -840,6 +849,7 @@ class S3Store:
             errors=tuple(errors),
             kept_subjects=tuple(kept),
             not_done_keys=deleted.stayed,
+            visited_subjects=tuple(visited),
         )
 
     def _delete(self, entries: Sequence[_Entry]) -> _Deleted:

@@ -54,7 +54,7 @@ from sqlalchemy.sql.functions import GenericFunction
 from retention.anonymise import anonymise_value
 from retention.config import Child, ColumnRef, Condition, Rule, SqlStoreConfig
 from retention.errors import BatchConflict, ConfigIssue, RetentionError, StoreUnavailable
-from retention.planner import Batch, BeforeWrite, KeyValues, Selection, Survey
+from retention.planner import Batch, BeforeWrite, KeyFilter, KeyValues, Selection, Survey
 from retention.rules import Expired, to_wall_time
 from retention.runtime.faults import crash_point
 
@@ -554,6 +554,7 @@ class SqlStore:
         now: datetime,
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
+        only: KeyFilter | None = None,
     ) -> Batch:
         """Given a Selection and the last key already handled, purge the next batch of due rows.
 
@@ -562,7 +563,10 @@ class SqlStore:
         deleted), delete their children, then delete (or anonymise) them with the due condition
         checked again inside the statement. If the database reports another number of rows than
         were locked, a row changed under us: the batch rolls back and BatchConflict is raised.
-        ``dry_run`` only selects.
+        With ``only`` (a subjects' rule: the subjects whose objects were visited), the locked
+        rows it does not accept are left untouched, as if held, until a later run. A plain
+        delete rule without ``only`` takes the shorter way of ``_delete_range``. ``dry_run``
+        only selects.
         """
         rule = selection.rule
         extra = [child.references for child in rule.children]
@@ -571,18 +575,27 @@ class SqlStore:
         if dry_run:
             with self._reachable(), self.engine.connect() as connection:
                 rows = connection.execute(query).mappings().all()
-            return Batch(tuple(tuple(row[key] for key in rule.key) for row in rows), done=0)
+            keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
+            if only is None:
+                return Batch(keys, done=0)
+            accepted = only(keys)
+            return Batch(
+                tuple(key for key in keys if key in accepted),
+                done=0,
+                resume_after=keys[-1] if keys else None,
+                more=len(keys) >= limit,
+            )
         started = time.monotonic()
         with (
             self._reachable(),
             self.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
             connection.begin(),
         ):
-            if self._deletes_by_range(rule):
+            if only is None and self._deletes_by_range(rule):
                 batch = self._delete_range(connection, selection, after, limit, before_write)
             else:
                 batch = self._purge_locked(
-                    connection, selection, query, now, hash_key, before_write
+                    connection, selection, query, now, hash_key, before_write, only, limit
                 )
             if batch.keys:
                 crash_point("mid_batch")
@@ -645,12 +658,25 @@ class SqlStore:
         now: datetime,
         hash_key: bytes | None,
         before_write: BeforeWrite | None,
+        only: KeyFilter | None,
+        limit: int,
     ) -> Batch:
         rule = selection.rule
         rows = connection.execute(query.with_for_update()).mappings().all()
         if not rows:
             return Batch((), 0)
         keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
+        resume_after: KeyValues | None = None
+        more: bool | None = None
+        if only is not None:
+            # The rows ``only`` refuses stay untouched; the next batch starts after the last
+            # locked row, accepted or not.
+            accepted = only(keys)
+            resume_after, more = keys[-1], len(keys) >= limit
+            rows = [row for row, key in zip(rows, keys, strict=True) if key in accepted]
+            keys = tuple(key for key in keys if key in accepted)
+            if not keys:
+                return Batch((), 0, resume_after=resume_after, more=more)
         if before_write is not None:
             before_write(keys)
         table = self.table(rule.table)
@@ -666,25 +692,34 @@ class SqlStore:
                     for child in rule.children
                 },
             )
-            self._delete_exactly(connection, table, key_columns, keys, recheck)
-            return Batch(keys, done=len(keys), children_deleted=children_deleted)
-        result = connection.execute(
-            update(table)
-            .where(
-                *(column == bindparam(f"key_{column.name}") for column in key_columns),
-                recheck,
+            # A key range would also reach the rows ``only`` refused.
+            self._delete_exactly(
+                connection, table, key_columns, keys, recheck, by_range=only is None
             )
-            .values(
-                {
-                    **{column: bindparam(f"new_{column}") for column, _ in rule.anonymise},
-                    rule.marker_column: bindparam("new_marker"),
-                }
-            ),
-            [self._anonymised(rule, row, now, hash_key) for row in rows],
+        else:
+            result = connection.execute(
+                update(table)
+                .where(
+                    *(column == bindparam(f"key_{column.name}") for column in key_columns),
+                    recheck,
+                )
+                .values(
+                    {
+                        **{column: bindparam(f"new_{column}") for column, _ in rule.anonymise},
+                        rule.marker_column: bindparam("new_marker"),
+                    }
+                ),
+                [self._anonymised(rule, row, now, hash_key) for row in rows],
+            )
+            if result.rowcount != len(keys):
+                raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
+        return Batch(
+            keys,
+            done=len(keys),
+            children_deleted=children_deleted,
+            resume_after=resume_after,
+            more=more,
         )
-        if result.rowcount != len(keys):
-            raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
-        return Batch(keys, done=len(keys), children_deleted=children_deleted)
 
     def existing_keys(
         self,
@@ -715,12 +750,14 @@ class SqlStore:
         key_columns: list[Column[Any]],
         keys: tuple[KeyValues, ...],
         recheck: ColumnElement[bool],
+        *,
+        by_range: bool,
     ) -> None:
         """Delete the locked rows, the due condition checked again; BatchConflict unless
-        exactly those rows went. With RETURNING the statement names the batch by its key range
-        (binding one parameter per key cost more than the delete) and the returned keys prove
-        the set; without it, by the list of keys and the row count."""
-        if self.engine.dialect.delete_returning:
+        exactly those rows went. With RETURNING and ``by_range`` the statement names the batch
+        by its key range (binding one parameter per key cost more than the delete) and the
+        returned keys prove the set; else by the list of keys and the row count."""
+        if by_range and self.engine.dialect.delete_returning:
             deleted = connection.execute(
                 delete(table)
                 .where(_key_between(key_columns, keys[0], keys[-1]), recheck)
