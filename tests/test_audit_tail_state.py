@@ -167,3 +167,20 @@ def test_a_forged_frontier_makes_the_next_checkpoint_fail_verification(
     assert result.problem is not None
     assert result.problem.seq == seq
     assert "root" in result.problem.reason
+
+
+def test_a_torn_last_line_is_dropped_and_the_tail_state_still_serves(
+    tmp_path: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _session(tmp_path, signer, 2, "first")
+    (segment,) = sorted((tmp_path / "trail").iterdir())
+    with segment.open("ab") as handle:
+        handle.write(b'{"v":1,"seq":')  # a crash in the middle of an append
+    with monkeypatch.context() as patched:
+        _refuse_full_reads(patched)
+        with _writer(tmp_path, signer) as writer:
+            assert writer.recovered_bytes == len(b'{"v":1,"seq":')
+            writer.checkpoint()
+    result = verify_trail(tmp_path, _keys(signer))
+    assert result.valid, result.problem
+    assert result.entries == 5

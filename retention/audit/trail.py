@@ -131,6 +131,16 @@ def read_leaves(directory: Path, seq: int) -> list[bytes]:
     return [bytes.fromhex(line) for line in leaves_path(directory, seq).read_text().split()]
 
 
+def _ends_torn(path: Path) -> bool:
+    """Whether a segment's last line lacks its newline (read from its last byte only)."""
+    with path.open("rb") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        if end == 0:
+            return False
+        handle.seek(end - 1)
+        return handle.read(1) != b"\n"
+
+
 def _last_line(path: Path) -> bytes | None:
     """Given a segment that ends with a newline, return its last line (without it), reading
     backwards from the end; None when the file is empty."""
@@ -222,8 +232,8 @@ class TrailWriter:
         existing = segments(self.directory)
         if existing:
             last = existing[-1]
-            content = last.read_bytes()
-            if content and not content.endswith(b"\n"):
+            if _ends_torn(last):
+                content = last.read_bytes()
                 # A torn write: that entry was never acknowledged, so nothing acted on it.
                 kept = content[: content.rfind(b"\n") + 1]
                 self.recovered_bytes = len(content) - len(kept)
