@@ -41,10 +41,6 @@ def identity() -> dict[str, str]:
     return {"tool": TOOL, "host": socket.gethostname(), "user": user}
 
 
-def _json_key(key: KeyValues) -> list[object]:
-    return [part if type(part) in (int, str, float) else str(part) for part in key]
-
-
 @contextmanager
 def _fail_closed(doing: str) -> Iterator[None]:
     """Whatever goes wrong while recording (a bug included) stops the purge: AuditFailure."""
@@ -99,7 +95,9 @@ class TrailRecorder:
                 "key_columns": list(rule.key),
                 "marker_column": rule.marker_column,
                 "leaves_root": root,
-                "keys": [_json_key(key) for key in keys],
+                # Tuples as JSON arrays; other values (dates, decimals, UUIDs) as their str(),
+                # which is also how record_locator spells them.
+                "keys": keys,
             },
         )
         written = self.writer.append(
