@@ -814,6 +814,42 @@ url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
 
 
+def test_a_unique_key_that_can_be_null_is_refused_and_a_not_null_one_accepted(
+    database_url: str,
+) -> None:
+    from retention.errors import ConfigError
+
+    metadata = MetaData()
+    Table(
+        "members",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("email", String(80), unique=True, nullable=True),
+        Column("code", String(20), unique=True, nullable=False),
+        Column("left_at", DateTime),
+    )
+    create_tables(database_url, metadata).dispose()
+    rule = """
+[[rules]]
+name = "members"
+store = "db"
+table = "members"
+key = "{key}"
+clock = "left_at"
+period = "1y"
+action = "delete"
+"""
+    refused = make_config(database_url, rule.format(key="email"))
+    with pytest.raises(ConfigError) as raised:
+        plan_and_run(refused, datetime(2026, 11, 23, tzinfo=UTC))
+    ((path, message),) = [(issue.path, issue.message) for issue in raised.value.issues]
+    assert path == "rules[0].key"
+    assert "email can be NULL" in message
+    accepted = make_config(database_url, rule.format(key="code"))
+    _, report = plan_and_run(accepted, datetime(2026, 11, 23, tzinfo=UTC))
+    assert report.exit_code == ExitCode.OK
+
+
 def test_schema_problems_are_all_reported_before_anything_is_touched(database_url: str) -> None:
     from retention.errors import ConfigError
 

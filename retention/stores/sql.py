@@ -228,6 +228,16 @@ class SqlStore:
             problem(
                 "key", f"{', '.join(rule.key)} is not a primary key or unique in {rule.table!r}"
             )
+        elif set(rule.key) != self._inspected[rule.table][0]:
+            # A unique key may hold NULLs (many of them): such rows could not be paged through
+            # by key nor named in the audit trail. (Primary key columns cannot be NULL.)
+            nullable = [column for column in rule.key if table.c[column].nullable]
+            if nullable:
+                problem(
+                    "key",
+                    f"{', '.join(nullable)} can be NULL in {rule.table!r}: use the primary key "
+                    "or a unique key whose columns are NOT NULL",
+                )
         for join in rule.joins:
             remote = tables.get(join.table)
             for column in join.local_columns:
