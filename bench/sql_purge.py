@@ -432,11 +432,11 @@ def explain_batch(connection: Connection, batch_size: int) -> None:
     middle = scalar(connection, f"SELECT MAX(id) / 2 FROM {table}")
     due = f"{table}.logged_at <= {cutoff_sql()}"
     probe = (
-        f"SELECT batch.id FROM (SELECT {table}.id AS id FROM {table} WHERE {due} "
+        f"SELECT batch.id, COUNT(*) OVER () FROM (SELECT {table}.id AS id FROM {table} WHERE {due} "
         f"AND {table}.id > {middle} ORDER BY {table}.id LIMIT {batch_size}) AS batch "
         "ORDER BY batch.id DESC LIMIT 1"
     )
-    end = scalar(connection, probe)
+    end = execute(connection, probe)[0][0]
     deletion = (
         f"DELETE FROM {table} WHERE {table}.id > {middle} AND {table}.id <= {end} AND {due} "
         f"RETURNING {table}.id"

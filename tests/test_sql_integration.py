@@ -616,6 +616,31 @@ batch_size = 7
     assert left == len(rows) - expected_due
 
 
+def test_a_plain_delete_takes_one_probe_and_one_delete_per_batch_and_no_more(
+    database_url: str,
+) -> None:
+    """Five due rows in batches of 3: two probes (the second finds a short window, the last),
+    two DELETEs, and no third probe walking the rest of the key again."""
+    from retention.app import make_plan, run_plan
+    from retention.stores import open_stores
+
+    _leap_logs(database_url)
+    config = make_config(database_url, logs_rule(extra="batch_size = 3"))
+    statements: list[str] = []
+
+    def record(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.upper())
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
+        event.listen(store_for("db").engine, "before_cursor_execute", record)  # type: ignore[attr-defined]
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+    assert report.outcomes[0].deleted == len(LEAP_DUE) == 5
+    assert report.outcomes[0].batches == 2
+    assert sum("OVER ()" in statement for statement in statements) == 2
+    assert sum(statement.startswith("DELETE FROM LOGS") for statement in statements) == 2
+
+
 def test_dry_run_walks_the_batches_and_writes_nothing(database_url: str) -> None:
     engine = _leap_logs(database_url)
     config = make_config(database_url, LOG_RULE)

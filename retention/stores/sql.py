@@ -635,17 +635,22 @@ class SqlStore:
 
         A row that stopped being due since the first statement stays; one that became due in
         the range goes with the others and is in the keys. The next batch starts after the
-        range's end (``resume_after``), whatever was deleted.
+        range's end (``resume_after``), whatever was deleted; a range of fewer than ``limit``
+        due keys was the last.
         """
         rule = selection.rule
         key_columns = self._key_columns(rule)
         window = self._batch_query(selection, after, limit).subquery()
+        # The window's size comes back with its last key: a short window is the rule's last
+        # batch, so no further probe walks the rest of the index again.
         last = connection.execute(
-            select(*window.c).order_by(*(column.desc() for column in window.c)).limit(1)
+            select(*window.c, func.count().over())
+            .order_by(*(column.desc() for column in window.c))
+            .limit(1)
         ).first()
         if last is None:
             return Batch((), 0, more=False)
-        end = tuple(last)
+        end, size = tuple(last[:-1]), int(last[-1])
         in_range = not_(_beyond(key_columns, end, lambda column, value: column > value))
         if after is not None:
             in_range = and_(_after_key(key_columns, after), in_range)
@@ -658,7 +663,7 @@ class SqlStore:
         keys = tuple(map(tuple, connection.execute(statement).all()))
         if keys and before_write is not None:
             before_write(keys)
-        return Batch(keys, done=len(keys), resume_after=end, more=True)
+        return Batch(keys, done=len(keys), resume_after=end, more=size >= limit)
 
     def _purge_locked(
         self,
