@@ -4,7 +4,8 @@ honoured between batches, never inside one. Time, the stop signal and logging ar
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -163,88 +164,67 @@ def execute(
     subjects whose objects it finished listing: a subject that became due in between keeps its
     row (and so stays findable) until the next run deletes its objects first.
     """
-    visited: dict[str, SubjectSet] = {}
-    try:
-        return _execute_rules(
-            plan,
-            store_for,
-            now,
-            dry_run,
-            hash_key,
-            logger,
-            audit,
-            stop_requested,
-            clock,
-            allow_over_limit,
-            holds_for,
-            lambda name: visited.setdefault(name, subject_set()),
-            visited.get,
-        )
-    finally:
-        for subjects in visited.values():
-            subjects.close()
-
-
-def _execute_rules(
-    plan: Plan,
-    store_for: Callable[[str], RecordStore],
-    now: Callable[[], datetime],
-    dry_run: bool,
-    hash_key: bytes | None,
-    logger: Logger,
-    audit: Audit | None,
-    stop_requested: Callable[[], bool],
-    clock: Callable[[], float],
-    allow_over_limit: frozenset[str],
-    holds_for: Callable[[str], Sequence[Hold]] | None,
-    visiting: Callable[[str], SubjectSet],
-    visited: Callable[[str], SubjectSet | None],
-) -> RunReport:
     outcomes: list[RuleOutcome] = []
-    for rule_plan in plan.rules:
-        if stop_requested() or any(o.status == "audit_failed" for o in outcomes):
-            outcomes.append(_outcome(rule_plan, "stopped"))
-            continue
-        brake = _brake(rule_plan, plan, allow_over_limit)
-        blocked = None if dry_run else _blocked_by_objects(rule_plan, plan, outcomes)
-        if brake is not None:
-            outcome = _outcome(rule_plan, "braked", brake)
-        elif blocked is not None:
-            outcome = _outcome(rule_plan, "failed", blocked)
-        else:
-            rule_plan = _keeping_subjects(rule_plan, plan, outcomes)
-            objects = rule_plan.rule.objects
-            subjects_rule = objects.subjects.rule.name if objects and objects.subjects else None
-            seen = visited(rule_plan.rule.name)
-            outcome = _execute_rule(
-                rule_plan,
-                store_for,
-                now,
-                dry_run,
-                hash_key,
-                stop_requested,
-                clock,
-                logger,
-                audit,
-                holds_for,
-                collect=visiting(subjects_rule) if subjects_rule is not None else None,
-                only=seen.among if seen is not None else None,
+    with _subject_sets() as visited:
+        for rule_plan in plan.rules:
+            if stop_requested() or any(o.status == "audit_failed" for o in outcomes):
+                outcomes.append(_outcome(rule_plan, "stopped"))
+                continue
+            brake = _brake(rule_plan, plan, allow_over_limit)
+            blocked = None if dry_run else _blocked_by_objects(rule_plan, plan, outcomes)
+            if brake is not None:
+                outcome = _outcome(rule_plan, "braked", brake)
+            elif blocked is not None:
+                outcome = _outcome(rule_plan, "failed", blocked)
+            else:
+                rule_plan = _keeping_subjects(rule_plan, plan, outcomes)
+                objects = rule_plan.rule.objects
+                subjects_rule = objects.subjects.rule.name if objects and objects.subjects else None
+                seen = visited.get(rule_plan.rule.name)
+                collect = None
+                if subjects_rule is not None:
+                    collect = visited[subjects_rule] = subject_set()
+                outcome = _execute_rule(
+                    rule_plan,
+                    store_for,
+                    now,
+                    dry_run,
+                    hash_key,
+                    stop_requested,
+                    clock,
+                    logger,
+                    audit,
+                    holds_for,
+                    collect=collect,
+                    only=seen.among if seen is not None else None,
+                )
+            outcomes.append(outcome)
+            log = logger.error if outcome.status in FAILED else logger.info
+            log(
+                "rule.finished",
+                rule=outcome.rule,
+                status=outcome.status,
+                action=outcome.action,
+                **outcome.counters(),
+                batches=outcome.batches,
+                seconds=round(outcome.seconds, 3),
+                longest_transaction_seconds=round(outcome.longest_transaction_seconds, 4),
+                dry_run=dry_run,
+                error=outcome.error,
             )
-        outcomes.append(outcome)
-        log = logger.error if outcome.status in FAILED else logger.info
-        log(
-            "rule.finished",
-            rule=outcome.rule,
-            status=outcome.status,
-            action=outcome.action,
-            **outcome.counters(),
-            batches=outcome.batches,
-            seconds=round(outcome.seconds, 3),
-            longest_transaction_seconds=round(outcome.longest_transaction_seconds, 4),
-            dry_run=dry_run,
-            error=outcome.error,
-        )
     return RunReport(plan_id=plan.plan_id, dry_run=dry_run, outcomes=tuple(outcomes))
+
+
+@contextmanager
+def _subject_sets() -> Iterator[dict[str, SubjectSet]]:
+    """The subjects each cross-store rule listed in this run, by its subjects' rule: closed at
+    the end of the run."""
+    sets: dict[str, SubjectSet] = {}
+    try:
+        yield sets
+    finally:
+        for subjects in sets.values():
+            subjects.close()
 
 
 def _brake(rule_plan: RulePlan, plan: Plan, allow_over_limit: frozenset[str]) -> str | None:
