@@ -184,3 +184,16 @@ def test_a_torn_last_line_is_dropped_and_the_tail_state_still_serves(
     result = verify_trail(tmp_path, _keys(signer))
     assert result.valid, result.problem
     assert result.entries == 5
+
+
+def test_a_tail_state_that_cannot_be_saved_does_not_stop_the_trail(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """The state is a cache: when it cannot be written (here a directory stands in its way),
+    appends still succeed, and the next writer reads the trail instead."""
+    (tmp_path / TAIL_STATE).mkdir(parents=True)
+    _session(tmp_path, signer, 2, "first")
+    _session(tmp_path, signer, 1, "second")
+    result = verify_trail(tmp_path, _keys(signer))
+    assert result.valid, result.problem
+    assert result.entries == 7

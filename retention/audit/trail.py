@@ -19,6 +19,7 @@ import hmac
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -281,17 +282,17 @@ class TrailWriter:
         a state that is missing or behind is detected and rebuilt."""
         if self._segment is None:
             return
-        state = {
-            "segment": self._segment.name,
-            "segment_bytes": self._segment.stat().st_size,
-            "next_seq": self._seq,
-            "prev": self._prev,
-            "size": self._frontier.size,
-            "subtrees": [subtree.hex() for subtree in self._frontier.subtrees],
-            "last_config_digest": self.last_config_digest,
-        }
         temporary = self.directory / f"{TAIL_STATE}.tmp"
         try:
+            state = {
+                "segment": self._segment.name,
+                "segment_bytes": self._segment.stat().st_size,
+                "next_seq": self._seq,
+                "prev": self._prev,
+                "size": self._frontier.size,
+                "subtrees": [subtree.hex() for subtree in self._frontier.subtrees],
+                "last_config_digest": self.last_config_digest,
+            }
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(descriptor, json.dumps(state).encode())
@@ -299,7 +300,9 @@ class TrailWriter:
                 os.close(descriptor)
             os.replace(temporary, self.directory / TAIL_STATE)
         except OSError:
-            (self.directory / TAIL_STATE).unlink(missing_ok=True)
+            # A stale state is detected on the next open anyway; removing it saves that check.
+            with suppress(OSError):
+                (self.directory / TAIL_STATE).unlink(missing_ok=True)
 
     @property
     def size(self) -> int:
