@@ -41,8 +41,8 @@ def _database(url: str) -> None:
 RULE = logs_rule(extra="batch_size = 10")
 
 
-def _setup(tmp_path: Path) -> tuple[Path, str, Path]:
-    url = f"sqlite:///{tmp_path}/data.sqlite"
+def _setup(tmp_path: Path, url: str | None = None) -> tuple[Path, str, Path]:
+    url = url or f"sqlite:///{tmp_path}/data.sqlite"
     _database(url)
     audit = tmp_path / "audit"
     make_config(url, RULE, audit_directory=audit)  # creates the keys
@@ -108,9 +108,10 @@ def _hmac_key(tmp_path: Path) -> bytes:
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
 def test_a_killed_purge_loses_nothing_and_claims_nothing_false(
-    tmp_path: Path, crash_at: str
+    tmp_path: Path, crash_at: str, database_url: str
 ) -> None:
-    config, url, audit = _setup(tmp_path)
+    """On every database: a server sees its client die mid-transaction and rolls back."""
+    config, url, audit = _setup(tmp_path, database_url)
 
     crashed = _run(config, crash_at)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
