@@ -799,6 +799,24 @@ def test_plan_works_with_a_select_only_role_and_run_cannot_write(
     assert remaining_ids(engine, "logs") == set(LEAP_ROWS)
 
 
+@pytest.mark.postgres
+def test_a_plain_delete_rule_runs_with_select_and_delete_only(
+    postgres_url: str, postgres_readonly_url: Callable[[], str]
+) -> None:
+    """Least privilege, as docs/operations.md says: a plain delete rule takes no row lock of
+    its own (PostgreSQL's SELECT … FOR UPDATE would need UPDATE), so SELECT and DELETE do."""
+    from sqlalchemy.engine import make_url
+
+    engine = _leap_logs(postgres_url)
+    limited_url = postgres_readonly_url()
+    role = make_url(limited_url).username
+    with engine.begin() as connection:
+        connection.execute(text(f'GRANT DELETE ON logs TO "{role}"'))
+    _, report = plan_and_run(make_config(limited_url, LOG_RULE), LEAP_AS_OF)
+    assert (report.outcomes[0].status, report.outcomes[0].deleted) == ("ok", len(LEAP_DUE))
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+
+
 def test_sqlite_plan_opens_the_file_read_only(sqlite_url: str) -> None:
     from retention.stores.sql import create_sql_engine
 
