@@ -586,15 +586,10 @@ class SqlStore:
             with self._reachable(), self.engine.connect() as connection:
                 rows = connection.execute(query).mappings().all()
             keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
-            if only is None:
+            if only is None or not keys:
                 return Batch(keys, done=0)
-            accepted = only(keys)
-            return Batch(
-                tuple(key for key in keys if key in accepted),
-                done=0,
-                resume_after=keys[-1] if keys else None,
-                more=len(keys) >= limit,
-            )
+            _, accepted, resume_after, more = _only_accepted(rows, keys, only, limit)
+            return Batch(accepted, done=0, resume_after=resume_after, more=more)
         started = time.monotonic()
         with (
             self._reachable(),
@@ -651,7 +646,7 @@ class SqlStore:
         if last is None:
             return Batch((), 0, more=False)
         end, size = tuple(last[:-1]), int(last[-1])
-        in_range = not_(_beyond(key_columns, end, lambda column, value: column > value))
+        in_range = _key_up_to(key_columns, end)
         if after is not None:
             in_range = and_(_after_key(key_columns, after), in_range)
         statement = (
@@ -684,12 +679,8 @@ class SqlStore:
         resume_after: KeyValues | None = None
         more: bool | None = None
         if only is not None:
-            # The rows ``only`` refuses stay untouched; the next batch starts after the last
-            # locked row, accepted or not.
-            accepted = only(keys)
-            resume_after, more = keys[-1], len(keys) >= limit
-            rows = [row for row, key in zip(rows, keys, strict=True) if key in accepted]
-            keys = tuple(key for key in keys if key in accepted)
+            # The rows ``only`` refuses stay locked and untouched.
+            rows, keys, resume_after, more = _only_accepted(rows, keys, only, limit)
             if not keys:
                 return Batch((), 0, resume_after=resume_after, more=more)
         if before_write is not None:
@@ -847,8 +838,28 @@ def _key_between(
 ) -> ColumnElement[bool]:
     """``first <= (key) <= last`` in key order."""
     return and_(
-        not_(_beyond(keys, first, lambda column, value: column < value)),
-        not_(_beyond(keys, last, lambda column, value: column > value)),
+        not_(_beyond(keys, first, lambda column, value: column < value)), _key_up_to(keys, last)
+    )
+
+
+def _key_up_to(keys: Sequence[Column[Any]], last: KeyValues) -> ColumnElement[bool]:
+    """``(key) <= last`` in key order."""
+    return not_(_beyond(keys, last, lambda column, value: column > value))
+
+
+def _only_accepted(
+    rows: Sequence[RowMapping], keys: tuple[KeyValues, ...], only: KeyFilter, limit: int
+) -> tuple[list[RowMapping], tuple[KeyValues, ...], KeyValues, bool]:
+    """Given a batch's rows and their keys in key order (at least one), return the rows and
+    keys ``only`` accepts, where the next batch starts (after the last row read, accepted or
+    not) and whether more may follow."""
+    accepted = only(keys)
+    chosen = [(row, key) for row, key in zip(rows, keys, strict=True) if key in accepted]
+    return (
+        [row for row, _ in chosen],
+        tuple(key for _, key in chosen),
+        keys[-1],
+        len(keys) >= limit,
     )
 
 
