@@ -394,8 +394,9 @@ def bare_purge(backend: Backend, database: str, batch_size: int) -> tuple[int, f
     for a plain delete rule, one COMMIT per batch. Return (rows deleted, seconds)."""
     due = f"logged_at <= {cutoff_sql()}"
     probe = (
-        f"SELECT MAX(id) FROM (SELECT id FROM {RETENTION_TABLE} WHERE id > %s AND {due} "
-        f"ORDER BY id LIMIT {batch_size}) AS batch"
+        f"SELECT batch.id, COUNT(*) OVER () FROM (SELECT id FROM {RETENTION_TABLE} "
+        f"WHERE id > %s AND {due} ORDER BY id LIMIT {batch_size}) AS batch "
+        "ORDER BY batch.id DESC LIMIT 1"
     )
     deletion = f"DELETE FROM {RETENTION_TABLE} WHERE id > %s AND id <= %s AND {due} RETURNING id"
     engine = create_engine(backend.url(database), connect_args=backend.connect_args)
@@ -405,16 +406,18 @@ def bare_purge(backend: Backend, database: str, batch_size: int) -> tuple[int, f
             cursor = driver.cursor()
             last, deleted = 0, 0
             started = time.perf_counter()
-            while True:
+            more = True
+            while more:
                 cursor.execute(probe, (last,))
-                end = cursor.fetchone()[0]
-                if end is None:
+                window = cursor.fetchone()
+                if window is None:
                     driver.commit()
                     break
+                end, size = window
                 cursor.execute(deletion, (last, end))
                 deleted += len(cursor.fetchall())
                 driver.commit()
-                last = end
+                last, more = end, size >= batch_size
             return deleted, time.perf_counter() - started
         finally:
             driver.close()
