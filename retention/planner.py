@@ -52,7 +52,8 @@ class Selection:
 class Survey:
     """What a store found for a selection: rows due (not held), the oldest clock value and the
     first due keys in key order; rows in scope (the rule's conditions, any clock), rows that
-    would be due but are held, and rows whose clock is in the future (never due, reported)."""
+    would be due but are held, rows whose clock is in the future (never due, reported), and
+    rows whose clock the store cannot compare (SQLite text in another spelling: kept, reported)."""
 
     due: int
     oldest: datetime | date | None
@@ -61,6 +62,7 @@ class Survey:
     held: int = 0
     future: int = 0
     details: tuple[tuple[str, int], ...] = ()
+    unreadable: int = 0
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class RulePlan:
     held: int = 0
     future: int = 0
     details: tuple[tuple[str, int], ...] = ()
+    unreadable: int = 0
 
     @property
     def brake(self) -> str | None:
@@ -294,6 +297,7 @@ def plan_rule(
         held=survey.held,
         future=survey.future,
         details=survey.details,
+        unreadable=survey.unreadable,
     )
 
 
@@ -414,6 +418,7 @@ def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
         "held": rule_plan.held,
         "in_scope": rule_plan.in_scope,
         "future_clock": rule_plan.future,
+        "unreadable_clock": rule_plan.unreadable,
         "brake": rule_plan.brake,
         "oldest": rule_plan.oldest.isoformat() if rule_plan.oldest else None,
         "sample_keys": list(rule_plan.samples),

@@ -123,6 +123,12 @@ def render_plan(plan: Plan, zone_name: str) -> str:
         for rule_plan in plan.rules
         if rule_plan.future
     ]
+    warnings += [
+        f"  {rule_plan.rule.name}: {rule_plan.unreadable:,} row(s) with a clock value that is not "
+        "a timestamp this store can compare (kept; see docs/config.md, SQLite timestamps)"
+        for rule_plan in plan.rules
+        if rule_plan.unreadable
+    ]
     brakes = [
         f"  {rule_plan.rule.name}: {rule_plan.brake}"
         for rule_plan in plan.rules

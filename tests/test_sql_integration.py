@@ -27,6 +27,8 @@ from sqlalchemy import (
 
 from retention.anonymise import keyed_hash
 from retention.errors import ExitCode
+from retention.planner import plan_document
+from retention.render import render_plan
 from tests.support import (
     create_tables,
     due_counts,
@@ -1064,3 +1066,64 @@ ip_address = "truncate_ip"
     with engine.connect() as connection:
         kept = {row.ip_address for row in connection.execute(select(sessions))}
     assert kept == {"198.51.100.23", "198.51.100.77"}
+
+
+# SQLite keeps what a program wrote into a DATETIME column. Written by another program, a value
+# may be Unix seconds (an integer: less than any text, so "older" than every cutoff), carry an
+# offset (its wall time is not the store zone's), or use a "T" separator. As of LEAP_AS_OF the
+# cutoff is 2024-02-28 10:00 UTC.
+SQLITE_FOREIGN_CLOCKS = {
+    # 2026-01-01 as Unix seconds: not due for two years, yet an integer sorts before the cutoff.
+    21: 1767225600,
+    # 2024-02-28 05:00-08:00 is 13:00 UTC, three hours after the cutoff: not due yet.
+    22: "2024-02-28 05:00:00-08:00",
+    # Due (2024-01-01), but spelled with a T.
+    23: "2024-01-01T00:00:00",
+    24: "yesterday",
+    25: 12.5,
+}
+
+
+def test_sqlite_clock_values_in_a_foreign_format_are_kept_and_reported(sqlite_url: str) -> None:
+    engine = _leap_logs(sqlite_url)
+    with engine.begin() as connection:
+        for key, value in SQLITE_FOREIGN_CLOCKS.items():
+            connection.execute(
+                text("INSERT INTO logs (id, logged_at) VALUES (:id, :at)"), {"id": key, "at": value}
+            )
+    config = make_config(sqlite_url, LOG_RULE)
+
+    the_plan, report = plan_and_run(config, LEAP_AS_OF)
+
+    assert the_plan.rules[0].due == len(LEAP_DUE)
+    assert the_plan.rules[0].unreadable == len(SQLITE_FOREIGN_CLOCKS)
+    assert report.outcomes[0].deleted == len(LEAP_DUE)
+    assert remaining_ids(engine, "logs") == (set(LEAP_ROWS) - LEAP_DUE) | set(SQLITE_FOREIGN_CLOCKS)
+    warning = "logs: 5 row(s) with a clock value that is not a timestamp"
+    assert warning in render_plan(the_plan, "UTC")
+    assert plan_document(the_plan)["rules"][0]["unreadable_clock"] == 5  # type: ignore[index]
+
+
+def test_sqlite_shortened_clock_spellings_compare_in_time_order(sqlite_url: str) -> None:
+    engine = _leap_logs(sqlite_url)
+    # Written by hand, shorter than SQLAlchemy's form; the cutoff is 2024-02-28 10:00 UTC.
+    spellings = {
+        31: ("2024-02-28", True),
+        32: ("2024-02-28 10:00", True),
+        33: ("2024-02-28 10:01", False),
+        34: ("2024-02-28 10:00:00.5", False),
+        35: ("2024-02-28 09:59:59.999", True),
+        36: ("2024-02-29", False),
+    }
+    with engine.begin() as connection:
+        for key, (value, _) in spellings.items():
+            connection.execute(
+                text("INSERT INTO logs (id, logged_at) VALUES (:id, :at)"), {"id": key, "at": value}
+            )
+    the_plan, report = plan_and_run(make_config(sqlite_url, LOG_RULE), LEAP_AS_OF)
+    due_spellings = {key for key, (_, due) in spellings.items() if due}
+    assert the_plan.rules[0].unreadable == 0
+    assert report.outcomes[0].deleted == len(LEAP_DUE) + len(due_spellings)
+    assert remaining_ids(engine, "logs") == (set(LEAP_ROWS) - LEAP_DUE) | (
+        set(spellings) - due_spellings
+    )

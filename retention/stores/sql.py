@@ -137,6 +137,8 @@ def _sqlite_engine(path: str, *, read_only: bool) -> Engine:
 class _Clock:
     expression: ColumnElement[Any]
     kind: ClockKind
+    # SQLite only: true where every clock column holds text this store can compare as time.
+    readable: ColumnElement[bool] | None = None
 
 
 class SqlStore:
@@ -353,21 +355,29 @@ class SqlStore:
         kind = _clock_kind(columns[0], self.engine.dialect.name)
         if kind is None:
             raise RetentionError(f"{rule.clock_text} is not a date or timestamp")
+        readable = None
+        if self.engine.dialect.name == "sqlite":
+            readable = and_(
+                *(
+                    or_(column.is_(None), _sqlite_time_text(column, date_only=kind == "date"))
+                    for column in columns
+                )
+            )
         if len(columns) == 1:
-            return _Clock(columns[0], kind)
+            return _Clock(columns[0], kind, readable)
         # The latest non-NULL value: each argument falls back on the others when it is NULL, so
         # GREATEST ignores NULLs on every dialect (MariaDB's and SQLite's would return NULL).
         arguments = [
             func.coalesce(column, *(other for other in columns if other is not column))
             for column in columns
         ]
-        return _Clock(greatest(*arguments, type_=columns[0].type), kind)
+        return _Clock(greatest(*arguments, type_=columns[0].type), kind, readable)
 
     def _expired(self, clock: _Clock, expired: Expired) -> ColumnElement[bool]:
         if clock.kind == "date":
             if expired.last_date is None:
                 return false()
-            return clock.expression <= expired.last_date
+            return _when_readable(clock, clock.expression <= expired.last_date)
         parts = []
         for window in expired.windows:
             upper = clock.expression <= self._bound(window.end, clock.kind)
@@ -375,7 +385,7 @@ class SqlStore:
                 parts.append(upper)
             else:
                 parts.append(and_(clock.expression >= self._bound(window.start, clock.kind), upper))
-        return or_(*parts)
+        return _when_readable(clock, or_(*parts))
 
     def _bound(self, instant: datetime, kind: ClockKind) -> datetime:
         if kind == "aware":
@@ -510,14 +520,21 @@ class SqlStore:
         expired = self._expired_all(selection, clock)
         held = self._held(selection)
         due = expired if held is None else and_(expired, not_(held))
-        future = (
+        future = _when_readable(
+            clock,
             clock.expression > to_wall_time(selection.as_of, selection.zone).date()
             if clock.kind == "date"
-            else clock.expression > self._bound(selection.as_of, clock.kind)
+            else clock.expression > self._bound(selection.as_of, clock.kind),
         )
 
         def how_many(condition: ColumnElement[bool]) -> Any:
             return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        unreadable = (
+            literal(0)
+            if clock.readable is None
+            else how_many(and_(clock.expression.is_not(None), not_(clock.readable)))
+        )
 
         counting = (
             select(
@@ -525,15 +542,16 @@ class SqlStore:
                 how_many(due),
                 how_many(and_(expired, held)) if held is not None else literal(0),
                 how_many(future),
+                unreadable,
                 func.min(case((due, clock.expression), else_=None)),
             )
             .select_from(self.table(rule.table))
             .where(self._scope(rule))
         )
         with self._reachable(), self.engine.connect() as connection:
-            in_scope, due_count, held_count, future_count, oldest = connection.execute(
-                counting
-            ).one()
+            in_scope, due_count, held_count, future_count, unreadable_count, oldest = (
+                connection.execute(counting).one()
+            )
             samples = connection.execute(self._batch_query(selection, None, sample_size)).all()
         return Survey(
             due=int(due_count),
@@ -542,6 +560,7 @@ class SqlStore:
             in_scope=int(in_scope),
             held=int(held_count),
             future=int(future_count),
+            unreadable=int(unreadable_count),
         )
 
     def _instant(self, value: Any, kind: ClockKind) -> datetime | date | None:
@@ -889,6 +908,41 @@ def _clock_kind(column: ColumnElement[Any], dialect: str) -> ClockKind | None:
     if isinstance(column_type, sqltypes.Date):
         return "date"
     return None
+
+
+# SQLite stores a DATETIME as whatever was written. Only these spellings, without an offset,
+# compare as text in time order against the bounds SQLAlchemy writes (YYYY-MM-DD HH:MM:SS.ffffff):
+# each is a prefix-consistent truncation of that form.
+_SQLITE_DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
+_SQLITE_MINUTE = _SQLITE_DATE + " [0-9][0-9]:[0-9][0-9]"
+_SQLITE_SECOND = _SQLITE_MINUTE + ":[0-9][0-9]"
+
+
+def _sqlite_time_text(column: ColumnElement[Any], *, date_only: bool) -> ColumnElement[bool]:
+    """True where a SQLite clock value is text in a spelling that compares correctly as text:
+    ``2024-02-29`` for a DATE; that, ``2024-02-29 10:00``, ``2024-02-29 10:00:00`` or
+    ``2024-02-29 10:00:00.123456`` for a DATETIME. Unix seconds, offsets, a ``T`` separator
+    or any other text are not: such rows are never purged, and plans count them."""
+    is_text = func.typeof(column) == "text"
+    if date_only:
+        return and_(is_text, column.op("GLOB")(_SQLITE_DATE))
+    fraction = and_(
+        column.op("GLOB")(_SQLITE_SECOND + ".[0-9]*"),
+        not_(func.substr(column, 21).op("GLOB")("*[^0-9]*")),
+    )
+    return and_(
+        is_text,
+        or_(
+            column.op("GLOB")(_SQLITE_DATE),
+            column.op("GLOB")(_SQLITE_MINUTE),
+            column.op("GLOB")(_SQLITE_SECOND),
+            fraction,
+        ),
+    )
+
+
+def _when_readable(clock: _Clock, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    return condition if clock.readable is None else and_(clock.readable, condition)
 
 
 def _is_text(column: ColumnElement[Any]) -> bool:
