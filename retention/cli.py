@@ -27,13 +27,14 @@ from retention.app import (
     run_plan,
     write_metrics_textfile,
 )
+from retention.app.erasure import erasure_request, erasure_rules
 from retention.app.holds import lift_hold, place_hold
 from retention.app.saved_plans import check_saved_plan, load_saved_plan, save_plan
 from retention.audit.recorder import identity
 from retention.config import Config, load_config
 from retention.errors import ConfigError, ExitCode, RetentionError, UsageError
 from retention.planner import check_against_stores, plan_document
-from retention.render import render_plan, render_report
+from retention.render import render_erasure_scope, render_plan, render_report
 from retention.runtime.logging import configure_logging
 from retention.runtime.secrets import state_url, write_new_key
 from retention.state_holds import load_holds
@@ -328,6 +329,77 @@ def run(
             )
             if metrics_textfile is not None:
                 write_metrics_textfile(config, report, state, metrics_textfile, datetime.now(UTC))
+    click.echo(render_report(report))
+    sys.exit(int(report.exit_code))
+
+
+@main.command()
+@click.option(
+    "--subject",
+    required=True,
+    help="The person, as the rules' erase_by columns name them (e.g. an e-mail address); "
+    "'-' reads it from standard input, out of the shell history and the process list.",
+)
+@click.option(
+    "--request",
+    "reference",
+    required=True,
+    help="Your reference for the request (a ticket number; no personal data): the audit trail "
+    "keeps it.",
+)
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan and walk its batches, write nothing.")
+@click.option(
+    "--allow-over-limit",
+    "over_limit",
+    multiple=True,
+    metavar="RULE",
+    help="Lift this rule's max_delete / max_fraction brake for this erasure (repeatable).",
+)
+@click.pass_obj
+def erase(
+    context: Context,
+    subject: str,
+    reference: str,
+    yes: bool,
+    dry_run: bool,
+    over_limit: tuple[str, ...],
+) -> None:
+    """Erase everything about one person, now, in every rule with erase_by (audited)."""
+    with expected_errors():
+        config = context.config()
+        if subject == "-":
+            subject = sys.stdin.readline()
+        request = erasure_request(subject, reference)
+        rules, left_out = erasure_rules(config)
+        config.rules_named(over_limit)
+        if not (yes or dry_run) and not stdin_is_terminal():
+            raise UsageError("standard input is not a terminal: pass --yes to erase (or --dry-run)")
+        with (
+            run_ledger(config, rules, dry_run=dry_run),
+            open_stores(config, read_only=dry_run) as store_for,
+        ):
+            the_plan = make_plan(config, rules, store_for, datetime.now(UTC), erasure=request)
+            click.echo(render_plan(the_plan, config.settings.timezone.key))
+            click.echo("\n" + render_erasure_scope(left_out) + "\n")
+            if not (yes or dry_run):
+                typed = click.prompt(
+                    f"To erase, type the plan id ({the_plan.plan_id})",
+                    default="",
+                    show_default=False,
+                )
+                if typed.strip() != the_plan.plan_id:
+                    raise UsageError("not confirmed: nothing was erased")
+            # No run ledger: an erasure is not a rule's scheduled run (its last success).
+            report = run_plan(
+                config,
+                the_plan,
+                store_for,
+                dry_run=dry_run,
+                allow_over_limit=frozenset(over_limit),
+            )
     click.echo(render_report(report))
     sys.exit(int(report.exit_code))
 

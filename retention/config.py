@@ -175,6 +175,9 @@ class Rule:
     schedule: Schedule = DAILY
     jitter: timedelta = timedelta(0)
     objects: ObjectScope | None = None
+    # The column (maybe through a join) that names the person a row is about: what
+    # `retention erase` matches a request's subject against (policies.md row 13).
+    erase_by: ColumnRef | None = None
 
     def join(self, name: str) -> Join:
         return next(join for join in self.joins if join.name == name)
@@ -780,6 +783,7 @@ _RULE_KEYS = {
     "match_all",
     "schedule",
     "jitter",
+    "erase_by",
 }
 
 
@@ -866,6 +870,9 @@ def _read_rule(
         period_column = _column_ref(
             reader, raw["period_column"], f"{path}.period_column", join_names
         )
+    erase_by = None
+    if "erase_by" in raw:
+        erase_by = _column_ref(reader, raw["erase_by"], f"{path}.erase_by", join_names)
     period_unit = reader.string(raw, "period_unit", path)
     if period_unit is not None and period_unit not in PERIOD_UNITS:
         reader.error(f"{path}.period_unit", f"must be one of {', '.join(PERIOD_UNITS)}")
@@ -926,6 +933,7 @@ def _read_rule(
         match_all=limits.match_all,
         schedule=limits.schedule,
         jitter=limits.jitter,
+        erase_by=erase_by,
     )
 
 

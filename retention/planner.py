@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -28,6 +28,17 @@ KeyFilter = Callable[[Sequence[KeyValues]], set[KeyValues]]
 
 
 @dataclass(frozen=True)
+class ErasureRequest:
+    """One person's request to be erased (policies.md row 13). ``subject`` is the value that
+    person's rows hold in each rule's ``erase_by`` column, such as an e-mail address: personal
+    data, so it is never printed, logged or written to the trail. ``reference`` is the
+    operator's own name for the request (a ticket number), which the trail keeps."""
+
+    subject: str = field(repr=False)
+    reference: str
+
+
+@dataclass(frozen=True)
 class Selection:
     """Exactly which records a rule selects at one instant; stores turn it into a predicate.
 
@@ -36,6 +47,10 @@ class Selection:
 
     ``overrides`` pairs each raw value found in the rule's period column with what that value's
     period has expired; rows whose value is in ``invalid_period_values`` match nothing (kept).
+
+    With ``erasure``, the clock, the period and the rule's conditions do not count: the records
+    selected are those whose ``erase_by`` column holds the request's subject (legal holds and
+    an anonymise rule's marker still do).
     """
 
     rule: Rule
@@ -46,6 +61,7 @@ class Selection:
     invalid_period_values: tuple[str, ...] = ()
     holds: tuple[Hold, ...] = ()
     subjects: Selection | None = None
+    erasure: ErasureRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -149,9 +165,10 @@ def make_selection(
     zone: ZoneInfo,
     period_values: Sequence[object] = (),
     holds: Sequence[Hold] = (),
+    erasure: ErasureRequest | None = None,
 ) -> Selection:
     """Given a rule, an aware ``as_of``, the policy zone and the raw values of the rule's period
-    column, return the Selection.
+    column, return the Selection (of one person's records, with ``erasure``).
 
     Example: for the ``connection-logs`` rule (period 1y) and ``as_of`` 2026-11-23 12:00 UTC in
     UTC, ``make_selection(rule, as_of, ZoneInfo("UTC")).default.cutoff`` is 2025-11-23 12:00 UTC.
@@ -174,6 +191,7 @@ def make_selection(
         overrides=tuple(overrides),
         invalid_period_values=tuple(sorted(invalid)),
         holds=tuple(hold for hold in holds if hold.rule == rule.name and hold.in_force(as_of)),
+        erasure=erasure,
     )
 
 
@@ -219,6 +237,7 @@ class Plan:
     rules: tuple[RulePlan, ...]
     sample_hashing: Literal["keyed", "ephemeral"]
     shows_keys: bool = False
+    erasure: ErasureRequest | None = None
 
     @property
     def plan_id(self) -> str:
@@ -226,7 +245,11 @@ class Plan:
             [rule_plan.rule.name, rule_plan.due, _cutoff_text(rule_plan)]
             for rule_plan in self.rules
         ]
-        text = json.dumps([self.config_digest, self.as_of.isoformat(), summary])
+        parts: list[object] = [self.config_digest, self.as_of.isoformat(), summary]
+        if self.erasure is not None:
+            # The reference, never the subject: an unkeyed digest of an e-mail is no secret.
+            parts.append(["erasure", self.erasure.reference])
+        text = json.dumps(parts)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -255,26 +278,30 @@ def plan_rule(
     *,
     subject_store: RecordStore | None = None,
     show_keys: bool = False,
+    erasure: ErasureRequest | None = None,
 ) -> RulePlan:
     """Given a rule, its store, ``as_of``, the policy zone and a hash key, return its RulePlan.
 
     The rule must already fit the store's schema (see ``check_against_stores``); an unreachable
     store becomes the RulePlan's ``error``, and the caller decides what that means. A
     cross-store rule also needs its subjects' store. Sample keys are keyed hashes unless
-    ``show_keys`` (object keys and rows can hold personal data).
+    ``show_keys`` (object keys and rows can hold personal data). With ``erasure``, the plan is
+    of one person's records (the rule must have ``erase_by``, or its subjects' rule).
     """
     try:
-        period_values = store.period_values(rule) if rule.period_column else ()
-        selection = make_selection(rule, as_of, zone, period_values, holds)
+        # An erasure ignores periods: no need to read the period column's values.
+        reads_periods = rule.period_column is not None and erasure is None
+        period_values = store.period_values(rule) if reads_periods else ()
+        selection = make_selection(rule, as_of, zone, period_values, holds, erasure)
         subjects = rule.objects.subjects if rule.objects else None
         if subjects is not None:
             assert subject_store is not None, "a cross-store rule is planned with its subjects"
             subject_rule = subjects.rule
-            subject_values = (
-                subject_store.period_values(subject_rule) if subject_rule.period_column else ()
-            )
+            reads_periods = subject_rule.period_column is not None and erasure is None
+            subject_values = subject_store.period_values(subject_rule) if reads_periods else ()
             selection = replace(
-                selection, subjects=make_selection(subject_rule, as_of, zone, subject_values, holds)
+                selection,
+                subjects=make_selection(subject_rule, as_of, zone, subject_values, holds, erasure),
             )
         survey = store.survey(selection, SAMPLE_SIZE)
     except StoreUnavailable as error:
@@ -325,12 +352,14 @@ def build_plan(
     keyed: bool,
     holds: Sequence[Hold] = (),
     show_keys: bool = False,
+    erasure: ErasureRequest | None = None,
 ) -> Plan:
     """Given the config, the rules to plan, a way to reach each store, ``as_of`` and the sample
-    hash key, return the Plan (read-only: stores are only surveyed)."""
+    hash key, return the Plan (read-only: stores are only surveyed); with ``erasure``, the plan
+    of that request."""
     zone = config.settings.timezone
     rule_plans = tuple(
-        _plan_or_unreachable(rule, store_for, as_of, zone, hash_key, holds, show_keys)
+        _plan_or_unreachable(rule, store_for, as_of, zone, hash_key, holds, show_keys, erasure)
         for rule in rules
     )
     return Plan(
@@ -339,6 +368,7 @@ def build_plan(
         rules=rule_plans,
         sample_hashing="keyed" if keyed else "ephemeral",
         shows_keys=show_keys,
+        erasure=erasure,
     )
 
 
@@ -350,6 +380,7 @@ def _plan_or_unreachable(
     hash_key: bytes,
     holds: Sequence[Hold],
     show_keys: bool,
+    erasure: ErasureRequest | None,
 ) -> RulePlan:
     subjects = rule.objects.subjects if rule.objects else None
     try:
@@ -366,6 +397,7 @@ def _plan_or_unreachable(
         holds,
         subject_store=subject_store,
         show_keys=show_keys,
+        erasure=erasure,
     )
 
 

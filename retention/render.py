@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
+from retention.config import Rule
 from retention.executor import FAILED, RunReport
 from retention.planner import Plan, RulePlan
 
@@ -44,6 +45,8 @@ def render_plan(plan: Plan, zone_name: str) -> str:
 
     Times are UTC; the calendar arithmetic itself happened in ``zone_name``.
     """
+    if plan.erasure is not None:
+        return _render_erasure_plan(plan)
     headers = [
         "RULE",
         "ACTION",
@@ -145,6 +148,71 @@ def render_plan(plan: Plan, zone_name: str) -> str:
     if errors:
         lines += ["", "Errors:", *errors]
     return "\n".join(lines)
+
+
+def _render_erasure_plan(plan: Plan) -> str:
+    """Given the plan of an erasure request, return it for people: per rule, what of that
+    person would go (never the subject itself), then what holds keep and what failed."""
+    assert plan.erasure is not None
+    headers = ["RULE", "ACTION", "STORE.TABLE", "ERASE BY", "DUE", "HELD"]
+    rows = []
+    for rule_plan in plan.rules:
+        rule = rule_plan.rule
+        subjects = rule.objects.subjects if rule.objects else None
+        erase_by = f"objects of {subjects.rule.name}" if subjects else str(rule.erase_by)
+        rows.append(
+            [
+                rule.name,
+                rule.action,
+                f"{rule.store}.{rule.table}",
+                erase_by,
+                "ERROR" if rule_plan.error else f"{rule_plan.due:,}",
+                f"{rule_plan.held:,}",
+            ]
+        )
+    total = sum(rule_plan.due for rule_plan in plan.rules)
+    lines = [
+        f"Erasure plan {plan.plan_id} for request {plan.erasure.reference!r} as of "
+        f"{_moment(plan.as_of)} UTC: every record whose erase_by column holds the subject, "
+        "whatever its age (read-only, nothing was changed)",
+        "",
+        *_table(headers, rows, numeric={4, 5}),
+        "",
+        f"{total:,} records of this person in {len(plan.rules)} rules.",
+    ]
+    with_objects = [rule_plan for rule_plan in plan.rules if rule_plan.details]
+    lines += [
+        f"  {rule_plan.rule.name}: "
+        + ", ".join(_detail(name, value) for name, value in rule_plan.details if value)
+        for rule_plan in with_objects
+    ]
+    held = [
+        f"  {rule_plan.rule.name}: {rule_plan.held:,} kept by a legal hold"
+        for rule_plan in plan.rules
+        if rule_plan.held
+    ]
+    if held:
+        lines += ["", "Kept (legal holds outrank erasure):", *held]
+    errors = [
+        f"  {rule_plan.rule.name}: {rule_plan.error}" for rule_plan in plan.rules if rule_plan.error
+    ]
+    if errors:
+        lines += ["", "Errors:", *errors]
+    return "\n".join(lines)
+
+
+def render_erasure_scope(left_out: Sequence[Rule]) -> str:
+    """Given the rules an erasure request does not reach (no erase_by), return what becomes of
+    their records: they go with their own period."""
+    if not left_out:
+        return "Every rule is reached by erase_by."
+    return "\n".join(
+        [
+            "Not reached by an erasure request (no erase_by): these go at the end of their own "
+            "period.",
+            *(f"  {rule.name}: {rule.clock_text} + {rule.period.text}" for rule in left_out),
+        ]
+    )
 
 
 def _detail(name: str, value: int) -> str:

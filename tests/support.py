@@ -81,13 +81,41 @@ def make_config(
 ) -> Config:
     """Given a database URL and `[[rules]]` TOML (store "db"), return a parsed Config. With
     ``audit_directory``, runs are audited there (keys made on first use); else not audited."""
+    return parse_config(
+        config_text(
+            url,
+            rules,
+            timezone=timezone,
+            store_timezone=store_timezone,
+            hash_key_file=hash_key_file,
+            extra_stores=extra_stores,
+            audit_directory=audit_directory,
+            state_url=state_url,
+            max_fraction=max_fraction,
+        ).encode()
+    )
+
+
+def config_text(
+    url: str,
+    rules: str,
+    *,
+    timezone: str = "UTC",
+    store_timezone: str = "UTC",
+    hash_key_file: Path | None = None,
+    extra_stores: str = "",
+    audit_directory: Path | None = None,
+    state_url: str | None = None,
+    max_fraction: float = 1.0,
+) -> str:
+    """The TOML that ``make_config`` parses, for tests that need it as a file."""
     key_line = f'hash_key_file = "{hash_key_file}"' if hash_key_file else ""
     # Each config gets its own state database: holds and the ledger never leak between tests.
     state = state_url or f"sqlite:///{tempfile.mkdtemp(prefix='retention-state-')}/state.sqlite"
     audit = "[audit]\nenabled = false\n"
     if audit_directory is not None:
         audit = audit_table(audit_directory)
-    document = f"""
+    return f"""
 [settings]
 timezone = "{timezone}"
 max_fraction = {max_fraction}
@@ -103,7 +131,6 @@ timezone = "{store_timezone}"
 url = "{state}"
 {rules}
 """
-    return parse_config(document.encode())
 
 
 def audit_table(directory: Path) -> str:

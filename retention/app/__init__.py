@@ -26,6 +26,7 @@ from retention.errors import ConfigError, ConfigIssue, ExitCode, RetentionError,
 from retention.executor import FAILED, RunReport, execute
 from retention.holds import Hold
 from retention.planner import (
+    ErasureRequest,
     Plan,
     RecordStore,
     build_plan,
@@ -46,10 +47,11 @@ def make_plan(
     as_of: datetime,
     *,
     show_keys: bool = False,
+    erasure: ErasureRequest | None = None,
 ) -> Plan:
     """Given rules and their stores, check every rule against its store's schema (every problem
     at once: ConfigError, exit 78), then return the Plan as of ``as_of`` (sample keys in clear
-    with ``show_keys``)."""
+    with ``show_keys``; of one person's records with ``erasure``)."""
     issues, _unreachable = check_against_stores(rules, store_for)
     if issues:
         raise ConfigError(issues)
@@ -65,6 +67,7 @@ def make_plan(
         keyed=configured_key is not None,
         holds=load_holds(state_url(config.state)),
         show_keys=show_keys,
+        erasure=erasure,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from retention import __version__
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.merkle import merkle_root
-from retention.audit.trail import TrailWriter, read_entries
+from retention.audit.trail import TrailWriter, read_entries, subject_digest
 from retention.config import S3_KEY, AuditSettings, Config, Rule
 from retention.errors import AuditFailure, ConfigError, ConfigIssue, StoreUnavailable
 from retention.executor import RunReport
@@ -63,7 +63,7 @@ class TrailRecorder:
     def _base(self, rule_plan: RulePlan) -> dict[str, Any]:
         rule = rule_plan.rule
         selection = rule_plan.selection
-        return {
+        base: dict[str, Any] = {
             "run_id": self.run_id,
             "rule": rule.name,
             "policy": rule.policy,
@@ -73,6 +73,11 @@ class TrailRecorder:
             "action": rule.action,
             "cutoff": selection.default.cutoff.isoformat() if selection else None,
         }
+        if self.plan.erasure is not None:
+            # No cutoff: the records go because their person asked, whatever their age.
+            base["cutoff"] = None
+            base["erasure"] = self.plan.erasure.reference
+        return base
 
     def intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int:
         with _fail_closed("record a batch intent"):
@@ -294,17 +299,20 @@ def recording(
                     "source": config.source,
                 },
             )
-        writer.append(
-            "run.started",
-            {
-                "run_id": run_id,
-                "plan_id": plan.plan_id,
-                "config_digest": config.digest,
-                "as_of": plan.as_of.isoformat(),
-                "rules": [rule_plan.rule.name for rule_plan in plan.rules],
-                **identity(),
-            },
-        )
+        started: dict[str, Any] = {
+            "run_id": run_id,
+            "plan_id": plan.plan_id,
+            "config_digest": config.digest,
+            "as_of": plan.as_of.isoformat(),
+            "rules": [rule_plan.rule.name for rule_plan in plan.rules],
+            **identity(),
+        }
+        if plan.erasure is not None:
+            started["erasure"] = {
+                "reference": plan.erasure.reference,
+                "subject": subject_digest(writer.hmac_key, plan.erasure.subject),
+            }
+        writer.append("run.started", started)
         yield TrailRecorder(writer, run_id, plan)
 
 

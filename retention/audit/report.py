@@ -40,6 +40,8 @@ class RuleRun:
     action: str | None = None
     method: str | None = None
     cutoff: str | None = None
+    # The request's reference when the run carried out an erasure request (no cutoff then).
+    erasure: str | None = None
     first_batch: str | None = None
     last_batch: str | None = None
     status: str | None = None
@@ -136,6 +138,7 @@ class _Collector:
         for name in ("policy", "category", "store", "dataset", "action", "method"):
             setattr(row, name, content.get(name))
         row.cutoff = utc_text(content.get("cutoff"))
+        row.erasure = content.get("erasure")
         row.first_batch = row.first_batch or utc_text(content.get("time"))
         row.last_batch = utc_text(content.get("time"))
         row.batches += 1
@@ -254,8 +257,13 @@ def render_text(rows: Sequence[RuleRun]) -> str:
             f"Run {run_id}: started {_seconds(first.run_started)}, finished "
             f"{_seconds(first.run_finished) if first.run_finished else '(not recorded)'}",
             f"  by {first.user or '?'}@{first.host or '?'} with {first.tool or '?'}",
-            "",
         ]
+        erasures = sorted({row.erasure for row in run_rows if row.erasure})
+        lines += [
+            f"  erasure request {reference}: one person's records, whatever their age"
+            for reference in erasures
+        ]
+        lines.append("")
         table = [
             [
                 row.rule,

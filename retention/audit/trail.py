@@ -56,6 +56,17 @@ def record_leaf(hmac_key: bytes, store: str, dataset: str, key: Sequence[object]
     return hmac.digest(hmac_key, record_locator(store, dataset, key).encode(), "sha256")
 
 
+def subject_digest(hmac_key: bytes, subject: str) -> str:
+    """Given the audit HMAC key and an erasure request's subject, return the hex HMAC that
+    stands for that person in the trail: whoever holds the key can check that a request for
+    that subject was carried out; nobody else learns who it was.
+
+    Example: ``subject_digest(k, "alice@example.com")`` is HMAC-SHA256(k,
+    "erasure-subject:alice@example.com"), in hex.
+    """
+    return hmac.digest(hmac_key, f"erasure-subject:{subject}".encode(), "sha256").hex()
+
+
 class RecordHasher:
     """HMAC-SHA256 of many record locators under one key, the same bytes as ``record_leaf``.
 

@@ -37,6 +37,7 @@ from sqlalchemy import (
     inspect,
     literal,
     not_,
+    null,
     or_,
     select,
     text,
@@ -289,6 +290,8 @@ class SqlStore:
                 )
         for index, condition in enumerate(rule.conditions):
             resolve(condition.column, f"where[{index}]")
+        if rule.erase_by is not None:
+            resolve(rule.erase_by, "erase_by")
         for column_name, _strategy in rule.anonymise:
             if column_name not in table.c:
                 problem(f"anonymise.{column_name}", f"no column {column_name!r} in {rule.table!r}")
@@ -401,15 +404,18 @@ class SqlStore:
         expired = self._expired_all(selection, self._clock(rule))
         held = self._held(selection)
         due = expired if held is None else and_(expired, not_(held))
-        return and_(due, self._scope(rule))
+        return and_(due, self._scope(selection))
 
-    def _scope(self, rule: Rule) -> ColumnElement[bool]:
-        """The rows a rule is about, whatever their clock: its conditions, not yet anonymised."""
+    def _scope(self, selection: Selection) -> ColumnElement[bool]:
+        """The rows a rule is about, whatever their clock: its conditions (not for an erasure,
+        which is about everything a person left), not yet anonymised."""
+        rule = selection.rule
         table = self.table(rule.table)
         parts: list[ColumnElement[bool]] = [true()]
-        parts += [self._condition(rule, condition) for condition in rule.conditions]
-        if rule.where_sql:
-            parts.append(text(f"({rule.where_sql})").self_group())  # type: ignore[arg-type]
+        if selection.erasure is None:
+            parts += [self._condition(rule, condition) for condition in rule.conditions]
+            if rule.where_sql:
+                parts.append(text(f"({rule.where_sql})").self_group())  # type: ignore[arg-type]
         if rule.marker_column is not None:
             parts.append(table.c[rule.marker_column].is_(None))
         return and_(*parts)
@@ -435,6 +441,16 @@ class SqlStore:
 
     def _expired_all(self, selection: Selection, clock: _Clock) -> ColumnElement[bool]:
         rule = selection.rule
+        if selection.erasure is not None:
+            # An erasure is due now, whatever the clock: every row that names the person.
+            if rule.erase_by is None:
+                raise RetentionError(f"rule {rule.name!r} has no erase_by column")
+            person = self._column(rule, rule.erase_by)
+            try:
+                subject = _coerce(person, selection.erasure.subject)
+            except ValueError:
+                return false()  # "alice@example.com" is nobody's integer id
+            return person == subject
         expired = self._expired(clock, selection.default)
         if rule.period_column is None:
             return expired
@@ -520,6 +536,7 @@ class SqlStore:
         expired = self._expired_all(selection, clock)
         held = self._held(selection)
         due = expired if held is None else and_(expired, not_(held))
+        erasure = selection.erasure is not None
         future = _when_readable(
             clock,
             clock.expression > to_wall_time(selection.as_of, selection.zone).date()
@@ -532,7 +549,7 @@ class SqlStore:
 
         unreadable = (
             literal(0)
-            if clock.readable is None
+            if clock.readable is None or erasure
             else how_many(and_(clock.expression.is_not(None), not_(clock.readable)))
         )
 
@@ -541,12 +558,13 @@ class SqlStore:
                 func.count(),
                 how_many(due),
                 how_many(and_(expired, held)) if held is not None else literal(0),
-                how_many(future),
+                literal(0) if erasure else how_many(future),
                 unreadable,
-                func.min(case((due, clock.expression), else_=None)),
+                # An erasure ignores the clock, which may not even be readable.
+                null() if erasure else func.min(case((due, clock.expression), else_=None)),
             )
             .select_from(self.table(rule.table))
-            .where(self._scope(rule))
+            .where(self._scope(selection))
         )
         with self._reachable(), self.engine.connect() as connection:
             in_scope, due_count, held_count, future_count, unreadable_count, oldest = (
@@ -888,7 +906,7 @@ def _key_in(keys: Sequence[Column[Any]], values: Sequence[KeyValues]) -> ColumnE
     return tuple_(*keys).in_(values)
 
 
-def _coerce(column: Column[Any], value: str) -> object:
+def _coerce(column: ColumnElement[Any], value: str) -> object:
     """A key typed on the command line, as the column's Python type (ints stay ints)."""
     try:
         python_type = column.type.python_type
