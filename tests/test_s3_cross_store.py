@@ -491,3 +491,24 @@ def test_the_daemon_runs_the_pair_as_one_job_under_both_leases(setup: Setup) -> 
     assert setup.rows() == KEPT
     # One run, recorded in the ledger for both rules.
     assert all(moment is not None for moment in succeeded.values()), succeeded
+
+
+def test_an_erasure_takes_the_persons_objects_then_their_row(setup: Setup) -> None:
+    # Customer 10 is active (never due by age), and customers/1/ is a prefix of its own.
+    config = setup.config
+    config.write_text(
+        config.read_text().replace('action = "delete"\n', 'action = "delete"\nerase_by = "name"\n')
+    )
+
+    dry = cli(config, "erase", "--subject", "customer 10", "--request", "DSR-5", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "customer 10" not in dry.stdout
+    assert setup.objects() == objects_of(set(CUSTOMERS)) | set(UNOWNED)
+
+    result = cli(config, "erase", "--subject", "customer 10", "--request", "DSR-5", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "customer 10" not in result.output  # neither the plan, the report nor a log line
+    assert statuses(result) == {"customer-files": "ok", "customer-content": "ok"}
+    assert setup.objects() == objects_of(set(CUSTOMERS) - {10}) | set(UNOWNED)
+    assert setup.rows() == set(CUSTOMERS) - {10}
