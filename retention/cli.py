@@ -383,7 +383,7 @@ def erase(
         ):
             the_plan = make_plan(config, rules, store_for, datetime.now(UTC), erasure=request)
             click.echo(render_plan(the_plan, config.settings.timezone.key))
-            click.echo("\n" + render_erasure_scope(left_out) + "\n")
+            click.echo("\n" + render_erasure_scope(rules, left_out) + "\n")
             if not (yes or dry_run):
                 typed = click.prompt(
                     f"To erase, type the plan id ({the_plan.plan_id})",
@@ -708,6 +708,38 @@ def audit_prove(
         if search.proofs and not search.proven:
             raise AuditFailure("the inclusion proof does not verify: the trail was altered")
     if not search.proofs:
+        sys.exit(int(ExitCode.PARTIAL_FAILURE))
+
+
+@audit_group.command("erasures")
+@click.option(
+    "--subject",
+    required=True,
+    help="The person, as given to `retention erase`; '-' reads it from standard input.",
+)
+@audit_dir_option
+@click.pass_obj
+def audit_erasures(context: Context, subject: str, directory: Path | None) -> None:
+    """Show the runs that carried out an erasure request for this subject: reference, times,
+    exit code and each rule's counts. The trail holds only the subject's HMAC under the audit
+    key (from the config), so this needs that key.
+
+    \b
+    Exit codes: 0 found; 3 no erasure of this subject in the trail; 78 no readable audit HMAC
+    key; 2 usage.
+    """
+    from retention.audit.prove import audit_hmac_key, find_erasures, render_erasures
+
+    with expected_errors():
+        config = context.config()
+        hmac_key = audit_hmac_key(config.audit)
+        assert config.audit is not None
+        if subject == "-":
+            subject = sys.stdin.readline()
+        request = erasure_request(subject, "lookup")
+        erasures = find_erasures(directory or config.audit.directory, hmac_key, request.subject)
+    click.echo(render_erasures(erasures))
+    if not erasures:
         sys.exit(int(ExitCode.PARTIAL_FAILURE))
 
 

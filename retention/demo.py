@@ -119,6 +119,8 @@ _CLIENT_NOTES = (
 )  # fmt: skip
 _CHANNELS = ("email", "sms", "courrier", "telephone")
 _ANONYMISED_NAME = "Client anonymisé"
+# One person in every table that names people, with nothing due by age: the one the docs erase.
+DEMO_ERASURE_SUBJECT = "camille.dupont.demo@example.com"
 
 Row = dict[str, Any]
 _Clock = TypeVar("_Clock", date, datetime)
@@ -150,6 +152,7 @@ def demo_metadata() -> MetaData:
         Column("customer_email", String(200)),
         Column("started_at", DateTime),
         Column("ended_at", Date, nullable=True, index=True),
+        Column("anonymised_at", DateTime, nullable=True),
     )
     table(
         "customer_content",
@@ -450,7 +453,81 @@ def _generate(fake: _Fake, scale: int) -> _Rows:
     _contacts(rows, fake, scale)
     _quote_requests(rows, fake, scale)
     _job_applicants(rows, fake, scale)
+    # Last, so that every other row is the same with or without this person.
+    _erasure_subject(rows, fake)
     return rows
+
+
+def _erasure_subject(rows: _Rows, fake: _Fake) -> None:
+    """Add DEMO_ERASURE_SUBJECT to every table that names people: a current customer, account
+    holder, recipient, client, partner, prospect, quote requester and applicant. Nothing of
+    theirs is due by age; only `retention erase` takes it (policies.md row 13)."""
+    name, email = "Camille Dupont", DEMO_ERASURE_SUBJECT
+    recent = fake.days_ago(60, 5)
+    contract = rows.add(
+        "contracts",
+        customer_name=name,
+        customer_email=email,
+        started_at=fake.days_ago(900, 400),
+        ended_at=None,
+    )
+    for filename in _FILENAMES[:2]:
+        rows.add(
+            "customer_content",
+            contract_id=contract,
+            filename=filename,
+            body=f"Fichier {filename} déposé par {name} ({email}).",
+            created_at=recent,
+        )
+    account = rows.add(
+        "accounts",
+        name=name,
+        email=email,
+        created_at=fake.days_ago(900, 400),
+        contract_ended_at=None,
+    )
+    for _ in range(3):
+        rows.add("connection_logs", account_id=account, ip_address=fake.ip(), logged_at=recent)
+    campaign = _campaign(rows, fake, account, recent, None, None)
+    _send(rows, campaign, email, "queued", recent, None)
+    rows.add(
+        "campaign_responses",
+        account_id=account,
+        campaign_id=campaign,
+        recipient_email=email,
+        kind="response",
+        created_at=recent,
+    )
+    _client_rows(rows, fake, name, email)
+    rows.add(
+        "partners",
+        company="Dupont Conseil",
+        contact_name=name,
+        email=email,
+        collected_at=recent,
+        last_contact_at=None,
+    )
+    prospect = rows.add(
+        "prospects", name=name, email=email, collected_at=recent, last_contact_at=None
+    )
+    rows.add("marketing_actions", prospect_id=prospect, channel="email", sent_at=recent)
+    rows.add(
+        "quote_requests",
+        name=name,
+        email=email,
+        requested_at=recent,
+        closed_at=None,
+        last_contact_at=recent,
+        led_to_contract=False,
+    )
+    rows.add(
+        "job_applicants",
+        name=name,
+        email=email,
+        applied_at=recent,
+        hired=False,
+        objected_at=None,
+    )
 
 
 def _hosting(rows: _Rows, fake: _Fake, scale: int) -> None:
@@ -614,6 +691,14 @@ def _clients(rows: _Rows, fake: _Fake, scale: int) -> None:
 
 def _client(rows: _Rows, fake: _Fake, ended: date | None) -> None:
     name, email = fake.person()
+    _client_rows(rows, fake, name, email, ended)
+
+
+def _client_rows(
+    rows: _Rows, fake: _Fake, name: str, email: str, ended: date | None = None
+) -> None:
+    """Add a client (maybe anonymised already, when its relationship ended long ago) and its
+    invoices."""
     values: Row = {
         "name": name,
         "email": email,

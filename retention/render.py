@@ -201,18 +201,26 @@ def _render_erasure_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def render_erasure_scope(left_out: Sequence[Rule]) -> str:
-    """Given the rules an erasure request does not reach (no erase_by), return what becomes of
-    their records: they go with their own period."""
+def render_erasure_scope(reached: Sequence[Rule], left_out: Sequence[Rule]) -> str:
+    """Given the rules an erasure request reaches and those it does not (no erase_by), return
+    what becomes of the latter's records: erased through another rule on the same table, or
+    kept until the end of their own period."""
     if not left_out:
         return "Every rule is reached by erase_by."
-    return "\n".join(
-        [
-            "Not reached by an erasure request (no erase_by): these go at the end of their own "
-            "period.",
-            *(f"  {rule.name}: {rule.clock_text} + {rule.period.text}" for rule in left_out),
-        ]
-    )
+    lines = ["Rules without erase_by:"]
+    for rule in left_out:
+        same_table = next(
+            (other for other in reached if (other.store, other.table) == (rule.store, rule.table)),
+            None,
+        )
+        if same_table is not None:
+            lines.append(f"  {rule.name}: its table is erased through {same_table.name}")
+        else:
+            lines.append(
+                f"  {rule.name}: not erased on request; its records go at "
+                f"{rule.clock_text} + {rule.period.text}"
+            )
+    return "\n".join(lines)
 
 
 def _detail(name: str, value: int) -> str:

@@ -54,12 +54,12 @@ def test_demo_then_plan_then_run_then_nothing_is_due(workdir: Path) -> None:
     before = _plan_json()
     rules = before["rules"]
     assert isinstance(rules, list)
-    assert len(rules) == 16
+    assert len(rules) == 17
     assert all(rule["due"] > 0 for rule in rules), [r["rule"] for r in rules if not r["due"]]
 
     run = invoke("run", "--yes", "--as-of", AS_OF)
     assert run.exit_code == 0, run.output
-    assert "0 of 16 rules failed" in run.stdout
+    assert "0 of 17 rules failed" in run.stdout
 
     after = _plan_json()
     assert {rule["rule"]: rule["due"] for rule in after["rules"]} == {  # type: ignore[union-attr]
@@ -154,7 +154,7 @@ def test_config_validate_passes_on_the_shipped_config_and_demo(workdir: Path) ->
     _demo(workdir)
     result = invoke("config", "validate")
     assert result.exit_code == 0, result.output
-    assert "valid (16 rules, 4 stores)" in result.stdout
+    assert "valid (17 rules, 4 stores)" in result.stdout
 
 
 def test_config_validate_lists_every_error_with_its_path(workdir: Path) -> None:
@@ -167,14 +167,14 @@ def test_config_validate_lists_every_error_with_its_path(workdir: Path) -> None:
     config.write_text(text)
     result = invoke("config", "validate")
     assert result.exit_code == ExitCode.BAD_CONFIG
-    assert "rules[4].period: a period must be a string such as '90d'" in result.stderr
+    assert "rules[5].period: a period must be a string such as '90d'" in result.stderr
     assert "rules[3].store: no store named 'nowhere'" in result.stderr
     assert "2 configuration errors" in result.stderr
     # The static errors come first; the schema is checked once they are fixed.
     config.write_text(text.replace("period = 365", 'period = "1y"').replace('"nowhere"', '"app"'))
     schema = invoke("config", "validate")
     assert schema.exit_code == ExitCode.BAD_CONFIG
-    assert "rules[5].clock: no column 'sent_on' in 'message_sends'" in schema.stderr
+    assert "rules[6].clock: no column 'sent_on' in 'message_sends'" in schema.stderr
 
 
 def test_bad_config_stops_run_before_any_data_is_touched(workdir: Path) -> None:
@@ -185,7 +185,7 @@ def test_bad_config_stops_run_before_any_data_is_touched(workdir: Path) -> None:
     config.write_text(config.read_text() + "\n[[rules]]\nname = 'x'\n")
     result = invoke("run", "--yes", "--as-of", AS_OF)
     assert result.exit_code == ExitCode.BAD_CONFIG
-    assert "rules[16].store: missing" in result.stderr
+    assert "rules[17].store: missing" in result.stderr
     assert "Traceback" not in result.output
     assert database.read_bytes() == before
 

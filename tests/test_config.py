@@ -87,6 +87,7 @@ def test_shipped_config_has_a_rule_per_commitment_in_run_order(shipped: Config) 
         "backups-local",
         "customer-files",
         "customer-content",
+        "customer-contracts",
         "connection-logs",
         "message-sends",
         "campaign-history",
@@ -100,7 +101,7 @@ def test_shipped_config_has_a_rule_per_commitment_in_run_order(shipped: Config) 
         "job-applicants",
         "job-applicants-objected",
     ]
-    assert [rule.path for rule in shipped.rules] == [f"rules[{i}]" for i in range(16)]
+    assert [rule.path for rule in shipped.rules] == [f"rules[{i}]" for i in range(17)]
     assert [rule.name for rule in shipped.rules_named(())] == [r.name for r in shipped.rules]
 
 
@@ -144,6 +145,7 @@ def test_shipped_object_rules_cover_policy_rows_1_and_2(shipped: Config) -> None
     ("name", "table", "clock", "period"),
     [
         ("customer-content", "customer_content", "contract.ended_at", Period(0, 90, 0, "90d")),
+        ("customer-contracts", "contracts", "ended_at", Period(0, 90, 0, "90d")),
         ("connection-logs", "connection_logs", "logged_at", Period(12, 0, 0, "1y")),
         ("message-sends", "message_sends", "sent_at", Period(0, 0, 0, "0d")),
         ("campaign-history", "campaigns", "sent_at", Period(120, 0, 0, "10y")),
@@ -237,7 +239,13 @@ def test_shipped_clients_are_anonymised_with_one_strategy_per_column(shipped: Co
         ("birth_date", Strategy("year_only")),
         ("notes", Strategy("null")),
     )
-    others = [rule for rule in shipped.rules if rule.name != "clients"]
+    contracts = rule_named(shipped, "customer-contracts")
+    assert (contracts.action, contracts.marker_column) == ("anonymise", "anonymised_at")
+    assert contracts.anonymise == (
+        ("customer_name", Strategy("fixed", "Client anonymisé")),
+        ("customer_email", Strategy("mask_email")),
+    )
+    others = [rule for rule in shipped.rules if rule.name not in ("clients", "customer-contracts")]
     assert {rule.action for rule in others} == {"delete"}
     assert all(rule.anonymise == () and rule.marker_column is None for rule in others)
 

@@ -16,6 +16,7 @@ from dateutil.relativedelta import relativedelta
 from sqlalchemy import create_engine, inspect, text
 
 from retention.demo import (
+    DEMO_ERASURE_SUBJECT,
     DEMO_TABLES,
     DemoExistsError,
     _boundaries,
@@ -213,6 +214,7 @@ CLOCKS = (
         "90d",
         1,
     ),
+    Clock("customer-contracts", "SELECT id, ended_at, NULL FROM contracts", "90d", 1),
     Clock("connection-logs", "SELECT id, logged_at, NULL FROM connection_logs", "1y", 1),
     Clock(
         "message-sends",
@@ -516,7 +518,7 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     }
     before = plan()
     assert list(before)[:4] == ["backups-s3", "backups-local", "customer-files", "customer-content"]
-    assert len(before) == 16
+    assert len(before) == 17
     assert {name for name, rule in before.items() if not rule["due"] or rule["error"]} == set()
     assert before["backups-s3"]["objects"]["noncurrent_versions"] > 0
     assert before["backups-s3"]["objects"]["delete_markers"] == 1  # the expired one
@@ -524,7 +526,7 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     assert before["customer-files"]["subjects"] == "customer-content"
 
     ran = cli("run", "--yes", "--as-of", as_of)
-    assert "0 of 16 rules failed" in ran.stdout
+    assert "0 of 17 rules failed" in ran.stdout
 
     after = plan()
     assert {name: rule["due"] for name, rule in after.items()} == {name: 0 for name in before}
@@ -562,6 +564,67 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     }
     assert folders == weeks  # no week folder left empty
     assert folders < week_folders  # and the weeks whose dumps all expired went
+
+    # Row 13: the demo's person asks to be erased. Nothing of theirs was due by age.
+    demo_db = "sqlite:///var/demo.sqlite"
+    subject = DEMO_ERASURE_SUBJECT
+    their_content = {
+        row_id
+        for (row_id,) in _fetch(
+            demo_db,
+            "SELECT x.id FROM customer_content x JOIN contracts c ON c.id = x.contract_id "
+            f"WHERE c.customer_email = '{subject}'",
+        )
+    }
+    assert their_content <= {int(key.split("/")[1]) for key in remaining if key.count("/") > 1}
+    assert len(_fetch(demo_db, _naming(subject))) == 11
+    ((client_id,),) = _fetch(demo_db, f"SELECT id FROM clients WHERE email = '{subject}'")
+    erased = cli("erase", "--subject", subject, "--request", "DSR-DEMO-1", "--yes")
+    assert subject not in erased.output
+    assert "0 of 14 rules failed" in erased.stdout
+    assert _fetch(demo_db, _naming(subject)) == []
+    # The client row stays for its invoices, anonymised.
+    ((name, marked),) = _fetch(
+        demo_db, f"SELECT name, anonymised_at IS NOT NULL FROM clients WHERE id = {client_id}"
+    )
+    assert (name, marked) == ("Client anonymisé", 1)
+    content_left = {
+        int(entry["Key"].split("/")[1])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=content)
+        for entry in page.get("Contents", [])
+        if entry["Key"].startswith("content/")
+    }
+    assert not content_left & their_content
+    assert (
+        content_left
+        == {int(key.split("/")[1]) for key in remaining if key.startswith("content/")}
+        - their_content
+    )
+    verified = CliRunner().invoke(main, ["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
+    shown = CliRunner().invoke(main, ["audit", "show"])
+    assert "erasure request DSR-DEMO-1" in shown.stdout
+    assert subject not in shown.stdout
+
+
+def _naming(subject: str) -> str:
+    """A query for every row that names ``subject`` in the demo, in any of its tables."""
+    columns = [
+        ("contracts", "customer_email"),
+        ("accounts", "email"),
+        ("message_sends", "recipient_email"),
+        ("campaign_responses", "recipient_email"),
+        ("clients", "email"),
+        ("partners", "email"),
+        ("prospects", "email"),
+        ("quote_requests", "email"),
+        ("job_applicants", "email"),
+        ("customer_content", "body"),
+    ]
+    return " UNION ALL ".join(
+        f"SELECT '{table}', id FROM {table} WHERE {column} LIKE '%{subject}%'"
+        for table, column in columns
+    )
 
 
 def test_the_demo_never_empties_a_bucket_it_did_not_make(s3_server: str, tmp_path: Path) -> None:

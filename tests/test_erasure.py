@@ -415,7 +415,7 @@ def test_the_erase_command(sqlite_url: str, tmp_path: Path) -> None:
     assert "Erasure plan" in dry.output
     assert "DSR-9" in dry.output
     assert "untouched: logged_at" not in dry.output
-    assert "untouched: created_at + 1y" in dry.output
+    assert "untouched: not erased on request; its records go at created_at + 1y" in dry.output
     assert ALICE not in dry.output
     assert remaining_ids(engine, "accounts") == {1, 2}
 
@@ -431,6 +431,17 @@ def test_the_erase_command(sqlite_url: str, tmp_path: Path) -> None:
     assert remaining_ids(engine, "accounts") == {2}
     with engine.connect() as connection:
         assert connection.execute(select(text("count(*)")).select_from(text("logs"))).scalar() == 5
+
+    audit = ["--log-format", "json", "--config", str(config_path), "audit", "erasures"]
+    found = runner.invoke(main, [*audit, "--subject", "-"], input=ALICE)
+    assert found.exit_code == 0, found.output
+    assert found.stdout.startswith("request DSR-9: run ")
+    assert "exit code 0" in found.stdout
+    assert "  accounts: ok; deleted 1, due 1" in found.stdout
+    assert ALICE not in found.output
+    nobody = runner.invoke(main, [*audit, "--subject", BOB])
+    assert nobody.exit_code == ExitCode.PARTIAL_FAILURE
+    assert "No erasure request for this subject" in nobody.stdout
 
     empty = runner.invoke(main, [*base, "--subject", "", "--request", "DSR-9", "--yes"])
     assert empty.exit_code == ExitCode.USAGE

@@ -9,14 +9,20 @@ record.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from retention.anonymise import record_locator
 from retention.audit.merkle import inclusion_proof, verify_inclusion
 from retention.audit.report import utc_text
-from retention.audit.trail import leaves_path, read_entries, read_leaves, record_leaf
+from retention.audit.trail import (
+    leaves_path,
+    read_entries,
+    read_leaves,
+    record_leaf,
+    subject_digest,
+)
 from retention.config import AuditSettings
 from retention.errors import AuditFailure, ConfigError, ConfigIssue, UsageError
 from retention.runtime.secrets import read_secret
@@ -205,4 +211,69 @@ def render_search(search: Search) -> str:
             "  audit path " + ("\n             ".join(n.hex() for n in proof.path) or "(empty)"),
             f"  proof      {'verified' if proof.verified else 'DOES NOT VERIFY'}; {covered}",
         ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ErasureRun:
+    """One run that carried out an erasure request for the subject searched: its reference,
+    when it started and finished, its exit code and each rule's counts (None: not finished)."""
+
+    run_id: str
+    reference: str
+    started: str | None
+    finished: str | None = None
+    exit_code: int | None = None
+    outcomes: tuple[dict[str, Any], ...] = ()
+
+
+def find_erasures(directory: Path, hmac_key: bytes, subject: str) -> list[ErasureRun]:
+    """Given an audit directory, the HMAC key and a subject, return every run that carried out
+    an erasure request for that subject, in trail order. The trail only holds the subject's
+    HMAC: without the key, nobody can tell whose requests they were."""
+    if not (directory / "trail").is_dir():
+        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
+    digest = subject_digest(hmac_key, subject)
+    runs: dict[str, ErasureRun] = {}
+    for stored in read_entries(directory):
+        content = stored.content
+        run_id = str(content.get("run_id"))
+        if content.get("type") == "run.started":
+            erasure = content.get("erasure")
+            if isinstance(erasure, dict) and erasure.get("subject") == digest:
+                runs[run_id] = ErasureRun(
+                    run_id, str(erasure.get("reference")), utc_text(content.get("time"))
+                )
+        elif content.get("type") == "run.finished" and run_id in runs:
+            runs[run_id] = replace(
+                runs[run_id],
+                finished=utc_text(content.get("time")),
+                exit_code=content.get("exit_code"),
+                outcomes=tuple(content.get("outcomes", ())),
+            )
+    return list(runs.values())
+
+
+def render_erasures(erasures: Sequence[ErasureRun]) -> str:
+    """Given the erasure runs of one subject, return them for people: per run, its reference,
+    times, exit code and what each rule did."""
+    if not erasures:
+        return "No erasure request for this subject is in the trail."
+    lines: list[str] = []
+    for run in erasures:
+        finished = (
+            f"finished {run.finished}, exit code {run.exit_code}"
+            if run.finished
+            else "never finished (see `audit show`)"
+        )
+        lines.append(
+            f"request {run.reference}: run {run.run_id}, started {run.started}, {finished}"
+        )
+        for outcome in run.outcomes:
+            counts = ", ".join(
+                f"{name} {value}"
+                for name, value in outcome.items()
+                if name not in ("rule", "status") and value
+            )
+            lines.append(f"  {outcome.get('rule')}: {outcome.get('status')}; {counts or 'nothing'}")
     return "\n".join(lines)
