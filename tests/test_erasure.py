@@ -4,6 +4,7 @@ whatever their age, audited, legal holds first. SQLite, PostgreSQL and MariaDB."
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Uuid,
     insert,
     select,
     text,
@@ -446,3 +448,45 @@ def test_the_erase_command(sqlite_url: str, tmp_path: Path) -> None:
     empty = runner.invoke(main, [*base, "--subject", "", "--request", "DSR-9", "--yes"])
     assert empty.exit_code == ExitCode.USAGE
     assert "--subject is empty" in empty.output
+
+
+@pytest.mark.postgres
+def test_an_identifier_that_is_not_a_uuid_matches_nobody_in_a_uuid_column(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    metadata = MetaData()
+    people = Table(
+        "people",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("person", Uuid),
+        Column("at", DateTime, nullable=False),
+    )
+    engine = create_tables(postgres_url, metadata)
+    person = uuid.uuid4()
+    with engine.begin() as connection:
+        connection.execute(
+            insert(people),
+            [
+                {"id": 1, "person": person, "at": datetime(2026, 1, 1)},
+                {"id": 2, "person": uuid.uuid4(), "at": datetime(2026, 1, 1)},
+            ],
+        )
+    rules = """
+[[rules]]
+name = "people"
+store = "db"
+table = "people"
+key = "id"
+clock = "at"
+period = "1y"
+action = "delete"
+erase_by = "person"
+"""
+    config = make_config(postgres_url, rules, audit_directory=tmp_path / "audit")
+    the_plan, report = _erase(config, ALICE)
+    assert the_plan.rules[0].error is None
+    assert report.exit_code == ExitCode.OK
+    assert remaining_ids(engine, "people") == {1, 2}
+    _erase(config, str(person).upper())
+    assert remaining_ids(engine, "people") == {2}

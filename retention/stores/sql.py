@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -907,13 +908,16 @@ def _key_in(keys: Sequence[Column[Any]], values: Sequence[KeyValues]) -> ColumnE
 
 
 def _coerce(column: ColumnElement[Any], value: str) -> object:
-    """A key typed on the command line, as the column's Python type (ints stay ints)."""
+    """A value typed on the command line (a held key, an erasure's subject), as the column's
+    Python type: ints and UUIDs are parsed, ValueError when the text is not one."""
     try:
         python_type = column.type.python_type
     except NotImplementedError:
         return value
     if python_type is int:
         return int(value)
+    if python_type is uuid.UUID:
+        return uuid.UUID(value)
     return value
 
 
