@@ -199,6 +199,15 @@ def execute(
                     only=seen.among if seen is not None else None,
                 )
             outcomes.append(outcome)
+            if rule_plan.unreadable:
+                # Never due, so never overdue either: without this line an unattended daemon
+                # would keep these rows forever in silence.
+                logger.warning(
+                    "rule.unreadable_clock",
+                    rule=outcome.rule,
+                    rows=rule_plan.unreadable,
+                    kept="their clock is not a timestamp this store can compare (docs/config.md)",
+                )
             log = logger.error if outcome.status in FAILED else logger.info
             log(
                 "rule.finished",

@@ -24,6 +24,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from structlog.testing import capture_logs
 
 from retention.anonymise import keyed_hash
 from retention.errors import ExitCode
@@ -1093,10 +1094,15 @@ def test_sqlite_clock_values_in_a_foreign_format_are_kept_and_reported(sqlite_ur
             )
     config = make_config(sqlite_url, LOG_RULE)
 
-    the_plan, report = plan_and_run(config, LEAP_AS_OF)
+    with capture_logs() as logs:
+        the_plan, report = plan_and_run(config, LEAP_AS_OF)
 
     assert the_plan.rules[0].due == len(LEAP_DUE)
     assert the_plan.rules[0].unreadable == len(SQLITE_FOREIGN_CLOCKS)
+    warned = [line for line in logs if line["event"] == "rule.unreadable_clock"]
+    assert [(line["rule"], line["rows"], line["log_level"]) for line in warned] == [
+        ("logs", 5, "warning")
+    ]
     assert report.outcomes[0].deleted == len(LEAP_DUE)
     assert remaining_ids(engine, "logs") == (set(LEAP_ROWS) - LEAP_DUE) | set(SQLITE_FOREIGN_CLOCKS)
     warning = "logs: 5 row(s) with a clock value that is not a timestamp"
