@@ -180,6 +180,11 @@ def _render_erasure_plan(plan: Plan) -> str:
         "",
         f"{total:,} records of this person in {len(plan.rules)} rules.",
     ]
+    if not total and not any(rule_plan.held or rule_plan.error for rule_plan in plan.rules):
+        lines.append(
+            "No record holds this subject. The match is exact (case counts): check how the "
+            "erase_by columns spell it."
+        )
     with_objects = [rule_plan for rule_plan in plan.rules if rule_plan.details]
     lines += [
         f"  {rule_plan.rule.name}: "

@@ -257,9 +257,10 @@ def test_an_erasure_removes_one_persons_records_whatever_their_age(
     assert clients[1][1] != ALICE
     assert clients[1][2]
 
-    # Done once, a second erasure finds nothing left.
+    # Done once, a second erasure finds nothing left, and says so.
     again, _ = _erase(config, ALICE)
     assert sum(rule_plan.due for rule_plan in again.rules) == 0
+    assert "No record holds this subject. The match is exact" in render_plan(again, "UTC")
 
 
 def test_an_erasure_is_audited_without_the_subject(database_url: str, tmp_path: Path) -> None:

@@ -531,6 +531,9 @@ class Recording:
     def info(self, event: str, **fields: object) -> None:
         self.events.append((event, fields))
 
+    def warning(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
     def error(self, event: str, **fields: object) -> None:
         self.events.append((event, fields))
 
