@@ -491,3 +491,30 @@ erase_by = "person"
     assert remaining_ids(engine, "people") == {1, 2}
     _erase(config, str(person).upper())
     assert remaining_ids(engine, "people") == {2}
+
+
+def test_erase_on_a_terminal_asks_for_the_plan_id(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _people(sqlite_url)
+    config_path = _write_config(tmp_path, sqlite_url)
+    monkeypatch.setattr("retention.cli.stdin_is_terminal", lambda: True)
+    command = ["--config", str(config_path), "erase", "--subject", ALICE, "--request", "DSR-3"]
+
+    monkeypatch.setattr("retention.cli.click.prompt", lambda text, **_: "y")
+    refused = CliRunner().invoke(main, command)
+    assert refused.exit_code == ExitCode.USAGE
+    assert "nothing was erased" in refused.output
+    assert remaining_ids(engine, "accounts") == {1, 2}
+
+    asked: list[str] = []
+
+    def type_the_plan_id(text: str, **_: object) -> str:
+        asked.append(text)
+        return text[text.index("(") + 1 : text.index(")")]
+
+    monkeypatch.setattr("retention.cli.click.prompt", type_the_plan_id)
+    confirmed = CliRunner().invoke(main, command)
+    assert confirmed.exit_code == 0, confirmed.output
+    assert asked[0].startswith("To erase, type the plan id (")
+    assert remaining_ids(engine, "accounts") == {2}
