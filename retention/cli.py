@@ -27,7 +27,7 @@ from retention.app import (
     run_plan,
     write_metrics_textfile,
 )
-from retention.app.erasure import erasure_request, erasure_rules
+from retention.app.erasure import erasure_request, erasure_rules, erasure_subject
 from retention.app.holds import lift_hold, place_hold
 from retention.app.saved_plans import check_saved_plan, load_saved_plan, save_plan
 from retention.audit.recorder import identity
@@ -736,8 +736,9 @@ def audit_erasures(context: Context, subject: str, directory: Path | None) -> No
         assert config.audit is not None
         if subject == "-":
             subject = sys.stdin.readline()
-        request = erasure_request(subject, "lookup")
-        erasures = find_erasures(directory or config.audit.directory, hmac_key, request.subject)
+        erasures = find_erasures(
+            directory or config.audit.directory, hmac_key, erasure_subject(subject)
+        )
     click.echo(render_erasures(erasures))
     if not erasures:
         sys.exit(int(ExitCode.PARTIAL_FAILURE))

@@ -391,6 +391,14 @@ def test_requests_without_a_subject_or_a_reference_are_refused() -> None:
         erasure_request(ALICE, " ")
     with pytest.raises(UsageError, match="longer than 200"):
         erasure_request(ALICE, "x" * 201)
+    # The reference goes into the trail as written: never the person.
+    with pytest.raises(UsageError, match="names the subject"):
+        erasure_request("4242", "DSR for customer 4242")
+    with pytest.raises(UsageError, match="--request holds an e-mail or IP address"):
+        erasure_request("4242", f"asked by {BOB}")
+    with pytest.raises(UsageError, match="control characters"):
+        erasure_request(ALICE, "DSR-1\nforged line")
+    assert erasure_request(" 4242\n", " DSR-1 ") == ErasureRequest("4242", "DSR-1")
 
 
 def test_a_config_without_erase_by_cannot_erase(sqlite_url: str) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from retention.app.trail_text import refuse_personal_data
 from retention.audit.recorder import identity, open_trail
 from retention.config import Config
 from retention.errors import UsageError
@@ -139,16 +139,7 @@ def _audit_hold(
         )
 
 
-# What most often slips into a free-text reason and must not reach the audit trail.
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
-
-
 def _check_reason(reason: str) -> None:
     """A reason goes into the audit trail as written: refuse one holding an e-mail address or
     an IP address, and say what to write instead."""
-    if _EMAIL.search(reason) or _IPV4.search(reason):
-        raise UsageError(
-            "--reason holds an e-mail or IP address; it goes into the audit trail as written: "
-            "give a case or ticket reference instead (e.g. 'litigation hold L-17')"
-        )
+    refuse_personal_data("--reason", reason, "'litigation hold L-17'")
