@@ -24,6 +24,7 @@ from retention.cli import main
 from retention.config import Config, FilesStoreConfig, parse_config
 from retention.errors import ConfigError, ExitCode, RetentionError
 from retention.planner import KeyValues, Selection, make_selection
+from retention.stores import files as files_module
 from retention.stores import open_stores
 from retention.stores.files import FilesStore, open_files_store, path_glob
 from tests.support import audit_table, plan_and_run
@@ -558,6 +559,40 @@ def test_batches_resume_after_the_last_path(tmp_path: Path, root: Path, store: F
     assert seen == [("a.txt",), ("a/b.tar",), ("a/c/d.tar",), ("a0.tar",), ("b.tar",)]
     assert seen == sorted(seen)
     assert store.existing_keys(str(root), ["path"], [("a.txt",), ("gone.tar",)]) == {("a.txt",)}
+
+
+def test_a_runs_batches_list_each_directory_once(
+    tmp_path: Path, root: Path, store: FilesStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One flat folder: listing it again at every batch would cost n²/batch_size names.
+    for number in range(25):
+        make_file(root, f"flat/db-{number:02d}.tar", OLD)
+        make_file(root, f"flat/keep-{number:02d}.tar", RECENT)
+    listings: list[int] = []
+    real_listing = files_module._sorted_entries
+
+    def counted(descriptor: int) -> list[tuple[str, files_module.EntryKind]]:
+        listings.append(descriptor)
+        return real_listing(descriptor)
+
+    monkeypatch.setattr(files_module, "_sorted_entries", counted)
+    selection = selection_for(make_config(tmp_path, root, backup_rule()))
+    deleted = 0
+    after: KeyValues | None = None
+    while True:
+        batch = store.purge_batch(
+            selection, after=after, limit=10, dry_run=False, now=AS_OF, hash_key=None
+        )
+        deleted += batch.done
+        after = batch.next_after
+        if not batch.more:
+            break
+    assert deleted == 25
+    assert files_under(root) == {f"flat/keep-{number:02d}.tar" for number in range(25)}
+    assert len(listings) == 2  # the root and flat/, once each, for three batches
+    # A batch that does not follow the previous one (another start) walks again.
+    store.purge_batch(selection, after=None, limit=10, dry_run=True, now=AS_OF, hash_key=None)
+    assert len(listings) == 4
 
 
 # --- failures ---------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ clock still expired (a file touched since planning is kept). The look and the un
 system calls: a file renamed over that name in between would be the one unlinked; no portable
 call closes that gap, and the unlink never leaves the root either way.
 
-Limits. Each batch walks the tree again from where the previous one stopped, with one open
-directory descriptor per level and one sorted directory listing per level in memory (a
-directory of a million names costs those names while it is read); a batch keeps only its own
+Limits. A run walks the tree once: each batch of a rule goes on with the walk the previous
+one left, which holds one open directory descriptor per level and one sorted directory listing
+per level in memory (a directory of a million names costs those names while it is walked). A
+file added to a directory already listed waits for the next run. A batch keeps only its own
 keys. Names that are not valid UTF-8 are kept and counted (their keys could not be recorded in
 the audit trail), and so are directories that cannot be listed.
 """
@@ -157,6 +158,17 @@ class _Tally:
     undecodable_names: int = 0
 
 
+@dataclass
+class _Cursor:
+    """A run's walk of one rule, kept between its batches: the walk itself, the last path a
+    batch handed out, and the due file read past that batch's end (the next batch's first)."""
+
+    rule: str
+    walk: Generator[_Listed, None, None]
+    position: str | None = None
+    ahead: _Listed | None = None
+
+
 def open_files_store(config: FilesStoreConfig, *, read_only: bool) -> FilesStore:
     """Given a files store's config, return the store, its root resolved and held open.
 
@@ -210,6 +222,7 @@ class FilesStore:
         self.root = root
         self.read_only = read_only
         self._root_descriptor = root_descriptor
+        self._cursor: _Cursor | None = None
 
     @property
     def name(self) -> str:
@@ -227,6 +240,7 @@ class FilesStore:
             raise StoreUnavailable(f"store {self.name!r}: {self.config.root} is not a directory")
 
     def close(self) -> None:
+        self._drop_cursor()
         if self._root_descriptor >= 0:
             os.close(self._root_descriptor)
             self._root_descriptor = -1
@@ -422,17 +436,7 @@ class FilesStore:
         assert only is None, "backup folders purge every due file of their scope"
         if self.read_only and not dry_run:
             raise RetentionError(f"store {self.name!r} was opened read-only: nothing deleted")
-        chosen: list[_Listed] = []
-        more = False
-        start = str(after[0]) if after else None
-        with closing(self._walk(selection.rule, start, _Tally())) as listed_files:
-            for listed in listed_files:
-                if self._judge(selection, listed)[0] != "due":
-                    continue
-                if len(chosen) == limit:
-                    more = True
-                    break
-                chosen.append(listed)
+        chosen, more = self._next_due(selection, str(after[0]) if after else None, limit)
         keys = tuple((listed.path,) for listed in chosen)
         if not keys:
             return Batch((), 0, more=False)
@@ -473,6 +477,45 @@ class FilesStore:
                 f"{kind}: {count} ({reason})" for (kind, reason), count in sorted(failures.items())
             ),
         )
+
+    def _next_due(
+        self, selection: Selection, start: str | None, limit: int
+    ) -> tuple[list[_Listed], bool]:
+        """Given a Selection and the last path handled, return the next ``limit`` due files and
+        whether there are more. The walk goes on from where the previous batch of the same rule
+        stopped, so a run lists each directory once, not once per batch (a flat folder of n
+        files would cost n²/batch_size names); any other start begins a new walk."""
+        cursor = self._cursor
+        if cursor is None or cursor.rule != selection.rule.name or cursor.position != start:
+            self._drop_cursor()
+            cursor = self._cursor = _Cursor(
+                selection.rule.name, self._walk(selection.rule, start, _Tally())
+            )
+        chosen: list[_Listed] = []
+        if cursor.ahead is not None and self._judge(selection, cursor.ahead)[0] == "due":
+            chosen.append(cursor.ahead)
+        cursor.ahead = None
+        try:
+            for listed in cursor.walk:
+                if self._judge(selection, listed)[0] != "due":
+                    continue
+                if len(chosen) == limit:
+                    cursor.ahead = listed
+                    break
+                chosen.append(listed)
+        except BaseException:
+            self._drop_cursor()
+            raise
+        if cursor.ahead is None:
+            self._drop_cursor()  # the walk is over
+        elif chosen:
+            cursor.position = chosen[-1].path
+        return chosen, cursor.ahead is not None
+
+    def _drop_cursor(self) -> None:
+        if self._cursor is not None:
+            self._cursor.walk.close()
+            self._cursor = None
 
     def _delete_if_still_due(self, selection: Selection, listed: _Listed) -> bool:
         """Unlink one listed file if it is still what was listed and still due; False when it
