@@ -87,6 +87,13 @@ def expected_errors() -> Iterator[None]:
         fail(error)
 
 
+def confirm_plan_id(plan_id: str, doing: str, refused: str) -> None:
+    """Ask for the plan id on the terminal; anything else raises UsageError (exit 2)."""
+    typed = click.prompt(f"{doing}, type the plan id ({plan_id})", default="", show_default=False)
+    if typed.strip() != plan_id:
+        raise UsageError(f"not confirmed: {refused}")
+
+
 def parse_as_of(text: str | None, config: Config) -> datetime:
     """--as-of: ISO 8601; without an offset it is read on the calendar of settings.timezone."""
     if text is None:
@@ -312,13 +319,7 @@ def run(
                 check_saved_plan(saved, the_plan, tolerance)
             if not (yes or dry_run):
                 click.echo(render_plan(the_plan, config.settings.timezone.key))
-                typed = click.prompt(
-                    f"\nTo purge, type the plan id ({the_plan.plan_id})",
-                    default="",
-                    show_default=False,
-                )
-                if typed.strip() != the_plan.plan_id:
-                    raise UsageError("not confirmed: nothing was purged")
+                confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
             report = run_plan(
                 config,
                 the_plan,
@@ -385,13 +386,7 @@ def erase(
             click.echo(render_plan(the_plan, config.settings.timezone.key))
             click.echo("\n" + render_erasure_scope(rules, left_out) + "\n")
             if not (yes or dry_run):
-                typed = click.prompt(
-                    f"To erase, type the plan id ({the_plan.plan_id})",
-                    default="",
-                    show_default=False,
-                )
-                if typed.strip() != the_plan.plan_id:
-                    raise UsageError("not confirmed: nothing was erased")
+                confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
             report = run_plan(
                 config,
