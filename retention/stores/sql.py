@@ -568,10 +568,16 @@ class SqlStore:
         def how_many(condition: ColumnElement[bool]) -> Any:
             return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
+        # Rows whose text says due but whose spelling cannot be trusted: those the guard keeps.
         unreadable = (
             literal(0)
             if clock.readable is None or erasure
-            else how_many(and_(clock.expression.is_not(None), not_(clock.readable)))
+            else how_many(
+                and_(
+                    self._expired_all(selection, replace(clock, readable=None)),
+                    not_(clock.readable),
+                )
+            )
         )
 
         counting = (
@@ -965,26 +971,31 @@ def _sqlite_time_text(column: ColumnElement[Any], *, date_only: bool) -> ColumnE
     ``2024-02-29`` for a DATE; that, ``2024-02-29 10:00``, ``2024-02-29 10:00:00`` or
     ``2024-02-29 10:00:00.123456`` for a DATETIME. Unix seconds, offsets, a ``T`` separator
     or any other text are not: such rows are never purged, and plans count them."""
+
+    def glob(value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+        return value.op("GLOB", is_comparison=True)(pattern)
+
     is_text = func.typeof(column) == "text"
     if date_only:
-        return and_(is_text, column.op("GLOB")(_SQLITE_DATE))
-    fraction = and_(
-        column.op("GLOB")(_SQLITE_SECOND + ".[0-9]*"),
-        not_(func.substr(column, 21).op("GLOB")("*[^0-9]*")),
-    )
-    return and_(
-        is_text,
-        or_(
-            column.op("GLOB")(_SQLITE_DATE),
-            column.op("GLOB")(_SQLITE_MINUTE),
-            column.op("GLOB")(_SQLITE_SECOND),
-            fraction,
+        return and_(is_text, glob(column, _SQLITE_DATE))
+    # One pattern by length: GLOB with character classes is what costs here.
+    length = func.length(column)
+    shaped = case(
+        (length == 10, glob(column, _SQLITE_DATE)),
+        (length == 16, glob(column, _SQLITE_MINUTE)),
+        (length == 19, glob(column, _SQLITE_SECOND)),
+        else_=and_(
+            glob(column, _SQLITE_SECOND + ".[0-9]*"),
+            not_(glob(func.substr(column, 21), "*[^0-9]*")),
         ),
     )
+    return and_(is_text, shaped)
 
 
 def _when_readable(clock: _Clock, condition: ColumnElement[bool]) -> ColumnElement[bool]:
-    return condition if clock.readable is None else and_(clock.readable, condition)
+    # The comparison first: SQLite evaluates AND in order, so the costly check of the spelling
+    # only runs on the rows the comparison keeps.
+    return condition if clock.readable is None else and_(condition, clock.readable)
 
 
 def _is_text(column: ColumnElement[Any]) -> bool:
