@@ -87,6 +87,11 @@ def expected_errors() -> Iterator[None]:
         fail(error)
 
 
+def subject_given(option: str) -> str:
+    """A --subject as given: '-' reads it from standard input (out of the shell history)."""
+    return sys.stdin.readline() if option == "-" else option
+
+
 def confirm_plan_id(plan_id: str, doing: str, refused: str) -> None:
     """Ask for the plan id on the terminal; anything else raises UsageError (exit 2)."""
     typed = click.prompt(f"{doing}, type the plan id ({plan_id})", default="", show_default=False)
@@ -371,9 +376,7 @@ def erase(
     """Erase everything about one person, now, in every rule with erase_by (audited)."""
     with expected_errors():
         config = context.config()
-        if subject == "-":
-            subject = sys.stdin.readline()
-        request = erasure_request(subject, reference)
+        request = erasure_request(subject_given(subject), reference)
         rules, left_out = erasure_rules(config)
         config.rules_named(over_limit)
         if not (yes or dry_run) and not stdin_is_terminal():
@@ -729,10 +732,8 @@ def audit_erasures(context: Context, subject: str, directory: Path | None) -> No
         config = context.config()
         hmac_key = audit_hmac_key(config.audit)
         assert config.audit is not None
-        if subject == "-":
-            subject = sys.stdin.readline()
         erasures = find_erasures(
-            directory or config.audit.directory, hmac_key, erasure_subject(subject)
+            directory or config.audit.directory, hmac_key, erasure_subject(subject_given(subject))
         )
     click.echo(render_erasures(erasures))
     if not erasures:

@@ -289,20 +289,18 @@ def plan_rule(
     of one person's records (the rule must have ``erase_by``, or its subjects' rule).
     """
     try:
-        # An erasure ignores periods: no need to read the period column's values.
-        reads_periods = rule.period_column is not None and erasure is None
-        period_values = store.period_values(rule) if reads_periods else ()
-        selection = make_selection(rule, as_of, zone, period_values, holds, erasure)
+
+        def selection_of(chosen: Rule, chosen_store: RecordStore) -> Selection:
+            # An erasure ignores periods: no need to read the period column's values.
+            reads_periods = chosen.period_column is not None and erasure is None
+            values = chosen_store.period_values(chosen) if reads_periods else ()
+            return make_selection(chosen, as_of, zone, values, holds, erasure)
+
+        selection = selection_of(rule, store)
         subjects = rule.objects.subjects if rule.objects else None
         if subjects is not None:
             assert subject_store is not None, "a cross-store rule is planned with its subjects"
-            subject_rule = subjects.rule
-            reads_periods = subject_rule.period_column is not None and erasure is None
-            subject_values = subject_store.period_values(subject_rule) if reads_periods else ()
-            selection = replace(
-                selection,
-                subjects=make_selection(subject_rule, as_of, zone, subject_values, holds, erasure),
-            )
+            selection = replace(selection, subjects=selection_of(subjects.rule, subject_store))
         survey = store.survey(selection, SAMPLE_SIZE)
     except StoreUnavailable as error:
         return RulePlan(rule, None, error=str(error), unavailable=True)

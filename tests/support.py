@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -67,33 +68,11 @@ def create_logs(url: str, clocks: Mapping[int, datetime | None]) -> None:
     engine.dispose()
 
 
-def make_config(
-    url: str,
-    rules: str,
-    *,
-    timezone: str = "UTC",
-    store_timezone: str = "UTC",
-    hash_key_file: Path | None = None,
-    extra_stores: str = "",
-    audit_directory: Path | None = None,
-    state_url: str | None = None,
-    max_fraction: float = 1.0,
-) -> Config:
-    """Given a database URL and `[[rules]]` TOML (store "db"), return a parsed Config. With
-    ``audit_directory``, runs are audited there (keys made on first use); else not audited."""
-    return parse_config(
-        config_text(
-            url,
-            rules,
-            timezone=timezone,
-            store_timezone=store_timezone,
-            hash_key_file=hash_key_file,
-            extra_stores=extra_stores,
-            audit_directory=audit_directory,
-            state_url=state_url,
-            max_fraction=max_fraction,
-        ).encode()
-    )
+def make_config(url: str, rules: str, **options: Any) -> Config:
+    """Given a database URL and `[[rules]]` TOML (store "db"), return a parsed Config; the
+    options are ``config_text``'s. With ``audit_directory``, runs are audited there (keys made
+    on first use); else not audited."""
+    return parse_config(config_text(url, rules, **options).encode())
 
 
 def config_text(
