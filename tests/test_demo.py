@@ -582,6 +582,8 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     erased = cli("erase", "--subject", subject, "--request", "DSR-DEMO-1", "--yes")
     assert subject not in erased.output
     assert "0 of 14 rules failed" in erased.stdout
+    assert "  job-applicants-objected: its table is erased through job-applicants" in erased.stdout
+    assert "  backups-local: not erased on request; its records go at mtime + 7d" in erased.stdout
     assert _fetch(demo_db, _naming(subject)) == []
     # The client row stays for its invoices, anonymised.
     ((name, marked),) = _fetch(
