@@ -437,6 +437,70 @@ def test_delete_markers_go_by_their_own_clock_or_when_no_version_is_left(
     assert remaining[0][1] not in {version for _key, version, _marker in first}
 
 
+def lone_marker(bucket: Bucket, key: str) -> None:
+    """Leave a delete marker with no version under it at ``key``."""
+    version = bucket.client.put_object(Bucket=bucket.name, Key=key, Body=b"x")["VersionId"]
+    bucket.client.delete_object(Bucket=bucket.name, Key=key)
+    bucket.client.delete_object(Bucket=bucket.name, Key=key, VersionId=version)
+
+
+def test_a_lone_delete_marker_goes_by_its_keys_date_not_before(
+    versioned: Bucket, tmp_path: Path
+) -> None:
+    """A marker with no version under it has nothing to follow out: its clock is its key's
+    date. As of 2026-11-23 a 7-day rule reaches dumps of 2026-11-15 and before."""
+    client, name = versioned.client, versioned.name
+    not_yet = "nightly/2026-11-20/orphan.sql.gz"
+    future = "nightly/2027-01-05/orphan.sql.gz"
+    for key in (not_yet, future, "nightly/2026-11-01/orphan.sql.gz"):
+        lone_marker(versioned, key)
+    versioned.put("nightly/2026-11-02/app.sql.gz")
+    client.delete_object(Bucket=name, Key="nightly/2026-11-02/app.sql.gz")
+    rules = s3_rule(
+        "backups",
+        prefix="nightly/",
+        period="7d",
+        clock='clock = "key_date"\ndate_pattern = "nightly/%Y-%m-%d/"',
+    )
+    config = make_s3_config(versioned, rules, tmp_path)
+    as_of = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+    planned = only(plan(config, as_of))
+    the_plan, report = plan_and_run(config, as_of)
+
+    for rule_plan in (planned, only(the_plan)):
+        assert (rule_plan.due, rule_plan.future, rule_plan.in_scope) == (3, 1, 5)
+        assert dict(rule_plan.details)["delete_markers"] == 2
+    assert outcome_of(report.outcomes, "backups").deleted == 3
+    assert [(key, marker) for key, _version, marker in versioned.versions()] == [
+        (not_yet, True),
+        (future, True),
+    ]
+
+
+def test_a_lone_delete_marker_goes_by_its_own_last_modified_not_before(
+    versioned: Bucket, tmp_path: Path
+) -> None:
+    client, name = versioned.client, versioned.name
+    lone_marker(versioned, "exports/gone.csv")
+    [marker] = client.list_object_versions(Bucket=name, Prefix="exports/")["DeleteMarkers"]
+    stamp = marker["LastModified"].astimezone(UTC)
+    config = make_s3_config(versioned, s3_rule(), tmp_path)
+
+    planned = only(plan(config, stamp + HOUR))
+    the_plan, report = plan_and_run(config, stamp + HOUR)
+
+    assert (planned.due, only(the_plan).due, planned.in_scope) == (0, 0, 1)
+    assert outcome_of(report.outcomes, "exports").deleted == 0
+    assert versioned.versions() == [("exports/gone.csv", marker["VersionId"], True)]
+
+    the_plan, report = plan_and_run(config, stamp + DAY + HOUR)
+
+    assert only(the_plan).due == 1
+    assert outcome_of(report.outcomes, "exports").deleted == 1
+    assert versioned.versions() == []
+
+
 # --- Object Lock --------------------------------------------------------------------------------
 
 

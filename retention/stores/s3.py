@@ -623,8 +623,9 @@ class S3Store:
     def _verdict(self, selection: Selection, scope: _Scope, item: _Item) -> _Verdict:
         """Given a key's versions, return what is due: every version whose clock has expired and
         that Object Lock does not protect, and every delete marker whose own clock has expired or
-        that no version would be left behind, except a current marker over versions that stay.
-        A held key keeps everything."""
+        that goes with the last versions of its key, except a current marker over versions that
+        stay. A marker with no version under it goes by its own clock only (the key's date, or
+        its own LastModified). A held key keeps everything."""
         group = item.group
         assert group is not None
         zone = self.config.timezone
@@ -655,14 +656,17 @@ class S3Store:
         left_behind = len(versions) - len(due_versions)
         due_ids = {entry.version_id for entry in due_versions}
         # A current delete marker over versions that stay (Object Lock) stays too: removing it
-        # would make the object visible again.
+        # would make the object visible again. Markers follow the last versions of their key
+        # out, so that none is left over nothing; but a key that has no version at all has no
+        # versions going, and its markers wait for their own clock.
+        goes_with_versions = bool(due_versions) and left_behind == 0 and not verdict.unmatched
         due_ids |= {
             entry.version_id
             for entry in group.entries
             if entry.marker
             and (
                 (entry.version_id in expired and not (entry.latest and left_behind))
-                or (left_behind == 0 and not verdict.unmatched)
+                or goes_with_versions
             )
         }
         due = [entry for entry in group.entries if entry.version_id in due_ids]
