@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from string import Formatter
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
@@ -24,6 +23,12 @@ from zoneinfo import ZoneInfo
 from retention.anonymise import Strategy, parse_strategy
 from retention.errors import ConfigError, ConfigIssue, UsageError
 from retention.rules import Period, PeriodError, compile_date_pattern, parse_period, parse_zone
+from retention.subject_prefix import (
+    PrefixPart,
+    key_problems,
+    parse_subject_prefix,
+    render_subject_prefix,
+)
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 RULE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
@@ -111,6 +116,9 @@ class Subjects:
 
     rule: Rule
     prefix: str
+    # The prefix as parsed at load: literal text and plain {column} placeholders, each key
+    # column at least once (retention.subject_prefix).
+    parts: tuple[PrefixPart, ...]
 
     def prefix_for(self, key: tuple[object, ...]) -> str | None:
         """Given a subject's key values, return its prefix, or None when a value is empty or
@@ -125,7 +133,7 @@ class Subjects:
             if not text or "/" in text:
                 return None
             values[column] = text
-        return self.prefix.format_map(values)
+        return render_subject_prefix(self.parts, values)
 
 
 @dataclass(frozen=True)
@@ -968,6 +976,7 @@ class _PendingSubjects:
 
     rule_name: str
     prefix: str
+    parts: tuple[PrefixPart, ...]
     path: str
 
 
@@ -1008,7 +1017,12 @@ def _read_object_rule(
                     f"{path}.subject_prefix",
                     "must end with '/', or customers/1 would also reach customers/10/",
                 )
-            pending = _PendingSubjects(subjects_name, subject_prefix, f"{path}.subject_prefix")
+            parts, problems = parse_subject_prefix(subject_prefix)
+            for problem in problems:
+                reader.error(f"{path}.subject_prefix", problem)
+            pending = _PendingSubjects(
+                subjects_name, subject_prefix, parts, f"{path}.subject_prefix"
+            )
     clocks: tuple[ObjectClock, ObjectClock] = (
         ("last_modified", "key_date") if kind == "s3" else ("mtime", "name_date")
     )
@@ -1110,16 +1124,16 @@ def _resolve_subjects(reader: _Reader, rules: list[Rule], declared: set[object])
             reader.error(where, f"{pending.rule_name!r} already has {claimed[pending.rule_name]}")
             continue
         claimed[pending.rule_name] = f"cross-store rule {rule.name!r}"
-        fields_used = [field_name for _, field_name, _, _ in Formatter().parse(pending.prefix)]
-        unknown = [name for name in fields_used if name is not None and name not in subject.key]
-        if unknown or not any(fields_used):
+        problems = key_problems(pending.parts, subject.name, subject.key)
+        if problems:
+            placeholders = "".join("{" + column + "}/" for column in subject.key)
             reader.error(
                 pending.path,
-                f"use the key columns of {subject.name!r} as placeholders "
-                f"({', '.join('{' + column + '}' for column in subject.key)})",
+                f"{'; '.join(problems)} (use the key columns of {subject.name!r} as "
+                f"placeholders, one per path segment: '...{placeholders}')",
             )
             continue
-        subjects = Subjects(rule=subject, prefix=pending.prefix)
+        subjects = Subjects(rule=subject, prefix=pending.prefix, parts=pending.parts)
         resolved.append(
             replace(
                 rule,

@@ -252,6 +252,69 @@ def test_a_subject_prefix_must_use_the_subjects_key_columns() -> None:
     assert "{customer_id}" in issues_of(text)["rules[1].subject_prefix"]
 
 
+@pytest.mark.parametrize(
+    ("prefix", "fragment"),
+    [
+        ("customers/{customer_id:.1}/", "'{customer_id:.1}' is not a plain {column}"),
+        ("customers/{customer_id!r}/", "'{customer_id!r}' is not a plain {column}"),
+        ("customers/{customer_id.real}/", "'{customer_id.real}' is not a plain {column}"),
+        ("customers/{customer_id[0]}/", "'{customer_id[0]}' is not a plain {column}"),
+        ("customers/{}/{customer_id}/", "'{}' is not a plain {column}"),
+        ("customers/{0}/{customer_id}/", "'{0}' is not a plain {column}"),
+        ("customers/{customer_id/", "unmatched '{'"),
+        ("customers}/{customer_id}/", "unmatched '}'"),
+    ],
+)
+def test_a_subject_prefix_takes_plain_column_placeholders_only(prefix: str, fragment: str) -> None:
+    """A format spec, conversion, attribute or index could give several subjects one prefix
+    (``{customer_id:.1}`` makes 1, 10 and 12 all ``customers/1/``)."""
+    text = STORES + CUSTOMERS + CUSTOMER_FILES.replace("customers/{customer_id}/", prefix)
+
+    issues = issues_of(text)
+
+    assert fragment in issues["rules[1].subject_prefix"]
+    assert set(issues) == {"rules[1].subject_prefix"}
+
+
+COMPOSITE = CUSTOMERS.replace('key = "customer_id"', 'key = ["tenant", "customer_id"]')
+
+
+@pytest.mark.parametrize(
+    ("prefix", "fragment"),
+    [
+        ("customers/{customer_id}/", "lacks {tenant}: every key column"),
+        ("t/{tenant}/", "lacks {customer_id}: every key column"),
+        ("t/{tenant}{customer_id}/", "{tenant} and {customer_id} are in one path segment"),
+        ("t/{tenant}-{customer_id}/", "{tenant} and {customer_id} are in one path segment"),
+        ("t/{tenant}/{customer_id}/{email}/", "{email} is not a key column"),
+    ],
+)
+def test_a_subject_prefix_gives_every_subject_a_prefix_of_its_own(
+    prefix: str, fragment: str
+) -> None:
+    """Two subjects sharing one prefix would each reach the other's objects, whether or not the
+    other is due, and one object would be counted and recorded twice."""
+    text = STORES + COMPOSITE + CUSTOMER_FILES.replace("customers/{customer_id}/", prefix)
+
+    message = issues_of(text)["rules[1].subject_prefix"]
+
+    assert fragment in message
+    assert "'...{tenant}/{customer_id}/'" in message
+
+
+def test_a_subject_prefix_is_rendered_without_str_format() -> None:
+    prefix = "t/{{raw}}-{tenant}/c-{customer_id}/x/{tenant}/"
+    loaded = config(COMPOSITE, CUSTOMER_FILES.replace("customers/{customer_id}/", prefix))
+    files = next(rule for rule in loaded.rules if rule.name == "customer-files")
+    assert files.objects is not None
+    assert files.objects.subjects is not None
+
+    subjects = files.objects.subjects
+
+    assert subjects.prefix_for(("eu", 7)) == "t/{raw}-eu/c-7/x/eu/"
+    assert subjects.prefix_for(("{tenant}", 7)) == "t/{raw}-{tenant}/c-7/x/{tenant}/"
+
+
 def test_two_cross_store_rules_cannot_share_one_subjects_rule() -> None:
     second = CUSTOMER_FILES.replace('"customer-files"', '"customer-files-2"')
     text = STORES + CUSTOMERS + CUSTOMER_FILES + second

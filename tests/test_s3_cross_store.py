@@ -269,6 +269,37 @@ def test_the_same_against_every_database(s3_server: str, database_url: str, tmp_
     assert setup.rows() == KEPT
 
 
+@pytest.mark.parametrize(
+    ("replaced", "by"),
+    [
+        ('"customers/{customer_id}/"', '"customers/{customer_id:.1}/"'),
+        ('"customers/{customer_id}/"', '"customers/{customer_id!s}/"'),
+        ('"customers/{customer_id}/"', '"customers/{customer_id[0]}/"'),
+        ('key = "customer_id"', 'key = ["customer_id", "contract_id"]'),
+    ],
+    ids=["format-spec", "conversion", "index", "some-key-columns"],
+)
+def test_a_subject_prefix_that_two_customers_could_share_is_refused_before_anything_goes(
+    setup: Setup, replaced: str, by: str
+) -> None:
+    """``{customer_id:.1}`` gives customers 1 and 10 one prefix, and so does a prefix without
+    every key column: the due customer's run would delete the active one's objects, and count
+    and record them twice."""
+    text = setup.config.read_text()
+    assert replaced in text
+    setup.config.write_text(text.replace(replaced, by))
+
+    for result in (
+        cli(setup.config, "config", "validate"),
+        cli(setup.config, "plan", "--as-of", AS_OF),
+        run(setup.config),
+    ):
+        assert result.exit_code == ExitCode.BAD_CONFIG, result.output
+        assert "rules[1].subject_prefix" in result.output
+    assert setup.objects() == objects_of(set(CUSTOMERS)) | set(UNOWNED)
+    assert setup.rows() == set(CUSTOMERS)
+
+
 def test_a_hold_on_a_customer_row_keeps_its_objects_too(setup: Setup) -> None:
     held = cli(
         setup.config, "hold", "add", "--rule", "customer-content", "--key", "2", "--reason", "c-7"
