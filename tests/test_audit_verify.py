@@ -19,6 +19,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, inser
 from retention.audit import trail as trail_module
 from retention.audit.keys import Signer, add_public_key, load_signer
 from retention.audit.merkle import leaf_hash, root_from_leaf_hashes
+from retention.audit.recorder import TrailRecorder
 from retention.audit.trail import (
     GENESIS,
     TrailWriter,
@@ -32,7 +33,7 @@ from retention.cli import main
 from retention.config import Config
 from retention.errors import AuditFailure, ExitCode
 from retention.executor import RunReport
-from tests.support import create_tables, make_config, plan_and_run
+from tests.support import create_tables, make_config, plan, plan_and_run
 
 FIRST_RUN = datetime(2026, 1, 1, 12, tzinfo=UTC)
 SECOND_RUN = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -580,6 +581,51 @@ def test_semantic_forgeries_are_caught_even_when_re_signed(trail: Trail, forgery
         reason = "no earlier batch.intent of rule 'old-orders'"
     write_lines(trail, rechain(entries, trail.signer))
     assert_invalid(verify(trail), seq, reason)
+
+
+def test_a_leaves_file_that_names_one_record_twice_is_caught_even_when_re_signed(
+    trail: Trail,
+) -> None:
+    """A forger with the signing key makes a batch of 10 count a record twice: its leaves stay
+    sorted, the count and root agree, every checkpoint is re-signed. A batch names each record
+    once, so a repeated leaf is itself the forgery."""
+    entries = contents(trail)
+    seq = seq_of(trail, lambda e: e["type"] == "batch.intent" and e["selected"] == 10)
+    path = trail.directory / "leaves" / f"{seq:08d}.leaves"
+    leaves = path.read_bytes().splitlines()
+    forged = [leaves[0], leaves[0], *leaves[2:]]
+    assert len(forged) == 10
+    assert forged == sorted(forged)
+    path.write_bytes(b"".join(leaf + b"\n" for leaf in forged))
+    root = root_from_leaf_hashes([leaf_hash(bytes.fromhex(leaf.decode())) for leaf in forged])
+    entries[seq] = {**entries[seq], "leaves_root": root.hex()}
+    write_lines(trail, rechain(entries, trail.signer))
+
+    assert_invalid(verify(trail), seq, f"{seq:08d}.leaves line 2 repeats the leaf before it")
+    result = invoke(
+        "audit", "verify", "--dir", str(trail.directory), "--keys", str(trail.keys_file)
+    )
+    assert result.exit_code == ExitCode.AUDIT_FAILURE, result.output
+    assert "repeats the leaf before it" in result.output
+
+
+def test_the_recorder_refuses_a_batch_that_names_one_record_twice(trail: Trail) -> None:
+    the_plan = plan(trail.config, SECOND_RUN, "stale-customers")
+    [rule_plan] = the_plan.rules
+    before = lines(trail)
+    leaves_before = sorted((trail.directory / "leaves").iterdir())
+    code = customer_code(1)
+
+    with TrailWriter(trail.directory, trail.hmac_key, trail.signer, lambda: SECOND_RUN) as writer:
+        recorder = TrailRecorder(writer, "run-twice", the_plan)
+        with pytest.raises(AuditFailure, match="repeat 1 record"):
+            recorder.intent(rule_plan, ((code,), (customer_code(2),), (code,)))
+
+    # Nothing recorded: no intent, no leaves, no pending keys (and so nothing deleted).
+    assert lines(trail) == before
+    assert sorted((trail.directory / "leaves").iterdir()) == leaves_before
+    assert list((trail.directory / "pending").iterdir()) == []
+    assert verify(trail).valid
 
 
 # --- S3 anchors ---------------------------------------------------------------------------

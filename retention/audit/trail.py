@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -390,6 +391,14 @@ class TrailWriter:
         return self._hasher.leaves(store, dataset, keys)
 
     def write_leaves(self, seq: int, leaves: Sequence[bytes]) -> None:
+        """Write the sorted leaves of entry ``seq`` durably; AuditFailure if one is repeated
+        (one record twice in a batch), which verify would refuse."""
+        repeated = sum(1 for previous, leaf in pairwise(leaves) if previous == leaf)
+        if repeated:
+            raise AuditFailure(
+                f"the leaves of entry {seq} repeat {repeated} record(s): a batch names each "
+                "record once"
+            )
         try:
             _write_durably(
                 leaves_path(self.directory, seq),

@@ -4,10 +4,10 @@ One pass over every segment, in order, checks for each entry: its bytes are the 
 (RFC 8785) of what they hold, ``seq`` counts from 0, ``prev`` is the SHA-256 of the previous line
 (``GENESIS`` for the first), its type is known and its fields have their types; the leaves file of
 each ``batch.intent`` / ``batch.reconciled`` hashes to the entry's ``leaves_root`` (RFC 6962) and
-holds ``selected`` / ``done`` leaves; each ``batch.result`` / ``batch.reconciled`` settles an
-earlier intent of the same rule, once; and each checkpoint covers exactly the entries before it
-(``size``, RFC 6962 ``root`` over their exact bytes) with an Ed25519 signature by a key whose
-window covers its time. Checked against anchored checkpoints (copies kept elsewhere), it also
+holds ``selected`` / ``done`` leaves, none twice; each ``batch.result`` / ``batch.reconciled``
+settles an earlier intent of the same rule, once; and each checkpoint covers exactly the entries
+before it (``size``, RFC 6962 ``root`` over their exact bytes) with an Ed25519 signature by a key
+whose window covers its time. Checked against anchored checkpoints (copies kept elsewhere), it also
 catches a truncated tail or a rewritten history.
 
 Memory holds a few hashes per Merkle tree and one small record per batch, never the leaves.
@@ -201,7 +201,8 @@ def _field_problem(content: dict[str, Any]) -> str | None:
 
 def leaves_summary(path: Path) -> tuple[int, bytes] | str:
     """Given a leaves file, stream it and return (count, RFC 6962 root), or why it is malformed:
-    each line must be 64 lowercase hex digits and a newline, in sorted order."""
+    each line must be 64 lowercase hex digits and a newline, in sorted order, each leaf once (a
+    batch names each record once: a repeated leaf would count one deletion twice)."""
     frontier = MerkleFrontier()
     previous = b""
     try:
@@ -216,6 +217,11 @@ def leaves_summary(path: Path) -> tuple[int, bytes] | str:
                     return f"leaves file {path.name} line {number} is not a 32-byte hex leaf"
                 if leaf < previous:
                     return f"leaves file {path.name} line {number} is out of order"
+                if leaf == previous:
+                    return (
+                        f"leaves file {path.name} line {number} repeats the leaf before it: "
+                        "one record counted twice"
+                    )
                 previous = leaf
                 frontier.add(leaf_hash(leaf))
     except FileNotFoundError:
