@@ -35,6 +35,7 @@ from retention.config import Config, load_config
 from retention.errors import ConfigError, ExitCode, RetentionError, UsageError
 from retention.planner import check_against_stores, plan_document
 from retention.render import render_erasure_scope, render_plan, render_report
+from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
 from retention.runtime.logging import configure_logging
 from retention.runtime.secrets import state_url, write_new_key
 from retention.state_holds import load_holds
@@ -100,23 +101,54 @@ def confirm_plan_id(plan_id: str, doing: str, refused: str) -> None:
 
 
 def parse_as_of(text: str | None, config: Config) -> datetime:
-    """--as-of: ISO 8601; without an offset it is read on the calendar of settings.timezone."""
+    """--as-of: ISO 8601; without an offset it is read on the calendar of settings.timezone.
+    Only instants from 1970 to 9998 (rules.EARLIEST_AS_OF, LATEST_AS_OF): every cutoff of
+    every period then stays on the calendar."""
     if text is None:
         return datetime.now(UTC)
+    moment = parse_instant(text, "--as-of", config)
+    if not EARLIEST_AS_OF <= moment < LATEST_AS_OF:
+        raise UsageError(
+            f"--as-of {text!r} is out of range: give an instant from "
+            f"{EARLIEST_AS_OF:%Y-%m-%d} to before {LATEST_AS_OF:%Y-%m-%d}"
+        )
+    return moment
+
+
+def parse_instant(text: str, option: str, config: Config) -> datetime:
+    """An option's ISO 8601 date or time, as an aware UTC instant; without an offset it is
+    read on the calendar of settings.timezone."""
     try:
         moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=config.settings.timezone)
+        return moment.astimezone(UTC)
     except ValueError as error:
-        raise UsageError(f"--as-of {text!r} is not an ISO 8601 date or time") from error
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=config.settings.timezone)
-    return moment.astimezone(UTC)
+        raise UsageError(f"{option} {text!r} is not an ISO 8601 date or time") from error
+    except OverflowError as error:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise UsageError(f"{option} {text!r} is out of range") from error
+
+
+def parse_until(text: str | None, config: Config, now: datetime) -> datetime | None:
+    """hold add --until: an instant after ``now`` (a hold that ended before it began protects
+    nothing, and most likely is a typo)."""
+    if text is None:
+        return None
+    moment = parse_instant(text, "--until", config)
+    if moment <= now:
+        raise UsageError(
+            f"--until {text!r} is not in the future: a hold ends after it is placed "
+            f"(now is {now:%Y-%m-%d %H:%M} UTC)"
+        )
+    return moment
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    # Not dir_okay=False: a directory is a config that cannot be read, exit 78 like any other.
+    type=click.Path(path_type=Path),
     envvar="RETENTION_CONFIG",
     help="Config file (else $RETENTION_CONFIG, ./config/retention.toml, "
     "/etc/retention/retention.toml).",
@@ -128,7 +160,13 @@ def parse_as_of(text: str | None, config: Config) -> datetime:
     show_default=True,
     help="Log lines on stderr: JSON, or readable (auto: readable on a terminal).",
 )
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Log lines below this level are left out.",
+)
 @click.version_option(__version__, prog_name="retention")
 @click.pass_context
 def main(context: click.Context, config_path: Path | None, log_format: str, log_level: str) -> None:
@@ -765,6 +803,7 @@ def hold_add(
     """Hold records: they are never deleted nor anonymised while the hold is in force."""
     with expected_errors():
         config = context.config()
+        now = datetime.now(UTC)
         hold = place_hold(
             config,
             rule_name=rule_name,
@@ -772,8 +811,8 @@ def hold_add(
             where=where,
             prefix=prefix,
             reason=reason,
-            until=parse_as_of(until, config) if until else None,
-            now=datetime.now(UTC),
+            until=parse_until(until, config, now),
+            now=now,
             by=operator(),
         )
     click.echo(f"hold {hold.id} on rule {hold.rule}: {hold.target} ({hold.reason})")

@@ -210,6 +210,21 @@ def execute(
                     rows=rule_plan.unreadable,
                     kept="their clock is not a timestamp this store can compare (docs/config.md)",
                 )
+            if rule_plan.invalid_period:
+                logger.warning(
+                    "rule.invalid_period",
+                    rule=outcome.rule,
+                    rows=rule_plan.invalid_period,
+                    kept=f"their {rule_plan.rule.period_column} is not a period (docs/config.md)",
+                )
+            if rule_plan.unfit_holds:
+                logger.warning(
+                    "rule.unfit_hold",
+                    rule=outcome.rule,
+                    holds=list(rule_plan.unfit_holds),
+                    reason="they name keys that are not values of the key column: they hold "
+                    "nothing (release them, hold the right keys)",
+                )
             log = logger.error if outcome.status in FAILED else logger.info
             log(
                 "rule.finished",

@@ -69,7 +69,9 @@ class Survey:
     """What a store found for a selection: rows due (not held), the oldest clock value and the
     first due keys in key order; rows in scope (the rule's conditions, any clock), rows that
     would be due but are held, rows whose clock is in the future (never due, reported), and
-    rows whose clock the store cannot compare (SQLite text in another spelling: kept, reported)."""
+    rows whose clock the store cannot compare (SQLite text in another spelling: kept, reported),
+    rows whose period column holds no period (kept, reported), and the key holds naming a key
+    that no row can have ('abc' for an integer id: it holds nothing, reported)."""
 
     due: int
     oldest: datetime | date | None
@@ -79,6 +81,8 @@ class Survey:
     future: int = 0
     details: tuple[tuple[str, int], ...] = ()
     unreadable: int = 0
+    invalid_period: int = 0
+    unfit_holds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,8 @@ class RulePlan:
     future: int = 0
     details: tuple[tuple[str, int], ...] = ()
     unreadable: int = 0
+    invalid_period: int = 0
+    unfit_holds: tuple[int, ...] = ()
 
     @property
     def brake(self) -> str | None:
@@ -323,6 +329,8 @@ def plan_rule(
         future=survey.future,
         details=survey.details,
         unreadable=survey.unreadable,
+        invalid_period=survey.invalid_period,
+        unfit_holds=survey.unfit_holds,
     )
 
 
@@ -449,6 +457,8 @@ def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
         "in_scope": rule_plan.in_scope,
         "future_clock": rule_plan.future,
         "unreadable_clock": rule_plan.unreadable,
+        "invalid_period": rule_plan.invalid_period,
+        "unfit_holds": list(rule_plan.unfit_holds),
         "brake": rule_plan.brake,
         "oldest": rule_plan.oldest.isoformat() if rule_plan.oldest else None,
         "sample_keys": list(rule_plan.samples),

@@ -111,11 +111,18 @@ def render_plan(plan: Plan, zone_name: str) -> str:
             for rule_plan in with_samples
         ]
     warnings = [
-        f"  {rule_plan.rule.name}: rows with {rule_plan.rule.period_column} = "
+        f"  {rule_plan.rule.name}: {rule_plan.invalid_period:,} row(s) with "
+        f"{rule_plan.rule.period_column} = "
         + ", ".join(repr(value) for value in rule_plan.selection.invalid_period_values)
-        + " are not a period and are kept"
+        + ": not a period, kept (see docs/config.md, period_column)"
         for rule_plan in plan.rules
         if rule_plan.selection and rule_plan.selection.invalid_period_values
+    ]
+    warnings += [
+        f"  {rule_plan.rule.name}: hold {hold_id} names key(s) that are not values of "
+        f"{'/'.join(rule_plan.rule.key)}: those hold nothing (release it, hold the right key)"
+        for rule_plan in plan.rules
+        for hold_id in rule_plan.unfit_holds
     ]
     errors = [
         f"  {rule_plan.rule.name}: {rule_plan.error}" for rule_plan in plan.rules if rule_plan.error

@@ -19,6 +19,15 @@ from dateutil.relativedelta import relativedelta
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_DAY = timedelta(days=1)
 
+# The longest period, and the instants a plan may be made as of. Together they keep every cutoff
+# (as_of minus a period, a day or two of calendar clamping and time zones aside) inside the
+# years a datetime and the databases can hold: 1970 - 1000 years is still year 970.
+LONGEST_PERIOD_YEARS = 1000
+_LONGEST_FROM = datetime(2000, 1, 1)
+_LONGEST_TO = datetime(2000 + LONGEST_PERIOD_YEARS, 1, 1)
+EARLIEST_AS_OF = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_AS_OF = datetime(9999, 1, 1, tzinfo=UTC)
+
 _SHORT_UNIT_PATTERN = re.compile(r"([0-9]+)(y|mo|w|d|h|min|s)")
 _ISO_PATTERN = re.compile(
     r"P(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
@@ -56,8 +65,9 @@ def parse_period(text: str) -> Period:
 
     Accepted: short units ``7d``, ``2w``, ``6mo``, ``1y``, ``12h``, ``30min``, ``10s`` (combinable:
     ``1y6mo``) and ISO 8601 durations (``P1Y6M``, ``P90D``, ``PT12H``). A bare number is refused:
-    nothing guesses whether it meant seconds or days. Example: ``parse_period("1y6mo")`` returns
-    ``Period(months=18, days=0, seconds=0, text="1y6mo")``.
+    nothing guesses whether it meant seconds or days. Nor is a period longer than 1000 years
+    (``LONGEST_PERIOD_YEARS``): its cutoff would fall off the calendar. Example:
+    ``parse_period("1y6mo")`` returns ``Period(months=18, days=0, seconds=0, text="1y6mo")``.
     """
     if not isinstance(text, str):
         raise PeriodError(
@@ -72,9 +82,26 @@ def parse_period(text: str) -> Period:
             f"{text!r} has no unit; write e.g. '{spelled}d' (days) or '{spelled}y' (years) "
             "— units: y, mo, w, d, h, min, s, or ISO 8601 like 'P1Y'"
         )
-    if spelled[0] in "Pp":
-        return _parse_iso_period(spelled)
-    return _parse_short_period(spelled)
+    try:
+        period = _parse_iso_period(spelled) if spelled[0] in "Pp" else _parse_short_period(spelled)
+    except PeriodError:
+        raise
+    except ValueError:  # a number of thousands of digits, too long for int()
+        period = None
+    if period is None or not _within_longest(period):
+        raise PeriodError(
+            f"{text!r} is longer than {LONGEST_PERIOD_YEARS} years, the longest period accepted "
+            f"(e.g. '{LONGEST_PERIOD_YEARS}y')"
+        )
+    return period
+
+
+def _within_longest(period: Period) -> bool:
+    """Measured from 2000-01-01: '1000y', '12000mo' and '365243d' fit, '1000y1d' does not."""
+    try:
+        return _LONGEST_FROM + period.as_relativedelta() <= _LONGEST_TO
+    except (OverflowError, ValueError):
+        return False
 
 
 def _parse_short_period(text: str) -> Period:

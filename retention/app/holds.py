@@ -14,13 +14,14 @@ from typing import Any
 
 from retention.app.trail_text import refuse_personal_data
 from retention.audit.recorder import identity, open_trail
-from retention.config import Config
+from retention.config import Config, Rule
 from retention.errors import UsageError
 from retention.holds import Hold, parse_hold_target
 from retention.runtime.secrets import state_url
 from retention.state import StateDatabase
 from retention.state_holds import add_hold, read_holds, release_hold, state_exists
 from retention.stores import open_stores
+from retention.stores.sql import SqlStore
 
 
 @contextmanager
@@ -75,6 +76,8 @@ def place_hold(
             issues = [i for i in store_for(rule.store).check_rule(held_rule) if ".where" in i.path]
         if issues:
             raise UsageError(f"--where: {issues[0].message}")
+    if kind == "key" and rule.objects is None:
+        _check_keys(config, rule, parsed_keys)
     value: dict[str, Any] = (
         {"keys": [list(key) for key in parsed_keys]}
         if kind == "key"
@@ -98,6 +101,21 @@ def place_hold(
         state.close()
     _audit_hold(config, "hold.added", hold, value, now)
     return hold
+
+
+def _check_keys(config: Config, rule: Rule, keys: tuple[tuple[str, ...], ...]) -> None:
+    """A key that no row can have ('abc' for an integer id) would hold nothing: refuse it
+    rather than let legal staff believe a record is protected."""
+    with open_stores(config, read_only=True) as store_for:
+        store = store_for(rule.store)
+        assert isinstance(store, SqlStore), "a rule without objects is on a SQL store"
+        unfit = store.unfit_keys(rule, keys)
+    if unfit:
+        columns = ", ".join(f"{rule.table}.{column}" for column in rule.key)
+        raise UsageError(
+            f"--key {'/'.join(unfit[0])!r} is not a value of {columns}: no row can have it, so "
+            "it would hold nothing (check the key; `plan --show-keys` shows keys as they are)"
+        )
 
 
 def lift_hold(config: Config, hold_id: int, *, reason: str, now: datetime, by: str) -> Hold:

@@ -10,6 +10,7 @@ from pathlib import Path
 from retention.config import Config
 from retention.errors import UsageError
 from retention.planner import PLAN_SCHEMA_VERSION, Plan, plan_document
+from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UsageError(f"{path} is not a saved plan ({error})") from error
+    if saved.as_of.tzinfo is None or not EARLIEST_AS_OF <= saved.as_of < LATEST_AS_OF:
+        raise UsageError(
+            f"{path} is not a saved plan: as_of {document['as_of']!r} is not an instant with an "
+            f"offset from {EARLIEST_AS_OF:%Y-%m-%d} to before {LATEST_AS_OF:%Y-%m-%d}"
+        )
     if document.get("schema_version") != PLAN_SCHEMA_VERSION:
         raise UsageError(f"{path} has plan schema {document.get('schema_version')!r}")
     if saved.config_digest != config.digest:

@@ -429,13 +429,11 @@ class SqlStore:
         key_columns = self._key_columns(rule)
         for hold in selection.holds:
             if hold.kind == "key" and hold.keys:
-                keys = [
-                    tuple(
-                        _coerce(column, part) for column, part in zip(key_columns, key, strict=True)
-                    )
-                    for key in hold.keys
-                ]
-                parts.append(_key_in(key_columns, keys))
+                # A key that is no value of its column ('abc' for an integer id) holds nothing:
+                # the survey reports its hold, and the other keys still hold their rows.
+                keys = [fit for key in hold.keys if (fit := _fitted(key_columns, key)) is not None]
+                if keys:
+                    parts.append(_key_in(key_columns, keys))
             elif hold.kind == "where" and hold.condition is not None:
                 parts.append(self._condition(rule, hold.condition))
         return or_(*parts) if parts else None
@@ -510,6 +508,24 @@ class SqlStore:
                 return column >= value
         raise AssertionError(condition.operator)
 
+    def _invalid_period(self, selection: Selection) -> ColumnElement[bool] | None:
+        """True for rows whose period column holds no period (kept: they match no override),
+        None when there are none to count."""
+        rule = selection.rule
+        if rule.period_column is None or not selection.invalid_period_values:
+            return None
+        column = self._column(rule, rule.period_column)
+        periods = [value for value, _expired in selection.overrides]
+        return and_(column.is_not(None), column.not_in(periods))
+
+    def unfit_keys(
+        self, rule: Rule, keys: Sequence[tuple[str, ...]]
+    ) -> tuple[tuple[str, ...], ...]:
+        """Given a rule and keys as typed on the command line (one text per key column), return
+        those that no row can have: 'abc' or '1.5' for an integer id."""
+        key_columns = self._key_columns(rule)
+        return tuple(key for key in keys if _fitted(key_columns, key) is None)
+
     def period_values(self, rule: Rule) -> tuple[object, ...]:
         """Given a rule with a period column, return the distinct non-NULL values it holds."""
         if rule.period_column is None:
@@ -580,6 +596,7 @@ class SqlStore:
             )
         )
 
+        invalid_period = None if erasure else self._invalid_period(selection)
         counting = (
             select(
                 func.count(),
@@ -587,6 +604,7 @@ class SqlStore:
                 how_many(and_(expired, held)) if held is not None else literal(0),
                 literal(0) if erasure else how_many(future),
                 unreadable,
+                literal(0) if invalid_period is None else how_many(invalid_period),
                 # An erasure ignores the clock, which may not even be readable.
                 null() if erasure else func.min(case((due, clock.expression), else_=None)),
             )
@@ -594,10 +612,11 @@ class SqlStore:
             .where(self._scope(selection))
         )
         with self._reachable(), self.engine.connect() as connection:
-            in_scope, due_count, held_count, future_count, unreadable_count, oldest = (
-                connection.execute(counting).one()
-            )
+            counts = connection.execute(counting).one()
             samples = connection.execute(self._batch_query(selection, None, sample_size)).all()
+        in_scope, due_count, held_count, future_count, unreadable_count, invalid_count, oldest = (
+            counts
+        )
         return Survey(
             due=int(due_count),
             oldest=self._instant(oldest, clock.kind),
@@ -606,6 +625,12 @@ class SqlStore:
             held=int(held_count),
             future=int(future_count),
             unreadable=int(unreadable_count),
+            invalid_period=int(invalid_count),
+            unfit_holds=tuple(
+                hold.id
+                for hold in selection.holds
+                if hold.kind == "key" and self.unfit_keys(rule, hold.keys)
+            ),
         )
 
     def _instant(self, value: Any, kind: ClockKind) -> datetime | date | None:
@@ -933,6 +958,22 @@ def _key_in(keys: Sequence[Column[Any]], values: Sequence[KeyValues]) -> ColumnE
     return tuple_(*keys).in_(values)
 
 
+def _fitted(columns: Sequence[Column[Any]], key: Sequence[str]) -> KeyValues | None:
+    """A key typed on the command line as its columns' values, or None when no row can have
+    it (a part that is no value of its column, or a key of another width)."""
+    if len(key) != len(columns):
+        return None
+    try:
+        return tuple(_coerce(column, part) for column, part in zip(columns, key, strict=True))
+    except ValueError:
+        return None
+
+
+# A signed BIGINT, the widest integer key the three databases share; SQLite's driver cannot even
+# send a larger one.
+_INTEGER_RANGE = range(-(2**63), 2**63)
+
+
 def _coerce(column: ColumnElement[Any], value: str) -> object:
     """A value typed on the command line (a held key, an erasure's subject), as the column's
     Python type: ints and UUIDs are parsed, ValueError when the text is not one."""
@@ -941,7 +982,10 @@ def _coerce(column: ColumnElement[Any], value: str) -> object:
     except NotImplementedError:
         return value
     if python_type is int:
-        return int(value)
+        number = int(value)
+        if number not in _INTEGER_RANGE:
+            raise ValueError(f"{value!r} is out of the range of an integer column")
+        return number
     if python_type is uuid.UUID:
         return uuid.UUID(value)
     return value

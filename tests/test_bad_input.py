@@ -1,0 +1,352 @@
+"""Bad input never stops everything and never leaks (issue 12): periods that overflow the
+calendar, held keys that are no value of their column, bad command-line values."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert
+
+from retention.app.erasure import erasure_request
+from retention.app.trail_text import refuse_personal_data
+from retention.cli import main
+from retention.errors import ConfigError, ExitCode, UsageError
+from retention.state import StateDatabase
+from retention.state_holds import add_hold
+from tests.support import (
+    config_text,
+    create_logs,
+    create_tables,
+    engine_for,
+    logs_rule,
+    make_config,
+    plan,
+    plan_and_run,
+    remaining_ids,
+)
+
+AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
+AS_OF_TEXT = "2026-11-23T12:00:00+00:00"
+
+
+def invoke(config: Path, *arguments: str) -> Result:
+    return CliRunner().invoke(main, ["--config", str(config), "--log-format", "json", *arguments])
+
+
+def _logs_config(tmp_path: Path, url: str, rules: str = logs_rule()) -> Path:
+    """A config file for a `logs` table in ``url``: ids 1-3 due (2020), 4 not (2026-11)."""
+    clocks = {key: datetime(2020, 1, key) for key in (1, 2, 3)}
+    create_logs(url, {**clocks, 4: datetime(2026, 11, 1)})
+    path = tmp_path / "retention.toml"
+    state = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    path.write_text(config_text(url, rules, state_url=state))
+    return path
+
+
+def _warnings(result: Result, event: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == event]
+
+
+# --- periods that overflow the calendar ----------------------------------------------------
+
+
+@pytest.mark.parametrize("period", ["2100y", "9999y", "P1001Y", "1000y1d", "9" * 30 + "d"])
+def test_a_period_past_the_calendar_is_a_config_error(sqlite_url: str, period: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_config(sqlite_url, logs_rule().replace('period = "1y"', f'period = "{period}"'))
+    assert [issue.path for issue in raised.value.issues] == ["rules[0].period"]
+    assert "longer than 1000 years" in raised.value.issues[0].message
+
+
+def test_the_longest_period_is_accepted_and_plans(sqlite_url: str, tmp_path: Path) -> None:
+    rules = logs_rule().replace('period = "1y"', 'period = "1000y"')
+    config = _logs_config(tmp_path, sqlite_url, rules)
+    result = invoke(config, "plan", "--as-of", "1970-01-01T00:00:00+00:00", "--output", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rules"][0]["cutoff"].startswith("0970-01-01")
+
+
+def _campaigns(url: str) -> object:
+    metadata = MetaData()
+    campaigns = Table(
+        "campaigns",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("sent_at", DateTime),
+        Column("retention_period", String(20)),
+        Column("retention_years", Integer),
+    )
+    engine = create_tables(url, metadata)
+    rows = [
+        (1, datetime(2016, 1, 1), None, None),  # 10y: due
+        (2, datetime(2025, 6, 1), "1y", 1),  # due
+        (3, datetime(2010, 1, 1), "9999y", 9999),  # not a period: kept
+        (4, datetime(2010, 1, 1), "P9999Y", 9999),  # not a period: kept
+        (5, datetime(2010, 1, 2), "9999y", 9999),  # not a period: kept
+        (6, datetime(2025, 6, 1), "18mo", 2),  # not due
+    ]
+    with engine.begin() as connection:
+        connection.execute(
+            insert(campaigns),
+            [
+                dict(
+                    zip(("id", "sent_at", "retention_period", "retention_years"), row, strict=True)
+                )
+                for row in rows
+            ],
+        )
+    return engine
+
+
+CAMPAIGN_RULES = """
+[[rules]]
+name = "by-text"
+store = "db"
+table = "campaigns"
+key = "id"
+clock = "sent_at"
+period = "10y"
+period_column = "retention_period"
+action = "delete"
+
+[[rules]]
+name = "by-years"
+store = "db"
+table = "campaigns"
+key = "id"
+clock = "sent_at"
+period = "10y"
+period_column = "retention_years"
+period_unit = "y"
+action = "delete"
+"""
+
+
+def test_a_row_whose_period_overflows_is_kept_counted_and_the_rest_goes(
+    database_url: str,
+) -> None:
+    engine = _campaigns(database_url)
+    config = make_config(database_url, CAMPAIGN_RULES)
+
+    # By text, or by an integer column and a unit: 9999 years is not a period either way.
+    planned = {rule_plan.rule.name: rule_plan for rule_plan in plan(config, AS_OF).rules}
+    assert {name: rule_plan.error for name, rule_plan in planned.items()} == {
+        "by-text": None,
+        "by-years": None,
+    }
+    assert {
+        name: (rule_plan.due, rule_plan.invalid_period) for name, rule_plan in planned.items()
+    } == {
+        "by-text": (2, 3),
+        "by-years": (2, 3),
+    }
+    by_text = planned["by-text"].selection
+    by_years = planned["by-years"].selection
+    assert by_text is not None
+    assert by_text.invalid_period_values == ("9999y", "P9999Y")
+    assert by_years is not None
+    assert by_years.invalid_period_values == ("9999",)
+
+    _, report = plan_and_run(config, AS_OF, "by-text")
+    assert report.outcomes[0].deleted == 2
+    assert remaining_ids(engine, "campaigns") == {3, 4, 5, 6}
+
+
+def test_a_row_whose_period_overflows_is_reported_by_plan_and_run(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    _campaigns(sqlite_url)
+    create_logs(sqlite_url, {1: datetime(2020, 1, 1)})
+    path = tmp_path / "retention.toml"
+    state = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    path.write_text(config_text(sqlite_url, CAMPAIGN_RULES + logs_rule(), state_url=state))
+
+    planned = invoke(path, "plan", "--as-of", AS_OF_TEXT, "--output", "json")
+    assert planned.exit_code == 0, planned.output
+    rules = {rule["rule"]: rule for rule in json.loads(planned.stdout)["rules"]}
+    assert rules["by-text"]["invalid_period"] == 3
+    assert rules["by-text"]["invalid_period_values"] == ["9999y", "P9999Y"]
+    assert (rules["by-text"]["due"], rules["logs"]["due"]) == (2, 1)
+
+    text = invoke(path, "plan", "--as-of", AS_OF_TEXT)
+    assert text.exit_code == 0, text.output
+    assert "by-text: 3 row(s) with retention_period = '9999y', 'P9999Y'" in text.stdout
+
+    run = invoke(path, "run", "--yes", "--as-of", AS_OF_TEXT, "--rule", "by-text")
+    assert run.exit_code == 0, run.output
+    warned = _warnings(run, "rule.invalid_period")
+    assert [(line["rule"], line["rows"], line["level"]) for line in warned] == [
+        ("by-text", 3, "warning")
+    ]
+
+
+# --- held keys that are no value of their column -------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["abc", "1.5", "99999999999999999999"])
+def test_a_held_key_that_is_no_value_of_its_column_is_refused(
+    sqlite_url: str, tmp_path: Path, key: str
+) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    result = invoke(config, "hold", "add", "--rule", "logs", "--key", key, "--reason", "case 7")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"--key {key!r} is not a value of logs.id" in result.stderr
+    assert "Traceback" not in result.output
+    assert "no holds" in invoke(config, "hold", "list", "--all").stdout
+    placed = invoke(config, "hold", "add", "--rule", "logs", "--key", "2", "--reason", "case 7")
+    assert placed.exit_code == 0, placed.output
+
+
+def test_a_held_key_already_stored_that_fits_no_row_stops_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    config_path = _logs_config(tmp_path, database_url)
+    state = StateDatabase(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    try:
+        bad = add_hold(
+            state,
+            rule="logs",
+            kind="key",
+            value={"keys": [["abc"], ["2"]]},
+            reason="placed by an older version",
+            now=AS_OF - timedelta(days=1),
+            by="legal@test",
+            until=None,
+        )
+    finally:
+        state.close()
+    planned = invoke(config_path, "plan", "--as-of", AS_OF_TEXT, "--output", "json")
+    assert planned.exit_code == 0, planned.output
+    document = json.loads(planned.stdout)["rules"][0]
+    assert (document["due"], document["held"], document["unfit_holds"]) == (2, 1, [bad.id])
+    text = invoke(config_path, "plan", "--as-of", AS_OF_TEXT)
+    assert f"logs: hold {bad.id} names key(s) that are not values of id" in text.stdout
+
+    run = invoke(config_path, "run", "--yes", "--as-of", AS_OF_TEXT)
+    assert run.exit_code == 0, run.output
+    warned = _warnings(run, "rule.unfit_hold")
+    assert [(line["rule"], line["holds"]) for line in warned] == [("logs", [bad.id])]
+    assert remaining_ids(engine_for(database_url), "logs") == {2, 4}
+
+
+# --- bad command-line values ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        "0001-01-01",
+        "0001-01-01T00:00:00+05:00",
+        "1969-12-31T23:59:59+00:00",
+        "9999-12-31T23:59:59-05:00",
+        "9999-06-01",
+    ],
+)
+def test_an_as_of_off_the_calendar_is_a_usage_error(
+    sqlite_url: str, tmp_path: Path, as_of: str
+) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    for command in (["plan"], ["run", "--dry-run"]):
+        result = invoke(config, *command, "--as-of", as_of)
+        assert result.exit_code == ExitCode.USAGE, result.output
+        assert f"--as-of {as_of!r} is out of range" in result.stderr
+        assert "Traceback" not in result.output
+
+
+def test_a_config_path_that_is_a_directory_is_a_bad_config(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--config", str(tmp_path), "plan"])
+    assert result.exit_code == ExitCode.BAD_CONFIG, result.output
+    assert f"error: {tmp_path}: cannot read" in result.stderr
+
+
+def test_hold_until_must_be_an_instant_in_the_future(sqlite_url: str, tmp_path: Path) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    hold = ("hold", "add", "--rule", "logs", "--key", "1", "--reason", "case 7", "--until")
+    garbage = invoke(config, *hold, "garbage")
+    assert garbage.exit_code == ExitCode.USAGE
+    assert "--until 'garbage' is not an ISO 8601 date or time" in garbage.stderr
+    assert "--as-of" not in garbage.stderr
+    past = invoke(config, *hold, "2020-01-01")
+    assert past.exit_code == ExitCode.USAGE
+    assert "--until '2020-01-01' is not in the future" in past.stderr
+    assert "no holds" in invoke(config, "hold", "list", "--all").stdout
+    future = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    assert invoke(config, *hold, future).exit_code == 0
+
+
+def test_log_level_is_one_of_the_levels(sqlite_url: str, tmp_path: Path) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    bogus = invoke(config, "--log-level", "bogus", "plan", "--as-of", AS_OF_TEXT)
+    assert bogus.exit_code == ExitCode.USAGE
+    assert "'bogus' is not one of" in bogus.stderr
+    quiet = invoke(config, "--log-level", "WARNING", "plan", "--as-of", AS_OF_TEXT)
+    assert quiet.exit_code == 0, quiet.output
+    assert "[debug|info|warning|error|critical]" in CliRunner().invoke(main, ["--help"]).stdout
+
+
+# --- hold reasons and erasure references: no IPv6 address either --------------------------
+
+IPV6_WRITTEN = [
+    "2001:db8::1",
+    "seen at 2001:DB8::A.",
+    "2001:0db8:0000:0000:0000:ff00:0042:8329",
+    "from [2001:db8::1]:443",
+    "fe80::1%eth0",
+    "::ffff:192.0.2.1",
+    "::1",
+    "ip:2001:db8::1",
+    "blocked 2001:db8::/32",
+]
+NOT_IPV6 = [
+    "case L-17 at 12:30:45",
+    "filed 2026-11-23T12:30:45Z",
+    "ticket::42",
+    "bug in std::deque",
+    "case G1::5",
+    "timecode 10:00:00:00",
+    "ratio 1:2 of 3.2.1",
+    "a :: b",
+]
+
+
+@pytest.mark.parametrize("text", IPV6_WRITTEN)
+def test_an_ipv6_address_is_refused_in_what_the_trail_keeps(text: str) -> None:
+    with pytest.raises(UsageError, match="--reason holds an e-mail or IP address"):
+        refuse_personal_data("--reason", text, "'case L-17'")
+    with pytest.raises(UsageError, match="--request holds an e-mail or IP address"):
+        erasure_request("4242", f"DSR-1 {text}")
+
+
+@pytest.mark.parametrize("text", NOT_IPV6)
+def test_times_and_scopes_are_no_ipv6_address(text: str) -> None:
+    refuse_personal_data("--reason", text, "'case L-17'")
+    assert erasure_request("4242", text).reference == text
+
+
+def test_hold_add_refuses_an_ipv6_reason(sqlite_url: str, tmp_path: Path) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    reason = "asked from 2001:db8::7"
+    result = invoke(config, "hold", "add", "--rule", "logs", "--key", "1", "--reason", reason)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "case or ticket reference" in result.stderr
+    assert "no holds" in invoke(config, "hold", "list", "--all").stdout
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+00:00", "2026-11-23T12:00:00"])
+def test_a_saved_plan_off_the_calendar_is_refused(
+    sqlite_url: str, tmp_path: Path, as_of: str
+) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    saved = tmp_path / "plan.json"
+    assert invoke(config, "plan", "--as-of", AS_OF_TEXT, "--save", str(saved)).exit_code == 0
+    document = json.loads(saved.read_text())
+    saved.write_text(json.dumps({**document, "as_of": as_of}))
+    result = invoke(config, "run", "--yes", "--plan-file", str(saved))
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"as_of {as_of!r} is not an instant with an offset from 1970-01-01" in result.stderr
+    assert remaining_ids(engine_for(sqlite_url), "logs") == {1, 2, 3, 4}
