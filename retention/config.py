@@ -40,6 +40,9 @@ DEFAULT_MAX_FRACTION = 0.5
 PERIOD_UNITS = ("y", "mo", "w", "d")
 _UTC = ZoneInfo("UTC")
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+# A daemon interval or a jitter of more than a year means a typo, and past it the scheduler's
+# arithmetic (now + interval) could leave the calendar.
+_LONGEST_DURATION = timedelta(days=366)
 SUPPORTED_URL = re.compile(r"(sqlite|postgresql\+psycopg|mysql\+pymysql|mariadb\+pymysql)://")
 
 Scalar = str | int | float | bool
@@ -532,8 +535,14 @@ class _Reader:
                 f"must be a duration such as '30s', '15m', '2h' or '1d', not {raw!r}",
             )
             return default
-        days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-        value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        try:
+            days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+            value = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        except (OverflowError, ValueError):
+            value = _LONGEST_DURATION + timedelta(1)  # thousands of digits, or past timedelta
+        if value > _LONGEST_DURATION:
+            self.error(f"{path}.{key}", f"must be at most {_LONGEST_DURATION.days}d, not {raw!r}")
+            return default
         if value < minimum:
             self.error(f"{path}.{key}", f"must be at least {minimum}, not {raw!r}")
             return default

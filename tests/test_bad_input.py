@@ -63,6 +63,29 @@ def test_a_period_past_the_calendar_is_a_config_error(sqlite_url: str, period: s
     assert "longer than 1000 years" in raised.value.issues[0].message
 
 
+@pytest.mark.parametrize(
+    ("table", "key", "value"),
+    [
+        ("daemon", "heartbeat", "99999999999d"),
+        ("daemon", "overdue_grace", "367d"),
+        ("daemon", "lease_ttl", "9" * 5000 + "s"),
+    ],
+)
+def test_a_daemon_duration_past_a_year_is_a_config_error(
+    sqlite_url: str, table: str, key: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_config(sqlite_url, f'[{table}]\n{key} = "{value}"\n')
+    assert [issue.path for issue in raised.value.issues] == [f"{table}.{key}"]
+    assert "must be at most 366d" in raised.value.issues[0].message
+
+
+def test_a_jitter_past_a_year_is_a_config_error(sqlite_url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_config(sqlite_url, logs_rule('jitter = "1000000000d"'))
+    assert [issue.path for issue in raised.value.issues] == ["rules[0].jitter"]
+
+
 def test_the_longest_period_is_accepted_and_plans(sqlite_url: str, tmp_path: Path) -> None:
     rules = logs_rule().replace('period = "1y"', 'period = "1000y"')
     config = _logs_config(tmp_path, sqlite_url, rules)
@@ -190,9 +213,9 @@ def test_a_row_whose_period_overflows_is_reported_by_plan_and_run(
 
 @pytest.mark.parametrize("key", ["abc", "1.5", "99999999999999999999"])
 def test_a_held_key_that_is_no_value_of_its_column_is_refused(
-    sqlite_url: str, tmp_path: Path, key: str
+    database_url: str, tmp_path: Path, key: str
 ) -> None:
-    config = _logs_config(tmp_path, sqlite_url)
+    config = _logs_config(tmp_path, database_url)
     result = invoke(config, "hold", "add", "--rule", "logs", "--key", key, "--reason", "case 7")
     assert result.exit_code == ExitCode.USAGE, result.output
     assert f"--key {key!r} is not a value of logs.id" in result.stderr
