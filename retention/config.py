@@ -217,6 +217,9 @@ class SqlStoreConfig:
     url_env: str | None = None
     url_credential: str | None = None
     kind: Literal["sql"] = "sql"
+    # The config file's folder: a relative SQLite path read from url_env or url_credential
+    # resolves against it, as one in url already has.
+    base_directory: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -287,13 +290,15 @@ class AuditSettings:
 
 @dataclass(frozen=True)
 class StateSettings:
-    """Where the state database is (run ledger, leases, legal holds). Exactly one of ``url``,
-    ``url_env`` and ``url_credential``; when [state] is absent, a SQLite file in
-    $STATE_DIRECTORY (systemd's StateDirectory=) or ./var."""
+    """Where the state database is (run ledger, leases, legal holds). At most one of ``url``,
+    ``url_env`` and ``url_credential``; when [state] is absent, ``var/state.sqlite`` in the
+    config file's folder (``base_directory``), so that every process reading one config file
+    shares one state database, wherever it was started from."""
 
     url: str | None = None
     url_env: str | None = None
     url_credential: str | None = None
+    base_directory: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -368,11 +373,46 @@ def load_config(path: Path) -> Config:
     return parse_config(content, source=str(path), base_directory=path.resolve().parent)
 
 
+def resolve_path(value: str, base_directory: Path | None) -> Path:
+    """Given a path from the config and the config file's folder, return the path, made
+    absolute against that folder when it is relative (as it is without a folder).
+
+    Example: ``resolve_path("var/hmac.key", Path("/etc/retention"))`` returns
+    ``Path("/etc/retention/var/hmac.key")``; ``resolve_path("/k", Path("/etc"))`` ``Path("/k")``.
+    """
+    path = Path(value)
+    if path.is_absolute() or base_directory is None:
+        return path
+    return Path(os.path.normpath(base_directory / path))
+
+
+_SQLITE_URL = re.compile(r"(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?", re.DOTALL)
+
+
+def resolve_sqlite_url(url: str, base_directory: Path | None) -> str:
+    """Given a database URL and the config file's folder, return the URL with a relative SQLite
+    file path made absolute against that folder; any other URL (absolute, in-memory, another
+    database) as it is.
+
+    Example: ``resolve_sqlite_url("sqlite:///var/app.db", Path("/etc/retention"))`` returns
+    ``"sqlite:////etc/retention/var/app.db"``.
+    """
+    match = _SQLITE_URL.fullmatch(url)
+    if match is None or base_directory is None:
+        return url
+    scheme, file, query = match.group(1), match.group(2), match.group(3) or ""
+    if not file or file == ":memory:" or file.startswith(("/", "file:")):
+        return url
+    return f"{scheme}{resolve_path(file, base_directory)}{query}"
+
+
 def parse_config(
     content: bytes, *, source: str = "<config>", base_directory: Path | None = None
 ) -> Config:
     """Given TOML bytes, return the Config; raise ConfigError listing every problem with its path.
-    A backup folder's relative ``root`` is relative to ``base_directory`` (the config file's).
+    Every relative path in it (key files, the audit directory, a backup folder's ``root``,
+    SQLite files, credentials files) is relative to ``base_directory``, the config file's
+    folder; without one, relative paths stay as written.
 
     Example: ``parse_config(b'[settings]\\ntimezone = "UTC"')`` returns a Config with no rules.
     """
@@ -446,6 +486,9 @@ class _Reader:
 
     def error(self, path: str, message: str) -> None:
         self.issues.append(ConfigIssue(path, message))
+
+    def path(self, value: str | None) -> Path | None:
+        return resolve_path(value, self.base_directory) if value else None
 
     def unknown_keys(self, table: Mapping[str, object], path: str, known: set[str]) -> None:
         for key in table:
@@ -583,7 +626,7 @@ def _read_settings(reader: _Reader, table: Mapping[str, object]) -> Settings | N
         batch_size=reader.positive_int(
             table, "batch_size", path, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
         ),
-        hash_key_file=Path(hash_key_file) if hash_key_file else None,
+        hash_key_file=reader.path(hash_key_file),
         hash_key_credential=hash_key_credential,
         max_delete=reader.positive_int(table, "max_delete", path, DEFAULT_MAX_DELETE, 10**12),
         max_fraction=reader.fraction(table, "max_fraction", path, DEFAULT_MAX_FRACTION),
@@ -613,12 +656,13 @@ def _read_audit(reader: _Reader, table: Mapping[str, object]) -> AuditSettings |
     if directory is None:
         return AuditSettings(Path("."), Path("."), enabled=False) if not enabled else None
     public_keys = reader.string(table, "public_keys_file", path)
+    directory_path = resolve_path(directory, reader.base_directory)
     return AuditSettings(
-        directory=Path(directory),
-        public_keys_file=Path(public_keys) if public_keys else Path(directory) / "public-keys.json",
-        hmac_key_file=Path(values["hmac_key_file"]) if values["hmac_key_file"] else None,
+        directory=directory_path,
+        public_keys_file=reader.path(public_keys) or directory_path / "public-keys.json",
+        hmac_key_file=reader.path(values["hmac_key_file"]),
         hmac_key_credential=values["hmac_key_credential"],
-        signing_key_file=Path(values["signing_key_file"]) if values["signing_key_file"] else None,
+        signing_key_file=reader.path(values["signing_key_file"]),
         signing_key_credential=values["signing_key_credential"],
         enabled=enabled,
     )
@@ -635,7 +679,9 @@ def _read_state(reader: _Reader, table: Mapping[str, object]) -> StateSettings:
         reader.error(
             f"{path}.url", "use sqlite:///PATH, postgresql+psycopg://... or mysql+pymysql://..."
         )
-    return StateSettings(**sources)
+    if url is not None:
+        sources["url"] = resolve_sqlite_url(url, reader.base_directory)
+    return StateSettings(**sources, base_directory=reader.base_directory)
 
 
 def _read_stores(reader: _Reader, table: Mapping[str, object]) -> dict[str, StoreConfig]:
@@ -683,9 +729,10 @@ def _read_stores(reader: _Reader, table: Mapping[str, object]) -> dict[str, Stor
         stores[name] = SqlStoreConfig(
             name=name,
             timezone=reader.zone(raw, path),
-            url=sources["url"],
+            url=resolve_sqlite_url(url, reader.base_directory) if url is not None else None,
             url_env=sources["url_env"],
             url_credential=sources["url_credential"],
+            base_directory=reader.base_directory,
         )
     return stores
 
@@ -735,7 +782,7 @@ def _read_s3_store(
         region=reader.string(raw, "region", path),
         endpoint_url=endpoint_url,
         addressing_style=style,  # type: ignore[arg-type]  # checked just above
-        credentials_file=Path(credentials_file) if credentials_file else None,
+        credentials_file=reader.path(credentials_file),
         credentials_credential=credentials_credential,
         profile=reader.string(raw, "profile", path),
         max_concurrency=reader.positive_int(raw, "max_concurrency", path, 8, 64),
@@ -758,7 +805,7 @@ def _read_files_store(
         if reader.base_directory is None:
             reader.error(f"{path}.root", f"{root!r}: give an absolute path")
             return None
-        root_path = Path(os.path.normpath(reader.base_directory / root_path))
+        root_path = resolve_path(root, reader.base_directory)
     # A root of / (however spelt: /tmp/.., //) would put the whole machine in scope.
     if Path(*[part for part in root_path.parts if part not in ("", ".")]).resolve() == Path("/"):
         reader.error(f"{path}.root", "refusing / as a root: name the backup folder itself")

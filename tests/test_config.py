@@ -108,20 +108,31 @@ def test_shipped_config_has_a_rule_per_commitment_in_run_order(shipped: Config) 
 def test_shipped_config_settings_and_stores(shipped: Config) -> None:
     assert shipped.settings.timezone == ZoneInfo("Europe/Paris")
     assert shipped.settings.batch_size == 1000
-    assert shipped.settings.hash_key_file == Path("var/secrets/hash.key")
+    # Every relative path is relative to config/, whatever the working directory: the
+    # checkout's var/.
+    checkout_var = SHIPPED_CONFIG.parent.parent / "var"
+    assert shipped.settings.hash_key_file == checkout_var / "secrets" / "hash.key"
     assert shipped.stores["app"] == SqlStoreConfig(
-        name="app", timezone=ZoneInfo("UTC"), url="sqlite:///var/demo.sqlite"
+        name="app",
+        timezone=ZoneInfo("UTC"),
+        url=f"sqlite:///{checkout_var / 'demo.sqlite'}",
+        base_directory=SHIPPED_CONFIG.parent,
     )
+    assert shipped.state.url == f"sqlite:///{checkout_var / 'state.sqlite'}"
+    assert shipped.audit is not None
+    assert shipped.audit.directory == checkout_var / "audit"
+    assert shipped.audit.hmac_key_file == checkout_var / "secrets" / "audit-hmac.key"
+    assert shipped.audit.signing_key_file == checkout_var / "secrets" / "audit-signing.pem"
+    assert shipped.audit.public_keys_file == checkout_var / "audit-public-keys.json"
     backups, content = shipped.stores["backups"], shipped.stores["content"]
     assert isinstance(backups, S3StoreConfig)
     assert isinstance(content, S3StoreConfig)
     assert (backups.bucket, content.bucket) == ("acme-backups", "acme-customer-content")
     assert backups.endpoint_url == "http://127.0.0.1:4566"
-    assert backups.credentials_file == Path("var/secrets/s3-credentials")
+    assert backups.credentials_file == checkout_var / "secrets" / "s3-credentials"
     folder = shipped.stores["backup_folder"]
     assert isinstance(folder, FilesStoreConfig)
-    # Relative to config/, whatever the working directory: the checkout's var/demo-backups.
-    assert folder.root == SHIPPED_CONFIG.parent.parent / "var" / "demo-backups"
+    assert folder.root == checkout_var / "demo-backups"
     assert shipped.source == str(SHIPPED_CONFIG)
     assert len(shipped.digest) == 64
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from retention.config import Settings, SqlStoreConfig, StateSettings
+from retention.config import Settings, SqlStoreConfig, StateSettings, resolve_sqlite_url
 from retention.errors import ConfigError, ConfigIssue
 
 MINIMUM_KEY_BYTES = 16
@@ -77,13 +77,30 @@ def write_new_key(path: Path) -> bool:
     return True
 
 
+DEFAULT_STATE_FILE = Path("var") / "state.sqlite"
+
+
 def state_url(state: StateSettings) -> str:
-    """Given the [state] settings, return the state database URL (default: a SQLite file in
-    $STATE_DIRECTORY, else ./var)."""
+    """Given the [state] settings, return the state database URL (default: the SQLite file
+    var/state.sqlite in the config file's folder, whatever the working directory)."""
     if state.url or state.url_env or state.url_credential:
         return resolve_url(state, "state")
-    directory = Path(os.environ.get("STATE_DIRECTORY", "var").split(":")[0])
-    return f"sqlite:///{directory / 'state.sqlite'}"
+    if os.environ.get("STATE_DIRECTORY"):
+        # Under systemd's StateDirectory=, the default used to be $STATE_DIRECTORY/state.sqlite,
+        # which an admin's shell never sees: a hold placed from there went to another database.
+        # Quietly moving the service to a new, empty database would drop its holds: refuse.
+        service_directory = Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "state",
+                    "missing, and $STATE_DIRECTORY is set: name the state database so that "
+                    "every process using this config finds the same one, e.g. "
+                    f'url = "sqlite:///{service_directory / "state.sqlite"}"',
+                )
+            ]
+        )
+    return f"sqlite:///{(state.base_directory or Path.cwd()) / DEFAULT_STATE_FILE}"
 
 
 def store_url(store: SqlStoreConfig) -> str:
@@ -106,11 +123,11 @@ def resolve_url(store: SqlStoreConfig | StateSettings, key_path: str) -> str:
                     )
                 ]
             )
-        return value
+        return resolve_sqlite_url(value, store.base_directory)
     assert store.url_credential is not None
     path = credential_path(store.url_credential, f"{key_path}.url_credential")
     try:
-        return path.read_text().strip()
+        return resolve_sqlite_url(path.read_text().strip(), store.base_directory)
     except OSError as error:
         raise ConfigError(
             [
