@@ -1,6 +1,7 @@
 """The state database: the run ledger, leases between hosts, and legal holds (SQLAlchemy).
 
-SQLite under the state directory by default; PostgreSQL when several daemons share the rules.
+SQLite beside the config by default (var/state.sqlite); PostgreSQL when several daemons share
+the rules.
 Tables are created on first use. Times are stored as aware UTC (naive UTC on SQLite/MariaDB).
 """
 
