@@ -461,15 +461,15 @@ def daemon(context: click.Context) -> None:
 @click.pass_obj
 def status(context: Context, output: str) -> None:
     """Show each rule's last run, outcome, counts and next run, from the run ledger."""
-    from retention.scheduler import load_statuses, render_status, status_document
+    from retention.scheduler import load_status, render_status, status_document
 
     with expected_errors():
         config = context.config()
-        statuses = load_statuses(config, datetime.now(UTC))
+        statuses, daemons = load_status(config, datetime.now(UTC))
     if output == "json":
-        click.echo(json.dumps(status_document(statuses), indent=2))
+        click.echo(json.dumps(status_document(statuses, daemons), indent=2))
     else:
-        click.echo(render_status(statuses, config.daemon.timezone))
+        click.echo(render_status(statuses, config.daemon.timezone, daemons))
 
 
 @main.group("audit")

@@ -5,7 +5,9 @@ unreachable), serve metrics if configured, schedule one job per rule (a rule tha
 while the daemon was down runs at once), then ``READY=1``. While running: ``WATCHDOG=1`` at half
 $WATCHDOG_USEC while the scheduler thread lives; SIGHUP reloads the config (an invalid one is
 logged and the old one kept); SIGTERM or SIGINT: ``STOPPING=1``, the running purge stops after
-its current batch, exit 0.
+its current batch, exit 0. A heartbeat in the state database (host, pid, since, last beat, each
+rule's next run), every third of ``lease_ttl`` while the scheduler thread lives and removed on a
+clean stop, tells `retention status` that a daemon is alive.
 
 Signals are blocked in every thread and taken by the main thread with sigtimedwait, so nothing
 runs inside a signal handler. Purges take turns (one worker, and the trail has one writer), and
@@ -16,7 +18,9 @@ host.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -73,6 +77,8 @@ class Daemon:
     metrics: prom.Metrics | None = None
     holder: str = field(default_factory=lease_holder_name)
     clock: Callable[[], datetime] = utc_now
+    started_at: datetime = field(default_factory=utc_now)
+    beating: threading.Thread | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
     # The audit trail has one writer at a time, in this process too: purges and the heartbeat
     # take turns.
@@ -130,6 +136,11 @@ def serve(config_path: Path) -> int:
             log.info("metrics.listening", address=address, port=port)
         _schedule(daemon)
         daemon.scheduler.start()
+        beat(daemon)
+        daemon.beating = threading.Thread(
+            target=_keep_beating, args=(daemon,), name="daemon-heartbeat", daemon=True
+        )
+        daemon.beating.start()
         notify("READY=1", f"STATUS={_status_line(daemon)}")
         log.info("daemon.ready", rules=len(config.rules), timezone=config.daemon.timezone.key)
         return _wait_for_signals(daemon)
@@ -338,6 +349,36 @@ def heartbeat(daemon: Daemon) -> None:
         daemon.trail_lock.release()
 
 
+def beat(daemon: Daemon) -> None:
+    """Record in the state database that this daemon is alive, with when it runs each rule
+    next; a failure is logged (the state database may be back by the next beat)."""
+    next_runs = {
+        job.name: job.next_run_time
+        for job in daemon.scheduler.get_jobs()
+        if job.id.startswith("rule:") and job.next_run_time is not None
+    }
+    try:
+        daemon.state.beat_daemon(
+            daemon.holder,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=daemon.started_at,
+            now=daemon.clock(),
+            every=daemon.config.daemon.lease_ttl / 3,
+            next_runs=next_runs,
+        )
+    except RetentionError as error:
+        log.warning("daemon.heartbeat_failed", error=str(error))
+
+
+def _keep_beating(daemon: Daemon) -> None:
+    # Its own thread, so that a slow state database neither delays purges nor the watchdog; and
+    # like the watchdog, silent once the scheduler is dead.
+    while not daemon.stopping.wait((daemon.config.daemon.lease_ttl / 3).total_seconds()):
+        if scheduler_alive(daemon.scheduler):
+            beat(daemon)
+
+
 def refresh_overdue(daemon: Daemon, rules: tuple[Rule, ...]) -> None:
     """Given rules, set their overdue-records gauge from a read-only plan as of now minus the
     grace period."""
@@ -364,5 +405,8 @@ def _stop(daemon: Daemon, server: WSGIServer | None) -> None:
     if server is not None:
         server.shutdown()
         server.server_close()
+    if daemon.beating is not None:
+        daemon.beating.join()
+    daemon.state.forget_daemon(daemon.holder)
     daemon.state.close()
     log.info("daemon.stopped")

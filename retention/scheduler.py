@@ -10,7 +10,7 @@ clock of the daemon's time zone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,7 +23,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from retention.config import Config, Rule, Schedule
 from retention.runtime.secrets import state_url
-from retention.state import RunRecord, StateDatabase, rule_lease
+from retention.state import DaemonBeat, RunRecord, StateDatabase, rule_lease
 
 PURGES = "purges"
 DEFAULT_EXECUTOR = "default"
@@ -195,27 +195,42 @@ class RuleStatus:
     next_run: datetime | None
     overdue: bool
     running_on: str | None
+    # When a daemon alive runs the rule next (its scheduler's own time, postponements included);
+    # None when no daemon is alive.
+    daemon_next_run: datetime | None = None
 
 
-def rule_statuses(config: Config, state: StateDatabase, now: datetime) -> list[RuleStatus]:
-    """Given the config, the state database and now, return each rule's status in config order:
-    last run, last success, next scheduled run, whether it is overdue, who runs it now."""
+def rule_statuses(
+    config: Config, state: StateDatabase, now: datetime, daemons: Sequence[DaemonBeat] = ()
+) -> list[RuleStatus]:
+    """Given the config, the state database, now and the daemons' heartbeats, return each
+    rule's status in config order: last run, last success, next scheduled run, whether it is
+    overdue, who runs it now, and when a daemon alive runs it next."""
     zone = config.daemon.timezone
     holders = state.lease_holders(now)
+    alive = [daemon for daemon in daemons if daemon.alive]
     statuses = []
     for rule in config.rules:
         last = state.last_runs(rule.name, 1)
         success = state.last_success(rule.name)
         holder = holders.get(rule_lease(rule.name))
+        scheduled = _local(next_run(rule.schedule, zone, now), zone)
+        # Objects run with their subjects' rule, on its job; a rule the daemon does not know
+        # yet (before a reload) runs on its schedule.
+        subjects = rule.objects.subjects if rule.objects else None
+        job = subjects.rule.name if subjects is not None else rule.name
+        daemon_times = [daemon.next_runs.get(job, scheduled) for daemon in alive]
+        known = [moment for moment in daemon_times if moment is not None]
         statuses.append(
             RuleStatus(
                 rule=rule.name,
                 schedule=rule.schedule.text,
                 last_run=last[0] if last else None,
                 last_success=success,
-                next_run=_local(next_run(rule.schedule, zone, now), zone),
+                next_run=scheduled,
                 overdue=is_overdue(rule.schedule, zone, success, now),
                 running_on=holder[0] if holder else None,
+                daemon_next_run=_local(min(known), zone) if known else None,
             )
         )
     return statuses
@@ -225,17 +240,21 @@ def _local(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
     return moment.astimezone(zone) if moment else None
 
 
-def load_statuses(config: Config, now: datetime) -> list[RuleStatus]:
-    """Given the config and now, open the state database and return each rule's status."""
+def load_status(config: Config, now: datetime) -> tuple[list[RuleStatus], list[DaemonBeat]]:
+    """Given the config and now, open the state database and return each rule's status and
+    every daemon heartbeat (alive or stale)."""
     state = StateDatabase(state_url(config.state))
     try:
-        return rule_statuses(config, state, now)
+        daemons = state.daemon_beats(now)
+        return rule_statuses(config, state, now, daemons), daemons
     finally:
         state.close()
 
 
-def status_document(statuses: list[RuleStatus]) -> dict[str, Any]:
-    """Given rule statuses, return them as a JSON-ready document."""
+def status_document(
+    statuses: list[RuleStatus], daemons: Sequence[DaemonBeat] = ()
+) -> dict[str, Any]:
+    """Given rule statuses and the daemons' heartbeats, return them as a JSON-ready document."""
 
     def moment(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
@@ -265,16 +284,52 @@ def status_document(statuses: list[RuleStatus]) -> dict[str, Any]:
                 "next_run": moment(status.next_run),
                 "overdue": status.overdue,
                 "running_on": status.running_on,
+                "daemon_next_run": moment(status.daemon_next_run),
             }
         )
-    return {"rules": rules}
+    return {
+        "daemons": [
+            {
+                "host": daemon.host,
+                "pid": daemon.pid,
+                "holder": daemon.holder,
+                "since": moment(daemon.started_at),
+                "last_beat": moment(daemon.beat_at),
+                "beat_seconds": daemon.beat_seconds,
+                "alive": daemon.alive,
+            }
+            for daemon in daemons
+        ],
+        "rules": rules,
+    }
 
 
-def render_status(statuses: list[RuleStatus], zone: ZoneInfo) -> str:
-    """Given rule statuses and the time zone to show times in, return a table for people."""
+def render_status(
+    statuses: list[RuleStatus], zone: ZoneInfo, daemons: Sequence[DaemonBeat] = ()
+) -> str:
+    """Given rule statuses, the time zone to show times in and the daemons' heartbeats, return
+    a table for people, under a line per daemon alive (or one saying none is)."""
 
     def local(value: datetime | None) -> str:
         return value.astimezone(zone).strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    def beat_time(value: datetime) -> str:
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+    alive = [daemon for daemon in daemons if daemon.alive]
+    heading = [
+        f"daemon alive on {daemon.host} (pid {daemon.pid}) since {local(daemon.started_at)}, "
+        f"last heartbeat {beat_time(daemon.beat_at)}"
+        for daemon in alive
+    ]
+    if not alive:
+        stale = (
+            f" (last heartbeat {beat_time(daemons[0].beat_at)} from {daemons[0].host}, "
+            f"pid {daemons[0].pid})"
+            if daemons
+            else ""
+        )
+        heading.append(f"no daemon alive{stale}")
 
     header = ("rule", "last run", "outcome", "due", "done", "skipped", "next run", "")
     rows = [header]
@@ -283,8 +338,10 @@ def render_status(statuses: list[RuleStatus], zone: ZoneInfo) -> str:
         notes = []
         if status.running_on:
             notes.append(f"running on {status.running_on}")
-        if status.overdue:
-            notes.append("overdue: runs when the daemon starts")
+        elif status.overdue and status.daemon_next_run is not None:
+            notes.append(f"overdue: the daemon runs it at {local(status.daemon_next_run)}")
+        elif status.overdue:
+            notes.append("overdue" if alive else "overdue: runs when the daemon starts")
         if last is not None and last.error:
             notes.append(last.error)
         rows.append(
@@ -295,7 +352,7 @@ def render_status(statuses: list[RuleStatus], zone: ZoneInfo) -> str:
                 f"{last.due:,}" if last else "-",
                 f"{last.deleted + last.anonymised:,}" if last else "-",
                 f"{last.skipped:,}" if last else "-",
-                local(status.next_run),
+                local(status.daemon_next_run or status.next_run),
                 "; ".join(notes),
             )
         )
@@ -304,4 +361,5 @@ def render_status(statuses: list[RuleStatus], zone: ZoneInfo) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         for row in rows
     ]
-    return "\n".join(line.rstrip() for line in lines) + f"\n(times in {zone.key})"
+    table = "\n".join(line.rstrip() for line in lines)
+    return "\n".join(heading) + "\n" + table + f"\n(times in {zone.key})"

@@ -67,6 +67,22 @@ leases = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
+# One row per running daemon, beaten every third of its lease_ttl and deleted on a clean stop:
+# how `retention status` knows that a daemon is alive. A new table, so create_all adds it to a
+# state database made before it existed.
+daemons = Table(
+    "retention_daemons",
+    metadata,
+    Column("holder", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("beat_at", DateTime(timezone=True), nullable=False),
+    Column("beat_seconds", Integer, nullable=False),
+    # {rule: ISO 8601 UTC}: when this daemon's scheduler runs each rule next.
+    Column("next_runs", JSON, nullable=False),
+)
+
 holds = Table(
     "retention_holds",
     metadata,
@@ -99,6 +115,26 @@ class RunRecord:
     skipped: int = 0
     error: str | None = None
     host: str | None = None
+
+
+@dataclass(frozen=True)
+class DaemonBeat:
+    """A daemon's last heartbeat: who and where it is, since when it runs, when it last beat,
+    how often it beats, when it runs each rule next, and whether it counts as alive (it beat
+    within the last ``STALE_BEATS`` intervals)."""
+
+    holder: str
+    host: str
+    pid: int
+    started_at: datetime
+    beat_at: datetime
+    beat_seconds: int
+    next_runs: dict[str, datetime]
+    alive: bool
+
+
+# A daemon that missed this many beats in a row is taken for dead (killed, frozen, cut off).
+STALE_BEATS = 3
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -197,6 +233,82 @@ class StateDatabase:
                 row.name: (row.holder, _aware(row.expires_at) or now)
                 for row in connection.execute(query)
             }
+
+    # --- daemon heartbeats ------------------------------------------------------------------
+
+    def beat_daemon(
+        self,
+        holder: str,
+        *,
+        host: str,
+        pid: int,
+        started_at: datetime,
+        now: datetime,
+        every: timedelta,
+        next_runs: dict[str, datetime],
+    ) -> None:
+        """Given a running daemon (its lease holder name, host and process id), record that it
+        is alive now, beating ``every`` so often, with when it runs each rule next; raise
+        StoreUnavailable when the state database cannot be written."""
+        values = {
+            "beat_at": self._stored(now),
+            "beat_seconds": max(1, round(every.total_seconds())),
+            "next_runs": {
+                rule: moment.astimezone(UTC).isoformat() for rule, moment in next_runs.items()
+            },
+        }
+        try:
+            with self.transaction() as connection:
+                updated = connection.execute(
+                    update(daemons).where(daemons.c.holder == holder).values(**values)
+                ).rowcount
+                if updated == 0:
+                    connection.execute(
+                        insert(daemons).values(
+                            holder=holder,
+                            host=host,
+                            pid=pid,
+                            started_at=self._stored(started_at),
+                            **values,
+                        )
+                    )
+        except sa_exc.SQLAlchemyError as error:
+            raise StoreUnavailable(
+                f"the state database is unreachable: {getattr(error, 'orig', None) or error}"
+            ) from error
+
+    def forget_daemon(self, holder: str) -> None:
+        """Given a daemon stopping cleanly, remove its heartbeat (when the state database
+        cannot be written, the heartbeat goes stale instead)."""
+        with suppress(sa_exc.SQLAlchemyError), self.transaction() as connection:
+            connection.execute(delete(daemons).where(daemons.c.holder == holder))
+
+    def daemon_beats(self, now: datetime) -> list[DaemonBeat]:
+        """Given now, return every daemon heartbeat recorded, the latest first, each alive when
+        it beat within its last ``STALE_BEATS`` intervals."""
+        query = select(daemons).order_by(daemons.c.beat_at.desc())
+        with self.engine.connect() as connection:
+            rows = [row._mapping for row in connection.execute(query)]
+        beats = []
+        for row in rows:
+            beat_at = _aware(row["beat_at"]) or now
+            every = timedelta(seconds=row["beat_seconds"])
+            beats.append(
+                DaemonBeat(
+                    holder=row["holder"],
+                    host=row["host"],
+                    pid=row["pid"],
+                    started_at=_aware(row["started_at"]) or beat_at,
+                    beat_at=beat_at,
+                    beat_seconds=row["beat_seconds"],
+                    next_runs={
+                        rule: datetime.fromisoformat(moment)
+                        for rule, moment in (row["next_runs"] or {}).items()
+                    },
+                    alive=now - beat_at <= STALE_BEATS * every,
+                )
+            )
+        return beats
 
     # --- run ledger ---------------------------------------------------------------------------
 

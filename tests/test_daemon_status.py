@@ -1,0 +1,176 @@
+"""`retention status` knows a live daemon: the daemon's heartbeat in the state database (host,
+pid, since, last beat), renewed every third of lease_ttl, removed on a clean stop, stale after
+three missed beats. Real daemon subprocesses on a SQLite and a PostgreSQL state database."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, inspect
+
+from retention.cli import main
+from retention.state import STALE_BEATS, StateDatabase, holds, leases, runs
+from tests.test_daemon import (
+    START_TIMEOUT,
+    DaemonProcess,
+    Daemons,
+    make_logs,
+    rule,
+    write_config,
+)
+
+# Beats every second, stale after three.
+FAST_BEATS = 'lease_ttl = "3s"'
+
+
+def status_json(config: Path) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["--config", str(config), "status", "--output", "json"])
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def status_text(config: Path) -> str:
+    result = CliRunner().invoke(main, ["--config", str(config), "status"])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def braked_rule() -> str:
+    """A rule the daemon runs at start, that never succeeds (a brake): always overdue."""
+    return rule("braked", table="braked").replace("max_fraction = 1.0", "max_fraction = 0.1")
+
+
+def start_with_an_overdue_rule(
+    tmp_path: Path, data_url: str, state_url: str, daemons: Daemons
+) -> tuple[Path, DaemonProcess]:
+    make_logs(data_url, "braked", old=20)
+    config = write_config(tmp_path, data_url, braked_rule(), state_url=state_url, daemon=FAST_BEATS)
+    daemon = daemons.start(config)
+    assert daemon.notifications.wait_for("READY=1", START_TIMEOUT), daemon.output()
+    finished = daemon.wait_for_event("run.finished", rule="braked")
+    assert finished["exit_code"] == 3  # braked: the rule stays overdue
+    return config, daemon
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    running = Daemons(tmp_path)
+    try:
+        yield running
+    finally:
+        running.kill_all()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.sqlite"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def test_status_shows_the_live_daemon_and_when_it_runs_an_overdue_rule(
+    tmp_path: Path, sqlite_url: str, state_url: str, daemons: Daemons
+) -> None:
+    config, daemon = start_with_an_overdue_rule(tmp_path, sqlite_url, state_url, daemons)
+
+    document = status_json(config)
+    (alive,) = document["daemons"]
+    assert (alive["host"], alive["pid"], alive["alive"]) == (
+        socket.gethostname(),
+        daemon.process.pid,
+        True,
+    )
+    since, first_beat = (datetime.fromisoformat(alive[key]) for key in ("since", "last_beat"))
+    assert since <= first_beat <= datetime.now(UTC)
+    assert datetime.now(UTC) - since < timedelta(seconds=START_TIMEOUT + 20)
+    (braked,) = document["rules"]
+    assert braked["overdue"]
+    # The daemon's own next run: January 1st, midnight in Europe/Paris.
+    assert braked["daemon_next_run"] == f"{datetime.now(UTC).year + 1}-01-01T00:00:00+01:00"
+
+    text = status_text(config)
+    assert f"daemon alive on {socket.gethostname()} (pid {daemon.process.pid})" in text
+    assert "runs when the daemon starts" not in text
+    assert f"overdue: the daemon runs it at {datetime.now(UTC).year + 1}-01-01 00:00" in text
+
+    # It keeps beating (every second here), with the same start.
+    deadline = time.monotonic() + 10
+    while (later := status_json(config)["daemons"][0])["last_beat"] == alive["last_beat"]:
+        assert time.monotonic() < deadline, daemon.output()
+        time.sleep(0.2)
+    assert later["since"] == alive["since"]
+    assert datetime.fromisoformat(later["last_beat"]) > first_beat
+
+    # A clean stop removes the heartbeat: the overdue rule waits for the next start again.
+    assert daemon.stop() == 0, daemon.output()
+    assert status_json(config)["daemons"] == []
+    text = status_text(config)
+    assert text.startswith("no daemon alive\n")
+    assert "overdue: runs when the daemon starts" in text
+
+
+def test_a_killed_daemon_counts_as_alive_until_its_heartbeat_is_stale(
+    tmp_path: Path, sqlite_url: str, daemons: Daemons
+) -> None:
+    config, daemon = start_with_an_overdue_rule(
+        tmp_path, sqlite_url, f"sqlite:///{tmp_path}/state.sqlite", daemons
+    )
+    daemon.signal(signal.SIGKILL)
+    daemon.process.wait(10)
+    killed_at = time.monotonic()
+    (beat,) = status_json(config)["daemons"]
+    assert (beat["pid"], beat["beat_seconds"]) == (daemon.process.pid, 1)
+    # Stale after STALE_BEATS missed beats (and a little, for the clocks' resolution).
+    time.sleep(max(0.0, STALE_BEATS * beat["beat_seconds"] + 1.5 - (time.monotonic() - killed_at)))
+    document = status_json(config)
+    (stale,) = document["daemons"]
+    assert (stale["pid"], stale["alive"]) == (daemon.process.pid, False)
+    assert document["rules"][0]["daemon_next_run"] is None
+    text = status_text(config)
+    assert text.startswith("no daemon alive (last heartbeat ")
+    assert f"from {socket.gethostname()}, pid {daemon.process.pid})" in text
+    assert "overdue: runs when the daemon starts" in text
+
+
+def test_a_state_database_from_before_heartbeats_gets_the_table(
+    tmp_path: Path, sqlite_url: str, daemons: Daemons
+) -> None:
+    # The tables the state database had before heartbeats, with a hold in them.
+    state_url = f"sqlite:///{tmp_path}/state.sqlite"
+    engine = create_engine(state_url)
+    runs.metadata.create_all(engine, tables=[runs, leases, holds])
+    with engine.begin() as connection:
+        connection.execute(
+            holds.insert().values(
+                rule="braked",
+                kind="key",
+                value={"keys": [["1"]]},
+                reason="T-1",
+                created_at=datetime(2026, 1, 1),
+                created_by="admin@host",
+            )
+        )
+    assert "retention_daemons" not in inspect(engine).get_table_names()
+    engine.dispose()
+
+    config, daemon = start_with_an_overdue_rule(tmp_path, sqlite_url, state_url, daemons)
+    (alive,) = status_json(config)["daemons"]
+    assert alive["pid"] == daemon.process.pid
+    state = StateDatabase(state_url)
+    try:
+        with state.transaction() as connection:
+            assert connection.execute(holds.select()).one().reason == "T-1"
+    finally:
+        state.close()
+    assert daemon.stop() == 0, daemon.output()
