@@ -174,3 +174,42 @@ def test_a_state_database_from_before_heartbeats_gets_the_table(
     finally:
         state.close()
     assert daemon.stop() == 0, daemon.output()
+
+
+@pytest.mark.parametrize("database", ["sqlite_url", "postgres_url", "mariadb_url"])
+def test_heartbeats_round_trip_and_go_stale_after_three_intervals(
+    request: pytest.FixtureRequest, database: str
+) -> None:
+    state = StateDatabase(request.getfixturevalue(database))
+    start = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
+    try:
+        state.beat_daemon(
+            "db1/3f2a:4242:abc",
+            host="db1",
+            pid=4242,
+            started_at=start,
+            now=start,
+            every=timedelta(seconds=40),
+            next_runs={"logs": datetime(2026, 11, 25, 1, 30, tzinfo=UTC)},
+        )
+        (first,) = state.daemon_beats(start)
+        assert first.next_runs == {"logs": datetime(2026, 11, 25, 1, 30, tzinfo=UTC)}
+        later = start + timedelta(minutes=5)
+        state.beat_daemon(
+            "db1/3f2a:4242:abc",
+            host="db1",
+            pid=4242,
+            started_at=later,  # kept from the first beat
+            now=later,
+            every=timedelta(seconds=40),
+            next_runs={},
+        )
+        (beat,) = state.daemon_beats(later)
+        assert (beat.host, beat.pid, beat.started_at, beat.beat_at) == ("db1", 4242, start, later)
+        assert (beat.beat_seconds, beat.next_runs, beat.alive) == (40, {}, True)
+        assert state.daemon_beats(later + timedelta(seconds=120))[0].alive
+        assert not state.daemon_beats(later + timedelta(seconds=121))[0].alive
+        state.forget_daemon("db1/3f2a:4242:abc")
+        assert state.daemon_beats(later) == []
+    finally:
+        state.close()
