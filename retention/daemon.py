@@ -53,6 +53,7 @@ from retention.scheduler import (
 )
 from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
 from retention.stores import open_stores
+from retention.wording import counted
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Without a systemd watchdog, the main thread still wakes this often to check on the scheduler.
@@ -150,7 +151,7 @@ def serve(config_path: Path) -> int:
 
 def _status_line(daemon: Daemon) -> str:
     config = daemon.config
-    return f"{len(config.rules)} rules scheduled ({config.daemon.timezone.key})"
+    return f"{counted(len(config.rules), 'rule')} scheduled ({config.daemon.timezone.key})"
 
 
 def _schedule(daemon: Daemon) -> None:

@@ -50,6 +50,7 @@ from retention.config import Config, FilesStoreConfig, Rule, S3StoreConfig, SqlS
 from retention.errors import ExitCode, RetentionError
 from retention.rules import parse_period
 from retention.runtime.secrets import store_url
+from retention.wording import counted
 
 DEMO_TABLES: tuple[str, ...] = (
     "contracts",
@@ -1113,7 +1114,8 @@ def _fill_bucket(
                 if owned is not None:
                     objects[store.prefix + owned + name] = f"{name} ({record})\n".encode()
             what.append(
-                f"{len(files)} files under {subjects.prefix} for the {subjects.rule.table} rows"
+                f"{counted(len(files), 'file')} under {subjects.prefix} "
+                f"for the {subjects.rule.table} rows"
             )
         elif rule.objects.clock == "key_date" and rule.objects.date_pattern is not None:
             prefix = store.prefix + rule.objects.prefix
@@ -1141,12 +1143,13 @@ def _fill_bucket(
     for key in removed:
         client.delete_object(Bucket=store.bucket, Key=key)
     versions = (
-        f"; {len(rewritten)} older versions and {len(removed)} delete markers (versioned)"
+        f"; {counted(len(rewritten), 'older version')} and "
+        f"{counted(len(removed), 'delete marker')} (versioned)"
         if versioned
         else ""
     )
     return (
-        f"bucket {store.bucket} on {store.endpoint_url}: {len(objects)} objects, "
+        f"bucket {store.bucket} on {store.endpoint_url}: {counted(len(objects), 'object')}, "
         + "; ".join(what)
         + versions
     )

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from retention.config import Condition, Rule, parse_condition
+from retention.wording import counted
 
 HoldKind = Literal["key", "where", "prefix"]
 
@@ -40,7 +41,7 @@ class Hold:
     @property
     def target(self) -> str:
         if self.kind == "key":
-            return f"{len(self.keys)} key(s)"
+            return counted(len(self.keys), "key")
         if self.kind == "where":
             return self.condition.text if self.condition else ""
         return f"prefix {self.prefix}"
@@ -69,7 +70,7 @@ def parse_hold_target(
         ]
         if wrong:
             raise ValueError(
-                f"rule {rule.name!r} has a key of {len(rule.key)} column(s) "
+                f"rule {rule.name!r} has a key of {counted(len(rule.key), 'column')} "
                 f"({', '.join(rule.key)}); {wrong[0]!r} does not match (write parts as a/b)"
             )
         return "key", parsed, None, None

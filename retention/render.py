@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from retention.config import Rule
 from retention.executor import FAILED, RunReport
 from retention.planner import Plan, RulePlan
+from retention.wording import counted
 
 
 def _moment(value: datetime | date | None) -> str:
@@ -83,7 +84,7 @@ def render_plan(plan: Plan, zone_name: str) -> str:
         "",
     ]
     total = sum(rule_plan.due for rule_plan in plan.rules)
-    lines.append(f"{total:,} records due in {len(plan.rules)} rules.")
+    lines.append(f"{counted(total, 'record')} due in {counted(len(plan.rules), 'rule')}.")
     with_objects = [rule_plan for rule_plan in plan.rules if rule_plan.details]
     if with_objects:
         lines += ["", "Objects and files due:"]
@@ -128,14 +129,15 @@ def render_plan(plan: Plan, zone_name: str) -> str:
         f"  {rule_plan.rule.name}: {rule_plan.error}" for rule_plan in plan.rules if rule_plan.error
     ]
     warnings += [
-        f"  {rule_plan.rule.name}: {rule_plan.future:,} row(s) with a clock after the plan's "
-        "instant (not due before then)"
+        f"  {rule_plan.rule.name}: {counted(rule_plan.future, 'row')} with a clock after "
+        "the plan's instant (not due before then)"
         for rule_plan in plan.rules
         if rule_plan.future
     ]
     warnings += [
-        f"  {rule_plan.rule.name}: {rule_plan.unreadable:,} row(s) with a clock value that is not "
-        "a timestamp this store can compare (kept; see docs/config.md, SQLite timestamps)"
+        f"  {rule_plan.rule.name}: {counted(rule_plan.unreadable, 'row')} with a clock value "
+        "that is not a timestamp this store can compare "
+        "(kept; see docs/config.md, SQLite timestamps)"
         for rule_plan in plan.rules
         if rule_plan.unreadable
     ]
@@ -185,7 +187,7 @@ def _render_erasure_plan(plan: Plan) -> str:
         "",
         *_table(headers, rows, numeric={4, 5}),
         "",
-        f"{total:,} records of this person in {len(plan.rules)} rules.",
+        f"{counted(total, 'record')} of this person in {counted(len(plan.rules), 'rule')}.",
     ]
     if not total and not any(rule_plan.held or rule_plan.error for rule_plan in plan.rules):
         lines.append(
@@ -238,7 +240,24 @@ def render_erasure_scope(reached: Sequence[Rule], left_out: Sequence[Rule]) -> s
 def _detail(name: str, value: int) -> str:
     if name == "bytes":
         return f"{_size(value)}"
-    return f"{value:,} {name.replace('_', ' ')}"
+    singular = _DETAIL_NOUNS.get(name)
+    if singular is None:  # an adjective: "3 locked", "1 unmatched"
+        return f"{value:,} {name.replace('_', ' ')}"
+    noun, skipped, _rest = singular.partition(" skipped")
+    return counted(value, noun) + skipped
+
+
+# The stores' detail names (plural) and the noun of one of them.
+_DETAIL_NOUNS = {
+    "current_versions": "current version",
+    "noncurrent_versions": "noncurrent version",
+    "delete_markers": "delete marker",
+    "subjects": "subject",
+    "files": "file",
+    "symlinks_skipped": "symlink skipped",
+    "unreadable_directories": "unreadable directory",
+    "undecodable_names": "undecodable name",
+}
 
 
 def _size(count: int) -> str:
@@ -288,7 +307,8 @@ def render_report(report: RunReport) -> str:
         "",
         *_table(headers, rows, numeric={2, 3, 4, 5, 6, 7, 8, 9}),
         "",
-        f"{verb} {done:,} records; {len(failed)} of {len(report.outcomes)} rules failed.",
+        f"{verb} {counted(done, 'record')}; "
+        f"{len(failed)} of {counted(len(report.outcomes), 'rule')} failed.",
     ]
     lines += [f"  {outcome.rule}: {outcome.error}" for outcome in failed]
     return "\n".join(lines)

@@ -302,7 +302,7 @@ def test_the_daemon_starts_runs_a_due_rule_serves_metrics_reloads_and_stops(
 
     ready = daemon.notifications.wait_for("READY=1", START_TIMEOUT)
     assert ready is not None, daemon.output()
-    assert "STATUS=1 rules scheduled (Europe/Paris)" in ready.split("\n")
+    assert "STATUS=1 rule scheduled (Europe/Paris)" in ready.split("\n")
     finished = daemon.wait_for_event("run.finished", rule="logs")
     assert (finished["deleted"], finished["exit_code"], finished["audited"]) == (50, 0, True)
     assert count_rows(sqlite_url, "logs") == 5

@@ -21,6 +21,7 @@ from retention.audit.trail import read_entries
 from retention.audit.verify import parse_time
 from retention.errors import UsageError
 from retention.render import _table
+from retention.wording import counted
 
 FORMATS = ("text", "jsonl", "csv")
 
@@ -291,7 +292,7 @@ def render_text(rows: Sequence[RuleRun]) -> str:
         lines.append("")
     total = sum(row.done for row in rows)
     runs = len(by_run)
-    lines.append(f"{total:,} records purged in {runs:,} run{'s' if runs != 1 else ''}.")
+    lines.append(f"{counted(total, 'record')} purged in {counted(runs, 'run')}.")
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ from retention.anonymise import record_locator
 from retention.audit.keys import Signer
 from retention.audit.merkle import MerkleFrontier, leaf_hash
 from retention.errors import AuditFailure, LockHeld
+from retention.wording import counted
 
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
@@ -396,8 +397,8 @@ class TrailWriter:
         repeated = sum(1 for previous, leaf in pairwise(leaves) if previous == leaf)
         if repeated:
             raise AuditFailure(
-                f"the leaves of entry {seq} repeat {repeated} record(s): a batch names each "
-                "record once"
+                f"the leaves of entry {seq} repeat {counted(repeated, 'record')}: "
+                "a batch names each record once"
             )
         try:
             _write_durably(

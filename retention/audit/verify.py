@@ -37,6 +37,7 @@ from retention.audit.trail import (
 )
 from retention.config import AuditSettings, Config
 from retention.errors import AuditFailure, UsageError
+from retention.wording import counted
 
 LEAF_BYTES = 32
 BATCH_STATUSES = ("committed", "rolled_back")
@@ -418,7 +419,7 @@ class _Walker:
         if content["status"] not in BATCH_STATUSES:
             return f"unknown batch status {content['status']!r}"
         if content["status"] != "committed" and done:
-            return f"a {content['status']} batch claims {done} records done"
+            return f"a {content['status']} batch claims {counted(done, 'record')} done"
         if done > intent.selected:
             return f"done is {done}, more than the {intent.selected} its intent selected"
         if "not_done_root" in content:
@@ -440,7 +441,7 @@ class _Walker:
         """Given a checkpoint, check its size, root, time and signature; return why it fails, or
         None."""
         if content["size"] != seq:
-            return f"size is {content['size']}, but it follows {seq} entries"
+            return f"size is {content['size']}, but it follows {counted(seq, 'entry')}"
         root = self.frontier.root().hex()
         if content["root"] != root:
             anchored = " (as anchored: the history was rewritten)" if seq in self.anchors else ""
@@ -565,9 +566,9 @@ def render_verification(result: Verification) -> str:
         content = checkpoint.content
         lines.append(
             f"last checkpoint: seq {content['seq']} at {_moment(content['time'])}, "
-            f"key {content['key_id']}, covering {content['size']:,} entries"
+            f"key {content['key_id']}, covering {counted(content['size'], 'entry')}"
         )
-    lines.append(f"not yet signed: {result.unsigned:,} entries after the last checkpoint")
+    lines.append(f"not yet signed: {counted(result.unsigned, 'entry')} after the last checkpoint")
     for anchor in sorted(result.anchors, key=lambda anchor: anchor.seq):
         lines.append(f"anchor: checkpoint seq {anchor.seq} from {anchor.source} matches")
     if not result.anchors:
