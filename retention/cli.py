@@ -37,9 +37,11 @@ from retention.planner import check_against_stores, plan_document
 from retention.render import render_erasure_scope, render_plan, render_report
 from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
 from retention.runtime.logging import configure_logging
+from retention.runtime.progress import terminal_progress
 from retention.runtime.secrets import state_url, write_new_key
 from retention.state_holds import load_holds
 from retention.stores import open_stores
+from retention.wording import counted
 
 DEFAULT_CONFIG_PATHS = (Path("config/retention.toml"), Path("/etc/retention/retention.toml"))
 DEFAULT_DEMO_DATABASE = Path("var/demo.sqlite")
@@ -158,7 +160,8 @@ def parse_until(text: str | None, config: Config, now: datetime) -> datetime | N
     type=click.Choice(["auto", "json", "console"]),
     default="auto",
     show_default=True,
-    help="Log lines on stderr: JSON, or readable (auto: readable on a terminal).",
+    help="Log lines: JSON, or readable (auto: readable on a terminal). They go to stderr; "
+    "`daemon` writes them to stdout.",
 )
 @click.option(
     "--log-level",
@@ -170,7 +173,10 @@ def parse_until(text: str | None, config: Config, now: datetime) -> datetime | N
 @click.version_option(__version__, prog_name="retention")
 @click.pass_context
 def main(context: click.Context, config_path: Path | None, log_format: str, log_level: str) -> None:
-    """Enforce data-retention periods: plan, purge and prove it."""
+    """Enforce data-retention periods: plan, purge and prove it.
+
+    Results go to standard output, log lines to standard error (`retention daemon` writes its
+    log lines to standard output, for the journal)."""
     configure_logging(log_format=log_format, level=log_level)  # type: ignore[arg-type]
     # Everything imported so far lives as long as the process: keep the collector off it, so
     # that full collections (tens of ms) do not land inside purge transactions.
@@ -199,7 +205,8 @@ def config_validate(context: Context) -> None:
         if unreachable:
             sys.exit(int(ExitCode.STORE_UNAVAILABLE))
         click.echo(
-            f"{config.source}: valid ({len(config.rules)} rules, {len(config.stores)} stores)"
+            f"{config.source}: valid ({counted(len(config.rules), 'rule')}, "
+            f"{counted(len(config.stores), 'store')})"
         )
 
 
@@ -237,7 +244,8 @@ def demo(context: Context, database: Path, as_of: str | None, seed: int, scale: 
                 click.echo(line)
         total = sum(counts.values())
         click.echo(
-            f"demo database {database}: {total:,} rows in {len(counts)} tables, "
+            f"demo database {database}: {counted(total, 'row')} in "
+            f"{counted(len(counts), 'table')}, "
             f"as of {moment:%Y-%m-%d %H:%M} UTC"
         )
         for line in create_demo_objects(
@@ -363,14 +371,16 @@ def run(
             if not (yes or dry_run):
                 click.echo(render_plan(the_plan, config.settings.timezone.key))
                 confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
-            report = run_plan(
-                config,
-                the_plan,
-                store_for,
-                dry_run=dry_run,
-                allow_over_limit=frozenset(over_limit),
-                state=state,
-            )
+            with terminal_progress() as progress:
+                report = run_plan(
+                    config,
+                    the_plan,
+                    store_for,
+                    dry_run=dry_run,
+                    allow_over_limit=frozenset(over_limit),
+                    state=state,
+                    progress=progress,
+                )
             if metrics_textfile is not None:
                 write_metrics_textfile(config, report, state, metrics_textfile, datetime.now(UTC))
     click.echo(render_report(report))
@@ -429,13 +439,15 @@ def erase(
             if not (yes or dry_run):
                 confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
-            report = run_plan(
-                config,
-                the_plan,
-                store_for,
-                dry_run=dry_run,
-                allow_over_limit=frozenset(over_limit),
-            )
+            with terminal_progress() as progress:
+                report = run_plan(
+                    config,
+                    the_plan,
+                    store_for,
+                    dry_run=dry_run,
+                    allow_over_limit=frozenset(over_limit),
+                    progress=progress,
+                )
     click.echo(render_report(report))
     sys.exit(int(report.exit_code))
 

@@ -66,6 +66,16 @@ class SubjectsInMemory:
         self._subjects.clear()
 
 
+class Progress(Protocol):
+    """Told how far each rule got, batch by batch (a terminal's progress display)."""
+
+    def rule_started(self, rule: str, due: int) -> None: ...
+
+    def rule_advanced(self, rule: str, done: int) -> None: ...
+
+    def rule_finished(self, rule: str) -> None: ...
+
+
 class Logger(Protocol):
     def info(self, event: str, **fields: Any) -> Any: ...
 
@@ -153,6 +163,7 @@ def execute(
     allow_over_limit: frozenset[str] = frozenset(),
     holds_for: Callable[[str], Sequence[Hold]] | None = None,
     subject_set: Callable[[], SubjectSet] = SubjectsInMemory,
+    progress: Progress | None = None,
 ) -> RunReport:
     """Given a Plan and a way to reach stores, purge every planned rule and return the report.
 
@@ -199,6 +210,7 @@ def execute(
                     holds_for,
                     collect=collect,
                     only=seen.among if seen is not None else None,
+                    progress=progress,
                 )
             outcomes.append(outcome)
             if rule_plan.unreadable:
@@ -352,6 +364,7 @@ def _execute_rule(
     *,
     collect: SubjectSet | None,
     only: KeyFilter | None,
+    progress: Progress | None = None,
 ) -> RuleOutcome:
     if rule_plan.error is not None or rule_plan.selection is None:
         return _outcome(
@@ -367,6 +380,8 @@ def _execute_rule(
     status: Status = "ok"
     error = None
     after: KeyValues | None = None
+    if progress is not None:
+        progress.rule_started(rule.name, rule_plan.due)
     try:
         store = store_for(rule.store)
         while True:
@@ -389,6 +404,8 @@ def _execute_rule(
             errors.update(dict.fromkeys(batch.errors))
             kept_subjects.update(dict.fromkeys(batch.kept_subjects))
             after = batch.next_after
+            if progress is not None:
+                progress.rule_advanced(rule.name, selected)
             if not more:
                 break
             if stop_requested():
@@ -403,6 +420,8 @@ def _execute_rule(
     except Exception as failure:  # one rule's bug must not stop the others
         status, error = "failed", f"{type(failure).__name__}: {failure}"
         logger.error("rule.crashed", rule=rule.name, exc_info=True)
+    if progress is not None:
+        progress.rule_finished(rule.name)
     # A dry run writes nothing: what it "did" is what it selected.
     if dry_run:
         done = selected

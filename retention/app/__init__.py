@@ -23,7 +23,7 @@ from retention.audit.keys import (
 from retention.audit.recorder import audit_keys, recording
 from retention.config import AuditSettings, Config, Rule
 from retention.errors import ConfigError, ConfigIssue, ExitCode, RetentionError, UsageError
-from retention.executor import FAILED, RunReport, execute
+from retention.executor import FAILED, Progress, RunReport, execute
 from retention.holds import Hold
 from retention.planner import (
     ErasureRequest,
@@ -82,10 +82,12 @@ def run_plan(
     run_id: str | None = None,
     allow_over_limit: frozenset[str] = frozenset(),
     state: StateDatabase | None = None,
+    progress: Progress | None = None,
 ) -> RunReport:
     """Given a Plan, purge it (or walk it, ``dry_run``), recording every batch in the audit trail
     first, and log one ``run.finished`` line. Without an audit trail nothing is purged. With
-    ``state``, each rule's run (not a dry run's) goes into the run ledger."""
+    ``state``, each rule's run (not a dry run's) goes into the run ledger; ``progress`` is told
+    each rule's count after every batch."""
     run_id = run_id or uuid.uuid4().hex
     rule_names = [rule_plan.rule.name for rule_plan in plan.rules]
     with (
@@ -102,6 +104,7 @@ def run_plan(
             run_id,
             allow_over_limit,
             holds_for,
+            progress,
         )
         finish(report)
     return report
@@ -117,6 +120,7 @@ def _run_plan(
     run_id: str,
     allow_over_limit: frozenset[str],
     holds_for: Callable[[str], list[Hold]],
+    progress: Progress | None,
 ) -> RunReport:
     logger = get_logger(plan_id=plan.plan_id, run_id=run_id)
     audited = not dry_run and config.audit is not None and config.audit.enabled
@@ -143,6 +147,7 @@ def _run_plan(
             allow_over_limit=allow_over_limit,
             holds_for=holds_for,
             subject_set=SubjectsOnDisk,
+            progress=progress,
         )
         if recorder is not None and report.exit_code != ExitCode.AUDIT_FAILURE:
             recorder.run_finished(report)

@@ -1,0 +1,173 @@
+"""An engineer at a terminal: counted nouns, help that tells where logs go, progress, width,
+shell completion."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+from datetime import UTC, datetime
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from retention.cli import main
+from retention.render import render_plan, render_report
+from retention.wording import counted, plural
+from tests.support import config_text, create_logs, make_config, plan, plan_and_run
+
+AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+def test_a_noun_is_plural_only_when_its_count_is_not_one() -> None:
+    assert counted(1, "rule") == "1 rule"
+    assert counted(0, "rule") == "0 rules"
+    assert counted(1_200, "record") == "1,200 records"
+    assert plural("delete marker", 1) == "delete marker"
+    assert plural("delete marker", 2) == "delete markers"
+    assert counted(3, "entry") == "3 entries"
+
+
+def test_one_rule_and_one_record_are_singular_in_plan_and_run(sqlite_url: str) -> None:
+    create_logs(sqlite_url, {1: datetime(2020, 1, 1), 2: datetime(2026, 11, 1)})
+    config = make_config(sqlite_url, _logs_rule())
+    plan_text = render_plan(plan(config, AS_OF), "UTC")
+    assert "1 record due in 1 rule." in plan_text
+    _plan, report = plan_and_run(config, AS_OF)
+    report_text = render_report(report)
+    assert "purged 1 record; 0 of 1 rule failed." in report_text
+    for text in (plan_text, report_text):
+        assert "1 rules" not in text
+        assert "1 records" not in text
+
+
+def test_config_validate_counts_one_rule_and_one_store(sqlite_url: str, tmp_path: Path) -> None:
+    create_logs(sqlite_url, {1: datetime(2020, 1, 1)})
+    path = tmp_path / "retention.toml"
+    path.write_text(config_text(sqlite_url, _logs_rule()))
+    result = CliRunner().invoke(main, ["--config", str(path), "config", "validate"])
+    assert result.exit_code == 0, result.output
+    assert "valid (1 rule, 1 store)" in result.stdout
+
+
+def test_help_lists_the_log_levels_and_says_where_logs_go() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    words = " ".join(result.stdout.split())
+    assert "[debug|info|warning|error|critical]" in words
+    assert "They go to stderr; `daemon` writes them to stdout" in words
+    daemon_help = CliRunner().invoke(main, ["daemon", "--help"])
+    assert "Logs go to standard output" in " ".join(daemon_help.stdout.split())
+
+
+def _logs_rule(extra: str = "") -> str:
+    return f"""
+[[rules]]
+name = "logs"
+store = "db"
+table = "logs"
+key = "id"
+clock = "logged_at"
+period = "1y"
+action = "delete"
+{extra}
+"""
+
+
+def test_object_counts_are_singular_for_one() -> None:
+    from retention.render import _detail
+
+    assert _detail("delete_markers", 1) == "1 delete marker"
+    assert _detail("delete_markers", 2) == "2 delete markers"
+    assert _detail("unreadable_directories", 1) == "1 unreadable directory"
+    assert _detail("symlinks_skipped", 1) == "1 symlink skipped"
+    assert _detail("locked", 1) == "1 locked"
+
+
+def _many_logs_config(url: str, directory: Path, rows: int = 3000) -> Path:
+    create_logs(url, {key: datetime(2020, 1, 1) for key in range(1, rows + 1)})
+    path = directory / "retention.toml"
+    path.write_text(config_text(url, _logs_rule("batch_size = 100")))
+    return path
+
+
+def _on_a_terminal(arguments: list[str], columns: int = 100) -> str:
+    """Run `retention` with stdout and stderr on one pseudo-terminal of ``columns`` columns, as
+    at a terminal; return what the terminal received, escape sequences removed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    environment = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retention", *arguments],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=environment,
+    )
+    os.close(slave)
+    received = bytearray()
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the other end closed (Linux)
+            break
+        if not chunk:
+            break
+        received += chunk
+    assert process.wait(timeout=60) == 0, received.decode(errors="replace")
+    os.close(master)
+    return ANSI.sub("", received.decode()).replace("\r\n", "\n")
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_run_on_a_terminal_shows_progress_and_keeps_logs_out_of_the_table(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    config = _many_logs_config(sqlite_url, tmp_path)
+    screen = _on_a_terminal(["--config", str(config), "run", "--yes"])
+    # The bar: done of due, a rate, time left.
+    assert re.search(r"logs .* 3000/3000 [\d,]+/s \d:\d\d:\d\d", screen), screen[-2000:]
+    assert re.search(r"logs .* [1-9]\d{2,3}/3000 ", screen), "no intermediate progress"
+    # Every log line whole, on a line of its own (the display redraws after it).
+    lines = [line.rsplit("\r", 1)[-1] for line in screen.split("\n")]
+    finished = [line for line in lines if "rule.finished" in line]
+    assert len(finished) == 1
+    assert finished[0].startswith("20")
+    assert finished[0].rstrip().endswith("status=ok")
+    # The table comes after the display and the logs, all in one piece.
+    start = next(index for index, line in enumerate(lines) if line.startswith("Run of plan"))
+    table = lines[start : start + 7]
+    assert table[2].startswith("RULE")
+    assert table[4].startswith("logs  ok")
+    assert table[5] == ""
+    assert table[-1] == "purged 3,000 records; 0 of 1 rule failed."
+    assert not any("rule.finished" in line or "/3000" in line for line in lines[start:])
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(sqlite_url: str, tmp_path: Path) -> None:
+    config = _many_logs_config(sqlite_url, tmp_path)
+    finished = subprocess.run(
+        [sys.executable, "-m", "retention", "--config", str(config), "run", "--yes"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # Only log lines (JSON: stderr is not a terminal), no bar, no escape sequence.
+    assert "\x1b" not in finished.stderr
+    assert "/3000" not in finished.stderr
+    events = [json.loads(line)["event"] for line in finished.stderr.splitlines()]
+    assert events == ["rule.finished", "run.finished"]
+    assert "purged 3,000 records" in finished.stdout
