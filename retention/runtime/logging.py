@@ -39,7 +39,12 @@ def configure_logging(
     ]
     renderer: list[Any]
     if use_console:
-        renderer = [structlog.dev.ConsoleRenderer(colors=False)]
+        # plain: rich (installed for progress) would draw boxed tracebacks in log lines.
+        renderer = [
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     else:
         renderer = [structlog.processors.JSONRenderer(sort_keys=True)]
         if os.environ.get("JOURNAL_STREAM"):
