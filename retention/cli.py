@@ -254,8 +254,25 @@ def demo(context: Context, database: Path, as_of: str | None, seed: int, scale: 
             click.echo(line)
 
 
+def complete_rule_names(
+    context: click.Context, _parameter: click.Parameter, incomplete: str
+) -> list[str]:
+    """Shell completion of a rule name: the config's rules that start with what was typed.
+    A config that cannot be read completes nothing (and prints nothing)."""
+    given = context.find_root().params.get("config_path")
+    try:
+        config = load_config(resolve_config_path(given))
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [rule.name for rule in config.rules if rule.name.startswith(incomplete)]
+
+
 rule_option = click.option(
-    "--rule", "rule_names", multiple=True, help="Only this rule (repeatable; default: all)."
+    "--rule",
+    "rule_names",
+    multiple=True,
+    shell_complete=complete_rule_names,
+    help="Only this rule (repeatable; default: all).",
 )
 as_of_option = click.option(
     "--as-of",
@@ -331,6 +348,7 @@ def plan(
     "over_limit",
     multiple=True,
     metavar="RULE",
+    shell_complete=complete_rule_names,
     help="Lift this rule's max_delete / max_fraction brake for this run (repeatable).",
 )
 @click.option(
@@ -410,6 +428,7 @@ def run(
     "over_limit",
     multiple=True,
     metavar="RULE",
+    shell_complete=complete_rule_names,
     help="Lift this rule's max_delete / max_fraction brake for this erasure (repeatable).",
 )
 @click.pass_obj
@@ -661,7 +680,11 @@ def _audit_report(
 since_option = click.option("--since", help="Only runs started at or after (ISO 8601; UTC).")
 until_option = click.option("--until", help="Only runs started before (ISO 8601; UTC).")
 report_rule_option = click.option(
-    "--rule", "rules", multiple=True, help="Only this rule (repeatable; default: all)."
+    "--rule",
+    "rules",
+    multiple=True,
+    shell_complete=complete_rule_names,
+    help="Only this rule (repeatable; default: all).",
 )
 report_format_option = click.option(
     "--format",
@@ -796,7 +819,13 @@ def hold_group() -> None:
 
 
 @hold_group.command("add")
-@click.option("--rule", "rule_name", required=True, help="The rule whose records are held.")
+@click.option(
+    "--rule",
+    "rule_name",
+    required=True,
+    shell_complete=complete_rule_names,
+    help="The rule whose records are held.",
+)
 @click.option("--key", "keys", multiple=True, help="A record key (parts of a composite key: a/b).")
 @click.option("--where", help='A condition on the rule\'s table, e.g. "customer_id = 42".')
 @click.option("--prefix", help="An object key prefix (object stores).")

@@ -171,3 +171,49 @@ def test_no_progress_when_stderr_is_not_a_terminal(sqlite_url: str, tmp_path: Pa
     events = [json.loads(line)["event"] for line in finished.stderr.splitlines()]
     assert events == ["rule.finished", "run.finished"]
     assert "purged 3,000 records" in finished.stdout
+
+
+def _complete(words: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """What bash completion gets for the command line ``words`` (the cursor after its last
+    word), through click's completion variables, as the shell would ask."""
+    environment = {key: value for key, value in os.environ.items() if key != "RETENTION_CONFIG"}
+    environment |= {
+        "_RETENTION_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+    }
+    if config is not None:
+        environment["RETENTION_CONFIG"] = str(config)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "retention")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(config).parent if config else None,
+    )
+
+
+def test_shell_completion_completes_rule_names(sqlite_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "retention.toml"
+    rules = _logs_rule() + _logs_rule().replace('name = "logs"', 'name = "login-audit"')
+    rules += _logs_rule().replace('name = "logs"', 'name = "sessions"')
+    path.write_text(config_text(sqlite_url, rules))
+    for words in ("retention plan --rule lo", "retention run --dry-run --rule lo"):
+        completed = _complete(words, path)
+        assert completed.returncode == 0, completed.stderr
+        assert completed.stdout.split() == ["plain,logs", "plain,login-audit"]
+    everything = _complete("retention hold add --rule ", path)
+    assert everything.stdout.split() == ["plain,logs", "plain,login-audit", "plain,sessions"]
+    with_option = _complete(f"retention --config {path} audit show --rule s")
+    assert with_option.stdout.split() == ["plain,sessions"]
+
+
+def test_shell_completion_with_a_bad_config_completes_nothing_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "retention.toml"
+    path.write_text("[[rules]]\nname = 3\n")
+    for config in (path, tmp_path / "missing.toml"):
+        completed = _complete("retention plan --rule ", config)
+        assert completed.returncode == 0
+        assert completed.stdout.strip() == ""
+        assert completed.stderr == ""
