@@ -287,3 +287,20 @@ timezone = "UTC"
     listed = _retention(config, service, "hold", "list")
     assert listed.returncode == 0, listed.stderr
     assert "T-1" in listed.stdout
+
+
+def test_config_validate_under_systemd_names_a_missing_state_table(tmp_path: Path) -> None:
+    config = _write(tmp_path, '[settings]\ntimezone = "UTC"\n')
+    checked = _retention(config, tmp_path, "config", "validate")
+    assert checked.returncode == 0, checked.stderr
+    environment = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    under_systemd = subprocess.run(
+        [sys.executable, "-m", "retention", "--config", str(config), "config", "validate"],
+        cwd=tmp_path,
+        env={**environment, "STATE_DIRECTORY": "/var/lib/retention"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert under_systemd.returncode == int(ExitCode.BAD_CONFIG)
+    assert "state: missing, and $STATE_DIRECTORY is set" in under_systemd.stderr

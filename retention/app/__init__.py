@@ -298,10 +298,16 @@ def create_audit_keys(
 
 
 def check_secrets(config: Config) -> list[ConfigIssue]:
-    """Given a config, return a problem for each secret it names that cannot be read."""
+    """Given a config, return a problem for each secret it names that cannot be read, and for
+    a state database URL that cannot be had (a variable unset, a credential unreadable, no
+    [state] under systemd)."""
     issues: list[ConfigIssue] = []
     try:
         read_hash_key(config.settings)
+    except ConfigError as error:
+        issues += error.issues
+    try:
+        state_url(config.state)
     except ConfigError as error:
         issues += error.issues
     if config.audit is not None and config.audit.enabled:
