@@ -641,6 +641,7 @@ def audit_anchor(
             retain_days=retain_days,
             now=datetime.now(UTC),
         )
+    _note_anchor(directory, checkpoint.content["seq"])
     content = checkpoint.content
     retained = (
         f", retained (COMPLIANCE) until {receipt.retained_until:%Y-%m-%dT%H:%M:%SZ}"
@@ -692,6 +693,17 @@ report_format_option = click.option(
     type=click.Choice(["text", "jsonl", "csv"]),
     help="Default: text for show, jsonl for export.",
 )
+
+
+def _note_anchor(directory: Path, seq: int) -> None:
+    """Leave the anchor's time where the metrics read it; an anchor that went out still counts
+    when the note cannot be written."""
+    from retention.audit.freshness import record_anchor
+
+    try:
+        record_anchor(directory, seq, datetime.now(UTC))
+    except OSError as error:
+        click.echo(f"warning: cannot note the anchor's time in {directory}: {error}", err=True)
 
 
 @audit_group.command("show")

@@ -125,7 +125,10 @@ def serve(config_path: Path) -> int:
     try:
         address, port = config.daemon.metrics_address, config.daemon.metrics_port
         if port is not None:
-            daemon.metrics = prom.new_metrics(rule.name for rule in config.rules)
+            daemon.metrics = prom.new_metrics(
+                (rule.name for rule in config.rules), lambda: daemon.config, daemon.clock
+            )
+            prom.set_config_loaded(daemon.metrics, True, daemon.clock())
             prom.set_last_successes(
                 daemon.metrics, {rule.name: state.last_success(rule.name) for rule in config.rules}
             )
@@ -236,6 +239,8 @@ def reload(daemon: Daemon) -> None:
             kept=daemon.config.digest,
             problems=[str(issue) for issue in error.issues],
         )
+        if daemon.metrics is not None:
+            prom.set_config_loaded(daemon.metrics, False, daemon.clock())
         notify(
             "READY=1", f"STATUS=config rejected, still on the previous one; {_status_line(daemon)}"
         )
@@ -257,6 +262,8 @@ def reload(daemon: Daemon) -> None:
         log.warning("config.restart_needed", keys=restart_needed)
     daemon.config = config
     _schedule(daemon)
+    if daemon.metrics is not None:
+        prom.set_config_loaded(daemon.metrics, True, daemon.clock())
     log.info("config.reloaded", digest=config.digest, rules=len(config.rules))
     notify("READY=1", f"STATUS={_status_line(daemon)}")
 

@@ -111,6 +111,37 @@ def next_run(schedule: Schedule, zone: ZoneInfo, after: datetime) -> datetime | 
     return fire_time(schedule, zone, after + _TICK)
 
 
+def previous_run(schedule: Schedule, zone: ZoneInfo, now: datetime) -> datetime | None:
+    """Given a Schedule, its time zone and an instant, return the last time at or before it that
+    the schedule names (without jitter), or None when it named none in the last 8 years.
+
+    Example: for ``0 4 * * sun`` in UTC and Wednesday 2026-12-02 10:00 UTC, return Sunday
+    2026-11-29 04:00 UTC.
+    """
+    # Look back over a growing window, so that an every-minute schedule costs a few steps and
+    # a yearly one a few more.
+    for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=8), timedelta(days=32)):
+        found = _last_fire_in(schedule, zone, now - window, now)
+        if found is not None:
+            return found
+    for years in (1, 8):
+        found = _last_fire_in(schedule, zone, now - timedelta(days=366 * years), now)
+        if found is not None:
+            return found
+    return None
+
+
+def _last_fire_in(
+    schedule: Schedule, zone: ZoneInfo, start: datetime, end: datetime
+) -> datetime | None:
+    last = None
+    moment = fire_time(schedule, zone, start)
+    while moment is not None and moment <= end:
+        last = moment
+        moment = fire_time(schedule, zone, moment + _TICK)
+    return last
+
+
 def is_overdue(
     schedule: Schedule, zone: ZoneInfo, last_success: datetime | None, now: datetime
 ) -> bool:

@@ -290,6 +290,11 @@ def verify_trail(audit: Path) -> None:
     assert not list((audit / "pending").iterdir())
 
 
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 def test_the_daemon_starts_runs_a_due_rule_serves_metrics_reloads_and_stops(
     tmp_path: Path, sqlite_url: str, daemons: Daemons
 ) -> None:
@@ -317,6 +322,22 @@ def test_the_daemon_starts_runs_a_due_rule_serves_metrics_reloads_and_stops(
     assert last_success is not None
     assert abs(last_success - time.time()) < 60
     assert sample(metrics, 'retention_overdue_records{rule="logs"}') == 0
+    # The schedule, the trail's freshness, the build and the config in force, read at the scrape.
+    previous = sample(metrics, 'retention_previous_run_timestamp_seconds{rule="logs"}')
+    following = sample(metrics, 'retention_next_run_timestamp_seconds{rule="logs"}')
+    assert previous is not None
+    assert following is not None
+    assert previous < time.time() < following
+    checkpoint = sample(metrics, "retention_audit_last_checkpoint_timestamp_seconds")
+    assert checkpoint is not None
+    assert abs(checkpoint - time.time()) < 60
+    assert "\nretention_audit_last_anchor_timestamp_seconds " not in metrics  # never anchored
+    assert sample(metrics, "retention_config_last_reload_successful") == 1
+    started = sample(metrics, "retention_config_last_reload_success_timestamp_seconds")
+    assert started is not None
+    assert abs(started - time.time()) < 60
+    assert "retention_build_info{version=" in metrics
+    assert "_created" not in metrics
 
     # SIGHUP with a broken config: the daemon says why and keeps the one it has.
     valid = config.read_text()
@@ -324,9 +345,18 @@ def test_the_daemon_starts_runs_a_due_rule_serves_metrics_reloads_and_stops(
     daemon.signal(signal.SIGHUP)
     rejected = daemon.wait_for_event("config.reload_rejected")
     assert any("rules[0].schedule" in problem for problem in rejected["problems"])
+    metrics = scrape(port)
+    assert sample(metrics, "retention_config_last_reload_successful") == 0
+    assert sample(metrics, "retention_config_last_reload_success_timestamp_seconds") == started
     config.write_text(valid + rule("logs-again"))
     daemon.signal(signal.SIGHUP)
     daemon.wait_for_event("config.reloaded", rules=2)
+    metrics = scrape(port)
+    assert sample(metrics, "retention_config_last_reload_successful") == 1
+    reloaded = sample(metrics, "retention_config_last_reload_success_timestamp_seconds")
+    assert reloaded is not None
+    assert reloaded > started
+    assert sample(metrics, 'retention_next_run_timestamp_seconds{rule="logs-again"}') == following
     # A new rule has never run: it runs at once (nothing is left for it here).
     again = daemon.wait_for_event("run.finished", rule="logs-again")
     assert again["deleted"] == 0

@@ -7,12 +7,15 @@ import socket
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from click.testing import CliRunner
 from prometheus_client import generate_latest
 
 from retention.app import overdue_counts
+from retention.audit.freshness import last_anchor_time, last_checkpoint_time
 from retention.cli import main
+from retention.config import parse_schedule
 from retention.executor import RuleOutcome, RunReport
 from retention.runtime.metrics import (
     new_metrics,
@@ -22,6 +25,7 @@ from retention.runtime.metrics import (
     set_last_successes,
     set_overdue,
 )
+from retention.scheduler import previous_run
 from retention.stores import open_stores
 from tests.support import audit_table, create_logs, logs_rule, make_config
 
@@ -117,9 +121,22 @@ def test_run_writes_the_metrics_to_a_node_exporter_textfile(
     )
     assert result.exit_code == 0, result.output
     text = textfile.read_text()
-    assert sample(text, 'retention_records_deleted_total{rule="logs"}') == 7
-    assert sample(text, 'retention_runs_total{outcome="ok",rule="logs"}') == 1
+    # One run's counts are gauges: a counter would start again from 0 at the next run.
+    assert "# TYPE retention_last_run_records_deleted gauge" in text
+    assert "_total" not in text
+    assert "_created" not in text
+    assert sample(text, 'retention_last_run_records_deleted{rule="logs"}') == 7
+    assert sample(text, 'retention_last_run_records_due{rule="logs"}') == 7
+    assert sample(text, 'retention_last_run_outcome{outcome="ok",rule="logs"}') == 1
+    assert sample(text, 'retention_last_run_outcome{outcome="failed",rule="logs"}') == 0
     assert sample(text, 'retention_overdue_records{rule="logs"}') == 0
+    assert "retention_build_info{version=" in text
+    following = sample(text, 'retention_next_run_timestamp_seconds{rule="logs"}')
+    assert following is not None
+    assert following > now.timestamp()
+    checkpoint = sample(text, "retention_audit_last_checkpoint_timestamp_seconds")
+    assert checkpoint is not None
+    assert abs(checkpoint - now.timestamp()) < 60
     last_success = sample(text, 'retention_last_success_timestamp_seconds{rule="logs"}')
     assert last_success is not None
     assert abs(last_success - now.timestamp()) < 60
@@ -144,3 +161,65 @@ def test_metrics_are_served_over_http_on_the_loopback() -> None:
         server.shutdown()
         server.server_close()
     assert sample(text, 'retention_overdue_records{rule="logs"}') == 3
+
+
+def test_each_rule_exports_its_previous_and_next_scheduled_run_and_no_created_series(
+    tmp_path: Path,
+) -> None:
+    weekly = logs_rule(name="campaign-history", extra='schedule = "0 4 * * sun"')
+    config = make_config("sqlite:///unused.sqlite", weekly)
+    wednesday = datetime(2026, 12, 2, 10, tzinfo=UTC)
+    metrics = new_metrics(["campaign-history"], lambda: config, lambda: wednesday)
+    text = exposition(metrics.registry)
+    assert (
+        sample(text, 'retention_previous_run_timestamp_seconds{rule="campaign-history"}')
+        == datetime(2026, 11, 29, 4, tzinfo=UTC).timestamp()
+    )
+    assert (
+        sample(text, 'retention_next_run_timestamp_seconds{rule="campaign-history"}')
+        == datetime(2026, 12, 6, 4, tzinfo=UTC).timestamp()
+    )
+    assert 'retention_build_info{version="' in text
+    assert "_created" not in text
+
+
+def test_previous_run_is_the_last_time_the_schedule_named_at_or_before_now() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    now = datetime(2026, 12, 2, 10, 30, 15, tzinfo=UTC)
+    assert previous_run(parse_schedule("* * * * *"), UTC, now) == datetime(
+        2026, 12, 2, 10, 30, tzinfo=UTC
+    )
+    assert previous_run(parse_schedule("30 2 * * *"), paris, now) == datetime(
+        2026, 12, 2, 1, 30, tzinfo=UTC
+    )
+    assert previous_run(parse_schedule("0 0 1 1 *"), UTC, now) == datetime(2026, 1, 1, tzinfo=UTC)
+    on_time = datetime(2026, 11, 29, 4, tzinfo=UTC)
+    assert previous_run(parse_schedule("0 4 * * sun"), UTC, on_time) == on_time
+    # Further back than a year.
+    assert previous_run(parse_schedule("0 0 29 2 *"), UTC, now) == datetime(2024, 2, 29, tzinfo=UTC)
+
+
+def test_audit_anchor_notes_its_time_for_the_metrics(tmp_path: Path, sqlite_url: str) -> None:
+    _logs(sqlite_url, {1: datetime.now(UTC) - timedelta(days=800)})
+    config_file = tmp_path / "retention.toml"
+    config_file.write_text(
+        f'[settings]\ntimezone = "UTC"\n[stores.db]\nkind = "sql"\nurl = "{sqlite_url}"\n'
+        f'[state]\nurl = "sqlite:///{tmp_path}/state.sqlite"\n'
+        + audit_table(tmp_path / "audit")
+        + RULE
+    )
+    runner = CliRunner()
+    assert runner.invoke(main, ["--config", str(config_file), "run", "--yes"]).exit_code == 0
+    assert last_anchor_time(tmp_path / "audit") is None
+    checkpoint = last_checkpoint_time(tmp_path / "audit")
+    assert checkpoint is not None
+    assert abs(checkpoint - datetime.now(UTC)) < timedelta(minutes=1)
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    result = runner.invoke(
+        main, ["--config", str(config_file), "audit", "anchor", "--to", str(anchors)]
+    )
+    assert result.exit_code == 0, result.output
+    anchored = last_anchor_time(tmp_path / "audit")
+    assert anchored is not None
+    assert abs(anchored - datetime.now(UTC)) < timedelta(minutes=1)

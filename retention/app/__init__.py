@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -229,28 +230,25 @@ def run_ledger(
 def write_metrics_textfile(
     config: Config, report: RunReport, state: StateDatabase, path: Path, now: datetime
 ) -> None:
-    """Given a finished run, write the daemon's metrics for its rules to a node-exporter textfile:
-    this run's counts, each rule's last success from the ledger, the overdue records (read-only
-    plan as of now minus [daemon].overdue_grace)."""
+    """Given a finished run, write its metrics to a node-exporter textfile: this run's counts as
+    gauges, each rule's last success from the ledger, its previous and next scheduled run, the
+    overdue records (read-only plan as of now minus [daemon].overdue_grace), the audit trail's
+    last checkpoint and anchor."""
     # prometheus-client costs every other command 60 ms to import.
-    from retention.runtime.metrics import (
-        new_metrics,
-        observe_report,
-        set_last_successes,
-        set_overdue,
-        write_textfile,
-    )
+    from retention.runtime.metrics import write_run_textfile
 
     names = [outcome.rule for outcome in report.outcomes]
-    metrics = new_metrics(names)
-    observe_report(metrics, report, now)
-    set_last_successes(metrics, {name: state.last_success(name) for name in names})
+    rules = config.rules_named(tuple(names))
     with open_stores(config, read_only=True) as store_for:
-        rules = config.rules_named(tuple(names))
-        set_overdue(
-            metrics, overdue_counts(config, rules, store_for, now, config.daemon.overdue_grace)
-        )
-    write_textfile(metrics, path)
+        overdue = overdue_counts(config, rules, store_for, now, config.daemon.overdue_grace)
+    write_run_textfile(
+        path,
+        report,
+        now,
+        replace(config, rules=rules),
+        {name: state.last_success(name) for name in names},
+        overdue,
+    )
 
 
 def overdue_counts(
