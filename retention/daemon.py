@@ -41,7 +41,7 @@ from retention.executor import RunReport
 from retention.planner import check_against_stores
 from retention.runtime import metrics as prom
 from retention.runtime.secrets import state_url
-from retention.runtime.systemd import notify, watchdog_interval
+from retention.runtime.systemd import PurgeStatus, notify, watchdog_interval
 from retention.scheduler import (
     DEFAULT_EXECUTOR,
     is_overdue,
@@ -327,6 +327,7 @@ def _run_leased(daemon: Daemon, config: Config, rule: Rule, run_id: str) -> None
                 now=clock,
                 stop_requested=lambda: daemon.stopping.is_set() or lost.is_set(),
                 run_id=run_id,
+                progress=PurgeStatus(),
             )
             finish(report)
     if lost.is_set():

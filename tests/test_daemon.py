@@ -312,6 +312,15 @@ def test_the_daemon_starts_runs_a_due_rule_serves_metrics_reloads_and_stops(
     assert (finished["deleted"], finished["exit_code"], finished["audited"]) == (50, 0, True)
     assert count_rows(sqlite_url, "logs") == 5
     assert daemon.notifications.wait_for("WATCHDOG=1", 5) is not None
+    # systemctl status shows how far the purge got, then the scheduled line again.
+    statuses = [
+        line
+        for message in daemon.notifications.messages
+        for line in message.split("\n")
+        if line.startswith("STATUS=")
+    ]
+    purging = statuses.index("STATUS=purging logs: 0 of 50 records")
+    assert statuses[purging:].index("STATUS=purging logs: 50 of 50 records") > 0
 
     daemon.wait_for_event("audit.heartbeat")  # an idle trail still gets signed checkpoints
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
