@@ -32,8 +32,10 @@ from retention.app.holds import lift_hold, place_hold
 from retention.app.saved_plans import check_saved_plan, load_saved_plan, save_plan
 from retention.audit.recorder import identity
 from retention.config import Config, load_config
+from retention.documents import hold_state, holds_document, report_document
 from retention.errors import ConfigError, ExitCode, RetentionError, UsageError
-from retention.planner import check_against_stores, plan_document
+from retention.executor import RunReport
+from retention.planner import Plan, check_against_stores, plan_document
 from retention.render import render_erasure_scope, render_plan, render_report
 from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
 from retention.runtime.logging import configure_logging
@@ -352,6 +354,13 @@ def plan(
     help="Lift this rule's max_delete / max_fraction brake for this run (repeatable).",
 )
 @click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document on stdout (docs/json.md); needs --yes or --dry-run.",
+)
+@click.option(
     "--metrics-textfile",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write the run's metrics here (node-exporter textfile collector, *.prom).",
@@ -366,10 +375,13 @@ def run(
     plan_file: Path | None,
     tolerance: float,
     over_limit: tuple[str, ...],
+    output: str,
     metrics_textfile: Path | None,
 ) -> None:
     """Purge what is due now: batch by batch, each rule on its own."""
     with expected_errors():
+        if output == "json" and not (yes or dry_run):
+            raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
         config = context.config()
         saved = load_saved_plan(plan_file, config) if plan_file else None
         if saved is not None and (rule_names or as_of):
@@ -401,8 +413,16 @@ def run(
                 )
             if metrics_textfile is not None:
                 write_metrics_textfile(config, report, state, metrics_textfile, datetime.now(UTC))
-    click.echo(render_report(report))
+    echo_report(report, the_plan, output)
     sys.exit(int(report.exit_code))
+
+
+def echo_report(report: RunReport, the_plan: Plan, output: str) -> None:
+    if output == "json":
+        document = report_document(report, plan_document(the_plan))
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_report(report))
 
 
 @main.command()
@@ -424,6 +444,13 @@ def run(
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan and walk its batches, write nothing.")
 @click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document on stdout (docs/json.md); needs --yes or --dry-run.",
+)
+@click.option(
     "--allow-over-limit",
     "over_limit",
     multiple=True,
@@ -438,10 +465,13 @@ def erase(
     reference: str,
     yes: bool,
     dry_run: bool,
+    output: str,
     over_limit: tuple[str, ...],
 ) -> None:
     """Erase everything about one person, now, in every rule with erase_by (audited)."""
     with expected_errors():
+        if output == "json" and not (yes or dry_run):
+            raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
         config = context.config()
         request = erasure_request(subject_given(subject), reference)
         rules, left_out = erasure_rules(config)
@@ -453,8 +483,9 @@ def erase(
             open_stores(config, read_only=dry_run) as store_for,
         ):
             the_plan = make_plan(config, rules, store_for, datetime.now(UTC), erasure=request)
-            click.echo(render_plan(the_plan, config.settings.timezone.key))
-            click.echo("\n" + render_erasure_scope(rules, left_out) + "\n")
+            if output == "text":
+                click.echo(render_plan(the_plan, config.settings.timezone.key))
+                click.echo("\n" + render_erasure_scope(rules, left_out) + "\n")
             if not (yes or dry_run):
                 confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
@@ -467,7 +498,7 @@ def erase(
                     allow_over_limit=frozenset(over_limit),
                     progress=progress,
                 )
-    click.echo(render_report(report))
+    echo_report(report, the_plan, output)
     sys.exit(int(report.exit_code))
 
 
@@ -873,17 +904,21 @@ def hold_add(
 
 @hold_group.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Also released and expired holds.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
-def hold_list(context: Context, show_all: bool) -> None:
+def hold_list(context: Context, show_all: bool, output: str) -> None:
     """List the holds in force (with --all, every hold ever placed)."""
     with expected_errors():
         config = context.config()
         now = datetime.now(UTC)
         holds = [h for h in load_holds(state_url(config.state)) if show_all or h.in_force(now)]
+    if output == "json":
+        click.echo(json.dumps(holds_document(holds, now), indent=2, ensure_ascii=False))
+        return
     if not holds:
         click.echo("no holds" if show_all else "no holds in force")
     for hold in holds:
-        state = "in force" if hold.in_force(now) else "released" if hold.released_at else "expired"
+        state = hold_state(hold, now)
         until = f" until {hold.until:%Y-%m-%d %H:%M}" if hold.until else ""
         click.echo(
             f"{hold.id:>4}  {state:<8}  {hold.rule}  {hold.target}{until}  "

@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -460,21 +460,40 @@ def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
         "invalid_period": rule_plan.invalid_period,
         "unfit_holds": list(rule_plan.unfit_holds),
         "brake": rule_plan.brake,
-        "oldest": rule_plan.oldest.isoformat() if rule_plan.oldest else None,
+        "oldest": iso_instant(rule_plan.oldest),
         "sample_keys": list(rule_plan.samples),
         "error": rule_plan.error,
+        # Every key is always there: null when it does not apply to this rule (docs/json.md).
+        "objects": dict(rule_plan.details) if rule.objects is not None else None,
+        "subjects": (
+            rule.objects.subjects.rule.name if rule.objects and rule.objects.subjects else None
+        ),
+        "period_overrides": None,
+        "invalid_period_values": None,
     }
-    if rule.objects is not None:
-        document["objects"] = dict(rule_plan.details)
-        if rule.objects.subjects is not None:
-            document["subjects"] = rule.objects.subjects.rule.name
-    if selection and selection.overrides:
+    if rule.period_column:
         document["period_overrides"] = {
-            str(value): expired.cutoff.isoformat() for value, expired in selection.overrides
+            str(value): expired.cutoff.isoformat()
+            for value, expired in (selection.overrides if selection else ())
         }
-    if selection and selection.invalid_period_values:
-        document["invalid_period_values"] = list(selection.invalid_period_values)
+        document["invalid_period_values"] = list(
+            selection.invalid_period_values if selection else ()
+        )
     return document
+
+
+def iso_instant(value: datetime | date | None) -> str | None:
+    """Given an instant, a day or None, return ISO 8601 in UTC with its offset, or None: the one
+    format of every instant in the JSON outputs. A day (a DATE clock) is its midnight UTC; a naive
+    time is taken as UTC (the stores' convention). Example: ``iso_instant(date(2026, 1, 2))`` is
+    ``"2026-01-02T00:00:00+00:00"``."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time(), UTC)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
 
 
 def plan_totals(plan: Plan) -> Mapping[str, int]:

@@ -22,10 +22,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from retention.config import Config, Rule, Schedule
+from retention.planner import iso_instant
 from retention.runtime.secrets import state_url
 from retention.state import DaemonBeat, RunRecord, StateDatabase, rule_lease
 
 PURGES = "purges"
+STATUS_SCHEMA_VERSION = 1
 DEFAULT_EXECUTOR = "default"
 
 
@@ -287,8 +289,7 @@ def status_document(
 ) -> dict[str, Any]:
     """Given rule statuses and the daemons' heartbeats, return them as a JSON-ready document."""
 
-    def moment(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
+    moment = iso_instant
 
     rules = []
     for status in statuses:
@@ -319,6 +320,7 @@ def status_document(
             }
         )
     return {
+        "schema_version": STATUS_SCHEMA_VERSION,
         "daemons": [
             {
                 "host": daemon.host,

@@ -131,3 +131,26 @@ def test_the_readme_commands_are_what_ci_runs() -> None:
     assert "make demo" in readme
     assert "make test" in readme
     assert re.search(r"^exec make test\b", ci, re.MULTILINE)
+
+
+def test_every_key_of_every_json_schema_is_in_docs_json_md() -> None:
+    from retention.documents import schema
+
+    documented = (ROOT / "docs" / "json.md").read_text()
+
+    def keys(node: object) -> set[str]:
+        if isinstance(node, dict):
+            found = (
+                set(node.get("properties", {}))
+                if isinstance(node.get("properties"), dict)
+                else set()
+            )
+            return found | {key for value in node.values() for key in keys(value)}
+        if isinstance(node, list):
+            return {key for value in node for key in keys(value)}
+        return set()
+
+    for name in ("plan", "run", "status", "holds"):
+        assert f"retention/schemas/{name}.schema.json" in documented
+        missing = {key for key in keys(schema(name)) if f"`{key}`" not in documented}
+        assert not missing, f"{name}: not in docs/json.md: {sorted(missing)}"

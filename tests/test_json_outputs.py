@@ -1,0 +1,122 @@
+"""The --output json documents of every reporting command, taken from real runs on the demo,
+against the JSON Schemas the package ships (docs/json.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+from referencing import Registry, Resource
+
+from retention.cli import main
+from retention.demo import DEMO_ERASURE_SUBJECT
+from retention.documents import schema
+from tests.support import copy_shipped_config
+
+AS_OF = "2026-11-23T12:00:00+00:00"
+INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
+
+
+@pytest.fixture
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: str) -> Path:
+    copy_shipped_config(tmp_path, s3_server)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RETENTION_CONFIG", raising=False)
+    created = _invoke("demo", "--as-of", AS_OF)
+    assert created.exit_code == 0, created.output
+    return tmp_path
+
+
+def _invoke(*arguments: str) -> Any:
+    return CliRunner().invoke(main, ["--log-format", "json", *arguments])
+
+
+def _document(name: str, *arguments: str, exit_code: int = 0) -> dict[str, Any]:
+    """Run the command, parse its stdout and check it against the schema ``name``."""
+    result = _invoke(*arguments)
+    assert result.exit_code == exit_code, result.output
+    document: dict[str, Any] = json.loads(result.stdout)
+    _validate(document, name)
+    return document
+
+
+def _validate(document: object, name: str) -> None:
+    shipped = [schema(other) for other in ("plan", "run", "status", "holds")]
+    registry: Registry[Any] = Registry().with_resources(
+        (shipped_schema["$id"], Resource.from_contents(shipped_schema))
+        for shipped_schema in shipped
+    )
+    validator = jsonschema.Draft202012Validator(
+        schema(name),
+        registry=registry,
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
+    validator.validate(document)
+
+
+def _instants(value: object, key: str = "") -> list[tuple[str, str]]:
+    """Every (key, value) of a string that looks like a date or time, anywhere in a document."""
+    if isinstance(value, dict):
+        return [found for name, item in value.items() for found in _instants(item, name)]
+    if isinstance(value, list):
+        return [found for item in value for found in _instants(item, key)]
+    if isinstance(value, str) and re.match(r"^\d{4}-\d\d-\d\d", value):
+        return [(key, value)]
+    return []
+
+
+def test_every_json_output_of_a_demo_session_matches_its_schema(demo: Path) -> None:
+    plan = _document("plan", "plan", "--as-of", AS_OF, "--output", "json")
+    rules = {rule["rule"]: rule for rule in plan["rules"]}
+    # Every key on every rule, null where it does not apply.
+    assert len({frozenset(rule) for rule in plan["rules"]}) == 1
+    assert rules["connection-logs"]["objects"] is None
+    assert rules["connection-logs"]["subjects"] is None
+    assert isinstance(next(r for r in rules.values() if r["objects"] is not None)["objects"], dict)
+    # One format for every instant, DATE clocks included.
+    instants = _instants(plan)
+    assert instants
+    assert all(INSTANT.match(value) for _key, value in instants), instants
+
+    placed = _invoke("hold", "add", "--rule", "connection-logs", "--key", "1", "--reason", "T-9")
+    assert placed.exit_code == 0, placed.output
+    holds = _document("holds", "hold", "list", "--output", "json")
+    assert [hold["kind"] for hold in holds["holds"]] == ["key"]
+    assert holds["holds"][0]["key_count"] == 1
+
+    dry = _document("run", "run", "--dry-run", "--as-of", AS_OF, "--output", "json")
+    assert dry["dry_run"] is True
+    assert dry["plan"]["plan_id"] == dry["plan_id"]
+    ran = _document("run", "run", "--yes", "--as-of", AS_OF, "--output", "json")
+    assert ran["exit_code"] == 0
+    assert ran["totals"]["deleted"] + ran["totals"]["anonymised"] > 0
+    assert len(ran["rules"]) == len(plan["rules"])
+
+    status = _document("status", "status", "--output", "json")
+    assert all(rule["last_run"] is not None for rule in status["rules"])
+    assert all(INSTANT.match(value) for _key, value in _instants(status))
+
+    erased = _document(
+        "run",
+        "erase",
+        "--subject",
+        DEMO_ERASURE_SUBJECT,
+        "--request",
+        "DSR-1",
+        "--yes",
+        "--output",
+        "json",
+    )
+    assert erased["exit_code"] == 0
+    assert DEMO_ERASURE_SUBJECT not in json.dumps(erased)
+
+
+def test_json_output_needs_yes_or_dry_run(demo: Path) -> None:
+    refused = _invoke("run", "--as-of", AS_OF, "--output", "json")
+    assert refused.exit_code == 2
+    assert "--output json" in refused.output
