@@ -238,7 +238,8 @@ def test_name_date_clock_a_day_either_side(tmp_path: Path, root: Path) -> None:
     document = rule_document(config)
     assert document["clock"] == "name_date(db-%Y-%m-%d)"
     assert (document["due"], document["in_scope"], document["future_clock"]) == (2, 4, 1)
-    assert document["oldest"] == (LAST_DATE - day).isoformat()
+    # One format for every instant: a day is its midnight UTC (docs/json.md).
+    assert document["oldest"] == f"{(LAST_DATE - day).isoformat()}T00:00:00+00:00"
     assert document["objects"] == {"files": 2, "bytes": 2, "unmatched": 2}
 
     result = run(config)

@@ -787,7 +787,7 @@ def test_the_plan_shows_object_details_in_text_and_json() -> None:
     text = render_plan(plan, "UTC")
 
     assert document["rules"][0]["objects"] == {"current_versions": 1, "bytes": 2048}  # type: ignore[index]
-    assert "1 current versions, 2.0 KiB" in text
+    assert "1 current version, 2.0 KiB" in text
     assert "nightly/2026-01-01" not in text
 
 

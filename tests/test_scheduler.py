@@ -360,7 +360,8 @@ def test_status_shows_last_run_outcome_counts_and_next_run(tmp_path: Path) -> No
     assert "overdue" in text
     document = status_document(statuses)
     assert document["rules"][0]["last_run"]["outcome"] == "ok"
-    assert document["rules"][1]["next_run"] == "2026-05-17T04:00:00+02:00"
+    # 04:00 in Paris, given in UTC: one format for every instant (docs/json.md).
+    assert document["rules"][1]["next_run"] == "2026-05-17T02:00:00+00:00"
 
     config_file = tmp_path / "retention.toml"
     config_file.write_bytes(
