@@ -189,6 +189,8 @@ class Rule:
     # The column (maybe through a join) that names the person a row is about: what
     # `retention erase` matches a request's subject against (policies.md row 13).
     erase_by: ColumnRef | None = None
+    # On a partitioned table, whole expired partitions are dropped (docs/config.md).
+    drop_partitions: bool = True
 
     def join(self, name: str) -> Join:
         return next(join for join in self.joins if join.name == name)
@@ -848,6 +850,7 @@ _RULE_KEYS = {
     "schedule",
     "jitter",
     "erase_by",
+    "drop_partitions",
 }
 
 
@@ -950,6 +953,9 @@ def _read_rule(
         reader.error(f"{path}.children", "only goes with action = 'delete' (anonymised rows stay)")
     default_batch = settings.batch_size if settings else DEFAULT_BATCH_SIZE
     limits = _read_run_limits(reader, raw, path, settings, default_batch)
+    drop_partitions = raw.get("drop_partitions", True)
+    if not isinstance(drop_partitions, bool):
+        reader.error(f"{path}.drop_partitions", f"must be true or false, not {drop_partitions!r}")
     if (
         period is not None
         and period == Period(text=period.text)
@@ -998,6 +1004,7 @@ def _read_rule(
         schedule=limits.schedule,
         jitter=limits.jitter,
         erase_by=erase_by,
+        drop_partitions=drop_partitions is not False,
     )
 
 

@@ -29,7 +29,9 @@ class Audit(Protocol):
     """Where batches are recorded (audit/recorder.py). ``intent`` must be durable before it
     returns: it is called before anything the batch writes is committed."""
 
-    def intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int: ...
+    def intent(
+        self, rule_plan: RulePlan, keys: tuple[KeyValues, ...], partition: str | None = None
+    ) -> int: ...
 
     def result(
         self, intent: int, rule_plan: RulePlan, status: str, batch: Batch | None
@@ -384,6 +386,14 @@ def _execute_rule(
         progress.rule_started(rule.name, rule_plan.due)
     try:
         store = store_for(rule.store)
+        if rule_plan.partitions and not dry_run:
+            whole = _drop_whole_partitions(
+                rule_plan, store, audit, holds_for, stop_requested, logger, only
+            )
+            batches += whole.batches
+            selected += whole.done
+            done += whole.done
+            longest = max(longest, whole.transaction_seconds)
         while True:
             if holds_for is not None:
                 rule_plan = _with_current_holds(rule_plan, holds_for)
@@ -446,6 +456,85 @@ def _execute_rule(
         partial=partial,
         kept_subjects=tuple(kept_subjects),
     )
+
+
+def _drop_whole_partitions(
+    rule_plan: RulePlan,
+    store: RecordStore,
+    audit: Audit | None,
+    holds_for: Callable[[str], Sequence[Hold]] | None,
+    stop_requested: Callable[[], bool],
+    logger: Logger,
+    only: KeyFilter | None,
+) -> _WholePartitions:
+    """Drop the partitions the plan found wholly due, each recorded (one intent per chunk of its
+    keys, before the drop; the results after). A partition that changed or could not be locked
+    is left to the row batches that follow."""
+    drop = getattr(store, "drop_partition", None)
+    if drop is None or only is not None:
+        # A subjects' rule deletes only the rows whose objects went first: row by row.
+        return _WholePartitions()
+    batches = done = 0
+    longest = 0.0
+    for partition in rule_plan.partitions:
+        if stop_requested():
+            break
+        if holds_for is not None:
+            rule_plan = _with_current_holds(rule_plan, holds_for)
+        intents: list[tuple[int, int]] = []
+
+        def record_intent(
+            keys: tuple[KeyValues, ...],
+            intents: list[tuple[int, int]] = intents,
+            rule_plan: RulePlan = rule_plan,
+            name: str = partition.name,
+        ) -> None:
+            if audit is not None:
+                intents.append((audit.intent(rule_plan, keys, name), len(keys)))
+
+        try:
+            dropped = drop(rule_plan.selection, partition.name, before_write=record_intent)
+        except BatchConflict as conflict:
+            for intent, _size in intents:
+                if audit is not None:
+                    audit.result(intent, rule_plan, "rolled_back", None)
+            logger.warning(
+                "partition.kept",
+                rule=rule_plan.rule.name,
+                partition=partition.name,
+                reason=f"{conflict}: its rows go by row batches",
+            )
+            continue
+        except AuditFailure:
+            raise
+        except Exception:
+            for intent, _size in intents:
+                if audit is not None:
+                    audit.unresolved(intent, store)
+            raise
+        for intent, size in intents:
+            if audit is not None:
+                audit.result(intent, rule_plan, "committed", Batch((), done=size))
+        batches += max(1, len(intents))
+        done += dropped.done
+        longest = max(longest, dropped.transaction_seconds)
+        logger.info(
+            "partition.dropped",
+            rule=rule_plan.rule.name,
+            partition=partition.name,
+            rows=dropped.done,
+            lock_seconds=round(dropped.transaction_seconds, 4),
+        )
+    return _WholePartitions(batches, done, longest)
+
+
+@dataclass(frozen=True)
+class _WholePartitions:
+    """What dropping whole partitions did: batches recorded, rows dropped, longest lock."""
+
+    batches: int = 0
+    done: int = 0
+    transaction_seconds: float = 0.0
 
 
 def _with_current_holds(

@@ -65,6 +65,17 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class PartitionDue:
+    """A partition of the rule's table whose whole range is expired and whose every row is due:
+    it goes whole (dropped), not in row batches. ``upper`` is its upper bound as the store
+    spells it (exclusive)."""
+
+    name: str
+    rows: int
+    upper: str
+
+
+@dataclass(frozen=True)
 class Survey:
     """What a store found for a selection: rows due (not held), the oldest clock value and the
     first due keys in key order; rows in scope (the rule's conditions, any clock), rows that
@@ -83,6 +94,11 @@ class Survey:
     unreadable: int = 0
     invalid_period: int = 0
     unfit_holds: tuple[int, ...] = ()
+    # A partitioned table: the partitions that go whole, and why others (or the whole rule) go
+    # by row batches instead.
+    partitioned: bool = False
+    partitions: tuple[PartitionDue, ...] = ()
+    partition_notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +234,9 @@ class RulePlan:
     unreadable: int = 0
     invalid_period: int = 0
     unfit_holds: tuple[int, ...] = ()
+    partitioned: bool = False
+    partitions: tuple[PartitionDue, ...] = ()
+    partition_notes: tuple[str, ...] = ()
 
     @property
     def brake(self) -> str | None:
@@ -331,6 +350,9 @@ def plan_rule(
         unreadable=survey.unreadable,
         invalid_period=survey.invalid_period,
         unfit_holds=survey.unfit_holds,
+        partitioned=survey.partitioned,
+        partitions=survey.partitions,
+        partition_notes=survey.partition_notes,
     )
 
 
@@ -470,6 +492,8 @@ def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
         ),
         "period_overrides": None,
         "invalid_period_values": None,
+        "partitions_due": None,
+        "partition_notes": None,
     }
     if rule.period_column:
         document["period_overrides"] = {
@@ -479,6 +503,12 @@ def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
         document["invalid_period_values"] = list(
             selection.invalid_period_values if selection else ()
         )
+    if rule_plan.partitioned:
+        document["partitions_due"] = [
+            {"partition": partition.name, "rows": partition.rows, "upper": partition.upper}
+            for partition in rule_plan.partitions
+        ]
+        document["partition_notes"] = list(rule_plan.partition_notes)
     return document
 
 
@@ -494,6 +524,27 @@ def iso_instant(value: datetime | date | None) -> str | None:
     elif value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat()
+
+
+def partition_fallback(selection: Selection) -> str | None:
+    """Given a Selection, return why its rule purges a partitioned table only in row batches
+    whatever its partitions, or None when whole expired partitions may go whole.
+
+    Example: for a rule with ``action = "anonymise"``, returns ``"anonymise keeps the rows"``;
+    for a plain delete rule on one clock column of its table, None.
+    """
+    rule = selection.rule
+    if not rule.drop_partitions:
+        return "drop_partitions = false"
+    if selection.erasure is not None:
+        return "an erasure selects rows by person, not by age"
+    if rule.action != "delete":
+        return "anonymise keeps the rows"
+    if rule.children:
+        return "its child rows go first, row by row"
+    if len(rule.clock) != 1 or rule.clock[0].join is not None:
+        return "the clock is not one column of the table"
+    return None
 
 
 def plan_totals(plan: Plan) -> Mapping[str, int]:

@@ -41,6 +41,26 @@ def _cutoff(rule_plan: RulePlan) -> str:
     return cutoff
 
 
+def _partitions(plan: Plan) -> list[str]:
+    """The partitions that go whole, with their rows, and why others go by row batches."""
+    partitioned = [rule_plan for rule_plan in plan.rules if rule_plan.partitioned]
+    if not partitioned:
+        return []
+    lines = ["", "Partitioned tables (whole expired partitions are dropped, not deleted by rows):"]
+    for rule_plan in partitioned:
+        rows = sum(partition.rows for partition in rule_plan.partitions)
+        lines.append(
+            f"  {rule_plan.rule.name}: {len(rule_plan.partitions)} partition(s) dropped whole, "
+            f"{rows:,} of the {rule_plan.due:,} rows due"
+        )
+        lines += [
+            f"    {partition.name}  {partition.rows:,} rows  (below {partition.upper})"
+            for partition in rule_plan.partitions
+        ]
+        lines += [f"    {note}" for note in rule_plan.partition_notes]
+    return lines
+
+
 def render_plan(plan: Plan, zone_name: str) -> str:
     """Given a Plan, return it as a readable table with samples and errors below.
 
@@ -99,6 +119,7 @@ def render_plan(plan: Plan, zone_name: str) -> str:
             )
             for rule_plan in with_objects
         ]
+    lines += _partitions(plan)
     with_samples = [rule_plan for rule_plan in plan.rules if rule_plan.samples]
     if with_samples:
         kind = "keyed" if plan.sample_hashing == "keyed" else "one-off (no hash key configured)"

@@ -21,7 +21,7 @@ from typing import Any
 from retention import __version__
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.merkle import merkle_root
-from retention.audit.trail import TrailWriter, read_entries, subject_digest
+from retention.audit.trail import TrailWriter, read_entries, read_leaves, subject_digest
 from retention.config import S3_KEY, AuditSettings, Config, Rule
 from retention.errors import AuditFailure, ConfigError, ConfigIssue, StoreUnavailable
 from retention.executor import RunReport
@@ -79,42 +79,49 @@ class TrailRecorder:
             base["erasure"] = self.plan.erasure.reference
         return base
 
-    def intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int:
+    def intent(
+        self, rule_plan: RulePlan, keys: tuple[KeyValues, ...], partition: str | None = None
+    ) -> int:
         with _fail_closed("record a batch intent"):
-            return self._intent(rule_plan, keys)
+            return self._intent(rule_plan, keys, partition)
 
-    def _intent(self, rule_plan: RulePlan, keys: tuple[KeyValues, ...]) -> int:
+    def _intent(
+        self, rule_plan: RulePlan, keys: tuple[KeyValues, ...], partition: str | None
+    ) -> int:
         crash_point("before_intent")
         rule = rule_plan.rule
         leaves = self.writer.record_leaves(rule.store, rule.table, keys)
         root = merkle_root(leaves).hex()
         seq = self.writer.next_seq
-        # Leaves and raw keys first: an intent in the trail always has both beside it.
+        pending: dict[str, Any] = {
+            "rule": rule.name,
+            "store": rule.store,
+            "dataset": rule.table,
+            "key_columns": list(rule.key),
+            "marker_column": rule.marker_column,
+            "leaves_root": root,
+        }
+        if partition is None:
+            # Tuples as JSON arrays; other values (dates, decimals, UUIDs) as their str(),
+            # which is also how record_locator spells them.
+            pending["keys"] = keys
+        else:
+            # A partition goes whole or not at all: whether it is still there settles the batch,
+            # and its leaves are the intent's own.
+            pending["partition"] = partition
+        # Leaves and pending first: an intent in the trail always has both beside it.
         self.writer.write_leaves(seq, leaves)
-        self.writer.write_pending(
-            seq,
-            {
-                "rule": rule.name,
-                "store": rule.store,
-                "dataset": rule.table,
-                "key_columns": list(rule.key),
-                "marker_column": rule.marker_column,
-                "leaves_root": root,
-                # Tuples as JSON arrays; other values (dates, decimals, UUIDs) as their str(),
-                # which is also how record_locator spells them.
-                "keys": keys,
-            },
-        )
-        written = self.writer.append(
-            "batch.intent",
-            {
-                **self._base(rule_plan),
-                "method": _method(rule),
-                "selected": len(keys),
-                "leaves_root": root,
-                **identity(),
-            },
-        )
+        self.writer.write_pending(seq, pending)
+        fields: dict[str, Any] = {
+            **self._base(rule_plan),
+            "method": _method(rule) if partition is None else "sql-drop-partition",
+            "selected": len(keys),
+            "leaves_root": root,
+            **identity(),
+        }
+        if partition is not None:
+            fields["partition"] = partition
+        written = self.writer.append("batch.intent", fields)
         crash_point("after_intent")
         return written
 
@@ -175,12 +182,21 @@ class TrailRecorder:
 def _reconcile_one(
     writer: TrailWriter, run_id: str, seq: int, pending: dict[str, Any], store: RecordStore
 ) -> None:
-    keys = [tuple(key) for key in pending["keys"]]
-    not_done = store.existing_keys(
-        pending["dataset"], pending["key_columns"], keys, pending.get("marker_column")
-    )
-    done = [key for key in keys if key not in not_done]
-    leaves = writer.record_leaves(pending["store"], pending["dataset"], done)
+    if "partition" in pending:
+        leaves = read_leaves(writer.directory, seq)
+        not_done_count = len(leaves)
+        if _partition_exists(store, pending["dataset"], pending["partition"]):
+            leaves = []
+        else:
+            not_done_count = 0
+    else:
+        keys = [tuple(key) for key in pending["keys"]]
+        not_done = store.existing_keys(
+            pending["dataset"], pending["key_columns"], keys, pending.get("marker_column")
+        )
+        not_done_count = len(not_done)
+        done = [key for key in keys if key not in not_done]
+        leaves = writer.record_leaves(pending["store"], pending["dataset"], done)
     reconciled_seq = writer.next_seq
     writer.write_leaves(reconciled_seq, leaves)
     writer.append(
@@ -191,12 +207,21 @@ def _reconcile_one(
             "rule": pending["rule"],
             "store": pending["store"],
             "dataset": pending["dataset"],
-            "done": len(done),
-            "not_done": len(not_done),
+            "done": len(leaves),
+            "not_done": not_done_count,
             "leaves_root": merkle_root(leaves).hex(),
         },
     )
     writer.clear_pending(seq)
+
+
+def _partition_exists(store: RecordStore, table: str, partition: str) -> bool:
+    """Whether a partition whose drop a crash interrupted is still there: then nothing of it
+    was dropped (its drop is one transaction, or atomic DDL); else all of it was."""
+    exists = getattr(store, "partition_exists", None)
+    if exists is None:
+        raise AuditFailure(f"store {store!r} cannot say whether partition {partition!r} is there")
+    return bool(exists(table, partition))
 
 
 def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], RecordStore]) -> int:

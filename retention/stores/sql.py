@@ -59,6 +59,7 @@ from retention.errors import BatchConflict, ConfigIssue, RetentionError, StoreUn
 from retention.planner import Batch, BeforeWrite, KeyFilter, KeyValues, Selection, Survey
 from retention.rules import Expired, to_wall_time
 from retention.runtime.faults import crash_point
+from retention.stores import partitions
 
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
@@ -617,6 +618,7 @@ class SqlStore:
         in_scope, due_count, held_count, future_count, unreadable_count, invalid_count, oldest = (
             counts
         )
+        partitioned, partitions_due, partition_notes = partitions.survey_partitions(self, selection)
         return Survey(
             due=int(due_count),
             oldest=self._instant(oldest, clock.kind),
@@ -631,6 +633,9 @@ class SqlStore:
                 for hold in selection.holds
                 if hold.kind == "key" and self.unfit_keys(rule, hold.keys)
             ),
+            partitioned=partitioned,
+            partitions=partitions_due,
+            partition_notes=partition_notes,
         )
 
     def _instant(self, value: Any, kind: ClockKind) -> datetime | date | None:
@@ -696,6 +701,39 @@ class SqlStore:
         if batch.keys:
             crash_point("after_commit")
         return replace(batch, transaction_seconds=time.monotonic() - started)
+
+    # --- whole partitions (stores/partitions.py) ------------------------------------------------
+
+    def drop_partition(
+        self, selection: Selection, name: str, *, before_write: BeforeWrite | None = None
+    ) -> Batch:
+        """Given a Selection and a partition its plan found due, drop it whole, recorded."""
+        return partitions.drop_partition(self, selection, name, before_write)
+
+    def partition_exists(self, table: str, name: str) -> bool:
+        """Given a table and a partition's name, return whether the partition is still there."""
+        return partitions.partition_exists(self, table, name)
+
+    def reachable(self) -> Any:
+        return self._reachable()
+
+    def write_connection(self) -> Connection:
+        return self.engine.connect().execution_options(**{WRITE_OPTION: True})
+
+    def clock_kind(self, rule: Rule) -> ClockKind:
+        return self._clock(rule).kind
+
+    def bound(self, instant: datetime, kind: ClockKind) -> datetime:
+        return self._bound(instant, kind)
+
+    def instant(self, value: Any, kind: ClockKind) -> datetime | date | None:
+        return self._instant(value, kind)
+
+    def key_columns(self, rule: Rule) -> list[Column[Any]]:
+        return self._key_columns(rule)
+
+    def held(self, selection: Selection) -> ColumnElement[bool] | None:
+        return self._held(selection)
 
     def _deletes_by_range(self, rule: Rule) -> bool:
         """A plain delete (no children to delete first, no values to read) on a dialect with

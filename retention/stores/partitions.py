@@ -1,0 +1,344 @@
+"""Whole expired partitions of a partitioned PostgreSQL or MariaDB table, dropped whole.
+
+A partition goes whole only when its whole range is expired (its upper bound on the rule's
+clock is at or before the cutoff), the rule allows it (``partition_fallback``), no foreign key
+references the table, and every row in it is due: counted with the rule's own predicate, so a
+``where`` condition, a period override or a legal hold that keeps even one row sends the whole
+partition to the usual row batches.
+
+Dropping is audited like a batch, in three steps:
+
+1. In one snapshot (REPEATABLE READ), count the partition's rows, its due rows and a checksum of
+   its keys, then stream its keys in chunks of ``CHUNK``: each chunk is one trail intent (leaves
+   and intent fsynced) before anything is dropped. Memory is bounded by the chunk.
+2. One short transaction: lock the partition (PostgreSQL ``SHARE``, MariaDB ``LOCK TABLES``),
+   count again: a row that arrived or left since step 1 changes the counts or the checksum, and
+   then nothing is dropped (BatchConflict: the rows go by row batches). Else PostgreSQL
+   ``DETACH PARTITION`` then ``DROP TABLE`` and COMMIT, all or nothing; MariaDB ``ALTER TABLE
+   … DROP PARTITION`` (atomic DDL).
+3. The results, after the commit. A crash before it leaves intents without results: the
+   reconcile looks whether the partition still exists (``partition_exists``).
+
+PostgreSQL's ``DETACH PARTITION CONCURRENTLY`` is not used: it cannot run in a transaction, so
+the partition would sit detached (its rows out of the table, not yet dropped, not yet in the
+trail as gone) between two transactions, and it refuses a table with a default partition. The
+plain DETACH takes the parent's ACCESS EXCLUSIVE lock only from the DETACH to the COMMIT (the
+DROP of a table nobody else can see any more), and waits for it at most ``LOCK_TIMEOUT_MS``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Connection, String, case, cast, func, literal, select
+from sqlalchemy import exc as sa_exc
+
+from retention.errors import BatchConflict
+from retention.planner import (
+    Batch,
+    BeforeWrite,
+    KeyValues,
+    PartitionDue,
+    Selection,
+    iso_instant,
+    partition_fallback,
+)
+from retention.runtime.faults import crash_point
+from retention.stores.partition_catalog import (
+    Partition,
+    Partitioning,
+    drop_statements,
+    in_partition,
+    read_partitioning,
+)
+
+if TYPE_CHECKING:
+    from retention.stores.sql import SqlStore
+
+# Keys per trail intent while a partition is streamed: what bounds memory (about 15 MB).
+CHUNK = 100_000
+# The longest the drop waits for its locks; the application waits at most this long behind it.
+LOCK_TIMEOUT_MS = 250
+PARTITION_DIALECTS = ("postgresql", "mysql", "mariadb")
+
+
+def survey_partitions(
+    store: SqlStore, selection: Selection
+) -> tuple[bool, tuple[PartitionDue, ...], tuple[str, ...]]:
+    """Given a store and a Selection, return whether the rule's table is partitioned, the
+    partitions that go whole (with their rows) and why others, or the whole rule, go by row
+    batches."""
+    if store.engine.dialect.name not in PARTITION_DIALECTS:
+        return False, (), ()
+    rule = selection.rule
+    with store.reachable(), store.engine.connect() as connection:
+        partitioning = read_partitioning(connection, rule.table)
+        if partitioning is None:
+            return False, (), ()
+        reason = _table_fallback(selection, partitioning)
+        if reason is not None:
+            return True, (), (f"row batches: {reason}",)
+        due: list[PartitionDue] = []
+        notes: list[str] = []
+        for partition in _candidates(store, selection, partitioning, notes):
+            rows, due_rows, held, _checksum = connection.execute(
+                _counting(store, selection, partitioning, partition)
+            ).one()
+            if rows and rows == due_rows:
+                upper = _upper_text(store, selection, partition.upper)
+                due.append(PartitionDue(partition.name, int(rows), upper))
+            elif rows:
+                kept = f"{rows - due_rows:,} of {rows:,} rows are not due"
+                why = f", {held:,} of them held" if held else " (a condition keeps them)"
+                notes.append(f"{partition.name}: {kept}{why}: row batches")
+    return True, tuple(due), tuple(notes)
+
+
+def _table_fallback(selection: Selection, partitioning: Partitioning) -> str | None:
+    reason = partition_fallback(selection)
+    if reason is not None:
+        return reason
+    if partitioning.unsupported is not None:
+        return f"partitioned by {partitioning.unsupported}, not by range of one column"
+    if partitioning.column != selection.rule.clock[0].column:
+        return f"partitioned by {partitioning.column}, not by the clock"
+    if partitioning.referenced:
+        return "a foreign key references the table"
+    if not partitioning.droppable:
+        return "this database user may not drop its partitions (docs/operations.md)"
+    return None
+
+
+def _candidates(
+    store: SqlStore, selection: Selection, partitioning: Partitioning, notes: list[str]
+) -> list[Partition]:
+    """The partitions whose whole range is expired (their upper bound at or before the cutoff)."""
+    kind = store.clock_kind(selection.rule)
+    chosen = []
+    for partition in partitioning.partitions:
+        if partition.default or partition.upper is None:
+            continue
+        if not _wholly_expired(store, selection, kind, partition.upper):
+            continue
+        if not partition.leaf:
+            notes.append(f"{partition.name}: is itself partitioned: row batches")
+            continue
+        chosen.append(partition)
+    return chosen
+
+
+def _wholly_expired(store: SqlStore, selection: Selection, kind: str, upper: Any) -> bool:
+    """Whether every clock value below ``upper`` (exclusive) is expired."""
+    expired = selection.default
+    if kind == "date":
+        if expired.last_date is None:
+            return False
+        if isinstance(upper, datetime):
+            ceiling = upper.date() + (
+                timedelta(0) if upper.time() == datetime.min.time() else timedelta(days=1)
+            )
+        else:
+            ceiling = upper
+        return bool(ceiling <= expired.last_date + timedelta(days=1))
+    end = store.bound(expired.windows[0].end, kind)  # type: ignore[arg-type]
+    if not isinstance(upper, datetime):
+        upper = datetime(upper.year, upper.month, upper.day)
+    if (upper.tzinfo is None) != (end.tzinfo is None):
+        return False
+    # Clocks have microsecond resolution: every value below upper is at most end.
+    return bool(upper <= end + timedelta(microseconds=1))
+
+
+def _upper_text(store: SqlStore, selection: Selection, upper: date | datetime | None) -> str:
+    """A partition's upper bound as an instant in UTC (docs/json.md), read in the clock's kind
+    (a naive clock is in the store's time zone); a DATE clock's bound is its midnight UTC."""
+    kind = store.clock_kind(selection.rule)
+    if upper is None:
+        return ""
+    if kind != "date" and not isinstance(upper, datetime):
+        upper = datetime(upper.year, upper.month, upper.day)
+    return iso_instant(store.instant(upper, kind)) or ""
+
+
+def _key_text(store: SqlStore, selection: Selection) -> ColumnElement[Any]:
+    columns = [cast(column, String) for column in store.key_columns(selection.rule)]
+    return columns[0] if len(columns) == 1 else func.concat_ws(literal("|"), *columns)
+
+
+def _counting(
+    store: SqlStore, selection: Selection, partitioning: Partitioning, partition: Partition
+) -> Any:
+    """One pass over the partition: its rows, its due rows, its held rows and a checksum of its
+    keys (PostgreSQL hashtextextended, MariaDB CRC32, summed): a row that arrives or leaves
+    changes it."""
+    table = store.table(selection.rule.table)
+    due = store.predicate(selection)
+    held = store.held(selection)
+    key_text = _key_text(store, selection)
+    if store.engine.dialect.name == "postgresql":
+        checksum = func.sum(func.hashtextextended(key_text, 0))
+    else:
+        checksum = func.sum(func.crc32(key_text))
+    query = select(
+        func.count(),
+        func.coalesce(func.sum(case((due, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((held, 1), else_=0)), 0) if held is not None else literal(0),
+        func.coalesce(checksum, 0),
+    ).select_from(table)
+    return in_partition(query, table, partitioning, partition, store.engine.dialect.name)
+
+
+def drop_partition(
+    store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
+) -> Batch:
+    """Given a store, a Selection and the name of a partition the plan found due, record its
+    keys (``before_write`` for each chunk, before anything is dropped) and drop it; return the
+    rows dropped. BatchConflict when the partition is no longer wholly due or changed while its
+    keys were recorded (nothing dropped: its rows go by row batches)."""
+    rule = selection.rule
+    dialect = store.engine.dialect.name
+    table = store.table(rule.table)
+    with store.reachable():
+        with store.engine.connect() as connection:
+            partitioning = read_partitioning(connection, rule.table)
+        partition = _find(store, selection, partitioning, name)
+        assert partitioning is not None
+        counting = _counting(store, selection, partitioning, partition)
+        options: dict[str, Any] = {"yield_per": CHUNK}
+        if dialect == "postgresql":
+            options["isolation_level"] = "REPEATABLE READ"
+        with (
+            store.engine.connect().execution_options(**options) as connection,
+            connection.begin(),
+        ):
+            first = tuple(connection.execute(counting).one())
+            rows, due_rows = first[0], first[1]
+            if not rows or rows != due_rows:
+                raise BatchConflict(
+                    f"partition {name!r}: {rows - due_rows:,} of {rows:,} rows are not due"
+                )
+            keys_query = in_partition(
+                select(*store.key_columns(rule)).select_from(table),
+                table,
+                partitioning,
+                partition,
+                dialect,
+            )
+            streamed = 0
+            for chunk in connection.execute(keys_query).partitions():
+                keys: tuple[KeyValues, ...] = tuple(map(tuple, chunk))
+                streamed += len(keys)
+                if before_write is not None:
+                    before_write(keys)
+        if streamed != rows:
+            raise BatchConflict(f"partition {name!r}: {streamed:,} keys read, {rows:,} counted")
+        started = time.monotonic()
+        try:
+            if dialect == "postgresql":
+                _drop_postgres(store, selection, partition, counting, first)
+            else:
+                _drop_mariadb(store, selection, partition, counting, first)
+        except sa_exc.OperationalError as error:
+            if _lock_wait(error):
+                raise BatchConflict(
+                    f"partition {name!r}: its lock was not free within {LOCK_TIMEOUT_MS} ms"
+                ) from error
+            raise
+    crash_point("after_commit")
+    return Batch((), done=int(rows), transaction_seconds=time.monotonic() - started)
+
+
+def _find(
+    store: SqlStore, selection: Selection, partitioning: Partitioning | None, name: str
+) -> Partition:
+    """The partition of that name, still wholly expired and allowed; else BatchConflict."""
+    if partitioning is None:
+        raise BatchConflict(f"table {selection.rule.table!r} is no longer partitioned")
+    reason = _table_fallback(selection, partitioning)
+    if reason is not None:
+        raise BatchConflict(f"partition {name!r}: {reason}")
+    for partition in _candidates(store, selection, partitioning, []):
+        if partition.name == name:
+            return partition
+    raise BatchConflict(f"partition {name!r} is gone or no longer wholly expired")
+
+
+def _unchanged(connection: Connection, name: str, counting: Any, first: tuple[Any, ...]) -> None:
+    again = tuple(connection.execute(counting).one())
+    if again != first:
+        raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
+
+
+def _drop_postgres(
+    store: SqlStore,
+    selection: Selection,
+    partition: Partition,
+    counting: Any,
+    first: tuple[Any, ...],
+) -> None:
+    detach, drop = drop_statements(store.engine.dialect, selection.rule.table, partition)
+    quote = store.engine.dialect.identifier_preparer.quote
+    qualified = quote(partition.name)
+    if partition.schema is not None:
+        qualified = f"{quote(partition.schema)}.{qualified}"
+    with store.write_connection() as connection, connection.begin():
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+        # SHARE: no row can arrive in or leave the partition; readers go on.
+        connection.exec_driver_sql(f"LOCK TABLE {qualified} IN SHARE MODE")
+        _unchanged(connection, partition.name, counting, first)
+        connection.exec_driver_sql(detach)
+        crash_point("after_detach")
+        connection.exec_driver_sql(drop)
+        crash_point("after_drop")
+
+
+def _drop_mariadb(
+    store: SqlStore,
+    selection: Selection,
+    partition: Partition,
+    counting: Any,
+    first: tuple[Any, ...],
+) -> None:
+    rule = selection.rule
+    quote = store.engine.dialect.identifier_preparer.quote
+    # Every table the predicate reads must be locked too (a `where` through a join).
+    others = sorted({join.table for join in rule.joins} - {rule.table})
+    locks = ", ".join([f"{quote(rule.table)} WRITE"] + [f"{quote(name)} READ" for name in others])
+    (drop,) = drop_statements(store.engine.dialect, rule.table, partition)
+    with store.write_connection() as connection:
+        seconds = max(1, LOCK_TIMEOUT_MS // 1000)
+        connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}")
+        connection.exec_driver_sql(f"LOCK TABLES {locks}")
+        try:
+            _unchanged(connection, partition.name, counting, first)
+            connection.exec_driver_sql(drop)
+            crash_point("after_drop")
+        finally:
+            connection.exec_driver_sql("UNLOCK TABLES")
+            connection.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+
+
+def _lock_wait(error: sa_exc.OperationalError) -> bool:
+    message = str(error.orig).lower()
+    return "lock timeout" in message or "lock wait timeout" in message
+
+
+def partition_exists(store: SqlStore, table: str, name: str) -> bool:
+    """Given a table and one of its partitions' names, return whether that partition is still
+    there (attached, or on PostgreSQL as a table of that name): after a crash, whether its drop
+    committed."""
+    with store.reachable(), store.engine.connect() as connection:
+        partitioning = read_partitioning(connection, table)
+        if partitioning is not None and any(p.name == name for p in partitioning.partitions):
+            return True
+        if store.engine.dialect.name == "postgresql":
+            found = connection.execute(
+                select(func.to_regclass(func.quote_ident(name)).is_not(None))
+            ).scalar()
+            return bool(found)
+    return False
+
+
+__all__ = ["CHUNK", "drop_partition", "partition_exists", "survey_partitions"]

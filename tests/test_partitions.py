@@ -1,0 +1,430 @@
+"""Whole expired partitions of partitioned PostgreSQL and MariaDB tables go whole (issue 15):
+dropped, not deleted row by row; audited like rows; only when every row in them is due."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from retention.app.holds import place_hold
+from retention.audit.keys import load_public_keys
+from retention.audit.prove import prove_record
+from retention.audit.trail import read_entries, read_leaves, record_leaf
+from retention.audit.verify import verify_trail
+from retention.errors import ConfigError
+from retention.render import render_plan
+from retention.stores import partitions
+from retention.stores.partition_catalog import read_partitioning
+from tests.support import config_text, make_config, plan, plan_and_run
+
+AS_OF = datetime(2025, 4, 15, tzinfo=UTC)  # a 1-year rule: due up to 2024-04-15 00:00
+MONTHS = ["2024_01", "2024_02", "2024_03", "2024_04", "2024_05"]
+# id -> logged_at: ten rows in each of January to March (expired whole), April split at the
+# cutoff, May not due, and five rows from 2023 (PostgreSQL: the default partition; MariaDB:
+# the first partition, which takes everything below its bound).
+ROWS = (
+    {i: datetime(2024, 1, 5) for i in range(1, 11)}
+    | {i: datetime(2024, 2, 10) for i in range(11, 21)}
+    | {i: datetime(2024, 3, 15) for i in range(21, 31)}
+    | {i: datetime(2024, 4, 5) for i in range(31, 36)}
+    | {i: datetime(2024, 4, 20) for i in range(36, 41)}
+    | {i: datetime(2024, 5, 10) for i in range(41, 51)}
+    | {i: datetime(2023, 6, 1) for i in range(51, 56)}
+)
+DUE = set(range(1, 36)) | set(range(51, 56))
+KEPT = set(ROWS) - DUE
+
+RULE = """
+[[rules]]
+name = "events"
+store = "db"
+table = "events"
+key = ["id", "logged_at"]
+clock = "logged_at"
+period = "1y"
+action = "delete"
+batch_size = 4
+"""
+
+
+def _bounds(month: str) -> tuple[str, str]:
+    year, number = (int(part) for part in month.split("_"))
+    following = f"{year + number // 12}-{number % 12 + 1:02d}-01"
+    return f"{year}-{number:02d}-01", following
+
+
+def create_events(url: str, *, with_default: bool = True) -> None:
+    """A table ``events`` partitioned by month on ``logged_at`` (naive timestamps), holding
+    ROWS: PostgreSQL declarative partitions (and a default one), MariaDB RANGE COLUMNS (and a
+    MAXVALUE one)."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(
+                text(
+                    "CREATE TABLE events (id integer NOT NULL, logged_at timestamp NOT NULL, "
+                    "note text, PRIMARY KEY (id, logged_at)) PARTITION BY RANGE (logged_at)"
+                )
+            )
+            for month in MONTHS:
+                lower, upper = _bounds(month)
+                connection.execute(
+                    text(
+                        f"CREATE TABLE events_{month} PARTITION OF events "
+                        f"FOR VALUES FROM ('{lower}') TO ('{upper}')"
+                    )
+                )
+            if with_default:
+                connection.execute(text("CREATE TABLE events_default PARTITION OF events DEFAULT"))
+        else:
+            parts = ", ".join(
+                f"PARTITION events_{month} VALUES LESS THAN ('{_bounds(month)[1]}')"
+                for month in MONTHS
+            )
+            connection.execute(
+                text(
+                    "CREATE TABLE events (id integer NOT NULL, logged_at datetime NOT NULL, "
+                    "note text, PRIMARY KEY (id, logged_at)) "
+                    f"PARTITION BY RANGE COLUMNS (logged_at) ({parts}, "
+                    "PARTITION events_max VALUES LESS THAN (MAXVALUE))"
+                )
+            )
+        connection.execute(
+            text("INSERT INTO events (id, logged_at) VALUES (:id, :at)"),
+            [{"id": key, "at": at} for key, at in ROWS.items()],
+        )
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def partitioned_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    create_events(url)
+    return url
+
+
+def _partitions(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            partitioning = read_partitioning(connection, "events")
+    finally:
+        engine.dispose()
+    assert partitioning is not None
+    return {partition.name for partition in partitioning.partitions}
+
+
+def _remaining(url: str) -> set[int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {row[0] for row in connection.execute(text("SELECT id FROM events"))}
+    finally:
+        engine.dispose()
+
+
+def _whole(url: str) -> dict[str, int]:
+    first = 15 if "mysql" in url or "mariadb" in url else 10  # MariaDB: 2023's rows too
+    return {"events_2024_01": first, "events_2024_02": 10, "events_2024_03": 10}
+
+
+def test_plan_shows_the_partitions_due_whole_with_their_rows(partitioned_url: str) -> None:
+    config = make_config(partitioned_url, RULE)
+    rule_plan = plan(config, AS_OF).rules[0]
+    assert rule_plan.error is None
+    assert rule_plan.due == len(DUE)
+    assert rule_plan.partitioned
+    assert {p.name: p.rows for p in rule_plan.partitions} == _whole(partitioned_url)
+    assert rule_plan.partition_notes == ()
+    shown = render_plan(plan(config, AS_OF), "UTC")
+    assert "3 partition(s) dropped whole" in shown
+    assert "events_2024_03  10 rows" in shown
+
+
+def test_a_run_drops_whole_partitions_and_batches_the_rest(
+    partitioned_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keys are recorded 4 at a time: a partition of 10 rows takes 3 intents, all before its drop.
+    monkeypatch.setattr(partitions, "CHUNK", 4)
+    audit = tmp_path / "audit"
+    config = make_config(partitioned_url, RULE, audit_directory=audit)
+    _, report = plan_and_run(config, AS_OF)
+    outcome = report.outcomes[0]
+    assert outcome.status == "ok", outcome.error
+    assert outcome.deleted == len(DUE)
+    assert _remaining(partitioned_url) == KEPT
+    left = _partitions(partitioned_url)
+    assert not left & set(_whole(partitioned_url)), "the wholly expired partitions are gone"
+    assert "events_2024_04" in left, "a partly expired partition stays, its due rows deleted"
+    intents = [
+        stored.content for stored in read_entries(audit) if stored.content["type"] == "batch.intent"
+    ]
+    dropped = [entry for entry in intents if entry["method"] == "sql-drop-partition"]
+    selected: dict[str, list[int]] = {}
+    for entry in dropped:
+        selected.setdefault(entry["partition"], []).append(entry["selected"])
+    assert {name: sorted(sizes) for name, sizes in selected.items()} == {
+        name: sorted([4] * (rows // 4) + [rows % 4])
+        for name, rows in _whole(partitioned_url).items()
+    }
+    _verified(audit)
+    # Every record of a dropped partition is in the trail, and can be proven gone.
+    key = (audit.parent / "audit-keys" / "hmac.key").read_bytes().strip()
+    leaves = {leaf for entry in dropped for leaf in read_leaves(audit, entry["seq"])}
+    assert record_leaf(key, "db", "events", (12, datetime(2024, 2, 10))) in leaves
+    search = prove_record(audit, key, "db", "events", ("12", "2024-02-10 00:00:00"))
+    assert search.proven
+    assert search.proofs[0].rule == "events"
+
+
+def test_a_held_row_keeps_its_partition_out_of_the_drop(
+    partitioned_url: str, tmp_path: Path
+) -> None:
+    config = make_config(partitioned_url, RULE)
+    place_hold(
+        config,
+        rule_name="events",
+        keys=(),
+        where="id = 15",
+        prefix=None,
+        reason="litigation",
+        until=None,
+        now=AS_OF,
+        by="test",
+    )
+    rule_plan = plan(config, AS_OF).rules[0]
+    assert "events_2024_02" not in {partition.name for partition in rule_plan.partitions}
+    assert rule_plan.partition_notes == (
+        "events_2024_02: 1 of 10 rows are not due, 1 of them held: row batches",
+    )
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert _remaining(partitioned_url) == KEPT | {15}
+    assert "events_2024_02" in _partitions(partitioned_url)
+    assert "events_2024_03" not in _partitions(partitioned_url)
+
+
+def test_the_rule_key_turns_it_off(partitioned_url: str) -> None:
+    config = make_config(partitioned_url, RULE + "drop_partitions = false\n")
+    rule_plan = plan(config, AS_OF).rules[0]
+    assert rule_plan.partitions == ()
+    assert rule_plan.partition_notes == ("row batches: drop_partitions = false",)
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].deleted == len(DUE)
+    assert _remaining(partitioned_url) == KEPT
+    assert set(_whole(partitioned_url)) <= _partitions(partitioned_url), "nothing dropped"
+
+
+def test_drop_partitions_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_config("sqlite:///x", RULE + 'drop_partitions = "no"\n')
+    assert [issue.path for issue in raised.value.issues] == ["rules[0].drop_partitions"]
+
+
+def test_a_referenced_table_falls_back_to_row_batches(postgres_url: str) -> None:
+    create_events(postgres_url)
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE replies (id integer PRIMARY KEY, event_id integer, "
+                "event_at timestamp, FOREIGN KEY (event_id, event_at) "
+                "REFERENCES events (id, logged_at))"
+            )
+        )
+    engine.dispose()
+    config = make_config(postgres_url, RULE)
+    rule_plan = plan(config, AS_OF).rules[0]
+    assert rule_plan.partitions == ()
+    assert rule_plan.partition_notes == ("row batches: a foreign key references the table",)
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].deleted == len(DUE)
+    assert set(_whole(postgres_url)) <= _partitions(postgres_url)
+
+
+def test_the_default_partition_is_never_dropped(postgres_url: str) -> None:
+    create_events(postgres_url)
+    config = make_config(postgres_url, RULE)
+    rule_plan = plan(config, AS_OF).rules[0]
+    assert "events_default" not in {partition.name for partition in rule_plan.partitions}
+    plan_and_run(config, AS_OF)
+    assert "events_default" in _partitions(postgres_url)
+    assert not _remaining(postgres_url) & set(range(51, 56)), "its due rows went by batches"
+
+
+def test_a_rule_partitioned_by_another_column_falls_back(postgres_url: str) -> None:
+    create_events(postgres_url)
+    config = make_config(postgres_url, RULE.replace('clock = "logged_at"', 'clock = "seen_at"'))
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE events ADD COLUMN seen_at timestamp"))
+        connection.execute(text("UPDATE events SET seen_at = logged_at"))
+    engine.dispose()
+    rule_plan = plan(config, AS_OF).rules[0]
+    assert rule_plan.partition_notes == ("row batches: partitioned by logged_at, not by the clock",)
+
+
+def test_a_user_who_may_not_drop_partitions_gets_row_batches(
+    postgres_url: str, postgres_readonly_url: Callable[[], str]
+) -> None:
+    create_events(postgres_url)
+    readonly_url = postgres_readonly_url()
+    rule_plan = plan(make_config(readonly_url, RULE), AS_OF).rules[0]
+    assert rule_plan.error is None
+    assert rule_plan.due == len(DUE)
+    assert rule_plan.partitions == ()
+    assert rule_plan.partition_notes == (
+        "row batches: this database user may not drop its partitions (docs/operations.md)",
+    )
+
+
+# --- crash points around the detach and the drop ------------------------------------------------
+
+CRASH_POINTS = ("after_intent", "after_detach", "after_drop", "after_commit", "before_result")
+
+
+def _run(config: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ)
+    environment.pop("RETENTION_CRASH_AT", None)
+    if crash_at:
+        environment["RETENTION_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retention",
+            "--config",
+            str(config),
+            "run",
+            "--yes",
+            "--as-of",
+            AS_OF.isoformat(),
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=config.parent,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS)
+def test_a_crash_around_the_drop_loses_nothing_and_claims_nothing_false(
+    partitioned_url: str, tmp_path: Path, crash_at: str
+) -> None:
+    audit = tmp_path / "audit"
+    path = tmp_path / "retention.toml"
+    path.write_text(config_text(partitioned_url, RULE, audit_directory=audit))
+    key = (audit.parent / "audit-keys" / "hmac.key").read_bytes().strip()
+
+    def leaves(ids: set[int]) -> set[bytes]:
+        return {record_leaf(key, "db", "events", (i, ROWS[i])) for i in ids}
+
+    crashed = _run(path, crash_at)
+    mariadb = "mysql" in partitioned_url or "mariadb" in partitioned_url
+    if crash_at == "after_detach" and mariadb:
+        assert crashed.returncode == 0, "MariaDB drops a partition in one statement"
+    else:
+        assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    gone = set(ROWS) - _remaining(partitioned_url)
+    assert set(_claimed(audit)) <= leaves(gone), "the trail never claims a row still there"
+
+    finished = _run(path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert _remaining(partitioned_url) == KEPT
+    assert sorted(_claimed(audit)) == sorted(leaves(DUE)), "each deleted row, exactly once"
+    assert not list((audit / "pending").iterdir())
+    _verified(audit)
+
+
+def _claimed(audit: Path) -> list[bytes]:
+    claimed: list[bytes] = []
+    for stored in read_entries(audit):
+        entry = stored.content
+        if entry["type"] == "batch.result" and entry["status"] == "committed":
+            claimed += read_leaves(audit, entry["intent"])
+        elif entry["type"] == "batch.reconciled":
+            claimed += read_leaves(audit, entry["seq"])
+    return claimed
+
+
+def _verified(audit: Path) -> None:
+    result = verify_trail(audit, load_public_keys(audit / "public-keys.json"))
+    assert result.valid, result.problem
+
+
+# --- pg_partman -----------------------------------------------------------------------------------
+
+
+def _with_pg_partman(url: str) -> None:
+    """``events`` as pg_partman (Debian's postgresql-15-partman) manages it: monthly native
+    partitions from January 2024 and its default partition; ROWS in it."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            available = connection.execute(
+                text("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_partman'")
+            ).scalar()
+            if not available:
+                if os.environ.get("CI"):
+                    pytest.fail("pg_partman is not installed (.ci/run installs it)")
+                pytest.skip("pg_partman is not installed: apt-get install postgresql-15-partman")
+            connection.execute(text("CREATE SCHEMA partman"))
+            connection.execute(text("CREATE EXTENSION pg_partman SCHEMA partman"))
+            connection.execute(
+                text(
+                    "CREATE TABLE events (id integer NOT NULL, logged_at timestamp NOT NULL, "
+                    "note text, PRIMARY KEY (id, logged_at)) PARTITION BY RANGE (logged_at)"
+                )
+            )
+            connection.execute(
+                text(
+                    "SELECT partman.create_parent(p_parent_table => 'public.events', "
+                    "p_control => 'logged_at', p_type => 'native', p_interval => 'monthly', "
+                    "p_start_partition => '2024-01-01', p_premake => 2)"
+                )
+            )
+            connection.execute(
+                text("INSERT INTO events (id, logged_at) VALUES (:id, :at)"),
+                [{"id": key, "at": at} for key, at in ROWS.items()],
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_pg_partman_parent_loses_its_expired_partitions_and_partman_carries_on(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    _with_pg_partman(postgres_url)
+    audit = tmp_path / "audit"
+    config = make_config(postgres_url, RULE, audit_directory=audit)
+    rule_plan = plan(config, AS_OF).rules[0]
+    whole = {"events_p2024_01": 10, "events_p2024_02": 10, "events_p2024_03": 10}
+    assert {p.name: p.rows for p in rule_plan.partitions} == whole
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert _remaining(postgres_url) == KEPT
+    assert not _partitions(postgres_url) & set(whole)
+    assert {"events_p2024_04", "events_default"} <= _partitions(postgres_url)
+    _verified(audit)
+    engine = create_engine(postgres_url)
+    try:
+        with engine.begin() as connection:
+            # pg_partman's own maintenance still runs on the parent (no retention of its own
+            # is configured: retention decides what expires), and still knows its partitions.
+            connection.execute(text("SELECT partman.run_maintenance('public.events')"))
+            shown = connection.execute(
+                text("SELECT partition_tablename FROM partman.show_partitions('public.events')")
+            ).scalars()
+            assert "events_p2024_01" not in set(shown)
+    finally:
+        engine.dispose()
