@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,14 @@ def test_the_fast_record_hasher_gives_exactly_hmac_sha256() -> None:
     from retention.audit.trail import RecordHasher
 
     keys: list[tuple[object, ...]] = [(1,), (42,), (-5,), (10**20,), ("a/b",), ("é", 7), (True,)]
+    # A partitioned table's (id, time) key: naive datetimes and dates take a fast path.
+    keys += [
+        (7, datetime(2024, 2, 10)),
+        (-8, datetime(2024, 2, 10, 23, 59, 58, 123)),
+        (9, date(2024, 2, 29)),
+        (10, datetime(2024, 2, 10, tzinfo=UTC)),
+        (True, datetime(2024, 2, 10)),
+    ]
     for hmac_key in (b"k" * 16, b"x" * 64, b"long" * 40):
         expected = sorted(record_leaf(hmac_key, "app", "t", key) for key in keys)
         assert RecordHasher(hmac_key).leaves("app", "t", keys) == expected

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,11 @@ class RecordHasher:
             if len(key) == 1 and type(key[0]) is int:
                 # The usual integer id, spelled as record_locator spells it, without its loop.
                 message.update(f"{prefix}{key[0]}".encode())
+            elif len(key) == 2 and type(key[0]) is int and _plain_time(key[1]):
+                # An id and a naive time (a partitioned table's key): str() of either holds only
+                # digits, "-", ".", " " and ":", which record_locator's quote() spells so.
+                time_text = str(key[1]).replace(" ", "%20").replace(":", "%3A")
+                message.update(f"{prefix}{key[0]}/{time_text}".encode())
             else:
                 message.update(record_locator(store, dataset, key).encode())
             digest = outer.copy()
@@ -100,6 +105,11 @@ class RecordHasher:
             leaves.append(digest.digest())
         leaves.sort()
         return leaves
+
+
+def _plain_time(value: object) -> bool:
+    kind = type(value)
+    return kind is date or (kind is datetime and value.tzinfo is None)  # type: ignore[attr-defined]
 
 
 def checkpoint_payload(entry: dict[str, Any]) -> bytes:
