@@ -428,3 +428,70 @@ def test_a_pg_partman_parent_loses_its_expired_partitions_and_partman_carries_on
             assert "events_p2024_01" not in set(shown)
     finally:
         engine.dispose()
+
+
+def test_mariadb_partitions_by_to_days_are_read_and_dropped(mariadb_url: str) -> None:
+    engine = create_engine(mariadb_url)
+    parts = ", ".join(
+        f"PARTITION events_{month} VALUES LESS THAN (TO_DAYS('{_bounds(month)[1]}'))"
+        for month in MONTHS
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE events (id integer NOT NULL, logged_at datetime NOT NULL, "
+                "PRIMARY KEY (id, logged_at)) PARTITION BY RANGE (TO_DAYS(logged_at)) "
+                f"({parts}, PARTITION events_max VALUES LESS THAN MAXVALUE)"
+            )
+        )
+        connection.execute(
+            text("INSERT INTO events (id, logged_at) VALUES (:id, :at)"),
+            [{"id": key, "at": at} for key, at in ROWS.items()],
+        )
+    engine.dispose()
+    config = make_config(mariadb_url, RULE)
+    rule_plan = plan(config, AS_OF).rules[0]
+    assert {p.name: (p.rows, p.upper) for p in rule_plan.partitions} == {
+        "events_2024_01": (15, "2024-02-01"),
+        "events_2024_02": (10, "2024-03-01"),
+        "events_2024_03": (10, "2024-04-01"),
+    }
+    plan_and_run(config, AS_OF)
+    assert _remaining(mariadb_url) == KEPT
+    assert "events_2024_03" not in _partitions(mariadb_url)
+
+
+def test_postgres_timestamptz_partitions_compare_as_instants(postgres_url: str) -> None:
+    """Bounds of a timestamptz partition key are instants: a partition ending at midnight in
+    Paris (23:00 UTC the day before) is wholly expired by a cutoff at midnight UTC."""
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE events (id integer NOT NULL, logged_at timestamptz NOT NULL, "
+                "PRIMARY KEY (id, logged_at)) PARTITION BY RANGE (logged_at)"
+            )
+        )
+        connection.execute(
+            text(
+                "CREATE TABLE events_march PARTITION OF events FOR VALUES "
+                "FROM ('2024-03-01 00:00+01') TO ('2024-04-15 00:00+02')"
+            )
+        )
+        connection.execute(
+            text(
+                "CREATE TABLE events_april PARTITION OF events FOR VALUES "
+                "FROM ('2024-04-15 00:00+02') TO ('2024-04-15 00:00:00.000002+00')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO events VALUES (1, '2024-03-10 00:00+00'), "
+                "(2, '2024-04-14 23:00+00'), (3, '2024-04-15 00:00:00.000001+00')"
+            )
+        )
+    engine.dispose()
+    rule_plan = plan(make_config(postgres_url, RULE), AS_OF).rules[0]
+    assert rule_plan.due == 2
+    # events_april ends 1 µs after the cutoff: the row at the cutoff + 1 µs is not due.
+    assert {p.name: p.rows for p in rule_plan.partitions} == {"events_march": 1}

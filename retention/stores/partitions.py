@@ -123,7 +123,7 @@ def _candidates(
         if not _wholly_expired(store, selection, kind, partition.upper):
             continue
         if not partition.leaf:
-            notes.append(f"{partition.name}: is itself partitioned: row batches")
+            notes.append(f"{partition.name}: not a plain table (sub-partitioned): row batches")
             continue
         chosen.append(partition)
     return chosen
