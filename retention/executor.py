@@ -394,7 +394,9 @@ def _execute_rule(
             selected += whole.done
             done += whole.done
             longest = max(longest, whole.transaction_seconds)
-        while True:
+            if stop_requested():
+                status = "stopped"
+        while status == "ok":
             if holds_for is not None:
                 rule_plan = _with_current_holds(rule_plan, holds_for)
             batch = _purge_one_batch(

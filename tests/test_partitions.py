@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from retention.app import make_plan
 from retention.app.holds import place_hold
 from retention.audit.keys import load_public_keys
 from retention.audit.prove import prove_record
 from retention.audit.trail import read_entries, read_leaves, record_leaf
 from retention.audit.verify import verify_trail
 from retention.errors import ConfigError
+from retention.executor import execute
 from retention.render import render_plan
-from retention.stores import partitions
+from retention.stores import open_stores, partitions
 from retention.stores.partition_catalog import read_partitioning
 from tests.support import config_text, make_config, plan, plan_and_run
 
@@ -495,3 +497,32 @@ def test_postgres_timestamptz_partitions_compare_as_instants(postgres_url: str) 
     assert rule_plan.due == 2
     # events_april ends 1 µs after the cutoff: the row at the cutoff + 1 µs is not due.
     assert {p.name: p.rows for p in rule_plan.partitions} == {"events_march": 1}
+
+
+def test_a_stop_request_is_honoured_between_two_partitions(postgres_url: str) -> None:
+    create_events(postgres_url)
+    config = make_config(postgres_url, RULE)
+    events: list[str] = []
+
+    class Log:
+        def info(self, event: str, **fields: object) -> None:
+            events.append(event)
+
+        warning = error = info
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, AS_OF)
+        report = execute(
+            the_plan,
+            store_for,
+            now=lambda: AS_OF,
+            dry_run=False,
+            hash_key=None,
+            logger=Log(),
+            stop_requested=lambda: "partition.dropped" in events,
+        )
+    outcome = report.outcomes[0]
+    assert outcome.status == "stopped"
+    assert events.count("partition.dropped") == 1
+    assert outcome.deleted == 10, "one partition, and no row batch after the stop"
+    assert _remaining(postgres_url) == set(ROWS) - set(range(1, 11))

@@ -91,7 +91,11 @@ def survey_partitions(
                 due.append(PartitionDue(partition.name, int(rows), upper))
             elif rows:
                 kept = f"{rows - due_rows:,} of {rows:,} rows are not due"
-                why = f", {held:,} of them held" if held else " (a condition keeps them)"
+                why = (
+                    f", {held:,} of them held"
+                    if held
+                    else " (a condition, a period override or a NULL clock keeps them)"
+                )
                 notes.append(f"{partition.name}: {kept}{why}: row batches")
     return True, tuple(due), tuple(notes)
 
@@ -240,10 +244,16 @@ def drop_partition(
                 _drop_postgres(store, selection, partition, counting, first)
             else:
                 _drop_mariadb(store, selection, partition, counting, first)
-        except sa_exc.OperationalError as error:
-            if _lock_wait(error):
+        except sa_exc.DBAPIError as error:
+            message = str(error.orig).lower()
+            if "lock timeout" in message or "lock wait timeout" in message:
                 raise BatchConflict(
                     f"partition {name!r}: its lock was not free within {LOCK_TIMEOUT_MS} ms"
+                ) from error
+            if any(refusal in message for refusal in _REFUSALS):
+                # A partition owned by another role than its table's: nothing was dropped.
+                raise BatchConflict(
+                    f"partition {name!r}: the database refused the drop ({message.splitlines()[0]})"
                 ) from error
             raise
     crash_point("after_commit")
@@ -320,9 +330,7 @@ def _drop_mariadb(
             connection.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
 
 
-def _lock_wait(error: sa_exc.OperationalError) -> bool:
-    message = str(error.orig).lower()
-    return "lock timeout" in message or "lock wait timeout" in message
+_REFUSALS = ("must be owner", "permission denied", "command denied")
 
 
 def partition_exists(store: SqlStore, table: str, name: str) -> bool:
