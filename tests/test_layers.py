@@ -20,6 +20,8 @@ CORE_MODULES = (
 SQL_EDGES = {
     "retention/stores/__init__.py",
     "retention/stores/sql.py",
+    "retention/stores/partitions.py",
+    "retention/stores/partition_catalog.py",
     "retention/state.py",
     "retention/state_holds.py",
     "retention/demo.py",
