@@ -394,6 +394,8 @@ def _execute_rule(
             selected += whole.done
             done += whole.done
             longest = max(longest, whole.transaction_seconds)
+            if progress is not None and whole.done:
+                progress.rule_advanced(rule.name, selected)
             if stop_requested():
                 status = "stopped"
         while status == "ok":
