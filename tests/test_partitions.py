@@ -454,9 +454,9 @@ def test_mariadb_partitions_by_to_days_are_read_and_dropped(mariadb_url: str) ->
     config = make_config(mariadb_url, RULE)
     rule_plan = plan(config, AS_OF).rules[0]
     assert {p.name: (p.rows, p.upper) for p in rule_plan.partitions} == {
-        "events_2024_01": (15, "2024-02-01"),
-        "events_2024_02": (10, "2024-03-01"),
-        "events_2024_03": (10, "2024-04-01"),
+        "events_2024_01": (15, "2024-02-01T00:00:00+00:00"),
+        "events_2024_02": (10, "2024-03-01T00:00:00+00:00"),
+        "events_2024_03": (10, "2024-04-01T00:00:00+00:00"),
     }
     plan_and_run(config, AS_OF)
     assert _remaining(mariadb_url) == KEPT
