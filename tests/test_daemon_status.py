@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -97,7 +98,9 @@ def test_status_shows_the_live_daemon_and_when_it_runs_an_overdue_rule(
     (braked,) = document["rules"]
     assert braked["overdue"]
     # The daemon's own next run: January 1st, midnight in Europe/Paris.
-    assert braked["daemon_next_run"] == f"{datetime.now(UTC).year + 1}-01-01T00:00:00+01:00"
+    assert datetime.fromisoformat(braked["daemon_next_run"]) == datetime(
+        datetime.now(UTC).year + 1, 1, 1, tzinfo=ZoneInfo("Europe/Paris")
+    )
 
     text = status_text(config)
     assert f"daemon alive on {socket.gethostname()} (pid {daemon.process.pid})" in text
