@@ -56,10 +56,6 @@ def _keys(signer: Signer) -> tuple[PublicKey, ...]:
     return (PublicKey(signer.key_id, signer.public_raw, START - timedelta(days=1), None),)
 
 
-def _root_over_every_entry(directory: Path) -> bytes:
-    return root_from_leaf_hashes([leaf_hash(stored.raw) for stored in read_entries(directory)])
-
-
 def _refuse_full_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(_directory: Path) -> Iterator[object]:
         raise AssertionError("the writer read the whole trail")
@@ -147,26 +143,41 @@ def test_a_tail_state_that_does_not_describe_the_trail_is_rebuilt_from_it(
     assert result.valid, result.problem
 
 
-def test_a_forged_frontier_makes_the_next_checkpoint_fail_verification(
-    tmp_path: Path, signer: Signer
+@pytest.mark.parametrize(
+    "forge",
+    ["a subtree", "a subtree and the size", "no mac (an older version's state)", "another key"],
+)
+def test_a_forged_frontier_is_not_trusted_and_the_next_checkpoint_verifies(
+    tmp_path: Path, signer: Signer, forge: str
 ) -> None:
-    """The Merkle state cannot be checked without reading the trail; a forged one only makes
-    the next checkpoint's root wrong, and `audit verify` names that checkpoint."""
+    """The state carries an HMAC under the audit key over everything in it: an edited Merkle
+    frontier does not check, so the writer reads the trail instead of signing a wrong root."""
     _session(tmp_path, signer, 4, "first")
     state_path = tmp_path / TAIL_STATE
     state = json.loads(state_path.read_text())
-    state["subtrees"][0] = "ab" * 32
+    if forge == "a subtree":
+        state["subtrees"][0] = "ab" * 32
+    elif forge == "a subtree and the size":
+        state["subtrees"] = [*state["subtrees"], "ab" * 32]
+        state["size"] = state["size"] + 2 ** (len(state["subtrees"]) - 1)
+    elif forge == "no mac (an older version's state)":
+        state["subtrees"][0] = "ab" * 32
+        del state["mac"]
+    else:
+        state["subtrees"][0] = "ab" * 32
+        forger = TrailWriter(tmp_path, b"x" * 32, signer, lambda: next(TICKS))
+        state["mac"] = forger._tail_state_mac(state)
     state_path.write_text(json.dumps(state))
     with _writer(tmp_path, signer) as writer:
-        seq = writer.checkpoint()
-    assert bytes.fromhex(list(read_entries(tmp_path))[-1].content["root"]) != (
-        _root_over_every_entry(tmp_path)
+        writer.checkpoint()
+    *before, checkpoint = list(read_entries(tmp_path))
+    assert bytes.fromhex(checkpoint.content["root"]) == root_from_leaf_hashes(
+        [leaf_hash(entry.raw) for entry in before]
     )
     result = verify_trail(tmp_path, _keys(signer))
-    assert not result.valid
-    assert result.problem is not None
-    assert result.problem.seq == seq
-    assert "root" in result.problem.reason
+    assert result.valid, result.problem
+    # And the state saved after that append serves the next writer again.
+    assert json.loads(state_path.read_text())["subtrees"] != state["subtrees"]
 
 
 def test_a_torn_last_line_is_dropped_and_the_tail_state_still_serves(

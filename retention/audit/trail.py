@@ -278,11 +278,14 @@ class TrailWriter:
 
     def _resume(self, segment: Path) -> bool:
         """Take the saved tail state if it describes this trail's end exactly: the last segment
-        at its current length, ending with the entry whose hash is ``prev``. A state that does
-        not match is ignored (the trail is read instead). A forged Merkle state would only make
-        the next checkpoint's root wrong, which ``audit verify`` reports."""
+        at its current length, ending with the entry whose hash is ``prev``, and its MAC (under
+        the audit HMAC key) checks, so that its Merkle frontier is the one this writer saved
+        after that very entry. A state that does not match is ignored: the trail is read
+        instead."""
         try:
             state = json.loads((self.directory / TAIL_STATE).read_text())
+            if not hmac.compare_digest(str(state["mac"]), self._tail_state_mac(state)):
+                return False
             if (state["segment"], state["segment_bytes"]) != (segment.name, segment.stat().st_size):
                 return False
             last = _last_line(segment)
@@ -293,12 +296,21 @@ class TrailWriter:
             frontier = MerkleFrontier(
                 state["size"], [bytes.fromhex(subtree) for subtree in state["subtrees"]]
             )
+            if frontier.size != state["next_seq"]:
+                return False
             digest = state["last_config_digest"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return False
         self._frontier, self._prev, self._seq = frontier, state["prev"], state["next_seq"]
         self.last_config_digest = digest
         return True
+
+    def _tail_state_mac(self, state: dict[str, Any]) -> str:
+        """The HMAC, under the audit key, of a tail state without its ``mac``: whoever edits
+        the file (a subtree, the size) without the key cannot make the writer sign a wrong
+        root; the writer reads the trail instead."""
+        content = canonical({name: value for name, value in state.items() if name != "mac"})
+        return hmac.digest(self.hmac_key, b"retention tail state\x00" + content, "sha256").hex()
 
     def _save_tail_state(self) -> None:
         """Save where the trail ends, so that the next writer need not read it all. Best effort:
@@ -316,6 +328,7 @@ class TrailWriter:
                 "subtrees": [subtree.hex() for subtree in self._frontier.subtrees],
                 "last_config_digest": self.last_config_digest,
             }
+            state["mac"] = self._tail_state_mac(state)
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(descriptor, json.dumps(state).encode())
