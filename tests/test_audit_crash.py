@@ -210,3 +210,92 @@ def test_the_fast_record_hasher_gives_exactly_hmac_sha256() -> None:
     for hmac_key in (b"k" * 16, b"x" * 64, b"long" * 40):
         expected = sorted(record_leaf(hmac_key, "app", "t", key) for key in keys)
         assert RecordHasher(hmac_key).leaves("app", "t", keys) == expected
+
+
+def _verified(audit: Path) -> None:
+    from retention.audit.verify import load_verification_keys, verify_trail
+
+    result = verify_trail(audit, load_verification_keys(audit / "public-keys.json"))
+    assert result.valid, result.problem
+
+
+def test_a_full_disk_while_writing_pending_keys_does_not_stop_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up while the raw keys of a batch are written: that batch and the run
+    stop (70), nothing is deleted, and the next run purges everything, each record once."""
+    from retention.config import load_config
+
+    config, url, audit = _setup(tmp_path)
+    real_write = os.write
+
+    def full_disk_in_pending(descriptor: int, data: Any) -> int:
+        if "/pending/" in os.readlink(f"/proc/self/fd/{descriptor}"):
+            raise OSError(28, "No space left on device")
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(os, "write", full_disk_in_pending)
+    _, report = plan_and_run(load_config(config), datetime(2026, 11, 23, 12, tzinfo=UTC))
+    monkeypatch.undo()
+    assert report.exit_code == ExitCode.AUDIT_FAILURE
+    assert remaining_ids_from(url) == DUE | KEPT
+
+    finished = _run(config)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert remaining_ids_from(url) == KEPT
+    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
+    assert not list((audit / "pending").iterdir())
+    _verified(audit)
+
+
+@pytest.mark.parametrize("torn", ["empty", "truncated"])
+def test_a_torn_pending_file_whose_intent_never_reached_the_trail_is_dropped(
+    tmp_path: Path, torn: str
+) -> None:
+    """What an older version left after a full disk: an empty or half-written pending file
+    for the next seq, whose intent was never appended. It was never acknowledged: nothing of
+    it was deleted, and the next run drops it and purges everything, each record once."""
+    config, url, audit = _setup(tmp_path)
+    (audit / "pending").mkdir(parents=True)
+    text = '{"rule": "logs", "store": "db", "dataset": "logs", "keys": [[1], [2], [3'
+    (audit / "pending" / "00000000.json").write_text("" if torn == "empty" else text)
+    # What this version can leave instead: a temporary file never renamed into place.
+    (audit / "pending" / "00000000.json.tmp").write_text(text)
+
+    finished = _run(config)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert remaining_ids_from(url) == KEPT
+    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
+    assert not list((audit / "pending").iterdir())
+    assert "audit.pending_unreadable_dropped" in finished.stderr
+    _verified(audit)
+
+
+@pytest.mark.parametrize("torn", ["empty", "truncated"])
+def test_a_torn_pending_file_of_an_intent_in_the_trail_claims_nothing_and_blocks_nothing(
+    tmp_path: Path, torn: str
+) -> None:
+    """The unlikely case: an unnoticed short write, then the intent appended, then a crash.
+    Without the keys nobody can tell which of its records went: the intent stays unsettled,
+    its file stays, the run says so and purges the rest; no record is claimed twice or
+    falsely."""
+    config, url, audit = _setup(tmp_path)
+    crashed = _run(config, "after_intent")  # the batch rolls back: nothing was deleted
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    (pending,) = (audit / "pending").iterdir()
+    pending.write_bytes(b"" if torn == "empty" else pending.read_bytes()[:40])
+
+    finished = _run(config)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert remaining_ids_from(url) == KEPT
+    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
+    assert "audit.pending_unreadable" in finished.stderr
+    assert "audit.pending_unreadable_dropped" not in finished.stderr
+    assert pending.exists()
+    settled = {
+        stored.content.get("intent")
+        for stored in read_entries(audit)
+        if stored.content["type"] in ("batch.result", "batch.reconciled")
+    }
+    assert int(pending.stem) not in settled
+    _verified(audit)

@@ -27,6 +27,7 @@ from retention.errors import AuditFailure, ConfigError, ConfigIssue, StoreUnavai
 from retention.executor import RunReport
 from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
 from retention.runtime.faults import crash_point
+from retention.runtime.logging import get_logger
 from retention.runtime.secrets import read_secret, secret_path
 
 TOOL = f"retention {__version__}"
@@ -157,7 +158,7 @@ class TrailRecorder:
         """A batch failed in a way that may or may not have committed: look at the store now
         (if it cannot be reached, the pending keys wait for the next run)."""
         for seq, pending in self.writer.pending():
-            if seq == intent:
+            if seq == intent and pending is not None:
                 try:
                     _reconcile_one(self.writer, self.run_id, seq, pending, store)
                 except StoreUnavailable:
@@ -228,6 +229,7 @@ def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], Recor
     """Given the trail and the stores, settle every batch a crash left without a result: record
     which of its records are gone (or anonymised) and which are not. Return how many were settled.
     """
+    writer.clear_unfinished_pending()
     pending = writer.pending()
     if not pending:
         return 0
@@ -242,6 +244,9 @@ def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], Recor
     settled = 0
     for seq, keys in pending:
         intent = entries.get(seq, {})
+        if keys is None:
+            _unreadable_pending(writer, seq, intent, seq in settled_intents)
+            continue
         if intent.get("type") != "batch.intent" or intent.get("leaves_root") != keys["leaves_root"]:
             # The intent never reached the trail, so nothing was written to the store.
             writer.clear_pending(seq)
@@ -255,6 +260,28 @@ def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], Recor
             continue
         settled += 1
     return settled
+
+
+def _unreadable_pending(
+    writer: TrailWriter, seq: int, intent: dict[str, Any], settled: bool
+) -> None:
+    """An empty or torn pending file (a full disk, with a version that did not write it
+    atomically) was never acknowledged: its writing failed, so the intent after it was never
+    appended and nothing was written to the store. Drop it. Only when an unsettled intent of
+    that seq is in the trail (a short write that went unnoticed) can its records have gone:
+    without their keys nobody can tell which, so the file stays, the intent stays unsettled
+    (``audit show`` counts it), and every run says so, rather than claim anything."""
+    if intent.get("type") != "batch.intent" or settled:
+        get_logger().warning("audit.pending_unreadable_dropped", intent=seq)
+        writer.clear_pending(seq)
+        return
+    get_logger().error(
+        "audit.pending_unreadable",
+        intent=seq,
+        rule=intent.get("rule"),
+        selected=intent.get("selected"),
+        kept=f"pending/{seq:08d}.json: its intent cannot be reconciled and stays unsettled",
+    )
 
 
 def audit_keys(settings: AuditSettings) -> tuple[bytes, Any]:

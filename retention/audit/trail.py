@@ -193,13 +193,34 @@ def _fsync_directory(path: Path) -> None:
         os.close(descriptor)
 
 
+def _write_all(descriptor: int, content: bytes) -> None:
+    """Write every byte: on a nearly full disk, write() may take only some of them."""
+    view = memoryview(content)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
 def _write_durably(path: Path, content: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(descriptor, content)
+        _write_all(descriptor, content)
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+    _fsync_directory(path.parent)
+
+
+def _replace_durably(path: Path, content: bytes) -> None:
+    """Write a file whole or not at all: a temporary file, fsynced, then renamed over ``path``
+    (a full disk or a crash leaves at most the temporary, never a torn ``path``)."""
+    temporary = path.with_name(f"{path.name}.tmp")
+    try:
+        _write_durably(temporary, content)
+        os.replace(temporary, path)
+    except OSError:
+        with suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise
     _fsync_directory(path.parent)
 
 
@@ -368,7 +389,7 @@ class TrailWriter:
             segment = self._writable_segment(len(raw) + 1)
             descriptor = os.open(segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(descriptor, raw + b"\n")
+                _write_all(descriptor, raw + b"\n")
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -433,7 +454,7 @@ class TrailWriter:
 
     def write_pending(self, seq: int, pending: dict[str, Any]) -> None:
         try:
-            _write_durably(self._pending_path(seq), json.dumps(pending, default=str).encode())
+            _replace_durably(self._pending_path(seq), json.dumps(pending, default=str).encode())
         except OSError as error:
             raise AuditFailure(f"cannot write the pending keys of entry {seq}: {error}") from error
 
@@ -443,11 +464,32 @@ class TrailWriter:
         except OSError as error:
             raise AuditFailure(f"cannot clear the pending keys of entry {seq}: {error}") from error
 
-    def pending(self) -> list[tuple[int, dict[str, Any]]]:
-        found = []
+    def pending(self) -> list[tuple[int, dict[str, Any] | None]]:
+        """The raw keys of every batch in flight, by the seq of its intent; None for a file
+        that is empty or torn (written by a version that did not write it atomically): its
+        writing never finished, so it was never acknowledged."""
+        found: list[tuple[int, dict[str, Any] | None]] = []
         for path in sorted((self.directory / "pending").glob("*.json")):
-            found.append((int(path.stem), json.loads(path.read_text())))
+            if not path.stem.isdigit():
+                continue
+            try:
+                content = json.loads(path.read_bytes())
+            except ValueError:
+                content = None
+            readable = isinstance(content, dict) and (
+                isinstance(content.get("keys"), list) or isinstance(content.get("partition"), str)
+            )
+            found.append((int(path.stem), content if readable else None))
         return found
+
+    def clear_unfinished_pending(self) -> None:
+        """Remove the temporary files of pending keys whose writing a crash cut short: never
+        renamed into place, so their intent was never appended."""
+        try:
+            for path in (self.directory / "pending").glob("*.json.tmp"):
+                path.unlink(missing_ok=True)
+        except OSError as error:
+            raise AuditFailure(f"cannot clear unfinished pending keys: {error}") from error
 
     def _pending_path(self, seq: int) -> Path:
         return self.directory / "pending" / f"{seq:08d}.json"
