@@ -41,6 +41,7 @@ from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
 from retention.runtime.logging import configure_logging
 from retention.runtime.progress import terminal_progress
 from retention.runtime.secrets import state_url, write_new_key
+from retention.runtime.signals import stop_on_signals
 from retention.state_holds import load_holds
 from retention.stores import open_stores
 from retention.wording import counted
@@ -401,12 +402,13 @@ def run(
             if not (yes or dry_run):
                 click.echo(render_plan(the_plan, config.settings.timezone.key))
                 confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
-            with terminal_progress() as progress:
+            with terminal_progress() as progress, stop_on_signals() as stop:
                 report = run_plan(
                     config,
                     the_plan,
                     store_for,
                     dry_run=dry_run,
+                    stop_requested=stop,
                     allow_over_limit=frozenset(over_limit),
                     state=state,
                     progress=progress,
@@ -414,7 +416,7 @@ def run(
             if metrics_textfile is not None:
                 write_metrics_textfile(config, report, state, metrics_textfile, datetime.now(UTC))
     echo_report(report, the_plan, output)
-    sys.exit(int(report.exit_code))
+    sys.exit(int(stop.exit_code or report.exit_code))
 
 
 def echo_report(report: RunReport, the_plan: Plan, output: str) -> None:
@@ -489,17 +491,18 @@ def erase(
             if not (yes or dry_run):
                 confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
-            with terminal_progress() as progress:
+            with terminal_progress() as progress, stop_on_signals() as stop:
                 report = run_plan(
                     config,
                     the_plan,
                     store_for,
                     dry_run=dry_run,
+                    stop_requested=stop,
                     allow_over_limit=frozenset(over_limit),
                     progress=progress,
                 )
     echo_report(report, the_plan, output)
-    sys.exit(int(report.exit_code))
+    sys.exit(int(stop.exit_code or report.exit_code))
 
 
 @main.command()

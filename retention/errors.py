@@ -19,6 +19,8 @@ class ExitCode(IntEnum):
     AUDIT_FAILURE = 70
     LOCK_HELD = 75
     BAD_CONFIG = 78
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM
 
 
 class RetentionError(Exception):
