@@ -315,7 +315,7 @@ def plan(
         with open_stores(config, read_only=True) as store_for:
             the_plan = make_plan(config, rules, store_for, moment, show_keys=show_keys)
         if save is not None:
-            save_plan(the_plan, save)
+            save_plan(the_plan, save, config)
     if output == "json":
         click.echo(json.dumps(plan_document(the_plan), indent=2, ensure_ascii=False))
     else:

@@ -1,16 +1,28 @@
-"""Saved plans: `plan --save` writes one, `run --plan-file` purges exactly it, or refuses."""
+"""Saved plans: `plan --save` writes one, sealed; `run --plan-file` purges exactly it, or refuses.
+
+The seal is an HMAC-SHA256, under the audit HMAC key (the settings hash key when there is no
+audit trail), of the plan document in canonical JSON: a plan edited by hand (its instant, a
+cutoff, a count, its id) or made by another installation does not match, and nothing of it runs.
+"""
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from retention.audit.prove import audit_hmac_key
+from retention.audit.trail import canonical
 from retention.config import Config
-from retention.errors import UsageError
+from retention.errors import ConfigError, ConfigIssue, UsageError
 from retention.planner import PLAN_SCHEMA_VERSION, Plan, plan_document
 from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
+from retention.runtime.secrets import read_hash_key
+
+SEAL = "seal"
 
 
 @dataclass(frozen=True)
@@ -25,14 +37,42 @@ class SavedPlan:
     cutoffs: dict[str, str | None]
 
 
-def save_plan(plan: Plan, path: Path) -> None:
-    """Given a Plan, write it as JSON (the plan document) for `run --plan-file`."""
-    path.write_text(json.dumps(plan_document(plan), indent=2, ensure_ascii=False) + "\n")
+def save_plan(plan: Plan, path: Path, config: Config) -> None:
+    """Given a Plan, write it as JSON (the plan document) with its seal, for `run --plan-file`."""
+    # The document as it will be read back (tuples become lists), so that the seal matches.
+    document = json.loads(json.dumps(plan_document(plan), ensure_ascii=False))
+    document[SEAL] = _seal(document, seal_key(config))
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def seal_key(config: Config) -> bytes:
+    """Given the config, return the key that seals saved plans: the audit HMAC key, or without
+    an enabled audit trail the settings hash key; ConfigError (exit 78) when there is neither."""
+    if config.audit is not None and config.audit.enabled:
+        return audit_hmac_key(config.audit)
+    key = read_hash_key(config.settings)
+    if key is None:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "audit.hmac_key_file",
+                    "a saved plan is sealed with the audit HMAC key (or settings.hash_key_file "
+                    "without an audit trail): configure one",
+                )
+            ]
+        )
+    return key
+
+
+def _seal(document: dict[str, Any], key: bytes) -> str:
+    content = canonical({name: value for name, value in document.items() if name != SEAL})
+    return hmac.digest(key, b"retention saved plan\x00" + content, "sha256").hex()
 
 
 def load_saved_plan(path: Path, config: Config) -> SavedPlan:
     """Given a saved plan file and the current config, return the saved plan; refuse (exit 2)
-    when it is not a plan, or when the config changed since it was made."""
+    when it is not a plan, when its seal does not match its content (edited, or sealed with
+    another key), or when the config changed since it was made."""
     try:
         document = json.loads(path.read_text())
         saved = SavedPlan(
@@ -52,6 +92,14 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
         )
     if document.get("schema_version") != PLAN_SCHEMA_VERSION:
         raise UsageError(f"{path} has plan schema {document.get('schema_version')!r}")
+    seal = document.get(SEAL)
+    if not isinstance(seal, str) or not hmac.compare_digest(
+        seal, _seal(document, seal_key(config))
+    ):
+        raise UsageError(
+            f"{path} does not match its seal: it was edited since `plan --save` wrote it, "
+            "sealed with another key, or never sealed; nothing was purged; plan again"
+        )
     if saved.config_digest != config.digest:
         raise UsageError(
             f"the config changed since plan {saved.plan_id} was made: nothing was purged; "

@@ -1,0 +1,128 @@
+"""A saved plan is sealed (HMAC under the audit key): `run --plan-file` refuses, exit 2 with
+nothing purged, a plan edited by hand (its instant, a cutoff, a count, its id), one without a
+seal and one sealed by another installation."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine
+
+from retention.cli import main
+from retention.errors import ExitCode
+from tests.support import config_text, create_logs, logs_rule, remaining_ids
+
+AS_OF = "2026-11-23T12:00:00+00:00"
+DUE = set(range(1, 11))  # logged in 2020: due a year later
+NOT_YET = set(range(11, 21))  # logged 2026-06-01: due only on 2027-06-01
+
+
+def _setup(tmp_path: Path, url: str) -> Path:
+    create_logs(
+        url,
+        {key: datetime(2020, 1, 1) for key in DUE} | {key: datetime(2026, 6, 1) for key in NOT_YET},
+    )
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(url, logs_rule(), audit_directory=tmp_path / "audit"))
+    return config
+
+
+def _cli(config: Path, *arguments: str) -> Result:
+    return CliRunner().invoke(main, ["--config", str(config), *arguments])
+
+
+def _remaining(url: str) -> set[int]:
+    engine = create_engine(url)
+    try:
+        return remaining_ids(engine, "logs")
+    finally:
+        engine.dispose()
+
+
+def _save(config: Path, path: Path) -> dict[str, object]:
+    made = _cli(config, "plan", "--as-of", AS_OF, "--save", str(path))
+    assert made.exit_code == 0, made.output
+    document: dict[str, object] = json.loads(path.read_text())
+    return document
+
+
+def test_a_sealed_plan_runs_exactly_as_saved(tmp_path: Path, database_url: str) -> None:
+    config = _setup(tmp_path, database_url)
+    saved = tmp_path / "plan.json"
+    document = _save(config, saved)
+    assert isinstance(document["seal"], str)
+    assert len(document["seal"]) == 64
+    ran = _cli(config, "run", "--yes", "--plan-file", str(saved))
+    assert ran.exit_code == 0, ran.output
+    assert _remaining(database_url) == NOT_YET
+
+
+def _forge_the_instant(document: dict[str, object]) -> None:
+    """What a careful hand does: a later instant, with the cutoff and count it gives."""
+    document["as_of"] = "2027-11-23T12:00:00+00:00"
+    (rule,) = document["rules"]  # type: ignore[misc]
+    rule["cutoff"] = "2026-11-23T12:00:00+00:00"
+    rule["due"] = len(DUE | NOT_YET)
+
+
+def _edit_the_cutoff(document: dict[str, object]) -> None:
+    (rule,) = document["rules"]  # type: ignore[misc]
+    rule["cutoff"] = "2026-11-23T12:00:00+00:00"
+
+
+def _edit_the_count(document: dict[str, object]) -> None:
+    (rule,) = document["rules"]  # type: ignore[misc]
+    rule["due"] = len(DUE | NOT_YET)
+
+
+def _edit_the_id(document: dict[str, object]) -> None:
+    document["plan_id"] = "0123456789abcdef"
+
+
+def _drop_the_seal(document: dict[str, object]) -> None:
+    del document["seal"]
+
+
+EDITS = {
+    "as_of": _forge_the_instant,
+    "cutoff": _edit_the_cutoff,
+    "due": _edit_the_count,
+    "plan_id": _edit_the_id,
+    "no seal": _drop_the_seal,
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_plan_is_refused_and_nothing_is_purged(
+    tmp_path: Path, database_url: str, edit: str
+) -> None:
+    config = _setup(tmp_path, database_url)
+    saved = tmp_path / "plan.json"
+    document = _save(config, saved)
+    EDITS[edit](document)
+    saved.write_text(json.dumps(document, indent=2))
+
+    refused = _cli(config, "run", "--yes", "--plan-file", str(saved), "--tolerance", "100")
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert "does not match its seal" in refused.stderr
+    assert "nothing was purged" in refused.stderr
+    assert _remaining(database_url) == DUE | NOT_YET
+
+
+def test_a_plan_sealed_by_another_installation_is_refused(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Same data, same config text, another audit HMAC key: its seal does not match."""
+    config = _setup(tmp_path, database_url)
+    saved = tmp_path / "plan.json"
+    _save(config, saved)
+    key = tmp_path / "audit-keys" / "hmac.key"
+    key.write_text("ab" * 32)
+    refused = _cli(config, "run", "--yes", "--plan-file", str(saved))
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert "does not match its seal" in refused.stderr
+    assert _remaining(database_url) == DUE | NOT_YET
