@@ -200,13 +200,17 @@ def _write_all(descriptor: int, content: bytes) -> None:
         view = view[os.write(descriptor, view) :]
 
 
-def _write_durably(path: Path, content: bytes) -> None:
+def _write_file(path: Path, content: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         _write_all(descriptor, content)
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _write_durably(path: Path, content: bytes) -> None:
+    _write_file(path, content)
     _fsync_directory(path.parent)
 
 
@@ -215,7 +219,7 @@ def _replace_durably(path: Path, content: bytes) -> None:
     (a full disk or a crash leaves at most the temporary, never a torn ``path``)."""
     temporary = path.with_name(f"{path.name}.tmp")
     try:
-        _write_durably(temporary, content)
+        _write_file(temporary, content)
         os.replace(temporary, path)
     except OSError:
         with suppress(OSError):
