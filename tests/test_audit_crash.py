@@ -299,3 +299,28 @@ def test_a_torn_pending_file_of_an_intent_in_the_trail_claims_nothing_and_blocks
     }
     assert int(pending.stem) not in settled
     _verified(audit)
+
+
+def test_an_edited_tail_state_does_not_make_the_next_run_sign_a_wrong_root(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    config, _url, audit = _setup(tmp_path)
+    first = _run(config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    state = json.loads((audit / "tail.json").read_text())
+    state["subtrees"][0] = "ab" * 32
+    (audit / "tail.json").write_text(json.dumps(state))
+
+    again = _run(config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    verified = subprocess.run(
+        [sys.executable, "-m", "retention", "--config", str(config), "audit", "verify"],
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+        timeout=120,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
