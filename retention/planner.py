@@ -267,15 +267,30 @@ class Plan:
     @property
     def plan_id(self) -> str:
         summary = [
-            [rule_plan.rule.name, rule_plan.due, _cutoff_text(rule_plan)]
+            (rule_plan.rule.name, rule_plan.due, _cutoff_text(rule_plan))
             for rule_plan in self.rules
         ]
-        parts: list[object] = [self.config_digest, self.as_of.isoformat(), summary]
-        if self.erasure is not None:
-            # The reference, never the subject: an unkeyed digest of an e-mail is no secret.
-            parts.append(["erasure", self.erasure.reference])
-        text = json.dumps(parts)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        # The reference, never the subject: an unkeyed digest of an e-mail is no secret.
+        erasure = self.erasure.reference if self.erasure is not None else None
+        return plan_digest(self.config_digest, self.as_of.isoformat(), summary, erasure)
+
+
+def plan_digest(
+    config_digest: str,
+    as_of: str,
+    summary: Sequence[tuple[str, int, str | None]],
+    erasure_reference: str | None = None,
+) -> str:
+    """Given what a plan is (config digest, instant, and per rule its name, due count and
+    cutoff, in ISO 8601), return its id: 16 hex digits of their SHA-256.
+
+    Example: ``plan_digest("ab…", "2026-11-23T12:00:00+00:00", [("logs", 3, "2025-11-23…")])``
+    is the ``plan_id`` of that one-rule plan, also when read back from a saved plan file.
+    """
+    parts: list[object] = [config_digest, as_of, [list(rule) for rule in summary]]
+    if erasure_reference is not None:
+        parts.append(["erasure", erasure_reference])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def _cutoff_text(rule_plan: RulePlan) -> str | None:

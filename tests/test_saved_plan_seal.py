@@ -126,3 +126,32 @@ def test_a_plan_sealed_by_another_installation_is_refused(
     assert refused.exit_code == ExitCode.USAGE, refused.output
     assert "does not match its seal" in refused.stderr
     assert _remaining(database_url) == DUE | NOT_YET
+
+
+@pytest.mark.parametrize("edit", [None, "as_of", "plan_id"])
+def test_without_any_key_a_plan_is_saved_unsealed_and_must_match_its_id(
+    tmp_path: Path, database_url: str, edit: str | None
+) -> None:
+    """Throw-away data: no audit trail, no hash key. Nothing can seal the plan; its id, the
+    digest of its content, must still match, and the cutoffs are still re-derived."""
+    create_logs(
+        database_url,
+        {key: datetime(2020, 1, 1) for key in DUE} | {key: datetime(2026, 6, 1) for key in NOT_YET},
+    )
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(database_url, logs_rule()))
+    saved = tmp_path / "plan.json"
+    document = _save(config, saved)
+    assert "seal" not in document
+    if edit is not None:
+        EDITS[edit](document)
+        saved.write_text(json.dumps(document, indent=2))
+
+    result = _cli(config, "run", "--yes", "--plan-file", str(saved), "--tolerance", "100")
+    if edit is None:
+        assert result.exit_code == 0, result.output
+        assert _remaining(database_url) == NOT_YET
+    else:
+        assert result.exit_code == ExitCode.USAGE, result.output
+        assert "does not match its plan id" in result.stderr
+        assert _remaining(database_url) == DUE | NOT_YET

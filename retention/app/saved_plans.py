@@ -3,6 +3,8 @@
 The seal is an HMAC-SHA256, under the audit HMAC key (the settings hash key when there is no
 audit trail), of the plan document in canonical JSON: a plan edited by hand (its instant, a
 cutoff, a count, its id) or made by another installation does not match, and nothing of it runs.
+A config with neither key (throw-away data, no audit trail) saves plans without a seal; their
+``plan_id`` must still be the digest of their content.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 from retention.audit.prove import audit_hmac_key
 from retention.audit.trail import canonical
 from retention.config import Config
-from retention.errors import ConfigError, ConfigIssue, UsageError
-from retention.planner import PLAN_SCHEMA_VERSION, Plan, plan_document
+from retention.errors import UsageError
+from retention.planner import PLAN_SCHEMA_VERSION, Plan, plan_digest, plan_document
 from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
 from retention.runtime.secrets import read_hash_key
 
@@ -41,27 +43,19 @@ def save_plan(plan: Plan, path: Path, config: Config) -> None:
     """Given a Plan, write it as JSON (the plan document) with its seal, for `run --plan-file`."""
     # The document as it will be read back (tuples become lists), so that the seal matches.
     document = json.loads(json.dumps(plan_document(plan), ensure_ascii=False))
-    document[SEAL] = _seal(document, seal_key(config))
+    key = seal_key(config)
+    if key is not None:
+        document[SEAL] = _seal(document, key)
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
-def seal_key(config: Config) -> bytes:
-    """Given the config, return the key that seals saved plans: the audit HMAC key, or without
-    an enabled audit trail the settings hash key; ConfigError (exit 78) when there is neither."""
+def seal_key(config: Config) -> bytes | None:
+    """Given the config, return the key that seals saved plans: the audit HMAC key (ConfigError,
+    exit 78, when an enabled audit trail has none), or without an enabled audit trail the
+    settings hash key; None when there is neither."""
     if config.audit is not None and config.audit.enabled:
         return audit_hmac_key(config.audit)
-    key = read_hash_key(config.settings)
-    if key is None:
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    "audit.hmac_key_file",
-                    "a saved plan is sealed with the audit HMAC key (or settings.hash_key_file "
-                    "without an audit trail): configure one",
-                )
-            ]
-        )
-    return key
+    return read_hash_key(config.settings)
 
 
 def _seal(document: dict[str, Any], key: bytes) -> str:
@@ -92,13 +86,19 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
         )
     if document.get("schema_version") != PLAN_SCHEMA_VERSION:
         raise UsageError(f"{path} has plan schema {document.get('schema_version')!r}")
-    seal = document.get(SEAL)
-    if not isinstance(seal, str) or not hmac.compare_digest(
-        seal, _seal(document, seal_key(config))
+    key, seal = seal_key(config), document.get(SEAL)
+    if key is not None and (
+        not isinstance(seal, str) or not hmac.compare_digest(seal, _seal(document, key))
     ):
         raise UsageError(
             f"{path} does not match its seal: it was edited since `plan --save` wrote it, "
             "sealed with another key, or never sealed; nothing was purged; plan again"
+        )
+    summary = [(name, saved.due[name], saved.cutoffs[name]) for name in saved.rules]
+    if plan_digest(saved.config_digest, document["as_of"], summary) != saved.plan_id:
+        raise UsageError(
+            f"{path} does not match its plan id {saved.plan_id}: it was edited since "
+            "`plan --save` wrote it; nothing was purged; plan again"
         )
     if saved.config_digest != config.digest:
         raise UsageError(
