@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ from retention.config import Config, load_config
 from retention.documents import hold_state, holds_document, report_document
 from retention.errors import ConfigError, ExitCode, RetentionError, UsageError
 from retention.executor import RunReport
+from retention.layout import wrap
 from retention.planner import Plan, check_against_stores, plan_document
 from retention.render import render_erasure_scope, render_plan, render_report
 from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
@@ -69,6 +72,26 @@ def resolve_config_path(given: Path | None) -> Path:
     raise UsageError(
         f"no configuration file: give --config or $RETENTION_CONFIG (searched {searched})"
     )
+
+
+def output_width(wide: bool) -> int | None:
+    """The columns text output fits in: none with --wide; else $COLUMNS, else the terminal's
+    width when stdout is one; else no limit (a pipe or a file gets the wide form)."""
+    if wide:
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return max(int(columns), 40)
+    if sys.stdout.isatty():
+        return max(shutil.get_terminal_size().columns, 40)
+    return None
+
+
+wide_option = click.option(
+    "--wide",
+    is_flag=True,
+    help="Do not fit the text to the terminal's width: one line per row, every column.",
+)
 
 
 def stdin_is_terminal() -> bool:
@@ -292,6 +315,7 @@ as_of_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write the plan here, for `run --plan-file`.",
 )
+@wide_option
 @click.option(
     "--show-keys",
     is_flag=True,
@@ -305,6 +329,7 @@ def plan(
     as_of: str | None,
     output: str,
     save: Path | None,
+    wide: bool,
     show_keys: bool,
 ) -> None:
     """Show what each rule would purge. Read-only: the stores are opened read-only."""
@@ -319,7 +344,7 @@ def plan(
     if output == "json":
         click.echo(json.dumps(plan_document(the_plan), indent=2, ensure_ascii=False))
     else:
-        click.echo(render_plan(the_plan, config.settings.timezone.key))
+        click.echo(render_plan(the_plan, config.settings.timezone.key, output_width(wide)))
     if any(rule_plan.error for rule_plan in the_plan.rules):
         all_unreachable = all(
             rule_plan.unavailable for rule_plan in the_plan.rules if rule_plan.error
@@ -361,6 +386,7 @@ def plan(
     show_default=True,
     help="json: one document on stdout (docs/json.md); needs --yes or --dry-run.",
 )
+@wide_option
 @click.option(
     "--metrics-textfile",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -377,6 +403,7 @@ def run(
     tolerance: float,
     over_limit: tuple[str, ...],
     output: str,
+    wide: bool,
     metrics_textfile: Path | None,
 ) -> None:
     """Purge what is due now: batch by batch, each rule on its own."""
@@ -400,7 +427,8 @@ def run(
             if saved is not None:
                 check_saved_plan(saved, the_plan, tolerance)
             if not (yes or dry_run):
-                click.echo(render_plan(the_plan, config.settings.timezone.key))
+                zone = config.settings.timezone.key
+                click.echo(render_plan(the_plan, zone, output_width(wide)))
                 confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
             with terminal_progress() as progress, stop_on_signals() as stop:
                 report = run_plan(
@@ -415,16 +443,16 @@ def run(
                 )
             if metrics_textfile is not None:
                 write_metrics_textfile(config, report, state, metrics_textfile, datetime.now(UTC))
-    echo_report(report, the_plan, output)
+    echo_report(report, the_plan, output, wide)
     sys.exit(int(stop.exit_code or report.exit_code))
 
 
-def echo_report(report: RunReport, the_plan: Plan, output: str) -> None:
+def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> None:
     if output == "json":
         document = report_document(report, plan_document(the_plan))
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        click.echo(render_report(report))
+        click.echo(render_report(report, output_width(wide)))
 
 
 @main.command()
@@ -460,6 +488,7 @@ def echo_report(report: RunReport, the_plan: Plan, output: str) -> None:
     shell_complete=complete_rule_names,
     help="Lift this rule's max_delete / max_fraction brake for this erasure (repeatable).",
 )
+@wide_option
 @click.pass_obj
 def erase(
     context: Context,
@@ -469,6 +498,7 @@ def erase(
     dry_run: bool,
     output: str,
     over_limit: tuple[str, ...],
+    wide: bool,
 ) -> None:
     """Erase everything about one person, now, in every rule with erase_by (audited)."""
     with expected_errors():
@@ -486,8 +516,9 @@ def erase(
         ):
             the_plan = make_plan(config, rules, store_for, datetime.now(UTC), erasure=request)
             if output == "text":
-                click.echo(render_plan(the_plan, config.settings.timezone.key))
-                click.echo("\n" + render_erasure_scope(rules, left_out) + "\n")
+                width = output_width(wide)
+                click.echo(render_plan(the_plan, config.settings.timezone.key, width))
+                click.echo("\n" + render_erasure_scope(rules, left_out, width) + "\n")
             if not (yes or dry_run):
                 confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
@@ -501,7 +532,7 @@ def erase(
                     allow_over_limit=frozenset(over_limit),
                     progress=progress,
                 )
-    echo_report(report, the_plan, output)
+    echo_report(report, the_plan, output, wide)
     sys.exit(int(stop.exit_code or report.exit_code))
 
 
@@ -523,8 +554,9 @@ def daemon(context: click.Context) -> None:
 
 @main.command()
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@wide_option
 @click.pass_obj
-def status(context: Context, output: str) -> None:
+def status(context: Context, output: str, wide: bool) -> None:
     """Show each rule's last run, outcome, counts and next run, from the run ledger."""
     from retention.scheduler import load_status, render_status, status_document
 
@@ -534,7 +566,7 @@ def status(context: Context, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(status_document(statuses, daemons), indent=2))
     else:
-        click.echo(render_status(statuses, config.daemon.timezone, daemons))
+        click.echo(render_status(statuses, config.daemon.timezone, daemons, output_width(wide)))
 
 
 @main.group("audit")
@@ -697,6 +729,7 @@ def _audit_report(
     until: str | None,
     rules: tuple[str, ...],
     output: str,
+    width: int | None = None,
 ) -> None:
     """show and export: the same rows, in the chosen format."""
     from retention.audit.report import parse_bound, render, rule_runs
@@ -709,7 +742,7 @@ def _audit_report(
             until=parse_bound(until, "--until"),
             rules=rules,
         )
-    click.echo(render(rows, output), nl=False)
+    click.echo(render(rows, output, width), nl=False)
 
 
 since_option = click.option("--since", help="Only runs started at or after (ISO 8601; UTC).")
@@ -746,6 +779,7 @@ def _note_anchor(directory: Path, seq: int) -> None:
 @until_option
 @report_rule_option
 @report_format_option
+@wide_option
 @click.pass_obj
 def audit_show(
     context: Context,
@@ -754,6 +788,7 @@ def audit_show(
     until: str | None,
     rules: tuple[str, ...],
     output: str | None,
+    wide: bool,
 ) -> None:
     """What was purged, per run and rule: when, under which policy and category, from which
     store and dataset, how (action, cutoff, batches), how many (selected, done, held, failed,
@@ -762,7 +797,7 @@ def audit_show(
     \b
     Exit codes: 0; 2 usage (a bad date, no trail there).
     """
-    _audit_report(context, directory, since, until, rules, output or "text")
+    _audit_report(context, directory, since, until, rules, output or "text", output_width(wide))
 
 
 @audit_group.command("export")
@@ -908,8 +943,9 @@ def hold_add(
 @hold_group.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Also released and expired holds.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@wide_option
 @click.pass_obj
-def hold_list(context: Context, show_all: bool, output: str) -> None:
+def hold_list(context: Context, show_all: bool, output: str, wide: bool) -> None:
     """List the holds in force (with --all, every hold ever placed)."""
     with expected_errors():
         config = context.config()
@@ -923,10 +959,12 @@ def hold_list(context: Context, show_all: bool, output: str) -> None:
     for hold in holds:
         state = hold_state(hold, now)
         until = f" until {hold.until:%Y-%m-%d %H:%M}" if hold.until else ""
-        click.echo(
+        line = (
             f"{hold.id:>4}  {state:<8}  {hold.rule}  {hold.target}{until}  "
             f"by {hold.created_by} on {hold.created_at:%Y-%m-%d}: {hold.reason}"
         )
+        for part in wrap([line], output_width(wide)):
+            click.echo(part)
 
 
 @hold_group.command("release")

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 from retention.config import Rule
 from retention.executor import FAILED, RunReport
+from retention.layout import table, wrap
 from retention.planner import Plan, RulePlan
 from retention.wording import counted
 
@@ -19,17 +20,15 @@ def _moment(value: datetime | date | None) -> str:
     return value.isoformat()
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int]) -> list[str]:
-    widths = [max(len(row[index]) for row in [headers, *rows]) for index in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.rjust(widths[index]) if index in numeric else cell.ljust(widths[index])
-            for index, cell in enumerate(cells)
-        ]
-        return "  ".join(parts).rstrip()
-
-    return [line(headers), line(["-" * width for width in widths]), *(line(row) for row in rows)]
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric: set[int],
+    *,
+    width: int | None = None,
+    folded: Sequence[int] = (),
+) -> list[str]:
+    return table(headers, rows, numeric, width=width, folded=folded)
 
 
 def _cutoff(rule_plan: RulePlan) -> str:
@@ -50,24 +49,25 @@ def _partitions(plan: Plan) -> list[str]:
     for rule_plan in partitioned:
         rows = sum(partition.rows for partition in rule_plan.partitions)
         lines.append(
-            f"  {rule_plan.rule.name}: {len(rule_plan.partitions)} partition(s) dropped whole, "
-            f"{rows:,} of the {rule_plan.due:,} rows due"
+            f"  {rule_plan.rule.name}: {counted(len(rule_plan.partitions), 'partition')} dropped "
+            f"whole, {rows:,} of the {counted(rule_plan.due, 'row')} due"
         )
         lines += [
-            f"    {partition.name}  {partition.rows:,} rows  (below {partition.upper})"
+            f"    {partition.name}  {counted(partition.rows, 'row')}  (below {partition.upper})"
             for partition in rule_plan.partitions
         ]
         lines += [f"    {note}" for note in rule_plan.partition_notes]
     return lines
 
 
-def render_plan(plan: Plan, zone_name: str) -> str:
-    """Given a Plan, return it as a readable table with samples and errors below.
+def render_plan(plan: Plan, zone_name: str, width: int | None = None) -> str:
+    """Given a Plan, return it as a readable table with samples and errors below, fit to
+    ``width`` columns (None: no limit): wide columns fold under each row, long lines wrap.
 
     Times are UTC; the calendar arithmetic itself happened in ``zone_name``.
     """
     if plan.erasure is not None:
-        return _render_erasure_plan(plan)
+        return _render_erasure_plan(plan, width)
     headers = [
         "RULE",
         "ACTION",
@@ -100,7 +100,7 @@ def render_plan(plan: Plan, zone_name: str) -> str:
         f"Plan {plan.plan_id} as of {_moment(plan.as_of)} UTC "
         f"(periods counted on the {zone_name} calendar; read-only, nothing was changed)",
         "",
-        *_table(headers, rows, numeric={6, 7}),
+        *_table(headers, rows, numeric={6, 7}, width=width, folded=(2, 3, 4, 5)),
         "",
     ]
     total = sum(rule_plan.due for rule_plan in plan.rules)
@@ -108,9 +108,9 @@ def render_plan(plan: Plan, zone_name: str) -> str:
     with_objects = [rule_plan for rule_plan in plan.rules if rule_plan.details]
     if with_objects:
         lines += ["", "Objects and files due:"]
-        width = max(len(rule_plan.rule.name) for rule_plan in with_objects)
+        name_width = max(len(rule_plan.rule.name) for rule_plan in with_objects)
         lines += [
-            f"  {rule_plan.rule.name.ljust(width)}  "
+            f"  {rule_plan.rule.name.ljust(name_width)}  "
             + ", ".join(
                 _detail(name, value)
                 for index, (name, value) in enumerate(rule_plan.details)
@@ -127,9 +127,9 @@ def render_plan(plan: Plan, zone_name: str) -> str:
             lines += ["", "Sample keys of due records (in clear: --show-keys):"]
         else:
             lines += ["", f"Sample keys of due records ({kind} hashes, never raw values):"]
-        width = max(len(rule_plan.rule.name) for rule_plan in with_samples)
+        name_width = max(len(rule_plan.rule.name) for rule_plan in with_samples)
         lines += [
-            f"  {rule_plan.rule.name.ljust(width)}  {' '.join(rule_plan.samples)}"
+            f"  {rule_plan.rule.name.ljust(name_width)}  {' '.join(rule_plan.samples)}"
             for rule_plan in with_samples
         ]
     warnings = [
@@ -177,10 +177,10 @@ def render_plan(plan: Plan, zone_name: str) -> str:
         lines += ["", "Warnings:", *warnings]
     if errors:
         lines += ["", "Errors:", *errors]
-    return "\n".join(lines)
+    return "\n".join(wrap(lines, width))
 
 
-def _render_erasure_plan(plan: Plan) -> str:
+def _render_erasure_plan(plan: Plan, width: int | None) -> str:
     """Given the plan of an erasure request, return it for people: per rule, what of that
     person would go (never the subject itself), then what holds keep and what failed."""
     assert plan.erasure is not None
@@ -206,7 +206,7 @@ def _render_erasure_plan(plan: Plan) -> str:
         f"{_moment(plan.as_of)} UTC: every record whose erase_by column holds the subject, "
         "whatever its age (read-only, nothing was changed)",
         "",
-        *_table(headers, rows, numeric={4, 5}),
+        *_table(headers, rows, numeric={4, 5}, width=width, folded=(2, 3)),
         "",
         f"{counted(total, 'record')} of this person in {counted(len(plan.rules), 'rule')}.",
     ]
@@ -233,10 +233,12 @@ def _render_erasure_plan(plan: Plan) -> str:
     ]
     if errors:
         lines += ["", "Errors:", *errors]
-    return "\n".join(lines)
+    return "\n".join(wrap(lines, width))
 
 
-def render_erasure_scope(reached: Sequence[Rule], left_out: Sequence[Rule]) -> str:
+def render_erasure_scope(
+    reached: Sequence[Rule], left_out: Sequence[Rule], width: int | None = None
+) -> str:
     """Given the rules an erasure request reaches and those it does not (no erase_by), return
     what becomes of the latter's records: erased through another rule on the same table, or
     kept until the end of their own period."""
@@ -255,7 +257,7 @@ def render_erasure_scope(reached: Sequence[Rule], left_out: Sequence[Rule]) -> s
                 f"  {rule.name}: not erased on request; its records go at "
                 f"{rule.clock_text} + {rule.period.text}"
             )
-    return "\n".join(lines)
+    return "\n".join(wrap(lines, width))
 
 
 def _detail(name: str, value: int) -> str:
@@ -290,8 +292,9 @@ def _size(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def render_report(report: RunReport) -> str:
-    """Given a RunReport, return the per-rule summary table and a closing total line."""
+def render_report(report: RunReport, width: int | None = None) -> str:
+    """Given a RunReport, return the per-rule summary table and a closing total line, fit to
+    ``width`` columns (None: no limit)."""
     headers = [
         "RULE",
         "STATUS",
@@ -326,10 +329,12 @@ def render_report(report: RunReport) -> str:
         ("Dry run (nothing was changed) " if report.dry_run else "Run ")
         + f"of plan {report.plan_id}",
         "",
-        *_table(headers, rows, numeric={2, 3, 4, 5, 6, 7, 8, 9}),
+        *_table(
+            headers, rows, numeric={2, 3, 4, 5, 6, 7, 8, 9}, width=width, folded=(4, 5, 7, 8, 9)
+        ),
         "",
         f"{verb} {counted(done, 'record')}; "
         f"{len(failed)} of {counted(len(report.outcomes), 'rule')} failed.",
     ]
     lines += [f"  {outcome.rule}: {outcome.error}" for outcome in failed]
-    return "\n".join(lines)
+    return "\n".join(wrap(lines, width))

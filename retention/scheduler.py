@@ -10,6 +10,7 @@ clock of the daemon's time zone.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from retention.config import Config, Rule, Schedule
+from retention.layout import wrap
 from retention.planner import iso_instant
 from retention.runtime.secrets import state_url
 from retention.state import DaemonBeat, RunRecord, StateDatabase, rule_lease
@@ -338,10 +340,14 @@ def status_document(
 
 
 def render_status(
-    statuses: list[RuleStatus], zone: ZoneInfo, daemons: Sequence[DaemonBeat] = ()
+    statuses: list[RuleStatus],
+    zone: ZoneInfo,
+    daemons: Sequence[DaemonBeat] = (),
+    width: int | None = None,
 ) -> str:
     """Given rule statuses, the time zone to show times in and the daemons' heartbeats, return
-    a table for people, under a line per daemon alive (or one saying none is)."""
+    a table for people, under a line per daemon alive (or one saying none is); fit to ``width``
+    columns (None: no limit), the notes going under their row when the table is wider."""
 
     def local(value: datetime | None) -> str:
         return value.astimezone(zone).strftime("%Y-%m-%d %H:%M") if value else "-"
@@ -389,10 +395,19 @@ def render_status(
                 "; ".join(notes),
             )
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+    lines = _columns(rows)
+    if width is not None and max(len(line) for line in lines) > width:
+        lines = []
+        for row, line in zip(rows, _columns([row[:-1] for row in rows]), strict=True):
+            lines.append(line)
+            lines += textwrap.wrap(row[-1], width, initial_indent="    ", subsequent_indent="    ")
+    footer = f"(times in {zone.key})"
+    return "\n".join(wrap([*heading, *lines, footer], width))
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(size) for cell, size in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    table = "\n".join(line.rstrip() for line in lines)
-    return "\n".join(heading) + "\n" + table + f"\n(times in {zone.key})"

@@ -120,3 +120,43 @@ def test_json_output_needs_yes_or_dry_run(demo: Path) -> None:
     refused = _invoke("run", "--as-of", AS_OF, "--output", "json")
     assert refused.exit_code == 2
     assert "--output json" in refused.output
+
+
+def _lines(*arguments: str, columns: int | None) -> list[str]:
+    environment = {"COLUMNS": str(columns)} if columns else {}
+    result = CliRunner().invoke(main, ["--log-format", "json", *arguments], env=environment)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_plan_run_and_audit_show_fit_the_terminal_and_lose_nothing(
+    demo: Path, columns: int
+) -> None:
+    """The demo's plan lines reached 213 columns, audit show's 210."""
+    wide_plan = _lines("plan", "--as-of", AS_OF, "--wide", columns=columns)
+    assert max(len(line) for line in wide_plan) > 120, wide_plan
+    plan = _lines("plan", "--as-of", AS_OF, columns=columns)
+    assert max(len(line) for line in plan) <= columns, max(plan, key=len)
+    # Each rule's cells are still there, under its row (a long one broken across lines).
+    document = _plan_document()
+    squeezed = "".join(line.strip() for line in plan).replace(" ", "")
+    for rule in document["rules"]:
+        cells = (rule["rule"], f"{rule['store']}.{rule['table']}", rule["clock"], rule["period"])
+        for cell in (*cells, f"{rule['due']:,}"):
+            assert cell.replace(" ", "") in squeezed, (cell, rule["rule"])
+
+    ran = _lines("run", "--yes", "--as-of", AS_OF, columns=columns)
+    assert max(len(line) for line in ran) <= columns, max(ran, key=len)
+    shown = _lines("audit", "show", columns=columns)
+    assert max(len(line) for line in shown) <= columns, max(shown, key=len)
+    wide_shown = _lines("audit", "show", "--wide", columns=columns)
+    assert max(len(line) for line in wide_shown) > columns
+    status = _lines("status", columns=columns)
+    assert max(len(line) for line in status) <= columns, max(status, key=len)
+
+
+def _plan_document() -> dict[str, Any]:
+    result = _invoke("plan", "--as-of", AS_OF, "--output", "json")
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document

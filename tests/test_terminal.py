@@ -217,3 +217,20 @@ def test_shell_completion_with_a_bad_config_completes_nothing_quietly(tmp_path: 
         assert completed.returncode == 0
         assert completed.stdout.strip() == ""
         assert completed.stderr == ""
+
+
+def test_a_wide_table_folds_its_wide_columns_under_each_row() -> None:
+    from retention.layout import table
+
+    headers = ["RULE", "STORE.TABLE", "DUE"]
+    rows = [["logs", "app." + "x" * 60, "1,200"], ["sessions", "app.sessions", "3"]]
+    wide = table(headers, rows, {2}, width=None, folded=(1,))
+    assert len(wide) == 4
+    assert max(len(line) for line in wide) > 40
+    narrow = table(headers, rows, {2}, width=40, folded=(1,))
+    assert max(len(line) for line in narrow) <= 40
+    assert narrow[0].split() == ["RULE", "DUE"]
+    assert narrow[2].split() == ["logs", "1,200"]
+    assert narrow[3].startswith("    store.table app.xxx")
+    assert "".join(line.strip() for line in narrow).count("x") == 60
+    assert narrow[-1] == "    store.table app.sessions"

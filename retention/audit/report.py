@@ -20,6 +20,7 @@ from typing import Any
 from retention.audit.trail import read_entries
 from retention.audit.verify import parse_time
 from retention.errors import UsageError
+from retention.layout import wrap
 from retention.render import _table
 from retention.wording import counted
 
@@ -243,9 +244,10 @@ def _seconds(moment: str | None) -> str:
     return f"{moment[:19]}Z" if moment else "?"
 
 
-def render_text(rows: Sequence[RuleRun]) -> str:
+def render_text(rows: Sequence[RuleRun], width: int | None = None) -> str:
     """Given rows, return them for people: one block per run (who, when), a table of its rules,
-    then each rule's policy and category."""
+    then each rule's policy and category; fit to ``width`` columns (None: no limit), the wide
+    columns folding under each row."""
     lines: list[str] = []
     by_run: dict[str, list[RuleRun]] = {}
     for row in rows:
@@ -281,7 +283,14 @@ def render_text(rows: Sequence[RuleRun]) -> str:
             ]
             for row in run_rows
         ]
-        lines += [f"  {line}" for line in _table(headers, table, numeric={4, 5, 6, 7, 8, 9})]
+        fitted = _table(
+            headers,
+            table,
+            numeric={4, 5, 6, 7, 8, 9},
+            width=None if width is None else width - 2,
+            folded=(2, 3, 7, 8, 9),
+        )
+        lines += [f"  {line}" for line in fitted]
         lines.append("")
         for row in run_rows:
             if row.policy:
@@ -293,13 +302,14 @@ def render_text(rows: Sequence[RuleRun]) -> str:
     total = sum(row.done for row in rows)
     runs = len(by_run)
     lines.append(f"{counted(total, 'record')} purged in {counted(runs, 'run')}.")
-    return "\n".join(lines)
+    return "\n".join(wrap(lines, width))
 
 
-def render(rows: Sequence[RuleRun], output: str) -> str:
-    """Given rows and a format (text, jsonl, csv), return the report."""
+def render(rows: Sequence[RuleRun], output: str, width: int | None = None) -> str:
+    """Given rows, a format (text, jsonl, csv) and the text's width (None: no limit), return
+    the report."""
     if output == "jsonl":
         return render_jsonl(rows)
     if output == "csv":
         return render_csv(rows)
-    return render_text(rows) + "\n"
+    return render_text(rows, width) + "\n"
