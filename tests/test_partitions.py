@@ -147,7 +147,7 @@ def test_plan_shows_the_partitions_due_whole_with_their_rows(partitioned_url: st
     assert {p.name: p.rows for p in rule_plan.partitions} == _whole(partitioned_url)
     assert rule_plan.partition_notes == ()
     shown = render_plan(plan(config, AS_OF), "UTC")
-    assert "3 partition(s) dropped whole" in shown
+    assert "3 partitions dropped whole" in shown
     assert "events_2024_03  10 rows" in shown
 
 
