@@ -757,8 +757,8 @@ report_rule_option = click.option(
 report_format_option = click.option(
     "--format",
     "output",
-    type=click.Choice(["text", "jsonl", "csv"]),
-    help="Default: text for show, jsonl for export.",
+    type=click.Choice(["text", "json", "jsonl", "csv"]),
+    help="Default: text for show, jsonl for export. json: one document (docs/json.md).",
 )
 
 

@@ -46,7 +46,7 @@ def _document(name: str, *arguments: str, exit_code: int = 0) -> dict[str, Any]:
 
 
 def _validate(document: object, name: str) -> None:
-    shipped = [schema(other) for other in ("plan", "run", "status", "holds")]
+    shipped = [schema(other) for other in ("plan", "run", "status", "holds", "audit-show")]
     registry: Registry[Any] = Registry().with_resources(
         (shipped_schema["$id"], Resource.from_contents(shipped_schema))
         for shipped_schema in shipped
@@ -101,6 +101,13 @@ def test_every_json_output_of_a_demo_session_matches_its_schema(demo: Path) -> N
     assert all(rule["last_run"] is not None for rule in status["rules"])
     assert all(INSTANT.match(value) for _key, value in _instants(status))
 
+    shown = _document("audit-show", "audit", "show", "--format", "json")
+    assert _run_id(shown)  # one audited run: a dry run writes no trail
+    assert sum(row["done"] for row in shown["runs"]) == (
+        ran["totals"]["deleted"] + ran["totals"]["anonymised"]
+    )
+    assert all(INSTANT.match(value) for _key, value in _instants(shown))
+
     erased = _document(
         "run",
         "erase",
@@ -154,6 +161,11 @@ def test_plan_run_and_audit_show_fit_the_terminal_and_lose_nothing(
     assert max(len(line) for line in wide_shown) > columns
     status = _lines("status", columns=columns)
     assert max(len(line) for line in status) <= columns, max(status, key=len)
+
+
+def _run_id(shown: dict[str, Any]) -> str:
+    (run_id,) = {row["run_id"] for row in shown["runs"]}
+    return str(run_id)
 
 
 def _plan_document() -> dict[str, Any]:

@@ -21,10 +21,13 @@ from retention.audit.trail import read_entries
 from retention.audit.verify import parse_time
 from retention.errors import UsageError
 from retention.layout import wrap
+from retention.planner import iso_instant
 from retention.render import _table
 from retention.wording import counted
 
-FORMATS = ("text", "jsonl", "csv")
+FORMATS = ("text", "json", "jsonl", "csv")
+SHOW_SCHEMA_VERSION = 1
+_TIMES = ("run_started", "run_finished", "cutoff", "first_batch", "last_batch")
 
 
 @dataclass
@@ -224,6 +227,20 @@ def render_jsonl(rows: Iterable[RuleRun]) -> str:
     return "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in rows)
 
 
+def render_json(rows: Iterable[RuleRun]) -> str:
+    """Given rows, return one JSON document (docs/json.md): ``schema_version``, then ``runs``,
+    one object per run and rule with every field, its times ISO 8601 UTC with offset +00:00."""
+    runs = []
+    for row in rows:
+        document = asdict(row)
+        for name in _TIMES:
+            value = document[name]
+            document[name] = iso_instant(datetime.fromisoformat(value)) if value else None
+        runs.append(document)
+    document = {"schema_version": SHOW_SCHEMA_VERSION, "runs": runs}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
 def render_csv(rows: Iterable[RuleRun]) -> str:
     """Given rows, return them as CSV with a header line (empty cell: not recorded)."""
     buffer = io.StringIO()
@@ -308,6 +325,8 @@ def render_text(rows: Sequence[RuleRun], width: int | None = None) -> str:
 def render(rows: Sequence[RuleRun], output: str, width: int | None = None) -> str:
     """Given rows, a format (text, jsonl, csv) and the text's width (None: no limit), return
     the report."""
+    if output == "json":
+        return render_json(rows)
     if output == "jsonl":
         return render_jsonl(rows)
     if output == "csv":
