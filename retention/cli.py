@@ -835,9 +835,15 @@ def audit_export(
     help="The record's key value; repeat it for each column of a composite key, in order.",
 )
 @audit_dir_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
 def audit_prove(
-    context: Context, store: str, table: str, key: tuple[str, ...], directory: Path | None
+    context: Context,
+    store: str,
+    table: str,
+    key: tuple[str, ...],
+    directory: Path | None,
+    output: str,
 ) -> None:
     """Show in which batch, run and rule (and when, and how) a record was purged, with the
     inclusion proof of its leaf (HMAC of its locator under the audit key, from the config), or
@@ -856,7 +862,12 @@ def audit_prove(
         hmac_key = audit_hmac_key(config.audit)
         assert config.audit is not None
         search = prove_record(directory or config.audit.directory, hmac_key, store, table, key)
-        click.echo(render_search(search))
+        if output == "json":
+            from retention.audit.documents import proof_document
+
+            click.echo(json.dumps(proof_document(search), indent=2, ensure_ascii=False))
+        else:
+            click.echo(render_search(search))
         if search.proofs and not search.proven:
             raise AuditFailure("the inclusion proof does not verify: the trail was altered")
     if not search.proofs:
@@ -870,8 +881,9 @@ def audit_prove(
     help="The person, as given to `retention erase`; '-' reads it from standard input.",
 )
 @audit_dir_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
-def audit_erasures(context: Context, subject: str, directory: Path | None) -> None:
+def audit_erasures(context: Context, subject: str, directory: Path | None, output: str) -> None:
     """Show the runs that carried out an erasure request for this subject: reference, times,
     exit code and each rule's counts. The trail holds only the subject's HMAC under the audit
     key (from the config), so this needs that key.
@@ -889,7 +901,12 @@ def audit_erasures(context: Context, subject: str, directory: Path | None) -> No
         erasures = find_erasures(
             directory or config.audit.directory, hmac_key, erasure_subject(subject_given(subject))
         )
-    click.echo(render_erasures(erasures))
+    if output == "json":
+        from retention.audit.documents import erasures_document
+
+        click.echo(json.dumps(erasures_document(erasures), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_erasures(erasures))
     if not erasures:
         sys.exit(int(ExitCode.PARTIAL_FAILURE))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ def _document(name: str, *arguments: str, exit_code: int = 0) -> dict[str, Any]:
 
 
 def _validate(document: object, name: str) -> None:
-    shipped = [schema(other) for other in ("plan", "run", "status", "holds", "audit-show")]
+    names = ("plan", "run", "status", "holds", "audit-show", "audit-prove", "audit-erasures")
+    shipped = [schema(other) for other in names]
     registry: Registry[Any] = Registry().with_resources(
         (shipped_schema["$id"], Resource.from_contents(shipped_schema))
         for shipped_schema in shipped
@@ -121,6 +123,47 @@ def test_every_json_output_of_a_demo_session_matches_its_schema(demo: Path) -> N
     )
     assert erased["exit_code"] == 0
     assert DEMO_ERASURE_SUBJECT not in json.dumps(erased)
+
+    erasures = _document(
+        "audit-erasures", "audit", "erasures", "--subject", DEMO_ERASURE_SUBJECT, "--output", "json"
+    )
+    assert [erasure["reference"] for erasure in erasures["erasures"]] == ["DSR-1"]
+    assert DEMO_ERASURE_SUBJECT not in json.dumps(erasures)
+
+    with sqlite3.connect(demo / "var" / "demo.sqlite") as connection:
+        kept = {row[0] for row in connection.execute("SELECT id FROM connection_logs")}
+    purged = min(set(range(1, max(kept) + 1)) - kept)
+    proof = _document(
+        "audit-prove",
+        "audit",
+        "prove",
+        "--store",
+        "app",
+        "--table",
+        "connection_logs",
+        "--key",
+        str(purged),
+        "--output",
+        "json",
+    )
+    assert proof["purged"] is True
+    assert proof["proven"] is True
+    assert proof["proofs"][0]["run_id"] == _run_id(shown)
+    absent = _document(
+        "audit-prove",
+        "audit",
+        "prove",
+        "--store",
+        "app",
+        "--table",
+        "connection_logs",
+        "--key",
+        str(max(kept)),
+        "--output",
+        "json",
+        exit_code=3,
+    )
+    assert (absent["purged"], absent["proofs"]) == (False, [])
 
 
 def test_json_output_needs_yes_or_dry_run(demo: Path) -> None:
