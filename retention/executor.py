@@ -18,7 +18,15 @@ from retention.errors import (
     StoreUnavailable,
 )
 from retention.holds import Hold
-from retention.planner import Batch, KeyFilter, KeyValues, Plan, RecordStore, RulePlan
+from retention.planner import (
+    Batch,
+    ChildCounts,
+    KeyFilter,
+    KeyValues,
+    Plan,
+    RecordStore,
+    RulePlan,
+)
 
 Status = Literal["ok", "failed", "unavailable", "stopped", "audit_failed", "braked"]
 CONFLICT_RETRIES = 3
@@ -89,7 +97,8 @@ class Logger(Protocol):
 @dataclass(frozen=True)
 class RuleOutcome:
     """What a run did for one rule; ``skipped`` counts planned rows that were not purged (they
-    changed since planning, or the rule stopped or failed)."""
+    changed since planning, or the rule stopped or failed). ``children`` counts the child rows
+    deleted (in a dry run: that would be) per child table; ``children_deleted`` is their sum."""
 
     rule: str
     action: str
@@ -99,6 +108,7 @@ class RuleOutcome:
     deleted: int = 0
     anonymised: int = 0
     children_deleted: int = 0
+    children: ChildCounts = ()
     failed: int = 0
     batches: int = 0
     seconds: float = 0.0
@@ -377,6 +387,7 @@ def _execute_rule(
     # Running totals only: keeping every batch's keys would grow with the table.
     batches = selected = done = children_deleted = failed = 0
     errors: dict[str, None] = {}
+    children: dict[str, int] = {}
     kept_subjects: dict[KeyValues, None] = {}
     longest = 0.0
     status: Status = "ok"
@@ -412,6 +423,8 @@ def _execute_rule(
                 selected += len(batch.keys)
                 done += batch.done
                 children_deleted += batch.children_deleted
+                for name, count in batch.children:
+                    children[name] = children.get(name, 0) + count
                 longest = max(longest, batch.transaction_seconds)
             # A batch with nothing to delete can still have failed (a subject with no prefix).
             failed += batch.failed
@@ -452,6 +465,7 @@ def _execute_rule(
         deleted=done if rule.action == "delete" else 0,
         anonymised=done if rule.action == "anonymise" else 0,
         children_deleted=children_deleted,
+        children=tuple(children.items()),
         failed=failed,
         batches=batches,
         seconds=clock() - started,

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from retention.anonymise import keyed_hash, record_locator
-from retention.config import Config, Rule
+from retention.config import Child, Config, Rule
 from retention.errors import ConfigIssue, RetentionError, StoreUnavailable
 from retention.holds import Hold
 from retention.rules import Expired, PeriodError, expired_as_of, parse_period
@@ -51,6 +51,11 @@ class Selection:
     With ``erasure``, the clock, the period and the rule's conditions do not count: the records
     selected are those whose ``erase_by`` column holds the request's subject (legal holds and
     an anonymise rule's marker still do).
+
+    ``removed_before`` are the selections of the delete rules that run earlier in the same plan
+    on the same store: the rows they delete (and their children) are gone by the time this rule
+    runs, so they are not counted among this rule's children (the demo's `user-accounts`
+    children are a safety net that the row 7 rules empty first). Only counts use it.
     """
 
     rule: Rule
@@ -62,6 +67,34 @@ class Selection:
     holds: tuple[Hold, ...] = ()
     subjects: Selection | None = None
     erasure: ErasureRequest | None = None
+    removed_before: tuple[Selection, ...] = ()
+
+
+ChildCounts = tuple[tuple[str, int], ...]
+
+
+def child_paths(children: Sequence[Child]) -> tuple[tuple[str, tuple[Child, ...]], ...]:
+    """Given a rule's children, return every declared child table with its path from the rule's
+    table, each named as plan, dry run and run report count it: the table's name, below its
+    parent's name for a nested child, with its foreign key when siblings share a table.
+
+    Example: for a rule with children ``actions`` (itself with children ``clicks``) and
+    ``notes``, the names are ``"actions"``, ``"actions/clicks"`` and ``"notes"``.
+    """
+    paths: list[tuple[str, tuple[Child, ...]]] = []
+
+    def walk(level: Sequence[Child], prefix: str, above: tuple[Child, ...]) -> None:
+        tables = [child.table for child in level]
+        for child in level:
+            name = child.table
+            if tables.count(child.table) > 1:
+                name = f"{child.table}({child.foreign_key})"
+            path = (*above, child)
+            paths.append((prefix + name, path))
+            walk(child.children, f"{prefix}{name}/", path)
+
+    walk(children, "", ())
+    return tuple(paths)
 
 
 @dataclass(frozen=True)
@@ -99,6 +132,7 @@ class Survey:
     partitioned: bool = False
     partitions: tuple[PartitionDue, ...] = ()
     partition_notes: tuple[str, ...] = ()
+    children: ChildCounts = ()
 
 
 @dataclass(frozen=True)
@@ -115,12 +149,14 @@ class Batch:
     finished listing: only their rows may go in this run. ``not_done_keys`` are the keys of
     ``keys`` that were not purged (they failed, or changed or went since they were listed): the
     audit trail must not claim them. A SQL batch purges all its keys or rolls back, so it
-    leaves this empty.
+    leaves this empty. ``children`` counts the child rows deleted (a dry run: that would be)
+    per child table, ``children_deleted`` is their sum.
     """
 
     keys: tuple[KeyValues, ...]
     done: int
     children_deleted: int = 0
+    children: ChildCounts = ()
     transaction_seconds: float = 0.0
     resume_after: KeyValues | None = None
     more: bool | None = None
@@ -218,7 +254,8 @@ def make_selection(
 @dataclass(frozen=True)
 class RulePlan:
     """The plan of one rule. ``error`` is set (and the counts are zero) when it could not be
-    planned; ``unavailable`` says the store could not be reached."""
+    planned; ``unavailable`` says the store could not be reached. ``children``: the child rows
+    that go with the rows due, per child table (see ``child_paths``)."""
 
     rule: Rule
     selection: Selection | None
@@ -237,6 +274,12 @@ class RulePlan:
     partitioned: bool = False
     partitions: tuple[PartitionDue, ...] = ()
     partition_notes: tuple[str, ...] = ()
+    children: ChildCounts = ()
+
+    @property
+    def children_due(self) -> int:
+        """The child rows that go with the rows due, all child tables together."""
+        return sum(count for _name, count in self.children)
 
     @property
     def brake(self) -> str | None:
@@ -255,7 +298,8 @@ class RulePlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """A whole plan; ``plan_id`` digests the config, the instant, cutoffs and counts."""
+    """A whole plan; ``plan_id`` digests the config, the instant, cutoffs and counts (child
+    rows included: a plan whose children moved is another plan)."""
 
     as_of: datetime
     config_digest: str
@@ -267,7 +311,7 @@ class Plan:
     @property
     def plan_id(self) -> str:
         summary = [
-            (rule_plan.rule.name, rule_plan.due, _cutoff_text(rule_plan))
+            (rule_plan.rule.name, rule_plan.due, _cutoff_text(rule_plan), rule_plan.children)
             for rule_plan in self.rules
         ]
         # The reference, never the subject: an unkeyed digest of an e-mail is no secret.
@@ -278,16 +322,22 @@ class Plan:
 def plan_digest(
     config_digest: str,
     as_of: str,
-    summary: Sequence[tuple[str, int, str | None]],
+    summary: Sequence[tuple[str, int, str | None, ChildCounts]],
     erasure_reference: str | None = None,
 ) -> str:
-    """Given what a plan is (config digest, instant, and per rule its name, due count and
-    cutoff, in ISO 8601), return its id: 16 hex digits of their SHA-256.
+    """Given what a plan is (config digest, instant, and per rule its name, due count, cutoff
+    in ISO 8601 and child rows per child table), return its id: 16 hex digits of their SHA-256.
 
-    Example: ``plan_digest("ab…", "2026-11-23T12:00:00+00:00", [("logs", 3, "2025-11-23…")])``
-    is the ``plan_id`` of that one-rule plan, also when read back from a saved plan file.
+    Example: ``plan_digest("ab…", "2026-11-23T12:00:00+00:00", [("logs", 3, "2025-11-23…",
+    ())])`` is the ``plan_id`` of that one-rule plan, also when read back from a saved plan file.
     """
-    parts: list[object] = [config_digest, as_of, [list(rule) for rule in summary]]
+    rules = [
+        [name, due, cutoff]
+        # Only rules with children add them: the ids of other plans stay as they were.
+        + ([[list(count) for count in children]] if children else [])
+        for name, due, cutoff, children in summary
+    ]
+    parts: list[object] = [config_digest, as_of, rules]
     if erasure_reference is not None:
         parts.append(["erasure", erasure_reference])
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -319,6 +369,7 @@ def plan_rule(
     subject_store: RecordStore | None = None,
     show_keys: bool = False,
     erasure: ErasureRequest | None = None,
+    removed_before: Sequence[Selection] = (),
 ) -> RulePlan:
     """Given a rule, its store, ``as_of``, the policy zone and a hash key, return its RulePlan.
 
@@ -327,6 +378,8 @@ def plan_rule(
     cross-store rule also needs its subjects' store. Sample keys are keyed hashes unless
     ``show_keys`` (object keys and rows can hold personal data). With ``erasure``, the plan is
     of one person's records (the rule must have ``erase_by``, or its subjects' rule).
+    ``removed_before``: the selections of the delete rules of the same store that run first
+    (see ``Selection``).
     """
     try:
 
@@ -336,7 +389,7 @@ def plan_rule(
             values = chosen_store.period_values(chosen) if reads_periods else ()
             return make_selection(chosen, as_of, zone, values, holds, erasure)
 
-        selection = selection_of(rule, store)
+        selection = replace(selection_of(rule, store), removed_before=tuple(removed_before))
         subjects = rule.objects.subjects if rule.objects else None
         if subjects is not None:
             assert subject_store is not None, "a cross-store rule is planned with its subjects"
@@ -368,6 +421,7 @@ def plan_rule(
         partitioned=survey.partitioned,
         partitions=survey.partitions,
         partition_notes=survey.partition_notes,
+        children=survey.children,
     )
 
 
@@ -401,14 +455,26 @@ def build_plan(
     hash key, return the Plan (read-only: stores are only surveyed); with ``erasure``, the plan
     of that request."""
     zone = config.settings.timezone
-    rule_plans = tuple(
-        _plan_or_unreachable(rule, store_for, as_of, zone, hash_key, holds, show_keys, erasure)
-        for rule in rules
-    )
+    rule_plans: list[RulePlan] = []
+    for rule in rules:
+        removed_before = [
+            earlier.selection
+            for earlier in rule_plans
+            if earlier.selection is not None
+            and earlier.rule.store == rule.store
+            and earlier.rule.action == "delete"
+            and earlier.rule.objects is None
+            and earlier.brake is None
+        ]
+        rule_plans.append(
+            _plan_or_unreachable(
+                rule, store_for, as_of, zone, hash_key, holds, show_keys, erasure, removed_before
+            )
+        )
     return Plan(
         as_of=as_of,
         config_digest=config.digest,
-        rules=rule_plans,
+        rules=tuple(rule_plans),
         sample_hashing="keyed" if keyed else "ephemeral",
         shows_keys=show_keys,
         erasure=erasure,
@@ -424,6 +490,7 @@ def _plan_or_unreachable(
     holds: Sequence[Hold],
     show_keys: bool,
     erasure: ErasureRequest | None,
+    removed_before: Sequence[Selection],
 ) -> RulePlan:
     subjects = rule.objects.subjects if rule.objects else None
     try:
@@ -441,6 +508,7 @@ def _plan_or_unreachable(
         subject_store=subject_store,
         show_keys=show_keys,
         erasure=erasure,
+        removed_before=removed_before if rule.children else (),
     )
 
 
@@ -496,6 +564,7 @@ def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
         "unreadable_clock": rule_plan.unreadable,
         "invalid_period": rule_plan.invalid_period,
         "unfit_holds": list(rule_plan.unfit_holds),
+        "children": dict(rule_plan.children),
         "brake": rule_plan.brake,
         "oldest": iso_instant(rule_plan.oldest),
         "sample_keys": list(rule_plan.samples),
@@ -563,8 +632,10 @@ def partition_fallback(selection: Selection) -> str | None:
 
 
 def plan_totals(plan: Plan) -> Mapping[str, int]:
-    """Given a Plan, return the rows due in total and the number of rules that failed."""
+    """Given a Plan, return the rows due in total, the child rows that go with them and the
+    number of rules that failed."""
     return {
         "due": sum(rule_plan.due for rule_plan in plan.rules),
+        "children": sum(rule_plan.children_due for rule_plan in plan.rules),
         "failed": sum(rule_plan.error is not None for rule_plan in plan.rules),
     }

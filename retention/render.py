@@ -104,7 +104,12 @@ def render_plan(plan: Plan, zone_name: str, width: int | None = None) -> str:
         "",
     ]
     total = sum(rule_plan.due for rule_plan in plan.rules)
-    lines.append(f"{counted(total, 'record')} due in {counted(len(plan.rules), 'rule')}.")
+    children = sum(rule_plan.children_due for rule_plan in plan.rules)
+    lines.append(
+        f"{counted(total, 'record')} due in {counted(len(plan.rules), 'rule')}"
+        + (f", and {counted(children, 'child row')} with them." if children else ".")
+    )
+    lines += _children_lines(plan)
     with_objects = [rule_plan for rule_plan in plan.rules if rule_plan.details]
     if with_objects:
         lines += ["", "Objects and files due:"]
@@ -210,6 +215,7 @@ def _render_erasure_plan(plan: Plan, width: int | None) -> str:
         "",
         f"{counted(total, 'record')} of this person in {counted(len(plan.rules), 'rule')}.",
     ]
+    lines += _children_lines(plan)
     if not total and not any(rule_plan.held or rule_plan.error for rule_plan in plan.rules):
         lines.append(
             "No record holds this subject. The match is exact (case counts): check how the "
@@ -234,6 +240,24 @@ def _render_erasure_plan(plan: Plan, width: int | None) -> str:
     if errors:
         lines += ["", "Errors:", *errors]
     return "\n".join(wrap(lines, width))
+
+
+def _children_lines(plan: Plan) -> list[str]:
+    """The child rows that would go with each rule's rows, per child table."""
+    with_children = [
+        (rule_plan.rule.name, rule_plan.children) for rule_plan in plan.rules if rule_plan.children
+    ]
+    if not with_children:
+        return []
+    return ["", "Child rows deleted with them:", *_child_counts(with_children)]
+
+
+def _child_counts(rules: Sequence[tuple[str, Sequence[tuple[str, int]]]]) -> list[str]:
+    width = max(len(name) for name, _counts in rules)
+    return [
+        f"  {name.ljust(width)}  " + ", ".join(f"{count:,} {table}" for table, count in counts)
+        for name, counts in rules
+    ]
 
 
 def render_erasure_scope(
@@ -337,4 +361,9 @@ def render_report(report: RunReport, width: int | None = None) -> str:
         f"{len(failed)} of {counted(len(report.outcomes), 'rule')} failed.",
     ]
     lines += [f"  {outcome.rule}: {outcome.error}" for outcome in failed]
+    with_children = [(outcome.rule, outcome.children) for outcome in report.outcomes]
+    with_children = [(name, counts) for name, counts in with_children if counts]
+    if with_children:
+        heading = "would be deleted" if report.dry_run else "deleted"
+        lines += ["", f"Child rows {heading} with them:", *_child_counts(with_children)]
     return "\n".join(wrap(lines, width))

@@ -37,6 +37,8 @@ class SavedPlan:
     rules: tuple[str, ...]
     due: dict[str, int]
     cutoffs: dict[str, str | None]
+    # Per rule, the child rows per child table that go with its rows due.
+    children: dict[str, dict[str, int]]
 
 
 def save_plan(plan: Plan, path: Path, config: Config) -> None:
@@ -76,6 +78,12 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
             rules=tuple(rule["rule"] for rule in document["rules"]),
             due={rule["rule"]: int(rule["due"]) for rule in document["rules"]},
             cutoffs={rule["rule"]: rule["cutoff"] for rule in document["rules"]},
+            children={
+                rule["rule"]: {
+                    str(table): int(count) for table, count in rule.get("children", {}).items()
+                }
+                for rule in document["rules"]
+            },
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UsageError(f"{path} is not a saved plan ({error})") from error
@@ -94,7 +102,10 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
             f"{path} does not match its seal: it was edited since `plan --save` wrote it, "
             "sealed with another key, or never sealed; nothing was purged; plan again"
         )
-    summary = [(name, saved.due[name], saved.cutoffs[name]) for name in saved.rules]
+    summary = [
+        (name, saved.due[name], saved.cutoffs[name], tuple(saved.children[name].items()))
+        for name in saved.rules
+    ]
     if plan_digest(saved.config_digest, document["as_of"], summary) != saved.plan_id:
         raise UsageError(
             f"{path} does not match its plan id {saved.plan_id}: it was edited since "
@@ -110,7 +121,8 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
 
 def check_saved_plan(saved: SavedPlan, fresh: Plan, tolerance_percent: float) -> None:
     """Given a saved plan and the same plan made again now (same rules, same instant), refuse
-    (exit 2) when a cutoff differs or a due count moved by more than the tolerance."""
+    (exit 2) when a cutoff differs, or a due count or a child table's count moved by more than
+    the tolerance."""
     problems = []
     for rule_plan in fresh.rules:
         name = rule_plan.rule.name
@@ -123,6 +135,14 @@ def check_saved_plan(saved: SavedPlan, fresh: Plan, tolerance_percent: float) ->
                 f"{name}: {rule_plan.due:,} due now, {planned:,} in the plan "
                 f"(tolerance {tolerance_percent:g}%)"
             )
+        saved_children = saved.children.get(name, {})
+        for table, count in rule_plan.children:
+            planned = saved_children.get(table, 0)
+            if abs(count - planned) > planned * tolerance_percent / 100:
+                problems.append(
+                    f"{name}: {count:,} {table} rows go with it now, {planned:,} in the plan "
+                    f"(tolerance {tolerance_percent:g}%)"
+                )
     if problems:
         raise UsageError(
             f"the data moved since plan {saved.plan_id}; nothing was purged: " + "; ".join(problems)

@@ -56,7 +56,16 @@ from sqlalchemy.sql.functions import GenericFunction
 from retention.anonymise import anonymise_value
 from retention.config import Child, ColumnRef, Condition, Rule, SqlStoreConfig
 from retention.errors import BatchConflict, ConfigIssue, RetentionError, StoreUnavailable
-from retention.planner import Batch, BeforeWrite, KeyFilter, KeyValues, Selection, Survey
+from retention.planner import (
+    Batch,
+    BeforeWrite,
+    ChildCounts,
+    KeyFilter,
+    KeyValues,
+    Selection,
+    Survey,
+    child_paths,
+)
 from retention.rules import Expired, to_wall_time
 from retention.runtime.faults import crash_point
 from retention.stores import partitions
@@ -615,6 +624,7 @@ class SqlStore:
         with self._reachable(), self.engine.connect() as connection:
             counts = connection.execute(counting).one()
             samples = connection.execute(self._batch_query(selection, None, sample_size)).all()
+            children = self._count_children(connection, selection, self.predicate(selection))
         in_scope, due_count, held_count, future_count, unreadable_count, invalid_count, oldest = (
             counts
         )
@@ -636,7 +646,77 @@ class SqlStore:
             partitioned=partitioned,
             partitions=partitions_due,
             partition_notes=partition_notes,
+            children=children,
         )
+
+    # --- children -----------------------------------------------------------------------------
+
+    def _count_children(
+        self,
+        connection: Connection,
+        selection: Selection,
+        parents: ColumnElement[bool],
+        before: ColumnElement[bool] | None = None,
+    ) -> ChildCounts:
+        """Per child table, how many rows a purge of the rule's rows matching ``parents`` deletes:
+        one COUNT each, a semi-join on the parents (no row comes back to Python). With
+        ``before`` (a dry run's earlier batches), the child rows those batches already reached
+        are left out, as the run deletes them there; they can only overlap when a
+        ``references`` column is not unique."""
+        rule = selection.rule
+        counts = []
+        for name, path in child_paths(rule.children):
+            child_table, reached = self._child_rows(selection, path, parents)
+            if before is not None and not self._unique_path(rule.table, path):
+                _, earlier = self._child_rows(selection, path, before)
+                reached = and_(reached, _not_true(earlier))
+            count = connection.execute(
+                select(func.count()).select_from(child_table).where(reached)
+            ).scalar_one()
+            counts.append((name, int(count)))
+        return tuple(counts)
+
+    def _child_rows(
+        self, selection: Selection, path: Sequence[Child], parents: ColumnElement[bool]
+    ) -> tuple[Table, ColumnElement[bool]]:
+        """The last table of a child path, and the condition true for its rows that a purge of
+        the rule's rows matching ``parents`` deletes: those whose foreign key holds a value of
+        a parent still there. At every level, rows that the rules of ``removed_before`` delete
+        first are no longer there (nor reach anything)."""
+        table = self.table(selection.rule.table)
+        reached = and_(parents, self._kept_before(selection, table.name))
+        for child in path:
+            child_table = self.table(child.table)
+            referenced = table.c[child.references]
+            # correlate(None): a table met again lower in the path is another row, not this one.
+            values = select(referenced).where(reached, referenced.is_not(None)).correlate(None)
+            reached = and_(
+                child_table.c[child.foreign_key].in_(values),
+                self._kept_before(selection, child_table.name),
+            )
+            table = child_table
+        return table, reached
+
+    def _kept_before(self, selection: Selection, table_name: str) -> ColumnElement[bool]:
+        """True for the rows of ``table_name`` that no rule of ``removed_before`` deletes, as
+        its rows due or as their children."""
+        gone: list[ColumnElement[bool]] = []
+        for earlier in selection.removed_before:
+            if earlier.rule.table == table_name:
+                gone.append(self.predicate(earlier))
+            for _name, path in child_paths(earlier.rule.children):
+                if path[-1].table == table_name:
+                    gone.append(self._child_rows(earlier, path, self.predicate(earlier))[1])
+        return _not_true(or_(*gone)) if gone else true()
+
+    def _unique_path(self, table_name: str, path: Sequence[Child]) -> bool:
+        """Whether every ``references`` along a child path is unique in its table: then two
+        batches never reach the same child row."""
+        for child in path:
+            if {child.references} not in self._unique_column_sets(table_name):
+                return False
+            table_name = child.table
+        return True
 
     def _instant(self, value: Any, kind: ClockKind) -> datetime | date | None:
         if value is None or kind == "date":
@@ -679,11 +759,30 @@ class SqlStore:
         if dry_run:
             with self._reachable(), self.engine.connect() as connection:
                 rows = connection.execute(query).mappings().all()
-            keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
-            if only is None or not keys:
-                return Batch(keys, done=0)
-            _, accepted, resume_after, more = _only_accepted(rows, keys, only, limit)
-            return Batch(accepted, done=0, resume_after=resume_after, more=more)
+                keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
+                resume_after: KeyValues | None = None
+                more: bool | None = None
+                if only is not None and keys:
+                    _, keys, resume_after, more = _only_accepted(rows, keys, only, limit)
+                children: ChildCounts = ()
+                if keys and rule.children:
+                    key_columns = self._key_columns(rule)
+                    before = None
+                    if after is not None:
+                        before = and_(
+                            self.predicate(selection), not_(_after_key(key_columns, after))
+                        )
+                    children = self._count_children(
+                        connection, selection, _key_in(key_columns, keys), before
+                    )
+            return Batch(
+                keys,
+                done=0,
+                children_deleted=sum(count for _name, count in children),
+                children=children,
+                resume_after=resume_after,
+                more=more,
+            )
         started = time.monotonic()
         with (
             self._reachable(),
@@ -815,16 +914,19 @@ class SqlStore:
         table = self.table(rule.table)
         key_columns = self._key_columns(rule)
         recheck = self.predicate(selection)
-        children_deleted = 0
+        children: ChildCounts = ()
         if rule.action == "delete":
-            children_deleted = self._delete_children(
+            names = {path: name for name, path in child_paths(rule.children)}
+            deleted = self._delete_children(
                 connection,
                 rule.children,
                 {
                     child.references: [row[child.references] for row in rows]
                     for child in rule.children
                 },
+                names,
             )
+            children = tuple((name, deleted.get(name, 0)) for name in dict.fromkeys(names.values()))
             # A key range would also reach the rows ``only`` refused.
             self._delete_exactly(
                 connection, table, key_columns, keys, recheck, by_range=only is None
@@ -849,7 +951,8 @@ class SqlStore:
         return Batch(
             keys,
             done=len(keys),
-            children_deleted=children_deleted,
+            children_deleted=sum(count for _name, count in children),
+            children=children,
             resume_after=resume_after,
             more=more,
         )
@@ -923,13 +1026,18 @@ class SqlStore:
         connection: Connection,
         children: Sequence[Child],
         parent_values: Mapping[str, Sequence[Any] | Select[Any]],
-    ) -> int:
-        deleted = 0
+        names: Mapping[tuple[Child, ...], str],
+        above: tuple[Child, ...] = (),
+    ) -> dict[str, int]:
+        """Delete the children of a batch, the deepest first; return the rows deleted per child
+        table, named as ``child_paths`` names them."""
+        deleted: dict[str, int] = {}
         for child in children:
+            path = (*above, child)
             child_table = self.table(child.table)
             references = child_table.c[child.foreign_key].in_(parent_values[child.references])
             if child.children:
-                deleted += self._delete_children(
+                below = self._delete_children(
                     connection,
                     child.children,
                     {
@@ -938,9 +1046,19 @@ class SqlStore:
                         )
                         for grandchild in child.children
                     },
+                    names,
+                    path,
                 )
-            deleted += connection.execute(delete(child_table).where(references)).rowcount
+                for name, count in below.items():
+                    deleted[name] = deleted.get(name, 0) + count
+            count = connection.execute(delete(child_table).where(references)).rowcount
+            deleted[names[path]] = deleted.get(names[path], 0) + count
         return deleted
+
+
+def _not_true(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """True where ``condition`` is false or NULL: NOT would drop the NULLs too."""
+    return case((condition, 1), else_=0) == 0
 
 
 def _after_key(keys: Sequence[Column[Any]], after: KeyValues) -> ColumnElement[bool]:
