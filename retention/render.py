@@ -215,7 +215,6 @@ def _render_erasure_plan(plan: Plan, width: int | None) -> str:
         "",
         f"{counted(total, 'record')} of this person in {counted(len(plan.rules), 'rule')}.",
     ]
-    lines += _children_lines(plan)
     if not total and not any(rule_plan.held or rule_plan.error for rule_plan in plan.rules):
         lines.append(
             "No record holds this subject. The match is exact (case counts): check how the "
@@ -227,6 +226,7 @@ def _render_erasure_plan(plan: Plan, width: int | None) -> str:
         + ", ".join(_detail(name, value) for name, value in rule_plan.details if value)
         for rule_plan in with_objects
     ]
+    lines += _children_lines(plan)
     held = [
         f"  {rule_plan.rule.name}: {rule_plan.held:,} kept by a legal hold"
         for rule_plan in plan.rules
@@ -249,7 +249,7 @@ def _children_lines(plan: Plan) -> list[str]:
     ]
     if not with_children:
         return []
-    return ["", "Child rows deleted with them:", *_child_counts(with_children)]
+    return ["", "Child rows that go with them:", *_child_counts(with_children)]
 
 
 def _child_counts(rules: Sequence[tuple[str, Sequence[tuple[str, int]]]]) -> list[str]:

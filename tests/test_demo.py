@@ -525,8 +525,37 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     assert before["backups-local"]["objects"]["files"] == before["backups-local"]["due"]
     assert before["customer-files"]["subjects"] == "customer-content"
 
+    # Child rows are counted beforehand, as the run deletes them: the row 7 rules empty the
+    # user-accounts children first, the message-sends rule the campaigns' sent messages.
+    children = {name: rule["children"] for name, rule in before.items() if rule["children"]}
+    assert children == {
+        "campaign-history": {"message_sends": children["campaign-history"]["message_sends"]},
+        "user-accounts": {"visit_stats": 0, "campaign_responses": 0},
+        "prospects": {"marketing_actions": children["prospects"]["marketing_actions"]},
+    }
+    assert children["campaign-history"]["message_sends"] > 0
+    assert children["prospects"]["marketing_actions"] > 0
+    demo_db = "sqlite:///var/demo.sqlite"
+    actions_before = _fetch(demo_db, "SELECT count(*) FROM marketing_actions")[0][0]
+    orphans = (
+        "SELECT count(*) FROM message_sends s JOIN campaigns c ON c.id = s.campaign_id "
+        "WHERE s.status <> 'sent' OR s.sent_at IS NULL"
+    )
+    unsent_before = _fetch(demo_db, orphans)[0][0]
+    dry = cli("run", "--dry-run", "--as-of", as_of)
+    assert _children_shown(dry.stdout, "Child rows would be deleted with them:") == children
+
     ran = cli("run", "--yes", "--as-of", as_of)
     assert "0 of 17 rules failed" in ran.stdout
+    assert _children_shown(ran.stdout, "Child rows deleted with them:") == children
+    assert (
+        actions_before - _fetch(demo_db, "SELECT count(*) FROM marketing_actions")[0][0]
+        == (children["prospects"]["marketing_actions"])
+    )
+    assert (
+        unsent_before - _fetch(demo_db, orphans)[0][0]
+        == (children["campaign-history"]["message_sends"])
+    )
 
     after = plan()
     assert {name: rule["due"] for name, rule in after.items()} == {name: 0 for name in before}
@@ -566,7 +595,6 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     assert folders < week_folders  # and the weeks whose dumps all expired went
 
     # Row 13: the demo's person asks to be erased. Nothing of theirs was due by age.
-    demo_db = "sqlite:///var/demo.sqlite"
     subject = DEMO_ERASURE_SUBJECT
     their_content = {
         row_id
@@ -579,8 +607,23 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     assert their_content <= {int(key.split("/")[1]) for key in remaining if key.count("/") > 1}
     assert len(_fetch(demo_db, _naming(subject))) == 11
     ((client_id,),) = _fetch(demo_db, f"SELECT id FROM clients WHERE email = '{subject}'")
+    child_rows = {
+        table: _fetch(demo_db, f"SELECT count(*) FROM {table}")[0][0]
+        for table in ("message_sends", "visit_stats", "campaign_responses", "marketing_actions")
+    }
+    erase_dry = cli("erase", "--subject", subject, "--request", "DSR-DEMO-1", "--dry-run")
     erased = cli("erase", "--subject", subject, "--request", "DSR-DEMO-1", "--yes")
     assert subject not in erased.output
+    # What the erasure plan and its dry run counted is what the erasure deleted as children.
+    planned = _children_shown(erase_dry.stdout, "Child rows that go with them:")
+    assert _children_shown(erase_dry.stdout, "Child rows would be deleted with them:") == planned
+    assert _children_shown(erased.stdout, "Child rows deleted with them:") == planned
+    assert sum(sum(counts.values()) for counts in planned.values()) > 0
+    assert (
+        planned["prospects"]["marketing_actions"]
+        == child_rows["marketing_actions"]
+        - (_fetch(demo_db, "SELECT count(*) FROM marketing_actions")[0][0])
+    )
     assert "0 of 14 rules failed" in erased.stdout
     assert "  job-applicants-objected: its table is erased through job-applicants" in erased.stdout
     assert "  backups-local: not erased on request; its records go at mtime + 7d" in erased.stdout
@@ -607,6 +650,20 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
     shown = CliRunner().invoke(main, ["audit", "show"])
     assert "erasure request DSR-DEMO-1" in shown.stdout
     assert subject not in shown.stdout
+
+
+def _children_shown(output: str, heading: str) -> dict[str, dict[str, int]]:
+    """The section of a plan or run report under ``heading``: per rule, per child table."""
+    shown: dict[str, dict[str, int]] = {}
+    for line in output.split(heading, 1)[1].splitlines()[1:]:
+        if not line.startswith("  "):
+            break
+        rule, counts = line.strip().split(None, 1)
+        shown[rule] = {
+            table: int(count.replace(",", ""))
+            for count, table in re.findall(r"(\d[\d,]*) (\w[^,\s]*)", counts)
+        }
+    return shown
 
 
 def _naming(subject: str) -> str:
