@@ -28,6 +28,7 @@ def report_document(report: RunReport, plan: dict[str, object]) -> dict[str, obj
             "action": outcome.action,
             "status": outcome.status,
             **outcome.counters(),
+            "children": dict(outcome.children),
             "batches": outcome.batches,
             "seconds": round(outcome.seconds, 3),
             "longest_transaction_seconds": round(outcome.longest_transaction_seconds, 4),

@@ -228,6 +228,11 @@ def test_plan_and_dry_run_count_the_children_the_run_deletes(
 
     dry = _cli(config, "run", "--dry-run")
     assert _child_line(dry, "Child rows would be deleted with them:", "accounts") == expected
+    dry_document = json.loads(_cli(config, "run", "--dry-run", "--output", "json"))
+    outcomes = {rule["rule"]: rule for rule in dry_document["rules"]}
+    assert outcomes["accounts"]["children"] == expected
+    assert outcomes["accounts"]["children_deleted"] == sum(expected.values())
+    assert dry_document["plan"]["rules"][1]["children"] == expected
     assert _rows(engine) == {"orders": 8, "order_lines": 8, "notes": 6, "mails": 5}
 
     before = _rows(engine)
