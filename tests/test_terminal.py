@@ -234,3 +234,14 @@ def test_a_wide_table_folds_its_wide_columns_under_each_row() -> None:
     assert narrow[3].startswith("    store.table app.xxx")
     assert "".join(line.strip() for line in narrow).count("x") == 60
     assert narrow[-1] == "    store.table app.sessions"
+
+
+def test_rich_is_not_imported_at_start_up() -> None:
+    """rich is for progress on a terminal only: `retention --help` must not pay for it."""
+    code = (
+        "import sys, retention.cli; print(sorted(m for m in sys.modules if m.startswith('rich')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"

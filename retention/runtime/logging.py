@@ -12,7 +12,17 @@ import os
 import sys
 from typing import Any, Literal, TextIO
 
-import structlog
+# structlog.dev imports rich's console and tracebacks (tens of ms) whenever rich is installed;
+# retention needs rich only for progress on a terminal (runtime/progress.py imports it then).
+# Hide it while structlog loads, so that every command starts without it.
+if "rich" in sys.modules:
+    import structlog
+else:
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
 
 LogFormat = Literal["auto", "json", "console"]
 
