@@ -41,7 +41,8 @@ from retention.layout import wrap
 from retention.planner import Plan, check_against_stores, plan_document
 from retention.render import render_erasure_scope, render_plan, render_report
 from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
-from retention.runtime.logging import configure_logging
+from retention.runtime.checkins import Checkins
+from retention.runtime.logging import configure_logging, get_logger
 from retention.runtime.progress import terminal_progress
 from retention.runtime.secrets import state_url, write_new_key
 from retention.runtime.signals import stop_on_signals
@@ -419,30 +420,41 @@ def run(
         config.rules_named(over_limit)
         if not (yes or dry_run) and not stdin_is_terminal():
             raise UsageError("standard input is not a terminal: pass --yes to purge (or --dry-run)")
-        with (
-            run_ledger(config, rules, dry_run=dry_run) as state,
-            open_stores(config, read_only=dry_run) as store_for,
-        ):
-            the_plan = make_plan(config, rules, store_for, moment)
-            if saved is not None:
-                check_saved_plan(saved, the_plan, tolerance)
-            if not (yes or dry_run):
-                zone = config.settings.timezone.key
-                click.echo(render_plan(the_plan, zone, output_width(wide)))
-                confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
-            with terminal_progress() as progress, stop_on_signals() as stop:
-                report = run_plan(
-                    config,
-                    the_plan,
-                    store_for,
-                    dry_run=dry_run,
-                    stop_requested=stop,
-                    allow_over_limit=frozenset(over_limit),
-                    state=state,
-                    progress=progress,
-                )
-            if metrics_textfile is not None:
-                write_metrics_textfile(config, report, state, metrics_textfile, datetime.now(UTC))
+        checkins = Checkins(config.checkins, get_logger(), enabled=not dry_run)
+        try:
+            with (
+                run_ledger(config, rules, dry_run=dry_run) as state,
+                open_stores(config, read_only=dry_run) as store_for,
+            ):
+                the_plan = make_plan(config, rules, store_for, moment)
+                if saved is not None:
+                    check_saved_plan(saved, the_plan, tolerance)
+                if not (yes or dry_run):
+                    zone = config.settings.timezone.key
+                    click.echo(render_plan(the_plan, zone, output_width(wide)))
+                    confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
+                checkins.ping("start")
+                with terminal_progress() as progress, stop_on_signals() as stop:
+                    report = run_plan(
+                        config,
+                        the_plan,
+                        store_for,
+                        dry_run=dry_run,
+                        stop_requested=stop,
+                        allow_over_limit=frozenset(over_limit),
+                        state=state,
+                        progress=progress,
+                    )
+                checkins.finished(report.exit_code == ExitCode.OK and not stop.exit_code)
+                if metrics_textfile is not None:
+                    write_metrics_textfile(
+                        config, report, state, metrics_textfile, datetime.now(UTC)
+                    )
+        except BaseException:
+            checkins.finished(False)
+            raise
+        finally:
+            checkins.wait()
     echo_report(report, the_plan, output, wide)
     sys.exit(int(stop.exit_code or report.exit_code))
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, NamedTuple
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from retention.anonymise import Strategy, parse_strategy
@@ -304,6 +305,17 @@ class StateSettings:
 
 
 @dataclass(frozen=True)
+class CheckinSettings:
+    """Monitoring check-ins (healthchecks.io, Uptime Kuma, Cronitor): the URL to ping when a run
+    starts, when it succeeds and when it fails (each optional), and how long a ping may take."""
+
+    start: str | None = None
+    success: str | None = None
+    fail: str | None = None
+    timeout: timedelta = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     """How `retention daemon` runs: the time zone schedules are read in, where metrics are served
     (off without a port), how often an idle trail gets a signed checkpoint, how long a rule's
@@ -330,6 +342,7 @@ class Config:
     audit: AuditSettings | None = None
     state: StateSettings = StateSettings()
     daemon: DaemonSettings = DaemonSettings()
+    checkins: CheckinSettings = CheckinSettings()
 
     def rules_named(self, names: tuple[str, ...]) -> tuple[Rule, ...]:
         """Given rule names (empty: all), return those rules in config order, except that a
@@ -425,11 +438,14 @@ def parse_config(
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
     reader = _Reader(base_directory=base_directory)
-    reader.unknown_keys(document, "", {"settings", "stores", "rules", "audit", "state", "daemon"})
+    reader.unknown_keys(
+        document, "", {"settings", "stores", "rules", "audit", "state", "daemon", "checkins"}
+    )
     settings = _read_settings(reader, reader.table(document, "settings", required=False))
     audit = _read_audit(reader, reader.table(document, "audit")) if "audit" in document else None
     state = _read_state(reader, reader.table(document, "state", required=False))
     daemon = _read_daemon(reader, reader.table(document, "daemon", required=False), settings)
+    checkins = _read_checkins(reader, reader.table(document, "checkins", required=False))
     stores = _read_stores(reader, reader.table(document, "stores", required=False))
     raw_rules = document.get("rules", [])
     rules: list[Rule] = []
@@ -474,6 +490,7 @@ def parse_config(
         audit=audit,
         state=state,
         daemon=daemon,
+        checkins=checkins,
     )
 
 
@@ -1241,6 +1258,40 @@ def _read_daemon(
         overdue_refresh=reader.duration(
             table, "overdue_refresh", path, defaults.overdue_refresh, second
         ),
+    )
+
+
+_LONGEST_CHECKIN = timedelta(minutes=1)
+
+
+def _read_checkins(reader: _Reader, table: Mapping[str, object]) -> CheckinSettings:
+    path = "checkins"
+    reader.unknown_keys(table, path, {field.name for field in fields(CheckinSettings)})
+    urls: dict[str, str | None] = {}
+    for key in ("start", "success", "fail"):
+        url = reader.string(table, key, path)
+        if url is not None and not _is_http_url(url):
+            # Not the value: a check-in URL holds its check's secret token.
+            reader.error(f"{path}.{key}", "must be an http:// or https:// URL with a host")
+            url = None
+        urls[key] = url
+    timeout = reader.duration(table, "timeout", path, CheckinSettings.timeout, timedelta(seconds=1))
+    if timeout > _LONGEST_CHECKIN:
+        reader.error(f"{path}.timeout", "must be at most 1m: a ping must not hold up a purge")
+        timeout = CheckinSettings.timeout
+    return CheckinSettings(urls["start"], urls["success"], urls["fail"], timeout)
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(character.isspace() or ord(character) < 32 for character in text)
     )
 
 

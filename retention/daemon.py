@@ -40,6 +40,7 @@ from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError
 from retention.executor import RunReport
 from retention.planner import check_against_stores
 from retention.runtime import metrics as prom
+from retention.runtime.checkins import Checkins
 from retention.runtime.secrets import state_url
 from retention.runtime.systemd import PurgeStatus, notify, watchdog_interval
 from retention.scheduler import (
@@ -314,22 +315,30 @@ def _run_leased(daemon: Daemon, config: Config, rule: Rule, run_id: str) -> None
         ):
             log.info("rule.already_done")
             return
-        with (
-            in_ledger(state, names, run_id, clock) as finish,
-            open_stores(config, read_only=False) as store_for,
-        ):
-            the_plan = make_plan(config, rules, store_for, clock())
-            report = run_plan(
-                config,
-                the_plan,
-                store_for,
-                dry_run=False,
-                now=clock,
-                stop_requested=lambda: daemon.stopping.is_set() or lost.is_set(),
-                run_id=run_id,
-                progress=PurgeStatus(),
-            )
-            finish(report)
+        # The daemon's pings go on in their threads: a purge never waits for one.
+        checkins = Checkins(config.checkins, log)
+        checkins.ping("start")
+        try:
+            with (
+                in_ledger(state, names, run_id, clock) as finish,
+                open_stores(config, read_only=False) as store_for,
+            ):
+                the_plan = make_plan(config, rules, store_for, clock())
+                report = run_plan(
+                    config,
+                    the_plan,
+                    store_for,
+                    dry_run=False,
+                    now=clock,
+                    stop_requested=lambda: daemon.stopping.is_set() or lost.is_set(),
+                    run_id=run_id,
+                    progress=PurgeStatus(),
+                )
+                finish(report)
+        except BaseException:
+            checkins.finished(False)
+            raise
+        checkins.finished(report.exit_code == ExitCode.OK)
     if lost.is_set():
         log.error("rule.lease_lost")
     _observe(daemon, report)

@@ -457,7 +457,7 @@ def test_a_single_config_error_is_singular() -> None:
 @pytest.mark.parametrize(
     ("path", "fragments"),
     [
-        ("colour", ["unknown key", "audit, daemon, rules, settings, state, stores"]),
+        ("colour", ["unknown key", "audit, checkins, daemon, rules, settings, state, stores"]),
         ("rules[0].colour", ["unknown key", "period"]),
         ("settings.batch_size", ["whole number from 1 to 50000", "not 0"]),
         ("stores.app.timezone", ["unknown time zone 'Mars/Olympus_Mons'"]),
