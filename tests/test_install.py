@@ -1,0 +1,143 @@
+"""docs/operations.md's install steps, run as written: scripts/install into a scratch root
+(DESTDIR), then the installed unit, config and credentials agree, the unit verifies, and the
+config validates as the service would see it (its credentials handed over as LoadCredential=
+would)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from retention.config import load_config
+from retention.wording import counted
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "install"
+PROGRAM = Path(sys.executable).parent / "retention"
+UNIT = "etc/systemd/system/retention.service"
+
+
+def install(destdir: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(SCRIPT)],
+        env={**os.environ, "DESTDIR": str(destdir), "RETENTION_PROGRAM": str(PROGRAM)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def credentials_loaded(unit: str) -> dict[str, str]:
+    """The unit's LoadCredential= lines: credential id -> source file."""
+    return dict(re.findall(r"^LoadCredential=([^:\s]+):(\S+)$", unit, flags=re.MULTILINE))
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_install_script_puts_everything_in_place_and_keeps_what_is_there(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    install(root)
+    etc = root / "etc" / "retention"
+    assert mode(etc / "retention.toml") == 0o644
+    assert mode(etc / "retention.env") == 0o600
+    assert mode(etc / "audit-public-keys.json") == 0o644
+    assert mode(etc / "credentials") == 0o700
+    for secret in ("hash-key", "audit-hmac-key", "audit-signing-key.pem"):
+        assert mode(etc / "credentials" / secret) == 0o600
+    assert len((etc / "credentials" / "hash-key").read_text()) == 64
+    unit = (root / UNIT).read_text()
+    # Documentation= names files that are installed.
+    documentation = re.findall(r"^Documentation=file://(\S+)$", unit, flags=re.MULTILINE)
+    assert documentation
+    assert all((root / path.lstrip("/")).is_file() for path in documentation)
+
+    # Again: the program is reinstalled, the config and the keys are kept.
+    (etc / "retention.toml").write_text("# edited\n")
+    key = (etc / "credentials" / "audit-signing-key.pem").read_bytes()
+    again = install(root)
+    assert "kept /etc/retention/retention.toml" in again.stdout
+    assert (etc / "retention.toml").read_text() == "# edited\n"
+    assert (etc / "credentials" / "audit-signing-key.pem").read_bytes() == key
+
+
+def test_the_installed_unit_loads_exactly_the_credentials_the_config_names_and_it_validates(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    install(root)
+    etc = root / "etc" / "retention"
+    # Step 2 of the docs: the database URL (here a SQLite database with the example's table).
+    database = tmp_path / "app.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TABLE connection_logs (id INTEGER PRIMARY KEY, logged_at TIMESTAMP)"
+        )
+    (etc / "credentials" / "app-db-url").write_text(f"sqlite:///{database}")
+
+    config_text = (etc / "retention.toml").read_text()
+    named = set(re.findall(r'^\w+_credential = "([^"]+)"', config_text, flags=re.MULTILINE))
+    loaded = credentials_loaded((root / UNIT).read_text())
+    assert set(loaded) == named
+    # What systemd does with LoadCredential=: each file, under its id, in $CREDENTIALS_DIRECTORY.
+    handed = tmp_path / "credentials"
+    handed.mkdir()
+    for name, source in loaded.items():
+        shutil.copyfile(root / source.lstrip("/"), handed / name)
+    state = tmp_path / "var" / "lib" / "retention"
+    state.mkdir(parents=True)
+    seen_by_service = tmp_path / "retention.toml"
+    seen_by_service.write_text(
+        config_text.replace("/var/lib/retention", str(state)).replace("/etc/retention", str(etc))
+    )
+    result = subprocess.run(
+        [str(PROGRAM), "--config", str(seen_by_service), "config", "validate"],
+        env={**os.environ, "CREDENTIALS_DIRECTORY": str(handed), "STATE_DIRECTORY": str(state)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_installed_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip(
+            "systemd-analyze is not installed here (Debian/Ubuntu: apt-get install systemd); "
+            "the installed unit is not checked"
+        )
+    root = tmp_path / "root"
+    install(root)
+    # The unit as installed names /opt/retention/...: verify it where the staged tree is.
+    unit = tmp_path / "retention.service"
+    unit.write_text((root / UNIT).read_text().replace("/opt/retention", f"{root}/opt/retention"))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "retention.service" not in result.stderr, result.stderr
+
+
+def test_the_docs_install_with_the_script_and_say_the_status_the_example_config_gives() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    install_section = operations.split("## Install\n")[1].split("\n## ")[0]
+    assert "scripts/install" in install_section
+    example = load_config(ROOT / "deploy" / "systemd" / "retention.toml.example")
+    expected = f"{counted(len(example.rules), 'rule')} scheduled ({example.daemon.timezone.key})"
+    for text in (operations, (ROOT / "deploy" / "systemd" / "README.md").read_text()):
+        statuses = re.findall(r"(\d+ rules? scheduled \([^)]+\))", text)
+        assert statuses
+        assert set(statuses) == {expected}
