@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README):
-#   make demo   set up, start a local S3 server if none runs, create the demo data (SQLite
-#               database, buckets, backup folder) and show `retention plan` on it
+#   make demo   set up, start this checkout's local S3 server (or reuse it; a server another
+#               checkout started is refused), create the demo data (SQLite database, buckets,
+#               backup folder) and show `retention plan` on it
 #   make test   set up, then lint, type-check and run the whole test suite
 # `make demo-stop` stops the local S3 server that `make demo` started.
 PYTHON ?= python3

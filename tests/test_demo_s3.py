@@ -1,0 +1,108 @@
+"""scripts/demo-s3: the demo's S3 server is one its checkout started, on the port it recorded;
+a server that another checkout started (whose runs would empty this demo's buckets) is refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "demo-s3"
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A checkout of its own (the script and this checkout's venv): var/ is its own."""
+    if not (ROOT / ".venv" / "bin" / "moto_server").exists():
+        pytest.skip("moto_server is missing: run `make setup`")
+    directory = tmp_path / "checkout"
+    (directory / "scripts").mkdir(parents=True)
+    shutil.copy2(SCRIPT, directory / "scripts" / "demo-s3")
+    (directory / ".venv").symlink_to(ROOT / ".venv")
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def demo_s3(checkout: Path, command: str, port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(checkout / "scripts" / "demo-s3"), command],
+        env={**os.environ, "DEMO_S3_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+class _Quiet(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def foreign_server() -> Iterator[int]:
+    """A server on 127.0.0.1 that no demo-s3 of this checkout started."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_another_checkout_started_is_refused(checkout: Path, foreign_server: int) -> None:
+    result = demo_s3(checkout, "start", foreign_server)
+    assert result.returncode == 1
+    assert "did not start" in result.stderr
+    assert not (checkout / "var" / "demo-s3.pid").exists()
+    status = demo_s3(checkout, "status", foreign_server)
+    assert "did not start" in status.stdout
+
+
+def test_the_demo_starts_its_own_server_reuses_it_and_stops_it(
+    checkout: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    started = demo_s3(checkout, "start", port)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert (checkout / "var" / "demo-s3.port").read_text().strip() == str(port)
+        pid = int((checkout / "var" / "demo-s3.pid").read_text())
+        again = demo_s3(checkout, "start", port)
+        assert again.returncode == 0, again.stderr
+        assert f"this checkout's server runs on http://127.0.0.1:{port} (pid {pid})" in again.stdout
+
+        # The same server seen from another checkout: not its own, refused.
+        other = tmp_path / "other"
+        (other / "scripts").mkdir(parents=True)
+        shutil.copy2(SCRIPT, other / "scripts" / "demo-s3")
+        (other / ".venv").symlink_to(ROOT / ".venv")
+        refused = demo_s3(other, "start", port)
+        assert refused.returncode == 1
+        assert "did not start" in refused.stderr
+        assert "no server started by this checkout" in demo_s3(other, "stop", port).stdout
+    finally:
+        stopped = demo_s3(checkout, "stop", port)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped moto" in stopped.stdout
+    assert not (checkout / "var" / "demo-s3.pid").exists()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
