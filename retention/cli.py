@@ -673,7 +673,8 @@ def audit_verify(
     "--to",
     "destination",
     required=True,
-    help="A file (replaced), a directory (one file per checkpoint) or s3://bucket/prefix.",
+    help="A directory (created if missing; one file per checkpoint, never replaced) or "
+    "s3://bucket/prefix.",
 )
 @endpoint_option
 @click.option(

@@ -433,10 +433,11 @@ def test_a_forged_entry_with_a_recomputed_chain_fails_the_checkpoint_signature(
 ) -> None:
     entries = contents(trail)
     forged = {
-        **entries[-2],
-        "type": "run.finished",
-        "exit_code": 0,
-        "outcomes": [],
+        "type": "config.changed",
+        "v": 1,
+        "run_id": entries[-2]["run_id"],
+        "digest": "0" * 64,
+        "previous_digest": None,
         "time": entries[-2]["time"],
     }
     new_lines = rechain([*entries[:-1], forged, entries[-1]], signer=None)
@@ -506,10 +507,10 @@ def test_a_checkpoint_backdated_into_a_retired_key_window_is_caught(trail: Trail
 def test_a_truncated_tail_verifies_alone_but_not_against_an_earlier_anchor(
     trail: Trail, tmp_path: Path
 ) -> None:
-    anchor = tmp_path / "anchor.jsonl"
-    exported = export_anchor(trail, anchor)
+    exported = export_anchor(trail, tmp_path / "anchors")
     assert exported.exit_code == 0, exported.output
     original = lines(trail)
+    anchor = tmp_path / "anchors" / f"checkpoint-{checkpoints(trail)[-1]:012d}.jsonl"
     assert anchor.read_bytes() == original[-1] + b"\n", "the anchor is the checkpoint's line"
     write_lines(trail, original[:-3])
     assert verify(trail).valid, "truncation alone is undetectable"

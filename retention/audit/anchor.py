@@ -1,8 +1,8 @@
 """Anchors: copies of signed checkpoints kept out of the host's reach, so that a truncated tail or
 a rewritten history can be detected later (``audit verify --anchor``).
 
-An anchor is the checkpoint's exact line. It goes to a file, to a directory (one file per
-checkpoint, ``checkpoint-<seq>.jsonl``), or to an S3 bucket under a prefix (same names; with
+An anchor is the checkpoint's exact line. It goes to a directory (one file per checkpoint,
+``checkpoint-<seq>.jsonl``, never replaced), or to an S3 bucket under a prefix (same names; with
 ``retain_days``, under Object Lock COMPLIANCE retention). boto3 finds credentials the usual way.
 """
 
@@ -135,18 +135,39 @@ def export_to_s3(
 
 
 def export_to_file(checkpoint: StoredEntry, path: Path) -> Receipt:
-    """Given a checkpoint and a path, write the checkpoint's line there (replacing the file), or,
-    when the path is a directory, to ``checkpoint-<seq>.jsonl`` in it. Return where it went."""
-    target = path / anchor_name(checkpoint.content["seq"]) if path.is_dir() else path
-    temporary = target.with_name(f".{target.name}.tmp")
+    """Given a checkpoint and a directory (created when missing), write the checkpoint's line
+    there as ``checkpoint-<seq>.jsonl``. Never replaces an anchor: the same line already there
+    is a no-op, a different one is an AuditFailure (the history was rewritten). A path that
+    exists and is not a directory is a UsageError. Return where it went."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(
+            f"--to {str(path)!r} is not a directory: anchors go into a directory, one file per "
+            "checkpoint, so that none replaces another"
+        )
+    target = path / anchor_name(checkpoint.content["seq"])
+    content = checkpoint.raw + b"\n"
+    temporary = path / f".{target.name}.{os.getpid()}.tmp"
     try:
+        path.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(descriptor, checkpoint.raw + b"\n")
+            os.write(descriptor, content)
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
-        temporary.replace(target)
+        try:
+            # link() fails when the target exists: an earlier anchor is never replaced.
+            os.link(temporary, target)
+        except FileExistsError:
+            if target.read_bytes() != content:
+                raise AuditFailure(
+                    f"{str(target)!r} already holds a different checkpoint "
+                    f"{checkpoint.content['seq']}: the trail's history differs from the one "
+                    "anchored there; not replaced"
+                ) from None
+            return Receipt(str(target), warning="that checkpoint was already anchored there")
+        finally:
+            temporary.unlink(missing_ok=True)
     except OSError as error:
         raise AuditFailure(f"cannot write the anchor {str(target)!r}: {error.strerror}") from error
     return Receipt(str(target))

@@ -110,21 +110,40 @@ def load_signer(path: Path) -> Signer:
     return Signer(private)
 
 
+PUBLIC_KEY_FIELDS = ("key_id", "public_key", "not_before", "not_after")
+
+
+def _public_key(item: object, number: int) -> PublicKey:
+    """Given one item of the file's ``keys`` list and its position, return the key; ValueError
+    when a field is missing or unknown: a misspelled ``not_after`` must not reopen a window."""
+    if not isinstance(item, dict):
+        raise ValueError(f"keys[{number}] is not an object")
+    unknown = sorted(set(item) - set(PUBLIC_KEY_FIELDS))
+    missing = [name for name in PUBLIC_KEY_FIELDS if name not in item]
+    if unknown or missing:
+        raise ValueError(
+            f"keys[{number}] has unknown fields {unknown} / lacks {missing}: each key has exactly "
+            f"{', '.join(PUBLIC_KEY_FIELDS)} (not_after null while the key is open)"
+        )
+    not_after = item["not_after"]
+    return PublicKey(
+        key_id=item["key_id"],
+        raw=base64.b64decode(item["public_key"], validate=True),
+        not_before=datetime.fromisoformat(item["not_before"]),
+        not_after=None if not_after is None else datetime.fromisoformat(not_after),
+    )
+
+
 def load_public_keys(path: Path) -> tuple[PublicKey, ...]:
-    """Given the public key file, return its keys; raise AuditKeyError when it cannot be read."""
+    """Given the public key file, return its keys; raise AuditKeyError when it cannot be read,
+    or has a field it does not know or lacks one."""
     try:
         document = json.loads(path.read_text())
-        return tuple(
-            PublicKey(
-                key_id=item["key_id"],
-                raw=base64.b64decode(item["public_key"], validate=True),
-                not_before=datetime.fromisoformat(item["not_before"]),
-                not_after=datetime.fromisoformat(item["not_after"])
-                if item.get("not_after")
-                else None,
-            )
-            for item in document["keys"]
-        )
+        if not isinstance(document, dict) or set(document) != {"keys"}:
+            raise ValueError('the file must be an object with one field, "keys"')
+        if not isinstance(document["keys"], list):
+            raise ValueError('"keys" is not a list')
+        return tuple(_public_key(item, number) for number, item in enumerate(document["keys"]))
     except OSError as error:
         raise AuditKeyError(
             f"cannot read the public keys {str(path)!r}: {error.strerror}"

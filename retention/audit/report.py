@@ -3,7 +3,11 @@
 One pass over the trail builds one row per (run, rule): the rule's policy, category, store and
 dataset, action and method, cutoff, batches, counts (selected, done, held, failed), the time of
 its first and last batch, and who ran it (tool, host, user, from ``run.started``). Records a
-crash left unsettled and a later run reconciled count for the run that purged them.
+crash left unsettled and a later run reconciled count for the run that purged them. Each legal
+hold placed or released is a row too (``entry`` ``hold.added`` / ``hold.released``).
+
+A row any of whose entries comes after the last checkpoint is marked ``signed: false``: no
+signature vouches for it yet, so the totals leave it out.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ _TIMES = ("run_started", "run_finished", "cutoff", "first_batch", "last_batch")
 class RuleRun:
     """What one rule did in one run, as the trail records it. Times are ISO 8601 UTC."""
 
-    run_id: str
+    run_id: str | None
     run_started: str | None
     run_finished: str | None
     rule: str
@@ -66,6 +70,16 @@ class RuleRun:
     tool: str | None = None
     host: str | None = None
     user: str | None = None
+    # False while an entry of the row comes after the last signed checkpoint.
+    signed: bool = True
+    # "run" for a rule in a run; "hold.added" / "hold.released" for a legal hold's change.
+    entry: str = "run"
+    time: str | None = None
+    hold_id: int | None = None
+    hold_kind: str | None = None
+    hold_targets: int | None = None
+    hold_reason: str | None = None
+    hold_until: str | None = None
 
 
 @dataclass
@@ -103,6 +117,9 @@ class _Collector:
         self.runs: dict[str, _Run] = {}
         self.rows: dict[tuple[str, str], RuleRun] = {}
         self.intents: dict[int, RuleRun] = {}
+        # The seq of the last entry that made each row (by id), and of the last checkpoint.
+        self.last_seq: dict[int, int] = {}
+        self.last_checkpoint = -1
 
     def row(self, run_id: str, rule: str) -> RuleRun:
         """Given a run and a rule, return their row, creating it (with the run's who and when)."""
@@ -121,13 +138,28 @@ class _Collector:
             )
         return self.rows[key]
 
+    def touch(self, row: RuleRun, content: dict[str, Any]) -> None:
+        """Given a row and an entry that adds to it, remember the entry's seq."""
+        seq = content.get("seq")
+        if isinstance(seq, int):
+            self.last_seq[id(row)] = max(seq, self.last_seq.get(id(row), -1))
+
+    def mark_signed(self) -> None:
+        """After the pass: mark each row whether a checkpoint covers all its entries."""
+        for row in self.rows.values():
+            row.signed = self.last_seq.get(id(row), 0) < self.last_checkpoint
+
     def add(self, content: dict[str, Any]) -> None:
         """Given the next entry, fold it into the runs and rows."""
         entry_type = content.get("type")
-        if entry_type == "run.started":
+        if entry_type == "checkpoint" and isinstance(content.get("seq"), int):
+            self.last_checkpoint = content["seq"]
+        elif entry_type == "run.started":
             self.runs[content["run_id"]] = _Run(content)
             for rule in content.get("rules", []):
-                self.row(content["run_id"], rule)
+                self.touch(self.row(content["run_id"], rule), content)
+        elif entry_type in ("hold.added", "hold.released"):
+            self._hold(content)
         elif entry_type == "batch.intent":
             self._intent(content)
         elif entry_type == "batch.result":
@@ -137,9 +169,31 @@ class _Collector:
         elif entry_type == "run.finished" and content.get("run_id") in self.runs:
             self._finished(content)
 
+    def _hold(self, content: dict[str, Any]) -> None:
+        """Given a hold.added or hold.released, add its row."""
+        row = RuleRun(
+            run_id=None,
+            run_started=None,
+            run_finished=None,
+            rule=str(content.get("rule")),
+            tool=content.get("tool"),
+            host=content.get("host"),
+            user=content.get("user"),
+            entry=str(content["type"]),
+            time=utc_text(content.get("time")),
+            hold_id=content.get("hold_id"),
+            hold_kind=content.get("kind"),
+            hold_targets=content.get("target_count"),
+            hold_reason=content.get("reason"),
+            hold_until=utc_text(content.get("until")),
+        )
+        self.rows[("hold", str(content.get("seq")))] = row
+        self.touch(row, content)
+
     def _intent(self, content: dict[str, Any]) -> None:
         """Given a batch.intent, count it for its run and rule."""
         row = self.row(content["run_id"], content["rule"])
+        self.touch(row, content)
         for name in ("policy", "category", "store", "dataset", "action", "method"):
             setattr(row, name, content.get(name))
         row.cutoff = utc_text(content.get("cutoff"))
@@ -158,6 +212,7 @@ class _Collector:
             row = self.row(content["run_id"], content["rule"])
         row.unsettled = max(0, row.unsettled - 1)
         row.last_batch = utc_text(content.get("time"))
+        self.touch(row, content)
         return row
 
     def _result(self, content: dict[str, Any]) -> None:
@@ -191,6 +246,7 @@ class _Collector:
         for (run_id, _rule), row in self.rows.items():
             if run_id == content["run_id"]:
                 row.run_finished = finished
+                self.touch(row, content)
 
 
 def rule_runs(
@@ -207,11 +263,12 @@ def rule_runs(
     collector = _Collector()
     for stored in read_entries(directory):
         collector.add(stored.content)
+    collector.mark_signed()
 
     def kept(row: RuleRun) -> bool:
         """Given a row, return whether the filters keep it."""
-        run = collector.runs.get(row.run_id)
-        started = parse_time(run.started.get("time")) if run else None
+        run = collector.runs.get(row.run_id) if row.run_id else None
+        started = parse_time(run.started.get("time")) if run else parse_time(row.time)
         if (since or until) and started is None:
             return False
         in_range = started is None or (
@@ -268,7 +325,8 @@ def render_text(rows: Sequence[RuleRun], width: int | None = None) -> str:
     lines: list[str] = []
     by_run: dict[str, list[RuleRun]] = {}
     for row in rows:
-        by_run.setdefault(row.run_id, []).append(row)
+        if row.run_id is not None:
+            by_run.setdefault(row.run_id, []).append(row)
     headers = ["RULE", "ACTION", "STORE/DATASET", "CUTOFF (UTC)", "BATCHES", "SELECTED", "DONE"]
     headers += ["HELD", "FAILED", "SKIPPED", "STATUS"]
     for run_id, run_rows in by_run.items():
@@ -278,6 +336,11 @@ def render_text(rows: Sequence[RuleRun], width: int | None = None) -> str:
             f"{_seconds(first.run_finished) if first.run_finished else '(not recorded)'}",
             f"  by {first.user or '?'}@{first.host or '?'} with {first.tool or '?'}",
         ]
+        if not all(row.signed for row in run_rows):
+            lines.append(
+                "  NOT YET SIGNED: entries of this run come after the last checkpoint; "
+                "no signature vouches for them, and the totals leave them out"
+            )
         erasures = sorted({row.erasure for row in run_rows if row.erasure})
         lines += [
             f"  erasure request {reference}: one person's records, whatever their age"
@@ -316,10 +379,36 @@ def render_text(rows: Sequence[RuleRun], width: int | None = None) -> str:
                     f"    batches {_seconds(row.first_batch)} to {_seconds(row.last_batch)}"
                 )
         lines.append("")
-    total = sum(row.done for row in rows)
-    runs = len(by_run)
-    lines.append(f"{counted(total, 'record')} purged in {counted(runs, 'run')}.")
+    lines += _render_holds([row for row in rows if row.entry != "run"])
+    unsigned_runs = {row.run_id for row in rows if row.run_id and not row.signed}
+    signed_runs = {row.run_id for row in rows if row.run_id and row.run_id not in unsigned_runs}
+    total = sum(row.done for row in rows if row.run_id in signed_runs)
+    lines.append(f"{counted(total, 'record')} purged in {counted(len(signed_runs), 'run')}.")
+    unsigned = [row for row in rows if row.run_id is not None and row.run_id not in signed_runs]
+    if unsigned:
+        lines.append(
+            f"Not yet signed (not counted): {counted(sum(row.done for row in unsigned), 'record')}"
+            f" in {counted(len({row.run_id for row in unsigned}), 'run')} after the last "
+            "checkpoint."
+        )
     return "\n".join(wrap(lines, width))
+
+
+def _render_holds(holds: Sequence[RuleRun]) -> list[str]:
+    """Given hold rows, return their lines: one per hold placed or released."""
+    if not holds:
+        return []
+    lines = ["Legal holds"]
+    for hold in holds:
+        verb = "placed" if hold.entry == "hold.added" else "released"
+        until = f", until {_seconds(hold.hold_until)}" if hold.hold_until else ""
+        unsigned = " (NOT YET SIGNED)" if not hold.signed else ""
+        lines.append(
+            f"  {_seconds(hold.time)}  hold {hold.hold_id} {verb} on {hold.rule} "
+            f"({hold.hold_kind}, {counted(hold.hold_targets or 0, 'target')}{until}) by "
+            f"{hold.user or '?'}@{hold.host or '?'}: {hold.hold_reason}{unsigned}"
+        )
+    return [*lines, ""]
 
 
 def render(rows: Sequence[RuleRun], output: str, width: int | None = None) -> str:

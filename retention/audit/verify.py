@@ -79,6 +79,34 @@ ENTRY_FIELDS: dict[str, dict[str, type]] = {
     "hold.released": {"hold_id": int, "rule": str, "kind": str, "reason": str},
 }
 
+# Fields that hold hex, with their length: only the canonical spelling (lowercase, that many
+# digits) is accepted, so that no digit's case can be changed without a check noticing.
+HEX_FIELDS = {
+    "prev": 64,
+    "leaves_root": 64,
+    "not_done_root": 64,
+    "root": 64,
+    "target_digest": 64,
+    "key_id": 16,
+    "signature": 128,
+}
+HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def hex_problem(content: dict[str, Any]) -> str | None:
+    """Given an entry, return which hex field is not in canonical form (lowercase, its length),
+    or None; an absent field, or a null where the format allows one, is not checked here.
+
+    Example: ``hex_problem({"signature": "AB" * 64})`` names ``signature``.
+    """
+    for name, length in HEX_FIELDS.items():
+        value = content.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) != length or not HEX_DIGITS.issuperset(value):
+            return f"field {name!r} is not {length} lowercase hex digits"
+    return None
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -177,10 +205,10 @@ def signature_problem(content: dict[str, Any], keys: Sequence[PublicKey]) -> str
             for key in candidates
         )
         return f"signed by key {key_id} at {moment.isoformat()}, outside its window ({windows})"
-    try:
-        signature = bytes.fromhex(str(content.get("signature")))
-    except ValueError:
-        return "signature is not hex"
+    signature_text = content.get("signature")
+    if not isinstance(signature_text, str) or hex_problem({"signature": signature_text}):
+        return "signature is not 128 lowercase hex digits"
+    signature = bytes.fromhex(signature_text)
     for key in in_window:
         try:
             if key.verify(signature, checkpoint_payload(content)):
@@ -197,7 +225,7 @@ def _field_problem(content: dict[str, Any]) -> str | None:
         value = content.get(name)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return f"field {name!r} is missing or not {kind.__name__}"
-    return None
+    return hex_problem(content)
 
 
 def leaves_summary(path: Path) -> tuple[int, bytes] | str:
@@ -261,8 +289,10 @@ def _load_anchor(source: str, raw: bytes, keys: Sequence[PublicKey]) -> Anchor:
 
 @dataclass
 class _Intent:
-    """An intent seen so far: its rule, how many records it selected, which entry settled it."""
+    """An intent seen so far: its run and rule, how many records it selected, which entry
+    settled it."""
 
+    run_id: str
     rule: str
     selected: int
     settled_by: int | None = None
@@ -289,6 +319,9 @@ class _Walker:
         self.prev = GENESIS
         self.previous: StoredEntry | None = None
         self.intents: dict[int, _Intent] = {}
+        # Runs started, and those finished: nothing of a run may come after its run.finished.
+        self.started: set[str] = set()
+        self.finished: set[str] = set()
 
     def walk(self, entries: Iterable[StoredEntry]) -> Verification:
         """Given the entries in order, return the verification."""
@@ -366,6 +399,9 @@ class _Walker:
         """Given a well-formed entry and its seq, run the checks of its type; return why it fails,
         or None."""
         entry_type = content["type"]
+        run_problem = self._check_run(content)
+        if run_problem is not None:
+            return run_problem
         if entry_type == "run.started":
             self.result.runs += 1
         elif entry_type == "batch.intent":
@@ -374,6 +410,33 @@ class _Walker:
             return self._check_settlement(content, seq)
         elif entry_type == "checkpoint":
             return self._check_checkpoint(content, seq)
+        return None
+
+    def _check_run(self, content: dict[str, Any]) -> str | None:
+        """Given an entry, check it against the life of its run: a run starts once and finishes
+        once; its batches come between the two (a reconciliation may come before its start,
+        never after its end). Return why not, or None."""
+        entry_type, run_id = content["type"], content.get("run_id")
+        if entry_type == "run.started":
+            if run_id in self.started:
+                return f"run {run_id} was already started"
+            self.started.add(str(run_id))
+        elif entry_type in ("batch.intent", "batch.result", "run.finished") and (
+            run_id not in self.started
+        ):
+            return f"run {run_id} has no earlier run.started"
+        if (
+            run_id in self.finished
+            and entry_type in ENTRY_FIELDS
+            and entry_type
+            not in (
+                "config.changed",
+                "checkpoint",
+            )
+        ):
+            return f"run {run_id} had already finished: nothing of it can come after"
+        if entry_type == "run.finished":
+            self.finished.add(str(run_id))
         return None
 
     def _check_leaves(self, content: dict[str, Any], seq: int, count_field: str) -> str | None:
@@ -391,7 +454,7 @@ class _Walker:
 
     def _check_intent(self, content: dict[str, Any], seq: int) -> str | None:
         """Given a batch.intent, remember it and check its leaves; return why it fails, or None."""
-        self.intents[seq] = _Intent(content["rule"], content["selected"])
+        self.intents[seq] = _Intent(content["run_id"], content["rule"], content["selected"])
         self.result.batches += 1
         return self._check_leaves(content, seq, "selected")
 
@@ -406,6 +469,11 @@ class _Walker:
             )
         if intent.settled_by is not None:
             return f"intent {content['intent']} was already settled by seq {intent.settled_by}"
+        if content["type"] == "batch.result" and content["run_id"] != intent.run_id:
+            return (
+                f"a result of run {content['run_id']} settles intent {content['intent']} of run "
+                f"{intent.run_id}"
+            )
         intent.settled_by = seq
         done = content["done"]
         if content["type"] == "batch.reconciled":
