@@ -55,17 +55,26 @@ def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """Given the leaves and the index of one, return its audit path (RFC 6962 section 2.1.1)."""
-    if not 0 <= index < len(leaves):
+    return hashed_inclusion_proof([leaf_hash(leaf) for leaf in leaves], index)
+
+
+def hashed_inclusion_proof(hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """Given the leaf hashes of a tree and the index of one, return its audit path.
+
+    Example: ``hashed_inclusion_proof([leaf_hash(b"a"), leaf_hash(b"b")], 0)`` is
+    ``[leaf_hash(b"b")]``.
+    """
+    if not 0 <= index < len(hashes):
         raise IndexError(index)
     path: list[bytes] = []
-    start, end = 0, len(leaves)
+    start, end = 0, len(hashes)
     while end - start > 1:
         middle = start + _split(end - start)
         if index < middle:
-            path.append(merkle_root(leaves[middle:end]))
+            path.append(root_from_leaf_hashes(hashes[middle:end]))
             end = middle
         else:
-            path.append(merkle_root(leaves[start:middle]))
+            path.append(root_from_leaf_hashes(hashes[start:middle]))
             start = middle
     path.reverse()
     return path

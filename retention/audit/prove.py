@@ -23,7 +23,7 @@ from retention.audit.trail import (
     record_leaf,
     subject_digest,
 )
-from retention.config import AuditSettings
+from retention.config import AuditSettings, Child, Config
 from retention.errors import AuditFailure, ConfigError, ConfigIssue, UsageError
 from retention.runtime.secrets import read_secret
 
@@ -56,6 +56,9 @@ class Search:
     leaf: bytes
     proofs: list[Proof] = field(default_factory=list)
     not_purged: list[tuple[int, str]] = field(default_factory=list)
+    # Every (store, dataset) the trail's batches name: a name outside both it and the config
+    # is a typo, not a record that was never purged.
+    datasets: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def proven(self) -> bool:
@@ -76,6 +79,40 @@ def audit_hmac_key(settings: AuditSettings | None) -> bytes:
     if key is None:
         raise ConfigError([ConfigIssue("audit.hmac_key_file", "missing: the HMAC key is needed")])
     return key
+
+
+def check_names(config: Config, search: Search, store: str, dataset: str) -> str | None:
+    """Given the config, a search and the store and dataset it was for, raise UsageError when
+    neither the config nor the trail knows that store, or that dataset in it: a rule's table
+    (bucket, root), a table of its children, or a dataset the trail's batches name. Return a
+    note when the dataset is only a child table (whose rows the trail does not name)."""
+    in_trail = {name for name, _ in search.datasets}
+    if store not in config.stores and store not in in_trail:
+        known = ", ".join(sorted(set(config.stores) | in_trail)) or "none"
+        raise UsageError(f"--store {store!r} is not a store of the config or the trail ({known})")
+    datasets = {table for name, table in search.datasets if name == store}
+    children: set[str] = set()
+    for rule in config.rules:
+        if rule.store == store:
+            datasets.add(rule.table)
+            children |= _child_tables(rule.children)
+    if dataset in children - datasets:
+        return (
+            f"rows of {dataset} go with their parent rows: the trail counts them "
+            "(children_deleted) but holds no leaf for each, so none can be proven one by one"
+        )
+    if dataset not in datasets:
+        known = ", ".join(sorted(datasets)) or "none"
+        raise UsageError(
+            f"--table {dataset!r} is not a table, bucket or root of store {store!r} in the config "
+            f"or the trail ({known})"
+        )
+    return None
+
+
+def _child_tables(children: Sequence[Child]) -> set[str]:
+    """Given a rule's children, return the tables of every one, nested ones included."""
+    return {table for child in children for table in (child.table, *_child_tables(child.children))}
 
 
 def _leaf_index(path: Path, leaf: bytes) -> int | None:
@@ -111,11 +148,11 @@ def prove_record(
             settlements[content.get("intent", -1)] = content
         if entry_type == "batch.intent":
             intents[content.get("seq", -1)] = content
-        if entry_type in ("batch.intent", "batch.reconciled") and (
-            content.get("store"),
-            content.get("dataset"),
-        ) == (store, dataset):
-            candidates.append(content)
+        if entry_type in ("batch.intent", "batch.reconciled"):
+            named = (str(content.get("store")), str(content.get("dataset")))
+            search.datasets.add(named)
+            if named == (store, dataset):
+                candidates.append(content)
     for content in candidates:
         try:
             index = _leaf_index(leaves_path(directory, content["seq"]), leaf)
@@ -173,7 +210,10 @@ def _place(
             root=root,
             path=path,
             verified=verify_inclusion(search.leaf, index, len(leaves), path, root),
-            checkpoint=next((seq for seq in checkpoints if seq > content["seq"]), None),
+            # The first checkpoint after both the entry and what settled it.
+            checkpoint=next(
+                (seq for seq in checkpoints if seq > max(content["seq"], settled_by or 0)), None
+            ),
         )
     )
 

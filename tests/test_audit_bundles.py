@@ -1,0 +1,157 @@
+"""Proofs an auditor checks alone (issue 13): `audit prove --bundle` writes a self-contained
+proof; `audit check-proof` checks it with the public key file only, and fails on any changed
+byte; an unknown store or table is a usage error."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from retention.cli import Context, main
+from retention.errors import ExitCode
+from tests.support import plan_and_run
+from tests.test_audit_verify import Trail, build_trail, customer_code
+from tests.test_files_store import make_config as files_config
+from tests.test_files_store import make_file
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Trail:
+    return build_trail(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture
+def with_config(built: Trail, monkeypatch: pytest.MonkeyPatch) -> Trail:
+    monkeypatch.setattr(Context, "config", lambda self: built.config)
+    return built
+
+
+def invoke(*arguments: str) -> Result:
+    return CliRunner().invoke(main, ["--log-format", "json", "audit", *arguments])
+
+
+def prove_bundle(bundle: Path, store: str, table: str, *keys: str) -> Result:
+    key_options = [option for key in keys for option in ("--key", key)]
+    return invoke(
+        "prove", "--store", store, "--table", table, *key_options, "--bundle", str(bundle)
+    )
+
+
+def check(bundle: Path, keys_file: Path) -> Result:
+    return invoke("check-proof", str(bundle), "--keys", str(keys_file))
+
+
+@pytest.mark.parametrize(
+    ("table", "keys", "rule"),
+    [
+        ("customers", (customer_code(3),), "stale-customers (delete)"),
+        ("orders", (customer_code(3), "7"), "old-orders (delete)"),
+        ("contacts", ("503",), "dormant-contacts (anonymise)"),
+    ],
+    ids=["row", "composite-key", "anonymised-row"],
+)
+def test_a_bundle_round_trips_with_the_public_keys_alone(
+    with_config: Trail,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    table: str,
+    keys: tuple[str, ...],
+    rule: str,
+) -> None:
+    bundle = tmp_path / "proof.json"
+    proven = prove_bundle(bundle, "db", table, *keys)
+    assert proven.exit_code == 0, proven.output
+    # The auditor has the bundle and the public key file: no config, no HMAC key, no trail.
+    auditor = tmp_path / "auditor"
+    auditor.mkdir()
+    (auditor / "proof.json").write_bytes(bundle.read_bytes())
+    (auditor / "keys.json").write_bytes(with_config.keys_file.read_bytes())
+    monkeypatch.setattr(Context, "config", lambda self: pytest.fail("the config was read"))
+    monkeypatch.chdir(auditor)
+    checked = check(auditor / "proof.json", auditor / "keys.json")
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.startswith("valid: leaf ")
+    assert f"rule       {rule.split()[0]} " in checked.stdout
+    assert f"on db/{table}" in checked.stdout
+    assert keys[0].encode() not in bundle.read_bytes(), "the bundle names no record"
+
+
+def test_any_single_byte_changed_in_a_bundle_fails_the_check(
+    with_config: Trail, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "proof.json"
+    assert prove_bundle(bundle, "db", "customers", customer_code(5)).exit_code == 0
+    original = bundle.read_bytes()
+    from retention.audit.bundle import check_bundle
+    from retention.audit.verify import load_verification_keys
+    from retention.errors import AuditFailure
+
+    keys = load_verification_keys(with_config.keys_file)
+    check_bundle(original, keys)
+    passed = []
+    for position in range(len(original) - 1):  # the final newline is not part of the JSON
+        byte = chr(original[position])
+        variant = byte.swapcase() if byte.isalpha() else "x" if byte != "x" else "y"
+        if byte.isdigit():
+            variant = str((int(byte) + 1) % 10)
+        edited = original[:position] + variant.encode() + original[position + 1 :]
+        try:
+            check_bundle(edited, keys)
+        except AuditFailure:
+            continue
+        passed.append((position, byte, variant))
+    assert passed == []
+    tampered = tmp_path / "tampered.json"
+    tampered.write_bytes(original.replace(b'"leaf":"', b'"leaf":"0', 1)[:-2] + b"}\n")
+    result = check(tampered, with_config.keys_file)
+    assert result.exit_code == ExitCode.AUDIT_FAILURE, result.output
+
+
+def test_a_bundle_needs_the_right_public_key(with_config: Trail, tmp_path: Path) -> None:
+    bundle = tmp_path / "proof.json"
+    assert prove_bundle(bundle, "db", "customers", customer_code(2)).exit_code == 0
+    other_keys = tmp_path / "other.json"
+    other_keys.write_text(
+        with_config.keys_file.read_text().replace(with_config.signer.key_id, "0123456789abcdef")
+    )
+    result = check(bundle, other_keys)
+    assert result.exit_code == 78 or result.exit_code == ExitCode.AUDIT_FAILURE, result.output
+
+
+@pytest.mark.parametrize(
+    ("store", "table", "words"),
+    [("dbx", "customers", "--store 'dbx'"), ("db", "customer", "--table 'customer'")],
+    ids=["store", "table"],
+)
+def test_an_unknown_store_or_table_is_a_usage_error(
+    with_config: Trail, store: str, table: str, words: str
+) -> None:
+    result = invoke("prove", "--store", store, "--table", table, "--key", customer_code(3))
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert words in result.stderr
+
+
+def test_a_file_of_a_backup_folder_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "backups"
+    make_file(root, "nightly/db-old.sql.gz", datetime(2020, 1, 1, tzinfo=UTC))
+    make_file(root, "nightly/db-new.sql.gz", datetime(2026, 11, 20, tzinfo=UTC))
+    rules = '[[rules]]\nname = "backups"\nstore = "backups"\nperiod = "30d"\n'
+    config = files_config(tmp_path, root, rules, audit=tmp_path / "audit")
+    plan_and_run(config, datetime(2026, 11, 23, 12, tzinfo=UTC))
+    monkeypatch.setattr(Context, "config", lambda self: config)
+    bundle = tmp_path / "proof.json"
+    proven = prove_bundle(bundle, "backups", str(root), "nightly/db-old.sql.gz")
+    assert proven.exit_code == 0, proven.output
+    assert config.audit is not None
+    checked = check(bundle, config.audit.public_keys_file)
+    assert checked.exit_code == 0, checked.output
+    assert "rule       backups (delete)" in checked.stdout
+    kept = invoke(
+        "prove", "--store", "backups", "--table", str(root), "--key", "nightly/db-new.sql.gz"
+    )
+    assert kept.exit_code == ExitCode.PARTIAL_FAILURE, kept.output
