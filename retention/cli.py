@@ -837,6 +837,86 @@ def audit_export(
     _audit_report(context, directory, since, until, rules, output or "jsonl")
 
 
+@audit_group.command("report")
+@click.option("--from", "start", help="Start of the period (ISO 8601 date or time; UTC).")
+@click.option("--to", "end", help="End of the period (a date: that whole day; UTC).")
+@click.option(
+    "--format", "output", type=click.Choice(["html", "json"]), default="html", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the report.",
+)
+@audit_dir_option
+@audit_keys_option
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    help="An anchored checkpoint to verify against (as for `audit verify`; repeatable).",
+)
+@endpoint_option
+@click.pass_obj
+def audit_report(
+    context: Context,
+    start: str | None,
+    end: str | None,
+    output: str,
+    output_file: Path,
+    directory: Path | None,
+    keys_file: Path | None,
+    anchors: tuple[str, ...],
+    endpoint_url: str | None,
+) -> None:
+    """Write the auditor's report for a period: the verification result (computed now), the
+    rules in force as the trail recorded them, totals per policy clause, rule and day,
+    exceptions, legal holds, erasure requests and signing keys. Only signed entries count.
+    HTML is one self-contained, printable file; JSON has the same content.
+
+    \b
+    Exit codes: 0 written, the trail verifies; 70 written, but the trail is invalid (the
+    report says so first); 2 usage; 69 S3 anchor unreachable; 78 unreadable public key file.
+    """
+    from retention.audit.anchor import load_anchors
+    from retention.audit.auditor_report import parse_period_bound, report_document
+    from retention.audit.report_html import render_report_html
+    from retention.audit.verify import audit_locations, load_verification_keys, verify_trail
+    from retention.errors import AuditFailure
+
+    with expected_errors():
+        directory, keys_file = audit_locations(directory, keys_file, context.config)
+        keys = load_verification_keys(keys_file)
+        loaded = [found for anchor in anchors for found in load_anchors(anchor, endpoint_url)]
+        verification = verify_trail(directory, keys, loaded)
+        document = report_document(
+            directory,
+            verification,
+            keys,
+            start=parse_period_bound(start, "--from", end=False),
+            end=parse_period_bound(end, "--to", end=True),
+            now=datetime.now(UTC),
+        )
+        if output == "json":
+            text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        else:
+            text = render_report_html(document)
+        try:
+            output_file.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"cannot write {str(output_file)!r}: {error.strerror}") from error
+        overall = document["totals"]["overall"]
+        click.echo(
+            f"report written to {output_file}: {sum(overall.values()):,} records in signed "
+            f"entries, {len(document['not_yet_signed']):,} entries not yet signed"
+        )
+        if verification.problem is not None:
+            raise AuditFailure(f"invalid audit trail (the report says so): {verification.problem}")
+
+
 @audit_group.command("prove")
 @click.option("--store", required=True, help="The store name (as in the config).")
 @click.option("--table", required=True, help="The table (dataset).")

@@ -21,8 +21,13 @@ from typing import Any
 from retention import __version__
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.merkle import merkle_root
+<<<<<<< HEAD
 from retention.audit.trail import TrailWriter, read_entries, read_leaves, subject_digest
 from retention.config import S3_KEY, AuditSettings, Config, Rule
+=======
+from retention.audit.trail import TrailWriter, read_entries, subject_digest
+from retention.config import S3_KEY, AuditSettings, Child, Config, Rule
+>>>>>>> f178765 (audit report: the auditor's report for a period, HTML (self-contained, printable, inline SVG per-day chart) or JSON (schema_version))
 from retention.errors import AuditFailure, ConfigError, ConfigIssue, StoreUnavailable
 from retention.executor import RunReport
 from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
@@ -357,6 +362,20 @@ def recording(
             "config_digest": config.digest,
             "as_of": plan.as_of.isoformat(),
             "rules": [rule_plan.rule.name for rule_plan in plan.rules],
+            # What each rule said, so that an auditor reads the rule in force from the trail
+            # rather than from a config digest; and what the plan found before the run.
+            "rule_definitions": [rule_definition(rule_plan.rule) for rule_plan in plan.rules],
+            "planned": [
+                {
+                    "rule": rule_plan.rule.name,
+                    "due": rule_plan.due,
+                    "held": rule_plan.held,
+                    "unreadable_clock": rule_plan.unreadable,
+                    "future_clock": rule_plan.future,
+                    "error": rule_plan.error is not None,
+                }
+                for rule_plan in plan.rules
+            ],
             **identity(),
         }
         if plan.erasure is not None:
@@ -366,6 +385,70 @@ def recording(
             }
         writer.append("run.started", started)
         yield TrailRecorder(writer, run_id, plan)
+
+
+def _children(children: tuple[Child, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "table": child.table,
+            "foreign_key": child.foreign_key,
+            "references": child.references,
+            "children": _children(child.children),
+        }
+        for child in children
+    ]
+
+
+def rule_definition(rule: Rule) -> dict[str, Any]:
+    """Given a rule, return its normalised definition for the trail: what it purges, by which
+    clock, after which period, under which conditions, and how. Never a secret: the config
+    holds none in a rule (store URLs and keys live elsewhere), and a hash strategy's key is
+    named by the strategy, not given.
+
+    Example: a rule deleting ``logs`` a year after ``logged_at`` gives ``{"name": "logs",
+    "store": "db", "table": "logs", "clock": "logged_at", "period": "1y", "action":
+    "delete", ...}``.
+    """
+    definition: dict[str, Any] = {
+        "name": rule.name,
+        "policy": rule.policy,
+        "category": rule.category,
+        "store": rule.store,
+        "table": rule.table,
+        "key": list(rule.key),
+        "clock": rule.clock_text,
+        "period": rule.period.text,
+        "period_column": str(rule.period_column) if rule.period_column else None,
+        "conditions": [condition.text for condition in rule.conditions],
+        "where_sql": rule.where_sql,
+        "match_all": rule.match_all,
+        "joins": [
+            {"name": join.name, "table": join.table, "on": list(join.local_columns)}
+            for join in rule.joins
+        ],
+        "action": rule.action,
+        "method": _method(rule),
+        "anonymise": {
+            column: strategy.kind
+            if strategy.value is None
+            else {strategy.kind: str(strategy.value)}
+            for column, strategy in rule.anonymise
+        },
+        "marker_column": rule.marker_column,
+        "children": _children(rule.children),
+        "erase_by": str(rule.erase_by) if rule.erase_by else None,
+        "batch_size": rule.batch_size,
+        "max_delete": rule.max_delete,
+        "max_fraction": rule.max_fraction,
+    }
+    if rule.objects is not None:
+        definition["objects"] = {
+            "prefix": rule.objects.prefix,
+            "glob": rule.objects.glob,
+            "date_pattern": rule.objects.date_pattern,
+            "subjects": rule.objects.subjects.rule.name if rule.objects.subjects else None,
+        }
+    return definition
 
 
 def _method(rule: Rule) -> str:
