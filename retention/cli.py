@@ -977,14 +977,21 @@ def audit_prove(
                 click.echo(f"note: {note}")
         if search.proofs and not search.proven:
             raise AuditFailure("the inclusion proof does not verify: the trail was altered")
-        if bundle_file is not None and search.proofs:
-            proof = search.proofs[-1]
-            bundle = make_bundle(audit_dir, search, proof)
-            try:
-                bundle_file.write_bytes(bundle + b"\n")
-            except OSError as error:
-                raise UsageError(f"cannot write {str(bundle_file)!r}: {error.strerror}") from error
-            click.echo(f"bundle     {bundle_file} (check: retention audit check-proof)")
+        if bundle_file is not None:
+            # One bundle per batch that purged it (every version of an object key): FILE, then
+            # FILE's stem with -2, -3, ...
+            for number, proof in enumerate(search.proofs, start=1):
+                target = (
+                    bundle_file
+                    if number == 1
+                    else bundle_file.with_name(f"{bundle_file.stem}-{number}{bundle_file.suffix}")
+                )
+                bundle = make_bundle(audit_dir, search, proof)
+                try:
+                    target.write_bytes(bundle + b"\n")
+                except OSError as error:
+                    raise UsageError(f"cannot write {str(target)!r}: {error.strerror}") from error
+                click.echo(f"bundle     {target} (batch seq {proof.seq}; check: audit check-proof)")
     if not search.proofs:
         sys.exit(int(ExitCode.PARTIAL_FAILURE))
 

@@ -4,7 +4,7 @@ byte; an unknown store or table is a usage error."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -155,3 +155,46 @@ def test_a_file_of_a_backup_folder_round_trips(
         "prove", "--store", "backups", "--table", str(root), "--key", "nightly/db-new.sql.gz"
     )
     assert kept.exit_code == ExitCode.PARTIAL_FAILURE, kept.output
+
+
+def test_an_s3_object_key_alone_proves_every_version_and_marker_that_went(
+    s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_s3_store import make_s3_config, new_bucket, s3_rule
+
+    versioned = new_bucket(s3_server, versioned=True)
+    client, name = versioned.client, versioned.name
+    first = client.put_object(Bucket=name, Key="exports/a.csv", Body=b"1")["VersionId"]
+    client.put_object(Bucket=name, Key="exports/a.csv", Body=b"2")
+    client.put_object(Bucket=name, Key="exports/b.csv", Body=b"3")
+    marker = client.delete_object(Bucket=name, Key="exports/b.csv")["VersionId"]
+    config = make_s3_config(versioned, s3_rule(period="1d"), tmp_path, audit=True)
+    as_of = datetime.now(UTC) + timedelta(days=2)
+    client.put_object(Bucket=name, Key="other/kept.csv", Body=b"5")
+    plan_and_run(config, as_of)
+    assert versioned.versions("exports/") == []
+    monkeypatch.setattr(Context, "config", lambda self: config)
+    assert config.audit is not None
+
+    def prove(*keys: str, bundle: Path | None = None) -> Result:
+        options = [option for key in keys for option in ("--key", key)]
+        extra = ["--bundle", str(bundle)] if bundle else []
+        return invoke("prove", "--store", "content", "--table", name, *options, *extra)
+
+    both = prove("exports/a.csv", bundle=tmp_path / "a.json")
+    assert both.exit_code == 0, both.output
+    assert both.stdout.count("  batch      seq") == 2, "both versions of a.csv"
+    for bundle in (tmp_path / "a.json", tmp_path / "a-2.json"):
+        checked = check(bundle, config.audit.public_keys_file)
+        assert checked.exit_code == 0, checked.output
+        assert f"on content/{name}" in checked.stdout
+    version_and_marker = prove("exports/b.csv")
+    assert version_and_marker.exit_code == 0, version_and_marker.output
+    assert version_and_marker.stdout.count("  batch      seq") == 2, "b.csv and its marker"
+    assert prove("exports/b.csv", marker).exit_code == 0, "a delete marker by its version id"
+    assert prove("exports/a.csv", first).exit_code == 0
+    assert versioned.versions("other/") != [], "outside the rule's prefix"
+    assert prove("other/kept.csv").exit_code == ExitCode.PARTIAL_FAILURE
+    versions_files = list((tmp_path / "audit" / "leaves").glob("*.versions"))
+    assert versions_files
+    assert all(b"exports" not in path.read_bytes() for path in versions_files)

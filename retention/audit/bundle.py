@@ -67,7 +67,7 @@ def make_bundle(directory: Path, search: Search, proof: Proof) -> bytes:
     bundle: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "schema_version": SCHEMA_VERSION,
-        "leaf": search.leaf.hex(),
+        "leaf": proof.leaf.hex(),
         "entry": lines[proof.seq].decode(),
         "inclusion": _path(proof.index, proof.size, proof.path),
         "checkpoint": lines[proof.checkpoint].decode(),

@@ -20,6 +20,7 @@ from retention.audit.trail import (
     leaves_path,
     read_entries,
     read_leaves,
+    read_versions,
     record_leaf,
     subject_digest,
 )
@@ -45,6 +46,7 @@ class Proof:
     path: tuple[bytes, ...]
     verified: bool
     checkpoint: int | None
+    leaf: bytes = b""
 
 
 @dataclass
@@ -135,6 +137,9 @@ def prove_record(
         raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
     leaf = record_leaf(hmac_key, store, dataset, key)
     search = Search(record_locator(store, dataset, key), leaf)
+    # An object key alone stands for every version of it that went: the versions a batch of
+    # objects purged are beside its leaves.
+    by_object_key = len(key) == 1
     candidates: list[dict[str, Any]] = []
     intents: dict[int, dict[str, Any]] = {}
     settlements: dict[int, dict[str, Any]] = {}
@@ -155,13 +160,21 @@ def prove_record(
                 candidates.append(content)
     for content in candidates:
         try:
-            index = _leaf_index(leaves_path(directory, content["seq"]), leaf)
+            leaves = [leaf]
+            if by_object_key:
+                versions = read_versions(directory, content["seq"])
+                leaves += [record_leaf(hmac_key, store, dataset, (key[0], v)) for v in versions]
+            for candidate in leaves:
+                index = _leaf_index(leaves_path(directory, content["seq"]), candidate)
+                if index is not None:
+                    _place(
+                        search, directory, content, (candidate, index), intents, settlements,
+                        checkpoints,
+                    )  # fmt: skip
         except OSError as error:
             raise AuditFailure(
                 f"cannot read the leaves of entry {content.get('seq')}: {error}"
             ) from error
-        if index is not None:
-            _place(search, directory, content, index, intents, settlements, checkpoints)
     return search
 
 
@@ -169,13 +182,14 @@ def _place(
     search: Search,
     directory: Path,
     content: dict[str, Any],
-    index: int,
+    found: tuple[bytes, int],
     intents: dict[int, dict[str, Any]],
     settlements: dict[int, dict[str, Any]],
     checkpoints: list[int],
 ) -> None:
     """Given an entry whose leaves hold the record at ``index``, add it to the search: as a proof
     (a committed intent, a reconciled entry) or as a batch that did not purge the record."""
+    leaf, index = found
     settled_by, when = None, content
     if content["type"] == "batch.intent":
         settlement = settlements.get(content["seq"], {})
@@ -186,7 +200,7 @@ def _place(
             return
         if (
             "not_done_root" in settlement
-            and _leaf_index(leaves_path(directory, settlement["seq"]), search.leaf) is not None
+            and _leaf_index(leaves_path(directory, settlement["seq"]), leaf) is not None
         ):
             search.not_purged.append((content["seq"], "committed, but this record was not purged"))
             return
@@ -209,11 +223,12 @@ def _place(
             size=len(leaves),
             root=root,
             path=path,
-            verified=verify_inclusion(search.leaf, index, len(leaves), path, root),
+            verified=verify_inclusion(leaf, index, len(leaves), path, root),
             # The first checkpoint after both the entry and what settled it.
             checkpoint=next(
                 (seq for seq in checkpoints if seq > max(content["seq"], settled_by or 0)), None
             ),
+            leaf=leaf,
         )
     )
 
@@ -245,7 +260,7 @@ def render_search(search: Search) -> str:
             f"  run        {proof.run_id}",
             f"  rule       {proof.rule} ({proof.action or '?'})",
             f"  time       {proof.time}",
-            f"  leaf       {search.leaf.hex()}",
+            f"  leaf       {proof.leaf.hex()}",
             f"  index      {proof.index} of tree size {proof.size}",
             f"  root       {proof.root.hex()} (the entry's leaves_root)",
             "  audit path " + ("\n             ".join(n.hex() for n in proof.path) or "(empty)"),

@@ -21,13 +21,8 @@ from typing import Any
 from retention import __version__
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.merkle import merkle_root
-<<<<<<< HEAD
 from retention.audit.trail import TrailWriter, read_entries, read_leaves, subject_digest
-from retention.config import S3_KEY, AuditSettings, Config, Rule
-=======
-from retention.audit.trail import TrailWriter, read_entries, subject_digest
 from retention.config import S3_KEY, AuditSettings, Child, Config, Rule
->>>>>>> f178765 (audit report: the auditor's report for a period, HTML (self-contained, printable, inline SVG per-day chart) or JSON (schema_version))
 from retention.errors import AuditFailure, ConfigError, ConfigIssue, StoreUnavailable
 from retention.executor import RunReport
 from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
@@ -117,6 +112,8 @@ class TrailRecorder:
             pending["partition"] = partition
         # Leaves and pending first: an intent in the trail always has both beside it.
         self.writer.write_leaves(seq, leaves)
+        if rule.key == S3_KEY:
+            self.writer.write_versions(seq, [key[1] for key in keys])
         self.writer.write_pending(seq, pending)
         fields: dict[str, Any] = {
             **self._base(rule_plan),
@@ -205,6 +202,8 @@ def _reconcile_one(
         leaves = writer.record_leaves(pending["store"], pending["dataset"], done)
     reconciled_seq = writer.next_seq
     writer.write_leaves(reconciled_seq, leaves)
+    if tuple(pending["key_columns"]) == S3_KEY:
+        writer.write_versions(reconciled_seq, [key[1] for key in done])
     writer.append(
         "batch.reconciled",
         {

@@ -25,6 +25,7 @@ from datetime import date, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import rfc8785
 
@@ -149,6 +150,20 @@ def read_entries(directory: Path) -> Iterator[StoredEntry]:
 
 def leaves_path(directory: Path, seq: int) -> Path:
     return directory / "leaves" / f"{seq:08d}.leaves"
+
+
+def versions_path(directory: Path, seq: int) -> Path:
+    return directory / "leaves" / f"{seq:08d}.versions"
+
+
+def read_versions(directory: Path, seq: int) -> list[str]:
+    """Given an audit directory and a batch's seq, return the object version ids its leaves
+    were made of (none for a batch of rows or files, or of a trail written before them)."""
+    try:
+        text = versions_path(directory, seq).read_text()
+    except FileNotFoundError:
+        return []
+    return [unquote(line) for line in text.splitlines()]
 
 
 def read_leaves(directory: Path, seq: int) -> list[bytes]:
@@ -455,6 +470,19 @@ class TrailWriter:
             )
         except OSError as error:
             raise AuditFailure(f"cannot write the leaves of entry {seq}: {error}") from error
+
+    def write_versions(self, seq: int, versions: Sequence[object]) -> None:
+        """Given a batch of object versions, write their version ids (sorted, each once,
+        percent-encoded) beside its leaves: ``audit prove`` then finds every version of an
+        object key that went, without being given its version ids. A version id alone names
+        no object; the leaves stay the only link, and only the HMAC key makes it."""
+        text = "".join(
+            f"{quote(str(version), safe='')}\n" for version in sorted(set(map(str, versions)))
+        )
+        try:
+            _write_durably(versions_path(self.directory, seq), text.encode())
+        except OSError as error:
+            raise AuditFailure(f"cannot write the versions of entry {seq}: {error}") from error
 
     def write_pending(self, seq: int, pending: dict[str, Any]) -> None:
         try:
