@@ -76,7 +76,9 @@ def test_a_bundle_round_trips_with_the_public_keys_alone(
     assert checked.stdout.startswith("valid: leaf ")
     assert f"rule       {rule.split()[0]} " in checked.stdout
     assert f"on db/{table}" in checked.stdout
-    assert keys[0].encode() not in bundle.read_bytes(), "the bundle names no record"
+    assert f"db/{table}/{keys[0]}".encode() not in bundle.read_bytes(), "it names no record"
+    if not keys[0].isdigit():  # a short number can appear in hex by chance
+        assert keys[0].encode() not in bundle.read_bytes()
 
 
 def test_any_single_byte_changed_in_a_bundle_fails_the_check(
