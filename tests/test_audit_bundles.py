@@ -200,3 +200,40 @@ def test_an_s3_object_key_alone_proves_every_version_and_marker_that_went(
     versions_files = list((tmp_path / "audit" / "leaves").glob("*.versions"))
     assert versions_files
     assert all(b"exports" not in path.read_bytes() for path in versions_files)
+
+
+def test_a_record_of_a_batch_reconciled_after_a_crash_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retention.audit.recorder import TrailRecorder
+    from tests.support import make_config
+    from tests.test_audit_reports import Crash
+    from tests.test_audit_verify import FIRST_RUN, RULES, create_database
+
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create_database(url)
+    config = make_config(url, RULES, audit_directory=tmp_path / "audit")
+    original = TrailRecorder.result
+    results: list[int] = []
+
+    def crash_on_the_second_result(self: TrailRecorder, *arguments: object) -> None:
+        results.append(1)
+        if len(results) == 2:
+            raise Crash
+        original(self, *arguments)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TrailRecorder, "result", crash_on_the_second_result)
+    with pytest.raises(Crash):
+        plan_and_run(config, FIRST_RUN)
+    monkeypatch.undo()
+    plan_and_run(config, FIRST_RUN)
+    monkeypatch.setattr(Context, "config", lambda self: config)
+    bundle = tmp_path / "proof.json"
+    proven = prove_bundle(bundle, "db", "customers", customer_code(7))
+    assert proven.exit_code == 0, proven.output
+    assert "batch.reconciled" in proven.stdout
+    assert config.audit is not None
+    checked = check(bundle, config.audit.public_keys_file)
+    assert checked.exit_code == 0, checked.output
+    assert "(batch.reconciled)" in checked.stdout
+    assert "reconciled after a crash" in checked.stdout
