@@ -202,7 +202,7 @@ def _reconcile_one(
         leaves = writer.record_leaves(pending["store"], pending["dataset"], done)
     reconciled_seq = writer.next_seq
     writer.write_leaves(reconciled_seq, leaves)
-    if tuple(pending["key_columns"]) == S3_KEY:
+    if "partition" not in pending and tuple(pending["key_columns"]) == S3_KEY:
         writer.write_versions(reconciled_seq, [key[1] for key in done])
     writer.append(
         "batch.reconciled",
