@@ -138,7 +138,7 @@ def render_plan(plan: Plan, zone_name: str, width: int | None = None) -> str:
             for rule_plan in with_samples
         ]
     warnings = [
-        f"  {rule_plan.rule.name}: {rule_plan.invalid_period:,} row(s) with "
+        f"  {rule_plan.rule.name}: {counted(rule_plan.invalid_period, 'row')} with "
         f"{rule_plan.rule.period_column} = "
         + ", ".join(repr(value) for value in rule_plan.selection.invalid_period_values)
         + ": not a period, kept (see docs/config.md, period_column)"

@@ -198,7 +198,7 @@ def test_a_row_whose_period_overflows_is_reported_by_plan_and_run(
 
     text = invoke(path, "plan", "--as-of", AS_OF_TEXT)
     assert text.exit_code == 0, text.output
-    assert "by-text: 3 row(s) with retention_period = '9999y', 'P9999Y'" in text.stdout
+    assert "by-text: 3 rows with retention_period = '9999y', 'P9999Y'" in text.stdout
 
     run = invoke(path, "run", "--yes", "--as-of", AS_OF_TEXT, "--rule", "by-text")
     assert run.exit_code == 0, run.output

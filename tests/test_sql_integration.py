@@ -1107,7 +1107,7 @@ def test_sqlite_clock_values_in_a_foreign_format_are_kept_and_reported(sqlite_ur
     ]
     assert report.outcomes[0].deleted == len(LEAP_DUE)
     assert remaining_ids(engine, "logs") == (set(LEAP_ROWS) - LEAP_DUE) | set(SQLITE_FOREIGN_CLOCKS)
-    warning = "logs: 4 row(s) with a clock value that is not a timestamp"
+    warning = "logs: 4 rows with a clock value that is not a timestamp"
     assert warning in render_plan(the_plan, "UTC")
     assert plan_document(the_plan)["rules"][0]["unreadable_clock"] == 4  # type: ignore[index]
 
