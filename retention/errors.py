@@ -6,6 +6,7 @@ else is a bug and keeps its traceback (exit 1). docs/exit-codes.md lists every c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -75,3 +76,60 @@ class LockHeld(RetentionError):
 
 class BatchConflict(RetentionError):
     """Rows changed between the locking select and the write; the batch was rolled back."""
+
+
+# A quoted name is kept where the driver says what it names ("column 'phone'", "constraint
+# \"people_pkey\"", "for key 'PRIMARY'"); every other quoted text may be a value.
+_NAMED = r"(?:column|relation|constraint|table|index|key|type|schema|database|sequence|function)"
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$.]*"
+_QUOTED = re.compile(
+    rf"(?P<kept>\b{_NAMED}\s+(?P<quote>['\"]){_IDENTIFIER}(?P=quote))"
+    r"|'(?:[^'\\]|\\.|'')*'"
+    r'|"(?:[^"\\]|\\.|"")*"',
+    re.IGNORECASE,
+)
+# PostgreSQL's "Key (email)=(jane@example.com)", wherever it shows up.
+_KEY_VALUE = re.compile(r"\)=\((?:[^()]|\([^()]*\))*\)")
+# PyMySQL's errors read "(1062, \"Duplicate entry 'jane@example.com' for key 'PRIMARY'\")".
+_MYSQL_TUPLE = re.compile(r"^\((\d+), (['\"])(.*)\2\)$", re.DOTALL)
+
+
+def without_values(message: str) -> str:
+    """Given a driver's or a library's error message, return its first line with every value
+    left out: quoted literals blanked (names of columns, constraints and keys kept), key values
+    of PostgreSQL's ``Key (...)=(...)`` blanked, and what follows the first line (SQLAlchemy's
+    ``[SQL: ...]`` and ``[parameters: ...]``, PostgreSQL's DETAIL) dropped.
+
+    Example: ``without_values("(1062, \"Duplicate entry 'a@b.c' for key 'PRIMARY'\")")`` returns
+    ``"(1062) Duplicate entry '…' for key 'PRIMARY'"``.
+    """
+    text = message.strip()
+    mysql = _MYSQL_TUPLE.match(text)
+    if mysql:
+        text = f"({mysql.group(1)}) {mysql.group(3).strip()}"
+    lines = text.splitlines()
+    line = lines[0] if lines else ""
+    for marker in ("[SQL:", "[parameters:"):
+        line = line.split(marker, 1)[0]
+    line = _KEY_VALUE.sub(")=(…)", line.rstrip())
+
+    def blank(match: re.Match[str]) -> str:
+        if match.group("kept"):
+            return match.group("kept")
+        quote = match.group(0)[0]
+        return f"{quote}…{quote}"
+
+    return _QUOTED.sub(blank, line)
+
+
+def error_text(error: BaseException) -> str:
+    """Given an exception, return the one line that reports, logs, the run ledger and the audit
+    trail may show. A RetentionError's message is written by this program, values already left
+    out; any other exception (a driver's, a library's, a bug) is named by its type, its message
+    passed through ``without_values``: driver errors quote the rows they refused.
+
+    Example: ``error_text(KeyError("jane@example.com"))`` returns ``"KeyError: '…'"``.
+    """
+    if isinstance(error, RetentionError):
+        return str(error)
+    return f"{type(error).__name__}: {without_values(str(error))}"

@@ -16,6 +16,7 @@ from retention.errors import (
     ExitCode,
     RetentionError,
     StoreUnavailable,
+    error_text,
 )
 from retention.holds import Hold
 from retention.planner import (
@@ -445,7 +446,7 @@ def _execute_rule(
     except RetentionError as failure:
         status, error = "failed", str(failure)
     except Exception as failure:  # one rule's bug must not stop the others
-        status, error = "failed", f"{type(failure).__name__}: {failure}"
+        status, error = "failed", error_text(failure)
         logger.error("rule.crashed", rule=rule.name, exc_info=True)
     if progress is not None:
         progress.rule_finished(rule.name)

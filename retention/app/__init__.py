@@ -23,7 +23,13 @@ from retention.audit.keys import (
 )
 from retention.audit.recorder import audit_keys, recording
 from retention.config import AuditSettings, Config, Rule
-from retention.errors import ConfigError, ConfigIssue, ExitCode, RetentionError, UsageError
+from retention.errors import (
+    ConfigError,
+    ConfigIssue,
+    ExitCode,
+    UsageError,
+    error_text,
+)
 from retention.executor import FAILED, Progress, RunReport, execute
 from retention.holds import Hold
 from retention.planner import (
@@ -201,12 +207,8 @@ def in_ledger(
         yield finish
     except Exception as error:
         for row in rows.values():
-            state.record_run_end(row, now(), status="failed", error=_error_text(error))
+            state.record_run_end(row, now(), status="failed", error=error_text(error))
         raise
-
-
-def _error_text(error: Exception) -> str:
-    return str(error) if isinstance(error, RetentionError) else f"{type(error).__name__}: {error}"
 
 
 @contextmanager

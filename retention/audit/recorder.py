@@ -23,7 +23,13 @@ from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.merkle import merkle_root
 from retention.audit.trail import TrailWriter, read_entries, read_leaves, subject_digest
 from retention.config import S3_KEY, AuditSettings, Child, Config, Rule
-from retention.errors import AuditFailure, ConfigError, ConfigIssue, StoreUnavailable
+from retention.errors import (
+    AuditFailure,
+    ConfigError,
+    ConfigIssue,
+    StoreUnavailable,
+    error_text,
+)
 from retention.executor import RunReport
 from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
 from retention.runtime.faults import crash_point
@@ -50,7 +56,7 @@ def _fail_closed(doing: str) -> Iterator[None]:
     except AuditFailure:
         raise
     except Exception as error:
-        raise AuditFailure(f"cannot {doing}: {type(error).__name__}: {error}") from error
+        raise AuditFailure(f"cannot {doing}: {error_text(error)}") from error
 
 
 @dataclass

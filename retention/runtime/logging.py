@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
+from types import TracebackType
 from typing import Any, Literal, TextIO
 
 # structlog.dev imports rich's console and tracebacks (tens of ms) whenever rich is installed;
@@ -24,6 +26,8 @@ else:
     finally:
         del sys.modules["rich"]
 
+from retention.errors import RetentionError, without_values
+
 LogFormat = Literal["auto", "json", "console"]
 
 _JOURNAL_PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
@@ -32,6 +36,68 @@ _JOURNAL_PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debu
 def _journal_prefix(_logger: Any, method: str, event_dict: Any) -> Any:
     priority = _JOURNAL_PRIORITIES.get(method, 6)
     return f"<{priority}>{event_dict}"
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def redacted_traceback(error: BaseException) -> str:
+    """Given an exception, return its traceback as Python prints it (causes and contexts
+    first), but with every exception's message passed through ``without_values``: a driver's
+    message quotes the rows it refused, and a traceback is a log line like any other."""
+    parts: list[str] = []
+    seen: set[int] = set()
+
+    def add(current: BaseException) -> None:
+        seen.add(id(current))
+        cause, context = current.__cause__, current.__context__
+        if cause is not None and id(cause) not in seen:
+            add(cause)
+            parts.append(_CAUSE)
+        elif context is not None and not current.__suppress_context__ and id(context) not in seen:
+            add(context)
+            parts.append(_CONTEXT)
+        if current.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            parts.extend(traceback.format_tb(current.__traceback__))
+        kind = type(current)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        message = (
+            str(current) if isinstance(current, RetentionError) else without_values(str(current))
+        )
+        parts.append(f"{name}: {message}\n")
+
+    add(error)
+    return "".join(parts).rstrip("\n")
+
+
+def _redact_exc_info(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """structlog's format_exc_info, with ``redacted_traceback``."""
+    exc_info = event_dict.pop("exc_info", None)
+    error: BaseException | None = None
+    if isinstance(exc_info, BaseException):
+        error = exc_info
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3:
+        error = exc_info[1]
+    elif exc_info:
+        error = sys.exc_info()[1]
+    if error is not None:
+        event_dict["exception"] = redacted_traceback(error)
+    return event_dict
+
+
+def _print_redacted(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    """sys.excepthook: a bug's traceback on stderr, its messages redacted."""
+    if trace is not None and error.__traceback__ is None:
+        error = error.with_traceback(trace)
+    print(redacted_traceback(error), file=sys.stderr)
 
 
 def configure_logging(
@@ -45,7 +111,7 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
+        _redact_exc_info,
     ]
     renderer: list[Any]
     if use_console:
@@ -76,6 +142,7 @@ def configure_logging(
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    sys.excepthook = _print_redacted
     root.setLevel(numeric_level)
     # Library chatter (SQL echo, connection pool) stays out unless asked for.
     for noisy in ("sqlalchemy", "botocore", "urllib3"):

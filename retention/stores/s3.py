@@ -29,7 +29,13 @@ from botocore import exceptions as boto_errors  # type: ignore[import-untyped]
 from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
 
 from retention.config import Rule, S3StoreConfig
-from retention.errors import ConfigError, ConfigIssue, RetentionError, StoreUnavailable
+from retention.errors import (
+    ConfigError,
+    ConfigIssue,
+    RetentionError,
+    StoreUnavailable,
+    without_values,
+)
 from retention.holds import object_held
 from retention.planner import (
     Batch,
@@ -1057,12 +1063,12 @@ def _error_of(error: Any) -> tuple[str, str]:
 
 
 def _short(message: str) -> str:
-    return message.strip().splitlines()[0][:200] if message.strip() else ""
+    # S3's messages and botocore's can quote a key or a parameter's value.
+    return without_values(message)[:200]
 
 
 def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return _short(str(error)) or type(error).__name__
 
 
 __all__ = ["S3Store", "open_s3_store"]

@@ -8,7 +8,6 @@ SQLAlchemy; values are always bound.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 import uuid
@@ -55,7 +54,14 @@ from sqlalchemy.sql.functions import GenericFunction
 
 from retention.anonymise import anonymise_value
 from retention.config import Child, ColumnRef, Condition, Rule, SqlStoreConfig
-from retention.errors import BatchConflict, ConfigIssue, RetentionError, StoreUnavailable
+from retention.errors import (
+    BatchConflict,
+    ConfigIssue,
+    RetentionError,
+    StoreUnavailable,
+    error_text,
+    without_values,
+)
 from retention.planner import (
     Batch,
     BeforeWrite,
@@ -172,7 +178,8 @@ class SqlStore:
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
-        """Turn connection failures into StoreUnavailable, and other database errors into a
+        """Turn connection failures into StoreUnavailable, and other database errors (and
+        values refused by SQLAlchemy's type processing before they reach the database) into a
         RetentionError with the driver's first line, values left out: what reaches logs, the
         ledger and the audit trail never quotes a row (SQLAlchemy's own text holds the
         statement's parameters)."""
@@ -184,8 +191,14 @@ class SqlStore:
                     f"store {self.name!r} is unreachable: {_reason(error)}"
                 ) from error
             raise RetentionError(
-                f"store {self.name!r}: the database refused it: {_without_values(_reason(error))}"
+                f"store {self.name!r}: the database refused it: {without_values(_reason(error))}"
             ) from error
+        except sa_exc.StatementError as error:
+            # Refused before it reached the database: a value the column's type cannot take.
+            reason = error_text(error.orig) if error.orig is not None else "invalid statement"
+            raise RetentionError(f"store {self.name!r}: cannot send the statement: {reason}") from (
+                error
+            )
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
@@ -1228,18 +1241,6 @@ def _is_connect_failure(error: sa_exc.DBAPIError) -> bool:
 
 def _reason(error: sa_exc.DBAPIError) -> str:
     return str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-
-
-def _without_values(message: str) -> str:
-    """Given a driver's message, return it with quoted literals blanked: MariaDB quotes the
-    offending value (``Duplicate entry 'jane@example.com' for key 'email'``), PostgreSQL too
-    (``invalid input syntax for type integer: "Jane"``), with the names around it.
-
-    Example: ``_without_values("Duplicate entry 'a@b.c' for key 'email'")`` returns
-    ``"Duplicate entry '…' for key '…'"``.
-    """
-    message = re.sub(r"'(?:[^'\\]|\\.|'')*'", "'…'", message)
-    return re.sub(r'"(?:[^"\\]|\\.|"")*"', '"…"', message)
 
 
 __all__ = ["SqlStore", "create_sql_engine"]

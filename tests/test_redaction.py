@@ -1,0 +1,190 @@
+"""No value from a row reaches an output: driver errors are redacted before they reach the run
+report, the JSON logs, the run ledger or a traceback."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, insert
+
+from retention.cli import main
+from retention.errors import ExitCode, error_text, without_values
+from retention.runtime.logging import redacted_traceback
+from retention.stores.sql import SqlStore
+from tests.support import config_text, create_tables
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+PEOPLE = ("jane.doe@example.com", "john.roe@example.org")
+WRONG_TYPE_RULE = """
+[[rules]]
+name = "people"
+store = "db"
+table = "people"
+key = "email"
+clock = "left_at"
+period = "1y"
+action = "anonymise"
+marker_column = "anonymised_at"
+
+[rules.anonymise]
+hired = { fixed = "abc" }
+"""
+
+
+def _people(url: str) -> None:
+    metadata = MetaData()
+    people = Table(
+        "people",
+        metadata,
+        Column("email", String(100), primary_key=True),
+        Column("hired", Boolean),
+        Column("left_at", DateTime),
+        Column("anonymised_at", DateTime),
+    )
+    engine = create_tables(url, metadata)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(people),
+            [{"email": email, "hired": True, "left_at": datetime(2000, 1, 1)} for email in PEOPLE],
+        )
+    engine.dispose()
+
+
+def _run(tmp_path: Path, url: str) -> tuple[Result, Path]:
+    state = tmp_path / "state.sqlite"
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(url, WRONG_TYPE_RULE, state_url=f"sqlite:///{state}"))
+    result = CliRunner().invoke(
+        main,
+        ["--log-format", "json", "--config", str(config), "run", "--yes", "--as-of", "2026-01-01"],
+    )
+    return result, state
+
+
+def _ledger_text(state: Path) -> str:
+    with sqlite3.connect(state) as connection:
+        return "\n".join(str(row) for row in connection.execute("SELECT * FROM retention_runs"))
+
+
+def _assert_no_email(*texts: str) -> None:
+    for text in texts:
+        found = EMAIL.search(text)
+        assert found is None, f"{found.group(0)!r} leaked in:\n{text}"
+
+
+def test_a_wrong_typed_anonymise_value_leaks_no_key_anywhere(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schema check refuses such a rule (test_validate_anonymise); this is what happens if
+    a value still reaches the driver: the rule fails, and what it says names no row."""
+    _people(database_url)
+    monkeypatch.setattr("retention.app.check_against_stores", lambda _rules, _store_for: ([], {}))
+    result, state = _run(tmp_path, database_url)
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "people: store" in result.stdout
+    assert '"event": "rule.finished"' in result.stderr
+    ledger = _ledger_text(state)
+    assert "failed" in ledger
+    _assert_no_email(result.stdout, result.stderr, ledger)
+
+
+def test_a_bug_during_a_purge_leaks_no_key_in_its_traceback(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _people(sqlite_url)
+    monkeypatch.setattr("retention.app.check_against_stores", lambda _rules, _store_for: ([], {}))
+
+    def crash(*_arguments: object, **_options: object) -> None:
+        try:
+            raise ValueError(f"bad row {PEOPLE[0]!r}")
+        except ValueError as error:
+            raise KeyError(PEOPLE[1]) from error
+
+    monkeypatch.setattr(SqlStore, "purge_batch", crash)
+    result, state = _run(tmp_path, sqlite_url)
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert '"event": "rule.crashed"' in result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "KeyError: '…'" in result.stdout
+    _assert_no_email(result.stdout, result.stderr, _ledger_text(state))
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # PyMySQL
+        (
+            "(1062, \"Duplicate entry 'jane@example.com' for key 'PRIMARY'\")",
+            "(1062) Duplicate entry '…' for key 'PRIMARY'",
+        ),
+        (
+            "(1366, \"Incorrect integer value: 'jane@example.com' for column `db`.`people`.`age` "
+            'at row 1")',
+            "(1366) Incorrect integer value: '…' for column `db`.`people`.`age` at row 1",
+        ),
+        (
+            "(1406, \"Data too long for column 'phone' at row 1\")",
+            "(1406) Data too long for column 'phone' at row 1",
+        ),
+        # psycopg
+        (
+            'duplicate key value violates unique constraint "people_pkey"\n'
+            "DETAIL:  Key (email)=(jane@example.com) already exists.",
+            'duplicate key value violates unique constraint "people_pkey"',
+        ),
+        (
+            'invalid input syntax for type integer: "jane@example.com"',
+            ('invalid input syntax for type integer: "…"'),
+        ),
+        (
+            "Key (email, tenant)=(jane@example.com, 4) is still referenced",
+            ("Key (email, tenant)=(…) is still referenced"),
+        ),
+        # SQLAlchemy around a driver's message
+        (
+            "(builtins.TypeError) Not a boolean value: 'x'\n[SQL: UPDATE people SET hired=?]\n"
+            "[parameters: [{'key_email': 'jane@example.com'}]]\n"
+            "(Background on this error at: https://sqlalche.me/e/20/7s2a)",
+            "(builtins.TypeError) Not a boolean value: '…'",
+        ),
+        (
+            "(sqlite3.IntegrityError) UNIQUE constraint failed: people.email "
+            "[SQL: INSERT INTO people VALUES (?)] [parameters: ('jane@example.com',)]",
+            "(sqlite3.IntegrityError) UNIQUE constraint failed: people.email",
+        ),
+        # botocore
+        (
+            "Parameter validation failed:\nInvalid type for parameter Key, value: 1",
+            "Parameter validation failed:",
+        ),
+        (
+            'Could not connect to the endpoint URL: "http://s3.local/b/c/jane%40example.com"',
+            'Could not connect to the endpoint URL: "…"',
+        ),
+    ],
+)
+def test_without_values_keeps_the_reason_and_drops_every_value(message: str, expected: str) -> None:
+    assert without_values(message) == expected
+
+
+def test_error_text_names_the_type_of_a_foreign_error() -> None:
+    assert error_text(KeyError("jane@example.com")) == "KeyError: '…'"
+
+
+def test_redacted_traceback_keeps_the_frames_and_the_chain() -> None:
+    try:
+        try:
+            raise ValueError(f"first {PEOPLE[0]!r}")
+        except ValueError as first:
+            raise KeyError(PEOPLE[1]) from first
+    except KeyError as error:
+        text = redacted_traceback(error)
+    assert "direct cause" in text
+    assert "test_redaction.py" in text
+    assert text.endswith("KeyError: '…'")
+    _assert_no_email(text)
