@@ -24,31 +24,56 @@ STRATEGY_KINDS: tuple[StrategyKind, ...] = (
 FixedValue = str | int | float | bool
 
 
+HASH_LENGTH = 64
+SHORTEST_HASH = 8
+
+
 @dataclass(frozen=True)
 class Strategy:
-    """How one column is anonymised; ``value`` is only used by ``fixed``."""
+    """How one column is anonymised; ``value`` is only used by ``fixed``, ``hash_length`` (hex
+    characters kept, 8 to 64) only by ``hash``."""
 
     kind: StrategyKind
     value: FixedValue | None = None
+    hash_length: int = HASH_LENGTH
+
+    def describe(self) -> str:
+        """Given a strategy, return it as written in the config: ``"hash:16"``, ``"null"``."""
+        if self.kind == "hash" and self.hash_length != HASH_LENGTH:
+            return f"hash:{self.hash_length}"
+        return self.kind
 
 
 def parse_strategy(raw: object) -> Strategy:
     """Given a strategy as written in the config, return it; raise ValueError when it is unknown.
 
-    Example: ``parse_strategy("mask_email")`` returns ``Strategy("mask_email")`` and
+    Example: ``parse_strategy("mask_email")`` returns ``Strategy("mask_email")``,
+    ``parse_strategy("hash:16")`` returns ``Strategy("hash", hash_length=16)`` and
     ``parse_strategy({"fixed": "n/a"})`` returns ``Strategy("fixed", "n/a")``.
     """
     if isinstance(raw, str):
         for kind in STRATEGY_KINDS:
             if raw == kind and kind != "fixed":
                 return Strategy(kind)
+        digits = raw.removeprefix("hash:")
+        if digits != raw:
+            if (
+                digits.isascii()
+                and digits.isdigit()
+                and SHORTEST_HASH <= int(digits) <= HASH_LENGTH
+            ):
+                return Strategy("hash", hash_length=int(digits))
+            raise ValueError(
+                f"{raw!r}: a truncated hash keeps {SHORTEST_HASH} to {HASH_LENGTH} hex "
+                'characters, such as "hash:16"'
+            )
     if isinstance(raw, dict) and set(raw) == {"fixed"}:
         value = raw["fixed"]
         if isinstance(value, str | int | float | bool):
             return Strategy("fixed", value)
     raise ValueError(
-        f"unknown anonymise strategy {raw!r}; use one of 'null', 'hash', 'mask_email', "
-        "'truncate_ip', 'year_only', or { fixed = <value> }"
+        f"unknown anonymise strategy {raw!r}; use one of 'null', 'hash', 'hash:N', "
+        "'mask_email', 'truncate_ip', 'year_only', or { fixed = <value> }"
     )
 
 
@@ -129,7 +154,7 @@ def anonymise_value(strategy: Strategy, value: object, *, hash_key: bytes | None
     if strategy.kind == "hash":
         if hash_key is None:
             raise ValueError("the hash strategy needs a hash key (settings.hash_key_file)")
-        return keyed_hash(hash_key, str(value))
+        return keyed_hash(hash_key, str(value))[: strategy.hash_length]
     if strategy.kind == "mask_email":
         return mask_email(str(value))
     if strategy.kind == "truncate_ip":

@@ -139,6 +139,21 @@ def test_hash_is_stable_and_depends_on_key_and_text() -> None:
     assert set(first) <= set("0123456789abcdef")
 
 
+@pytest.mark.parametrize("length", [8, 16, 40, 64])
+def test_a_truncated_hash_keeps_the_first_n_hex_characters(length: int) -> None:
+    strategy = parse_strategy(f"hash:{length}")
+
+    assert strategy == Strategy("hash", hash_length=length)
+    assert strategy.describe() == ("hash" if length == 64 else f"hash:{length}")
+    assert anonymised(strategy, "+33 6") == keyed_hash(KEY, "+33 6")[:length]
+
+
+@pytest.mark.parametrize("raw", ["hash:7", "hash:65", "hash:0", "hash:", "hash:x", "hash:١٦"])
+def test_a_truncated_hash_of_a_length_out_of_8_to_64_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="8 to 64 hex characters"):
+        parse_strategy(raw)
+
+
 def test_hash_is_not_a_plain_sha256() -> None:
     assert keyed_hash(KEY, "42") != hashlib.sha256(b"42").hexdigest()
 

@@ -22,6 +22,7 @@ SQL_EDGES = {
     "retention/stores/sql.py",
     "retention/stores/partitions.py",
     "retention/stores/partition_catalog.py",
+    "retention/stores/sql_columns.py",
     "retention/state.py",
     "retention/state_holds.py",
     "retention/demo.py",

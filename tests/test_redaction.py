@@ -80,10 +80,15 @@ def _assert_no_email(*texts: str) -> None:
 def test_a_wrong_typed_anonymise_value_leaks_no_key_anywhere(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The schema check refuses such a rule (test_validate_anonymise); this is what happens if
+    """The schema check refuses such a rule (test_validate_columns.py); this is what happens if
     a value still reaches the driver: the rule fails, and what it says names no row."""
     _people(database_url)
     monkeypatch.setattr("retention.app.check_against_stores", lambda _rules, _store_for: ([], {}))
+    monkeypatch.setattr(
+        "retention.stores.sql.column_value",
+        lambda _column, value, _dialect: value,
+        raising=False,  # so that the test also runs on code from before that check
+    )
     result, state = _run(tmp_path, database_url)
     assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
     assert "people: store" in result.stdout

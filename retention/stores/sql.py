@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from sqlalchemy import (
@@ -53,7 +53,7 @@ from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.functions import GenericFunction
 
 from retention.anonymise import anonymise_value
-from retention.config import Child, ColumnRef, Condition, Rule, SqlStoreConfig
+from retention.config import Child, ColumnRef, Condition, Rule, Scalar, SqlStoreConfig
 from retention.errors import (
     BatchConflict,
     ConfigIssue,
@@ -75,6 +75,7 @@ from retention.planner import (
 from retention.rules import Expired, to_wall_time
 from retention.runtime.faults import crash_point
 from retention.stores import partitions
+from retention.stores.sql_columns import column_value, strategy_problem
 
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
@@ -313,12 +314,23 @@ class SqlStore:
                     "give period_unit when it holds a number of units",
                 )
         for index, condition in enumerate(rule.conditions):
-            resolve(condition.column, f"where[{index}]")
+            condition_column = resolve(condition.column, f"where[{index}]")
+            if condition_column is None:
+                continue
+            for value in _literals(condition):
+                try:
+                    column_value(condition_column, value, self.engine.dialect.name)
+                except ValueError as error:
+                    problem(f"where[{index}]", str(error))
         if rule.erase_by is not None:
             resolve(rule.erase_by, "erase_by")
-        for column_name, _strategy in rule.anonymise:
+        for column_name, strategy in rule.anonymise:
             if column_name not in table.c:
                 problem(f"anonymise.{column_name}", f"no column {column_name!r} in {rule.table!r}")
+                continue
+            misfit = strategy_problem(table.c[column_name], strategy, self.engine.dialect.name)
+            if misfit is not None:
+                problem(f"anonymise.{column_name}", misfit)
         if rule.marker_column is not None:
             if rule.marker_column not in table.c:
                 problem("marker_column", f"no column {rule.marker_column!r} in {rule.table!r}")
@@ -507,7 +519,8 @@ class SqlStore:
 
     def _condition(self, rule: Rule, condition: Condition) -> ColumnElement[bool]:
         column = self._column(rule, condition.column)
-        value = condition.value
+        # As check_rule checked it: ISO text becomes a date for a date column, and so on.
+        value = cast("Scalar | tuple[Scalar, ...] | None", self._bindable(rule, condition))
         match condition.operator:
             case "is_null":
                 return column.is_(None)
@@ -548,6 +561,26 @@ class SqlStore:
         those that no row can have: 'abc' or '1.5' for an integer id."""
         key_columns = self._key_columns(rule)
         return tuple(key for key in keys if _fitted(key_columns, key) is None)
+
+    def _bindable(self, rule: Rule, condition: Condition) -> object:
+        if condition.value is None:
+            return None
+        reference = condition.column
+        owner = self.table(
+            rule.table if reference.join is None else rule.join(reference.join).table
+        )
+        target, dialect = owner.c[reference.column], self.engine.dialect.name
+        try:
+            if isinstance(condition.value, tuple):
+                return tuple(column_value(target, item, dialect) for item in condition.value)
+            return column_value(target, condition.value, dialect)
+        except ValueError as error:
+            # check_rule refuses such a rule; a hold's condition can still hold a literal
+            # that no longer fits (the column changed): the rule fails, nothing is purged.
+            # A hold's literal can name a person: left out.
+            raise RetentionError(
+                f"rule {rule.name!r}: a condition cannot be compared: {without_values(str(error))}"
+            ) from error
 
     def period_values(self, rule: Rule) -> tuple[object, ...]:
         """Given a rule with a period column, return the distinct non-NULL values it holds."""
@@ -1030,7 +1063,11 @@ class SqlStore:
             marker = self._bound(marker, marker_kind)
         parameters: dict[str, Any] = {f"key_{column}": row[column] for column in rule.key}
         for column, strategy in rule.anonymise:
-            parameters[f"new_{column}"] = anonymise_value(strategy, row[column], hash_key=hash_key)
+            value = anonymise_value(strategy, row[column], hash_key=hash_key)
+            if strategy.kind == "fixed" and strategy.value is not None and value is not None:
+                # The value check_rule checked, as the column takes it (a date, a UUID).
+                value = column_value(table.c[column], strategy.value, self.engine.dialect.name)
+            parameters[f"new_{column}"] = value
         parameters["new_marker"] = marker
         return parameters
 
@@ -1072,6 +1109,12 @@ class SqlStore:
 def _not_true(condition: ColumnElement[bool]) -> ColumnElement[bool]:
     """True where ``condition`` is false or NULL: NOT would drop the NULLs too."""
     return case((condition, 1), else_=0) == 0
+
+
+def _literals(condition: Condition) -> tuple[Any, ...]:
+    if condition.value is None:
+        return ()
+    return condition.value if isinstance(condition.value, tuple) else (condition.value,)
 
 
 def _after_key(keys: Sequence[Column[Any]], after: KeyValues) -> ColumnElement[bool]:

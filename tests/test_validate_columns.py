@@ -1,0 +1,196 @@
+"""`config validate`, `plan` and `run` check every anonymise strategy against the column it
+writes and every `where` literal against its column, on the live schema: a rule that would fail
+every batch is refused with its key path (exit 78) before any data is touched."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+)
+
+from retention.anonymise import keyed_hash
+from retention.cli import main
+from retention.errors import ExitCode
+from tests.support import config_text, create_tables, engine_for
+
+HASH_KEY = "k" * 32
+AS_OF = "2026-01-01"
+ROW = {
+    "id": 1,
+    "email": "jane.doe@example.com",
+    "phone": "+33 6 12 34 56 78",
+    "code": "AB12",
+    "hired": True,
+    "age": 40,
+    "born": date(1984, 7, 14),
+    "ip": "192.0.2.77",
+    "left_at": datetime(2000, 1, 1),
+}
+
+
+def _people(url: str) -> None:
+    metadata = MetaData()
+    people = Table(
+        "people",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("email", String(100)),
+        Column("phone", String(40)),
+        Column("code", String(5), nullable=False),
+        Column("hired", Boolean),
+        Column("age", Integer),
+        Column("born", Date),
+        Column("ip", String(45), nullable=False),
+        Column("left_at", DateTime),
+        Column("anonymised_at", DateTime),
+    )
+    engine = create_tables(url, metadata)
+    with engine.begin() as connection:
+        connection.execute(insert(people), [ROW])
+    engine.dispose()
+
+
+def _rule(anonymise: str, where: str = "") -> str:
+    return f"""
+[[rules]]
+name = "people"
+store = "db"
+table = "people"
+key = "id"
+clock = "left_at"
+period = "1y"
+action = "anonymise"
+marker_column = "anonymised_at"
+{where}
+
+[rules.anonymise]
+{anonymise}
+"""
+
+
+BAD = _rule(
+    """
+code = "null"
+phone = "hash"
+hired = { fixed = "abc" }
+age = { fixed = 1.5 }
+email = { fixed = "%s" }
+born = { fixed = "not a date" }
+ip = "truncate_ip"
+"""
+    % ("x" * 101),
+    where="where = [\"hired = 'abc'\", \"age = 'forty'\"]",
+)
+EXPECTED = {
+    "rules[0].anonymise.code": "null writes NULL, and code is VARCHAR(5) NOT NULL",
+    "rules[0].anonymise.phone": (
+        'hash writes 64 characters, and phone is VARCHAR(40): write "hash:40"'
+    ),
+    "rules[0].anonymise.hired": "'abc' is not",
+    "rules[0].anonymise.age": "1.5 is not an integer",
+    "rules[0].anonymise.email": "is 101 characters long, and email is VARCHAR(100)",
+    "rules[0].anonymise.born": "'not a date' is not an ISO 8601 date",
+    "rules[0].anonymise.ip": (
+        "truncate_ip writes NULL for a value that is not an IP address, and ip is NOT NULL"
+    ),
+    "rules[0].where[0]": "'abc' is not",
+    "rules[0].where[1]": "'forty' is not an integer",
+}
+
+
+def _invoke(tmp_path: Path, url: str, rules: str, *arguments: str) -> Result:
+    key = tmp_path / "hash.key"
+    key.write_text(HASH_KEY)
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(url, rules, hash_key_file=key))
+    return CliRunner().invoke(main, ["--log-format", "json", "--config", str(config), *arguments])
+
+
+def _row(url: str) -> dict[str, object]:
+    engine = engine_for(url)
+    metadata = MetaData()
+    people = Table("people", metadata, autoload_with=engine)
+    with engine.connect() as connection:
+        row = dict(connection.execute(select(people)).mappings().one())
+    engine.dispose()
+    return row
+
+
+def test_config_validate_reports_every_column_misfit_with_its_path(
+    database_url: str, tmp_path: Path
+) -> None:
+    _people(database_url)
+    result = _invoke(tmp_path, database_url, BAD, "config", "validate")
+    assert result.exit_code == ExitCode.BAD_CONFIG, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    for path, message in EXPECTED.items():
+        found = [line for line in lines if line.startswith(f"error: {path}: ")]
+        assert len(found) == 1, (path, lines)
+        assert message in found[0], (message, found[0])
+    assert f"{len(EXPECTED)} configuration errors (exit 78)" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("plan",), ("run", "--yes"), ("run", "--dry-run")])
+def test_plan_and_run_refuse_a_misfit_before_touching_data(
+    database_url: str, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    _people(database_url)
+    before = _row(database_url)
+    result = _invoke(tmp_path, database_url, BAD, *command, "--as-of", AS_OF)
+    assert result.exit_code == ExitCode.BAD_CONFIG, result.output
+    assert "rules[0].anonymise.phone: hash writes 64 characters" in result.stderr
+    assert "rules[0].where[0]: 'abc' is not" in result.stderr
+    assert _row(database_url) == before
+
+
+def test_a_fitting_rule_validates_and_writes_what_was_checked(
+    database_url: str, tmp_path: Path
+) -> None:
+    rules = _rule(
+        """
+code = { fixed = "-" }
+phone = "hash:40"
+hired = { fixed = false }
+age = { fixed = 0 }
+born = { fixed = "1970-01-01" }
+email = "null"
+""",
+        where='where = ["hired = true", "age >= 18"]',
+    )
+    _people(database_url)
+    validated = _invoke(tmp_path, database_url, rules, "config", "validate")
+    assert validated.exit_code == 0, validated.output
+    run = _invoke(tmp_path, database_url, rules, "run", "--yes", "--as-of", AS_OF)
+    assert run.exit_code == 0, run.output
+    row = _row(database_url)
+    assert row["phone"] == keyed_hash(HASH_KEY.encode(), str(ROW["phone"]))[:40]
+    assert row["code"] == "-"
+    assert not row["hired"]
+    assert row["age"] == 0
+    assert row["born"] == date(1970, 1, 1)
+    assert row["email"] is None
+    assert row["anonymised_at"] is not None
+
+
+def test_a_where_literal_written_as_iso_text_compares_as_a_date(
+    database_url: str, tmp_path: Path
+) -> None:
+    _people(database_url)
+    rules = _rule('email = "null"', where="where = [\"born < '1990-01-01'\"]")
+    result = _invoke(tmp_path, database_url, rules, "run", "--yes", "--as-of", AS_OF)
+    assert result.exit_code == 0, result.output
+    assert _row(database_url)["email"] is None
