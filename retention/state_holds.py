@@ -12,7 +12,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import make_url
 
 from retention.config import parse_condition
-from retention.errors import StoreUnavailable, UsageError
+from retention.errors import StoreUnavailable, UsageError, without_values
 from retention.holds import Hold, HoldKind
 from retention.state import StateDatabase, holds
 
@@ -106,7 +106,7 @@ def read_holds(state: StateDatabase) -> list[Hold]:
     try:
         return list_holds(state)
     except sa_exc.DBAPIError as error:
-        reason = str(error.orig).splitlines()[0]
+        reason = without_values(str(error.orig))
         raise StoreUnavailable(f"cannot read legal holds: {reason}") from error
 
 
