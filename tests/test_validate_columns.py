@@ -32,6 +32,7 @@ AS_OF = "2026-01-01"
 ROW = {
     "id": 1,
     "email": "jane.doe@example.com",
+    "login": "jdoe",
     "phone": "+33 6 12 34 56 78",
     "code": "AB12",
     "hired": True,
@@ -49,6 +50,7 @@ def _people(url: str) -> None:
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=False),
         Column("email", String(100)),
+        Column("login", String(50), unique=True),
         Column("phone", String(40)),
         Column("code", String(5), nullable=False),
         Column("hired", Boolean),
@@ -91,6 +93,7 @@ age = { fixed = 1.5 }
 email = { fixed = "%s" }
 born = { fixed = "not a date" }
 ip = "truncate_ip"
+login = { fixed = "gone" }
 """
     % ("x" * 101),
     where="where = [\"hired = 'abc'\", \"age = 'forty'\"]",
@@ -107,6 +110,7 @@ EXPECTED = {
     "rules[0].anonymise.ip": (
         "truncate_ip writes NULL for a value that is not an IP address, and ip is NOT NULL"
     ),
+    "rules[0].anonymise.login": "fixed gives many rows one value, and login is unique in 'people'",
     "rules[0].where[0]": "'abc' is not",
     "rules[0].where[1]": "'forty' is not an integer",
 }
@@ -168,6 +172,7 @@ hired = { fixed = false }
 age = { fixed = 0 }
 born = { fixed = "1970-01-01" }
 email = "null"
+login = "hash:16"
 """,
         where='where = ["hired = true", "age >= 18"]',
     )
@@ -179,6 +184,7 @@ email = "null"
     row = _row(database_url)
     assert row["phone"] == keyed_hash(HASH_KEY.encode(), str(ROW["phone"]))[:40]
     assert row["code"] == "-"
+    assert row["login"] == keyed_hash(HASH_KEY.encode(), "jdoe")[:16]
     assert not row["hired"]
     assert row["age"] == 0
     assert row["born"] == date(1970, 1, 1)

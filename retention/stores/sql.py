@@ -80,6 +80,8 @@ from retention.stores.sql_columns import column_value, strategy_problem
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
 WRITE_OPTION = "retention_write"
+# Strategies that write one value for many rows: a unique column cannot take them.
+SHARED_VALUE_STRATEGIES = ("fixed", "mask_email", "truncate_ip", "year_only")
 
 
 class greatest(GenericFunction[Any]):
@@ -329,6 +331,12 @@ class SqlStore:
                 problem(f"anonymise.{column_name}", f"no column {column_name!r} in {rule.table!r}")
                 continue
             misfit = strategy_problem(table.c[column_name], strategy, self.engine.dialect.name)
+            shared = strategy.kind in SHARED_VALUE_STRATEGIES
+            if misfit is None and shared and {column_name} in self._unique_column_sets(rule.table):
+                misfit = (
+                    f"{strategy.kind} gives many rows one value, and {column_name} is unique "
+                    f"in {rule.table!r}"
+                )
             if misfit is not None:
                 problem(f"anonymise.{column_name}", misfit)
         if rule.marker_column is not None:
