@@ -4,7 +4,7 @@ every batch is refused with its key path (exit 78) before any data is touched.""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,8 @@ from sqlalchemy import (
 from retention.anonymise import keyed_hash
 from retention.cli import main
 from retention.errors import ExitCode
+from retention.state import StateDatabase
+from retention.state_holds import add_hold
 from tests.support import config_text, create_tables, engine_for
 
 HASH_KEY = "k" * 32
@@ -120,7 +122,8 @@ def _invoke(tmp_path: Path, url: str, rules: str, *arguments: str) -> Result:
     key = tmp_path / "hash.key"
     key.write_text(HASH_KEY)
     config = tmp_path / "retention.toml"
-    config.write_text(config_text(url, rules, hash_key_file=key))
+    state = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    config.write_text(config_text(url, rules, hash_key_file=key, state_url=state))
     return CliRunner().invoke(main, ["--log-format", "json", "--config", str(config), *arguments])
 
 
@@ -200,3 +203,31 @@ def test_a_where_literal_written_as_iso_text_compares_as_a_date(
     result = _invoke(tmp_path, database_url, rules, "run", "--yes", "--as-of", AS_OF)
     assert result.exit_code == 0, result.output
     assert _row(database_url)["email"] is None
+
+
+def test_a_hold_whose_literal_no_longer_fits_stops_its_rule_and_names_no_value(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`hold add` refuses such a condition; one stored before (or before the column changed)
+    cannot be evaluated: the rule fails and purges nothing, the others go on."""
+    _people(database_url)
+    before = _row(database_url)
+    rules = _rule('email = "null"')
+    assert _invoke(tmp_path, database_url, rules, "config", "validate").exit_code == 0
+    state = StateDatabase(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    add_hold(
+        state,
+        rule="people",
+        kind="where",
+        value={"where": "age = 'jane.doe@example.com'"},
+        reason="litigation 42",
+        now=datetime(2025, 1, 1, tzinfo=UTC),
+        by="test",
+        until=None,
+    )
+    state.close()
+    result = _invoke(tmp_path, database_url, rules, "run", "--yes", "--as-of", AS_OF)
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "a condition cannot be compared: '…' is not an integer" in result.stdout
+    assert "jane.doe@example.com" not in result.output
+    assert _row(database_url) == before
