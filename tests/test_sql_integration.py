@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    UniqueConstraint,
     event,
     insert,
     select,
@@ -1015,25 +1016,29 @@ def test_a_row_that_stops_being_due_before_the_delete_stays_and_is_not_claimed(
 def test_a_database_refusal_names_no_value_in_the_outcome_logs_or_trail(
     database_url: str, tmp_path: Any
 ) -> None:
-    """Two sessions from one /24: truncating their IPs makes the same value twice in a UNIQUE
-    column. MariaDB's message quotes it; PostgreSQL's statement parameters would too. The rule
-    fails on its own, with the driver's first line and no value."""
+    """Two sessions of one site from one /24: truncating their IPs makes the same pair twice
+    under UNIQUE (site, ip_address). MariaDB's message quotes it; PostgreSQL's statement
+    parameters would too. The rule fails on its own, with the driver's first line and no value.
+    (The unique key spans two columns: `config validate` refuses truncate_ip on a column unique
+    on its own, but cannot tell whether two rows will share the other columns.)"""
     metadata = MetaData()
     sessions = Table(
         "sessions",
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("ip_address", String(45), unique=True),
+        Column("site", Integer),
+        Column("ip_address", String(45)),
         Column("ended_on", Date),
         Column("anonymised_at", DateTime),
+        UniqueConstraint("site", "ip_address"),
     )
     engine = create_tables(database_url, metadata)
     _insert(
         engine,
         sessions,
         [
-            {"id": 1, "ip_address": "198.51.100.23", "ended_on": date(2020, 1, 1)},
-            {"id": 2, "ip_address": "198.51.100.77", "ended_on": date(2020, 1, 2)},
+            {"id": 1, "site": 1, "ip_address": "198.51.100.23", "ended_on": date(2020, 1, 1)},
+            {"id": 2, "site": 1, "ip_address": "198.51.100.77", "ended_on": date(2020, 1, 2)},
         ],
     )
     audit = tmp_path / "audit"
