@@ -207,7 +207,7 @@ def test_plan_run_and_audit_show_fit_the_terminal_and_lose_nothing(
 
 
 def _run_id(shown: dict[str, Any]) -> str:
-    (run_id,) = {row["run_id"] for row in shown["runs"]}
+    (run_id,) = {row["run_id"] for row in shown["runs"] if row["entry"] == "run"}
     return str(run_id)
 
 

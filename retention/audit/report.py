@@ -31,7 +31,15 @@ from retention.wording import counted
 
 FORMATS = ("text", "json", "jsonl", "csv")
 SHOW_SCHEMA_VERSION = 1
-_TIMES = ("run_started", "run_finished", "cutoff", "first_batch", "last_batch")
+_TIMES = (
+    "run_started",
+    "run_finished",
+    "cutoff",
+    "first_batch",
+    "last_batch",
+    "time",
+    "hold_until",
+)
 
 
 @dataclass
