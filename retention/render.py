@@ -146,8 +146,8 @@ def render_plan(plan: Plan, zone_name: str, width: int | None = None) -> str:
         if rule_plan.selection and rule_plan.selection.invalid_period_values
     ]
     warnings += [
-        f"  {rule_plan.rule.name}: hold {hold_id} names key(s) that are not values of "
-        f"{'/'.join(rule_plan.rule.key)}: those hold nothing (release it, hold the right key)"
+        f"  {rule_plan.rule.name}: hold {hold_id} names a key that is no value of "
+        f"{'/'.join(rule_plan.rule.key)}: such a key holds nothing (release it, hold the right key)"
         for rule_plan in plan.rules
         for hold_id in rule_plan.unfit_holds
     ]

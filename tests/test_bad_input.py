@@ -248,7 +248,7 @@ def test_a_held_key_already_stored_that_fits_no_row_stops_nothing(
     document = json.loads(planned.stdout)["rules"][0]
     assert (document["due"], document["held"], document["unfit_holds"]) == (2, 1, [bad.id])
     text = invoke(config_path, "plan", "--as-of", AS_OF_TEXT)
-    assert f"logs: hold {bad.id} names key(s) that are not values of id" in text.stdout
+    assert f"logs: hold {bad.id} names a key that is no value of id" in text.stdout
 
     run = invoke(config_path, "run", "--yes", "--as-of", AS_OF_TEXT)
     assert run.exit_code == 0, run.output

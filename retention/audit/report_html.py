@@ -10,6 +10,7 @@ from html import escape
 from typing import Any
 
 from retention.audit.auditor_report import COUNTERS
+from retention.wording import counted
 
 COUNTER_TITLES = {
     "deleted": "Records deleted",
@@ -90,10 +91,12 @@ def _banner(verification: dict[str, Any]) -> str:
         )
     return (
         '<div class="banner valid" id="verification" data-valid="true">'
-        f"<strong>The audit trail verifies.</strong> {verification['entries']:,} entries in "
-        f"{verification['segments']:,} segment(s): every hash link, leaves file, Merkle root, "
+        "<strong>The audit trail verifies.</strong> "
+        f"{counted(verification['entries'], 'entry')} in "
+        f"{counted(verification['segments'], 'segment')}: every hash link, leaves file, "
+        "Merkle root, "
         f"checkpoint signature and key window checks.<br>{signed}<br>"
-        f"Not yet signed: {verification['not_yet_signed']:,} entries after the last "
+        f"Not yet signed: {counted(verification['not_yet_signed'], 'entry')} after the last "
         f"checkpoint.<br>Anchors: {anchored}</div>"
     )
 
