@@ -128,7 +128,7 @@ def test_run_on_a_terminal_asks_for_the_plan_id_and_anything_else_purges_nothing
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _demo(workdir)
-    monkeypatch.setattr("retention.cli.stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("retention.cli.purge.stdin_is_terminal", lambda: True)
     result = invoke("run", "--as-of", AS_OF, "--rule", "partners", stdin="y\n")
     assert result.exit_code == ExitCode.USAGE
     assert "To purge, type the plan id" in result.stdout
@@ -211,7 +211,7 @@ def test_no_config_anywhere_is_a_usage_error(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RETENTION_CONFIG", raising=False)
-    monkeypatch.setattr("retention.cli.DEFAULT_CONFIG_PATHS", (tmp_path / "absent.toml",))
+    monkeypatch.setattr("retention.cli.shared.DEFAULT_CONFIG_PATHS", (tmp_path / "absent.toml",))
     result = invoke("plan")
     assert result.exit_code == ExitCode.USAGE
     assert "no configuration file" in result.stderr

@@ -506,7 +506,7 @@ def test_erase_on_a_terminal_asks_for_the_plan_id(
 ) -> None:
     engine = _people(sqlite_url)
     config_path = _write_config(tmp_path, sqlite_url)
-    monkeypatch.setattr("retention.cli.stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("retention.cli.purge.stdin_is_terminal", lambda: True)
     command = ["--config", str(config_path), "erase", "--subject", ALICE, "--request", "DSR-3"]
 
     monkeypatch.setattr("retention.cli.click.prompt", lambda text, **_: "y")

@@ -1,0 +1,45 @@
+"""`retention config`: check the configuration."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from retention.app import (
+    check_secrets,
+)
+from retention.cli.shared import (
+    Context,
+    expected_errors,
+)
+from retention.errors import ConfigError, ExitCode
+from retention.planner import check_against_stores
+from retention.stores import open_stores
+from retention.wording import counted
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check the configuration."""
+
+
+@config_group.command("validate")
+@click.pass_obj
+def config_validate(context: Context) -> None:
+    """Load the config and check every rule against the live schema; print every error."""
+    with expected_errors():
+        config = context.config()
+        with open_stores(config, read_only=True) as store_for:
+            issues, unreachable = check_against_stores(config.rules, store_for)
+        issues += check_secrets(config)
+        for reason in unreachable.values():
+            click.echo(f"error: {reason}", err=True)
+        if issues:
+            raise ConfigError(issues)
+        if unreachable:
+            sys.exit(int(ExitCode.STORE_UNAVAILABLE))
+        click.echo(
+            f"{config.source}: valid ({counted(len(config.rules), 'rule')}, "
+            f"{counted(len(config.stores), 'store')})"
+        )

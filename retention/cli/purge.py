@@ -1,0 +1,286 @@
+"""`retention plan`, `run` and `erase`: what is due, and purging it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from retention.app import (
+    make_plan,
+    run_ledger,
+    run_plan,
+    write_metrics_textfile,
+)
+from retention.app.erasure import erasure_request, erasure_rules
+from retention.app.saved_plans import check_saved_plan, load_saved_plan, save_plan
+from retention.cli.shared import (
+    Context,
+    as_of_option,
+    complete_rule_names,
+    confirm_plan_id,
+    expected_errors,
+    output_width,
+    parse_as_of,
+    rule_option,
+    subject_given,
+    wide_option,
+)
+from retention.documents import report_document
+from retention.errors import ExitCode, UsageError
+from retention.executor import RunReport
+from retention.planner import Plan, plan_document
+from retention.render import render_erasure_scope, render_plan, render_report
+from retention.runtime.checkins import Checkins
+from retention.runtime.logging import get_logger
+from retention.runtime.progress import terminal_progress
+from retention.runtime.signals import stop_on_signals
+from retention.stores import open_stores
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+@click.command()
+@rule_option
+@as_of_option
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--save",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the plan here, for `run --plan-file`.",
+)
+@wide_option
+@click.option(
+    "--show-keys",
+    is_flag=True,
+    help="Show sample keys in clear (object keys and row keys can hold personal data; by "
+    "default they are keyed hashes).",
+)
+@click.pass_obj
+def plan(
+    context: Context,
+    rule_names: tuple[str, ...],
+    as_of: str | None,
+    output: str,
+    save: Path | None,
+    wide: bool,
+    show_keys: bool,
+) -> None:
+    """Show what each rule would purge. Read-only: the stores are opened read-only."""
+    with expected_errors():
+        config = context.config()
+        rules = config.rules_named(rule_names)
+        moment = parse_as_of(as_of, config)
+        with open_stores(config, read_only=True) as store_for:
+            the_plan = make_plan(config, rules, store_for, moment, show_keys=show_keys)
+        if save is not None:
+            save_plan(the_plan, save, config)
+    if output == "json":
+        click.echo(json.dumps(plan_document(the_plan), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_plan(the_plan, config.settings.timezone.key, output_width(wide)))
+    if any(rule_plan.error for rule_plan in the_plan.rules):
+        all_unreachable = all(
+            rule_plan.unavailable for rule_plan in the_plan.rules if rule_plan.error
+        )
+        sys.exit(int(ExitCode.STORE_UNAVAILABLE if all_unreachable else ExitCode.PARTIAL_FAILURE))
+
+
+@click.command()
+@rule_option
+@as_of_option
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+@click.option("--dry-run", is_flag=True, help="Walk the same batches, write nothing.")
+@click.option(
+    "--plan-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Purge exactly this saved plan (`plan --save`): its rules, its cutoffs.",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    show_default=True,
+    help="With --plan-file: how far (in percent) a rule's due count may have moved since.",
+)
+@click.option(
+    "--allow-over-limit",
+    "over_limit",
+    multiple=True,
+    metavar="RULE",
+    shell_complete=complete_rule_names,
+    help="Lift this rule's max_delete / max_fraction brake for this run (repeatable).",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document on stdout (docs/json.md); needs --yes or --dry-run.",
+)
+@wide_option
+@click.option(
+    "--metrics-textfile",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the run's metrics here (node-exporter textfile collector, *.prom).",
+)
+@click.pass_obj
+def run(
+    context: Context,
+    rule_names: tuple[str, ...],
+    as_of: str | None,
+    yes: bool,
+    dry_run: bool,
+    plan_file: Path | None,
+    tolerance: float,
+    over_limit: tuple[str, ...],
+    output: str,
+    wide: bool,
+    metrics_textfile: Path | None,
+) -> None:
+    """Purge what is due now: batch by batch, each rule on its own."""
+    with expected_errors():
+        if output == "json" and not (yes or dry_run):
+            raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
+        config = context.config()
+        saved = load_saved_plan(plan_file, config) if plan_file else None
+        if saved is not None and (rule_names or as_of):
+            raise UsageError("--plan-file fixes the rules and the instant: drop --rule/--as-of")
+        rules = config.rules_named(saved.rules if saved else rule_names)
+        moment = saved.as_of if saved else parse_as_of(as_of, config)
+        config.rules_named(over_limit)
+        if not (yes or dry_run) and not stdin_is_terminal():
+            raise UsageError("standard input is not a terminal: pass --yes to purge (or --dry-run)")
+        checkins = Checkins(config.checkins, get_logger(), enabled=not dry_run)
+        try:
+            with (
+                run_ledger(config, rules, dry_run=dry_run) as state,
+                open_stores(config, read_only=dry_run) as store_for,
+            ):
+                the_plan = make_plan(config, rules, store_for, moment)
+                if saved is not None:
+                    check_saved_plan(saved, the_plan, tolerance)
+                if not (yes or dry_run):
+                    zone = config.settings.timezone.key
+                    click.echo(render_plan(the_plan, zone, output_width(wide)))
+                    confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
+                checkins.ping("start")
+                with terminal_progress() as progress, stop_on_signals() as stop:
+                    report = run_plan(
+                        config,
+                        the_plan,
+                        store_for,
+                        dry_run=dry_run,
+                        stop_requested=stop,
+                        allow_over_limit=frozenset(over_limit),
+                        state=state,
+                        progress=progress,
+                    )
+                checkins.finished(report.exit_code == ExitCode.OK and not stop.exit_code)
+                if metrics_textfile is not None:
+                    write_metrics_textfile(
+                        config, report, state, metrics_textfile, datetime.now(UTC)
+                    )
+        except BaseException:
+            checkins.finished(False)
+            raise
+        finally:
+            checkins.wait()
+    echo_report(report, the_plan, output, wide)
+    sys.exit(int(stop.exit_code or report.exit_code))
+
+
+def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> None:
+    if output == "json":
+        document = report_document(report, plan_document(the_plan))
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_report(report, output_width(wide)))
+
+
+@click.command()
+@click.option(
+    "--subject",
+    required=True,
+    help="The person, as the rules' erase_by columns name them (e.g. an e-mail address); "
+    "'-' reads it from standard input, out of the shell history and the process list.",
+)
+@click.option(
+    "--request",
+    "reference",
+    required=True,
+    help="Your reference for the request (a ticket number; no personal data): the audit trail "
+    "keeps it.",
+)
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan and walk its batches, write nothing.")
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document on stdout (docs/json.md); needs --yes or --dry-run.",
+)
+@click.option(
+    "--allow-over-limit",
+    "over_limit",
+    multiple=True,
+    metavar="RULE",
+    shell_complete=complete_rule_names,
+    help="Lift this rule's max_delete / max_fraction brake for this erasure (repeatable).",
+)
+@wide_option
+@click.pass_obj
+def erase(
+    context: Context,
+    subject: str,
+    reference: str,
+    yes: bool,
+    dry_run: bool,
+    output: str,
+    over_limit: tuple[str, ...],
+    wide: bool,
+) -> None:
+    """Erase everything about one person, now, in every rule with erase_by (audited)."""
+    with expected_errors():
+        if output == "json" and not (yes or dry_run):
+            raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
+        config = context.config()
+        request = erasure_request(subject_given(subject), reference)
+        rules, left_out = erasure_rules(config)
+        config.rules_named(over_limit)
+        if not (yes or dry_run) and not stdin_is_terminal():
+            raise UsageError("standard input is not a terminal: pass --yes to erase (or --dry-run)")
+        with (
+            run_ledger(config, rules, dry_run=dry_run),
+            open_stores(config, read_only=dry_run) as store_for,
+        ):
+            the_plan = make_plan(config, rules, store_for, datetime.now(UTC), erasure=request)
+            if output == "text":
+                width = output_width(wide)
+                click.echo(render_plan(the_plan, config.settings.timezone.key, width))
+                click.echo("\n" + render_erasure_scope(rules, left_out, width) + "\n")
+            if not (yes or dry_run):
+                confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
+            # No run ledger: an erasure is not a rule's scheduled run (its last success).
+            with terminal_progress() as progress, stop_on_signals() as stop:
+                report = run_plan(
+                    config,
+                    the_plan,
+                    store_for,
+                    dry_run=dry_run,
+                    stop_requested=stop,
+                    allow_over_limit=frozenset(over_limit),
+                    progress=progress,
+                )
+    echo_report(report, the_plan, output, wide)
+    sys.exit(int(stop.exit_code or report.exit_code))

@@ -1,0 +1,51 @@
+"""`retention daemon` and `status`: the service and its run ledger."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from retention.cli.shared import (
+    Context,
+    expected_errors,
+    output_width,
+    resolve_config_path,
+    wide_option,
+)
+from retention.runtime.logging import configure_logging
+
+
+@click.command()
+@click.pass_context
+def daemon(context: click.Context) -> None:
+    """Run as a service: each rule on its schedule, until SIGTERM (docs/operations.md). Logs go
+    to standard output."""
+    from retention.daemon import serve
+
+    options = context.find_root().params
+    configure_logging(
+        log_format=options["log_format"], level=options["log_level"], stream=sys.stdout
+    )
+    with expected_errors():
+        path = resolve_config_path(context.obj.config_path)
+    sys.exit(serve(path))
+
+
+@click.command()
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@wide_option
+@click.pass_obj
+def status(context: Context, output: str, wide: bool) -> None:
+    """Show each rule's last run, outcome, counts and next run, from the run ledger."""
+    from retention.scheduler import load_status, render_status, status_document
+
+    with expected_errors():
+        config = context.config()
+        statuses, daemons = load_status(config, datetime.now(UTC))
+    if output == "json":
+        click.echo(json.dumps(status_document(statuses, daemons), indent=2))
+    else:
+        click.echo(render_status(statuses, config.daemon.timezone, daemons, output_width(wide)))

@@ -1,0 +1,163 @@
+"""The helpers every command shares: the config it reads, its errors, its options, its parsing of
+instants and subjects, and the width of its text."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from retention.config import Config, load_config
+from retention.errors import ConfigError, RetentionError, UsageError
+from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
+
+DEFAULT_CONFIG_PATHS = (Path("config/retention.toml"), Path("/etc/retention/retention.toml"))
+DEFAULT_DEMO_DATABASE = Path("var/demo.sqlite")
+
+
+@dataclass(frozen=True)
+class Context:
+    config_path: Path | None
+
+    def config(self) -> Config:
+        return load_config(resolve_config_path(self.config_path))
+
+
+def resolve_config_path(given: Path | None) -> Path:
+    """--config, else $RETENTION_CONFIG (click fills it in), else the first default that exists."""
+    if given is not None:
+        return given
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    searched = ", ".join(str(path) for path in DEFAULT_CONFIG_PATHS)
+    raise UsageError(
+        f"no configuration file: give --config or $RETENTION_CONFIG (searched {searched})"
+    )
+
+
+def output_width(wide: bool) -> int | None:
+    """The columns text output fits in: none with --wide; else $COLUMNS, else the terminal's
+    width when stdout is one; else no limit (a pipe or a file gets the wide form)."""
+    if wide:
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return max(int(columns), 40)
+    if sys.stdout.isatty():
+        return max(shutil.get_terminal_size().columns, 40)
+    return None
+
+
+wide_option = click.option(
+    "--wide",
+    is_flag=True,
+    help="Do not fit the text to the terminal's width: one line per row, every column.",
+)
+
+
+def fail(error: RetentionError) -> NoReturn:
+    if isinstance(error, ConfigError):
+        for issue in error.issues:
+            click.echo(f"error: {issue}", err=True)
+        click.echo(f"{error} (exit {int(error.exit_code)})", err=True)
+    else:
+        click.echo(f"error: {error}", err=True)
+    sys.exit(int(error.exit_code))
+
+
+@contextmanager
+def expected_errors() -> Iterator[None]:
+    try:
+        yield
+    except RetentionError as error:
+        fail(error)
+
+
+def subject_given(option: str) -> str:
+    """A --subject as given: '-' reads it from standard input (out of the shell history)."""
+    return sys.stdin.readline() if option == "-" else option
+
+
+def confirm_plan_id(plan_id: str, doing: str, refused: str) -> None:
+    """Ask for the plan id on the terminal; anything else raises UsageError (exit 2)."""
+    typed = click.prompt(f"{doing}, type the plan id ({plan_id})", default="", show_default=False)
+    if typed.strip() != plan_id:
+        raise UsageError(f"not confirmed: {refused}")
+
+
+def parse_as_of(text: str | None, config: Config) -> datetime:
+    """--as-of: ISO 8601; without an offset it is read on the calendar of settings.timezone.
+    Only instants from 1970 to 9998 (rules.EARLIEST_AS_OF, LATEST_AS_OF): every cutoff of
+    every period then stays on the calendar."""
+    if text is None:
+        return datetime.now(UTC)
+    moment = parse_instant(text, "--as-of", config)
+    if not EARLIEST_AS_OF <= moment < LATEST_AS_OF:
+        raise UsageError(
+            f"--as-of {text!r} is out of range: give an instant from "
+            f"{EARLIEST_AS_OF:%Y-%m-%d} to before {LATEST_AS_OF:%Y-%m-%d}"
+        )
+    return moment
+
+
+def parse_instant(text: str, option: str, config: Config) -> datetime:
+    """An option's ISO 8601 date or time, as an aware UTC instant; without an offset it is
+    read on the calendar of settings.timezone."""
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=config.settings.timezone)
+        return moment.astimezone(UTC)
+    except ValueError as error:
+        raise UsageError(f"{option} {text!r} is not an ISO 8601 date or time") from error
+    except OverflowError as error:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise UsageError(f"{option} {text!r} is out of range") from error
+
+
+def parse_until(text: str | None, config: Config, now: datetime) -> datetime | None:
+    """hold add --until: an instant after ``now`` (a hold that ended before it began protects
+    nothing, and most likely is a typo)."""
+    if text is None:
+        return None
+    moment = parse_instant(text, "--until", config)
+    if moment <= now:
+        raise UsageError(
+            f"--until {text!r} is not in the future: a hold ends after it is placed "
+            f"(now is {now:%Y-%m-%d %H:%M} UTC)"
+        )
+    return moment
+
+
+def complete_rule_names(
+    context: click.Context, _parameter: click.Parameter, incomplete: str
+) -> list[str]:
+    """Shell completion of a rule name: the config's rules that start with what was typed.
+    A config that cannot be read completes nothing (and prints nothing)."""
+    given = context.find_root().params.get("config_path")
+    try:
+        config = load_config(resolve_config_path(given))
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [rule.name for rule in config.rules if rule.name.startswith(incomplete)]
+
+
+rule_option = click.option(
+    "--rule",
+    "rule_names",
+    multiple=True,
+    shell_complete=complete_rule_names,
+    help="Only this rule (repeatable; default: all).",
+)
+as_of_option = click.option(
+    "--as-of",
+    help="Plan as of this instant (ISO 8601; without offset: settings.timezone). Default: now.",
+)
