@@ -20,6 +20,12 @@ CORE_MODULES = (
 SQL_EDGES = {
     "retention/stores/__init__.py",
     "retention/stores/sql.py",
+    "retention/stores/sql_dialect.py",
+    "retention/stores/sql_keys.py",
+    "retention/stores/sql_predicate.py",
+    "retention/stores/sql_purge.py",
+    "retention/stores/sql_schema.py",
+    "retention/stores/sql_survey.py",
     "retention/stores/partitions.py",
     "retention/stores/partition_catalog.py",
     "retention/stores/sql_columns.py",

@@ -1,0 +1,177 @@
+"""What differs between SQLite, PostgreSQL and MariaDB/MySQL: how an engine is opened (read-only
+by construction, sessions in UTC, SQLite's write lock taken up front), which column types are a
+clock, how SQLite's free-form DATETIME text is recognised, GREATEST's spelling, and which driver
+errors mean "unreachable"."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Literal
+from urllib.parse import quote
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    event,
+    func,
+    not_,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.mysql import TIMESTAMP as MYSQL_TIMESTAMP
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import sqltypes
+from sqlalchemy.sql.functions import GenericFunction
+
+from retention.errors import StoreUnavailable
+
+ClockKind = Literal["date", "aware", "naive", "utc_naive"]
+CONNECT_TIMEOUT_SECONDS = 10
+WRITE_OPTION = "retention_write"
+
+
+class greatest(GenericFunction[Any]):
+    """GREATEST(); SQLite spells it max() with several arguments."""
+
+    name = "greatest"
+    inherit_cache = True
+
+
+@compiles(greatest, "sqlite")
+def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
+
+
+def create_sql_engine(url: str, *, read_only: bool) -> Engine:
+    """Given a SQLAlchemy URL, return an engine; read-only engines cannot write by construction.
+
+    SQLite files are opened with ``mode=ro`` (or ``mode=rw``, so a missing file is an error rather
+    than a new empty database); PostgreSQL sessions get ``default_transaction_read_only``;
+    MariaDB/MySQL sessions ``SET SESSION TRANSACTION READ ONLY``. MariaDB/MySQL sessions run in
+    UTC so that TIMESTAMP columns read the same whatever the server's time_zone.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed.database or "", read_only=read_only)
+    if backend == "postgresql":
+        options = "-c default_transaction_read_only=on" if read_only else ""
+        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        if options:
+            connect_args["options"] = options
+        return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    if backend in ("mysql", "mariadb"):
+        engine = create_engine(
+            url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}, pool_pre_ping=True
+        )
+        statements = ["SET time_zone = '+00:00'"]
+        if read_only:
+            statements.append("SET SESSION TRANSACTION READ ONLY")
+
+        @event.listens_for(engine, "connect")
+        def _session_setup(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+
+        return engine
+    raise StoreUnavailable(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def _sqlite_engine(path: str, *, read_only: bool) -> Engine:
+    if not path or path == ":memory:":
+        raise StoreUnavailable("a SQLite store needs a database file path")
+    mode = "ro" if read_only else "rw"
+    uri = f"file:{quote(path)}?mode={mode}"
+
+    def connect() -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun below, so a batch's locking select and
+        # its DELETE are one transaction (pysqlite would otherwise begin only at the DELETE).
+        return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+
+    engine = create_engine("sqlite://", creator=connect)
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # Only a purge takes the write lock up front; reads (plan counts) must not block writers.
+        writing = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing and not read_only else "BEGIN")
+
+    return engine
+
+
+def clock_kind(column: ColumnElement[Any], dialect: str) -> ClockKind | None:
+    column_type = column.type
+    if isinstance(column_type, sqltypes.DateTime):
+        if dialect in ("mysql", "mariadb") and isinstance(column_type, MYSQL_TIMESTAMP):
+            return "utc_naive"
+        return "aware" if column_type.timezone else "naive"
+    if isinstance(column_type, sqltypes.Date):
+        return "date"
+    return None
+
+
+# SQLite stores a DATETIME as whatever was written. Only these spellings, without an offset,
+# compare as text in time order against the bounds SQLAlchemy writes (YYYY-MM-DD HH:MM:SS.ffffff):
+# each is a prefix-consistent truncation of that form.
+_SQLITE_DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
+_SQLITE_MINUTE = _SQLITE_DATE + " [0-9][0-9]:[0-9][0-9]"
+_SQLITE_SECOND = _SQLITE_MINUTE + ":[0-9][0-9]"
+
+
+def sqlite_time_text(column: ColumnElement[Any], *, date_only: bool) -> ColumnElement[bool]:
+    """True where a SQLite clock value is text in a spelling that compares correctly as text:
+    ``2024-02-29`` for a DATE; that, ``2024-02-29 10:00``, ``2024-02-29 10:00:00`` or
+    ``2024-02-29 10:00:00.123456`` for a DATETIME. Unix seconds, offsets, a ``T`` separator
+    or any other text are not: such rows are never purged, and plans count them."""
+
+    def glob(value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+        return value.op("GLOB", is_comparison=True)(pattern)
+
+    is_text = func.typeof(column) == "text"
+    if date_only:
+        return and_(is_text, glob(column, _SQLITE_DATE))
+    # One pattern by length: GLOB with character classes is what costs here.
+    length = func.length(column)
+    shaped = case(
+        (length == 10, glob(column, _SQLITE_DATE)),
+        (length == 16, glob(column, _SQLITE_MINUTE)),
+        (length == 19, glob(column, _SQLITE_SECOND)),
+        else_=and_(
+            glob(column, _SQLITE_SECOND + ".[0-9]*"),
+            not_(glob(func.substr(column, 21), "*[^0-9]*")),
+        ),
+    )
+    return and_(is_text, shaped)
+
+
+def is_connect_failure(error: sa_exc.DBAPIError) -> bool:
+    if not isinstance(error, sa_exc.OperationalError):
+        return False
+    message = str(error.orig).lower()
+    return any(
+        marker in message
+        for marker in (
+            "connection refused",
+            "could not connect",
+            "can't connect",
+            "unable to open database",
+            "connection timed out",
+            "timeout expired",
+            "access denied",
+            "authentication failed",
+            "unknown database",
+            "does not exist",
+            "name or service not known",
+            "server closed the connection",
+            "lost connection",
+        )
+    )
+
+
+def reason(error: sa_exc.DBAPIError) -> str:
+    return str(error.orig).strip().splitlines()[0] if error.orig else str(error)

@@ -1,0 +1,289 @@
+"""The one predicate of a rule, built from a Selection: it serves the plan's count, the run's
+keyset batches and the re-check inside every DELETE/UPDATE, so the plan counts exactly what the
+run purges and a row touched since it was selected survives. Values are always bound."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+)
+
+from retention.config import ColumnRef, Condition, Rule, Scalar
+from retention.errors import RetentionError, without_values
+from retention.planner import KeyValues, Selection
+from retention.rules import Expired
+from retention.stores.sql_columns import column_value
+from retention.stores.sql_dialect import ClockKind, clock_kind, greatest, sqlite_time_text
+from retention.stores.sql_keys import after_key, coerce, fitted, key_in
+
+if TYPE_CHECKING:
+    from retention.stores.sql import SqlStore
+
+
+@dataclass(frozen=True)
+class Clock:
+    expression: ColumnElement[Any]
+    kind: ClockKind
+    # SQLite only: true where every clock column holds text this store can compare as time.
+    readable: ColumnElement[bool] | None = None
+
+
+def column_expression(store: SqlStore, rule: Rule, reference: ColumnRef) -> ColumnElement[Any]:
+    table = store.table(rule.table)
+    if reference.join is None:
+        return table.c[reference.column]
+    join = rule.join(reference.join)
+    remote = store.table(join.table)
+    # A correlated scalar subquery rather than a JOIN: it works unchanged inside DELETE and
+    # UPDATE on every dialect, where joins do not.
+    return (
+        select(remote.c[reference.column])
+        .where(
+            *(
+                remote.c[remote_column] == table.c[local_column]
+                for local_column, remote_column in zip(
+                    join.local_columns, join.remote_columns, strict=True
+                )
+            )
+        )
+        .correlate(table)
+        .scalar_subquery()
+    )
+
+
+def rule_clock(store: SqlStore, rule: Rule) -> Clock:
+    columns = [column_expression(store, rule, reference) for reference in rule.clock]
+    kind = clock_kind(columns[0], store.engine.dialect.name)
+    if kind is None:
+        raise RetentionError(f"{rule.clock_text} is not a date or timestamp")
+    readable = None
+    if store.engine.dialect.name == "sqlite":
+        readable = and_(
+            *(
+                or_(column.is_(None), sqlite_time_text(column, date_only=kind == "date"))
+                for column in columns
+            )
+        )
+    if len(columns) == 1:
+        return Clock(columns[0], kind, readable)
+    # The latest non-NULL value: each argument falls back on the others when it is NULL, so
+    # GREATEST ignores NULLs on every dialect (MariaDB's and SQLite's would return NULL).
+    arguments = [
+        func.coalesce(column, *(other for other in columns if other is not column))
+        for column in columns
+    ]
+    return Clock(greatest(*arguments, type_=columns[0].type), kind, readable)
+
+
+def _expired(store: SqlStore, clock: Clock, expired: Expired) -> ColumnElement[bool]:
+    if clock.kind == "date":
+        if expired.last_date is None:
+            return false()
+        return when_readable(clock, clock.expression <= expired.last_date)
+    parts = []
+    for window in expired.windows:
+        upper = clock.expression <= bound(store, window.end, clock.kind)
+        if window.start is None:
+            parts.append(upper)
+        else:
+            parts.append(and_(clock.expression >= bound(store, window.start, clock.kind), upper))
+    return when_readable(clock, or_(*parts))
+
+
+def bound(store: SqlStore, instant: datetime, kind: ClockKind) -> datetime:
+    if kind == "aware":
+        return instant
+    if kind == "utc_naive":
+        return instant.astimezone(UTC).replace(tzinfo=None)
+    return instant.astimezone(store.config.timezone).replace(tzinfo=None)
+
+
+def predicate(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
+    """Given a Selection, return the SQL condition that is true exactly for its due rows:
+    expired, in scope, and under no legal hold."""
+    rule = selection.rule
+    expired = expired_all(store, selection, rule_clock(store, rule))
+    holding = held(store, selection)
+    due = expired if holding is None else and_(expired, not_(holding))
+    return and_(due, scope(store, selection))
+
+
+def scope(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
+    """The rows a rule is about, whatever their clock: its conditions (not for an erasure,
+    which is about everything a person left), not yet anonymised."""
+    rule = selection.rule
+    table = store.table(rule.table)
+    parts: list[ColumnElement[bool]] = [true()]
+    if selection.erasure is None:
+        parts += [_condition(store, rule, condition) for condition in rule.conditions]
+        if rule.where_sql:
+            parts.append(text(f"({rule.where_sql})").self_group())  # type: ignore[arg-type]
+    if rule.marker_column is not None:
+        parts.append(table.c[rule.marker_column].is_(None))
+    return and_(*parts)
+
+
+def held(store: SqlStore, selection: Selection) -> ColumnElement[bool] | None:
+    """True for rows under a legal hold in force (None when the rule has none). A NULL in a
+    hold's condition counts as held: not(NULL) selects nothing."""
+    rule = selection.rule
+    parts: list[ColumnElement[bool]] = []
+    key_columns = store.key_columns(rule)
+    for hold in selection.holds:
+        if hold.kind == "key" and hold.keys:
+            # A key that is no value of its column ('abc' for an integer id) holds nothing:
+            # the survey reports its hold, and the other keys still hold their rows.
+            keys = [fit for key in hold.keys if (fit := fitted(key_columns, key)) is not None]
+            if keys:
+                parts.append(key_in(key_columns, keys))
+        elif hold.kind == "where" and hold.condition is not None:
+            parts.append(_condition(store, rule, hold.condition))
+    return or_(*parts) if parts else None
+
+
+def expired_all(store: SqlStore, selection: Selection, clock: Clock) -> ColumnElement[bool]:
+    rule = selection.rule
+    if selection.erasure is not None:
+        return _erased(store, rule, selection.erasure.subject)
+    expired = _expired(store, clock, selection.default)
+    if rule.period_column is None:
+        return expired
+    period_column = column_expression(store, rule, rule.period_column)
+    return or_(
+        and_(period_column.is_(None), expired),
+        *(
+            and_(period_column == value, _expired(store, clock, override))
+            for value, override in selection.overrides
+        ),
+    )
+
+
+def _erased(store: SqlStore, rule: Rule, subject_text: str) -> ColumnElement[bool]:
+    """An erasure is due now, whatever the clock: every row whose erase_by column holds the
+    subject. Through a join, the rows whose join columns are among those of the remote rows
+    that hold it: an IN that an index on the join columns serves, where the clock's
+    correlated subquery would be evaluated on every row of the table."""
+    if rule.erase_by is None:
+        raise RetentionError(f"rule {rule.name!r} has no erase_by column")
+    reference = rule.erase_by
+    owner = store.table(rule.table if reference.join is None else rule.join(reference.join).table)
+    person = owner.c[reference.column]
+    try:
+        subject = coerce(person, subject_text)
+    except ValueError:
+        return false()  # "alice@example.com" is nobody's integer id
+    if reference.join is None:
+        return person == subject
+    join = rule.join(reference.join)
+    table = store.table(rule.table)
+    local = [table.c[column] for column in join.local_columns]
+    remote = select(*(owner.c[column] for column in join.remote_columns)).where(person == subject)
+    if len(local) == 1:
+        return local[0].in_(remote)
+    return tuple_(*local).in_(remote)
+
+
+def _condition(store: SqlStore, rule: Rule, condition: Condition) -> ColumnElement[bool]:
+    column = column_expression(store, rule, condition.column)
+    # As check_rule checked it: ISO text becomes a date for a date column, and so on.
+    value = cast("Scalar | tuple[Scalar, ...] | None", _bindable(store, rule, condition))
+    match condition.operator:
+        case "is_null":
+            return column.is_(None)
+        case "is_not_null":
+            return column.is_not(None)
+        case "in":
+            return column.in_(value if isinstance(value, tuple) else (value,))
+        case "not_in":
+            return column.not_in(value if isinstance(value, tuple) else (value,))
+        case "=":
+            return column == value
+        case "!=":
+            return column != value
+        case "<":
+            return column < value
+        case "<=":
+            return column <= value
+        case ">":
+            return column > value
+        case ">=":
+            return column >= value
+    raise AssertionError(condition.operator)
+
+
+def invalid_period(store: SqlStore, selection: Selection) -> ColumnElement[bool] | None:
+    """True for rows whose period column holds no period (kept: they match no override),
+    None when there are none to count."""
+    rule = selection.rule
+    if rule.period_column is None or not selection.invalid_period_values:
+        return None
+    column = column_expression(store, rule, rule.period_column)
+    periods = [value for value, _expired in selection.overrides]
+    return and_(column.is_not(None), column.not_in(periods))
+
+
+def _bindable(store: SqlStore, rule: Rule, condition: Condition) -> object:
+    if condition.value is None:
+        return None
+    reference = condition.column
+    owner = store.table(rule.table if reference.join is None else rule.join(reference.join).table)
+    target, dialect = owner.c[reference.column], store.engine.dialect.name
+    try:
+        if isinstance(condition.value, tuple):
+            return tuple(column_value(target, item, dialect) for item in condition.value)
+        return column_value(target, condition.value, dialect)
+    except ValueError as error:
+        # check_rule refuses such a rule; a hold's condition can still hold a literal
+        # that no longer fits (the column changed): the rule fails, nothing is purged.
+        # A hold's literal can name a person: left out.
+        raise RetentionError(
+            f"rule {rule.name!r}: a condition cannot be compared: {without_values(str(error))}"
+        ) from error
+
+
+def batch_query(
+    store: SqlStore,
+    selection: Selection,
+    after: KeyValues | None,
+    limit: int,
+    extra: Sequence[str] = (),
+) -> Select[Any]:
+    """The one query that picks due rows in key order, after ``after``: keyset pagination."""
+    rule = selection.rule
+    table = store.table(rule.table)
+    keys = store.key_columns(rule)
+    columns = keys + [table.c[name] for name in extra if name not in rule.key]
+    query = select(*columns).where(predicate(store, selection)).order_by(*keys).limit(limit)
+    if after is not None:
+        query = query.where(after_key(keys, after))
+    return query
+
+
+def instant(store: SqlStore, value: Any, kind: ClockKind) -> datetime | date | None:
+    if value is None or kind == "date":
+        return value  # type: ignore[no-any-return]
+    if kind == "aware":
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+    zone = UTC if kind == "utc_naive" else store.config.timezone
+    return value.replace(tzinfo=zone).astimezone(UTC)  # type: ignore[no-any-return]
+
+
+def when_readable(clock: Clock, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    # The comparison first: SQLite evaluates AND in order, so the costly check of the spelling
+    # only runs on the rows the comparison keeps.
+    return condition if clock.readable is None else and_(condition, clock.readable)

@@ -1,0 +1,326 @@
+"""The purge of one batch, in one transaction: its intent recorded (``before_write``) before
+anything is committed, the due condition checked again inside every DELETE/UPDATE."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    not_,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+
+from retention.anonymise import anonymise_value
+from retention.config import Child, Rule
+from retention.errors import BatchConflict
+from retention.planner import (
+    Batch,
+    BeforeWrite,
+    ChildCounts,
+    KeyFilter,
+    KeyValues,
+    Selection,
+    child_paths,
+)
+from retention.runtime.faults import crash_point
+from retention.stores.sql_columns import column_value
+from retention.stores.sql_dialect import WRITE_OPTION, clock_kind
+from retention.stores.sql_keys import after_key, key_between, key_in, key_up_to, only_accepted
+from retention.stores.sql_predicate import batch_query, bound, predicate
+from retention.stores.sql_survey import count_children
+
+if TYPE_CHECKING:
+    from retention.stores.sql import SqlStore
+
+
+def purge_batch(
+    store: SqlStore,
+    selection: Selection,
+    *,
+    after: KeyValues | None,
+    limit: int,
+    dry_run: bool,
+    now: datetime,
+    hash_key: bytes | None,
+    before_write: BeforeWrite | None = None,
+    only: KeyFilter | None = None,
+) -> Batch:
+    """Given a Selection and the last key already handled, purge the next batch of due rows.
+
+    One transaction: lock the next ``limit`` due rows in key order, call ``before_write`` with
+    their keys (the audit intent: if it raises, the transaction rolls back and nothing is
+    deleted), delete their children, then delete (or anonymise) them with the due condition
+    checked again inside the statement. If the database reports another number of rows than
+    were locked, a row changed under us: the batch rolls back and BatchConflict is raised.
+    With ``only`` (a subjects' rule: the subjects whose objects were visited), the locked
+    rows it does not accept are left untouched, as if held, until a later run. A plain
+    delete rule without ``only`` takes the shorter way of ``_delete_range``. ``dry_run``
+    only selects.
+    """
+    rule = selection.rule
+    extra = [child.references for child in rule.children]
+    extra += [column for column, _strategy in rule.anonymise]
+    query = batch_query(store, selection, after, limit, extra)
+    if dry_run:
+        with store.reachable(), store.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+            keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
+            resume_after: KeyValues | None = None
+            more: bool | None = None
+            if only is not None and keys:
+                _, keys, resume_after, more = only_accepted(rows, keys, only, limit)
+            children: ChildCounts = ()
+            if keys and rule.children:
+                key_columns = store.key_columns(rule)
+                before = None
+                if after is not None:
+                    before = and_(predicate(store, selection), not_(after_key(key_columns, after)))
+                children = count_children(
+                    store, connection, selection, key_in(key_columns, keys), before
+                )
+        return Batch(
+            keys,
+            done=0,
+            children_deleted=sum(count for _name, count in children),
+            children=children,
+            resume_after=resume_after,
+            more=more,
+        )
+    started = time.monotonic()
+    with (
+        store.reachable(),
+        store.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
+        connection.begin(),
+    ):
+        if only is None and _deletes_by_range(store, rule):
+            batch = _delete_range(store, connection, selection, after, limit, before_write)
+        else:
+            batch = _purge_locked(
+                store, connection, selection, query, now, hash_key, before_write, only, limit
+            )
+        if batch.keys:
+            crash_point("mid_batch")
+    if batch.keys:
+        crash_point("after_commit")
+    return replace(batch, transaction_seconds=time.monotonic() - started)
+
+
+def _deletes_by_range(store: SqlStore, rule: Rule) -> bool:
+    """A plain delete (no children to delete first, no values to read) on a dialect with
+    DELETE … RETURNING needs no locking select: the DELETE itself says which rows went."""
+    returning = bool(store.engine.dialect.delete_returning)
+    return rule.action == "delete" and not rule.children and returning
+
+
+def _delete_range(
+    store: SqlStore,
+    connection: Connection,
+    selection: Selection,
+    after: KeyValues | None,
+    limit: int,
+    before_write: BeforeWrite | None,
+) -> Batch:
+    """Delete the next batch of a plain delete rule in two statements: find the last of the
+    next ``limit`` due keys (an index walk, no rows sent back but one), then delete every
+    row up to it that is still due, the condition checked inside the DELETE, RETURNING
+    their keys. ``before_write`` (the audit intent) gets exactly those keys before the
+    COMMIT: if it raises, the transaction rolls back and nothing was deleted.
+
+    A row that stopped being due since the first statement stays; one that became due in
+    the range goes with the others and is in the keys. The next batch starts after the
+    range's end (``resume_after``), whatever was deleted; a range of fewer than ``limit``
+    due keys was the last.
+    """
+    rule = selection.rule
+    key_columns = store.key_columns(rule)
+    window = batch_query(store, selection, after, limit).subquery()
+    # The window's size comes back with its last key: a short window is the rule's last
+    # batch, so no further probe walks the rest of the index again.
+    last = connection.execute(
+        select(*window.c, func.count().over())
+        .order_by(*(column.desc() for column in window.c))
+        .limit(1)
+    ).first()
+    if last is None:
+        return Batch((), 0, more=False)
+    end, size = tuple(last[:-1]), int(last[-1])
+    in_range = key_up_to(key_columns, end)
+    if after is not None:
+        in_range = and_(after_key(key_columns, after), in_range)
+    statement = (
+        delete(store.table(rule.table))
+        .where(in_range, predicate(store, selection))
+        .returning(*key_columns)
+    )
+    # One fetchall: iterating the result would fetch row by row.
+    keys = tuple(map(tuple, connection.execute(statement).all()))
+    if keys and before_write is not None:
+        before_write(keys)
+    return Batch(keys, done=len(keys), resume_after=end, more=size >= limit)
+
+
+def _purge_locked(
+    store: SqlStore,
+    connection: Connection,
+    selection: Selection,
+    query: Select[Any],
+    now: datetime,
+    hash_key: bytes | None,
+    before_write: BeforeWrite | None,
+    only: KeyFilter | None,
+    limit: int,
+) -> Batch:
+    rule = selection.rule
+    rows = connection.execute(query.with_for_update()).mappings().all()
+    if not rows:
+        return Batch((), 0)
+    keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
+    resume_after: KeyValues | None = None
+    more: bool | None = None
+    if only is not None:
+        # The rows ``only`` refuses stay locked and untouched.
+        rows, keys, resume_after, more = only_accepted(rows, keys, only, limit)
+        if not keys:
+            return Batch((), 0, resume_after=resume_after, more=more)
+    if before_write is not None:
+        before_write(keys)
+    table = store.table(rule.table)
+    key_columns = store.key_columns(rule)
+    recheck = predicate(store, selection)
+    children: ChildCounts = ()
+    if rule.action == "delete":
+        names = {path: name for name, path in child_paths(rule.children)}
+        deleted = _delete_children(
+            store,
+            connection,
+            rule.children,
+            {child.references: [row[child.references] for row in rows] for child in rule.children},
+            names,
+        )
+        children = tuple((name, deleted.get(name, 0)) for name in dict.fromkeys(names.values()))
+        # A key range would also reach the rows ``only`` refused.
+        _delete_exactly(store, connection, table, key_columns, keys, recheck, by_range=only is None)
+    else:
+        result = connection.execute(
+            update(table)
+            .where(
+                *(column == bindparam(f"key_{column.name}") for column in key_columns),
+                recheck,
+            )
+            .values(
+                {
+                    **{column: bindparam(f"new_{column}") for column, _ in rule.anonymise},
+                    rule.marker_column: bindparam("new_marker"),
+                }
+            ),
+            [_anonymised(store, rule, row, now, hash_key) for row in rows],
+        )
+        if result.rowcount != len(keys):
+            raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
+    return Batch(
+        keys,
+        done=len(keys),
+        children_deleted=sum(count for _name, count in children),
+        children=children,
+        resume_after=resume_after,
+        more=more,
+    )
+
+
+def _delete_exactly(
+    store: SqlStore,
+    connection: Connection,
+    table: Table,
+    key_columns: list[Column[Any]],
+    keys: tuple[KeyValues, ...],
+    recheck: ColumnElement[bool],
+    *,
+    by_range: bool,
+) -> None:
+    """Delete the locked rows, the due condition checked again; BatchConflict unless
+    exactly those rows went. With RETURNING and ``by_range`` the statement names the batch
+    by its key range (binding one parameter per key cost more than the delete) and the
+    returned keys prove the set; else by the list of keys and the row count."""
+    if by_range and store.engine.dialect.delete_returning:
+        deleted = connection.execute(
+            delete(table)
+            .where(key_between(key_columns, keys[0], keys[-1]), recheck)
+            .returning(*key_columns)
+        ).all()
+        if len(deleted) != len(keys) or {tuple(row) for row in deleted} != set(keys):
+            raise BatchConflict(f"{len(deleted)} rows deleted, {len(keys)} locked")
+        return
+    result = connection.execute(delete(table).where(key_in(key_columns, keys), recheck))
+    if result.rowcount != len(keys):
+        raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
+
+
+def _anonymised(
+    store: SqlStore, rule: Rule, row: RowMapping, now: datetime, hash_key: bytes | None
+) -> dict[str, Any]:
+    table = store.table(rule.table)
+    assert rule.marker_column is not None
+    marker_kind = clock_kind(table.c[rule.marker_column], store.engine.dialect.name)
+    marker: datetime | date = now if marker_kind != "date" else now.date()
+    if isinstance(marker, datetime) and marker_kind is not None:
+        marker = bound(store, marker, marker_kind)
+    parameters: dict[str, Any] = {f"key_{column}": row[column] for column in rule.key}
+    for column, strategy in rule.anonymise:
+        value = anonymise_value(strategy, row[column], hash_key=hash_key)
+        if strategy.kind == "fixed" and strategy.value is not None and value is not None:
+            # The value check_rule checked, as the column takes it (a date, a UUID).
+            value = column_value(table.c[column], strategy.value, store.engine.dialect.name)
+        parameters[f"new_{column}"] = value
+    parameters["new_marker"] = marker
+    return parameters
+
+
+def _delete_children(
+    store: SqlStore,
+    connection: Connection,
+    children: Sequence[Child],
+    parent_values: Mapping[str, Sequence[Any] | Select[Any]],
+    names: Mapping[tuple[Child, ...], str],
+    above: tuple[Child, ...] = (),
+) -> dict[str, int]:
+    """Delete the children of a batch, the deepest first; return the rows deleted per child
+    table, named as ``child_paths`` names them."""
+    deleted: dict[str, int] = {}
+    for child in children:
+        path = (*above, child)
+        child_table = store.table(child.table)
+        references = child_table.c[child.foreign_key].in_(parent_values[child.references])
+        if child.children:
+            below = _delete_children(
+                store,
+                connection,
+                child.children,
+                {
+                    grandchild.references: select(child_table.c[grandchild.references]).where(
+                        references
+                    )
+                    for grandchild in child.children
+                },
+                names,
+                path,
+            )
+            for name, count in below.items():
+                deleted[name] = deleted.get(name, 0) + count
+        count = connection.execute(delete(child_table).where(references)).rowcount
+        deleted[names[path]] = deleted.get(names[path], 0) + count
+    return deleted

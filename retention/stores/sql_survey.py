@@ -1,0 +1,188 @@
+"""A rule's survey in one pass (due, held, future, unreadable, oldest, samples) and the child rows
+a purge reaches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+    true,
+)
+
+from retention.config import Child
+from retention.planner import ChildCounts, Selection, Survey, child_paths
+from retention.rules import to_wall_time
+from retention.stores import partitions
+from retention.stores.sql_keys import not_true
+from retention.stores.sql_predicate import (
+    batch_query,
+    bound,
+    expired_all,
+    held,
+    instant,
+    invalid_period,
+    predicate,
+    rule_clock,
+    scope,
+    when_readable,
+)
+
+if TYPE_CHECKING:
+    from retention.stores.sql import SqlStore
+
+
+def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
+    """Given a Selection, return in one pass over the rule's scope: rows due, held and with a
+    future clock, the oldest due clock; then the first due keys (the run's own query)."""
+    rule = selection.rule
+    clock = rule_clock(store, rule)
+    expired = expired_all(store, selection, clock)
+    holding = held(store, selection)
+    due = expired if holding is None else and_(expired, not_(holding))
+    erasure = selection.erasure is not None
+    future = when_readable(
+        clock,
+        clock.expression > to_wall_time(selection.as_of, selection.zone).date()
+        if clock.kind == "date"
+        else clock.expression > bound(store, selection.as_of, clock.kind),
+    )
+
+    def how_many(condition: ColumnElement[bool]) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    # Rows whose text says due but whose spelling cannot be trusted: those the guard keeps.
+    unreadable = (
+        literal(0)
+        if clock.readable is None or erasure
+        else how_many(
+            and_(
+                expired_all(store, selection, replace(clock, readable=None)),
+                not_(clock.readable),
+            )
+        )
+    )
+
+    no_period = None if erasure else invalid_period(store, selection)
+    counting = (
+        select(
+            func.count(),
+            how_many(due),
+            how_many(and_(expired, holding)) if holding is not None else literal(0),
+            literal(0) if erasure else how_many(future),
+            unreadable,
+            literal(0) if no_period is None else how_many(no_period),
+            # An erasure ignores the clock, which may not even be readable.
+            null() if erasure else func.min(case((due, clock.expression), else_=None)),
+        )
+        .select_from(store.table(rule.table))
+        .where(scope(store, selection))
+    )
+    with store.reachable(), store.engine.connect() as connection:
+        counts = connection.execute(counting).one()
+        samples = connection.execute(batch_query(store, selection, None, sample_size)).all()
+        children = count_children(store, connection, selection, predicate(store, selection))
+    in_scope, due_count, held_count, future_count, unreadable_count, invalid_count, oldest = counts
+    partitioned, partitions_due, partition_notes = partitions.survey_partitions(store, selection)
+    return Survey(
+        due=int(due_count),
+        oldest=instant(store, oldest, clock.kind),
+        sample_keys=tuple(tuple(row) for row in samples),
+        in_scope=int(in_scope),
+        held=int(held_count),
+        future=int(future_count),
+        unreadable=int(unreadable_count),
+        invalid_period=int(invalid_count),
+        unfit_holds=tuple(
+            hold.id
+            for hold in selection.holds
+            if hold.kind == "key" and store.unfit_keys(rule, hold.keys)
+        ),
+        partitioned=partitioned,
+        partitions=partitions_due,
+        partition_notes=partition_notes,
+        children=children,
+    )
+
+
+def count_children(
+    store: SqlStore,
+    connection: Connection,
+    selection: Selection,
+    parents: ColumnElement[bool],
+    before: ColumnElement[bool] | None = None,
+) -> ChildCounts:
+    """Per child table, how many rows a purge of the rule's rows matching ``parents`` deletes:
+    one COUNT each, a semi-join on the parents (no row comes back to Python). With
+    ``before`` (a dry run's earlier batches), the child rows those batches already reached
+    are left out, as the run deletes them there; they can only overlap when a
+    ``references`` column is not unique."""
+    rule = selection.rule
+    counts = []
+    for name, path in child_paths(rule.children):
+        child_table, reached = _child_rows(store, selection, path, parents)
+        if before is not None and not _unique_path(store, rule.table, path):
+            _, earlier = _child_rows(store, selection, path, before)
+            reached = and_(reached, not_true(earlier))
+        count = connection.execute(
+            select(func.count()).select_from(child_table).where(reached)
+        ).scalar_one()
+        counts.append((name, int(count)))
+    return tuple(counts)
+
+
+def _child_rows(
+    store: SqlStore, selection: Selection, path: Sequence[Child], parents: ColumnElement[bool]
+) -> tuple[Table, ColumnElement[bool]]:
+    """The last table of a child path, and the condition true for its rows that a purge of
+    the rule's rows matching ``parents`` deletes: those whose foreign key holds a value of
+    a parent still there. At every level, rows that the rules of ``removed_before`` delete
+    first are no longer there (nor reach anything)."""
+    table = store.table(selection.rule.table)
+    reached = and_(parents, _kept_before(store, selection, table.name))
+    for child in path:
+        child_table = store.table(child.table)
+        referenced = table.c[child.references]
+        # correlate(None): a table met again lower in the path is another row, not this one.
+        values = select(referenced).where(reached, referenced.is_not(None)).correlate(None)
+        reached = and_(
+            child_table.c[child.foreign_key].in_(values),
+            _kept_before(store, selection, child_table.name),
+        )
+        table = child_table
+    return table, reached
+
+
+def _kept_before(store: SqlStore, selection: Selection, table_name: str) -> ColumnElement[bool]:
+    """True for the rows of ``table_name`` that no rule of ``removed_before`` deletes, as
+    its rows due or as their children."""
+    gone: list[ColumnElement[bool]] = []
+    for earlier in selection.removed_before:
+        if earlier.rule.table == table_name:
+            gone.append(predicate(store, earlier))
+        for _name, path in child_paths(earlier.rule.children):
+            if path[-1].table == table_name:
+                gone.append(_child_rows(store, earlier, path, predicate(store, earlier))[1])
+    return not_true(or_(*gone)) if gone else true()
+
+
+def _unique_path(store: SqlStore, table_name: str, path: Sequence[Child]) -> bool:
+    """Whether every ``references`` along a child path is unique in its table: then two
+    batches never reach the same child row."""
+    for child in path:
+        if {child.references} not in store.unique_column_sets(table_name):
+            return False
+        table_name = child.table
+    return True
