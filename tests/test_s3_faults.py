@@ -39,7 +39,7 @@ OTHERS = ["keep/a.csv", "keep/b.csv", "exports-not/c.csv"]
 def quick_key_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The store's backoff between per-key retries, shortened: these tests count retries, they
     do not need to wait for them."""
-    monkeypatch.setattr("retention.stores.s3.RETRY_BASE_SECONDS", 0.01, raising=False)
+    monkeypatch.setattr("retention.stores.s3_delete.RETRY_BASE_SECONDS", 0.01)
 
 
 @pytest.fixture

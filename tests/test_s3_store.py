@@ -26,6 +26,7 @@ from retention.executor import RuleOutcome
 from retention.planner import Plan, RulePlan, make_selection
 from retention.rules import expired_as_of, parse_period
 from retention.stores import s3 as s3_module
+from retention.stores import s3_delete, s3_listing
 from retention.stores.s3 import S3Store, open_s3_store
 from tests.support import audit_table, plan, plan_and_run
 
@@ -344,7 +345,7 @@ def test_unversioned_deletes_carry_the_listed_etag(
 def test_versioned_bucket_purges_every_version_and_marker_of_expired_keys(
     versioned: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page_size: int
 ) -> None:
-    monkeypatch.setattr(s3_module, "LIST_PAGE_SIZE", page_size)
+    monkeypatch.setattr(s3_listing, "LIST_PAGE_SIZE", page_size)
     client, name = versioned.client, versioned.name
     today = datetime.now(UTC).date()
     old = "v/2020-01-01/"
@@ -593,13 +594,13 @@ def test_thousands_of_expired_objects_go_in_requests_of_at_most_a_thousand(
     bucket.put_many(keys)
     bucket.put("other/kept.csv")
     requests: list[int] = []
-    real_delete_chunk = S3Store._delete_chunk
+    real_delete_chunk = s3_delete.delete_chunk
 
-    def counting(store: S3Store, entries: Any) -> Any:
+    def counting(client: Any, bucket_name: str, entries: Any) -> Any:
         requests.append(len(entries))
-        return real_delete_chunk(store, entries)
+        return real_delete_chunk(client, bucket_name, entries)
 
-    monkeypatch.setattr(S3Store, "_delete_chunk", counting)
+    monkeypatch.setattr(s3_delete, "delete_chunk", counting)
     config = make_s3_config(bucket, s3_rule(extra=f"batch_size = {batch_size}"), tmp_path)
     as_of = bucket.last_modified(keys[-1]) + 2 * DAY
     the_plan, report = plan_and_run(config, as_of)
@@ -642,7 +643,7 @@ def test_a_batch_resumes_after_the_last_key_it_examined_in_a_fresh_store(
 def test_a_long_run_of_kept_objects_ends_a_batch_with_no_keys_but_more_to_list(
     bucket: Bucket, tmp_path: Path, s3_store_of: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(s3_module, "LIST_PAGE_SIZE", 1)
+    monkeypatch.setattr(s3_listing, "LIST_PAGE_SIZE", 1)
     monkeypatch.setattr(s3_module, "EXAMINED_PAGES_PER_BATCH", 2)
     bucket.put(*(f"exports/a-2099-01-0{day}.csv" for day in range(1, 6)))
     bucket.put("exports/z-2001-01-01.csv")

@@ -1,0 +1,183 @@
+"""Reaching an S3-compatible store: the boto3 session and clients, and S3's errors turned into
+the project's (one line each, never quoting a key or a value)."""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3  # type: ignore[import-untyped]
+from botocore import exceptions as boto_errors  # type: ignore[import-untyped]
+from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
+
+from retention.config import S3StoreConfig
+from retention.errors import (
+    ConfigError,
+    ConfigIssue,
+    RetentionError,
+    StoreUnavailable,
+    without_values,
+)
+from retention.runtime.secrets import secret_path
+
+NULL_VERSION = "null"
+CONNECT_TIMEOUT_SECONDS = 10
+READ_TIMEOUT_SECONDS = 60
+PING_ATTEMPTS = 3
+GONE_CODES = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound"})
+CONNECTION_ERRORS = (
+    boto_errors.EndpointConnectionError,
+    boto_errors.ConnectionError,
+    boto_errors.HTTPClientError,
+    boto_errors.NoCredentialsError,
+    boto_errors.PartialCredentialsError,
+    boto_errors.CredentialRetrievalError,
+)
+ClientError = boto_errors.ClientError
+
+
+def s3_clients(config: S3StoreConfig) -> tuple[Any, Any]:
+    """Given an S3 store's config, return its client and the client of its ping (the same, with
+    a short retry schedule)."""
+    session = s3_session(config)
+    client_config = BotoConfig(
+        region_name=config.region,
+        s3={"addressing_style": config.addressing_style},
+        # total_max_attempts counts the first attempt, as max_attempts does in the config;
+        # botocore's own max_attempts would count retries only.
+        retries={"mode": "standard", "total_max_attempts": config.max_attempts},
+        max_pool_connections=max(10, config.max_concurrency + 2),
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+    )
+    # A store that cannot be reached at all should say so in seconds, not after a full retry
+    # schedule: ping has its own short one.
+    ping_config = client_config.merge(
+        BotoConfig(
+            retries={
+                "mode": "standard",
+                "total_max_attempts": min(PING_ATTEMPTS, config.max_attempts),
+            }
+        )
+    )
+    try:
+        client = session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
+        ping_client = session.client("s3", endpoint_url=config.endpoint_url, config=ping_config)
+    except ValueError as error:
+        raise ConfigError(
+            [ConfigIssue(f"stores.{config.name}", f"cannot make an S3 client: {error}")]
+        ) from error
+    return client, ping_client
+
+
+def s3_session(config: S3StoreConfig) -> Any:
+    """A boto3 session: the credentials file when one is configured, else boto3's own chain."""
+    key_path = f"stores.{config.name}.credentials_credential"
+    path = secret_path(config.credentials_file, config.credentials_credential, key_path)
+    if path is None:
+        try:
+            return boto3.Session(profile_name=config.profile)
+        except boto_errors.ProfileNotFound as error:
+            raise ConfigError(
+                [ConfigIssue(f"stores.{config.name}.profile", f"no such AWS profile: {error}")]
+            ) from error
+    where = key_path if config.credentials_credential else f"stores.{config.name}.credentials_file"
+    section = config.profile or "default"
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as error:
+        raise ConfigError(
+            [ConfigIssue(where, f"cannot read {str(path)!r}: {error.strerror}")]
+        ) from error
+    except configparser.Error as error:
+        # The parser's message can quote a line of the file: never show it (a secret).
+        raise ConfigError(
+            [ConfigIssue(where, f"{str(path)!r} is not a shared-credentials (INI) file")]
+        ) from error
+    if not parser.has_section(section):
+        raise ConfigError([ConfigIssue(where, f"{str(path)!r} has no [{section}] section")])
+    values = parser[section]
+    missing = [
+        name for name in ("aws_access_key_id", "aws_secret_access_key") if not values.get(name)
+    ]
+    if missing:
+        raise ConfigError(
+            [ConfigIssue(where, f"[{section}] in {str(path)!r} lacks {', '.join(missing)}")]
+        )
+    return boto3.Session(
+        aws_access_key_id=values["aws_access_key_id"].strip(),
+        aws_secret_access_key=values["aws_secret_access_key"].strip(),
+        aws_session_token=(values.get("aws_session_token") or "").strip() or None,
+    )
+
+
+@contextmanager
+def reachable(where: str, doing: str) -> Iterator[None]:
+    """Turn network and credential failures into StoreUnavailable and S3's refusals into
+    RetentionError: one line each, the S3 error code first; ``where`` names the store."""
+    try:
+        yield
+    except CONNECTION_ERRORS as error:
+        raise StoreUnavailable(f"{where} is unreachable: {first_line(error)}") from error
+    except boto_errors.ClientError as error:
+        code, message = error_of(error)
+        raise RetentionError(f"{where}: {doing}: S3 refused: {code} ({message})") from error
+    except boto_errors.BotoCoreError as error:
+        raise RetentionError(f"{where}: {doing}: {first_line(error)}") from error
+
+
+def ping(ping_client: Any, bucket: str, where: str) -> None:
+    """Raise StoreUnavailable, saying why in one line, unless the bucket answers HeadBucket
+    with these credentials."""
+    try:
+        ping_client.head_bucket(Bucket=bucket)
+    except boto_errors.NoCredentialsError as error:
+        raise StoreUnavailable(
+            f"{where}: no credentials found (environment, shared files, instance "
+            "role, or credentials_file / credentials_credential)"
+        ) from error
+    except CONNECTION_ERRORS as error:
+        raise StoreUnavailable(f"{where} is unreachable: {first_line(error)}") from error
+    except boto_errors.ClientError as error:
+        code, message = error_of(error)
+        reason = {
+            "404": "no such bucket",
+            "NoSuchBucket": "no such bucket",
+            "403": "access denied (check the credentials and the bucket policy)",
+            "AccessDenied": "access denied (check the credentials and the bucket policy)",
+            "301": "the bucket is in another region (set region)",
+            "PermanentRedirect": "the bucket is in another region (set region)",
+        }.get(code, f"S3 refused: {code} ({message})")
+        raise StoreUnavailable(f"{where}: {reason}") from error
+    except boto_errors.BotoCoreError as error:
+        raise StoreUnavailable(f"{where}: {first_line(error)}") from error
+
+
+def version_arguments(bucket: str, key: str, version_id: str) -> dict[str, str]:
+    """The arguments of a HeadObject on one version."""
+    arguments = {"Bucket": bucket, "Key": key}
+    # Some servers (moto among them) refuse versionId=null on HEAD of unversioned objects.
+    if version_id != NULL_VERSION:
+        arguments["VersionId"] = version_id
+    return arguments
+
+
+def error_of(error: Any) -> tuple[str, str]:
+    """A ClientError's S3 code and its message, shortened and without values."""
+    details = error.response.get("Error", {}) if hasattr(error, "response") else {}
+    code = str(details.get("Code") or "?")
+    return code, short(str(details.get("Message") or ""))
+
+
+def short(message: str) -> str:
+    """A message of S3 or botocore, which can quote a key or a parameter's value, without
+    values and at most 200 characters long."""
+    return without_values(message)[:200]
+
+
+def first_line(error: Exception) -> str:
+    return short(str(error)) or type(error).__name__
