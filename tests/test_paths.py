@@ -5,6 +5,7 @@ directory protects its row in a run started from another."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from retention.config import (
 )
 from retention.errors import ConfigError, ExitCode
 from retention.runtime.secrets import read_hash_key, state_url, store_url
-from tests.support import create_logs, logs_rule, remaining_ids
+from tests.support import copy_shipped_config, create_logs, logs_rule, remaining_ids
 
 SCRUBBED = ("STATE_DIRECTORY", "CREDENTIALS_DIRECTORY", "RETENTION_CONFIG", "NOTIFY_SOCKET")
 
@@ -304,3 +305,33 @@ def test_config_validate_under_systemd_names_a_missing_state_table(tmp_path: Pat
     )
     assert under_systemd.returncode == int(ExitCode.BAD_CONFIG)
     assert "state: missing, and $STATE_DIRECTORY is set" in under_systemd.stderr
+
+
+def test_a_plain_demo_from_another_directory_fills_the_database_the_config_names(
+    tmp_path: Path,
+) -> None:
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Nothing listens on port 9: the demo skips the buckets and says so.
+    config = copy_shipped_config(checkout, "http://127.0.0.1:9")
+
+    created = _retention(config, elsewhere, "demo", "--as-of", "2026-04-02T12:00:00+00:00")
+    assert created.returncode == 0, created.stderr
+    assert f"demo database {checkout / 'var' / 'demo.sqlite'}:" in created.stdout
+    assert not any(elsewhere.iterdir())
+
+    planned = _retention(
+        config,
+        elsewhere,
+        "plan",
+        "--rule",
+        "connection-logs",
+        "--as-of",
+        "2026-04-02T12:00:00+00:00",
+        "--output",
+        "json",
+    )
+    assert planned.returncode == 0, planned.stderr
+    (rule,) = json.loads(planned.stdout)["rules"]
+    assert rule["error"] is None
+    assert rule["due"] > 0

@@ -11,11 +11,11 @@ from retention.app import (
     create_audit_keys,
 )
 from retention.cli.shared import (
-    DEFAULT_DEMO_DATABASE,
     Context,
     expected_errors,
     parse_as_of,
 )
+from retention.config import Config, SqlStoreConfig
 from retention.runtime.secrets import write_new_key
 from retention.wording import counted
 
@@ -24,15 +24,14 @@ from retention.wording import counted
 @click.option(
     "--database",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_DEMO_DATABASE,
-    show_default=True,
-    help="SQLite file to (re)create with the demo data set.",
+    help="SQLite file to (re)create with the demo data set "
+    "[default: the config's first SQLite store, e.g. var/demo.sqlite beside config/].",
 )
 @click.option("--as-of", help="The demo's 'now' (ISO 8601; default: now).")
 @click.option("--seed", type=int, default=2026, show_default=True)
 @click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True)
 @click.pass_obj
-def demo(context: Context, database: Path, as_of: str | None, seed: int, scale: int) -> None:
+def demo(context: Context, database: Path | None, as_of: str | None, seed: int, scale: int) -> None:
     """Create the demo data that config/retention.toml points at: the SQLite database, the
     backup folder and, on a local S3 server that answers (`make demo` starts one), the buckets;
     and the hash and audit keys."""
@@ -41,6 +40,13 @@ def demo(context: Context, database: Path, as_of: str | None, seed: int, scale: 
     with expected_errors():
         config = context.config()
         moment = parse_as_of(as_of, config)
+        if database is None:
+            database = first_sqlite_file(config)
+        if database is None:
+            raise click.UsageError(
+                "the config has no SQL store with a sqlite:/// url for the demo data: "
+                "give --database FILE"
+            )
         counts = create_demo_database(
             f"sqlite:///{database}", as_of=moment, seed=seed, scale=scale, replace=True
         )
@@ -62,3 +68,19 @@ def demo(context: Context, database: Path, as_of: str | None, seed: int, scale: 
             config, as_of=moment, seed=seed, database_url=f"sqlite:///{database}"
         ):
             click.echo(line)
+
+
+def first_sqlite_file(config: Config) -> Path | None:
+    """Given the config, return the file of its first SQL store whose ``url`` is SQLite (already
+    resolved against the config's folder), or None: where a plain `retention demo` puts its data,
+    whatever the directory it starts in. Example: the shipped config gives
+    ``Path("/path/to/checkout/var/demo.sqlite")``."""
+    for store in config.stores.values():
+        if not isinstance(store, SqlStoreConfig) or store.url is None:
+            continue
+        url = store.url
+        if url.startswith("sqlite:///"):
+            file_part = url[len("sqlite:///") :].split("?", 1)[0]
+            if file_part and file_part != ":memory:":
+                return Path(file_part)
+    return None

@@ -20,7 +20,6 @@ from retention.errors import ConfigError, RetentionError, UsageError
 from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
 
 DEFAULT_CONFIG_PATHS = (Path("config/retention.toml"), Path("/etc/retention/retention.toml"))
-DEFAULT_DEMO_DATABASE = Path("var/demo.sqlite")
 
 
 @dataclass(frozen=True)
