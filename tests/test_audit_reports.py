@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from retention.audit.merkle import verify_inclusion
+from retention.audit.merkle import verify_chunked_inclusion
 from retention.audit.prove import prove_record
 from retention.audit.recorder import TrailRecorder
-from retention.audit.trail import read_entries, record_leaf
+from retention.audit.trail import LEAVES_PER_CHUNK, read_entries, record_leaf
 from retention.cli import Context, main
 from retention.errors import ExitCode
 from tests.support import make_config, plan_and_run
@@ -160,12 +160,17 @@ def test_prove_finds_a_deleted_record_with_a_proof_that_verifies(with_config: Tr
     search = prove_record(trail.directory, trail.hmac_key, "db", "customers", [customer_code(3)])
     (proof,) = search.proofs
     leaf = record_leaf(trail.hmac_key, "db", "customers", (customer_code(3),))
-    assert verify_inclusion(leaf, proof.index, proof.size, list(proof.path), proof.root)
+    assert len(proof.chunk) == proof.size  # one chunk: a batch of fewer than 64 records
+    assert verify_chunked_inclusion(
+        leaf, proof.index, proof.size, proof.chunk, proof.path, proof.root, LEAVES_PER_CHUNK
+    )
     intent = next(s.content for s in read_entries(trail.directory) if s.content["seq"] == proof.seq)
     assert intent["type"] == "batch.intent"
     assert intent["leaves_root"] == proof.root.hex()
     other = record_leaf(trail.hmac_key, "db", "customers", (customer_code(4),))
-    assert not verify_inclusion(other, proof.index, proof.size, list(proof.path), proof.root)
+    assert not verify_chunked_inclusion(
+        other, proof.index, proof.size, proof.chunk, proof.path, proof.root, LEAVES_PER_CHUNK
+    )
 
 
 def test_prove_a_composite_key_and_an_anonymised_record(with_config: Trail) -> None:

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from retention.audit.merkle import merkle_root
-from retention.audit.trail import TrailWriter
+from retention.audit.trail import TrailWriter, leaves_root
 from tests.test_audit_verify import (
     Trail,
     assert_invalid,
@@ -58,9 +57,7 @@ def forge_batch_after_the_run(trail: Trail) -> int:
         seq = writer.next_seq
         writer.write_leaves(seq, leaves)
         fields = {k: v for k, v in intent.items() if k not in ("v", "seq", "prev", "type", "time")}
-        writer.append(
-            "batch.intent", {**fields, "selected": 2, "leaves_root": merkle_root(leaves).hex()}
-        )
+        writer.append("batch.intent", {**fields, "selected": 2, "leaves_root": leaves_root(leaves)})
         writer.append(
             "batch.result",
             {

@@ -18,10 +18,11 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, inser
 
 from retention.audit import trail as trail_module
 from retention.audit.keys import Signer, add_public_key, load_signer
-from retention.audit.merkle import leaf_hash, root_from_leaf_hashes
+from retention.audit.merkle import chunked_root, leaf_hash, root_from_leaf_hashes
 from retention.audit.recorder import TrailRecorder
 from retention.audit.trail import (
     GENESIS,
+    LEAVES_PER_CHUNK,
     TrailWriter,
     canonical,
     checkpoint_payload,
@@ -598,7 +599,7 @@ def test_a_leaves_file_that_names_one_record_twice_is_caught_even_when_re_signed
     assert len(forged) == 10
     assert forged == sorted(forged)
     path.write_bytes(b"".join(leaf + b"\n" for leaf in forged))
-    root = root_from_leaf_hashes([leaf_hash(bytes.fromhex(leaf.decode())) for leaf in forged])
+    root = chunked_root([bytes.fromhex(leaf.decode()) for leaf in forged], LEAVES_PER_CHUNK)
     entries[seq] = {**entries[seq], "leaves_root": root.hex()}
     write_lines(trail, rechain(entries, trail.signer))
 

@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.keys import PublicKey
-from retention.audit.merkle import hashed_inclusion_proof, leaf_hash, merkle_root, verify_inclusion
+from retention.audit.merkle import (
+    chunked_root,
+    hashed_inclusion_proof,
+    leaf_hash,
+    verify_chunked_inclusion,
+    verify_inclusion,
+)
 from retention.audit.prove import Proof, Search
-from retention.audit.trail import canonical, read_entries, read_leaves
+from retention.audit.trail import canonical, leaves_per_chunk, read_entries, read_leaves
 from retention.audit.verify import hex_problem, json_object, signature_problem
 from retention.errors import AuditFailure, UsageError
 
@@ -34,6 +40,7 @@ BUNDLE_FIELDS = {
     "leaf",
     "entry",
     "inclusion",
+    "chunk",
     "settlement",
     "not_done_leaves",
     "checkpoint",
@@ -73,6 +80,8 @@ def make_bundle(directory: Path, search: Search, proof: Proof) -> bytes:
         "checkpoint": lines[proof.checkpoint].decode(),
         "entry_inclusion": _path(proof.seq, size, hashed_inclusion_proof(hashes[:size], proof.seq)),
     }
+    if proof.chunk:
+        bundle["chunk"] = [leaf.hex() for leaf in proof.chunk]
     if proof.settled_by is not None:
         settlement = lines[proof.settled_by]
         bundle["settlement"] = settlement.decode()
@@ -175,9 +184,24 @@ def check_bundle(raw_bundle: bytes, keys: Sequence[PublicKey]) -> CheckedProof:
     root = entry.get("leaves_root")
     if size != count or not isinstance(root, str):
         raise AuditFailure(f"inclusion: tree size {size} is not the entry's count {count}")
-    if not verify_inclusion(leaf, index, size, path, bytes.fromhex(root)):
+    per_chunk = leaves_per_chunk(entry)
+    chunk = _chunk(bundle, leaf, per_chunk)
+    if not verify_chunked_inclusion(leaf, index, size, chunk, path, bytes.fromhex(root), per_chunk):
         raise AuditFailure("inclusion: the leaf is not in the entry's leaves_root")
     return CheckedProof(leaf_text, entry, settlement, checkpoint)
+
+
+def _chunk(bundle: dict[str, Any], leaf: bytes, per_chunk: int) -> list[bytes]:
+    """Given the bundle, its leaf and the entry's leaves per chunk, return the leaves of the
+    leaf's chunk: the bundle's ``chunk`` (format 2), or the leaf alone (format 1, no ``chunk``)."""
+    chunk = bundle.get("chunk")
+    if per_chunk == 1:
+        if chunk is not None:
+            raise AuditFailure("chunk: given for an entry whose tree has one leaf per record")
+        return [leaf]
+    if not isinstance(chunk, list) or any(hex_problem({"root": text}) for text in chunk):
+        raise AuditFailure("chunk: missing or not a list of leaves")
+    return [bytes.fromhex(text) for text in chunk]
 
 
 def _check_settlement(
@@ -205,7 +229,8 @@ def _check_settlement(
         if not isinstance(not_done, list) or any(hex_problem({"root": x}) for x in not_done):
             raise AuditFailure("not_done_leaves: missing or not a list of leaves")
         leaves = [bytes.fromhex(text) for text in not_done]
-        if merkle_root(leaves).hex() != settlement["not_done_root"]:
+        root = chunked_root(leaves, leaves_per_chunk(settlement))
+        if root.hex() != settlement["not_done_root"]:
             raise AuditFailure("not_done_leaves: not the leaves of not_done_root")
         if bundle["leaf"] in not_done:
             raise AuditFailure("the batch committed, but not this record: it was not purged")

@@ -40,6 +40,7 @@ def proof_document(search: Search) -> dict[str, object]:
                 "size": proof.size,
                 "root": proof.root.hex(),
                 "path": [node.hex() for node in proof.path],
+                "chunk": [leaf.hex() for leaf in proof.chunk],
                 "verified": proof.verified,
                 "checkpoint": proof.checkpoint,
             }

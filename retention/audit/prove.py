@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from retention.anonymise import record_locator
-from retention.audit.merkle import inclusion_proof, verify_inclusion
+from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
 from retention.audit.report import utc_text
 from retention.audit.trail import (
     leaves_path,
+    leaves_per_chunk,
     read_entries,
     read_leaves,
     read_versions,
@@ -47,6 +48,9 @@ class Proof:
     verified: bool
     checkpoint: int | None
     leaf: bytes = b""
+    # Format 2: the leaves of the leaf's chunk (one leaf of the tree is a chunk of them); the
+    # path is the chunk's. Empty in format 1, where the path is the leaf's own.
+    chunk: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -209,7 +213,9 @@ def _place(
         intent = when = intents.get(content["intent"], content)
     leaves = read_leaves(directory, content["seq"])
     root = bytes.fromhex(content["leaves_root"])
-    path = tuple(inclusion_proof(leaves, index))
+    per_chunk = leaves_per_chunk(content)
+    chunk, path_list = chunked_inclusion_proof(leaves, index, per_chunk)
+    path = tuple(path_list)
     search.proofs.append(
         Proof(
             seq=content["seq"],
@@ -223,12 +229,15 @@ def _place(
             size=len(leaves),
             root=root,
             path=path,
-            verified=verify_inclusion(leaf, index, len(leaves), path, root),
+            verified=verify_chunked_inclusion(
+                leaf, index, len(leaves), chunk, path, root, per_chunk
+            ),
             # The first checkpoint after both the entry and what settled it.
             checkpoint=next(
                 (seq for seq in checkpoints if seq > max(content["seq"], settled_by or 0)), None
             ),
             leaf=leaf,
+            chunk=chunk if per_chunk > 1 else (),
         )
     )
 
@@ -261,7 +270,8 @@ def render_search(search: Search) -> str:
             f"  rule       {proof.rule} ({proof.action or '?'})",
             f"  time       {proof.time}",
             f"  leaf       {proof.leaf.hex()}",
-            f"  index      {proof.index} of tree size {proof.size}",
+            f"  index      {proof.index} of {proof.size} leaves"
+            + (f", in a chunk of {len(proof.chunk)}" if proof.chunk else ""),
             f"  root       {proof.root.hex()} (the entry's leaves_root)",
             "  audit path " + ("\n             ".join(n.hex() for n in proof.path) or "(empty)"),
             f"  proof      {'verified' if proof.verified else 'DOES NOT VERIFY'}; {covered}",

@@ -20,8 +20,13 @@ from typing import Any
 
 from retention import __version__
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
-from retention.audit.merkle import merkle_root
-from retention.audit.trail import TrailWriter, read_entries, read_leaves, subject_digest
+from retention.audit.trail import (
+    TrailWriter,
+    leaves_root,
+    read_entries,
+    read_leaves,
+    subject_digest,
+)
 from retention.config import S3_KEY, AuditSettings, Child, Config, Rule
 from retention.errors import (
     AuditFailure,
@@ -98,7 +103,7 @@ class TrailRecorder:
         crash_point("before_intent")
         rule = rule_plan.rule
         leaves = self.writer.record_leaves(rule.store, rule.table, keys)
-        root = merkle_root(leaves).hex()
+        root = leaves_root(leaves)
         seq = self.writer.next_seq
         pending: dict[str, Any] = {
             "rule": rule.name,
@@ -158,7 +163,7 @@ class TrailRecorder:
             leaves = self.writer.record_leaves(rule.store, rule.table, batch.not_done_keys)
             self.writer.write_leaves(self.writer.next_seq, leaves)
             content["not_done"] = len(leaves)
-            content["not_done_root"] = merkle_root(leaves).hex()
+            content["not_done_root"] = leaves_root(leaves)
         self.writer.append("batch.result", content)
         self.writer.clear_pending(intent)
 
@@ -220,7 +225,7 @@ def _reconcile_one(
             "dataset": pending["dataset"],
             "done": len(leaves),
             "not_done": not_done_count,
-            "leaves_root": merkle_root(leaves).hex(),
+            "leaves_root": leaves_root(leaves),
         },
     )
     writer.clear_pending(seq)

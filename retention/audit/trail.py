@@ -31,11 +31,16 @@ import rfc8785
 
 from retention.anonymise import record_locator
 from retention.audit.keys import Signer
-from retention.audit.merkle import MerkleFrontier, leaf_hash
+from retention.audit.merkle import MerkleFrontier, chunked_root, leaf_hash
 from retention.errors import AuditFailure, LockHeld
 from retention.wording import counted
 
-FORMAT_VERSION = 1
+# Version 2: a batch's leaves_root is the RFC 6962 root over chunks of LEAVES_PER_CHUNK sorted
+# leaves (one tree leaf per chunk), not over single leaves as in version 1. Entries of both
+# versions verify; a writer appends version 2 from where any trail ends.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
+LEAVES_PER_CHUNK = 64
 GENESIS = "0" * 64
 SEGMENT_LIMIT_BYTES = 64 * 1024 * 1024
 SEGMENT_GLOB = "*.jsonl"
@@ -57,6 +62,19 @@ def record_leaf(hmac_key: bytes, store: str, dataset: str, key: Sequence[object]
     Example: ``record_leaf(k, "app", "clients", (42,))`` is HMAC-SHA256(k, "app/clients/42").
     """
     return hmac.digest(hmac_key, record_locator(store, dataset, key).encode(), "sha256")
+
+
+def leaves_per_chunk(entry: dict[str, Any]) -> int:
+    """Given an entry (its ``v``), return how many leaves make one leaf of its leaves_root's tree.
+
+    Example: ``leaves_per_chunk({"v": 1})`` is 1; ``leaves_per_chunk({"v": 2})`` is 64.
+    """
+    return 1 if entry.get("v") == 1 else LEAVES_PER_CHUNK
+
+
+def leaves_root(leaves: Sequence[bytes]) -> str:
+    """Given a batch's sorted leaves, return the hex leaves_root an entry written now records."""
+    return chunked_root(leaves, LEAVES_PER_CHUNK).hex()
 
 
 def subject_digest(hmac_key: bytes, subject: str) -> str:
@@ -106,6 +124,15 @@ class RecordHasher:
             leaves.append(digest.digest())
         leaves.sort()
         return leaves
+
+
+def _leaves_text(leaves: Sequence[bytes]) -> bytes:
+    """Given leaves, return the leaves file's bytes: each in hex on its own line."""
+    joined = b"".join(leaves)
+    if len(joined) == 32 * len(leaves):
+        # One hex conversion for the whole batch instead of one per leaf.
+        return (joined.hex("\n", 32) + "\n").encode() if leaves else b""
+    return "".join(f"{leaf.hex()}\n" for leaf in leaves).encode()
 
 
 def _plain_time(value: object) -> bool:
@@ -466,7 +493,7 @@ class TrailWriter:
         try:
             _write_durably(
                 leaves_path(self.directory, seq),
-                "".join(f"{leaf.hex()}\n" for leaf in leaves).encode(),
+                _leaves_text(leaves),
             )
         except OSError as error:
             raise AuditFailure(f"cannot write the leaves of entry {seq}: {error}") from error

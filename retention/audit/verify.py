@@ -25,13 +25,14 @@ from typing import Any
 from retention.audit.keys import AuditKeyError, PublicKey, key_id_of, load_public_keys
 from retention.audit.merkle import MerkleFrontier, leaf_hash
 from retention.audit.trail import (
-    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     GENESIS,
     StoredEntry,
     canonical,
     checkpoint_payload,
     entry_hash,
     leaves_path,
+    leaves_per_chunk,
     read_entries,
     segments,
 )
@@ -228,12 +229,15 @@ def _field_problem(content: dict[str, Any]) -> str | None:
     return hex_problem(content)
 
 
-def leaves_summary(path: Path) -> tuple[int, bytes] | str:
-    """Given a leaves file, stream it and return (count, RFC 6962 root), or why it is malformed:
-    each line must be 64 lowercase hex digits and a newline, in sorted order, each leaf once (a
-    batch names each record once: a repeated leaf would count one deletion twice)."""
+def leaves_summary(path: Path, per_chunk: int = 1) -> tuple[int, bytes] | str:
+    """Given a leaves file and how many leaves make one tree leaf (``leaves_per_chunk``), stream
+    it and return (count, RFC 6962 root), or why it is malformed: each line must be 64 lowercase
+    hex digits and a newline, in sorted order, each leaf once (a batch names each record once: a
+    repeated leaf would count one deletion twice)."""
     frontier = MerkleFrontier()
     previous = b""
+    chunk: list[bytes] = []
+    count = 0
     try:
         with path.open("rb") as handle:
             for number, line in enumerate(handle, start=1):
@@ -252,12 +256,18 @@ def leaves_summary(path: Path) -> tuple[int, bytes] | str:
                         "one record counted twice"
                     )
                 previous = leaf
-                frontier.add(leaf_hash(leaf))
+                count += 1
+                chunk.append(leaf)
+                if len(chunk) == per_chunk:
+                    frontier.add(leaf_hash(b"".join(chunk)))
+                    chunk.clear()
     except FileNotFoundError:
         return f"its leaves file {path.name} is missing"
     except OSError as error:
         return f"its leaves file {path.name} cannot be read: {error.strerror}"
-    return frontier.size, frontier.root()
+    if chunk:
+        frontier.add(leaf_hash(b"".join(chunk)))
+    return count, frontier.root()
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -358,7 +368,7 @@ class _Walker:
             return self._problem(stored, f"not representable as canonical JSON: {error}")
         if not is_canonical:
             return self._problem(stored, "not canonical JSON (RFC 8785): re-serialised or edited")
-        if content.get("v") != FORMAT_VERSION:
+        if content.get("v") not in FORMAT_VERSIONS or isinstance(content.get("v"), bool):
             return self._problem(stored, f"unknown format version {content.get('v')!r}")
         seq = content.get("seq")
         if seq != expected or isinstance(seq, bool):
@@ -442,7 +452,7 @@ class _Walker:
     def _check_leaves(self, content: dict[str, Any], seq: int, count_field: str) -> str | None:
         """Given an intent or reconciled entry, return why its leaves file does not match its
         leaves_root and count field, or None."""
-        summary = leaves_summary(leaves_path(self.directory, seq))
+        summary = leaves_summary(leaves_path(self.directory, seq), leaves_per_chunk(content))
         if isinstance(summary, str):
             return summary
         count, root = summary
