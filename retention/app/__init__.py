@@ -12,9 +12,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retention.app.holds import current_holds
 from retention.audit.keys import (
     AuditKeyError,
     add_public_key,
@@ -42,9 +41,12 @@ from retention.planner import (
 from retention.runtime.logging import get_logger
 from retention.runtime.secrets import read_hash_key, state_url
 from retention.runtime.subject_set import SubjectsOnDisk
-from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
-from retention.state_holds import load_holds
-from retention.stores import open_stores
+
+if TYPE_CHECKING:
+    from retention.state import StateDatabase
+
+# The state database and the stores (SQLAlchemy, boto3) are imported where a use case opens
+# them: `config validate` needs only check_secrets, and starts faster without them.
 
 
 def make_plan(
@@ -59,6 +61,8 @@ def make_plan(
     """Given rules and their stores, check every rule against its store's schema (every problem
     at once: ConfigError, exit 78), then return the Plan as of ``as_of`` (sample keys in clear
     with ``show_keys``; of one person's records with ``erasure``)."""
+    from retention.state_holds import load_holds
+
     issues, _unreachable = check_against_stores(rules, store_for)
     if issues:
         raise ConfigError(issues)
@@ -95,6 +99,8 @@ def run_plan(
     first, and log one ``run.finished`` line. Without an audit trail nothing is purged. With
     ``state``, each rule's run (not a dry run's) goes into the run ledger; ``progress`` is told
     each rule's count after every batch."""
+    from retention.app.holds import current_holds
+
     run_id = run_id or uuid.uuid4().hex
     rule_names = [rule_plan.rule.name for rule_plan in plan.rules]
     with (
@@ -218,6 +224,8 @@ def run_ledger(
     """Given the rules a run is about, open the state database and, unless ``dry_run``, hold each
     rule's lease while the block runs (LockHeld, exit 75, when a daemon or another run has one);
     yield the database, for ``run_plan(state=...)``."""
+    from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
+
     state = StateDatabase(state_url(config.state))
     try:
         names = [] if dry_run else [rule_lease(rule.name) for rule in rules]
@@ -238,6 +246,7 @@ def write_metrics_textfile(
     last checkpoint and anchor."""
     # prometheus-client costs every other command 60 ms to import.
     from retention.runtime.metrics import write_run_textfile
+    from retention.stores import open_stores
 
     names = [outcome.rule for outcome in report.outcomes]
     rules = config.rules_named(tuple(names))

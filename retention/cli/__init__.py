@@ -6,12 +6,10 @@ Expected failures (RetentionError) print one line per problem on stderr and exit
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import click
 
-from retention import __version__
 from retention.cli import audit_proofs
 from retention.cli.audit import audit_group
 from retention.cli.config_commands import config_group
@@ -19,8 +17,17 @@ from retention.cli.demo import demo
 from retention.cli.holds import hold_group
 from retention.cli.purge import erase, plan, run
 from retention.cli.service import daemon, status
-from retention.cli.shared import Context
-from retention.runtime.logging import configure_logging
+from retention.cli.shared import Context, freeze_start_up
+
+
+def show_version(context: click.Context, given: bool) -> None:
+    """--version, as click's version_option prints it, but reading the version only when asked."""
+    if not given or context.resilient_parsing:
+        return
+    from retention import __version__
+
+    click.echo(f"retention, version {__version__}")
+    context.exit()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,17 +55,24 @@ from retention.runtime.logging import configure_logging
     show_default=True,
     help="Log lines below this level are left out.",
 )
-@click.version_option(__version__, prog_name="retention")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda context, _parameter, given: show_version(context, given),
+    help="Show the version and exit.",
+)
 @click.pass_context
 def main(context: click.Context, config_path: Path | None, log_format: str, log_level: str) -> None:
     """Enforce data-retention periods: plan, purge and prove it.
 
     Results go to standard output, log lines to standard error (`retention daemon` writes its
     log lines to standard output, for the journal)."""
+    from retention.runtime.logging import configure_logging
+
     configure_logging(log_format=log_format, level=log_level)  # type: ignore[arg-type]
-    # Everything imported so far lives as long as the process: keep the collector off it, so
-    # that full collections (tens of ms) do not land inside purge transactions.
-    gc.freeze()
+    freeze_start_up()
     context.obj = Context(config_path)
 
 

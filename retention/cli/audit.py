@@ -8,9 +8,6 @@ from pathlib import Path
 
 import click
 
-from retention.app import (
-    create_audit_keys,
-)
 from retention.cli.shared import (
     Context,
     complete_rule_names,
@@ -35,6 +32,8 @@ def audit_group() -> None:
 @click.pass_obj
 def audit_keygen(context: Context, rotate: bool) -> None:
     """Create the audit keys named in [audit] (signing key, HMAC key, public key file)."""
+    from retention.app import create_audit_keys
+
     with expected_errors():
         config = context.config()
         if config.audit is None or not config.audit.enabled:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from retention.app.erasure import erasure_subject
 from retention.cli.audit import (
     audit_dir_option,
     audit_group,
@@ -146,6 +145,7 @@ def audit_erasures(context: Context, subject: str, directory: Path | None, outpu
     Exit codes: 0 found; 3 no erasure of this subject in the trail; 78 no readable audit HMAC
     key; 2 usage.
     """
+    from retention.app.erasure import erasure_subject
     from retention.audit.prove import audit_hmac_key, find_erasures, render_erasures
 
     with expected_errors():

@@ -6,16 +6,11 @@ import sys
 
 import click
 
-from retention.app import (
-    check_secrets,
-)
 from retention.cli.shared import (
     Context,
     expected_errors,
 )
 from retention.errors import ConfigError, ExitCode
-from retention.planner import check_against_stores
-from retention.stores import open_stores
 from retention.wording import counted
 
 
@@ -28,6 +23,10 @@ def config_group() -> None:
 @click.pass_obj
 def config_validate(context: Context) -> None:
     """Load the config and check every rule against the live schema; print every error."""
+    from retention.app import check_secrets
+    from retention.planner import check_against_stores
+    from retention.stores import open_stores
+
     with expected_errors():
         config = context.config()
         with open_stores(config, read_only=True) as store_for:

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from retention.app import (
-    create_audit_keys,
-)
 from retention.cli.shared import (
     Context,
     expected_errors,
     parse_as_of,
 )
-from retention.config import Config, SqlStoreConfig
-from retention.runtime.secrets import write_new_key
 from retention.wording import counted
+
+if TYPE_CHECKING:
+    from retention.config import Config
 
 
 @click.command()
@@ -35,7 +34,9 @@ def demo(context: Context, database: Path | None, as_of: str | None, seed: int, 
     """Create the demo data that config/retention.toml points at: the SQLite database, the
     backup folder and, on a local S3 server that answers (`make demo` starts one), the buckets;
     and the hash and audit keys."""
+    from retention.app import create_audit_keys
     from retention.demo import create_demo_database, create_demo_objects
+    from retention.runtime.secrets import write_new_key
 
     with expected_errors():
         config = context.config()
@@ -75,6 +76,8 @@ def first_sqlite_file(config: Config) -> Path | None:
     resolved against the config's folder), or None: where a plain `retention demo` puts its data,
     whatever the directory it starts in. Example: the shipped config gives
     ``Path("/path/to/checkout/var/demo.sqlite")``."""
+    from retention.config import SqlStoreConfig
+
     for store in config.stores.values():
         if not isinstance(store, SqlStoreConfig) or store.url is None:
             continue

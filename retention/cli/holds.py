@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 
 import click
 
-from retention.app.holds import lift_hold, place_hold
-from retention.audit.recorder import identity
 from retention.cli.shared import (
     Context,
     complete_rule_names,
@@ -17,10 +15,7 @@ from retention.cli.shared import (
     parse_until,
     wide_option,
 )
-from retention.documents import hold_state, holds_document
 from retention.layout import wrap
-from retention.runtime.secrets import state_url
-from retention.state_holds import load_holds
 
 
 @click.group("hold")
@@ -52,6 +47,8 @@ def hold_add(
     until: str | None,
 ) -> None:
     """Hold records: they are never deleted nor anonymised while the hold is in force."""
+    from retention.app.holds import place_hold
+
     with expected_errors():
         config = context.config()
         now = datetime.now(UTC)
@@ -76,6 +73,10 @@ def hold_add(
 @click.pass_obj
 def hold_list(context: Context, show_all: bool, output: str, wide: bool) -> None:
     """List the holds in force (with --all, every hold ever placed)."""
+    from retention.documents import hold_state, holds_document
+    from retention.runtime.secrets import state_url
+    from retention.state_holds import load_holds
+
     with expected_errors():
         config = context.config()
         now = datetime.now(UTC)
@@ -102,6 +103,8 @@ def hold_list(context: Context, show_all: bool, output: str, wide: bool) -> None
 @click.pass_obj
 def hold_release(context: Context, hold_id: int, reason: str) -> None:
     """Release a hold: its records become due again from the next run on."""
+    from retention.app.holds import lift_hold
+
     with expected_errors():
         config = context.config()
         hold = lift_hold(config, hold_id, reason=reason, now=datetime.now(UTC), by=operator())
@@ -112,5 +115,7 @@ def hold_release(context: Context, hold_id: int, reason: str) -> None:
 
 def operator() -> str:
     """Who runs this command, for holds: user@host."""
+    from retention.audit.recorder import identity
+
     who = identity()
     return f"{who['user']}@{who['host']}"

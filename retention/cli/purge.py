@@ -6,39 +6,28 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from retention.app import (
-    make_plan,
-    run_ledger,
-    run_plan,
-    write_metrics_textfile,
-)
-from retention.app.erasure import erasure_request, erasure_rules
-from retention.app.saved_plans import check_saved_plan, load_saved_plan, save_plan
 from retention.cli.shared import (
     Context,
     as_of_option,
     complete_rule_names,
     confirm_plan_id,
     expected_errors,
+    freeze_start_up,
     output_width,
     parse_as_of,
     rule_option,
     subject_given,
     wide_option,
 )
-from retention.documents import report_document
 from retention.errors import ExitCode, UsageError
-from retention.executor import RunReport
-from retention.planner import Plan, plan_document
-from retention.render import render_erasure_scope, render_plan, render_report
-from retention.runtime.checkins import Checkins
-from retention.runtime.logging import get_logger
-from retention.runtime.progress import terminal_progress
-from retention.runtime.signals import stop_on_signals
-from retention.stores import open_stores
+
+if TYPE_CHECKING:
+    from retention.executor import RunReport
+    from retention.planner import Plan
 
 
 def stdin_is_terminal() -> bool:
@@ -72,6 +61,12 @@ def plan(
     show_keys: bool,
 ) -> None:
     """Show what each rule would purge. Read-only: the stores are opened read-only."""
+    from retention.app import make_plan
+    from retention.app.saved_plans import save_plan
+    from retention.planner import plan_document
+    from retention.render import render_plan
+    from retention.stores import open_stores
+
     with expected_errors():
         config = context.config()
         rules = config.rules_named(rule_names)
@@ -146,6 +141,15 @@ def run(
     metrics_textfile: Path | None,
 ) -> None:
     """Purge what is due now: batch by batch, each rule on its own."""
+    from retention.app import make_plan, run_ledger, run_plan, write_metrics_textfile
+    from retention.app.saved_plans import check_saved_plan, load_saved_plan
+    from retention.render import render_plan
+    from retention.runtime.checkins import Checkins
+    from retention.runtime.logging import get_logger
+    from retention.runtime.progress import terminal_progress
+    from retention.runtime.signals import stop_on_signals
+    from retention.stores import open_stores
+
     with expected_errors():
         if output == "json" and not (yes or dry_run):
             raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
@@ -171,6 +175,7 @@ def run(
                     zone = config.settings.timezone.key
                     click.echo(render_plan(the_plan, zone, output_width(wide)))
                     confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
+                freeze_start_up()
                 checkins.ping("start")
                 with terminal_progress() as progress, stop_on_signals() as stop:
                     report = run_plan(
@@ -198,6 +203,10 @@ def run(
 
 
 def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> None:
+    from retention.documents import report_document
+    from retention.planner import plan_document
+    from retention.render import render_report
+
     if output == "json":
         document = report_document(report, plan_document(the_plan))
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
@@ -251,6 +260,13 @@ def erase(
     wide: bool,
 ) -> None:
     """Erase everything about one person, now, in every rule with erase_by (audited)."""
+    from retention.app import make_plan, run_ledger, run_plan
+    from retention.app.erasure import erasure_request, erasure_rules
+    from retention.render import render_erasure_scope, render_plan
+    from retention.runtime.progress import terminal_progress
+    from retention.runtime.signals import stop_on_signals
+    from retention.stores import open_stores
+
     with expected_errors():
         if output == "json" and not (yes or dry_run):
             raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
@@ -271,6 +287,7 @@ def erase(
                 click.echo("\n" + render_erasure_scope(rules, left_out, width) + "\n")
             if not (yes or dry_run):
                 confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
+            freeze_start_up()
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
             with terminal_progress() as progress, stop_on_signals() as stop:
                 report = run_plan(

@@ -11,11 +11,11 @@ import click
 from retention.cli.shared import (
     Context,
     expected_errors,
+    freeze_start_up,
     output_width,
     resolve_config_path,
     wide_option,
 )
-from retention.runtime.logging import configure_logging
 
 
 @click.command()
@@ -24,7 +24,9 @@ def daemon(context: click.Context) -> None:
     """Run as a service: each rule on its schedule, until SIGTERM (docs/operations.md). Logs go
     to standard output."""
     from retention.daemon import serve
+    from retention.runtime.logging import configure_logging
 
+    freeze_start_up()  # the daemon's modules, imported just now
     options = context.find_root().params
     configure_logging(
         log_format=options["log_format"], level=options["log_level"], stream=sys.stdout

@@ -3,6 +3,7 @@ instants and subjects, and the width of its text."""
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -11,13 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from retention.config import Config, load_config
 from retention.errors import ConfigError, RetentionError, UsageError
-from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
+
+if TYPE_CHECKING:
+    from retention.config import Config
 
 DEFAULT_CONFIG_PATHS = (Path("config/retention.toml"), Path("/etc/retention/retention.toml"))
 
@@ -27,7 +29,18 @@ class Context:
     config_path: Path | None
 
     def config(self) -> Config:
+        # Imported here, as every library a command needs: `retention --help` reads no config.
+        from retention.config import load_config
+
         return load_config(resolve_config_path(self.config_path))
+
+
+def freeze_start_up() -> None:
+    """Keep the collector off every object alive now: what start-up imported and opened lives
+    as long as the process, and full collections (tens of ms) must not land inside purge
+    transactions. Called again once a command has imported and opened what it purges with
+    (libraries are imported where they are used, docs/performance.md)."""
+    gc.freeze()
 
 
 def resolve_config_path(given: Path | None) -> Path:
@@ -97,6 +110,8 @@ def parse_as_of(text: str | None, config: Config) -> datetime:
     """--as-of: ISO 8601; without an offset it is read on the calendar of settings.timezone.
     Only instants from 1970 to 9998 (rules.EARLIEST_AS_OF, LATEST_AS_OF): every cutoff of
     every period then stays on the calendar."""
+    from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
+
     if text is None:
         return datetime.now(UTC)
     moment = parse_instant(text, "--as-of", config)
@@ -143,6 +158,8 @@ def complete_rule_names(
     A config that cannot be read completes nothing (and prints nothing)."""
     given = context.find_root().params.get("config_path")
     try:
+        from retention.config import load_config
+
         config = load_config(resolve_config_path(given))
     except Exception:  # completion must never print a traceback into the shell
         return []

@@ -7,13 +7,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy.exc import ArgumentError
-
 from retention.config import Config, FilesStoreConfig, S3StoreConfig, SqlStoreConfig
 from retention.errors import ConfigError, ConfigIssue, StoreUnavailable
 from retention.planner import RecordStore
 from retention.runtime.secrets import store_url
-from retention.stores.sql import SqlStore, create_sql_engine
 
 
 @contextmanager
@@ -50,7 +47,6 @@ def _open(
     store_for: Callable[[str], RecordStore],
 ) -> Any:
     if isinstance(store_config, S3StoreConfig):
-        # boto3 costs every command that does not reach S3 a noticeable import.
         from retention.stores.s3 import open_s3_store
 
         return open_s3_store(store_config, read_only=read_only, store_for=store_for)
@@ -58,6 +54,12 @@ def _open(
         from retention.stores.files import open_files_store
 
         return open_files_store(store_config, read_only=read_only)
+    # Each kind's library (SQLAlchemy, boto3) is imported when a store of that kind opens: a
+    # command that reaches none of them starts without it (docs/performance.md, start-up).
+    from sqlalchemy.exc import ArgumentError
+
+    from retention.stores.sql import SqlStore, create_sql_engine
+
     try:
         engine = create_sql_engine(store_url(store_config), read_only=read_only)
     except (ArgumentError, ImportError) as error:

@@ -1,0 +1,84 @@
+"""Start-up: commands import a store's library (SQLAlchemy, boto3) only where a store of that
+kind is used, so that `retention --help` and `config validate` start fast (docs/performance.md;
+the times themselves are measured by bench/startup.py, not here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+STORE_LIBRARIES = ("sqlalchemy", "boto3", "botocore")
+
+# Runs `retention ARGS...` in this process, then prints which store libraries it imported.
+WRAPPER = """
+import atexit, sys
+def loaded():
+    names = {{name.split(".")[0] for name in sys.modules}} & set({libraries!r})
+    sys.__stderr__.write("imported: " + ",".join(sorted(names)) + "\\n")
+atexit.register(loaded)
+sys.argv = ["retention", *{arguments!r}]
+from retention.cli import main
+main()
+"""
+
+
+def run_retention(arguments: list[str], directory: Path) -> subprocess.CompletedProcess[str]:
+    code = WRAPPER.format(libraries=STORE_LIBRARIES, arguments=arguments)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        check=False,
+        timeout=120,
+    )
+
+
+def imported(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("imported: ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0].removeprefix("imported: ")
+
+
+def test_help_imports_no_store_library(tmp_path: Path) -> None:
+    result = run_retention(["--help"], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "Enforce data-retention periods" in result.stdout
+    assert imported(result) == ""
+
+
+def test_validating_a_config_without_sql_or_s3_stores_imports_neither_library(
+    tmp_path: Path,
+) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        f"""
+[settings]
+timezone = "UTC"
+
+[audit]
+enabled = false
+
+[state]
+url = "sqlite:///{tmp_path}/state.sqlite"
+
+[stores.backups]
+kind = "files"
+root = "{backups}"
+
+[[rules]]
+name = "old-dumps"
+store = "backups"
+period = "30d"
+"""
+    )
+
+    result = run_retention(["--config", str(config), "config", "validate"], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "valid (1 rule, 1 store)" in result.stdout
+    assert imported(result) == ""
