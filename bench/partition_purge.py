@@ -80,6 +80,10 @@ class Result:
     seconds: float
     lock_seconds: float
     notes: list[str] = field(default_factory=list)
+    # retention on PostgreSQL: the parent's own lock (DETACH to COMMIT), which readers of the
+    # table wait for; lock_seconds is then the partition's (its writers wait while it is
+    # counted again).
+    table_lock_seconds: float | None = None
 
     @property
     def rate(self) -> float:
@@ -246,6 +250,8 @@ def retention_run(url: str, table: str, rows: int, batch_size: int, backend: str
     report = next(line for line in lines if line.get("event") == "rule.finished")
     drops = [line for line in lines if line.get("event") == "partition.dropped"]
     kept = [line for line in lines if line.get("event") == "partition.kept"]
+    locks = [line for line in lines if line.get("event") == "partition.locks"]
+    table_lock = max((float(line["table_lock_seconds"]) for line in locks), default=None)
     notes = [
         f"{len(drops)} partitions dropped whole ({sum(d['rows'] for d in drops):,} rows)",
         f"rule {report['seconds']:.2f} s, {report['batches']} batches",
@@ -258,6 +264,7 @@ def retention_run(url: str, table: str, rows: int, batch_size: int, backend: str
         seconds,
         float(report["longest_transaction_seconds"]),
         notes,
+        table_lock,
     )
 
 
@@ -391,9 +398,15 @@ def report(backend: str, results: Sequence[Result]) -> list[str]:
         )
     lines.append(
         f"  goal longest lock <= {GOAL_LOCK_SECONDS * 1000:.0f} ms: "
-        f"{ours.lock_seconds * 1000:.0f} ms "
+        f"{ours.lock_seconds * 1000:.0f} ms, longest transaction "
         f"({'met' if ours.lock_seconds <= GOAL_LOCK_SECONDS else 'NOT met'})"
     )
+    if ours.table_lock_seconds is not None:
+        lines.append(
+            f"  of which the table's own lock (DETACH to COMMIT on PostgreSQL, LOCK TABLES on "
+            f"MariaDB): {ours.table_lock_seconds * 1000:.0f} ms "
+            f"({'met' if ours.table_lock_seconds <= GOAL_LOCK_SECONDS else 'NOT met'})"
+        )
     return lines
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from structlog.testing import capture_logs
 
 from retention.app import make_plan
 from retention.app.holds import place_hold
@@ -526,3 +527,18 @@ def test_a_stop_request_is_honoured_between_two_partitions(postgres_url: str) ->
     assert events.count("partition.dropped") == 1
     assert outcome.deleted == 10, "one partition, and no row batch after the stop"
     assert _remaining(postgres_url) == set(ROWS) - set(range(1, 11))
+
+
+def test_a_drop_logs_the_table_lock_apart_from_the_partitions(postgres_url: str) -> None:
+    """The parent's lock (DETACH to COMMIT), which readers of the table wait for, is logged
+    apart from the partition's (its writers wait while it is counted again)."""
+    create_events(postgres_url)
+    whole = set(_whole(postgres_url))
+    config = make_config(postgres_url, RULE)
+    with capture_logs() as logs:
+        plan_and_run(config, AS_OF)
+    locks = [line for line in logs if line["event"] == "partition.locks"]
+    assert whole
+    assert {line["partition"] for line in locks} == whole, "one line per drop"
+    for line in locks:
+        assert 0 <= line["table_lock_seconds"] <= line["partition_lock_seconds"]
