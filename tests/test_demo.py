@@ -19,11 +19,10 @@ from retention.demo import (
     DEMO_ERASURE_SUBJECT,
     DEMO_TABLES,
     DemoExistsError,
-    _boundaries,
-    _date_boundaries,
     create_demo_database,
     demo_metadata,
 )
+from retention.demo.fake import _boundaries, _date_boundaries
 
 # Summer time in Paris (UTC+2), so a naive-UTC slip would show as a 2-hour error.
 AS_OF = datetime(2026, 4, 2, 9, 30, tzinfo=UTC)

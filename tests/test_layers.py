@@ -31,13 +31,15 @@ SQL_EDGES = {
     "retention/stores/sql_columns.py",
     "retention/state.py",
     "retention/state_holds.py",
-    "retention/demo.py",
+    "retention/demo/schema.py",
+    "retention/demo/database.py",
+    "retention/demo/objects.py",
 }
 S3_EDGES = {
     "retention/stores/s3.py",
     "retention/stores/s3_client.py",
     "retention/audit/anchor.py",
-    "retention/demo.py",
+    "retention/demo/objects.py",
 }
 
 
