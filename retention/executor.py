@@ -20,8 +20,10 @@ from retention.errors import (
 )
 from retention.holds import Hold
 from retention.planner import (
+    NO_DETAIL,
     Batch,
     ChildCounts,
+    IntentDetail,
     KeyFilter,
     KeyValues,
     Plan,
@@ -39,7 +41,11 @@ class Audit(Protocol):
     returns: it is called before anything the batch writes is committed."""
 
     def intent(
-        self, rule_plan: RulePlan, keys: tuple[KeyValues, ...], partition: str | None = None
+        self,
+        rule_plan: RulePlan,
+        keys: tuple[KeyValues, ...],
+        partition: str | None = None,
+        detail: IntentDetail = NO_DETAIL,
     ) -> int: ...
 
     def result(
@@ -504,12 +510,13 @@ def _drop_whole_partitions(
 
         def record_intent(
             keys: tuple[KeyValues, ...],
+            detail: IntentDetail = NO_DETAIL,
             intents: list[tuple[int, int]] = intents,
             rule_plan: RulePlan = rule_plan,
             name: str = partition.name,
         ) -> None:
             if audit is not None:
-                intents.append((audit.intent(rule_plan, keys, name), len(keys)))
+                intents.append((audit.intent(rule_plan, keys, name, detail), len(keys)))
 
         try:
             dropped = drop(rule_plan.selection, partition.name, before_write=record_intent)
@@ -587,9 +594,13 @@ def _purge_one_batch(
     for _attempt in range(CONFLICT_RETRIES):
         intents: list[int] = []
 
-        def record_intent(keys: tuple[KeyValues, ...], intents: list[int] = intents) -> None:
+        def record_intent(
+            keys: tuple[KeyValues, ...],
+            detail: IntentDetail = NO_DETAIL,
+            intents: list[int] = intents,
+        ) -> None:
             if audit is not None:
-                intents.append(audit.intent(rule_plan, keys))
+                intents.append(audit.intent(rule_plan, keys, None, detail))
 
         try:
             batch = store.purge_batch(

@@ -22,7 +22,39 @@ SAMPLE_SIZE = 5
 PLAN_SCHEMA_VERSION = 1
 
 KeyValues = tuple[object, ...]
-BeforeWrite = Callable[[tuple[KeyValues, ...]], None]
+
+
+@dataclass(frozen=True)
+class ChildRows:
+    """The rows of one child table that a batch deletes with its parent rows, by their key
+    (the child table's primary key columns, ``key``)."""
+
+    table: str
+    key: tuple[str, ...]
+    keys: tuple[KeyValues, ...]
+
+
+@dataclass(frozen=True)
+class IntentDetail:
+    """What a batch's audit intent records beside its keys: the child rows that go with them
+    (SQL); and, for objects and files, which keys are delete markers and each key's size in
+    bytes, in the order of the keys (empty: not known)."""
+
+    children: tuple[ChildRows, ...] = ()
+    markers: tuple[bool, ...] = ()
+    sizes: tuple[int, ...] = ()
+
+
+NO_DETAIL = IntentDetail()
+
+
+class BeforeWrite(Protocol):
+    """Called by a store with a batch's keys (and what goes with them) before anything is
+    written: the audit intent. If it raises, nothing of the batch is written."""
+
+    def __call__(self, keys: tuple[KeyValues, ...], detail: IntentDetail = ...) -> None: ...
+
+
 # Given keys, which of them may be purged (a subjects' rule: those whose objects were visited).
 KeyFilter = Callable[[Sequence[KeyValues]], set[KeyValues]]
 

@@ -236,3 +236,68 @@ def test_the_json_report_counts_only_signed_entries_and_lists_the_rest(
     assert json.loads(empty.read_text())["totals"]["overall"]["deleted"] == 0
     bad = report(trail, empty, "--from", "yesterday")
     assert bad.exit_code == ExitCode.USAGE, bad.output
+
+
+# What a row of `audit export` counts as, by its method, in the report's words.
+EXPORTED_AS = {
+    "sql-delete": "Records deleted",
+    "sql-drop-partition": "Records deleted",
+    "sql-anonymise": "Records anonymised",
+    "s3-delete": "Object versions",
+    "files-delete": "Files",
+}
+
+
+def export_counters(rows: list[dict[str, Any]]) -> Counter[str]:
+    """The report's counters, added up from `audit export` rows."""
+    counts: Counter[str] = Counter()
+    for row in rows:
+        counts[EXPORTED_AS[row["method"]]] += row["done"] - row["markers"]
+        counts["Delete markers"] += row["markers"]
+        counts["Child rows"] += row["children_deleted"]
+        counts["Bytes"] += row["bytes"]
+    return counts
+
+
+def test_the_demo_report_counts_children_versions_markers_files_and_bytes_as_export_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: str, chromium: str
+) -> None:
+    from tests.support import copy_shipped_config
+
+    copy_shipped_config(tmp_path, s3_server)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RETENTION_CONFIG", raising=False)
+    as_of = "2026-11-23T12:00:00+00:00"
+    run = CliRunner().invoke(main, ["--log-format", "json", "demo", "--as-of", as_of])
+    assert run.exit_code == 0, run.output
+    purge = ["--log-format", "json", "run", "--yes", "--as-of", as_of]
+    assert CliRunner().invoke(main, purge).exit_code == 0
+    page = tmp_path / "report.html"
+    written = invoke("report", "-o", str(page))
+    assert written.exit_code == 0, written.output
+    exported = invoke("export")
+    assert exported.exit_code == 0, exported.output
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    rows = [row for row in rows if row["entry"] == "run" and row["signed"]]
+    dom = rendered(chromium, page, tmp_path)
+    headers, values = dom.tables["totals-overall"]
+    shown = dict(zip(headers, map(number, values), strict=True))
+    expected = export_counters(rows)
+    for name in ("Child rows", "Object versions", "Delete markers", "Files", "Bytes"):
+        assert expected[name] > 0, name
+    assert {name: shown[name] for name in expected} == dict(expected)
+    by_rule = dom.tables["totals-by-rule"]
+    for cells in (dict(zip(by_rule[0], row, strict=True)) for row in by_rule[1:]):
+        of_rule = export_counters([row for row in rows if row["rule"] == cells["Rule"]])
+        assert {name: number(cells[name]) for name in of_rule} == dict(of_rule), cells["Rule"]
+    by_policy = dom.tables["totals-by-policy"]
+    for cells in (dict(zip(by_policy[0], row, strict=True)) for row in by_policy[1:]):
+        of_policy = export_counters(
+            [row for row in rows if row["policy"] == cells["Policy clause"]]
+        )
+        assert {name: number(cells[name]) for name in of_policy} == dict(of_policy)
+    by_day = dom.tables["totals-by-day"]
+    for name in expected:
+        column = by_day[0].index(name)
+        assert sum(number(row[column]) for row in by_day[1:]) == expected[name], name
+    assert sum(dom.bars) == sum(value for name, value in expected.items() if name != "Bytes")

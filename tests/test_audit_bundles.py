@@ -237,3 +237,56 @@ def test_a_record_of_a_batch_reconciled_after_a_crash_round_trips(
     assert checked.exit_code == 0, checked.output
     assert "(batch.reconciled)" in checked.stdout
     assert "reconciled after a crash" in checked.stdout
+
+
+def test_the_versions_file_is_covered_by_the_signed_entry(
+    s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retention.audit.trail import read_entries
+    from retention.audit.verify import load_verification_keys, verify_trail
+    from tests.test_s3_store import make_s3_config, new_bucket, s3_rule
+
+    versioned = new_bucket(s3_server, versioned=True)
+    client, name = versioned.client, versioned.name
+    client.put_object(Bucket=name, Key="exports/a.csv", Body=b"12")
+    client.put_object(Bucket=name, Key="exports/a.csv", Body=b"345")
+    client.put_object(Bucket=name, Key="exports/b.csv", Body=b"6789")
+    marker = client.delete_object(Bucket=name, Key="exports/b.csv")["VersionId"]
+    config = make_s3_config(versioned, s3_rule(period="1d"), tmp_path, audit=True)
+    plan_and_run(config, datetime.now(UTC) + timedelta(days=2))
+    monkeypatch.setattr(Context, "config", lambda self: config)
+    assert config.audit is not None
+    directory = tmp_path / "audit"
+    entries = [stored.content for stored in read_entries(directory)]
+    intent = next(entry for entry in entries if entry["type"] == "batch.intent")
+    result = next(entry for entry in entries if entry["type"] == "batch.result")
+    # Three versions of 2 + 3 + 4 bytes and one delete marker, recorded in the signed entries.
+    assert (intent["selected"], intent["markers"], intent["bytes"]) == (4, 1, 9)
+    assert (result["done"], result["markers"], result["bytes"]) == (4, 1, 9)
+    versions = directory / "leaves" / f"{intent['seq']:08d}.versions"
+    assert len(intent["versions_digest"]) == 64
+    keys = load_verification_keys(config.audit.public_keys_file)
+    assert verify_trail(directory, keys, []).valid
+    # A delete marker's bundle round-trips like a version's.
+    both = invoke(
+        "prove", "--store", "content", "--table", name, "--key", "exports/b.csv",
+        "--bundle", str(tmp_path / "b.json"),
+    )  # fmt: skip
+    assert both.exit_code == 0, both.output
+    for bundle in (tmp_path / "b.json", tmp_path / "b-2.json"):
+        checked = check(bundle, config.audit.public_keys_file)
+        assert checked.exit_code == 0, checked.output
+    # Someone rewrites the versions file: one version id swapped for another.
+    text = versions.read_text()
+    assert marker in text
+    versions.write_text(text.replace(marker, "forged-version-id"))
+    broken = verify_trail(directory, keys, [])
+    assert not broken.valid
+    assert broken.problem is not None
+    assert broken.problem.seq == intent["seq"]
+    assert "versions" in str(broken.problem)
+    refused = invoke("prove", "--store", "content", "--table", name, "--key", "exports/b.csv")
+    assert refused.exit_code == ExitCode.AUDIT_FAILURE, refused.output
+    assert "versions file" in refused.output
+    versions.unlink()
+    assert "is missing" in str(verify_trail(directory, keys, []).problem)

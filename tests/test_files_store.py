@@ -317,7 +317,7 @@ def test_a_directory_swapped_for_a_symlink_after_listing_is_not_followed(
     selection = selection_for(make_config(tmp_path, root, backup_rule()))
     selected: list[tuple[KeyValues, ...]] = []
 
-    def swap(keys: tuple[KeyValues, ...]) -> None:
+    def swap(keys: tuple[KeyValues, ...], _detail: object = None) -> None:
         # The audit intent is written; now someone moves deep/ out of the root, files and all
         # (the very inodes listed), and leaves a link to it in its place.
         selected.append(keys)
@@ -347,7 +347,7 @@ def test_a_file_replaced_after_listing_is_kept(
     make_file(root, "b.tar", OLD)
     selection = selection_for(make_config(tmp_path, root, backup_rule()))
 
-    def replace_a(_keys: tuple[KeyValues, ...]) -> None:
+    def replace_a(_keys: tuple[KeyValues, ...], _detail: object = None) -> None:
         # Written beside it then renamed over it, as backup tools do: another inode.
         make_file(root, "a.tar.new", OLD, b"another file")
         os.replace(root / "a.tar.new", root / "a.tar")
@@ -393,7 +393,7 @@ def test_a_file_touched_between_listing_and_unlink_is_kept(
         dry_run=False,
         now=AS_OF,
         hash_key=None,
-        before_write=lambda _keys: os.utime(root / "a.tar", (AS_OF.timestamp(),) * 2),
+        before_write=lambda _keys, _detail=None: os.utime(root / "a.tar", (AS_OF.timestamp(),) * 2),
     )
     assert (len(batch.keys), batch.done, batch.failed) == (2, 1, 0)
     assert files_under(root) == {"a.tar"}

@@ -22,6 +22,7 @@ from retention.audit.report import utc_text
 from retention.audit.trail import read_entries
 from retention.audit.verify import Verification, parse_time
 from retention.errors import UsageError
+from retention.wording import counted
 
 SCHEMA_VERSION = 1
 # What a committed record counts as, by the method of its batch.
@@ -31,7 +32,15 @@ COUNTED_AS = {
     "s3-delete": "object_versions",
     "files-delete": "files",
 }
-COUNTERS = ("deleted", "anonymised", "child_rows", "object_versions", "files")
+COUNTERS = (
+    "deleted",
+    "anonymised",
+    "child_rows",
+    "object_versions",
+    "delete_markers",
+    "files",
+    "bytes",
+)
 
 
 def parse_period_bound(text: str | None, option: str, *, end: bool) -> datetime | None:
@@ -105,9 +114,27 @@ def _count(
     done = content.get("done", 0) if content.get("type") == "batch.reconciled" else 0
     if content.get("type") == "batch.result" and content.get("status") == "committed":
         done = content.get("done", 0)
-    totals[COUNTED_AS.get(str(intent.get("method")), "deleted")] += done
+    if content.get("type") == "batch.result" and content.get("status") != "committed":
+        return totals
+    # A batch of objects counts its delete markers apart from the other versions.
+    markers = min(done, content.get("markers", 0) or 0)
+    totals[COUNTED_AS.get(str(intent.get("method")), "deleted")] += done - markers
+    totals["delete_markers"] += markers
     totals["child_rows"] += content.get("children_deleted", 0) or 0
+    totals["bytes"] += content.get("bytes", 0) or 0
     return totals
+
+
+def _not_recorded(content: dict[str, Any], intent: dict[str, Any]) -> list[str]:
+    """Given a counted settlement of objects or files, return what its batch did not record
+    (written by a version before markers and sizes were): then the totals lack it."""
+    method = intent.get("method")
+    missing = []
+    if method == "s3-delete" and "markers" not in content:
+        missing.append("delete markers apart from object versions")
+    if method in ("s3-delete", "files-delete") and "bytes" not in content:
+        missing.append("bytes")
+    return missing
 
 
 def _totals(walk: _Pass, signed_below: int) -> dict[str, Any]:
@@ -117,9 +144,12 @@ def _totals(walk: _Pass, signed_below: int) -> dict[str, Any]:
     by_policy: dict[str, dict[str, Any]] = {}
     by_rule: dict[str, dict[str, Any]] = {}
     by_day: dict[str, dict[str, int]] = {}
+    not_recorded: dict[str, int] = {}
     for seq, content, intent in walk.settlements:
         if seq >= signed_below or not walk.in_period(content.get("time")):
             continue
+        for missing in _not_recorded(content, intent):
+            not_recorded[missing] = not_recorded.get(missing, 0) + 1
         rule = str(content.get("rule"))
         policy = str(intent.get("policy") or "(no policy recorded)")
         day = str(utc_text(content.get("time")))[:10]
@@ -139,8 +169,11 @@ def _totals(walk: _Pass, signed_below: int) -> dict[str, Any]:
         "by_policy": list(by_policy.values()),
         "by_rule": list(by_rule.values()),
         "by_day": [{"day": day, **counts} for day, counts in sorted(by_day.items())],
-        # The trail does not tell delete markers from object versions, nor record sizes.
-        "not_recorded": ["delete markers apart from object versions", "bytes"],
+        # Batches written by an earlier version recorded neither markers nor sizes.
+        "not_recorded": [
+            f"{what} (in {counted(count, 'batch')} written before it was recorded)"
+            for what, count in not_recorded.items()
+        ],
     }
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retention.audit.batch_detail import children_count
 from retention.audit.keys import PublicKey
 from retention.audit.merkle import (
     chunked_root,
@@ -181,6 +182,9 @@ def check_bundle(raw_bundle: bytes, keys: Sequence[PublicKey]) -> CheckedProof:
     settlement = _check_settlement(bundle, entry, checkpoint)
     index, size, path = _inclusion(bundle, "inclusion")
     count = entry.get("selected") if entry.get("type") == "batch.intent" else entry.get("done")
+    if isinstance(count, int):
+        # The leaves of the child rows deleted with the batch's records are in the same tree.
+        count += children_count(entry)
     root = entry.get("leaves_root")
     if size != count or not isinstance(root, str):
         raise AuditFailure(f"inclusion: tree size {size} is not the entry's count {count}")
@@ -224,6 +228,8 @@ def _check_settlement(
         or settlement.get("status") != "committed"
     ):
         raise AuditFailure("settlement: not the committed batch.result of this intent")
+    if "children" in entry and settlement.get("children_deleted") != children_count(entry):
+        raise AuditFailure("settlement: it did not delete the child rows its intent named")
     not_done = bundle.get("not_done_leaves")
     if "not_done_root" in settlement:
         if not isinstance(not_done, list) or any(hex_problem({"root": x}) for x in not_done):
@@ -261,6 +267,11 @@ def render_checked(checked: CheckedProof) -> str:
             f"  batch      seq {entry['seq']} ({entry['type']}) of run {entry['run_id']}",
             f"  rule       {entry['rule']} ({entry.get('action', '?')}) on "
             f"{entry['store']}/{entry['dataset']}",
+            *(
+                [f"  with       its child rows in {', '.join(sorted(entry['children']))}"]
+                if isinstance(entry.get("children"), dict) and entry["children"]
+                else []
+            ),
             f"  policy     {entry.get('policy') or '-'}",
             f"  settled    {how}",
             f"  signed     checkpoint seq {checkpoint['seq']} at {checkpoint['time']}, key "

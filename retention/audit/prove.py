@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.anonymise import record_locator
+from retention.audit.batch_detail import versions_problem
 from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
 from retention.audit.report import utc_text
 from retention.audit.trail import (
@@ -102,12 +103,14 @@ def check_names(config: Config, search: Search, store: str, dataset: str) -> str
         if rule.store == store:
             datasets.add(rule.table)
             children |= _child_tables(rule.children)
-    if dataset in children - datasets:
+    if dataset in children - datasets and not search.proofs:
+        # Rows of a child table go with their parents; trails written before their leaves
+        # were recorded (batch entries without ``children``) hold none for them.
         return (
-            f"rows of {dataset} go with their parent rows: the trail counts them "
-            "(children_deleted) but holds no leaf for each, so none can be proven one by one"
+            f"rows of {dataset} go with their parent rows: a batch written before child rows "
+            "were recorded one by one holds no leaf for them"
         )
-    if dataset not in datasets:
+    if dataset not in datasets | children:
         known = ", ".join(sorted(datasets)) or "none"
         raise UsageError(
             f"--table {dataset!r} is not a table, bucket or root of store {store!r} in the config "
@@ -159,13 +162,19 @@ def prove_record(
             intents[content.get("seq", -1)] = content
         if entry_type in ("batch.intent", "batch.reconciled"):
             named = (str(content.get("store")), str(content.get("dataset")))
-            search.datasets.add(named)
-            if named == (store, dataset):
+            # A batch's leaves also hold those of the child rows deleted with it.
+            children = content.get("children")
+            tables = set(children) if isinstance(children, dict) else set()
+            search.datasets |= {(named[0], table) for table in tables | {named[1]}}
+            if named[0] == store and dataset in tables | {named[1]}:
                 candidates.append(content)
     for content in candidates:
         try:
             leaves = [leaf]
             if by_object_key:
+                problem = versions_problem(directory, content["seq"], content)
+                if problem is not None:
+                    raise AuditFailure(f"entry {content['seq']}: {problem}; run `audit verify`")
                 versions = read_versions(directory, content["seq"])
                 leaves += [record_leaf(hmac_key, store, dataset, (key[0], v)) for v in versions]
             for candidate in leaves:

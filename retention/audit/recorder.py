@@ -14,11 +14,12 @@ import getpass
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from retention import __version__
+from retention.audit.batch_detail import counted_detail, detail_of_pending, pending_detail
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.trail import (
     TrailWriter,
@@ -36,7 +37,15 @@ from retention.errors import (
     error_text,
 )
 from retention.executor import RunReport
-from retention.planner import Batch, KeyValues, Plan, RecordStore, RulePlan
+from retention.planner import (
+    NO_DETAIL,
+    Batch,
+    IntentDetail,
+    KeyValues,
+    Plan,
+    RecordStore,
+    RulePlan,
+)
 from retention.runtime.faults import crash_point
 from retention.runtime.logging import get_logger
 from retention.runtime.secrets import read_secret, secret_path
@@ -71,6 +80,9 @@ class TrailRecorder:
     writer: TrailWriter
     run_id: str
     plan: Plan
+    # Per intent in flight, its keys and detail: its result counts the markers and bytes of
+    # the keys it purged.
+    _details: dict[int, tuple[tuple[KeyValues, ...], IntentDetail]] = field(default_factory=dict)
 
     def _base(self, rule_plan: RulePlan) -> dict[str, Any]:
         rule = rule_plan.rule
@@ -92,17 +104,31 @@ class TrailRecorder:
         return base
 
     def intent(
-        self, rule_plan: RulePlan, keys: tuple[KeyValues, ...], partition: str | None = None
+        self,
+        rule_plan: RulePlan,
+        keys: tuple[KeyValues, ...],
+        partition: str | None = None,
+        detail: IntentDetail = NO_DETAIL,
     ) -> int:
         with _fail_closed("record a batch intent"):
-            return self._intent(rule_plan, keys, partition)
+            return self._intent(rule_plan, keys, partition, detail)
 
     def _intent(
-        self, rule_plan: RulePlan, keys: tuple[KeyValues, ...], partition: str | None
+        self,
+        rule_plan: RulePlan,
+        keys: tuple[KeyValues, ...],
+        partition: str | None,
+        detail: IntentDetail,
     ) -> int:
         crash_point("before_intent")
         rule = rule_plan.rule
         leaves = self.writer.record_leaves(rule.store, rule.table, keys)
+        if detail.children:
+            # The child rows that go with the parents are leaves of the same batch, so that
+            # each can be proven; their locators name their own table.
+            for child in detail.children:
+                leaves += self.writer.record_leaves(rule.store, child.table, child.keys)
+            leaves.sort()
         root = leaves_root(leaves)
         seq = self.writer.next_seq
         pending: dict[str, Any] = {
@@ -117,25 +143,30 @@ class TrailRecorder:
             # Tuples as JSON arrays; other values (dates, decimals, UUIDs) as their str(),
             # which is also how record_locator spells them.
             pending["keys"] = keys
+            pending.update(pending_detail(detail))
         else:
             # A partition goes whole or not at all: whether it is still there settles the batch,
             # and its leaves are the intent's own.
             pending["partition"] = partition
         # Leaves and pending first: an intent in the trail always has both beside it.
         self.writer.write_leaves(seq, leaves)
+        extra: dict[str, Any] = counted_detail(detail, keys)
         if rule.key == S3_KEY:
-            self.writer.write_versions(seq, [key[1] for key in keys])
+            extra["versions_digest"] = self.writer.write_versions(seq, [key[1] for key in keys])
         self.writer.write_pending(seq, pending)
         fields: dict[str, Any] = {
             **self._base(rule_plan),
             "method": _method(rule) if partition is None else "sql-drop-partition",
             "selected": len(keys),
             "leaves_root": root,
+            **extra,
             **identity(),
         }
         if partition is not None:
             fields["partition"] = partition
         written = self.writer.append("batch.intent", fields)
+        if detail.markers or detail.sizes:
+            self._details[written] = (keys, detail)
         crash_point("after_intent")
         return written
 
@@ -164,6 +195,10 @@ class TrailRecorder:
             self.writer.write_leaves(self.writer.next_seq, leaves)
             content["not_done"] = len(leaves)
             content["not_done_root"] = leaves_root(leaves)
+        keys, detail = self._details.pop(intent, ((), NO_DETAIL))
+        if keys:
+            not_done = set(batch.not_done_keys) if committed and batch is not None else set(keys)
+            content.update(counted_detail(detail, keys, not_done))
         self.writer.append("batch.result", content)
         self.writer.clear_pending(intent)
 
@@ -196,6 +231,7 @@ class TrailRecorder:
 def _reconcile_one(
     writer: TrailWriter, run_id: str, seq: int, pending: dict[str, Any], store: RecordStore
 ) -> None:
+    extra: dict[str, Any] = {}
     if "partition" in pending:
         leaves = read_leaves(writer.directory, seq)
         not_done_count = len(leaves)
@@ -203,6 +239,7 @@ def _reconcile_one(
             leaves = []
         else:
             not_done_count = 0
+        done_count = len(leaves)
     else:
         keys = [tuple(key) for key in pending["keys"]]
         not_done = store.existing_keys(
@@ -210,11 +247,24 @@ def _reconcile_one(
         )
         not_done_count = len(not_done)
         done = [key for key in keys if key not in not_done]
+        done_count = len(done)
         leaves = writer.record_leaves(pending["store"], pending["dataset"], done)
+        detail = detail_of_pending(pending)
+        extra = counted_detail(detail, tuple(keys), not_done)
+        if detail.children:
+            # A child row still there was not deleted (its parent's transaction rolled back).
+            counts: dict[str, int] = {}
+            for child in detail.children:
+                left = store.existing_keys(child.table, list(child.key), list(child.keys))
+                gone = [key for key in child.keys if key not in left]
+                counts[child.table] = len(gone)
+                leaves += writer.record_leaves(pending["store"], child.table, gone)
+            leaves.sort()
+            extra = {**extra, "children": counts, "children_deleted": sum(counts.values())}
     reconciled_seq = writer.next_seq
     writer.write_leaves(reconciled_seq, leaves)
     if "partition" not in pending and tuple(pending["key_columns"]) == S3_KEY:
-        writer.write_versions(reconciled_seq, [key[1] for key in done])
+        extra["versions_digest"] = writer.write_versions(reconciled_seq, [key[1] for key in done])
     writer.append(
         "batch.reconciled",
         {
@@ -223,9 +273,10 @@ def _reconcile_one(
             "rule": pending["rule"],
             "store": pending["store"],
             "dataset": pending["dataset"],
-            "done": len(leaves),
+            "done": done_count,
             "not_done": not_done_count,
             "leaves_root": leaves_root(leaves),
+            **extra,
         },
     )
     writer.clear_pending(seq)

@@ -73,6 +73,10 @@ class RuleRun:
     held: int = 0
     failed: int = 0
     children_deleted: int = 0
+    # Of ``done``: delete markers among the object versions purged; bytes of what was purged
+    # (objects, files), as their batches recorded them.
+    markers: int = 0
+    bytes: int = 0
     due: int | None = None
     skipped: int | None = None
     tool: str | None = None
@@ -234,6 +238,8 @@ class _Collector:
         row.held += content.get("held", 0)
         row.failed += content.get("failed", 0)
         row.children_deleted += content.get("children_deleted", 0)
+        row.markers += content.get("markers", 0)
+        row.bytes += content.get("bytes", 0)
 
     def _reconciled(self, content: dict[str, Any]) -> None:
         """Given a batch.reconciled, count its done records for the run that purged them."""
@@ -241,6 +247,9 @@ class _Collector:
         row.reconciled += 1
         row.done += content.get("done", 0)
         row.done_by_reconciliation += content.get("done", 0)
+        row.children_deleted += content.get("children_deleted", 0)
+        row.markers += content.get("markers", 0)
+        row.bytes += content.get("bytes", 0)
 
     def _finished(self, content: dict[str, Any]) -> None:
         """Given a run.finished, note each rule's outcome and the run's end."""
@@ -391,7 +400,11 @@ def render_text(rows: Sequence[RuleRun], width: int | None = None) -> str:
     unsigned_runs = {row.run_id for row in rows if row.run_id and not row.signed}
     signed_runs = {row.run_id for row in rows if row.run_id and row.run_id not in unsigned_runs}
     total = sum(row.done for row in rows if row.run_id in signed_runs)
-    lines.append(f"{counted(total, 'record')} purged in {counted(len(signed_runs), 'run')}.")
+    children = sum(row.children_deleted for row in rows if row.run_id in signed_runs)
+    with_children = f" (and {counted(children, 'child row')} with them)" if children else ""
+    lines.append(
+        f"{counted(total, 'record')}{with_children} purged in {counted(len(signed_runs), 'run')}."
+    )
     unsigned = [row for row in rows if row.run_id is not None and row.run_id not in signed_runs]
     if unsigned:
         lines.append(

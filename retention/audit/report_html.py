@@ -16,9 +16,13 @@ COUNTER_TITLES = {
     "deleted": "Records deleted",
     "anonymised": "Records anonymised",
     "child_rows": "Child rows",
-    "object_versions": "Object versions and markers",
+    "object_versions": "Object versions",
+    "delete_markers": "Delete markers",
     "files": "Files",
+    "bytes": "Bytes",
 }
+# What the chart adds up per day: records of every kind, not their bytes.
+CHARTED = tuple(name for name in COUNTERS if name != "bytes")
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #111; margin: 2rem auto; max-width: 60rem;
        padding: 0 1rem; }
@@ -105,7 +109,7 @@ def _chart(days: Sequence[dict[str, Any]]) -> str:
     """Given the per-day totals, return an inline SVG bar chart of records purged a day."""
     if not days:
         return '<p class="muted">Nothing purged in the period.</p>'
-    totals = [sum(day[name] for name in COUNTERS) for day in days]
+    totals = [sum(day[name] for name in CHARTED) for day in days]
     peak = max(totals) or 1
     width, height, left, bottom = 720, 220, 60, 40
     bar = min(48.0, max(2.0, (width - left - 10) / len(days)))
@@ -161,15 +165,20 @@ def render_report_html(document: dict[str, Any]) -> str:
     exceptions = document["exceptions"]
     holds = document["holds"]
     counter_headers = [COUNTER_TITLES[name] for name in COUNTERS]
-    numeric_from = {2, 3, 4, 5, 6}
+    numeric_from = set(range(2, 2 + len(COUNTERS)))
     sections = [
         f'<h1>Data retention audit report</h1><p class="muted">Trail {_text(document["trail"])}'
         f"; period {_text(period['from'] or 'start of the trail')} to "
         f"{_text(period['to'] or 'end of the trail')} (UTC); generated "
         f"{_text(document['generated_at'])}; schema version {document['schema_version']}.</p>",
         _banner(document["verification"]),
-        "<h2>Totals</h2><p>Only entries covered by a signed checkpoint are counted. The trail "
-        "does not record delete markers apart from object versions, nor sizes in bytes.</p>",
+        "<h2>Totals</h2><p>Only entries covered by a signed checkpoint are counted. Child "
+        "rows are those deleted with their parent rows; bytes are the sizes of the object "
+        "versions and files purged.</p>",
+        *(
+            f'<p class="muted">Not recorded: {_text(missing)}.</p>'
+            for missing in totals["not_recorded"]
+        ),
         _table(
             counter_headers,
             [[totals["overall"][name] for name in COUNTERS]],
@@ -198,6 +207,12 @@ def render_report_html(document: dict[str, Any]) -> str:
         ),
         "<h3>Per day</h3>",
         _chart(totals["by_day"]),
+        _table(
+            ["Day (UTC)", *counter_headers],
+            [[row["day"], *(row[name] for name in COUNTERS)] for row in totals["by_day"]],
+            set(range(1, 1 + len(COUNTERS))),
+            "totals-by-day",
+        ),
         "<h2>Rules in force</h2><p>As the trail recorded them at the start of each run.</p>",
         _table(
             [

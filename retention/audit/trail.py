@@ -6,6 +6,8 @@ Layout of the audit directory (0700; files 0600)::
 
     trail/00000001.jsonl     entries, canonical JSON, one a line
     leaves/<seq>.leaves      sorted hex leaves (HMAC-SHA256 of record locators) of intent <seq>
+                             (its records' and, for a rule with children, its child rows')
+    leaves/<seq>.versions    version ids of a batch of objects (SHA-256 in versions_digest)
     pending/<seq>.json       raw keys of intent <seq> until its result is written
     lock                     held (flock) by the one process writing
     tail.json                where the writer stopped (a cache: checked, else rebuilt)
@@ -498,18 +500,21 @@ class TrailWriter:
         except OSError as error:
             raise AuditFailure(f"cannot write the leaves of entry {seq}: {error}") from error
 
-    def write_versions(self, seq: int, versions: Sequence[object]) -> None:
+    def write_versions(self, seq: int, versions: Sequence[object]) -> str:
         """Given a batch of object versions, write their version ids (sorted, each once,
         percent-encoded) beside its leaves: ``audit prove`` then finds every version of an
         object key that went, without being given its version ids. A version id alone names
-        no object; the leaves stay the only link, and only the HMAC key makes it."""
+        no object; the leaves stay the only link, and only the HMAC key makes it. Return the
+        file's SHA-256 (hex), which the entry records (``versions_digest``) so that the
+        signature covers the file too."""
         text = "".join(
             f"{quote(str(version), safe='')}\n" for version in sorted(set(map(str, versions)))
-        )
+        ).encode()
         try:
-            _write_durably(versions_path(self.directory, seq), text.encode())
+            _write_durably(versions_path(self.directory, seq), text)
         except OSError as error:
             raise AuditFailure(f"cannot write the versions of entry {seq}: {error}") from error
+        return hashlib.sha256(text).hexdigest()
 
     def write_pending(self, seq: int, pending: dict[str, Any]) -> None:
         try:

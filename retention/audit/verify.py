@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from retention.audit.batch_detail import children_count, detail_problem, versions_problem
 from retention.audit.keys import AuditKeyError, PublicKey, key_id_of, load_public_keys
 from retention.audit.merkle import MerkleFrontier, leaf_hash
 from retention.audit.trail import (
@@ -86,6 +87,7 @@ HEX_FIELDS = {
     "prev": 64,
     "leaves_root": 64,
     "not_done_root": 64,
+    "versions_digest": 64,
     "root": 64,
     "target_digest": 64,
     "key_id": 16,
@@ -306,6 +308,8 @@ class _Intent:
     rule: str
     selected: int
     settled_by: int | None = None
+    # The child rows it names (None: its rule has no children, or an older trail).
+    children: int | None = None
 
 
 class _Walker:
@@ -458,13 +462,22 @@ class _Walker:
         count, root = summary
         if root.hex() != content["leaves_root"]:
             return f"the Merkle root of its leaves file is {root.hex()}, not leaves_root"
-        if count != content[count_field]:
-            return f"{count_field} is {content[count_field]} but its leaves file holds {count}"
-        return None
+        children = children_count(content)
+        if count != content[count_field] + children:
+            named = f" + {children} child rows" if children else ""
+            return (
+                f"{count_field} is {content[count_field]}{named} but its leaves file holds {count}"
+            )
+        return detail_problem(content) or versions_problem(self.directory, seq, content)
 
     def _check_intent(self, content: dict[str, Any], seq: int) -> str | None:
         """Given a batch.intent, remember it and check its leaves; return why it fails, or None."""
-        self.intents[seq] = _Intent(content["run_id"], content["rule"], content["selected"])
+        self.intents[seq] = _Intent(
+            content["run_id"],
+            content["rule"],
+            content["selected"],
+            children=children_count(content) if "children" in content else None,
+        )
         self.result.batches += 1
         return self._check_leaves(content, seq, "selected")
 
@@ -492,6 +505,8 @@ class _Walker:
                     f"done + not_done is {done + content['not_done']}, but intent "
                     f"{content['intent']} selected {intent.selected}"
                 )
+            if intent.children is not None and children_count(content) > intent.children:
+                return f"it claims more child rows than intent {content['intent']} named"
             self.result.records_purged += done
             return self._check_leaves(content, seq, "done")
         if content["status"] not in BATCH_STATUSES:
@@ -500,6 +515,14 @@ class _Walker:
             return f"a {content['status']} batch claims {counted(done, 'record')} done"
         if done > intent.selected:
             return f"done is {done}, more than the {intent.selected} its intent selected"
+        children = content["children_deleted"]
+        expected = intent.children if content["status"] == "committed" else 0
+        if expected is not None and children != expected:
+            # A SQL batch deletes its child rows with its parents, all of them or none.
+            return f"children_deleted is {children}, but its intent named {expected} child rows"
+        problem = detail_problem(content)
+        if problem is not None:
+            return problem
         if "not_done_root" in content:
             not_done = content.get("not_done")
             if not isinstance(not_done, int) or done + not_done != intent.selected:

@@ -43,7 +43,15 @@ from typing import Literal
 from retention.config import FilesStoreConfig, Rule
 from retention.errors import ConfigError, ConfigIssue, RetentionError, StoreUnavailable
 from retention.holds import object_held
-from retention.planner import Batch, BeforeWrite, KeyFilter, KeyValues, Selection, Survey
+from retention.planner import (
+    Batch,
+    BeforeWrite,
+    IntentDetail,
+    KeyFilter,
+    KeyValues,
+    Selection,
+    Survey,
+)
 from retention.rules import (
     DatePattern,
     compile_date_pattern,
@@ -444,7 +452,9 @@ class FilesStore:
             return Batch(keys, 0, resume_after=keys[-1], more=more)
         started = time.monotonic()
         if before_write is not None:
-            before_write(keys)
+            before_write(
+                keys, IntentDetail(sizes=tuple(listed.status.st_size for listed in chosen))
+            )
         deleted = 0
         failures: Counter[tuple[str, str]] = Counter()
         parents: set[tuple[str, ...]] = set()

@@ -27,6 +27,7 @@ from retention.errors import ConfigIssue, RetentionError
 from retention.planner import (
     Batch,
     BeforeWrite,
+    IntentDetail,
     KeyFilter,
     KeyValues,
     RecordStore,
@@ -360,7 +361,13 @@ class S3Store:
         if dry_run or not keys:
             return batch
         if before_write is not None:
-            before_write(keys)
+            before_write(
+                keys,
+                IntentDetail(
+                    markers=tuple(entry.marker for entry in chosen),
+                    sizes=tuple(0 if entry.marker else entry.size for entry in chosen),
+                ),
+            )
         started = time.monotonic()
         with reachable(self._where, "DeleteObjects"):
             deleted = delete_entries(self.client, self.config.bucket, chosen, self._workers)

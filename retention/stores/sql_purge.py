@@ -32,6 +32,8 @@ from retention.planner import (
     Batch,
     BeforeWrite,
     ChildCounts,
+    ChildRows,
+    IntentDetail,
     KeyFilter,
     KeyValues,
     Selection,
@@ -197,21 +199,24 @@ def _purge_locked(
         rows, keys, resume_after, more = only_accepted(rows, keys, only, limit)
         if not keys:
             return Batch((), 0, resume_after=resume_after, more=more)
+    parent_values: dict[str, Sequence[Any] | Select[Any]] = {
+        child.references: [row[child.references] for row in rows] for child in rule.children
+    }
+    child_rows: tuple[ChildRows, ...] = ()
+    if rule.action == "delete" and rule.children:
+        # The child rows go in the same transaction: their keys are in the same intent, each
+        # row locked so that the deletes below reach exactly these.
+        child_rows = _locked_child_rows(store, connection, rule.children, parent_values)
     if before_write is not None:
-        before_write(keys)
+        before_write(keys, IntentDetail(children=child_rows))
     table = store.table(rule.table)
     key_columns = store.key_columns(rule)
     recheck = predicate(store, selection)
     children: ChildCounts = ()
     if rule.action == "delete":
         names = {path: name for name, path in child_paths(rule.children)}
-        deleted = _delete_children(
-            store,
-            connection,
-            rule.children,
-            {child.references: [row[child.references] for row in rows] for child in rule.children},
-            names,
-        )
+        deleted = _delete_children(store, connection, rule.children, parent_values, names)
+        _check_child_counts(deleted, names, child_rows)
         children = tuple((name, deleted.get(name, 0)) for name in dict.fromkeys(names.values()))
         # A key range would also reach the rows ``only`` refused.
         _delete_exactly(store, connection, table, key_columns, keys, recheck, by_range=only is None)
@@ -324,3 +329,61 @@ def _delete_children(
         count = connection.execute(delete(child_table).where(references)).rowcount
         deleted[names[path]] = deleted.get(names[path], 0) + count
     return deleted
+
+
+def _child_conditions(
+    store: SqlStore,
+    children: Sequence[Child],
+    parent_values: Mapping[str, Sequence[Any] | Select[Any]],
+) -> list[tuple[Table, ColumnElement[bool]]]:
+    """Given a batch's children and its parents' referenced values, return each child table
+    with the condition true for its rows the batch deletes, as ``_delete_children`` reaches
+    them (nested children through the rows of their parent table)."""
+    found: list[tuple[Table, ColumnElement[bool]]] = []
+    for child in children:
+        child_table = store.table(child.table)
+        references = child_table.c[child.foreign_key].in_(parent_values[child.references])
+        below = {
+            grandchild.references: select(child_table.c[grandchild.references]).where(references)
+            for grandchild in child.children
+        }
+        found += _child_conditions(store, child.children, below)
+        found.append((child_table, references))
+    return found
+
+
+def _locked_child_rows(
+    store: SqlStore,
+    connection: Connection,
+    children: Sequence[Child],
+    parent_values: Mapping[str, Sequence[Any] | Select[Any]],
+) -> tuple[ChildRows, ...]:
+    """Given a batch's children and its parents' referenced values, lock the child rows the
+    batch deletes and return their primary keys, per child table (a row two paths reach once)."""
+    keys: dict[str, dict[KeyValues, None]] = {}
+    columns: dict[str, tuple[str, ...]] = {}
+    for child_table, condition in _child_conditions(store, children, parent_values):
+        primary = list(child_table.primary_key.columns)
+        columns[child_table.name] = tuple(column.name for column in primary)
+        found = connection.execute(select(*primary).where(condition).with_for_update()).all()
+        keys.setdefault(child_table.name, {}).update(dict.fromkeys(map(tuple, found)))
+    return tuple(ChildRows(name, columns[name], tuple(rows)) for name, rows in keys.items())
+
+
+def _check_child_counts(
+    deleted: Mapping[str, int],
+    names: Mapping[tuple[Child, ...], str],
+    child_rows: Sequence[ChildRows],
+) -> None:
+    """Given the rows deleted per child path, and the child rows the intent recorded, raise
+    BatchConflict unless each child table lost exactly those: a row added since (a foreign key
+    the database does not enforce) would go unrecorded."""
+    by_table: dict[str, int] = {}
+    for name, table in {name: path[-1].table for path, name in names.items()}.items():
+        by_table[table] = by_table.get(table, 0) + deleted.get(name, 0)
+    for rows in child_rows:
+        if by_table.get(rows.table, 0) != len(rows.keys):
+            raise BatchConflict(
+                f"{by_table.get(rows.table, 0)} rows of {rows.table!r} deleted, "
+                f"{len(rows.keys)} locked"
+            )

@@ -153,6 +153,12 @@ def _check_children(
         except sa_exc.NoSuchTableError:
             problem(f"{where}.table", f"table {child.table!r} does not exist")
             continue
+        if not child_table.primary_key.columns:
+            problem(
+                f"{where}.table",
+                f"{child.table!r} has no primary key: its rows, deleted with their parents, "
+                "could not be named one by one in the audit trail",
+            )
         if child.foreign_key not in child_table.c:
             problem(f"{where}.foreign_key", f"no column {child.foreign_key!r} in {child.table!r}")
         if child.references not in parent.c:
