@@ -47,7 +47,16 @@ def _document(name: str, *arguments: str, exit_code: int = 0) -> dict[str, Any]:
 
 
 def _validate(document: object, name: str) -> None:
-    names = ("plan", "run", "status", "holds", "audit-show", "audit-prove", "audit-erasures")
+    names = (
+        "plan",
+        "run",
+        "status",
+        "holds",
+        "audit-show",
+        "audit-prove",
+        "audit-erasures",
+        "audit-report",
+    )
     shipped = [schema(other) for other in names]
     registry: Registry[Any] = Registry().with_resources(
         (shipped_schema["$id"], Resource.from_contents(shipped_schema))
@@ -129,6 +138,19 @@ def test_every_json_output_of_a_demo_session_matches_its_schema(demo: Path) -> N
     )
     assert [erasure["reference"] for erasure in erasures["erasures"]] == ["DSR-1"]
     assert DEMO_ERASURE_SUBJECT not in json.dumps(erasures)
+
+    written = _invoke("audit", "report", "--format", "json", "-o", str(demo / "report.json"))
+    assert written.exit_code == 0, written.output
+    report: dict[str, Any] = json.loads((demo / "report.json").read_text())
+    _validate(report, "audit-report")
+    overall = report["totals"]["overall"]
+    shown_after = _invoke("audit", "show", "--format", "json")
+    rows = [row for row in json.loads(shown_after.stdout)["runs"] if row["entry"] == "run"]
+    assert overall["child_rows"] == sum(row["children_deleted"] for row in rows) > 0
+    assert overall["delete_markers"] == sum(row["markers"] for row in rows)
+    assert overall["bytes"] == sum(row["bytes"] for row in rows) > 0
+    assert overall["files"] > 0
+    assert overall["object_versions"] > 0
 
     with sqlite3.connect(demo / "var" / "demo.sqlite") as connection:
         kept = {row[0] for row in connection.execute("SELECT id FROM connection_logs")}
