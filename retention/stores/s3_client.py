@@ -6,11 +6,14 @@ from __future__ import annotations
 import configparser
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
-from botocore import exceptions as boto_errors  # type: ignore[import-untyped]
+import botocore.session  # type: ignore[import-untyped]
+from botocore import exceptions as boto_errors
 from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
+from botocore.utils import parse_timestamp  # type: ignore[import-untyped]
 
 from retention.config import S3StoreConfig
 from retention.errors import (
@@ -78,7 +81,7 @@ def s3_session(config: S3StoreConfig) -> Any:
     path = secret_path(config.credentials_file, config.credentials_credential, key_path)
     if path is None:
         try:
-            return boto3.Session(profile_name=config.profile)
+            return _session(profile_name=config.profile)
         except boto_errors.ProfileNotFound as error:
             raise ConfigError(
                 [ConfigIssue(f"stores.{config.name}.profile", f"no such AWS profile: {error}")]
@@ -108,11 +111,37 @@ def s3_session(config: S3StoreConfig) -> Any:
         raise ConfigError(
             [ConfigIssue(where, f"[{section}] in {str(path)!r} lacks {', '.join(missing)}")]
         )
-    return boto3.Session(
+    return _session(
         aws_access_key_id=values["aws_access_key_id"].strip(),
         aws_secret_access_key=values["aws_secret_access_key"].strip(),
         aws_session_token=(values.get("aws_session_token") or "").strip() or None,
     )
+
+
+def _session(**arguments: Any) -> Any:
+    """A boto3 session whose clients read S3's timestamps with ``timestamp_of``."""
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=timestamp_of)
+    return boto3.Session(botocore_session=core, **arguments)
+
+
+def timestamp_of(value: Any) -> datetime:
+    """Given a timestamp of an S3 response, return the datetime botocore's own parser would: an
+    ISO 8601 one with its offset (every LastModified of a listing) by the standard library, in
+    about a third of the time; any other form by botocore's parser.
+
+    >>> timestamp_of("2026-12-03T03:59:06.000Z").isoformat()
+    '2026-12-03T03:59:06+00:00'
+    """
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed
+    return parse_timestamp(value)  # type: ignore[no-any-return]
 
 
 @contextmanager

@@ -1,0 +1,46 @@
+"""The S3 store's clients read the timestamps of S3's responses with the standard library where
+they can (every LastModified of a listing), and get what botocore's own parser would give."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import pytest
+from botocore.utils import parse_timestamp  # type: ignore[import-untyped]
+
+from retention.stores.s3 import open_s3_store
+from retention.stores.s3_client import timestamp_of
+from tests.test_s3_store import new_bucket, refuse_other_stores, store_config
+
+FORMS = [
+    "2026-12-03T03:59:06.000Z",  # S3's listings
+    "2026-12-03T03:59:06Z",
+    "2026-12-03T03:59:06.123456+02:00",
+    "2026-12-03T03:59:06",  # no offset: botocore's reading (naive)
+    "Thu, 03 Dec 2026 03:59:06 GMT",  # HTTP dates (headers)
+    "1764734346",  # epoch seconds
+    1764734346,
+]
+
+
+@pytest.mark.parametrize("value", FORMS, ids=[str(form) for form in FORMS])
+def test_timestamp_of_reads_each_form_as_botocore_does(value: object) -> None:
+    expected = parse_timestamp(value)
+    parsed = timestamp_of(value)
+    assert parsed == expected
+    assert parsed.utcoffset() == expected.utcoffset()
+
+
+def test_a_stores_client_reads_a_listings_timestamps_with_timestamp_of(s3_server: str) -> None:
+    bucket = new_bucket(s3_server)
+    bucket.put("exports/a.csv")
+    store = open_s3_store(store_config(bucket), read_only=True, store_for=refuse_other_stores)
+    try:
+        listed = store.client.list_objects_v2(Bucket=bucket.name)["Contents"][0]["LastModified"]
+    finally:
+        store.close()
+    # botocore's parser gives dateutil's tzutc(); the standard library's gives datetime.UTC.
+    assert listed.tzinfo is UTC
+    assert (
+        listed == bucket.client.list_objects_v2(Bucket=bucket.name)["Contents"][0]["LastModified"]
+    )
