@@ -63,14 +63,16 @@ def delete_chunk(client: Any, bucket: str, entries: Sequence[Entry]) -> Deleted:
     stayed: list[KeyValues] = []
     pending = list(entries)
     for attempt in range(KEY_RETRIES + 1):
-        by_record = {entry.record: entry for entry in pending}
         response = client.delete_objects(
             Bucket=bucket,
             Delete={"Objects": [identifier(entry) for entry in pending], "Quiet": True},
         )
         retry: list[Entry] = []
         refused = 0
-        for error in response.get("Errors", []):
+        errors = response.get("Errors", [])
+        # Only refusals need finding among the chunk's versions.
+        by_record = {entry.record: entry for entry in pending} if errors else {}
+        for error in errors:
             record = (error.get("Key", ""), error.get("VersionId") or NULL_VERSION)
             entry = by_record.get(record) or next((e for e in pending if e.key == record[0]), None)
             code = error.get("Code", "?")

@@ -13,7 +13,7 @@ from retention.rules import is_expired, is_future, read_date, wall_time_to_utc
 from retention.stores.s3_listing import Entry, Group, Item, Scope
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     """What one key's versions come to under a selection."""
 
@@ -72,6 +72,14 @@ def verdict_of(selection: Selection, scope: Scope, item: Item, zone: Any) -> Ver
     that goes with the last versions of its key, except a current marker over versions that
     stay. A marker with no version under it goes by its own clock only (the key's date, or
     its own LastModified). A held key keeps everything."""
+    assert item.group is not None
+    if len(item.group.entries) == 1 and not scope.cross:
+        return verdict_of_one(selection, scope, item, zone)
+    return verdict_of_many(selection, scope, item, zone)
+
+
+def verdict_of_many(selection: Selection, scope: Scope, item: Item, zone: Any) -> Verdict:
+    """verdict_of for any key, however many versions it has."""
     group = item.group
     assert group is not None
     verdict = Verdict()
@@ -128,6 +136,25 @@ def verdict_of(selection: Selection, scope: Scope, item: Item, zone: Any) -> Ver
             if verdict.oldest is None or before(oldest, verdict.oldest):
                 verdict.oldest = oldest
     return verdict
+
+
+def verdict_of_one(selection: Selection, scope: Scope, item: Item, zone: Any) -> Verdict:
+    """verdict_of for a key listed with one version or one delete marker (every key of an
+    unversioned bucket): the same verdict, without the sets and lists that several versions
+    need. It goes by its own clock; Object Lock only ever protects a version."""
+    assert item.group is not None
+    entry = item.group.entries[0]
+    clock = clock_of(scope, item.group, entry)
+    if clock is None:
+        return Verdict(unmatched=1)
+    if not is_expired(clock, selection.default, zone):
+        return Verdict(in_scope=1, future=int(is_future(clock, selection.as_of, zone)))
+    held = object_held(selection.holds, item.group.key)
+    if entry.version_id in item.locked:
+        return Verdict(in_scope=1, held=1, locked=0 if held else 1)
+    if held:
+        return Verdict(in_scope=1, held=1)
+    return Verdict(due=[entry], in_scope=1, oldest=instant(clock, zone))
 
 
 def add(tally: Tally, verdict: Verdict, sample_size: int) -> None:

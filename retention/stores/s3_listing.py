@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from retention.errors import RetentionError
 from retention.planner import KeyValues, Selection, SubjectSource
@@ -22,9 +22,9 @@ LIST_PAGE_SIZE = 1000
 SUBJECT_PAGE_SIZE = 500
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One listed object version or delete marker."""
+class Entry(NamedTuple):
+    """One listed object version or delete marker (a named tuple: a listing makes one per
+    version, and a tuple costs a third of a frozen dataclass to make)."""
 
     key: str
     version_id: str
@@ -39,8 +39,7 @@ class Entry:
         return (self.key, self.version_id)
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(NamedTuple):
     """Every listed version and delete marker of one key."""
 
     key: str
@@ -50,8 +49,7 @@ class Group:
 ItemKind = Literal["group", "subject_done", "subject_failed"]
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One step of a rule's listing: a key's versions, or (cross-store rules) a subject finished
     or refused; ``position`` is where the listing goes on after it (a batch's resume_after)."""
 
@@ -117,7 +115,7 @@ def object_pages(
         arguments["StartAfter"] = key_marker
     while True:
         response = client.list_objects_v2(**arguments)
-        yield [version_entry({**raw, "IsLatest": True}) for raw in response.get("Contents", [])]
+        yield [object_entry(raw) for raw in response.get("Contents", [])]
         if not response.get("IsTruncated"):
             return
         arguments["ContinuationToken"] = response["NextContinuationToken"]
@@ -245,22 +243,37 @@ class Recorder:
 
 
 def version_entry(raw: dict[str, Any]) -> Entry:
+    """An entry of ListObjectVersions' Versions."""
     return Entry(
-        key=raw["Key"],
-        version_id=raw.get("VersionId") or NULL_VERSION,
-        last_modified=raw["LastModified"].astimezone(UTC),
-        marker=False,
-        latest=bool(raw.get("IsLatest")),
-        size=int(raw.get("Size") or 0),
-        etag=raw.get("ETag"),
+        raw["Key"],
+        raw.get("VersionId") or NULL_VERSION,
+        raw["LastModified"].astimezone(UTC),
+        False,
+        bool(raw.get("IsLatest")),
+        int(raw.get("Size") or 0),
+        raw.get("ETag"),
+    )
+
+
+def object_entry(raw: dict[str, Any]) -> Entry:
+    """An entry of ListObjectsV2's Contents: the only, current, "null" version of its key."""
+    return Entry(
+        raw["Key"],
+        NULL_VERSION,
+        raw["LastModified"].astimezone(UTC),
+        False,
+        True,
+        int(raw.get("Size") or 0),
+        raw.get("ETag"),
     )
 
 
 def marker_entry(raw: dict[str, Any]) -> Entry:
+    """An entry of ListObjectVersions' DeleteMarkers."""
     return Entry(
-        key=raw["Key"],
-        version_id=raw.get("VersionId") or NULL_VERSION,
-        last_modified=raw["LastModified"].astimezone(UTC),
-        marker=True,
-        latest=bool(raw.get("IsLatest")),
+        raw["Key"],
+        raw.get("VersionId") or NULL_VERSION,
+        raw["LastModified"].astimezone(UTC),
+        True,
+        bool(raw.get("IsLatest")),
     )

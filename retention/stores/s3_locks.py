@@ -5,7 +5,6 @@ governance is never bypassed."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,4 +102,4 @@ def _with_locks(
         versions = frozenset(
             entry.version_id for entry in item.group.entries if entry.record in locked
         )
-        yield replace(item, locked=versions)
+        yield item._replace(locked=versions)
