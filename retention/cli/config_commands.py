@@ -16,7 +16,7 @@ from retention.wording import counted
 
 @click.group("config")
 def config_group() -> None:
-    """Check the configuration."""
+    """Check the configuration, or print its schema or a sample."""
 
 
 @config_group.command("validate")
@@ -42,3 +42,24 @@ def config_validate(context: Context) -> None:
             f"{config.source}: valid ({counted(len(config.rules), 'rule')}, "
             f"{counted(len(config.stores), 'store')})"
         )
+
+
+@config_group.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the config file, for editors (docs/config.md, "The schema").
+
+    Reads no config file."""
+    import json
+
+    # pydantic is imported here, by the commands that need it, not by every start.
+    from retention.config.schema import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+
+
+@config_group.command("example")
+def config_example() -> None:
+    """Print a sample config: every key, commented with what it does. Reads no config file."""
+    from retention.config.example import config_example as sample
+
+    click.echo(sample(), nl=False)

@@ -78,7 +78,7 @@ _S3_STORE_KEYS = {
     "timezone",
 }
 # S3's own rules for bucket names (3-63 characters, lower case, digits, dots, hyphens).
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def _read_s3_store(
@@ -86,7 +86,7 @@ def _read_s3_store(
 ) -> S3StoreConfig:
     reader.unknown_keys(raw, path, _S3_STORE_KEYS)
     bucket = reader.string(raw, "bucket", path, required=True) or ""
-    if bucket and not _BUCKET.fullmatch(bucket):
+    if bucket and not BUCKET.fullmatch(bucket):
         reader.error(f"{path}.bucket", f"{bucket!r} is not a valid S3 bucket name")
     prefix = object_prefix(reader, raw, path)
     endpoint_url = reader.string(raw, "endpoint_url", path)

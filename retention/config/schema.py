@@ -1,0 +1,407 @@
+"""The config's shape declared once, with pydantic: every table, key, type, default and range.
+
+From this declaration come the JSON Schema (``retention config schema``, for editors), the
+commented sample (``retention config example``) and the check that docs/config.md lists every
+key. The readers of this package (``retention.config``) stay the validator of record: they also
+check what a schema cannot say (a rule's store exists, a join is declared, names are unique) and
+word each error for the person fixing it. Tests hold the two together (tests/test_config_schema.py).
+
+Only the commands that need the schema import this module: pydantic costs about 0.1 s to import
+and build, which ``config validate`` and the daemon's start do not pay.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from retention.config import model, stores
+from retention.config.model import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_DELETE,
+    DEFAULT_MAX_FRACTION,
+    MAX_BATCH_SIZE,
+)
+from retention.config.object_rules import DEFAULT_OBJECT_BATCH_SIZE
+
+# The readers' own patterns, anchored: JSON Schema patterns match anywhere in the string.
+IDENTIFIER = f"^{model.IDENTIFIER.pattern}$"
+RULE_NAME = f"^{model.RULE_NAME.pattern}$"
+BUCKET = f"^{stores.BUCKET.pattern}$"
+# "90s", "15m", "2h", "1d", "1h30m": each unit at most once, in that order.
+DURATION = r"^(\d+d(\d+h)?(\d+m)?(\d+s)?|\d+h(\d+m)?(\d+s)?|\d+m(\d+s)?|\d+s)$"
+# A period has a unit ("90d", "1y6mo", "P1Y"): a bare number is refused.
+PERIOD = r"[A-Za-z]"
+NOT_BLANK = r"\S"
+NO_LEADING_SLASH = r"^($|[^/])"
+LARGEST_MAX_DELETE = 10**12
+
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER)]
+Text = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION)]
+Period = Annotated[str, StringConstraints(pattern=PERIOD)]
+ColumnOrJoined = Annotated[
+    str, StringConstraints(pattern=f"^({model.IDENTIFIER.pattern}\\.)?{model.IDENTIFIER.pattern}$")
+]
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]")]
+
+
+class Table(BaseModel):
+    """A TOML table: unknown keys are errors, as the readers say."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+
+
+def _timezone(default: str | None = "UTC") -> Any:
+    return Field(default, examples=["Europe/Paris"])
+
+
+class SettingsTable(Table):
+    """Settings shared by every rule."""
+
+    timezone: str | None = _timezone()
+    """The calendar periods are counted on (an IANA zone name): "1 year" is a calendar step in
+    this zone, and a date value is a day in this zone."""
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE)
+    """The default number of rows per batch (one transaction) for every rule."""
+    hash_key_file: Text | None = Field(None, examples=["/etc/retention/hash.key"])
+    """A file holding the secret key of keyed hashes (relative: to the config file's folder)."""
+    hash_key_credential: Text | None = Field(None, examples=["hash-key"])
+    """The same key, read from $CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=)."""
+    max_delete: int = Field(DEFAULT_MAX_DELETE, ge=1, le=LARGEST_MAX_DELETE)
+    """Brake: a rule with more rows due than this purges nothing in that run (exit 3)."""
+    max_fraction: float = Field(DEFAULT_MAX_FRACTION, gt=0, le=1)
+    """Brake: a rule whose due rows are more than this share of its rows in scope purges
+    nothing in that run (exit 3)."""
+
+
+class AuditTable(Table):
+    """The signed audit trail: where it lives and where its keys come from."""
+
+    enabled: bool = True
+    """false lets `run` purge with no trail at all: for tests and throw-away data only."""
+    directory: Text | None = Field(None, examples=["/var/lib/retention/audit"])
+    """Where the trail lives (required when enabled)."""
+    public_keys_file: Text | None = Field(None, examples=["/var/lib/retention/public-keys.json"])
+    """The verification keys auditors check signatures against (default:
+    <directory>/public-keys.json)."""
+    hmac_key_file: Text | None = Field(None, examples=["/etc/retention/audit-hmac.key"])
+    """The secret that turns record locators into keyed hashes (or hmac_key_credential)."""
+    hmac_key_credential: Text | None = Field(None, examples=["audit-hmac-key"])
+    """The same secret, read from $CREDENTIALS_DIRECTORY/NAME."""
+    signing_key_file: Text | None = Field(None, examples=["/etc/retention/signing.pem"])
+    """The Ed25519 private key that signs checkpoints (or signing_key_credential)."""
+    signing_key_credential: Text | None = Field(None, examples=["audit-signing-key"])
+    """The same key, read from $CREDENTIALS_DIRECTORY/NAME."""
+
+
+class StateTable(Table):
+    """The state database (run ledger, leases, legal holds); at most one of its keys.
+    Without it: var/state.sqlite in the config file's folder."""
+
+    url: Text | None = Field(None, examples=["sqlite:///var/state.sqlite"])
+    """The database URL (sqlite:///, postgresql+psycopg://, mysql+pymysql://)."""
+    url_env: Text | None = Field(None, examples=["RETENTION_STATE_URL"])
+    """An environment variable holding the URL."""
+    url_credential: Text | None = Field(None, examples=["state-url"])
+    """A file in $CREDENTIALS_DIRECTORY holding the URL."""
+
+
+class DaemonTable(Table):
+    """How `retention daemon` runs."""
+
+    timezone: str | None = Field(None, examples=["Europe/Paris"])
+    """The zone schedules are read in (default: settings.timezone; never the host's own)."""
+    metrics_address: Text = "127.0.0.1"
+    """The IP address Prometheus metrics are served on."""
+    metrics_port: int | None = Field(None, ge=1, le=65535, examples=[9464])
+    """Serve Prometheus metrics on this port; no port, no metrics."""
+    heartbeat: Duration = "1h"
+    """A signed checkpoint in the audit trail this often, even when idle."""
+    lease_ttl: Duration = "2m"
+    """How long a rule's lease outlives a daemon that died (at least 2s)."""
+    overdue_grace: Duration = "1d"
+    """retention_overdue_records counts records past their cutoff by more than this."""
+    overdue_refresh: Duration = "15m"
+    """How often that count is taken (a read-only plan)."""
+
+
+class CheckinsTable(Table):
+    """Monitoring check-ins (healthchecks.io, Uptime Kuma, Cronitor)."""
+
+    start: HttpUrl | None = Field(None, examples=["https://hc-ping.com/UUID/start"])
+    """Pinged when a run starts purging (after its plan)."""
+    success: HttpUrl | None = Field(None, examples=["https://hc-ping.com/UUID"])
+    """Pinged when every rule of the run ended ok."""
+    fail: HttpUrl | None = Field(None, examples=["https://hc-ping.com/UUID/fail"])
+    """Pinged otherwise: a rule failed, was braked or stopped, or the run could not start."""
+    timeout: Duration = "10s"
+    """How long one ping may take; at most 1m."""
+
+
+class SqlStoreTable(Table):
+    """A SQL database; exactly one of url, url_env and url_credential."""
+
+    kind: Literal["sql"]
+    """The kind of store."""
+    url: Text | None = Field(None, examples=["sqlite:///var/app.sqlite"])
+    """The URL (sqlite:///PATH, postgresql+psycopg://..., mysql+pymysql://...); keep
+    passwords out of the TOML."""
+    url_env: Text | None = Field(None, examples=["APP_DATABASE_URL"])
+    """An environment variable holding the URL."""
+    url_credential: Text | None = Field(None, examples=["app-database-url"])
+    """A file in $CREDENTIALS_DIRECTORY holding the URL."""
+    timezone: str | None = _timezone()
+    """The zone that naive timestamps stored in this database are in."""
+
+
+class S3StoreTable(Table):
+    """An S3-compatible bucket (or a prefix of one)."""
+
+    kind: Literal["s3"]
+    """The kind of store."""
+    bucket: Annotated[str, StringConstraints(pattern=BUCKET)] = Field(examples=["backups"])
+    """The bucket (S3's naming rules: 3-63 characters, lower case, digits, '.', '-')."""
+    prefix: Annotated[str, StringConstraints(pattern=NO_LEADING_SLASH)] = Field(
+        "", examples=["db/"]
+    )
+    """Only keys under this prefix belong to the store. No leading '/'."""
+    region: Text | None = Field(None, examples=["eu-west-3"])
+    """The bucket's region (default: boto3's)."""
+    endpoint_url: HttpUrl | None = Field(None, examples=["https://minio.internal:9000"])
+    """The server of an S3-compatible store; leave it out for AWS itself."""
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    """path: the bucket in the URL path (most self-hosted servers); virtual: in the host name."""
+    credentials_file: Text | None = Field(None, examples=["/etc/retention/s3-credentials"])
+    """A shared-credentials file (INI, as ~/.aws/credentials). Without it nor
+    credentials_credential, boto3's usual chain applies."""
+    credentials_credential: Text | None = Field(None, examples=["s3-credentials"])
+    """The same file, read from $CREDENTIALS_DIRECTORY/NAME."""
+    profile: Text | None = Field(None, examples=["default"])
+    """The section of the credentials file to use."""
+    max_concurrency: int = Field(8, ge=1, le=64)
+    """How many requests run at once."""
+    max_attempts: int = Field(8, ge=1, le=20)
+    """Attempts per request when the server throttles or a connection drops."""
+    timezone: str | None = _timezone()
+    """The zone of wall times read from keys by a date_pattern with %H."""
+
+
+class FilesStoreTable(Table):
+    """A local folder of backups."""
+
+    kind: Literal["files"]
+    """The kind of store."""
+    root: Text = Field(examples=["/srv/backups/db"])
+    """The folder (relative: to the config file's folder); never '/'."""
+    timezone: str | None = _timezone()
+    """The zone of wall times read from file paths by a date_pattern with %H."""
+
+
+Store = Annotated[SqlStoreTable | S3StoreTable | FilesStoreTable, Field(discriminator="kind")]
+
+
+class JoinTable(Table):
+    """A many-to-one join: each row of the rule's table has at most one row in `table`."""
+
+    table: Identifier
+    """The joined table."""
+    on: dict[Identifier, Identifier] = Field(min_length=1)
+    """Local columns mapped to the joined table's columns."""
+
+
+class ChildTable(Table):
+    """Rows of `table` whose `foreign_key` references a purged row; deleted first."""
+
+    table: Identifier
+    """The child table."""
+    foreign_key: Identifier
+    """Its column that references the parent."""
+    references: Identifier | None = None
+    """The parent's column that foreign_key references (default: the rule's single key)."""
+    children: list[ChildTable] = []
+    """Their own children, deleted before them."""
+
+
+class FixedStrategy(Table):
+    """Every value becomes this one."""
+
+    fixed: str | int | float | bool
+
+
+Strategy = (
+    Annotated[
+        str,
+        StringConstraints(pattern=r"^(null|hash|hash:[0-9]+|mask_email|truncate_ip|year_only)$"),
+    ]
+    | FixedStrategy
+)
+Schedule = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
+
+
+class _RuleLimits(Table):
+    name: Annotated[str, StringConstraints(pattern=RULE_NAME)] = Field(examples=["logs"])
+    """A unique name: lower-case letters, digits, '-', '_' and '.'."""
+    policy: Text | None = Field(None, examples=["002 §6.1: « Log de connexion : 1 an »"])
+    """The policy reference and its quote, shown in plans."""
+    category: Text | None = Field(None, examples=["connection logs"])
+    """The data category, shown in plans."""
+    store: Text = Field(examples=["app"])
+    """A store declared as [stores.NAME]."""
+    max_delete: int | None = Field(None, ge=1, le=LARGEST_MAX_DELETE, examples=[100000])
+    """Brake: overrides settings.max_delete for this rule."""
+    max_fraction: float | None = Field(None, gt=0, le=1, examples=[0.2])
+    """Brake: overrides settings.max_fraction for this rule."""
+    match_all: bool = False
+    """true: a period of 0 with nothing narrowing it means every record, on purpose."""
+    schedule: Schedule = "daily"
+    """When the daemon runs the rule: a crontab expression ("30 2 * * *") or hourly, daily,
+    weekly, monthly, in [daemon].timezone."""
+    jitter: Duration = Field("0s", examples=["10m"])
+    """A random delay up to this long before each scheduled run."""
+
+
+class TableRule(_RuleLimits):
+    """A rule on a SQL store: the rows of `table` whose clock is older than `period`."""
+
+    table: Identifier = Field(examples=["connection_logs"])
+    """The table whose rows expire."""
+    key: Identifier | Annotated[list[Identifier], Field(min_length=1)] = Field(examples=["id"])
+    """The columns that identify a row: the primary key or a NOT NULL unique key."""
+    clock: ColumnOrJoined | Annotated[list[ColumnOrJoined], Field(min_length=1)] = Field(
+        examples=["logged_at"]
+    )
+    """When the period starts: a column, join.column, or a list whose latest non-NULL value
+    counts."""
+    period: Period = Field(examples=["1y"])
+    """How long rows are kept after the clock ("90d", "1y", "P1Y6M"; "0d": no retention)."""
+    period_column: ColumnOrJoined | None = Field(None, examples=["retention_years"])
+    """A per-row period that overrides `period`."""
+    period_unit: Literal["y", "mo", "w", "d"] | None = Field(None, examples=["y"])
+    """The unit of a numeric period_column."""
+    where: Text | list[Text] = Field([], examples=[["status = 'sent'"]])
+    """Conditions, all ANDed: `column OP literal`, IS [NOT] NULL, [NOT] IN (...)."""
+    where_sql: Text | None = Field(None, examples=["archived_at IS NOT NULL"])
+    """A raw SQL filter, ANDed with the rest."""
+    joins: dict[Identifier, JoinTable] = Field(
+        {}, examples=[{"account": {"table": "accounts", "on": {"account_id": "id"}}}]
+    )
+    """Many-to-one joins used by clock, period_column, where and erase_by."""
+    action: Literal["delete", "anonymise"] = Field(examples=["delete"])
+    """What happens to expired rows."""
+    anonymise: dict[Identifier, Strategy] | None = Field(None, examples=[{"email": "mask_email"}])
+    """With action = "anonymise": the strategy of each column."""
+    marker_column: Identifier | None = Field(None, examples=["anonymised_at"])
+    """With action = "anonymise": a column set when a row is anonymised."""
+    children: list[ChildTable] = Field(
+        [], examples=[[{"table": "log_details", "foreign_key": "log_id"}]]
+    )
+    """Dependent rows deleted first (action = "delete" only)."""
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE, examples=[500])
+    """Rows per batch for this rule (default: settings.batch_size)."""
+    erase_by: ColumnOrJoined | None = Field(None, examples=["account_id"])
+    """The column naming the person a row is about, for `retention erase`."""
+    drop_partitions: bool = True
+    """On a partitioned table, drop whole expired partitions; false: row batches only."""
+
+
+class ObjectRule(_RuleLimits):
+    """A rule on an S3 bucket or a backup folder: objects or files are deleted."""
+
+    prefix: Annotated[str, StringConstraints(pattern=NO_LEADING_SLASH)] = Field(
+        "", examples=["nightly/"]
+    )
+    """S3 only: the keys under this prefix (under the store's own)."""
+    glob: Annotated[str, StringConstraints(pattern=NO_LEADING_SLASH)] | None = Field(
+        None, examples=["**/*.sql.gz"]
+    )
+    """Backup folders only: the files reached, by their path under root (default "**/*")."""
+    clock: Literal["last_modified", "key_date", "mtime", "name_date"] | None = Field(
+        None, examples=["last_modified"]
+    )
+    """last_modified or key_date (S3), mtime or name_date (files, the default being mtime)."""
+    date_pattern: Text | None = Field(None, examples=["nightly/%Y-%m-%d/"])
+    """With key_date or name_date: where the date is in the key or path."""
+    period: Period | None = Field(None, examples=["7d"])
+    """How long objects are kept (required, except on cross-store rules)."""
+    action: Literal["delete"] = "delete"
+    """The only action on objects and files."""
+    subjects: Text | None = Field(None, examples=["customer-content"])
+    """Cross-store rules: the SQL rule whose records own these objects."""
+    subject_prefix: Text | None = Field(None, examples=["content/{id}/"])
+    """Cross-store rules: one record's prefix, each key column a {placeholder}."""
+    batch_size: int | None = Field(
+        None, ge=1, le=MAX_BATCH_SIZE, examples=[DEFAULT_OBJECT_BATCH_SIZE]
+    )
+    """Objects or files per batch (default 10000)."""
+
+
+class ConfigFile(Table):
+    """The retention daemon's configuration (docs/config.md)."""
+
+    settings: SettingsTable | None = None
+    """Settings shared by every rule."""
+    audit: AuditTable | None = None
+    """The signed audit trail."""
+    state: StateTable | None = None
+    """The state database."""
+    daemon: DaemonTable | None = None
+    """How `retention daemon` runs."""
+    checkins: CheckinsTable | None = None
+    """Monitoring check-ins."""
+    stores: dict[Identifier, Store] = {}
+    """The stores rules purge: [stores.NAME], kind "sql", "s3" or "files"."""
+    rules: list[TableRule | ObjectRule] = []
+    """One [[rules]] per commitment, run in file order."""
+
+
+# Draft 7, and within it what Draft 4 also reads: taplo (and so VS Code's Even Better TOML)
+# implements Draft 4, where `const` and a numeric `exclusiveMinimum` do not exist yet.
+DRAFT = "http://json-schema.org/draft-07/schema#"
+
+
+def json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of a config file, as editors want it: TOML has no null, so "or
+    nothing" is an absent key rather than a null value, and every description is one line.
+
+    Example: ``json_schema()["properties"]["rules"]["type"]`` is ``"array"``.
+    """
+    schema = ConfigFile.model_json_schema(ref_template="#/definitions/{model}")
+    schema["definitions"] = schema.pop("$defs")
+    return {"$schema": DRAFT, **_for_toml(schema)}
+
+
+def _for_toml(node: Any, *, in_properties: bool = False) -> Any:
+    if isinstance(node, list):
+        return [_for_toml(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if in_properties:  # the keys here are names, not schema keywords
+        return {name: _for_toml(value) for name, value in node.items()}
+    result: dict[str, Any] = {}
+    for keyword, value in node.items():
+        if keyword == "anyOf":
+            branches = [branch for branch in value if branch != {"type": "null"}]
+            if len(branches) == 1:
+                result.update(_for_toml(branches[0]))
+                continue
+            value = branches
+        if (keyword == "default" and value is None) or keyword == "discriminator":
+            continue
+        if keyword == "title" and "properties" not in node:
+            continue  # a property's title is its name again
+        if keyword == "const":
+            keyword, value = "enum", [value]
+        if keyword == "exclusiveMinimum":
+            result["minimum"] = value
+            keyword, value = "not", {"enum": [value]}
+        if keyword == "description":
+            value = " ".join(value.split())
+        result[keyword] = _for_toml(
+            value, in_properties=keyword in ("properties", "definitions", "patternProperties")
+        )
+    if "patternProperties" in result:
+        # Names that match no pattern (a store called "x-y") are errors, as for pydantic.
+        result.setdefault("additionalProperties", False)
+    return result
