@@ -13,14 +13,23 @@ that table (same indexes) and:
   log line (deleted, batches, seconds, longest transaction) and its own peak RSS (``wait4``);
 * checks that every copy ends with the same rows left (the bench fails loudly otherwise).
 
-It prints rows/s for both, the ratio retention / raw, the longest retention transaction and the
-peak RSS at both sizes, then whether the target is met (ratio >= 0.5, every transaction
-<= 250 ms, peak RSS not growing with the table). Everything happens in throw-away databases
+With ``--peers`` (MariaDB) it also times pt-archiver ``--purge --bulk-delete --commit-each
+--primary-key-only`` at the same batch size on a fresh copy (installing Debian's
+``percona-toolkit`` with apt-get when it is missing); with ``--bare`` the bare keyset loop
+below; with ``--both`` retention with the trail on and off; ``--rounds N`` repeats every
+contender N times, interleaved, on the big table.
+
+It prints rows/s for each, retention's ratios to the raw DELETE, pt-archiver and the bare loop
+(whole processes, start-up included, measured in the same run), the longest retention
+transaction and the peak RSS at both sizes, then the goals of issue 17 per backend, batch size
+and trail (median ratio and spread over the rounds): MariaDB >= 1.0x pt-archiver with the trail
+and >= 1.5x without, PostgreSQL >= 0.5x the bare loop with the trail; every transaction
+<= 250 ms; peak RSS not growing with the table. Everything happens in throw-away databases
 ``retention_bench_<hex>`` on 127.0.0.1, dropped at the end. See bench/README.md.
 
 Usage: .venv/bin/python bench/sql_purge.py [--rows N] [--backend postgres|mariadb|all]
-                                           [--batch-size N ...] [--no-audit] [--explain]
-                                           [--bare]
+                                           [--batch-size N ...] [--no-audit | --both]
+                                           [--explain] [--bare] [--peers] [--rounds N]
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ import argparse
 import math
 import os
 import secrets
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,8 +74,11 @@ DEFAULT_BATCH_SIZES = (1000, 5000, 10000)
 # so consecutive ids get timestamps from all over the two years.
 SCATTER = 2_654_435_761
 
-TARGET_RATIO = 0.5
 TARGET_TRANSACTION_SECONDS = 0.25
+# Issue 17: retention (whole process) over pt-archiver on MariaDB, trail on / off; over the
+# bare keyset loop on PostgreSQL, trail on.
+PEER_GOAL = {True: 1.0, False: 1.5}
+BARE_GOAL = 0.5
 # Peak RSS "does not grow with the table" when the big run stays within this of the small one.
 RSS_TOLERANCE_KIB = 16 * 1024
 
@@ -151,6 +165,9 @@ class Measurement:
     raw_seconds: float
     retention: RetentionRun
     bare_rate: float | None = None  # --bare: the driver-only batched loop, rows/s
+    audited: bool = True
+    round: int = 1
+    peer_rate: float | None = None  # MariaDB: pt-archiver on the same data, rows/s
 
     @property
     def raw_rate(self) -> float:
@@ -171,6 +188,16 @@ class Measurement:
     def ratio(self) -> float:
         """Retention throughput (whole process) over raw DELETE throughput."""
         return self.retention_rate / self.raw_rate
+
+    @property
+    def peer_ratio(self) -> float | None:
+        """Retention throughput (whole process) over pt-archiver's (whole process)."""
+        return None if self.peer_rate is None else self.retention_rate / self.peer_rate
+
+    @property
+    def bare_ratio(self) -> float | None:
+        """Retention throughput (whole process) over the bare driver loop's."""
+        return None if self.bare_rate is None else self.retention_rate / self.bare_rate
 
 
 class BenchFailure(RuntimeError):
@@ -294,10 +321,11 @@ def write_config(
     ``audited``: a real audit trail in ``directory`` (keys from ``retention audit keygen``, one
     trail per run), as a production purge has; else ``[audit] enabled = false``.
     """
-    path = directory / f"retention-{batch_size}.toml"
+    path = directory / f"retention-{batch_size}-{'on' if audited else 'off'}.toml"
     keys = directory / "keys"
+    trail = directory / f"trail-{batch_size}-{secrets.token_hex(4)}"  # a fresh trail each run
     audit = (
-        f"directory = {toml_string(directory / f'trail-{batch_size}')}\n"
+        f"directory = {toml_string(trail)}\n"
         f"hmac_key_file = {toml_string(keys / 'hmac.key')}\n"
         f"signing_key_file = {toml_string(keys / 'signing.pem')}\n"
         f"public_keys_file = {toml_string(keys / 'public-keys.json')}\n"
@@ -389,9 +417,10 @@ def run_retention(config: Path, directory: Path) -> RetentionRun:
 
 
 def bare_purge(backend: Backend, database: str, batch_size: int) -> tuple[int, float]:
-    """Time the floor of any client-driven batched purge: the database driver alone (no
-    SQLAlchemy, no audit trail, no process start-up) sending the two statements retention sends
-    for a plain delete rule, one COMMIT per batch. Return (rows deleted, seconds)."""
+    """Time the bare keyset loop: the database driver alone (no SQLAlchemy, no audit trail, no
+    process start-up) sending a probe for the end of the next ``batch_size`` due keys, then the
+    DELETE of that key range, one COMMIT per batch (what retention sent for a plain delete rule
+    before it deleted a batch in one statement). Return (rows deleted, seconds)."""
     due = f"logged_at <= {cutoff_sql()}"
     probe = (
         f"SELECT batch.id, COUNT(*) OVER () FROM (SELECT id FROM {RETENTION_TABLE} "
@@ -423,6 +452,68 @@ def bare_purge(backend: Backend, database: str, batch_size: int) -> tuple[int, f
             driver.close()
     finally:
         engine.dispose()
+
+
+def pt_archiver() -> tuple[str, str]:
+    """Return pt-archiver's path and version, installing Debian's ``percona-toolkit`` with
+    apt-get when it is missing (as root; otherwise BenchFailure says the command)."""
+    path = shutil.which("pt-archiver")
+    if path is None:
+        command = ["apt-get", "install", "-y", "percona-toolkit"]
+        if os.geteuid() != 0:
+            raise BenchFailure(f"pt-archiver is missing: run `sudo {' '.join(command)}`")
+        progress("installing pt-archiver: " + " ".join(command))
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        installed = subprocess.run(
+            command, capture_output=True, text=True, check=False, env=environment
+        )
+        path = shutil.which("pt-archiver")
+        if installed.returncode != 0 or path is None:
+            raise BenchFailure(f"apt-get could not install percona-toolkit:\n{installed.stderr}")
+    version = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return path, version
+
+
+def peer_purge(database: str, batch_size: int) -> tuple[int, float]:
+    """Time pt-archiver purging the due rows of RETENTION_TABLE the way its manual recommends
+    for a fast purge (``--purge --bulk-delete --commit-each --primary-key-only``), ``--limit``
+    the batch size, its session in UTC like retention's. Whole process, start-up included.
+    Return (rows deleted, seconds)."""
+    path, _version = pt_archiver()
+    command = [
+        path,
+        "--source",
+        f"h=127.0.0.1,P=3306,u=root,D={database},t={RETENTION_TABLE}",
+        "--where",
+        f"logged_at <= {cutoff_sql()}",
+        "--purge",
+        "--bulk-delete",
+        "--commit-each",
+        "--primary-key-only",
+        "--limit",
+        str(batch_size),
+        # The bench table has no AUTO_INCREMENT; keep its last row only if it is not due.
+        "--no-safe-auto-increment",
+        "--no-check-charset",
+        "--set-vars",
+        "time_zone='+00:00'",
+        "--statistics",
+    ]
+    started = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if finished.returncode != 0:
+        raise BenchFailure(f"pt-archiver exited {finished.returncode}:\n{finished.stderr}")
+    deleted = [
+        int(line.split()[1])
+        for line in finished.stdout.splitlines()
+        if line.startswith("DELETE ") and line.split()[1].isdigit()
+    ]
+    if len(deleted) != 1:
+        raise BenchFailure(f"pt-archiver printed no DELETE count:\n{finished.stdout}")
+    return deleted[0], seconds
 
 
 def explain_batch(connection: Connection, batch_size: int) -> None:
@@ -461,16 +552,20 @@ class Options:
     backends: tuple[str, ...]
     sizes: tuple[int, ...]
     batch_sizes: tuple[int, ...]
-    audited: bool
+    trails: tuple[bool, ...]  # retention runs with the trail on (True) and/or off (False)
     explain: bool
     bare: bool
+    peers: bool  # MariaDB: pt-archiver
+    rounds: int
 
 
 def measure_size(
     engine: Engine, backend: Backend, rows: int, options: Options
 ) -> list[Measurement]:
-    """Build a table of ``rows``, time the raw DELETE on one copy and `retention run` at each
-    batch size on fresh copies; check every copy ends with the same rows left."""
+    """Build a table of ``rows``, time the raw DELETE on one copy, then, round after round and
+    batch size after batch size, each contender on a fresh copy of the same data: `retention
+    run` (trail on and/or off), pt-archiver (MariaDB, ``--peers``) and the bare driver loop
+    (``--bare``). Check that every copy ends with the same rows left."""
     database = engine.url.database or ""
     name = backend.name
     measurements = []
@@ -487,53 +582,79 @@ def measure_size(
         )
         check_same(f"{name} raw DELETE", (raw_deleted, raw_left), (rows - remaining, remaining))
         execute(connection, f"DROP TABLE {RAW_TABLE}")
-        for batch_size in options.batch_sizes:
-            progress(f"{name}: copying for `retention run`, batch_size {batch_size}")
+
+        def contender(what: str, purge: Callable[[], tuple[int, float]]) -> float:
+            """Purge a fresh copy with ``purge``; return its rows/s."""
             copy_base(connection, backend, RETENTION_TABLE)
-            if options.explain and rows == max(options.sizes):
-                explain_batch(connection, batch_size)
-            config = write_config(
-                Path(scratch), backend, database, rows, batch_size, options.audited
-            )
             before_timing(connection, backend)
-            run = run_retention(config, Path(scratch))
+            deleted, seconds = purge()
             left = scalar(connection, f"SELECT COUNT(*) FROM {RETENTION_TABLE}")
-            check_same(
-                f"{name} retention run, batch_size {batch_size}",
-                (run.deleted, left),
-                (raw_deleted, raw_left),
-            )
+            check_same(f"{name} {what}", (deleted, left), (raw_deleted, raw_left))
             execute(connection, f"DROP TABLE {RETENTION_TABLE}")
-            bare_rate = None
-            if options.bare:
-                copy_base(connection, backend, RETENTION_TABLE)
-                before_timing(connection, backend)
-                bare_deleted, bare_seconds = bare_purge(backend, database, batch_size)
-                bare_left = scalar(connection, f"SELECT COUNT(*) FROM {RETENTION_TABLE}")
-                check_same(
-                    f"{name} bare loop, batch_size {batch_size}",
-                    (bare_deleted, bare_left),
-                    (raw_deleted, raw_left),
-                )
-                bare_rate = bare_deleted / bare_seconds
-                bare_ratio = bare_rate * raw_seconds / raw_deleted
-                progress(
-                    f"{name}: bare driver loop {bare_deleted:,} rows in {bare_seconds:.2f}s "
-                    f"({bare_rate:,.0f} rows/s, ratio {bare_ratio:.2f})"
-                )
-                execute(connection, f"DROP TABLE {RETENTION_TABLE}")
-            measurement = Measurement(
-                name, rows, batch_size, raw_deleted, raw_seconds, run, bare_rate
-            )
-            measurements.append(measurement)
-            progress(
-                f"{name}: retention {run.deleted:,} rows in {run.wall_seconds:.2f}s "
-                f"({measurement.retention_rate:,.0f} rows/s; batches alone "
-                f"{run.purge_seconds:.2f}s; CPU {run.cpu_seconds:.1f}s), {run.batches} batches, "
-                "longest transaction "
-                f"{run.longest_transaction_seconds * 1000:.0f} ms, peak RSS "
-                f"{run.peak_rss_kib / 1024:.1f} MiB, ratio {measurement.ratio:.2f}"
-            )
+            rate = deleted / seconds
+            progress(f"{name}: {what}: {deleted:,} rows in {seconds:.2f}s ({rate:,.0f} rows/s)")
+            return rate
+
+        big = rows == max(options.sizes)
+        for round_number in range(1, options.rounds + 1 if big else 2):
+            for batch_size in options.batch_sizes:
+                peer_rate = bare_rate = None
+                if options.peers and backend is MARIADB and big:
+                    peer_rate = contender(
+                        f"pt-archiver, batch {batch_size}",
+                        lambda batch_size=batch_size: peer_purge(database, batch_size),
+                    )
+                if options.bare and big:
+                    bare_rate = contender(
+                        f"bare driver loop, batch {batch_size}",
+                        lambda batch_size=batch_size: bare_purge(backend, database, batch_size),
+                    )
+                for audited in options.trails:
+                    copy_base(connection, backend, RETENTION_TABLE)
+                    if options.explain and big and round_number == 1:
+                        explain_batch(connection, batch_size)
+                    config = write_config(
+                        Path(scratch), backend, database, rows, batch_size, audited
+                    )
+                    before_timing(connection, backend)
+                    run = run_retention(config, Path(scratch))
+                    left = scalar(connection, f"SELECT COUNT(*) FROM {RETENTION_TABLE}")
+                    check_same(
+                        f"{name} retention run, batch_size {batch_size}",
+                        (run.deleted, left),
+                        (raw_deleted, raw_left),
+                    )
+                    execute(connection, f"DROP TABLE {RETENTION_TABLE}")
+                    measurement = Measurement(
+                        name,
+                        rows,
+                        batch_size,
+                        raw_deleted,
+                        raw_seconds,
+                        run,
+                        bare_rate,
+                        audited=audited,
+                        round=round_number,
+                        peer_rate=peer_rate,
+                    )
+                    measurements.append(measurement)
+                    peers = "".join(
+                        f", {label} {ratio:.2f}x"
+                        for label, ratio in (
+                            ("pt-archiver", measurement.peer_ratio),
+                            ("bare", measurement.bare_ratio),
+                        )
+                        if ratio is not None
+                    )
+                    progress(
+                        f"{name}: retention (trail {'on' if audited else 'off'}) "
+                        f"{run.deleted:,} rows in {run.wall_seconds:.2f}s "
+                        f"({measurement.retention_rate:,.0f} rows/s; batches alone "
+                        f"{run.purge_seconds:.2f}s; CPU {run.cpu_seconds:.1f}s), "
+                        f"{run.batches} batches, longest transaction "
+                        f"{run.longest_transaction_seconds * 1000:.0f} ms, peak RSS "
+                        f"{run.peak_rss_kib / 1024:.1f} MiB, raw {measurement.ratio:.2f}x{peers}"
+                    )
         execute(connection, f"DROP TABLE {BASE_TABLE}")
     return measurements
 
@@ -550,6 +671,9 @@ def check_same(what: str, got: tuple[int, int], expected: tuple[int, int]) -> No
 def bench_backend(backend: Backend, options: Options) -> list[Measurement]:
     """All measurements of one backend, in its own throw-away database."""
     with bench_database(backend) as engine:
+        with engine.connect() as connection:
+            version = execute(connection, "SELECT version()")[0][0]
+        progress(f"{backend.name}: server {str(version).splitlines()[0][:60]}")
         return [
             measurement
             for rows in options.sizes
@@ -557,67 +681,96 @@ def bench_backend(backend: Backend, options: Options) -> list[Measurement]:
         ]
 
 
+def _optional(value: float | None, form: str, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{form}}"
+
+
 def summary_table(measurements: Sequence[Measurement]) -> list[str]:
     """One line per measurement: throughputs, ratios, longest transaction, peak RSS."""
     lines = [
-        f"{'backend':<9}{'rows':>11}{'batch':>7}{'raw rows/s':>12}{'ret rows/s':>12}{'ratio':>7}"
-        f"{'batches rows/s':>16}{'ratio':>7}{'CPU s':>7}{'longest tx':>12}{'peak RSS':>11}"
-        f"{'bare rows/s':>13}{'ratio':>7}"
+        f"{'backend':<9}{'rows':>11}{'batch':>7}{'round':>6}{'trail':>6}{'raw rows/s':>12}"
+        f"{'ret rows/s':>12}{'raw x':>7}{'batches rows/s':>16}{'CPU s':>7}{'longest tx':>12}"
+        f"{'peak RSS':>11}{'pt-arch rows/s':>16}{'x':>6}{'bare rows/s':>13}{'x':>6}"
     ]
     for m in measurements:
         lines.append(
-            f"{m.backend:<9}{m.rows:>11,}{m.batch_size:>7}{m.raw_rate:>12,.0f}"
+            f"{m.backend:<9}{m.rows:>11,}{m.batch_size:>7}{m.round:>6}"
+            f"{'on' if m.audited else 'off':>6}{m.raw_rate:>12,.0f}"
             f"{m.retention_rate:>12,.0f}{m.ratio:>7.2f}{m.purge_rate:>16,.0f}"
-            f"{m.purge_rate / m.raw_rate:>7.2f}{m.retention.cpu_seconds:>7.1f}"
+            f"{m.retention.cpu_seconds:>7.1f}"
             f"{m.retention.longest_transaction_seconds * 1000:>10.0f}ms"
             f"{m.retention.peak_rss_kib / 1024:>8.1f}MiB"
-            + (
-                f"{m.bare_rate:>13,.0f}{m.bare_rate / m.raw_rate:>7.2f}"
-                if m.bare_rate is not None
-                else f"{'-':>13}{'-':>7}"
-            )
+            f"{_optional(m.peer_rate, ',.0f', 16)}{_optional(m.peer_ratio, '.2f', 6)}"
+            f"{_optional(m.bare_rate, ',.0f', 13)}{_optional(m.bare_ratio, '.2f', 6)}"
         )
     return lines
 
 
-def target_checks(big: Measurement, small: Measurement | None) -> dict[str, bool]:
-    """The target, check by check, for one batch size: {description with figures: met}."""
-    longest = big.retention.longest_transaction_seconds
-    checks = {
-        f"ratio {big.ratio:.2f} >= {TARGET_RATIO}": big.ratio >= TARGET_RATIO,
-        f"longest transaction {longest * 1000:.0f} ms <= {TARGET_TRANSACTION_SECONDS * 1000:.0f} "
-        "ms": longest <= TARGET_TRANSACTION_SECONDS,
-    }
-    if small is not None:
-        before, after = small.retention.peak_rss_kib, big.retention.peak_rss_kib
-        checks[
-            f"peak RSS {before / 1024:.0f} MiB at {small.rows:,} rows -> {after / 1024:.0f} MiB "
-            f"at {big.rows:,}"
-        ] = after - before <= RSS_TOLERANCE_KIB
-    return checks
+def spread(values: Sequence[float]) -> str:
+    """``median (min–max, n runs)`` of some ratios."""
+    if not values:
+        return "-"
+    return (
+        f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f}, "
+        f"{len(values)} run{'s' if len(values) > 1 else ''})"
+    )
 
 
 def verdict(measurements: Sequence[Measurement], options: Options) -> list[str]:
-    """Whether the target is met, per backend and batch size, and the best batch size."""
+    """Per backend, batch size and trail: the goals of issue 17 against the ratios of every
+    round (median, spread), the longest transaction and the peak RSS (20k rows vs the big
+    table)."""
     big_rows, small_rows = max(options.sizes), min(options.sizes)
-    by_key = {(m.backend, m.rows, m.batch_size): m for m in measurements}
     lines = []
     for backend in dict.fromkeys(m.backend for m in measurements):
-        scored = []
         for batch_size in options.batch_sizes:
-            big = by_key[(backend, big_rows, batch_size)]
-            small = by_key.get((backend, small_rows, batch_size)) if small_rows < big_rows else None
-            checks = target_checks(big, small)
-            met = sum(checks.values())
-            scored.append((met, big.ratio, batch_size))
-            details = "; ".join(f"{text}: {'ok' if ok else 'NO'}" for text, ok in checks.items())
-            status = "MET" if met == len(checks) else "NOT met"
-            lines.append(f"{backend} batch_size {batch_size}: target {status} ({details})")
-        met, ratio, batch_size = max(scored)
-        lines.append(
-            f"{backend}: best batch_size {batch_size} ({met} of {len(checks)} checks, "
-            f"ratio {ratio:.2f})"
-        )
+            for audited in options.trails:
+                runs = [
+                    m
+                    for m in measurements
+                    if (m.backend, m.rows, m.batch_size, m.audited)
+                    == (backend, big_rows, batch_size, audited)
+                ]
+                small = [
+                    m
+                    for m in measurements
+                    if (m.backend, m.rows, m.batch_size, m.audited)
+                    == (backend, small_rows, batch_size, audited)
+                ]
+                if not runs:
+                    continue
+                checks: dict[str, bool] = {}
+                peer = [m.peer_ratio for m in runs if m.peer_ratio is not None]
+                if peer:
+                    goal = PEER_GOAL[audited]
+                    checks[f"pt-archiver {spread(peer)} >= {goal}"] = (
+                        statistics.median(peer) >= goal
+                    )
+                bare = [m.bare_ratio for m in runs if m.bare_ratio is not None]
+                if bare and backend == POSTGRES.name:
+                    checks[f"bare loop {spread(bare)} >= {BARE_GOAL}"] = (
+                        statistics.median(bare) >= BARE_GOAL
+                    )
+                longest = max(m.retention.longest_transaction_seconds for m in runs)
+                checks[
+                    f"longest transaction {longest * 1000:.0f} ms <= "
+                    f"{TARGET_TRANSACTION_SECONDS * 1000:.0f} ms"
+                ] = longest <= TARGET_TRANSACTION_SECONDS
+                if small and small_rows < big_rows:
+                    before = small[0].retention.peak_rss_kib
+                    after = max(m.retention.peak_rss_kib for m in runs)
+                    checks[
+                        f"peak RSS {before / 1024:.0f} MiB at {small_rows:,} rows -> "
+                        f"{after / 1024:.0f} MiB at {big_rows:,}"
+                    ] = after - before <= RSS_TOLERANCE_KIB
+                status = "MET" if all(checks.values()) else "NOT met"
+                details = "; ".join(
+                    f"{text}: {'ok' if ok else 'NO'}" for text, ok in checks.items()
+                )
+                lines.append(
+                    f"{backend} batch_size {batch_size}, trail {'on' if audited else 'off'}: "
+                    f"{status} (raw DELETE {spread([m.ratio for m in runs])}; {details})"
+                )
     return lines
 
 
@@ -636,10 +789,16 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
         help="a retention batch_size to try (repeatable; default: "
         f"{', '.join(map(str, DEFAULT_BATCH_SIZES))})",
     )
-    parser.add_argument(
+    trail = parser.add_mutually_exclusive_group()
+    trail.add_argument(
         "--no-audit",
         action="store_true",
         help="purge with [audit] enabled = false (store cost only; default: a real audit trail)",
+    )
+    trail.add_argument(
+        "--both",
+        action="store_true",
+        help="run retention twice on fresh copies, trail on and trail off",
     )
     parser.add_argument(
         "--explain", action="store_true", help="print the plans of one batch's two statements"
@@ -650,18 +809,35 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
         help="also time the same two statements per batch sent by the driver alone, on a "
         "fresh copy: the floor of any client-driven batched purge",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="MariaDB: also time pt-archiver --purge --bulk-delete --commit-each "
+        "--primary-key-only at the same batch size (installs percona-toolkit with apt-get)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every contender this many times on the big table, interleaved",
+    )
     arguments = parser.parse_args(argv)
     if arguments.rows < 2:
         parser.error("--rows must be at least 2")
     if any(size < 1 for size in arguments.batch_sizes or ()):
         parser.error("--batch-size must be positive")
+    if arguments.rounds < 1:
+        parser.error("--rounds must be positive")
+    trails = (True, False) if arguments.both else ((False,) if arguments.no_audit else (True,))
     return Options(
         backends=tuple(BACKENDS) if arguments.backend == "all" else (arguments.backend,),
         sizes=tuple(sorted({min(SMALL_ROWS, arguments.rows), arguments.rows})),
         batch_sizes=tuple(dict.fromkeys(arguments.batch_sizes or DEFAULT_BATCH_SIZES)),
-        audited=not arguments.no_audit,
+        trails=trails,
         explain=arguments.explain,
         bare=arguments.bare,
+        peers=arguments.peers,
+        rounds=arguments.rounds,
     )
 
 
@@ -670,19 +846,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_arguments(argv)
     # SIGTERM unwinds like Ctrl-C, so that the throw-away databases are still dropped.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    trails = " and ".join("on" if audited else "off" for audited in options.trails)
     progress(
         f"sizes {', '.join(f'{rows:,}' for rows in options.sizes)} rows; batch sizes "
-        f"{', '.join(map(str, options.batch_sizes))}; audit trail "
-        f"{'on' if options.audited else 'off'}; as of {AS_OF.isoformat()}, cutoff {CUTOFF}"
+        f"{', '.join(map(str, options.batch_sizes))}; audit trail {trails}; "
+        f"{options.rounds} round(s); as of {AS_OF.isoformat()}, cutoff {CUTOFF}"
     )
     warn_if_busy()
     measurements = []
-    for name in options.backends:
-        try:
+    try:
+        if options.peers and MARIADB.name in options.backends:
+            progress(f"peer: {pt_archiver()[1]}")
+        for name in options.backends:
             measurements += bench_backend(BACKENDS[name], options)
-        except BenchFailure as failure:
-            print(f"FAILED: {failure}", file=sys.stderr)
-            return 1
+    except BenchFailure as failure:
+        print(f"FAILED: {failure}", file=sys.stderr)
+        return 1
     print()
     for line in [*summary_table(measurements), "", *verdict(measurements, options)]:
         print(line)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
 from retention.anonymise import keyed_hash
@@ -620,11 +621,14 @@ batch_size = 7
     assert left == len(rows) - expected_due
 
 
-def test_a_plain_delete_takes_one_probe_and_one_delete_per_batch_and_no_more(
+def test_a_plain_delete_takes_one_statement_per_batch_where_the_dialect_allows(
     database_url: str,
 ) -> None:
-    """Five due rows in batches of 3: two probes (the second finds a short window, the last),
-    two DELETEs, and no third probe walking the rest of the key again."""
+    """Five due rows in batches of 3. PostgreSQL: one DELETE per batch, which picks the rows
+    (TID scan) and returns their keys. MariaDB: the first batch probes for its range's end,
+    then one DELETE … ORDER BY … LIMIT per batch. SQLite: a probe and a DELETE per batch (the
+    second probe finds a short window, the last), and no third probe walking the rest of the
+    key again."""
     from retention.app import make_plan, run_plan
     from retention.stores import open_stores
 
@@ -641,8 +645,10 @@ def test_a_plain_delete_takes_one_probe_and_one_delete_per_batch_and_no_more(
         report = run_plan(config, the_plan, store_for, dry_run=False)
     assert report.outcomes[0].deleted == len(LEAP_DUE) == 5
     assert report.outcomes[0].batches == 2
-    assert sum("OVER ()" in statement for statement in statements) == 2
-    assert sum(statement.startswith("DELETE FROM LOGS") for statement in statements) == 2
+    backend = make_url(database_url).get_backend_name()
+    probes = {"postgresql": 0, "mysql": 1, "mariadb": 1, "sqlite": 2}[backend]
+    assert sum("OVER ()" in statement for statement in statements) == probes
+    assert sum("DELETE FROM LOGS" in statement for statement in statements) == 2
 
 
 def test_dry_run_walks_the_batches_and_writes_nothing(database_url: str) -> None:
@@ -685,7 +691,7 @@ def test_a_change_between_locking_and_deleting_is_caught_by_the_recheck(postgres
     reactivated: list[bool] = []
 
     def reactivate_once(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("DELETE FROM content") and not reactivated:
+        if "DELETE FROM content" in statement and not reactivated:
             reactivated.append(True)
             with engine.begin() as other:
                 other.execute(text("UPDATE contracts SET ended_on = NULL WHERE id = 1"))
@@ -962,7 +968,7 @@ def _run_changing_a_row_before_the_delete(
     changed: list[bool] = []
 
     def change_once(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("DELETE FROM logs") and not changed:
+        if "DELETE FROM logs" in statement and not changed:
             changed.append(True)
             with engine.begin() as other:
                 other.execute(text(change))
@@ -989,9 +995,9 @@ def _run_changing_a_row_before_the_delete(
 def test_a_row_that_becomes_due_inside_the_batch_range_goes_with_it_and_is_claimed(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """The DELETE names the batch by its key range and checks the due condition itself: a row
-    of that range made due by another session since the range was chosen goes too, and the
-    trail claims it, because the intent lists the keys the DELETE returned."""
+    """The DELETE checks the due condition itself: a row made due by another session since the
+    plan goes with its batch, and the trail claims it, because the intent lists the keys the
+    DELETE returned."""
     deleted, claimed, expected = _run_changing_a_row_before_the_delete(
         postgres_url, tmp_path, "UPDATE logs SET logged_at = '2019-01-01' WHERE id = 2"
     )
@@ -1011,6 +1017,52 @@ def test_a_row_that_stops_being_due_before_the_delete_stays_and_is_not_claimed(
     )
     assert deleted == LEAP_DUE - {touched}
     assert claimed == expected
+
+
+@pytest.mark.postgres
+def test_a_row_changed_while_the_delete_waits_for_it_stays_and_is_not_claimed(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Another session has made a due row not due, uncommitted, when the batch's DELETE starts,
+    and commits while the DELETE waits for that row: the DELETE checks the row's new version,
+    keeps it, and the trail does not claim it."""
+    import threading
+
+    from retention.app import make_plan, run_plan
+    from retention.audit.trail import read_entries, read_leaves, record_leaf
+    from retention.stores import open_stores
+
+    engine = _leap_logs(postgres_url)
+    audit = tmp_path / "audit"
+    config = make_config(postgres_url, LOG_RULE, audit_directory=audit)
+    touched = min(LEAP_DUE)
+    committers: list[threading.Timer] = []
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
+        with engine.connect() as other:
+            change = other.begin()
+            other.execute(
+                text("UPDATE logs SET logged_at = '2026-01-01' WHERE id = :id"), {"id": touched}
+            )
+
+            def commit_soon(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+                if "DELETE FROM logs" in statement and not committers:
+                    committers.append(threading.Timer(0.5, change.commit))
+                    committers[0].start()
+
+            event.listen(store_for("db").engine, "before_cursor_execute", commit_soon)  # type: ignore[attr-defined]
+            run_plan(config, the_plan, store_for, dry_run=False)
+            committers[0].join()
+    deleted = set(LEAP_ROWS) - remaining_ids(engine, "logs")
+    assert deleted == LEAP_DUE - {touched}
+    hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
+    claimed = [
+        leaf
+        for entry in (stored.content for stored in read_entries(audit))
+        if entry["type"] == "batch.result" and entry["status"] == "committed"
+        for leaf in read_leaves(audit, entry["intent"])
+    ]
+    assert sorted(claimed) == sorted(record_leaf(hmac_key, "db", "logs", (key,)) for key in deleted)
 
 
 def test_a_database_refusal_names_no_value_in_the_outcome_logs_or_trail(

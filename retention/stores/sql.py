@@ -28,6 +28,7 @@ from sqlalchemy import (
     inspect,
     literal,
     select,
+    text,
 )
 from sqlalchemy import exc as sa_exc
 
@@ -60,6 +61,7 @@ class SqlStore:
         self._metadata = MetaData()
         self._tables: dict[str, Table] = {}
         self._inspected: dict[str, tuple[set[str], list[set[str]]]] = {}
+        self._single_heap: dict[str, bool] = {}
 
     @property
     def name(self) -> str:
@@ -121,6 +123,22 @@ class SqlStore:
             self._inspected[name] = (primary, unique)
         primary, unique = self._inspected[name]
         return ([primary] if primary else []) + unique
+
+    def single_heap(self, connection: Connection, name: str) -> bool:
+        """Given a PostgreSQL table's name, return whether it is one plain table (no partitions,
+        no inheritance children), where a TID (``ctid``) names one row."""
+        if name not in self._single_heap:
+            quoted = self.engine.dialect.identifier_preparer.quote(name)
+            self._single_heap[name] = bool(
+                connection.execute(
+                    text(
+                        "SELECT relkind = 'r' AND NOT relhassubclass FROM pg_class "
+                        "WHERE oid = to_regclass(:name)"
+                    ),
+                    {"name": quoted},
+                ).scalar()
+            )
+        return self._single_heap[name]
 
     def primary_key(self, name: str) -> set[str]:
         """Given a table's name, return the columns of its primary key (empty: it has none)."""

@@ -16,9 +16,11 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
     func,
+    literal_column,
     not_,
     select,
     update,
@@ -41,7 +43,13 @@ from retention.planner import (
 )
 from retention.runtime.faults import crash_point
 from retention.stores.sql_columns import column_value
-from retention.stores.sql_dialect import WRITE_OPTION, clock_kind
+from retention.stores.sql_dialect import (
+    WRITE_OPTION,
+    OneStatementDelete,
+    clock_kind,
+    one_statement_delete,
+    ordered_limit,
+)
 from retention.stores.sql_keys import after_key, key_between, key_in, key_up_to, only_accepted
 from retention.stores.sql_predicate import batch_query, bound, predicate
 from retention.stores.sql_survey import count_children
@@ -109,7 +117,18 @@ def purge_batch(
         store.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
         connection.begin(),
     ):
-        if only is None and _deletes_by_range(store, rule):
+        form = one_statement_delete(store.engine.dialect)
+        # MariaDB walks the key's index for DELETE … ORDER BY … LIMIT only when the WHERE
+        # bounds the key: the first batch, unbounded, would sort every due row by the clock's
+        # index (measured: 6 s for 500,000 due rows). It takes the two-statement way.
+        if form == "ordered_limit" and after is None:
+            form = None
+        # A TID names a row only within one heap: a partitioned or inherited table's TIDs repeat.
+        if form == "tid_array" and not store.single_heap(connection, rule.table):
+            form = None
+        if only is None and _deletes_by_range(store, rule) and form is not None:
+            batch = _delete_next(store, connection, selection, after, limit, before_write, form)
+        elif only is None and _deletes_by_range(store, rule):
             batch = _delete_range(store, connection, selection, after, limit, before_write)
         else:
             batch = _purge_locked(
@@ -127,6 +146,57 @@ def _deletes_by_range(store: SqlStore, rule: Rule) -> bool:
     DELETE … RETURNING needs no locking select: the DELETE itself says which rows went."""
     returning = bool(store.engine.dialect.delete_returning)
     return rule.action == "delete" and not rule.children and returning
+
+
+def _delete_next(
+    store: SqlStore,
+    connection: Connection,
+    selection: Selection,
+    after: KeyValues | None,
+    limit: int,
+    before_write: BeforeWrite | None,
+    form: OneStatementDelete,
+) -> Batch:
+    """Delete the next batch of a plain delete rule in one statement that picks the next
+    ``limit`` due rows in key order, deletes them with the due condition checked again, and
+    returns their keys in key order (see ``one_statement_delete``). ``before_write`` (the
+    audit intent) gets exactly those keys before the COMMIT: if it raises, the transaction
+    rolls back and nothing was deleted.
+
+    A row that changed since the statement's snapshot is checked again by the database
+    (PostgreSQL: its new version has another TID and is left; MariaDB reads under lock) and
+    a row that stopped being due stays. The next batch starts after the last key deleted; a
+    batch of fewer than ``limit`` rows was the last (a row left by a concurrent change waits
+    for the next run).
+    """
+    rule = selection.rule
+    key_columns = store.key_columns(rule)
+    table = store.table(rule.table)
+    due = predicate(store, selection)
+    window = due if after is None else and_(after_key(key_columns, after), due)
+    if form == "ordered_limit":
+        statement: Any = (
+            delete(table)
+            .where(window)
+            .ext(ordered_limit(key_columns, limit))
+            .returning(*key_columns)
+        )
+    else:
+        tid: ColumnElement[Any] = literal_column("ctid")
+        # correlate(None): the inner SELECT reads the table afresh, it is not the DELETE's row.
+        chosen = select(tid).where(window).order_by(*key_columns).limit(limit).correlate(None)
+        gone = (
+            delete(table)
+            .where(tid == any_(func.array(chosen.scalar_subquery())), due)
+            .returning(*key_columns)
+            .cte("gone")
+        )
+        statement = select(*gone.c).order_by(*gone.c)
+    # One fetchall: iterating the result would fetch row by row.
+    keys = tuple(map(tuple, connection.execute(statement).all()))
+    if keys and before_write is not None:
+        before_write(keys)
+    return Batch(keys, done=len(keys), more=len(keys) >= limit)
 
 
 def _delete_range(
