@@ -62,6 +62,8 @@ def demo_config(folder: Path, endpoint: str) -> Path:
     config.write_text(text)
     database = folder / "var" / "demo.sqlite"
     command = [*retention_command(), "--config", str(config), "demo", "--database", str(database)]
+    # The buckets are on the moto server this bench started: say so, or `demo` refuses them.
+    command.append("--s3-endpoint-is-mine")
     subprocess.run(command, check=True, capture_output=True, cwd=folder)
     return config
 

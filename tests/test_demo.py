@@ -478,7 +478,8 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
         document = json.loads(cli("plan", "--as-of", as_of, "--output", "json").stdout)
         return {rule["rule"]: rule for rule in document["rules"]}
 
-    filled = cli("demo", "--as-of", as_of)
+    # The test server is not one a scripts/demo-s3 started: say it is ours to fill.
+    filled = cli("demo", "--as-of", as_of, "--s3-endpoint-is-mine")
     assert f"bucket {backups} on {s3_server}: " in filled.stdout
     assert f"bucket {content} on {s3_server}: " in filled.stdout
 
@@ -683,6 +684,43 @@ def _naming(subject: str) -> str:
         f"SELECT '{table}', id FROM {table} WHERE {column} LIKE '%{subject}%'"
         for table, column in columns
     )
+
+
+def test_the_demo_refuses_a_local_s3_server_its_checkout_did_not_start(
+    s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: another checkout's demo server answers on the port; this demo's run there would
+    empty that demo's buckets. `retention demo` refuses it, and writes nothing at all."""
+    import secrets
+
+    from click.testing import CliRunner
+
+    from retention.cli import main
+    from retention.errors import ExitCode
+
+    suffix = f"-{secrets.token_hex(4)}"
+    _demo_config(tmp_path, s3_server, suffix)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RETENTION_CONFIG", raising=False)
+    # A record of a server this checkout started, but on another port: not this one.
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "demo-s3.pid").write_text("1\n")
+    (tmp_path / "var" / "demo-s3.port").write_text("1\n")
+
+    result = CliRunner().invoke(main, ["demo", "--as-of", AS_OF.isoformat()])
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"error: the S3 server at {s3_server}: not started by this checkout's" in result.stderr
+    assert "nothing was written" in result.stderr
+    assert "--s3-endpoint-is-mine" in result.stderr
+    assert result.stdout == ""
+    assert sorted(path.name for path in (tmp_path / "var").iterdir()) == [
+        "demo-s3.pid",
+        "demo-s3.port",
+    ]
+    assert not (tmp_path / "bk").exists()
+    buckets = {bucket["Name"] for bucket in _s3(s3_server).list_buckets()["Buckets"]}
+    assert {BACKUPS_BUCKET + suffix, CONTENT_BUCKET + suffix} & buckets == set()
 
 
 def test_the_demo_never_empties_a_bucket_it_did_not_make(s3_server: str, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""scripts/demo-s3: the demo's S3 server is one its checkout started, on the port it recorded;
-a server that another checkout started (whose runs would empty this demo's buckets) is refused."""
+"""scripts/demo-s3 and `retention demo`: the demo's S3 server is one its checkout started, on the
+port it recorded; a server that another checkout started (whose runs would empty this demo's
+buckets) is refused."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from retention.errors import ExitCode
+from tests.support import copy_shipped_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "demo-s3"
@@ -106,3 +111,51 @@ def test_the_demo_starts_its_own_server_reuses_it_and_stops_it(
     assert not (checkout / "var" / "demo-s3.pid").exists()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def retention_demo(checkout: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`retention demo` with the shipped config as ``checkout`` has it, started from elsewhere."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "retention"), "demo", *options],
+        env={
+            **os.environ,
+            "RETENTION_CONFIG": str(checkout / "config" / "retention.toml"),
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo-secret-key",
+        },
+        cwd=checkout.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_retention_demo_fills_the_server_its_checkout_started_and_refuses_others(
+    checkout: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    copy_shipped_config(checkout, endpoint)
+    other = tmp_path / "other"
+    copy_shipped_config(other, endpoint)
+    started = demo_s3(checkout, "start", port)
+    try:
+        assert started.returncode == 0, started.stderr
+
+        refused = retention_demo(other)
+        assert refused.returncode == ExitCode.USAGE, refused.stderr
+        assert f"the S3 server at {endpoint}: not started by this checkout's" in refused.stderr
+        assert not (other / "var").exists()
+
+        filled = retention_demo(checkout)
+        assert filled.returncode == 0, filled.stderr
+        assert f" on {endpoint}: " in filled.stdout
+        assert (checkout / "var" / "demo.sqlite").exists()
+
+        # Said to be the user's own: filled (its own bucket names, on the same server).
+        mine = retention_demo(other, "--s3-endpoint-is-mine")
+        assert mine.returncode == 0, mine.stderr
+        assert f" on {endpoint}: " in mine.stdout
+    finally:
+        demo_s3(checkout, "stop", port)

@@ -28,7 +28,8 @@ def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: str) -> Pat
     copy_shipped_config(tmp_path, s3_server)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RETENTION_CONFIG", raising=False)
-    created = _invoke("demo", "--as-of", AS_OF)
+    # The test S3 server is moto in this process, not one scripts/demo-s3 started.
+    created = _invoke("demo", "--s3-endpoint-is-mine", "--as-of", AS_OF)
     assert created.exit_code == 0, created.output
     return tmp_path
 

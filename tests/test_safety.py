@@ -244,7 +244,9 @@ def demo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: str) ->
     copy_shipped_config(tmp_path, s3_server)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RETENTION_CONFIG", raising=False)
-    assert _cli("demo", "--as-of", "2026-11-23T12:00:00+00:00").exit_code == 0
+    # The test S3 server is moto in this process, not one scripts/demo-s3 started.
+    created = _cli("demo", "--s3-endpoint-is-mine", "--as-of", "2026-11-23T12:00:00+00:00")
+    assert created.exit_code == 0, created.output
     return tmp_path
 
 

@@ -12,7 +12,9 @@ from retention.cli.shared import (
     Context,
     expected_errors,
     parse_as_of,
+    resolve_config_path,
 )
+from retention.errors import UsageError
 from retention.wording import counted
 
 if TYPE_CHECKING:
@@ -29,11 +31,27 @@ if TYPE_CHECKING:
 @click.option("--as-of", help="The demo's 'now' (ISO 8601; default: now).")
 @click.option("--seed", type=int, default=2026, show_default=True)
 @click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True)
+@click.option(
+    "--s3-endpoint-is-mine",
+    "any_s3_server",
+    is_flag=True,
+    help="Fill the buckets on a local S3 server that this checkout's scripts/demo-s3 did not "
+    "start (one you run yourself). Without it, such a server is refused: it may be another "
+    "checkout's demo, whose buckets a run here would empty.",
+)
 @click.pass_obj
-def demo(context: Context, database: Path | None, as_of: str | None, seed: int, scale: int) -> None:
+def demo(
+    context: Context,
+    database: Path | None,
+    as_of: str | None,
+    seed: int,
+    scale: int,
+    any_s3_server: bool,
+) -> None:
     """Create the demo data that config/retention.toml points at: the SQLite database, the
     backup folder and, on a local S3 server that answers (`make demo` starts one), the buckets;
-    and the hash and audit keys."""
+    and the hash and audit keys. A server that answers but that this checkout's
+    scripts/demo-s3 did not start is refused, before anything is written (exit 2)."""
     from retention.app import create_audit_keys
     from retention.demo import create_demo_database, create_demo_objects
     from retention.runtime.secrets import write_new_key
@@ -41,6 +59,8 @@ def demo(context: Context, database: Path | None, as_of: str | None, seed: int, 
     with expected_errors():
         config = context.config()
         moment = parse_as_of(as_of, config)
+        if not any_s3_server:
+            refuse_foreign_s3_servers(config, resolve_config_path(context.config_path))
         if database is None:
             database = first_sqlite_file(config)
         if database is None:
@@ -69,6 +89,28 @@ def demo(context: Context, database: Path | None, as_of: str | None, seed: int, 
             config, as_of=moment, seed=seed, database_url=f"sqlite:///{database}"
         ):
             click.echo(line)
+
+
+def refuse_foreign_s3_servers(config: Config, config_path: Path) -> None:
+    """Raise UsageError, naming them, when the demo would fill buckets on local S3 servers that
+    the config's checkout did not start with scripts/demo-s3 (issue 14: another checkout's run
+    emptied this demo's buckets on a shared server)."""
+    from retention.demo.servers import PID_RECORD, PORT_RECORD, checkout_of, foreign_s3_endpoints
+
+    checkout = checkout_of(config_path)
+    foreign = foreign_s3_endpoints(config, checkout)
+    if not foreign:
+        return
+    servers = "the S3 server at" if len(foreign) == 1 else "the S3 servers at"
+    raise UsageError(
+        f"{servers} {', '.join(foreign)}: not started by this checkout's scripts/demo-s3 "
+        f"(its record, {checkout / PID_RECORD} and {PORT_RECORD.name}, names no such server). "
+        "It may be another checkout's demo, whose buckets a run here would empty: nothing was "
+        "written. Stop that server (`make demo-stop` in the checkout that started it) and run "
+        "`make demo`, or give this checkout a server of its own on another port "
+        "(DEMO_S3_PORT=N scripts/demo-s3 start, with endpoint_url on that port); if the server "
+        "is yours to fill, pass --s3-endpoint-is-mine"
+    )
 
 
 def first_sqlite_file(config: Config) -> Path | None:
