@@ -13,7 +13,8 @@ from __future__ import annotations
 import getpass
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -148,12 +149,19 @@ class TrailRecorder:
             # A partition goes whole or not at all: whether it is still there settles the batch,
             # and its leaves are the intent's own.
             pending["partition"] = partition
-        # Leaves and pending first: an intent in the trail always has both beside it.
-        self.writer.write_leaves(seq, leaves)
+        # Leaves and pending first: an intent in the trail always has both beside it. They are
+        # written side by side (fsync releases the GIL): each waits for its file's and its
+        # directory's fsync, and the intent is appended only once both are durable.
         extra: dict[str, Any] = counted_detail(detail, keys)
-        if rule.key == S3_KEY:
-            extra["versions_digest"] = self.writer.write_versions(seq, [key[1] for key in keys])
-        self.writer.write_pending(seq, pending)
+        with ThreadPoolExecutor(max_workers=1) as beside:
+            leaves_written = beside.submit(self.writer.write_leaves, seq, leaves)
+            try:
+                if rule.key == S3_KEY:
+                    versions = [key[1] for key in keys]
+                    extra["versions_digest"] = self.writer.write_versions(seq, versions)
+                self.writer.write_pending(seq, pending)
+            finally:
+                _leaves_or_no_pending(self.writer, seq, leaves_written)
         fields: dict[str, Any] = {
             **self._base(rule_plan),
             "method": _method(rule) if partition is None else "sql-drop-partition",
@@ -226,6 +234,17 @@ class TrailRecorder:
             },
         )
         self.writer.checkpoint()
+
+
+def _leaves_or_no_pending(writer: TrailWriter, seq: int, leaves_written: Future[None]) -> None:
+    """Wait for a batch's leaves; when they could not be written (a record named twice, a full
+    disk), take back its pending keys too: no intent follows, so nothing of it may stay."""
+    try:
+        leaves_written.result()
+    except BaseException:
+        with suppress(AuditFailure):
+            writer.clear_pending(seq)
+        raise
 
 
 def _reconcile_one(
