@@ -81,6 +81,20 @@ def test_the_schema_accepts_the_shipped_configs(path: Path) -> None:
     assert schema_errors(document) == []
 
 
+@pytest.mark.parametrize("path", [SHIPPED, DEPLOYED], ids=lambda path: path.name)
+def test_the_shipped_configs_name_the_schema_for_editors(path: Path) -> None:
+    assert path.read_text().startswith("#:schema ./retention.schema.json\n")
+
+
+def test_the_schema_beside_the_shipped_config_is_the_schema() -> None:
+    written = json.loads((SHIPPED.parent / "retention.schema.json").read_text())
+
+    assert written == json_schema(), (
+        "config/retention.schema.json is out of date: "
+        "retention config schema > config/retention.schema.json"
+    )
+
+
 # --- the test corpus of bad configs -----------------------------------------------------------
 
 # What only the readers can check: a value against another key, another table or another rule,

@@ -5,6 +5,7 @@ would)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from retention.config import load_config
+from retention.config.schema import json_schema
 from retention.wording import counted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +57,10 @@ def test_the_install_script_puts_everything_in_place_and_keeps_what_is_there(
     assert mode(etc / "retention.toml") == 0o644
     assert mode(etc / "retention.env") == 0o600
     assert mode(etc / "audit-public-keys.json") == 0o644
+    # The config's #:schema line names the schema the program wrote beside it (for editors).
+    assert (etc / "retention.toml").read_text().startswith("#:schema ./retention.schema.json\n")
+    assert mode(etc / "retention.schema.json") == 0o644
+    assert json.loads((etc / "retention.schema.json").read_text()) == json_schema()
     assert mode(etc / "credentials") == 0o700
     for secret in ("hash-key", "audit-hmac-key", "audit-signing-key.pem"):
         assert mode(etc / "credentials" / secret) == 0o600
