@@ -54,11 +54,15 @@ from retention.stores.s3_listing import Entry, Group, Item, Recorder, Scope
 from retention.stores.s3_locks import has_object_lock, is_locked, locked_items
 
 # A run's plan lists a rule's objects to count them; its batches reuse that listing instead of
-# listing again, when it holds at most this many versions (about 300 bytes each in memory).
+# listing again, when it holds at most this many versions (about 500 bytes each in memory, key
+# and ETag included: 50 MB at most).
 SURVEY_LISTING_ENTRIES = 100_000
 # A batch that finds nothing to delete still ends after looking at this many list pages' worth,
 # so that a long run of kept objects does not make one batch last for ever.
 EXAMINED_PAGES_PER_BATCH = 20
+# While a batch's deletes are in flight, the listing goes on ahead by up to a batch's pages, at
+# most this many (about 500 kB each).
+LOOKAHEAD_PAGES = 10
 
 
 def open_s3_store(
@@ -99,8 +103,10 @@ class S3Store:
         self._survey_listings: dict[tuple[object, ...], Recorder] = {}
         self._never_versioned_bucket: bool | None = None
         # The listing a batch stopped in, kept for the next batch (which starts where it ended):
-        # its next page is already on its way.
+        # its next pages are already on their way.
         self._resume: tuple[tuple[object, ...], Iterator[Item]] | None = None
+        # The list pages being read (the last listing begun), to fetch further ahead.
+        self._reading: listing.Prefetched | None = None
 
     @property
     def name(self) -> str:
@@ -158,11 +164,10 @@ class S3Store:
         if self._never_versioned_bucket is None:
             self._never_versioned_bucket = listing.never_versioned(self.client, self.config.bucket)
         pages = listing.object_pages if self._never_versioned_bucket else listing.version_pages
-        return listing.grouped(
-            listing.Prefetched(
-                pages(self.client, self.config.bucket, prefix, key_marker), self._lister
-            )
+        self._reading = listing.Prefetched(
+            pages(self.client, self.config.bucket, prefix, key_marker), self._lister
         )
+        return listing.grouped(self._reading)
 
     def _items(self, selection: Selection, scope: Scope, after: KeyValues | None) -> Iterator[Item]:
         if not scope.cross:
@@ -298,6 +303,7 @@ class S3Store:
             items = self._resume[1]
         elif after is None and surveyed is not None and surveyed.items is not None:
             # The plan's own listing, judged again (holds and Object Lock may have changed).
+            self._reading = None
             items = self._locked_items(selection, scope, iter(surveyed.items), now)
         else:
             items = self._locked_items(selection, scope, self._items(selection, scope, after), now)
@@ -368,6 +374,10 @@ class S3Store:
                     sizes=tuple(0 if entry.marker else entry.size for entry in chosen),
                 ),
             )
+        if self._resume is not None and self._reading is not None:
+            # The next batch's pages come in while this one's deletes are in flight. Only
+            # listing: each of them is deleted after its own intent, by version id (and ETag).
+            self._reading.ahead(min(LOOKAHEAD_PAGES, -(-limit // listing.LIST_PAGE_SIZE)))
         started = time.monotonic()
         with reachable(self._where, "DeleteObjects"):
             deleted = delete_entries(self.client, self.config.bucket, chosen, self._workers)

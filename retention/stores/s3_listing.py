@@ -7,6 +7,7 @@ A listing is a stream of Items, each saying where the listing goes on after it (
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -122,26 +123,36 @@ def object_pages(
 
 
 class Prefetched:
-    """List pages fetched one ahead in the background: the next page is on its way while this
-    one is judged and deleted (at most one page in flight)."""
+    """List pages fetched ahead in the background: the next page is on its way while this one
+    is judged, and ``ahead`` lets the fetching run further while a batch's deletes are in
+    flight. ``pool`` has one worker, so requests go one at a time, in order."""
 
     def __init__(self, pages: Iterator[list[Entry]], pool: ThreadPoolExecutor) -> None:
         self._pages = pages
         self._pool = pool
-        self._next: Future[list[Entry] | None] | None = pool.submit(next, pages, None)
+        self._fetches: deque[Future[list[Entry] | None]] = deque([pool.submit(next, pages, None)])
+        self._ended = False
 
     def __iter__(self) -> Iterator[list[Entry]]:
         return self
 
     def __next__(self) -> list[Entry]:
-        if self._next is None:
+        if self._ended:
             raise StopIteration
-        page = self._next.result()
+        page = self._fetches.popleft().result()
         if page is None:
-            self._next = None
+            self._ended = True
+            self._fetches.clear()
             raise StopIteration
-        self._next = self._pool.submit(next, self._pages, None)
+        if not self._fetches:
+            self._fetches.append(self._pool.submit(next, self._pages, None))
         return page
+
+    def ahead(self, pages: int) -> None:
+        """Have up to ``pages`` pages fetched or on their way (bounded memory: a batch's worth)
+        before the next one is read."""
+        while not self._ended and len(self._fetches) < pages:
+            self._fetches.append(self._pool.submit(next, self._pages, None))
 
 
 def grouped(pages: Iterator[list[Entry]]) -> Iterator[Group]:
