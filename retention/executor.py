@@ -33,6 +33,12 @@ from retention.planner import (
 
 Status = Literal["ok", "failed", "unavailable", "stopped", "audit_failed", "braked"]
 CONFLICT_RETRIES = 3
+# A store whose batches are database transactions (``steered_batches``) gets each next batch
+# sized so that its transaction takes about this long, never more rows than the rule's
+# batch_size: locks stay short on a busy server (the limit is 250 ms), as Percona's tools steer
+# chunks by --chunk-time.
+TRANSACTION_TARGET_SECONDS = 0.15
+SMALLEST_BATCH = 100
 FAILED = ("failed", "unavailable", "audit_failed", "braked")
 
 
@@ -400,6 +406,7 @@ def _execute_rule(
     status: Status = "ok"
     error = None
     after: KeyValues | None = None
+    limit = rule.batch_size
     if progress is not None:
         progress.rule_started(rule.name, rule_plan.due)
     try:
@@ -420,11 +427,19 @@ def _execute_rule(
             if holds_for is not None:
                 rule_plan = _with_current_holds(rule_plan, holds_for)
             batch = _purge_one_batch(
-                rule_plan, store, after, now, dry_run, hash_key, None if dry_run else audit, only
+                rule_plan,
+                store,
+                after,
+                limit,
+                now,
+                dry_run,
+                hash_key,
+                None if dry_run else audit,
+                only,
             )
             if collect is not None and batch.visited_subjects:
                 collect.add(batch.visited_subjects)
-            more = batch.more if batch.more is not None else len(batch.keys) >= rule.batch_size
+            more = batch.more if batch.more is not None else len(batch.keys) >= limit
             if batch.keys:
                 batches += 1
                 selected += len(batch.keys)
@@ -438,6 +453,8 @@ def _execute_rule(
             errors.update(dict.fromkeys(batch.errors))
             kept_subjects.update(dict.fromkeys(batch.kept_subjects))
             after = batch.next_after
+            if getattr(store, "steered_batches", False):
+                limit = next_limit(limit, rule.batch_size, batch.transaction_seconds)
             if progress is not None:
                 progress.rule_advanced(rule.name, selected)
             if not more:
@@ -578,10 +595,28 @@ def _with_current_holds(
     return replace(rule_plan, selection=replace(rule_plan.selection, holds=merged))
 
 
+def next_limit(limit: int, batch_size: int, transaction_seconds: float) -> int:
+    """Given a batch's limit, the rule's batch_size and how long the batch's transaction took,
+    return the next batch's limit: scaled towards TRANSACTION_TARGET_SECONDS, at most
+    batch_size, at least SMALLEST_BATCH (or batch_size, if smaller). Example: a batch of
+    10,000 that took 0.6 s gives ``next_limit(10_000, 10_000, 0.6) == 2_500``; one that took
+    0.03 s gives back up to ``batch_size``."""
+    if transaction_seconds <= 0:
+        return limit
+    if transaction_seconds > TRANSACTION_TARGET_SECONDS:
+        wanted = int(limit * TRANSACTION_TARGET_SECONDS / transaction_seconds)
+    elif transaction_seconds < TRANSACTION_TARGET_SECONDS / 2:
+        wanted = limit * 2
+    else:
+        wanted = limit
+    return max(min(SMALLEST_BATCH, batch_size), min(batch_size, wanted))
+
+
 def _purge_one_batch(
     rule_plan: RulePlan,
     store: RecordStore,
     after: KeyValues | None,
+    limit: int,
     now: Callable[[], datetime],
     dry_run: bool,
     hash_key: bytes | None,
@@ -606,7 +641,7 @@ def _purge_one_batch(
             batch = store.purge_batch(
                 rule_plan.selection,
                 after=after,
-                limit=rule_plan.rule.batch_size,
+                limit=limit,
                 dry_run=dry_run,
                 now=now(),
                 hash_key=hash_key,

@@ -1192,3 +1192,32 @@ def test_sqlite_shortened_clock_spellings_compare_in_time_order(sqlite_url: str)
     assert remaining_ids(engine, "logs") == (set(LEAP_ROWS) - LEAP_DUE) | (
         set(spellings) - due_spellings
     )
+
+
+def test_batches_shrink_when_their_transactions_run_long(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every transaction here appears to take 0.5 s: after the first batch of batch_size, the
+    executor sizes the next ones towards its transaction-time target (down to 100 rows), and
+    every due row still goes."""
+    from types import SimpleNamespace
+
+    metadata = MetaData()
+    logs = _logs_table(metadata)
+    engine = create_tables(sqlite_url, metadata)
+    _insert(
+        engine, logs, [{"id": key, "logged_at": datetime(2020, 1, 1)} for key in range(1, 1001)]
+    )
+    ticks = iter(range(0, 10_000))
+    monkeypatch.setattr(
+        "retention.stores.sql_purge.time", SimpleNamespace(monotonic=lambda: next(ticks) / 2)
+    )
+    config = make_config(
+        sqlite_url, logs_rule(extra="batch_size = 400\nmax_fraction = 1.0\nmax_delete = 5000")
+    )
+    _, report = plan_and_run(config, LEAP_AS_OF)
+    (outcome,) = report.outcomes
+    assert outcome.deleted == 1000
+    # 400, then 400 x 0.15 / 0.5 = 120, then at least 100 each: 400 + 120 + 5 x 100 (the last 80).
+    assert outcome.batches == 7
+    assert remaining_ids(engine, "logs") == set()

@@ -55,6 +55,9 @@ from retention.stores.sql_keys import fitted, key_in
 class SqlStore:
     """A SQL database holding the records of some rules."""
 
+    # Each batch is a transaction holding row locks: the executor sizes batches by its time.
+    steered_batches = True
+
     def __init__(self, config: SqlStoreConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
