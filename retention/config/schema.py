@@ -47,6 +47,21 @@ ColumnOrJoined = Annotated[
 HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]")]
 
 
+# Rules between the keys of one table that a schema can say (and Draft 4 reads): editors then
+# flag them too. Other rules between keys (an action and its keys) stay with the readers.
+def _not_both(first: str, second: str) -> dict[str, Any]:
+    return {"not": {"required": [first, second]}}
+
+
+def _at_most_one(*keys: str) -> dict[str, Any]:
+    pairs = [[first, second] for index, first in enumerate(keys) for second in keys[index + 1 :]]
+    return {"not": {"anyOf": [{"required": pair} for pair in pairs]}}
+
+
+def _exactly_one(*keys: str) -> dict[str, Any]:
+    return {"oneOf": [{"required": [key]} for key in keys]}
+
+
 class Table(BaseModel):
     """A TOML table: unknown keys are errors, as the readers say."""
 
@@ -59,6 +74,8 @@ def _timezone(default: str | None = "UTC") -> Any:
 
 class SettingsTable(Table):
     """Settings shared by every rule."""
+
+    model_config = ConfigDict(json_schema_extra=_not_both("hash_key_file", "hash_key_credential"))
 
     timezone: str | None = _timezone()
     """The calendar periods are counted on (an IANA zone name): "1 year" is a calendar step in
@@ -78,6 +95,15 @@ class SettingsTable(Table):
 
 class AuditTable(Table):
     """The signed audit trail: where it lives and where its keys come from."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                _not_both("hmac_key_file", "hmac_key_credential"),
+                _not_both("signing_key_file", "signing_key_credential"),
+            ]
+        }
+    )
 
     enabled: bool = True
     """false lets `run` purge with no trail at all: for tests and throw-away data only."""
@@ -99,6 +125,8 @@ class AuditTable(Table):
 class StateTable(Table):
     """The state database (run ledger, leases, legal holds); at most one of its keys.
     Without it: var/state.sqlite in the config file's folder."""
+
+    model_config = ConfigDict(json_schema_extra=_at_most_one("url", "url_env", "url_credential"))
 
     url: Text | None = Field(None, examples=["sqlite:///var/state.sqlite"])
     """The database URL (sqlite:///, postgresql+psycopg://, mysql+pymysql://)."""
@@ -143,6 +171,8 @@ class CheckinsTable(Table):
 class SqlStoreTable(Table):
     """A SQL database; exactly one of url, url_env and url_credential."""
 
+    model_config = ConfigDict(json_schema_extra=_exactly_one("url", "url_env", "url_credential"))
+
     kind: Literal["sql"]
     """The kind of store."""
     url: Text | None = Field(None, examples=["sqlite:///var/app.sqlite"])
@@ -158,6 +188,10 @@ class SqlStoreTable(Table):
 
 class S3StoreTable(Table):
     """An S3-compatible bucket (or a prefix of one)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_not_both("credentials_file", "credentials_credential")
+    )
 
     kind: Literal["s3"]
     """The kind of store."""
