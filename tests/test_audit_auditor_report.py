@@ -301,3 +301,28 @@ def test_the_demo_report_counts_children_versions_markers_files_and_bytes_as_exp
         column = by_day[0].index(name)
         assert sum(number(row[column]) for row in by_day[1:]) == expected[name], name
     assert sum(dom.bars) == sum(value for name, value in expected.items() if name != "Bytes")
+
+
+def test_the_report_checks_the_anchors_given_and_a_truncated_tail_fails_it(
+    trail: Trail, tmp_path: Path
+) -> None:
+    anchors = tmp_path / "anchors"
+    anchored = invoke(
+        "anchor", "--to", str(anchors), "--dir", str(trail.directory),
+        "--keys", str(trail.keys_file),
+    )  # fmt: skip
+    assert anchored.exit_code == 0, anchored.output
+    output = tmp_path / "report.json"
+    result = report(trail, output, "--format", "json", "--anchor", str(anchors))
+    assert result.exit_code == 0, result.output
+    verification = json.loads(output.read_text())["verification"]
+    assert [anchor["seq"] for anchor in verification["anchors"]] == [len(lines(trail)) - 1]
+    # The tail, last checkpoint included, cut off: consistent alone, not against the anchor.
+    write_lines(trail, lines(trail)[:-1])
+    alone = report(trail, output, "--format", "json")
+    assert alone.exit_code == 0, alone.output
+    truncated = report(trail, output, "--format", "json", "--anchor", str(anchors))
+    assert truncated.exit_code == ExitCode.AUDIT_FAILURE, truncated.output
+    verification = json.loads(output.read_text())["verification"]
+    assert verification["valid"] is False
+    assert "truncated" in verification["problem"]

@@ -223,3 +223,43 @@ def test_child_rows_of_a_batch_reconciled_after_a_crash_are_proven(
     exported = cli(config, "audit", "export")
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert sum(row["children_deleted"] for row in rows if row["entry"] == "run") == 15
+
+
+def test_a_child_row_slipped_in_after_the_intent_rolls_its_batch_back(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mails.address` is no foreign key: the database lets a row in beside locked ones. The
+    batch that would delete it unrecorded rolls back, and the next attempt records it."""
+    from sqlalchemy import create_engine
+
+    from retention.audit.recorder import TrailRecorder
+
+    _database(postgres_url)
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(postgres_url, RULES, audit_directory=tmp_path / "audit"))
+    held = cli(config, "hold", "add", "--rule", "accounts", "--key", "2", "--reason", "case-7")
+    assert held.exit_code == 0, held.output
+    original = TrailRecorder.intent
+    slipped: list[int] = []
+    other = create_engine(postgres_url)
+
+    def intent_then_a_new_mail(self: TrailRecorder, *arguments: Any) -> int:
+        seq = original(self, *arguments)
+        if arguments[0].rule.name == "accounts" and not slipped:
+            with other.begin() as connection:
+                connection.execute(text("INSERT INTO mails VALUES (99, 'a@example.com')"))
+            slipped.append(seq)
+        return seq
+
+    monkeypatch.setattr(TrailRecorder, "intent", intent_then_a_new_mail)
+    ran = cli(config, "run", "--yes")
+    other.dispose()
+    assert ran.exit_code == 0, ran.output
+    entries = [stored.content for stored in read_entries(tmp_path / "audit")]
+    settled = {e["intent"]: e for e in entries if e["type"] == "batch.result"}
+    assert settled[slipped[0]]["status"] == "rolled_back"
+    assert settled[slipped[0]]["children_deleted"] == 0
+    proven = cli(config, "audit", "prove", "--store", "db", "--table", "mails", "--key", "99")
+    assert proven.exit_code == 0, proven.output
+    assert f"seq {slipped[0]} " not in proven.stdout
+    assert verify_trail(tmp_path / "audit", load_verification_keys(keys_file(tmp_path)), []).valid
