@@ -268,7 +268,8 @@ def test_the_demo_report_counts_children_versions_markers_files_and_bytes_as_exp
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RETENTION_CONFIG", raising=False)
     as_of = "2026-11-23T12:00:00+00:00"
-    run = CliRunner().invoke(main, ["--log-format", "json", "demo", "--as-of", as_of])
+    demo = ["--log-format", "json", "demo", "--s3-endpoint-is-mine", "--as-of", as_of]
+    run = CliRunner().invoke(main, demo)
     assert run.exit_code == 0, run.output
     purge = ["--log-format", "json", "run", "--yes", "--as-of", as_of]
     assert CliRunner().invoke(main, purge).exit_code == 0
