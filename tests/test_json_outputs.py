@@ -152,6 +152,12 @@ def test_every_json_output_of_a_demo_session_matches_its_schema(demo: Path) -> N
     assert overall["bytes"] == sum(row["bytes"] for row in rows) > 0
     assert overall["files"] > 0
     assert overall["object_versions"] > 0
+    # The report's erasure requests and holds are those of the session.
+    assert [erasure["reference"] for erasure in report["erasures"]] == ["DSR-1"]
+    assert report["erasures"][0]["exit_code"] == 0
+    assert report["erasures"][0]["rules"]
+    assert (report["holds"]["placed"], report["holds"]["changes"][0]["reason"]) == (1, "T-9")
+    assert report["exceptions"]["runs"] == []
 
     with sqlite3.connect(demo / "var" / "demo.sqlite") as connection:
         kept = {row[0] for row in connection.execute("SELECT id FROM connection_logs")}
@@ -187,6 +193,22 @@ def test_every_json_output_of_a_demo_session_matches_its_schema(demo: Path) -> N
         exit_code=3,
     )
     assert (absent["purged"], absent["proofs"]) == (False, [])
+
+    # A key rotation, then a run signed by the new key: the report lists both keys' windows
+    # and the rotation.
+    assert _invoke("audit", "keygen", "--rotate").exit_code == 0
+    assert _invoke("run", "--yes", "--as-of", AS_OF).exit_code == 0
+    rotated = _invoke("audit", "report", "--format", "json", "-o", str(demo / "rotated.json"))
+    assert rotated.exit_code == 0, rotated.output
+    keys = json.loads((demo / "rotated.json").read_text())["keys"]
+    _validate(json.loads((demo / "rotated.json").read_text()), "audit-report")
+    old_key, new_key = keys["keys"]
+    assert old_key["not_after"] is not None
+    assert new_key["not_after"] is None
+    assert (old_key["checkpoints"], new_key["checkpoints"]) == (2, 1)
+    assert [(r["from"], r["to"]) for r in keys["rotations"]] == [
+        (old_key["key_id"], new_key["key_id"])
+    ]
 
 
 def test_json_output_needs_yes_or_dry_run(demo: Path) -> None:
