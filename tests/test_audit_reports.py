@@ -145,6 +145,23 @@ def test_filters_by_rule_and_by_run_start(built: Trail) -> None:
     assert "--since 'last tuesday' is not an ISO 8601 date or time" in bad.stderr
 
 
+@pytest.mark.parametrize("command", ["show", "export"])
+def test_a_rule_neither_the_config_nor_the_trail_knows_is_a_usage_error(
+    with_config: Trail, command: str
+) -> None:
+    # With --dir alone, the trail tells which rules exist.
+    typo = invoke(command, "--dir", str(with_config.directory), "--rule", "old-ordres")
+    assert typo.exit_code == ExitCode.USAGE, typo.output
+    assert "--rule 'old-ordres' is not a rule of the trail (no config read)" in typo.stderr
+    assert "old-orders" in typo.stderr, "the known rules are named"
+    assert typo.stdout == ""
+    # From the config: its rules and the trail's; a known rule among unknown ones is no excuse.
+    both = invoke(command, "--rule", "old-orders", "--rule", "nosuchrule")
+    assert both.exit_code == ExitCode.USAGE, both.output
+    assert "--rule 'nosuchrule' is not a rule of the config or the trail" in both.stderr
+    assert invoke(command, "--rule", "old-orders").exit_code == 0
+
+
 # --- prove --------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from retention.anonymise import record_locator
 from retention.audit.batch_detail import versions_problem
 from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
-from retention.audit.report import utc_text
+from retention.audit.report import unknown_name, utc_text
 from retention.audit.trail import (
     leaves_path,
     leaves_per_chunk,
@@ -95,8 +95,8 @@ def check_names(config: Config, search: Search, store: str, dataset: str) -> str
     note when the dataset is only a child table (whose rows the trail does not name)."""
     in_trail = {name for name, _ in search.datasets}
     if store not in config.stores and store not in in_trail:
-        known = ", ".join(sorted(set(config.stores) | in_trail)) or "none"
-        raise UsageError(f"--store {store!r} is not a store of the config or the trail ({known})")
+        known = set(config.stores) | in_trail
+        raise unknown_name("--store", [store], "a store of the config or the trail", known)
     datasets = {table for name, table in search.datasets if name == store}
     children: set[str] = set()
     for rule in config.rules:
@@ -111,11 +111,8 @@ def check_names(config: Config, search: Search, store: str, dataset: str) -> str
             "were recorded one by one holds no leaf for them"
         )
     if dataset not in datasets | children:
-        known = ", ".join(sorted(datasets)) or "none"
-        raise UsageError(
-            f"--table {dataset!r} is not a table, bucket or root of store {store!r} in the config "
-            f"or the trail ({known})"
-        )
+        what = f"a table, bucket or root of store {store!r} in the config or the trail"
+        raise unknown_name("--table", [dataset], what, datasets)
     return None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -266,21 +266,40 @@ class _Collector:
                 self.touch(row, content)
 
 
+def unknown_name(option: str, given: Iterable[str], what: str, known: Iterable[str]) -> UsageError:
+    """Given an option, the names it was given that nothing knows, what they should have named
+    and the names that are known, return the usage error to raise (exit 2): a typo is never
+    answered with "not in the trail".
+
+    Example: ``unknown_name("--rule", ["ld"], "a rule of the trail", ["logs"])`` says
+    ``--rule 'ld' is not a rule of the trail (logs)``.
+    """
+    names = ", ".join(repr(name) for name in given)
+    return UsageError(f"{option} {names} is not {what} ({', '.join(sorted(known)) or 'none'})")
+
+
 def rule_runs(
     directory: Path,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
     rules: Sequence[str] = (),
+    config_rules: Collection[str] | None = None,
 ) -> list[RuleRun]:
     """Given an audit directory, return one row per run and rule, in trail order, keeping runs
-    started in [since, until) and, when ``rules`` is given, only those rules."""
+    started in [since, until) and, when ``rules`` is given, only those rules. A rule named that
+    neither the trail nor ``config_rules`` (None: no config was read) knows is a UsageError."""
     if not (directory / "trail").is_dir():
         raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
     collector = _Collector()
     for stored in read_entries(directory):
         collector.add(stored.content)
     collector.mark_signed()
+    known = {row.rule for row in collector.rows.values()} | set(config_rules or ())
+    unknown = [rule for rule in dict.fromkeys(rules) if rule not in known]
+    if unknown:
+        where = "the trail (no config read)" if config_rules is None else "the config or the trail"
+        raise unknown_name("--rule", unknown, f"a rule of {where}", known)
 
     def kept(row: RuleRun) -> bool:
         """Given a row, return whether the filters keep it."""

@@ -188,11 +188,16 @@ def _audit_report(
     from retention.audit.verify import audit_directory
 
     with expected_errors():
+        config_rules = None
+        # With --dir and no config given, the trail alone tells which rule names are known.
+        if rules and (directory is None or context.config_path is not None):
+            config_rules = [rule.name for rule in context.config().rules]
         rows = rule_runs(
             audit_directory(directory, context.config),
             since=parse_bound(since, "--since"),
             until=parse_bound(until, "--until"),
             rules=rules,
+            config_rules=config_rules,
         )
     click.echo(render(rows, output, width), nl=False)
 
@@ -247,7 +252,7 @@ def audit_show(
     skipped), and who ran it. Times are UTC. Needs no config with --dir.
 
     \b
-    Exit codes: 0; 2 usage (a bad date, no trail there).
+    Exit codes: 0; 2 usage (a bad date, no trail there, a --rule neither it nor the config knows).
     """
     _audit_report(context, directory, since, until, rules, output or "text", output_width(wide))
 
@@ -271,7 +276,7 @@ def audit_export(
     rule, every counter and time (ISO 8601 UTC) in its own field.
 
     \b
-    Exit codes: 0; 2 usage (a bad date, no trail there).
+    Exit codes: 0; 2 usage (a bad date, no trail there, a --rule neither it nor the config knows).
     """
     _audit_report(context, directory, since, until, rules, output or "jsonl")
 
