@@ -81,17 +81,14 @@ def test_a_bundle_round_trips_with_the_public_keys_alone(
         assert keys[0].encode() not in bundle.read_bytes()
 
 
-def test_any_single_byte_changed_in_a_bundle_fails_the_check(
-    with_config: Trail, tmp_path: Path
-) -> None:
-    bundle = tmp_path / "proof.json"
-    assert prove_bundle(bundle, "db", "customers", customer_code(5)).exit_code == 0
-    original = bundle.read_bytes()
+def single_byte_edits_that_pass(original: bytes, keys_file: Path) -> list[tuple[int, str, str]]:
+    """Given a valid bundle and its public key file, change each byte in turn (a letter's case,
+    a digit to the next, anything else to x) and return the edits that still pass the check."""
     from retention.audit.bundle import check_bundle
     from retention.audit.verify import load_verification_keys
     from retention.errors import AuditFailure
 
-    keys = load_verification_keys(with_config.keys_file)
+    keys = load_verification_keys(keys_file)
     check_bundle(original, keys)
     passed = []
     for position in range(len(original) - 1):  # the final newline is not part of the JSON
@@ -105,10 +102,79 @@ def test_any_single_byte_changed_in_a_bundle_fails_the_check(
         except AuditFailure:
             continue
         passed.append((position, byte, variant))
-    assert passed == []
+    return passed
+
+
+def file_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A bundle of a file purged from a backup folder, and the public key file."""
+    root = tmp_path / "backups"
+    make_file(root, "nightly/db-old.sql.gz", datetime(2020, 1, 1, tzinfo=UTC))
+    rules = '[[rules]]\nname = "backups"\nstore = "backups"\nperiod = "30d"\n'
+    config = files_config(tmp_path, root, rules, audit=tmp_path / "audit")
+    plan_and_run(config, datetime(2026, 11, 23, 12, tzinfo=UTC))
+    monkeypatch.setattr(Context, "config", lambda self: config)
+    bundle = tmp_path / "proof.json"
+    proven = prove_bundle(bundle, "backups", str(root), "nightly/db-old.sql.gz")
+    assert proven.exit_code == 0, proven.output
+    assert config.audit is not None
+    return bundle, config.audit.public_keys_file
+
+
+def object_bundle(
+    s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, marker: bool
+) -> tuple[Path, Path]:
+    """A bundle of one object version (or of one delete marker) purged from a versioned bucket,
+    named by key and version id, and the public key file."""
+    from tests.test_s3_store import make_s3_config, new_bucket, s3_rule
+
+    versioned = new_bucket(s3_server, versioned=True)
+    client, name = versioned.client, versioned.name
+    version = client.put_object(Bucket=name, Key="exports/a.csv", Body=b"12")["VersionId"]
+    if marker:
+        version = client.delete_object(Bucket=name, Key="exports/a.csv")["VersionId"]
+    config = make_s3_config(versioned, s3_rule(period="1d"), tmp_path, audit=True)
+    plan_and_run(config, datetime.now(UTC) + timedelta(days=2))
+    monkeypatch.setattr(Context, "config", lambda self: config)
+    bundle = tmp_path / "proof.json"
+    proven = prove_bundle(bundle, "content", name, "exports/a.csv", version)
+    assert proven.exit_code == 0, proven.output
+    assert not (tmp_path / "proof-2.json").exists(), "one version named, one bundle"
+    assert config.audit is not None
+    return bundle, config.audit.public_keys_file
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["row", "composite-key", "anonymised-row", "file", "s3-object-version", "s3-delete-marker"],
+)
+def test_any_single_byte_changed_in_a_bundle_fails_the_check(
+    built: Trail,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    kind: str,
+) -> None:
+    rows = {
+        "row": ("customers", customer_code(5)),
+        "composite-key": ("orders", customer_code(3), "7"),
+        "anonymised-row": ("contacts", "503"),
+    }
+    if kind in rows:
+        monkeypatch.setattr(Context, "config", lambda self: built.config)
+        bundle, keys_file = tmp_path / "proof.json", built.keys_file
+        proven = prove_bundle(bundle, "db", *rows[kind])
+        assert proven.exit_code == 0, proven.output
+    elif kind == "file":
+        bundle, keys_file = file_bundle(tmp_path, monkeypatch)
+    else:
+        s3_server = request.getfixturevalue("s3_server")
+        marker = kind == "s3-delete-marker"
+        bundle, keys_file = object_bundle(s3_server, tmp_path, monkeypatch, marker=marker)
+    original = bundle.read_bytes()
+    assert single_byte_edits_that_pass(original, keys_file) == []
     tampered = tmp_path / "tampered.json"
     tampered.write_bytes(original.replace(b'"leaf":"', b'"leaf":"0', 1)[:-2] + b"}\n")
-    result = check(tampered, with_config.keys_file)
+    result = check(tampered, keys_file)
     assert result.exit_code == ExitCode.AUDIT_FAILURE, result.output
 
 
