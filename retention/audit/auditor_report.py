@@ -32,6 +32,12 @@ COUNTED_AS = {
     "s3-delete": "object_versions",
     "files-delete": "files",
 }
+# What a run's exit code says (docs/exit-codes.md), for the report's exceptions.
+EXIT_MEANINGS = {
+    3: "rules failed, were braked or could not reach their store",
+    69: "every rule that failed could not reach its store",
+    70: "the audit trail failed: the run stopped",
+}
 COUNTERS = (
     "deleted",
     "anonymised",
@@ -207,6 +213,27 @@ def _rules_in_force(walk: _Pass) -> list[dict[str, Any]]:
     return sorted(found.values(), key=lambda item: (str(item["definition"].get("name")),))
 
 
+def _run_problem(finished: dict[str, Any] | None) -> str | None:
+    """Given a run's run.finished (None: never written), return what went wrong, else None."""
+    if finished is None:
+        return (
+            "interrupted: no run.finished (the process died mid-run; the next run settles "
+            "its last batch)"
+        )
+    code = finished.get("exit_code")
+    if code != 0:
+        meaning = EXIT_MEANINGS.get(code, "failed") if isinstance(code, int) else "failed"
+        return f"exit {code}: {meaning}"
+    # A run stopped by a signal (or the service's stop) records exit 0 and its rules "stopped".
+    stopped = [o.get("rule") for o in finished.get("outcomes", ()) if o.get("status") == "stopped"]
+    if stopped:
+        return (
+            "stopped before its end (a signal or the service's stop), after its current batch: "
+            + ", ".join(map(str, stopped))
+        )
+    return None
+
+
 def _exceptions(walk: _Pass) -> dict[str, Any]:
     """Given the pass, return what went wrong or was left over in the period."""
     runs, rules, unreadable, backlog = [], [], [], {}
@@ -215,24 +242,26 @@ def _exceptions(walk: _Pass) -> dict[str, Any]:
         if not walk.in_period(started.get("time")):
             continue
         when = utc_text(started.get("time"))
-        if finished is None:
-            runs.append({"run_id": run_id, "started": when, "problem": "interrupted"})
-        elif finished.get("exit_code") != 0:
-            runs.append(
-                {"run_id": run_id, "started": when, "problem": f"exit {finished['exit_code']}"}
-            )
-        for planned in started.get("planned") or ():
-            if planned.get("unreadable_clock"):
-                unreadable.append({"run_id": run_id, "started": when, **planned})
+        problem = _run_problem(finished)
+        if problem is not None:
+            runs.append({"run_id": run_id, "started": when, "problem": problem})
+        planned = {str(item.get("rule")): item for item in started.get("planned") or ()}
+        unreadable += [
+            {"run_id": run_id, "started": when, **item}
+            for item in planned.values()
+            if item.get("unreadable_clock")
+        ]
         for outcome in (finished or {}).get("outcomes", ()):
             if outcome.get("status") != "ok":
                 rules.append({"run_id": run_id, "started": when, **outcome})
-            # The last run of the period tells each rule's backlog: due, not purged.
+            # The last run of the period tells each rule's backlog: due, not purged; unknown
+            # when the rule could not be planned (its store unreachable: nothing was counted).
             if "skipped" in outcome:
+                unplanned = planned.get(str(outcome.get("rule")), {}).get("error")
                 backlog[outcome.get("rule")] = {
                     "rule": outcome.get("rule"),
                     "as_of": utc_text(finished.get("time")),
-                    "due_not_purged": outcome.get("skipped"),
+                    "due_not_purged": None if unplanned else outcome.get("skipped"),
                 }
     batches = [
         {"seq": seq, "rule": content.get("rule"), "status": content.get("status")}

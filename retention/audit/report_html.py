@@ -275,7 +275,16 @@ def render_report_html(document: dict[str, Any]) -> str:
         "<h3>Backlog at the end of the period</h3>",
         _table(
             ["Rule", "As of", "Due but not purged"],
-            [[b["rule"], b["as_of"], b["due_not_purged"]] for b in exceptions["backlog"]],
+            [
+                [
+                    b["rule"],
+                    b["as_of"],
+                    "unknown (the rule could not be planned)"
+                    if b["due_not_purged"] is None
+                    else b["due_not_purged"],
+                ]
+                for b in exceptions["backlog"]
+            ],
             {2},
             "exceptions-backlog",
         ),
