@@ -154,18 +154,22 @@ class RuleOutcome:
 
 @dataclass(frozen=True)
 class RunReport:
-    """A whole run: per-rule outcomes and the exit code they add up to."""
+    """A whole run: per-rule outcomes and the exit code they add up to. ``stopped_by`` is the
+    code of the signal that stopped a one-off purge (130 for SIGINT, 143 for SIGTERM), if any."""
 
     plan_id: str
     dry_run: bool
     outcomes: tuple[RuleOutcome, ...]
+    stopped_by: ExitCode | None = None
 
     @property
     def exit_code(self) -> ExitCode:
-        """70 when the audit trail failed; 0 when every rule succeeded; 69 when every failure
-        was an unreachable store; else 3."""
+        """70 when the audit trail failed; else ``stopped_by`` when a signal stopped the run;
+        0 when every rule succeeded; 69 when every failure was an unreachable store; else 3."""
         if any(outcome.status == "audit_failed" for outcome in self.outcomes):
             return ExitCode.AUDIT_FAILURE
+        if self.stopped_by is not None:
+            return self.stopped_by
         failures = [outcome for outcome in self.outcomes if outcome.status in FAILED]
         if not failures:
             return ExitCode.OK

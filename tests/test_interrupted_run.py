@@ -5,6 +5,7 @@ for SIGTERM). Real subprocesses, on every database."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,6 +135,10 @@ def test_a_signal_mid_run_stops_after_the_batch_signed_and_recorded_as_stopped(
     assert "Aborted!" not in output
     assert "stopped" in output
     deleted = _assert_every_deletion_audited_and_signed(tmp_path, audit, database_url)
+    # The signed run.finished and the log line carry the code the process exits with.
+    assert _entries(audit)[-2]["exit_code"] == code
+    finished = [json.loads(line) for line in output.splitlines() if '"run.finished"' in line]
+    assert [line["exit_code"] for line in finished] == [code]
     state = StateDatabase(state_url)
     try:
         (run,) = state.last_runs("logs")

@@ -94,11 +94,14 @@ def run_plan(
     allow_over_limit: frozenset[str] = frozenset(),
     state: StateDatabase | None = None,
     progress: Progress | None = None,
+    stopped_by: Callable[[], ExitCode | None] = lambda: None,
 ) -> RunReport:
     """Given a Plan, purge it (or walk it, ``dry_run``), recording every batch in the audit trail
     first, and log one ``run.finished`` line. Without an audit trail nothing is purged. With
     ``state``, each rule's run (not a dry run's) goes into the run ledger; ``progress`` is told
-    each rule's count after every batch."""
+    each rule's count after every batch. ``stopped_by`` gives the exit code of the signal that
+    asked a one-off purge to stop (None: none did): the report, its ``run.finished`` entry and
+    log line then carry the code the process exits with."""
     from retention.app.holds import current_holds
 
     run_id = run_id or uuid.uuid4().hex
@@ -118,6 +121,7 @@ def run_plan(
             allow_over_limit,
             holds_for,
             progress,
+            stopped_by,
         )
         finish(report)
     return report
@@ -134,6 +138,7 @@ def _run_plan(
     allow_over_limit: frozenset[str],
     holds_for: Callable[[str], list[Hold]],
     progress: Progress | None,
+    stopped_by: Callable[[], ExitCode | None],
 ) -> RunReport:
     logger = get_logger(plan_id=plan.plan_id, run_id=run_id)
     audited = not dry_run and config.audit is not None and config.audit.enabled
@@ -162,6 +167,8 @@ def _run_plan(
             subject_set=SubjectsOnDisk,
             progress=progress,
         )
+        if (signal_code := stopped_by()) is not None:
+            report = replace(report, stopped_by=signal_code)
         if recorder is not None and report.exit_code != ExitCode.AUDIT_FAILURE:
             recorder.run_finished(report)
     counters: dict[str, Any] = {}

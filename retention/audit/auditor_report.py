@@ -37,6 +37,8 @@ EXIT_MEANINGS = {
     3: "rules failed, were braked or could not reach their store",
     69: "every rule that failed could not reach its store",
     70: "the audit trail failed: the run stopped",
+    130: "stopped by SIGINT (Ctrl-C) after its current batch",
+    143: "stopped by SIGTERM after its current batch",
 }
 COUNTERS = (
     "deleted",
@@ -221,11 +223,13 @@ def _run_problem(finished: dict[str, Any] | None) -> str | None:
             "its last batch)"
         )
     code = finished.get("exit_code")
+    stopped = [o.get("rule") for o in finished.get("outcomes", ()) if o.get("status") == "stopped"]
     if code != 0:
         meaning = EXIT_MEANINGS.get(code, "failed") if isinstance(code, int) else "failed"
-        return f"exit {code}: {meaning}"
-    # A run stopped by a signal (or the service's stop) records exit 0 and its rules "stopped".
-    stopped = [o.get("rule") for o in finished.get("outcomes", ()) if o.get("status") == "stopped"]
+        left = f" ({', '.join(map(str, stopped))} not run to their end)" if stopped else ""
+        return f"exit {code}: {meaning}{left}"
+    # A run the daemon's stop ended (or one written before stops recorded their signal's code)
+    # records exit 0 and its rules "stopped".
     if stopped:
         return (
             "stopped before its end (a signal or the service's stop), after its current batch: "

@@ -184,11 +184,12 @@ def run(
                         store_for,
                         dry_run=dry_run,
                         stop_requested=stop,
+                        stopped_by=lambda: stop.exit_code,
                         allow_over_limit=frozenset(over_limit),
                         state=state,
                         progress=progress,
                     )
-                checkins.finished(report.exit_code == ExitCode.OK and not stop.exit_code)
+                checkins.finished(report.exit_code == ExitCode.OK)
                 if metrics_textfile is not None:
                     write_metrics_textfile(
                         config, report, state, metrics_textfile, datetime.now(UTC)
@@ -199,7 +200,7 @@ def run(
         finally:
             checkins.wait()
     echo_report(report, the_plan, output, wide)
-    sys.exit(int(stop.exit_code or report.exit_code))
+    sys.exit(int(report.exit_code))
 
 
 def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> None:
@@ -296,8 +297,9 @@ def erase(
                     store_for,
                     dry_run=dry_run,
                     stop_requested=stop,
+                    stopped_by=lambda: stop.exit_code,
                     allow_over_limit=frozenset(over_limit),
                     progress=progress,
                 )
     echo_report(report, the_plan, output, wide)
-    sys.exit(int(stop.exit_code or report.exit_code))
+    sys.exit(int(report.exit_code))
