@@ -164,9 +164,9 @@ def test_failed_stopped_and_dead_runs_are_listed_and_said(
     problems = [run["problem"] for run in runs]
     assert len(runs) == 3, problems
     assert problems[0].startswith("exit 3: ")
-    # SIGTERM: the run stops after its batch and records exit 0 with its rule "stopped".
+    # SIGTERM: the run stops after its batch and records exit 143 with its rule "stopped".
     assert problems[1] == (
-        "stopped before its end (a signal or the service's stop), after its current batch: big"
+        "exit 143: stopped by SIGTERM after its current batch; left unfinished: big"
     )
     assert problems[2].startswith("interrupted: no run.finished")
     shown = table(page, "exceptions-runs")

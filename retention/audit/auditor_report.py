@@ -226,7 +226,7 @@ def _run_problem(finished: dict[str, Any] | None) -> str | None:
     stopped = [o.get("rule") for o in finished.get("outcomes", ()) if o.get("status") == "stopped"]
     if code != 0:
         meaning = EXIT_MEANINGS.get(code, "failed") if isinstance(code, int) else "failed"
-        left = f" ({', '.join(map(str, stopped))} not run to their end)" if stopped else ""
+        left = f"; left unfinished: {', '.join(map(str, stopped))}" if stopped else ""
         return f"exit {code}: {meaning}{left}"
     # A run the daemon's stop ended (or one written before stops recorded their signal's code)
     # records exit 0 and its rules "stopped".
