@@ -335,3 +335,12 @@ def test_a_plain_demo_from_another_directory_fills_the_database_the_config_names
     (rule,) = json.loads(planned.stdout)["rules"]
     assert rule["error"] is None
     assert rule["due"] > 0
+
+
+def test_a_plain_demo_without_a_sqlite_store_asks_for_a_database(tmp_path: Path) -> None:
+    config = _write(tmp_path, '[settings]\ntimezone = "UTC"\n')
+    refused = _retention(config, tmp_path, "demo")
+    assert refused.returncode == int(ExitCode.USAGE), refused.stderr
+    assert refused.stderr.startswith("error: "), refused.stderr
+    assert "give --database FILE" in refused.stderr
+    assert not (tmp_path / "var").exists()

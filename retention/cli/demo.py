@@ -64,7 +64,7 @@ def demo(
         if database is None:
             database = first_sqlite_file(config)
         if database is None:
-            raise click.UsageError(
+            raise UsageError(
                 "the config has no SQL store with a sqlite:/// url for the demo data: "
                 "give --database FILE"
             )
