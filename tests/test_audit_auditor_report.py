@@ -302,6 +302,11 @@ def test_the_demo_report_counts_children_versions_markers_files_and_bytes_as_exp
         column = by_day[0].index(name)
         assert sum(number(row[column]) for row in by_day[1:]) == expected[name], name
     assert sum(dom.bars) == sum(value for name, value in expected.items() if name != "Bytes")
+    # The command's own summary counts records, never bytes, as the run did.
+    purged = sum(value for name, value in expected.items() if name not in ("Bytes", "Child rows"))
+    assert (
+        f"{purged:,} records purged and {expected['Child rows']:,} child rows with them"
+    ) in written.stdout
 
 
 def test_the_report_checks_the_anchors_given_and_a_truncated_tail_fails_it(

@@ -16,6 +16,7 @@ from retention.cli.shared import (
     wide_option,
 )
 from retention.errors import UsageError
+from retention.wording import counted
 
 
 @click.group("audit")
@@ -353,9 +354,13 @@ def audit_report(
         except OSError as error:
             raise UsageError(f"cannot write {str(output_file)!r}: {error.strerror}") from error
         overall = document["totals"]["overall"]
+        purged = sum(
+            count for name, count in overall.items() if name not in ("bytes", "child_rows")
+        )
         click.echo(
-            f"report written to {output_file}: {sum(overall.values()):,} records in signed "
-            f"entries, {len(document['not_yet_signed']):,} entries not yet signed"
+            f"report written to {output_file}: {counted(purged, 'record')} purged and "
+            f"{counted(overall['child_rows'], 'child row')} with them in signed entries, "
+            f"{counted(len(document['not_yet_signed']), 'entry')} not yet signed"
         )
         if verification.problem is not None:
             raise AuditFailure(f"invalid audit trail (the report says so): {verification.problem}")
