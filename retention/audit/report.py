@@ -266,7 +266,9 @@ class _Collector:
                 self.touch(row, content)
 
 
-def unknown_name(option: str, given: Iterable[str], what: str, known: Iterable[str]) -> UsageError:
+def unknown_name(
+    option: str, given: Iterable[str], what: str, known: Iterable[str], note: str = ""
+) -> UsageError:
     """Given an option, the names it was given that nothing knows, what they should have named
     and the names that are known, return the usage error to raise (exit 2): a typo is never
     answered with "not in the trail".
@@ -275,7 +277,8 @@ def unknown_name(option: str, given: Iterable[str], what: str, known: Iterable[s
     ``--rule 'ld' is not a rule of the trail (logs)``.
     """
     names = ", ".join(repr(name) for name in given)
-    return UsageError(f"{option} {names} is not {what} ({', '.join(sorted(known)) or 'none'})")
+    listed = ", ".join(sorted(known)) or "none"
+    return UsageError(f"{option} {names} is not {what} ({listed}{'; ' + note if note else ''})")
 
 
 def rule_runs(
@@ -298,8 +301,10 @@ def rule_runs(
     known = {row.rule for row in collector.rows.values()} | set(config_rules or ())
     unknown = [rule for rule in dict.fromkeys(rules) if rule not in known]
     if unknown:
-        where = "the trail (no config read)" if config_rules is None else "the config or the trail"
-        raise unknown_name("--rule", unknown, f"a rule of {where}", known)
+        if config_rules is None:
+            note = "no config read: give --config to add its rules"
+            raise unknown_name("--rule", unknown, "a rule of the trail", known, note)
+        raise unknown_name("--rule", unknown, "a rule of the config or the trail", known)
 
     def kept(row: RuleRun) -> bool:
         """Given a row, return whether the filters keep it."""
