@@ -82,3 +82,37 @@ period = "30d"
     assert result.returncode == 0, result.stderr
     assert "valid (1 rule, 1 store)" in result.stdout
     assert imported(result) == ""
+
+
+def test_offline_validation_of_the_shipped_config_opens_no_store_and_imports_no_library(
+    tmp_path: Path,
+) -> None:
+    from tests.support import copy_shipped_config
+
+    # Nothing listens on port 9, and no SQLite file or key exists: only --offline can pass.
+    config = copy_shipped_config(tmp_path, "http://127.0.0.1:9")
+
+    offline = run_retention(["--config", str(config), "config", "validate", "--offline"], tmp_path)
+    assert offline.returncode == 0, offline.stderr
+    assert "valid as a file (17 rules, 4 stores; stores and secrets not checked)" in offline.stdout
+    assert imported(offline) == ""
+    assert not (tmp_path / "var").exists(), "nothing is created"
+
+    live = run_retention(["--config", str(config), "config", "validate"], tmp_path)
+    assert live.returncode != 0, live.stdout
+
+
+def test_offline_validation_still_reports_every_static_error_with_its_path(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        '[settings]\ntimezone = "Mars/Olympus"\nbatch_size = 0\n'
+        '[stores.db]\nkind = "sql"\nurl = "sqlite:///app.sqlite"\n'
+    )
+
+    result = run_retention(["--config", str(config), "config", "validate", "--offline"], tmp_path)
+
+    assert result.returncode == 78, result.stderr
+    assert "settings.timezone" in result.stderr
+    assert "settings.batch_size" in result.stderr
