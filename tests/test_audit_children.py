@@ -54,9 +54,16 @@ def keys_file(tmp_path: Path) -> Path:
     return found[0]
 
 
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "locked-select"])
 def test_every_child_row_deleted_is_proven_and_its_bundle_round_trips(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, returning: bool
 ) -> None:
+    """Both ways of deleting child rows: DELETE … RETURNING (the three databases have it) and
+    the locking SELECT then DELETE of a dialect without it."""
+    from retention.stores import sql_purge
+
+    if not returning:
+        monkeypatch.setattr(sql_purge, "_children_by_returning", lambda store: False)
     config = purged(database_url, tmp_path)
     public_keys = load_verification_keys(keys_file(tmp_path))
     for table, ids in DELETED.items():
@@ -211,11 +218,12 @@ def test_child_rows_of_a_batch_reconciled_after_a_crash_are_proven(
     assert sum(row["children_deleted"] for row in rows if row["entry"] == "run") == 15
 
 
-def test_a_child_row_slipped_in_after_the_intent_rolls_its_batch_back(
+def _slip_a_mail_in_after_the_first_intent(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`mails.address` is no foreign key: the database lets a row in beside locked ones. The
-    batch that would delete it unrecorded rolls back, and the next attempt records it."""
+) -> tuple[Path, int, dict[int, dict[str, Any]]]:
+    """Purge the accounts with a mail to a@example.com inserted, by another connection, right
+    after the first intent of the `accounts` rule was written (its batch not yet committed);
+    return the config, the intent's seq and the trail's entries by seq."""
     from sqlalchemy import create_engine
 
     from retention.audit.recorder import TrailRecorder
@@ -241,11 +249,46 @@ def test_a_child_row_slipped_in_after_the_intent_rolls_its_batch_back(
     ran = cli(config, "run", "--yes")
     other.dispose()
     assert ran.exit_code == 0, ran.output
-    entries = [stored.content for stored in read_entries(tmp_path / "audit")]
-    settled = {e["intent"]: e for e in entries if e["type"] == "batch.result"}
-    assert settled[slipped[0]]["status"] == "rolled_back"
-    assert settled[slipped[0]]["children_deleted"] == 0
+    entries = {stored.content["seq"]: stored.content for stored in read_entries(tmp_path / "audit")}
+    return config, slipped[0], entries
+
+
+def test_a_child_row_slipped_in_after_its_delete_returned_waits_for_a_batch_that_records_it(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mails.address` is no foreign key: the database lets a row in beside those of a batch.
+    Each child table's DELETE … RETURNING gives the intent exactly the rows it deleted, so a
+    row that comes in after it is not deleted by that batch: the batch commits without it, and
+    the batch of the other account with that address deletes it and records it."""
+    config, slipped, entries = _slip_a_mail_in_after_the_first_intent(
+        postgres_url, tmp_path, monkeypatch
+    )
+    settled = {e["intent"]: e for e in entries.values() if e["type"] == "batch.result"}
+    assert settled[slipped]["status"] == "committed"
+    assert entries[slipped]["children"]["mails"] == 3
+    assert settled[slipped]["children_deleted"] == sum(entries[slipped]["children"].values())
     proven = cli(config, "audit", "prove", "--store", "db", "--table", "mails", "--key", "99")
     assert proven.exit_code == 0, proven.output
-    assert f"seq {slipped[0]} " not in proven.stdout
+    assert f"seq {slipped} " not in proven.stdout
+    assert verify_trail(tmp_path / "audit", load_verification_keys(keys_file(tmp_path)), []).valid
+
+
+def test_a_child_row_slipped_in_after_the_lock_rolls_its_batch_back_without_returning(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a dialect has no DELETE … RETURNING, the child rows are locked and read first:
+    the batch that would delete a row slipped in since, unrecorded, rolls back, and the next
+    attempt records it."""
+    from retention.stores import sql_purge
+
+    monkeypatch.setattr(sql_purge, "_children_by_returning", lambda store: False)
+    config, slipped, entries = _slip_a_mail_in_after_the_first_intent(
+        postgres_url, tmp_path, monkeypatch
+    )
+    settled = {e["intent"]: e for e in entries.values() if e["type"] == "batch.result"}
+    assert settled[slipped]["status"] == "rolled_back"
+    assert settled[slipped]["children_deleted"] == 0
+    proven = cli(config, "audit", "prove", "--store", "db", "--table", "mails", "--key", "99")
+    assert proven.exit_code == 0, proven.output
+    assert f"seq {slipped} " not in proven.stdout
     assert verify_trail(tmp_path / "audit", load_verification_keys(keys_file(tmp_path)), []).valid

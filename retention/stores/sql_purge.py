@@ -73,10 +73,15 @@ def purge_batch(
     """Given a Selection and the last key already handled, purge the next batch of due rows.
 
     One transaction: lock the next ``limit`` due rows in key order, call ``before_write`` with
-    their keys (the audit intent: if it raises, the transaction rolls back and nothing is
-    deleted), delete their children, then delete (or anonymise) them with the due condition
-    checked again inside the statement. If the database reports another number of rows than
-    were locked, a row changed under us: the batch rolls back and BatchConflict is raised.
+    their keys and their child rows' (the audit intent: if it raises, the transaction rolls
+    back and nothing is deleted), delete their children, then delete (or anonymise) them with
+    the due condition checked again inside the statement. The child rows are deleted before the
+    intent where the dialect has DELETE … RETURNING (each DELETE returns the keys the intent
+    names; a child row that comes in afterwards is not deleted by this batch), else locked by a
+    SELECT … FOR UPDATE and deleted after it (a child table that then loses other rows than
+    those locked rolls the batch back: BatchConflict). If the database reports another number
+    of parent rows than were locked, a row changed under us: the batch rolls back and
+    BatchConflict is raised.
     With ``only`` (a subjects' rule: the subjects whose objects were visited), the locked
     rows it does not accept are left untouched, as if held, until a later run. A plain
     delete rule without ``only`` takes the shorter way of ``_delete_range``. ``dry_run``
@@ -272,8 +277,19 @@ def _purge_locked(
     parent_values: dict[str, Sequence[Any] | Select[Any]] = {
         child.references: [row[child.references] for row in rows] for child in rule.children
     }
+    names = {path: name for name, path in child_paths(rule.children)}
     child_rows: tuple[ChildRows, ...] = ()
-    if rule.action == "delete" and rule.children:
+    deleted: dict[str, int] = {}
+    returning = bool(rule.action == "delete" and rule.children and _children_by_returning(store))
+    if returning:
+        # One statement per child table: the DELETE says which rows went, in the same open
+        # transaction, and the intent below names exactly those before anything is committed.
+        found: dict[str, tuple[tuple[str, ...], dict[KeyValues, None]]] = {}
+        deleted = _delete_children(
+            store, connection, rule.children, parent_values, names, found=found
+        )
+        child_rows = tuple(ChildRows(name, key, tuple(rows)) for name, (key, rows) in found.items())
+    elif rule.action == "delete" and rule.children:
         # The child rows go in the same transaction: their keys are in the same intent, each
         # row locked so that the deletes below reach exactly these.
         child_rows = _locked_child_rows(store, connection, rule.children, parent_values)
@@ -284,9 +300,9 @@ def _purge_locked(
     recheck = predicate(store, selection)
     children: ChildCounts = ()
     if rule.action == "delete":
-        names = {path: name for name, path in child_paths(rule.children)}
-        deleted = _delete_children(store, connection, rule.children, parent_values, names)
-        _check_child_counts(deleted, names, child_rows)
+        if not returning:
+            deleted = _delete_children(store, connection, rule.children, parent_values, names)
+            _check_child_counts(deleted, names, child_rows)
         children = tuple((name, deleted.get(name, 0)) for name in dict.fromkeys(names.values()))
         # A key range would also reach the rows ``only`` refused.
         _delete_exactly(store, connection, table, key_columns, keys, recheck, by_range=only is None)
@@ -372,9 +388,13 @@ def _delete_children(
     parent_values: Mapping[str, Sequence[Any] | Select[Any]],
     names: Mapping[tuple[Child, ...], str],
     above: tuple[Child, ...] = (),
+    *,
+    found: dict[str, tuple[tuple[str, ...], dict[KeyValues, None]]] | None = None,
 ) -> dict[str, int]:
     """Delete the children of a batch, the deepest first; return the rows deleted per child
-    table, named as ``child_paths`` names them."""
+    table, named as ``child_paths`` names them. With ``found`` (a dialect with DELETE …
+    RETURNING), each DELETE returns the primary keys of the rows it deleted, which are added
+    to ``found`` per child table (its key columns and its keys, in the order deleted)."""
     deleted: dict[str, int] = {}
     for child in children:
         path = (*above, child)
@@ -393,12 +413,30 @@ def _delete_children(
                 },
                 names,
                 path,
+                found=found,
             )
             for name, count in below.items():
                 deleted[name] = deleted.get(name, 0) + count
-        count = connection.execute(delete(child_table).where(references)).rowcount
+        statement = delete(child_table).where(references)
+        if found is None:
+            count = connection.execute(statement).rowcount
+        else:
+            primary = list(child_table.primary_key.columns)
+            # One fetchall: iterating the result would fetch row by row.
+            rows = connection.execute(statement.returning(*primary)).all()
+            _columns, keys = found.setdefault(
+                child_table.name, (tuple(column.name for column in primary), {})
+            )
+            keys.update(dict.fromkeys(map(tuple, rows)))
+            count = len(rows)
         deleted[names[path]] = deleted.get(names[path], 0) + count
     return deleted
+
+
+def _children_by_returning(store: SqlStore) -> bool:
+    """Whether a batch's child rows are deleted by one DELETE … RETURNING per child table
+    (else locked by a SELECT … FOR UPDATE first, then deleted and counted)."""
+    return bool(store.engine.dialect.delete_returning)
 
 
 def _child_conditions(
