@@ -26,8 +26,12 @@ from retention.cli.shared import (
 from retention.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from retention.config import Config
     from retention.executor import RunReport
-    from retention.planner import Plan
+    from retention.planner import Plan, RecordStore
+    from retention.state import StateDatabase
 
 
 def stdin_is_terminal() -> bool:
@@ -141,13 +145,11 @@ def run(
     metrics_textfile: Path | None,
 ) -> None:
     """Purge what is due now: batch by batch, each rule on its own."""
-    from retention.app import make_plan, run_ledger, run_plan, write_metrics_textfile
+    from retention.app import make_plan, run_ledger, write_metrics_textfile
     from retention.app.saved_plans import check_saved_plan, load_saved_plan
     from retention.render import render_plan
     from retention.runtime.checkins import Checkins
     from retention.runtime.logging import get_logger
-    from retention.runtime.progress import terminal_progress
-    from retention.runtime.signals import stop_on_signals
     from retention.stores import open_stores
 
     with expected_errors():
@@ -177,18 +179,9 @@ def run(
                     confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
                 freeze_start_up()
                 checkins.ping("start")
-                with terminal_progress() as progress, stop_on_signals() as stop:
-                    report = run_plan(
-                        config,
-                        the_plan,
-                        store_for,
-                        dry_run=dry_run,
-                        stop_requested=stop,
-                        stopped_by=lambda: stop.exit_code,
-                        allow_over_limit=frozenset(over_limit),
-                        state=state,
-                        progress=progress,
-                    )
+                report = purge_until_stopped(
+                    config, the_plan, store_for, dry_run=dry_run, over_limit=over_limit, state=state
+                )
                 checkins.finished(report.exit_code == ExitCode.OK)
                 if metrics_textfile is not None:
                     write_metrics_textfile(
@@ -201,6 +194,35 @@ def run(
             checkins.wait()
     echo_report(report, the_plan, output, wide)
     sys.exit(int(report.exit_code))
+
+
+def purge_until_stopped(
+    config: Config,
+    the_plan: Plan,
+    store_for: Callable[[str], RecordStore],
+    *,
+    dry_run: bool,
+    over_limit: Sequence[str],
+    state: StateDatabase | None = None,
+) -> RunReport:
+    """Run the plan with progress on a terminal; SIGINT or SIGTERM stop it after its current
+    batch, and the report then carries the signal's exit code (130 or 143)."""
+    from retention.app import run_plan
+    from retention.runtime.progress import terminal_progress
+    from retention.runtime.signals import stop_on_signals
+
+    with terminal_progress() as progress, stop_on_signals() as stop:
+        return run_plan(
+            config,
+            the_plan,
+            store_for,
+            dry_run=dry_run,
+            stop_requested=stop,
+            stopped_by=lambda: stop.exit_code,
+            allow_over_limit=frozenset(over_limit),
+            state=state,
+            progress=progress,
+        )
 
 
 def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> None:
@@ -261,11 +283,9 @@ def erase(
     wide: bool,
 ) -> None:
     """Erase everything about one person, now, in every rule with erase_by (audited)."""
-    from retention.app import make_plan, run_ledger, run_plan
+    from retention.app import make_plan, run_ledger
     from retention.app.erasure import erasure_request, erasure_rules
     from retention.render import render_erasure_scope, render_plan
-    from retention.runtime.progress import terminal_progress
-    from retention.runtime.signals import stop_on_signals
     from retention.stores import open_stores
 
     with expected_errors():
@@ -290,16 +310,8 @@ def erase(
                 confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
             freeze_start_up()
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
-            with terminal_progress() as progress, stop_on_signals() as stop:
-                report = run_plan(
-                    config,
-                    the_plan,
-                    store_for,
-                    dry_run=dry_run,
-                    stop_requested=stop,
-                    stopped_by=lambda: stop.exit_code,
-                    allow_over_limit=frozenset(over_limit),
-                    progress=progress,
-                )
+            report = purge_until_stopped(
+                config, the_plan, store_for, dry_run=dry_run, over_limit=over_limit
+            )
     echo_report(report, the_plan, output, wide)
     sys.exit(int(report.exit_code))
