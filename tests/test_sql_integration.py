@@ -648,7 +648,9 @@ def test_a_plain_delete_takes_one_statement_per_batch_where_the_dialect_allows(
     backend = make_url(database_url).get_backend_name()
     probes = {"postgresql": 0, "mysql": 1, "mariadb": 1, "sqlite": 2}[backend]
     assert sum("OVER ()" in statement for statement in statements) == probes
-    assert sum("DELETE FROM LOGS" in statement for statement in statements) == 2
+    # PostgreSQL's TID form ends on an empty batch (a short one may follow a row kept).
+    deletes = {"postgresql": 3}.get(backend, 2)
+    assert sum("DELETE FROM LOGS" in statement for statement in statements) == deletes
 
 
 def test_dry_run_walks_the_batches_and_writes_nothing(database_url: str) -> None:
@@ -1034,7 +1036,9 @@ def test_a_row_changed_while_the_delete_waits_for_it_stays_and_is_not_claimed(
 
     engine = _leap_logs(postgres_url)
     audit = tmp_path / "audit"
-    config = make_config(postgres_url, LOG_RULE, audit_directory=audit)
+    # Batches of 2: the kept row makes the first batch short, and the due rows after it must
+    # still go in this run.
+    config = make_config(postgres_url, logs_rule(extra="batch_size = 2"), audit_directory=audit)
     touched = min(LEAP_DUE)
     committers: list[threading.Timer] = []
     with open_stores(config, read_only=False) as store_for:

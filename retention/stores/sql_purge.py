@@ -170,9 +170,8 @@ def _delete_next(
 
     A row that changed since the statement's snapshot is checked again by the database
     (PostgreSQL: its new version has another TID and is left; MariaDB reads under lock) and
-    a row that stopped being due stays. The next batch starts after the last key deleted; a
-    batch of fewer than ``limit`` rows was the last (a row left by a concurrent change waits
-    for the next run).
+    a row that stopped being due stays (it waits for the next run). The next batch starts after
+    the last key deleted.
     """
     rule = selection.rule
     key_columns = store.key_columns(rule)
@@ -201,7 +200,11 @@ def _delete_next(
     keys = tuple(map(tuple, connection.execute(statement).all()))
     if keys and before_write is not None:
         before_write(keys)
-    return Batch(keys, done=len(keys), more=len(keys) >= limit)
+    # MariaDB's LIMIT counts only rows still due, so a short batch was the last. PostgreSQL's
+    # TID form chose ``limit`` rows before re-checking them: a row changed meanwhile makes the
+    # batch short while due rows may follow, so only an empty batch ends the walk.
+    more = len(keys) >= limit if form == "ordered_limit" else bool(keys)
+    return Batch(keys, done=len(keys), more=more)
 
 
 def _delete_range(
