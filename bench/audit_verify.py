@@ -24,10 +24,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from retention.audit.entry_checks import load_verification_keys
 from retention.audit.keys import Signer, add_public_key
 from retention.audit.merkle import merkle_root
 from retention.audit.trail import TrailWriter
-from retention.audit.verify import load_verification_keys, verify_trail
+from retention.audit.verify import verify_trail
 
 TARGET_SECONDS = 10.0
 STORE, DATASET = "app", "connection_logs"

@@ -34,7 +34,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from retention.app import check_secrets, in_ledger, make_plan, overdue_counts, run_plan
-from retention.audit.recorder import open_trail
+from retention.audit.opening import open_trail
 from retention.config import Config, Rule, load_config
 from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError
 from retention.executor import RunReport

@@ -85,7 +85,7 @@ def single_byte_edits_that_pass(original: bytes, keys_file: Path) -> list[tuple[
     """Given a valid bundle and its public key file, change each byte in turn (a letter's case,
     a digit to the next, anything else to x) and return the edits that still pass the check."""
     from retention.audit.bundle import check_bundle
-    from retention.audit.verify import load_verification_keys
+    from retention.audit.entry_checks import load_verification_keys
     from retention.errors import AuditFailure
 
     keys = load_verification_keys(keys_file)
@@ -308,8 +308,9 @@ def test_a_record_of_a_batch_reconciled_after_a_crash_round_trips(
 def test_the_versions_file_is_covered_by_the_signed_entry(
     s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from retention.audit.trail import read_entries
-    from retention.audit.verify import load_verification_keys, verify_trail
+    from retention.audit.entries import read_entries
+    from retention.audit.entry_checks import load_verification_keys
+    from retention.audit.verify import verify_trail
     from tests.test_s3_store import make_s3_config, new_bucket, s3_rule
 
     versioned = new_bucket(s3_server, versioned=True)

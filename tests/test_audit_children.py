@@ -14,8 +14,9 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Column, Integer, MetaData, Table, text
 
 from retention.audit.bundle import check_bundle
-from retention.audit.trail import canonical, entry_hash, read_entries
-from retention.audit.verify import load_verification_keys, verify_trail
+from retention.audit.entries import canonical, entry_hash, read_entries
+from retention.audit.entry_checks import load_verification_keys
+from retention.audit.verify import verify_trail
 from retention.cli import main
 from retention.errors import ExitCode
 from tests.support import config_text, create_tables

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from retention.audit import leaves as leaves_module
 from retention.audit import trail as trail_module
 from retention.audit.bundle import check_bundle, make_bundle
+from retention.audit.entries import LEAVES_PER_CHUNK, leaves_path, read_entries
+from retention.audit.entry_checks import load_verification_keys
 from retention.audit.merkle import (
     chunked_inclusion_proof,
     chunked_root,
@@ -18,8 +21,6 @@ from retention.audit.merkle import (
     verify_chunked_inclusion,
 )
 from retention.audit.prove import prove_record
-from retention.audit.trail import LEAVES_PER_CHUNK, leaves_path, read_entries
-from retention.audit.verify import load_verification_keys
 from tests.support import plan_and_run
 from tests.test_audit_verify import (
     FIRST_RUN,
@@ -71,7 +72,7 @@ def test_a_trail_of_format_1_continued_in_format_2_verifies_and_proves_both(
     with monkeypatch.context() as old:
         # What a writer of format 1 wrote: v 1, one tree leaf per record.
         old.setattr(trail_module, "FORMAT_VERSION", 1)
-        old.setattr(trail_module, "LEAVES_PER_CHUNK", 1)
+        old.setattr(leaves_module, "LEAVES_PER_CHUNK", 1)
         first = plan_and_run(config, FIRST_RUN)[1]
     second = plan_and_run(config, SECOND_RUN)[1]
     built = Trail(tmp_path, url, config, (first, second))

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from retention.audit import trail as trail_module
-from retention.audit.trail import TrailWriter, read_entries, read_leaves, record_leaf
+from retention.audit.entries import read_entries, read_leaves
+from retention.audit.leaves import record_leaf
+from retention.audit.trail import TrailWriter
 from retention.errors import ExitCode
 from retention.runtime.faults import CRASH_POINTS
 from tests.support import (
@@ -167,7 +169,7 @@ def test_a_trail_failing_mid_run_stops_the_run_after_the_recorded_batches(
     config = make_config(
         url, RULE + RULE.replace('name = "logs"', 'name = "logs-again"'), audit_directory=audit
     )
-    original = trail_module._write_durably
+    original = trail_module.write_durably
     leaves_written: list[Path] = []
 
     def disk_full_on_second_batch(path: Path, content: bytes) -> None:
@@ -177,7 +179,7 @@ def test_a_trail_failing_mid_run_stops_the_run_after_the_recorded_batches(
                 raise OSError(28, "No space left on device")
         original(path, content)
 
-    monkeypatch.setattr(trail_module, "_write_durably", disk_full_on_second_batch)
+    monkeypatch.setattr(trail_module, "write_durably", disk_full_on_second_batch)
     _, report = plan_and_run(config, datetime(2026, 11, 23, 12, tzinfo=UTC))
     statuses = {outcome.rule: outcome.status for outcome in report.outcomes}
     assert statuses == {"logs": "audit_failed", "logs-again": "stopped"}
@@ -196,7 +198,7 @@ def test_a_second_writer_gets_lock_held(tmp_path: Path) -> None:
 
 
 def test_the_fast_record_hasher_gives_exactly_hmac_sha256() -> None:
-    from retention.audit.trail import RecordHasher
+    from retention.audit.leaves import RecordHasher
 
     keys: list[tuple[object, ...]] = [(1,), (42,), (-5,), (10**20,), ("a/b",), ("é", 7), (True,)]
     # A partitioned table's (id, time) key: naive datetimes and dates take a fast path.
@@ -213,7 +215,8 @@ def test_the_fast_record_hasher_gives_exactly_hmac_sha256() -> None:
 
 
 def _verified(audit: Path) -> None:
-    from retention.audit.verify import load_verification_keys, verify_trail
+    from retention.audit.entry_checks import load_verification_keys
+    from retention.audit.verify import verify_trail
 
     result = verify_trail(audit, load_verification_keys(audit / "public-keys.json"))
     assert result.valid, result.problem

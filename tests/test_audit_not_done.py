@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retention.audit.trail import leaves_path, read_entries
+from retention.audit.entries import leaves_path, read_entries
 from tests.test_files_store import OLD, backup_rule, cli, files_under, make_file, run, write_config
 
 

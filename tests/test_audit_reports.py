@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from retention.audit.entries import LEAVES_PER_CHUNK, read_entries
+from retention.audit.leaves import record_leaf
 from retention.audit.merkle import verify_chunked_inclusion
 from retention.audit.prove import prove_record
 from retention.audit.recorder import TrailRecorder
-from retention.audit.trail import LEAVES_PER_CHUNK, read_entries, record_leaf
 from retention.cli import Context, main
 from retention.errors import ExitCode
 from tests.support import make_config, plan_and_run

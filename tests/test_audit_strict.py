@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from retention.audit.trail import TrailWriter, leaves_root
+from retention.audit.leaves import leaves_root
+from retention.audit.trail import TrailWriter
 from tests.test_audit_verify import (
     Trail,
     assert_invalid,

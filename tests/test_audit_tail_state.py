@@ -13,9 +13,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from retention.audit import trail as trail_module
+from retention.audit.entries import read_entries
 from retention.audit.keys import PublicKey, Signer
 from retention.audit.merkle import MerkleFrontier, leaf_hash, merkle_root, root_from_leaf_hashes
-from retention.audit.trail import TAIL_STATE, TrailWriter, read_entries
+from retention.audit.trail import TAIL_STATE, TrailWriter
 from retention.audit.verify import verify_trail
 
 START = datetime(2026, 11, 23, 12, tzinfo=UTC)

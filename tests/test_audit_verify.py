@@ -17,19 +17,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert
 
 from retention.audit import trail as trail_module
-from retention.audit.keys import Signer, add_public_key, load_signer
-from retention.audit.merkle import chunked_root, leaf_hash, root_from_leaf_hashes
-from retention.audit.recorder import TrailRecorder
-from retention.audit.trail import (
+from retention.audit.entries import (
     GENESIS,
     LEAVES_PER_CHUNK,
-    TrailWriter,
     canonical,
     checkpoint_payload,
     entry_hash,
     read_entries,
 )
-from retention.audit.verify import Verification, load_verification_keys, verify_trail
+from retention.audit.entry_checks import load_verification_keys
+from retention.audit.keys import Signer, add_public_key, load_signer
+from retention.audit.merkle import chunked_root, leaf_hash, root_from_leaf_hashes
+from retention.audit.recorder import TrailRecorder
+from retention.audit.trail import TrailWriter
+from retention.audit.verify import Verification, verify_trail
 from retention.cli import main
 from retention.config import Config
 from retention.errors import AuditFailure, ExitCode

@@ -28,7 +28,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine, insert, text
 
-from retention.audit.trail import read_entries
+from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.config import load_config
 from retention.errors import ExitCode

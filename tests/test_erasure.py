@@ -30,10 +30,12 @@ from sqlalchemy import (
 from retention.app import make_plan, run_plan
 from retention.app.erasure import erasure_request, erasure_rules
 from retention.app.holds import place_hold
+from retention.audit.entries import read_entries
+from retention.audit.entry_checks import load_verification_keys
+from retention.audit.leaves import subject_digest
+from retention.audit.opening import audit_keys
 from retention.audit.prove import prove_record
-from retention.audit.recorder import audit_keys
-from retention.audit.trail import read_entries, subject_digest
-from retention.audit.verify import load_verification_keys, verify_trail
+from retention.audit.verify import verify_trail
 from retention.cli import main
 from retention.config import Config
 from retention.errors import ConfigError, ExitCode, UsageError

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from retention.app import make_plan, run_plan
-from retention.audit.trail import read_entries
+from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.config import Config, FilesStoreConfig, parse_config
 from retention.errors import ConfigError, ExitCode, RetentionError

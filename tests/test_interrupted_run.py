@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert
 
-from retention.audit.trail import read_entries, read_leaves, record_leaf
-from retention.audit.verify import load_verification_keys, verify_trail
+from retention.audit.entries import read_entries, read_leaves
+from retention.audit.entry_checks import load_verification_keys
+from retention.audit.leaves import record_leaf
+from retention.audit.verify import verify_trail
 from retention.errors import ExitCode
 from retention.state import StateDatabase
 from tests.support import config_text, create_tables, logs_rule, remaining_ids

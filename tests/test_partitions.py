@@ -17,9 +17,10 @@ from structlog.testing import capture_logs
 
 from retention.app import make_plan
 from retention.app.holds import place_hold
+from retention.audit.entries import read_entries, read_leaves
 from retention.audit.keys import load_public_keys
+from retention.audit.leaves import record_leaf
 from retention.audit.prove import prove_record
-from retention.audit.trail import read_entries, read_leaves, record_leaf
 from retention.audit.verify import verify_trail
 from retention.errors import ConfigError
 from retention.executor import execute

@@ -18,7 +18,7 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner, Result
 
-from retention.audit.trail import read_entries
+from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.config import Config, S3StoreConfig, parse_config
 from retention.errors import ConfigError, ExitCode, RetentionError

@@ -14,7 +14,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, event
 
 from retention.app import make_plan, run_plan
 from retention.app.holds import lift_hold, place_hold
-from retention.audit.trail import read_entries
+from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.config import Config
 from retention.errors import ConfigError, ExitCode, UsageError

@@ -961,7 +961,8 @@ def _run_changing_a_row_before_the_delete(
     """Run LOG_RULE, audited, with ``change`` made by another session just before the first
     DELETE; return the ids deleted, the leaves the trail claims, and those ids' leaves."""
     from retention.app import make_plan, run_plan
-    from retention.audit.trail import read_entries, read_leaves, record_leaf
+    from retention.audit.entries import read_entries, read_leaves
+    from retention.audit.leaves import record_leaf
     from retention.stores import open_stores
 
     engine = _leap_logs(url)
@@ -1031,7 +1032,8 @@ def test_a_row_changed_while_the_delete_waits_for_it_stays_and_is_not_claimed(
     import threading
 
     from retention.app import make_plan, run_plan
-    from retention.audit.trail import read_entries, read_leaves, record_leaf
+    from retention.audit.entries import read_entries, read_leaves
+    from retention.audit.leaves import record_leaf
     from retention.stores import open_stores
 
     engine = _leap_logs(postgres_url)

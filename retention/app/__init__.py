@@ -20,7 +20,8 @@ from retention.audit.keys import (
     generate_hmac_key,
     generate_signer,
 )
-from retention.audit.recorder import audit_keys, recording
+from retention.audit.opening import audit_keys
+from retention.audit.recorder import recording
 from retention.config import AuditSettings, Config, Rule
 from retention.errors import (
     ConfigError,

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from retention.app.trail_text import refuse_personal_data
-from retention.audit.recorder import identity, open_trail
+from retention.audit.opening import identity, open_trail
 from retention.config import Config, Rule
 from retention.errors import UsageError
 from retention.holds import Hold, parse_hold_target

@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from retention.audit.entries import canonical
 from retention.audit.prove import audit_hmac_key
-from retention.audit.trail import canonical
 from retention.config import Config
 from retention.errors import UsageError
 from retention.planner import PLAN_SCHEMA_VERSION, Plan, plan_digest, plan_document

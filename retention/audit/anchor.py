@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from retention.audit.trail import StoredEntry
+from retention.audit.entries import StoredEntry
 from retention.errors import AuditFailure, StoreUnavailable, UsageError
 
 S3_SCHEME = "s3://"

@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from retention.audit.entries import read_entries
+from retention.audit.entry_checks import parse_time
 from retention.audit.keys import PublicKey
 from retention.audit.report import utc_text
-from retention.audit.trail import read_entries
-from retention.audit.verify import Verification, parse_time
+from retention.audit.verify import Verification
 from retention.errors import UsageError
 from retention.wording import counted
 

@@ -18,7 +18,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from retention.audit.trail import versions_path
+from retention.audit.entries import versions_path
 from retention.planner import ChildRows, IntentDetail, KeyValues
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.batch_detail import children_count
+from retention.audit.entries import canonical, leaves_per_chunk, read_entries, read_leaves
+from retention.audit.entry_checks import hex_problem, json_object, signature_problem
 from retention.audit.keys import PublicKey
 from retention.audit.merkle import (
     chunked_root,
@@ -29,8 +31,6 @@ from retention.audit.merkle import (
     verify_inclusion,
 )
 from retention.audit.prove import Proof, Search
-from retention.audit.trail import canonical, leaves_per_chunk, read_entries, read_leaves
-from retention.audit.verify import hex_problem, json_object, signature_problem
 from retention.errors import AuditFailure, UsageError
 
 BUNDLE_FORMAT = "retention-proof"

@@ -13,7 +13,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from retention.audit.trail import segments
+from retention.audit.entries import segments
 
 ANCHORED = "anchored.json"
 # A checkpoint further back than this from the trail's end is not looked for: a scrape must stay

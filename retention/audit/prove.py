@@ -15,17 +15,16 @@ from typing import Any
 
 from retention.anonymise import record_locator
 from retention.audit.batch_detail import versions_problem
-from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
-from retention.audit.report import unknown_name, utc_text
-from retention.audit.trail import (
+from retention.audit.entries import (
     leaves_path,
     leaves_per_chunk,
     read_entries,
     read_leaves,
     read_versions,
-    record_leaf,
-    subject_digest,
 )
+from retention.audit.leaves import record_leaf, subject_digest
+from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
+from retention.audit.report import unknown_name, utc_text
 from retention.config import AuditSettings, Child, Config
 from retention.errors import AuditFailure, ConfigError, ConfigIssue, UsageError
 from retention.runtime.secrets import read_secret

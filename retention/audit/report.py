@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retention.audit.trail import read_entries
-from retention.audit.verify import parse_time
+from retention.audit.entries import read_entries
+from retention.audit.entry_checks import parse_time
 from retention.errors import UsageError
 from retention.layout import wrap
 from retention.planner import iso_instant

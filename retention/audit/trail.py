@@ -20,256 +20,42 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
-import rfc8785
-
-from retention.anonymise import record_locator
+from retention.audit.durable import (
+    ends_torn,
+    fsync_directory,
+    last_line,
+    replace_durably,
+    write_all,
+    write_durably,
+)
+from retention.audit.entries import (
+    FORMAT_VERSION,
+    GENESIS,
+    canonical,
+    checkpoint_payload,
+    entry_hash,
+    leaves_path,
+    read_entries,
+    segments,
+    versions_path,
+)
 from retention.audit.keys import Signer
-from retention.audit.merkle import MerkleFrontier, chunked_root, leaf_hash
+from retention.audit.leaves import RecordHasher, leaves_text
+from retention.audit.merkle import MerkleFrontier, leaf_hash
 from retention.errors import AuditFailure, LockHeld
 from retention.wording import counted
 
-# Version 2: a batch's leaves_root is the RFC 6962 root over chunks of LEAVES_PER_CHUNK sorted
-# leaves (one tree leaf per chunk), not over single leaves as in version 1. Entries of both
-# versions verify; a writer appends version 2 from where any trail ends.
-FORMAT_VERSION = 2
-FORMAT_VERSIONS = (1, 2)
-LEAVES_PER_CHUNK = 64
-GENESIS = "0" * 64
 SEGMENT_LIMIT_BYTES = 64 * 1024 * 1024
-SEGMENT_GLOB = "*.jsonl"
 TAIL_STATE = "tail.json"
-
-
-def canonical(entry: dict[str, Any]) -> bytes:
-    """Given an entry, return its RFC 8785 canonical JSON bytes."""
-    return rfc8785.dumps(entry)
-
-
-def entry_hash(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
-
-
-def record_leaf(hmac_key: bytes, store: str, dataset: str, key: Sequence[object]) -> bytes:
-    """Given the audit HMAC key and a record's locator, return its 32-byte leaf.
-
-    Example: ``record_leaf(k, "app", "clients", (42,))`` is HMAC-SHA256(k, "app/clients/42").
-    """
-    return hmac.digest(hmac_key, record_locator(store, dataset, key).encode(), "sha256")
-
-
-def leaves_per_chunk(entry: dict[str, Any]) -> int:
-    """Given an entry (its ``v``), return how many leaves make one leaf of its leaves_root's tree.
-
-    Example: ``leaves_per_chunk({"v": 1})`` is 1; ``leaves_per_chunk({"v": 2})`` is 64.
-    """
-    return 1 if entry.get("v") == 1 else LEAVES_PER_CHUNK
-
-
-def leaves_root(leaves: Sequence[bytes]) -> str:
-    """Given a batch's sorted leaves, return the hex leaves_root an entry written now records."""
-    return chunked_root(leaves, LEAVES_PER_CHUNK).hex()
-
-
-def subject_digest(hmac_key: bytes, subject: str) -> str:
-    """Given the audit HMAC key and an erasure request's subject, return the hex HMAC that
-    stands for that person in the trail: whoever holds the key can check that a request for
-    that subject was carried out; nobody else learns who it was.
-
-    Example: ``subject_digest(k, "alice@example.com")`` is HMAC-SHA256(k,
-    "erasure-subject:alice@example.com"), in hex.
-    """
-    return hmac.digest(hmac_key, f"erasure-subject:{subject}".encode(), "sha256").hex()
-
-
-class RecordHasher:
-    """HMAC-SHA256 of many record locators under one key, the same bytes as ``record_leaf``.
-
-    This runs once per purged record, before the DELETE: re-keying HMAC for each record costs
-    more than the hash itself, so the keyed inner and outer SHA-256 states (RFC 2104) are made
-    once and copied.
-    """
-
-    def __init__(self, hmac_key: bytes) -> None:
-        block = hmac_key if len(hmac_key) <= 64 else hashlib.sha256(hmac_key).digest()
-        block = block.ljust(64, b"\x00")
-        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
-        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
-
-    def leaves(self, store: str, dataset: str, keys: Sequence[Sequence[object]]) -> list[bytes]:
-        """Given a store, a dataset and record keys, return their leaves, sorted."""
-        inner, outer = self._inner, self._outer
-        prefix = f"{store}/{dataset}/"
-        leaves = []
-        for key in keys:
-            message = inner.copy()
-            if len(key) == 1 and type(key[0]) is int:
-                # The usual integer id, spelled as record_locator spells it, without its loop.
-                message.update(f"{prefix}{key[0]}".encode())
-            elif len(key) == 2 and type(key[0]) is int and _plain_time(key[1]):
-                # An id and a naive time (a partitioned table's key): str() of either holds only
-                # digits, "-", ".", " " and ":", which record_locator's quote() spells so.
-                time_text = str(key[1]).replace(" ", "%20").replace(":", "%3A")
-                message.update(f"{prefix}{key[0]}/{time_text}".encode())
-            else:
-                message.update(record_locator(store, dataset, key).encode())
-            digest = outer.copy()
-            digest.update(message.digest())
-            leaves.append(digest.digest())
-        leaves.sort()
-        return leaves
-
-
-def _leaves_text(leaves: Sequence[bytes]) -> bytes:
-    """Given leaves, return the leaves file's bytes: each in hex on its own line."""
-    joined = b"".join(leaves)
-    if len(joined) == 32 * len(leaves):
-        # One hex conversion for the whole batch instead of one per leaf.
-        return (joined.hex("\n", 32) + "\n").encode() if leaves else b""
-    return "".join(f"{leaf.hex()}\n" for leaf in leaves).encode()
-
-
-def _plain_time(value: object) -> bool:
-    kind = type(value)
-    return kind is date or (kind is datetime and value.tzinfo is None)  # type: ignore[attr-defined]
-
-
-def checkpoint_payload(entry: dict[str, Any]) -> bytes:
-    """The bytes a checkpoint's signature covers: the entry without its signature."""
-    return canonical({name: value for name, value in entry.items() if name != "signature"})
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """One entry as read back: where it is, its exact bytes, and its parsed content."""
-
-    segment: Path
-    line: int
-    raw: bytes
-    content: dict[str, Any]
-
-
-def segments(directory: Path) -> list[Path]:
-    return sorted((directory / "trail").glob(SEGMENT_GLOB))
-
-
-def read_entries(directory: Path) -> Iterator[StoredEntry]:
-    """Given an audit directory, yield every entry in order. A line that is not JSON yields an
-    entry whose content is empty, so that verification can name it."""
-    for segment in segments(directory):
-        with segment.open("rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                raw = line.rstrip(b"\n")
-                try:
-                    content = json.loads(raw)
-                except ValueError:
-                    content = {}
-                yield StoredEntry(
-                    segment, number, raw, content if isinstance(content, dict) else {}
-                )
-
-
-def leaves_path(directory: Path, seq: int) -> Path:
-    return directory / "leaves" / f"{seq:08d}.leaves"
-
-
-def versions_path(directory: Path, seq: int) -> Path:
-    return directory / "leaves" / f"{seq:08d}.versions"
-
-
-def read_versions(directory: Path, seq: int) -> list[str]:
-    """Given an audit directory and a batch's seq, return the object version ids its leaves
-    were made of (none for a batch of rows or files, or of a trail written before them)."""
-    try:
-        text = versions_path(directory, seq).read_text()
-    except FileNotFoundError:
-        return []
-    return [unquote(line) for line in text.splitlines()]
-
-
-def read_leaves(directory: Path, seq: int) -> list[bytes]:
-    return [bytes.fromhex(line) for line in leaves_path(directory, seq).read_text().split()]
-
-
-def _ends_torn(path: Path) -> bool:
-    """Whether a segment's last line lacks its newline (read from its last byte only)."""
-    with path.open("rb") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        if end == 0:
-            return False
-        handle.seek(end - 1)
-        return handle.read(1) != b"\n"
-
-
-def _last_line(path: Path) -> bytes | None:
-    """Given a segment that ends with a newline, return its last line (without it), reading
-    backwards from the end; None when the file is empty."""
-    with path.open("rb") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        if end == 0:
-            return None
-        chunk_size, tail = 4096, b""
-        position = end
-        while position > 0:
-            step = min(chunk_size, position)
-            position -= step
-            handle.seek(position)
-            tail = handle.read(step) + tail
-            newline = tail.rfind(b"\n", 0, len(tail) - 1)
-            if newline >= 0:
-                return tail[newline + 1 :].rstrip(b"\n")
-        return tail.rstrip(b"\n")
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_all(descriptor: int, content: bytes) -> None:
-    """Write every byte: on a nearly full disk, write() may take only some of them."""
-    view = memoryview(content)
-    while view:
-        view = view[os.write(descriptor, view) :]
-
-
-def _write_file(path: Path, content: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(descriptor, content)
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_durably(path: Path, content: bytes) -> None:
-    _write_file(path, content)
-    _fsync_directory(path.parent)
-
-
-def _replace_durably(path: Path, content: bytes) -> None:
-    """Write a file whole or not at all: a temporary file, fsynced, then renamed over ``path``
-    (a full disk or a crash leaves at most the temporary, never a torn ``path``)."""
-    temporary = path.with_name(f"{path.name}.tmp")
-    try:
-        _write_file(temporary, content)
-        os.replace(temporary, path)
-    except OSError:
-        with suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
 
 
 @dataclass
@@ -325,7 +111,7 @@ class TrailWriter:
         existing = segments(self.directory)
         if existing:
             last = existing[-1]
-            if _ends_torn(last):
+            if ends_torn(last):
                 content = last.read_bytes()
                 # A torn write: that entry was never acknowledged, so nothing acted on it.
                 kept = content[: content.rfind(b"\n") + 1]
@@ -357,7 +143,7 @@ class TrailWriter:
                 return False
             if (state["segment"], state["segment_bytes"]) != (segment.name, segment.stat().st_size):
                 return False
-            last = _last_line(segment)
+            last = last_line(segment)
             if last is None or entry_hash(last) != state["prev"]:
                 return False
             if json.loads(last).get("seq") != state["next_seq"] - 1:
@@ -437,7 +223,7 @@ class TrailWriter:
             segment = self._writable_segment(len(raw) + 1)
             descriptor = os.open(segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                _write_all(descriptor, raw + b"\n")
+                write_all(descriptor, raw + b"\n")
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
@@ -457,7 +243,7 @@ class TrailWriter:
             number = len(segments(self.directory)) + 1
             segment = self.directory / "trail" / f"{number:08d}.jsonl"
             os.close(os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            _fsync_directory(segment.parent)
+            fsync_directory(segment.parent)
             self._segment = segment
         return segment
 
@@ -493,9 +279,9 @@ class TrailWriter:
                 "a batch names each record once"
             )
         try:
-            _write_durably(
+            write_durably(
                 leaves_path(self.directory, seq),
-                _leaves_text(leaves),
+                leaves_text(leaves),
             )
         except OSError as error:
             raise AuditFailure(f"cannot write the leaves of entry {seq}: {error}") from error
@@ -511,14 +297,14 @@ class TrailWriter:
             f"{quote(str(version), safe='')}\n" for version in sorted(set(map(str, versions)))
         ).encode()
         try:
-            _write_durably(versions_path(self.directory, seq), text)
+            write_durably(versions_path(self.directory, seq), text)
         except OSError as error:
             raise AuditFailure(f"cannot write the versions of entry {seq}: {error}") from error
         return hashlib.sha256(text).hexdigest()
 
     def write_pending(self, seq: int, pending: dict[str, Any]) -> None:
         try:
-            _replace_durably(self._pending_path(seq), json.dumps(pending, default=str).encode())
+            replace_durably(self._pending_path(seq), json.dumps(pending, default=str).encode())
         except OSError as error:
             raise AuditFailure(f"cannot write the pending keys of entry {seq}: {error}") from error
 

@@ -90,12 +90,10 @@ def audit_verify(
     78 unreadable public key file.
     """
     from retention.audit.anchor import load_anchors
-    from retention.audit.verify import (
-        audit_locations,
-        load_verification_keys,
-        render_verification,
-        verify_trail,
-    )
+    from retention.audit.entry_checks import load_verification_keys
+    from retention.audit.locations import audit_locations
+    from retention.audit.verify import verify_trail
+    from retention.audit.verify_text import render_verification
     from retention.errors import AuditFailure
 
     with expected_errors():
@@ -142,7 +140,9 @@ def audit_anchor(
     69 S3 unreachable or no credentials; 2 usage; 78 unreadable public key file.
     """
     from retention.audit.anchor import export_anchor
-    from retention.audit.verify import audit_locations, load_verification_keys, verify_trail
+    from retention.audit.entry_checks import load_verification_keys
+    from retention.audit.locations import audit_locations
+    from retention.audit.verify import verify_trail
     from retention.errors import AuditFailure
 
     with expected_errors():
@@ -185,8 +185,8 @@ def _audit_report(
     width: int | None = None,
 ) -> None:
     """show and export: the same rows, in the chosen format."""
+    from retention.audit.locations import audit_directory
     from retention.audit.report import parse_bound, render, rule_runs
-    from retention.audit.verify import audit_directory
 
     with expected_errors():
         config_rules = None
@@ -328,8 +328,10 @@ def audit_report(
     """
     from retention.audit.anchor import load_anchors
     from retention.audit.auditor_report import parse_period_bound, report_document
+    from retention.audit.entry_checks import load_verification_keys
+    from retention.audit.locations import audit_locations
     from retention.audit.report_html import render_report_html
-    from retention.audit.verify import audit_locations, load_verification_keys, verify_trail
+    from retention.audit.verify import verify_trail
     from retention.errors import AuditFailure
 
     with expected_errors():

@@ -119,7 +119,7 @@ def audit_check_proof(bundle_file: Path, keys_file: Path) -> None:
     be read; 78 the public key file cannot be read or is malformed.
     """
     from retention.audit.bundle import check_bundle, read_bundle, render_checked
-    from retention.audit.verify import load_verification_keys
+    from retention.audit.entry_checks import load_verification_keys
 
     with expected_errors():
         keys = load_verification_keys(keys_file)

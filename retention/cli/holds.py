@@ -115,7 +115,7 @@ def hold_release(context: Context, hold_id: int, reason: str) -> None:
 
 def operator() -> str:
     """Who runs this command, for holds: user@host."""
-    from retention.audit.recorder import identity
+    from retention.audit.opening import identity
 
     who = identity()
     return f"{who['user']}@{who['host']}"

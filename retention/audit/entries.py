@@ -1,0 +1,99 @@
+"""The trail's format on disk, and reading it back: canonical JSON entries (RFC 8785), one a
+line, in numbered segment files, each entry carrying the SHA-256 of the previous one; and beside
+them the sorted leaves (and object versions) of each batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import rfc8785
+
+# Version 2: a batch's leaves_root is the RFC 6962 root over chunks of LEAVES_PER_CHUNK sorted
+# leaves (one tree leaf per chunk), not over single leaves as in version 1. Entries of both
+# versions verify; a writer appends version 2 from where any trail ends.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
+LEAVES_PER_CHUNK = 64
+GENESIS = "0" * 64
+SEGMENT_GLOB = "*.jsonl"
+
+
+def canonical(entry: dict[str, Any]) -> bytes:
+    """Given an entry, return its RFC 8785 canonical JSON bytes."""
+    return rfc8785.dumps(entry)
+
+
+def entry_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def leaves_per_chunk(entry: dict[str, Any]) -> int:
+    """Given an entry (its ``v``), return how many leaves make one leaf of its leaves_root's tree.
+
+    Example: ``leaves_per_chunk({"v": 1})`` is 1; ``leaves_per_chunk({"v": 2})`` is 64.
+    """
+    return 1 if entry.get("v") == 1 else LEAVES_PER_CHUNK
+
+
+def checkpoint_payload(entry: dict[str, Any]) -> bytes:
+    """The bytes a checkpoint's signature covers: the entry without its signature."""
+    return canonical({name: value for name, value in entry.items() if name != "signature"})
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One entry as read back: where it is, its exact bytes, and its parsed content."""
+
+    segment: Path
+    line: int
+    raw: bytes
+    content: dict[str, Any]
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted((directory / "trail").glob(SEGMENT_GLOB))
+
+
+def read_entries(directory: Path) -> Iterator[StoredEntry]:
+    """Given an audit directory, yield every entry in order. A line that is not JSON yields an
+    entry whose content is empty, so that verification can name it."""
+    for segment in segments(directory):
+        with segment.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                raw = line.rstrip(b"\n")
+                try:
+                    content = json.loads(raw)
+                except ValueError:
+                    content = {}
+                yield StoredEntry(
+                    segment, number, raw, content if isinstance(content, dict) else {}
+                )
+
+
+def leaves_path(directory: Path, seq: int) -> Path:
+    return directory / "leaves" / f"{seq:08d}.leaves"
+
+
+def versions_path(directory: Path, seq: int) -> Path:
+    return directory / "leaves" / f"{seq:08d}.versions"
+
+
+def read_versions(directory: Path, seq: int) -> list[str]:
+    """Given an audit directory and a batch's seq, return the object version ids its leaves
+    were made of (none for a batch of rows or files, or of a trail written before them)."""
+    try:
+        text = versions_path(directory, seq).read_text()
+    except FileNotFoundError:
+        return []
+    return [unquote(line) for line in text.splitlines()]
+
+
+def read_leaves(directory: Path, seq: int) -> list[bytes]:
+    return [bytes.fromhex(line) for line in leaves_path(directory, seq).read_text().split()]

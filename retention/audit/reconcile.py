@@ -1,0 +1,139 @@
+"""Settling the batches a crash left without a result: for each intent whose pending keys are
+still there, ask the store which of its records are gone, and record that (``batch.reconciled``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from retention.audit.batch_detail import counted_detail, detail_of_pending
+from retention.audit.entries import read_entries, read_leaves
+from retention.audit.leaves import leaves_root
+from retention.audit.trail import TrailWriter
+from retention.config import S3_KEY
+from retention.errors import AuditFailure, StoreUnavailable
+from retention.planner import RecordStore
+from retention.runtime.logging import get_logger
+
+
+def reconcile_one(
+    writer: TrailWriter, run_id: str, seq: int, pending: dict[str, Any], store: RecordStore
+) -> None:
+    extra: dict[str, Any] = {}
+    if "partition" in pending:
+        leaves = read_leaves(writer.directory, seq)
+        not_done_count = len(leaves)
+        if _partition_exists(store, pending["dataset"], pending["partition"]):
+            leaves = []
+        else:
+            not_done_count = 0
+        done_count = len(leaves)
+    else:
+        keys = [tuple(key) for key in pending["keys"]]
+        not_done = store.existing_keys(
+            pending["dataset"], pending["key_columns"], keys, pending.get("marker_column")
+        )
+        not_done_count = len(not_done)
+        done = [key for key in keys if key not in not_done]
+        done_count = len(done)
+        leaves = writer.record_leaves(pending["store"], pending["dataset"], done)
+        detail = detail_of_pending(pending)
+        extra = counted_detail(detail, tuple(keys), not_done)
+        if detail.children:
+            # A child row still there was not deleted (its parent's transaction rolled back).
+            counts: dict[str, int] = {}
+            for child in detail.children:
+                left = store.existing_keys(child.table, list(child.key), list(child.keys))
+                gone = [key for key in child.keys if key not in left]
+                counts[child.table] = len(gone)
+                leaves += writer.record_leaves(pending["store"], child.table, gone)
+            leaves.sort()
+            extra = {**extra, "children": counts, "children_deleted": sum(counts.values())}
+    reconciled_seq = writer.next_seq
+    writer.write_leaves(reconciled_seq, leaves)
+    if "partition" not in pending and tuple(pending["key_columns"]) == S3_KEY:
+        extra["versions_digest"] = writer.write_versions(reconciled_seq, [key[1] for key in done])
+    writer.append(
+        "batch.reconciled",
+        {
+            "run_id": run_id,
+            "intent": seq,
+            "rule": pending["rule"],
+            "store": pending["store"],
+            "dataset": pending["dataset"],
+            "done": done_count,
+            "not_done": not_done_count,
+            "leaves_root": leaves_root(leaves),
+            **extra,
+        },
+    )
+    writer.clear_pending(seq)
+
+
+def _partition_exists(store: RecordStore, table: str, partition: str) -> bool:
+    """Whether a partition whose drop a crash interrupted is still there: then nothing of it
+    was dropped (its drop is one transaction, or atomic DDL); else all of it was."""
+    exists = getattr(store, "partition_exists", None)
+    if exists is None:
+        raise AuditFailure(f"store {store!r} cannot say whether partition {partition!r} is there")
+    return bool(exists(table, partition))
+
+
+def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], RecordStore]) -> int:
+    """Given the trail and the stores, settle every batch a crash left without a result: record
+    which of its records are gone (or anonymised) and which are not. Return how many were settled.
+    """
+    writer.clear_unfinished_pending()
+    pending = writer.pending()
+    if not pending:
+        return 0
+    entries = {
+        stored.content.get("seq"): stored.content for stored in read_entries(writer.directory)
+    }
+    settled_intents = {
+        content.get("intent")
+        for content in entries.values()
+        if content.get("type") in ("batch.result", "batch.reconciled")
+    }
+    settled = 0
+    for seq, keys in pending:
+        intent = entries.get(seq, {})
+        if keys is None:
+            _unreadable_pending(writer, seq, intent, seq in settled_intents)
+            continue
+        if intent.get("type") != "batch.intent" or intent.get("leaves_root") != keys["leaves_root"]:
+            # The intent never reached the trail, so nothing was written to the store.
+            writer.clear_pending(seq)
+            continue
+        if seq in settled_intents:
+            writer.clear_pending(seq)
+            continue
+        try:
+            reconcile_one(writer, run_id, seq, keys, store_for(keys["store"]))
+        except StoreUnavailable:
+            continue
+        settled += 1
+    return settled
+
+
+def _unreadable_pending(
+    writer: TrailWriter, seq: int, intent: dict[str, Any], settled: bool
+) -> None:
+    """An empty or torn pending file (a full disk, with a version that did not write it
+    atomically) was never acknowledged: its writing failed, so the intent after it was never
+    appended and nothing was written to the store. Drop it. Only when an unsettled intent of
+    that seq is in the trail (a short write that went unnoticed) can its records have gone:
+    without their keys nobody can tell which, so the file stays, the intent stays unsettled
+    (``audit show`` counts it), and every run says so, rather than claim anything."""
+    if intent.get("type") != "batch.intent" or settled:
+        get_logger().warning("audit.pending_unreadable_dropped", intent=seq)
+        writer.clear_pending(seq)
+        return
+    get_logger().error(
+        "audit.pending_unreadable",
+        intent=seq,
+        rule=intent.get("rule"),
+        selected=intent.get("selected"),
+        kept=f"pending/{seq:08d}.json: its intent cannot be reconciled and stays unsettled",
+    )
