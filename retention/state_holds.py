@@ -3,6 +3,7 @@ cannot be read, nothing is planned (a missing hold could mean deleting what a co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,10 @@ def add_hold(
     now: datetime,
     by: str,
     until: datetime | None,
+    before_commit: Callable[[Hold], None] = lambda hold: None,
 ) -> Hold:
-    """Given a hold's rule, target, reason and author, store it and return it."""
+    """Given a hold's rule, target, reason and author, store it and return it; ``before_commit``
+    sees the hold before it is committed, and an exception from it leaves no hold."""
     with state.transaction() as connection:
         result = connection.execute(
             insert(holds).values(
@@ -66,13 +69,23 @@ def add_hold(
         )
         hold_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         row = connection.execute(select(holds).where(holds.c.id == hold_id)).one()
-    return _hold(row._mapping)
+        added = _hold(row._mapping)
+        before_commit(added)
+    return added
 
 
 def release_hold(
-    state: StateDatabase, hold_id: int, *, reason: str, now: datetime, by: str
+    state: StateDatabase,
+    hold_id: int,
+    *,
+    reason: str,
+    now: datetime,
+    by: str,
+    before_commit: Callable[[Hold], None] = lambda hold: None,
 ) -> Hold:
-    """Given a hold id, release it (its records become due on the next run); return it."""
+    """Given a hold id, release it (its records become due on the next run); return it.
+    ``before_commit`` sees the released hold before the release is committed, and an exception
+    from it leaves the hold in force."""
     with state.transaction() as connection:
         row = connection.execute(select(holds).where(holds.c.id == hold_id)).one_or_none()
         if row is None:
@@ -84,8 +97,11 @@ def release_hold(
             .where(holds.c.id == hold_id)
             .values(released_at=now, released_by=by, release_reason=reason)
         )
-        released = connection.execute(select(holds).where(holds.c.id == hold_id)).one()
-    return _hold(released._mapping)
+        released = _hold(
+            connection.execute(select(holds).where(holds.c.id == hold_id)).one()._mapping
+        )
+        before_commit(released)
+    return released
 
 
 def list_holds(state: StateDatabase) -> list[Hold]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,16 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, event, insert
 
+import retention.app.holds as holds_module
 from retention.app import make_plan, run_plan
 from retention.app.holds import lift_hold, place_hold
 from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.config import Config
-from retention.errors import ConfigError, ExitCode, UsageError
+from retention.errors import AuditFailure, ConfigError, ExitCode, UsageError
+from retention.runtime.secrets import state_url
+from retention.state import StateDatabase
+from retention.state_holds import list_holds
 from retention.stores import open_stores
 from tests.support import (
     copy_shipped_config,
@@ -157,6 +163,60 @@ def test_hold_changes_are_in_the_audit_trail_without_the_keys(
     assert released["reason"] == "released by court order 7"
     raw = b"".join(path.read_bytes() for path in (audit / "trail").iterdir())
     assert b'"13"' not in raw
+
+
+def _trail_that_fails_to_append(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trail opens (keys, lock) but its next append fails, as on a full disk."""
+    real_open_trail = holds_module.open_trail
+
+    @contextmanager
+    def failing_open_trail(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with real_open_trail(*args, **kwargs) as writer:
+
+            def append(*_: Any, **__: Any) -> int:
+                raise AuditFailure("cannot write the trail: No space left on device")
+
+            monkeypatch.setattr(writer, "append", append)
+            yield writer
+
+    monkeypatch.setattr(holds_module, "open_trail", failing_open_trail)
+
+
+def test_a_hold_the_trail_cannot_record_is_not_placed(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _logs(sqlite_url)
+    config = make_config(sqlite_url, RULE, audit_directory=tmp_path / "audit")
+    _trail_that_fails_to_append(monkeypatch)
+    with pytest.raises(AuditFailure):
+        _hold(config, keys=("13",))
+    state = StateDatabase(state_url(config.state))
+    try:
+        assert list_holds(state) == []
+    finally:
+        state.close()
+
+
+def test_a_release_the_trail_cannot_record_keeps_the_hold_in_force(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _logs(sqlite_url)
+    audit = tmp_path / "audit"
+    config = make_config(sqlite_url, RULE, audit_directory=audit)
+    hold_id = _hold(config, keys=("13",))
+    _trail_that_fails_to_append(monkeypatch)
+    with pytest.raises(AuditFailure):
+        lift_hold(config, hold_id, reason="closed", now=NOW, by="legal@test")
+    state = StateDatabase(state_url(config.state))
+    try:
+        (hold,) = list_holds(state)
+    finally:
+        state.close()
+    assert hold.id == hold_id
+    assert hold.released_at is None
+    assert [stored.content["type"] for stored in read_entries(audit)] == ["hold.added"]
+    plan_and_run(config, AS_OF)
+    assert 13 in remaining_ids(engine, "logs")
 
 
 @pytest.mark.parametrize(

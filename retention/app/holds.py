@@ -85,21 +85,24 @@ def place_hold(
         if condition is not None
         else {"prefix": parsed_prefix}
     )
-    state = StateDatabase(state_url(config.state))
-    try:
-        hold = add_hold(
-            state,
-            rule=rule.name,
-            kind=kind,
-            value=value,
-            reason=reason,
-            now=now,
-            by=by,
-            until=until,
-        )
-    finally:
-        state.close()
-    _audit_hold(config, "hold.added", hold, value, now)
+    # The trail is opened before the state changes, and the entry appended before the change
+    # commits: a hold the trail cannot record is not placed.
+    with _hold_trail(config, now) as record:
+        state = StateDatabase(state_url(config.state))
+        try:
+            hold = add_hold(
+                state,
+                rule=rule.name,
+                kind=kind,
+                value=value,
+                reason=reason,
+                now=now,
+                by=by,
+                until=until,
+                before_commit=lambda added: record("hold.added", added, value),
+            )
+        finally:
+            state.close()
     return hold
 
 
@@ -123,38 +126,57 @@ def lift_hold(config: Config, hold_id: int, *, reason: str, now: datetime, by: s
     if not reason.strip():
         raise UsageError("--reason is required: a release says why")
     _check_reason(reason)
-    state = StateDatabase(state_url(config.state))
-    try:
-        hold = release_hold(state, hold_id, reason=reason, now=now, by=by)
-    finally:
-        state.close()
-    _audit_hold(config, "hold.released", hold, {"release_reason": reason}, now)
-    return hold
+    # A release the trail cannot record would let records go with nothing saying why: the
+    # entry is appended before the release commits, and a failure keeps the hold in force.
+    with _hold_trail(config, now) as record:
+        state = StateDatabase(state_url(config.state))
+        try:
+            return release_hold(
+                state,
+                hold_id,
+                reason=reason,
+                now=now,
+                by=by,
+                before_commit=lambda released: record(
+                    "hold.released", released, {"release_reason": reason}
+                ),
+            )
+        finally:
+            state.close()
 
 
-def _audit_hold(
-    config: Config, entry_type: str, hold: Hold, value: dict[str, Any], now: datetime
-) -> None:
-    """Hold changes go into the trail with their reason; what they name (record keys, a
+@contextmanager
+def _hold_trail(
+    config: Config, now: datetime
+) -> Iterator[Callable[[str, Hold, dict[str, Any]], None]]:
+    """Given a config, yield a function that records a hold change in the audit trail (a no-op
+    without a trail). Hold changes go in with their reason; what they name (record keys, a
     condition that may quote personal data) only as a keyed digest."""
     if config.audit is None or not config.audit.enabled:
+        yield lambda entry_type, hold, value: None
         return
     with open_trail(config.audit, lambda: now) as writer:
-        writer.append(
-            entry_type,
-            {
-                "hold_id": hold.id,
-                "rule": hold.rule,
-                "kind": hold.kind,
-                "target_count": len(hold.keys) if hold.kind == "key" else 1,
-                "target_digest": hmac.new(
-                    writer.hmac_key, json.dumps(value, sort_keys=True).encode(), hashlib.sha256
-                ).hexdigest(),
-                "reason": hold.reason if entry_type == "hold.added" else value["release_reason"],
-                "until": hold.until.isoformat() if hold.until else None,
-                **identity(),
-            },
-        )
+
+        def record(entry_type: str, hold: Hold, value: dict[str, Any]) -> None:
+            writer.append(
+                entry_type,
+                {
+                    "hold_id": hold.id,
+                    "rule": hold.rule,
+                    "kind": hold.kind,
+                    "target_count": len(hold.keys) if hold.kind == "key" else 1,
+                    "target_digest": hmac.new(
+                        writer.hmac_key, json.dumps(value, sort_keys=True).encode(), hashlib.sha256
+                    ).hexdigest(),
+                    "reason": hold.reason
+                    if entry_type == "hold.added"
+                    else value["release_reason"],
+                    "until": hold.until.isoformat() if hold.until else None,
+                    **identity(),
+                },
+            )
+
+        yield record
 
 
 def _check_reason(reason: str) -> None:
