@@ -303,3 +303,54 @@ def test_a_saved_plan_is_refused_when_its_children_moved(sqlite_url: str, tmp_pa
     assert refused.exit_code == 2, refused.output
     assert "accounts: 6 orders rows go with it now, 5 in the plan" in refused.output
     assert 12 in _ids(engine, "orders")
+
+
+SELF_REFERENCING = """
+[[rules]]
+name = "comments"
+store = "db"
+table = "comments"
+key = "id"
+clock = "written_at"
+period = "1y"
+action = "delete"
+
+[[rules.children]]
+table = "comments"
+foreign_key = "reply_to"
+references = "id"
+"""
+
+
+def test_a_table_named_as_its_own_child_is_refused_before_any_row_goes(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Replies in the table of the comments they answer: named as the rule's own child, a reply
+    due in the same batch as its comment would be deleted twice. Such a rule is refused with its
+    key path (exit 78), by validate and run alike, and nothing is deleted."""
+    metadata = MetaData()
+    comments = Table(
+        "comments",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("reply_to", Integer, ForeignKey("comments.id"), nullable=True),
+        Column("written_at", DateTime, nullable=False),
+    )
+    engine = create_tables(sqlite_url, metadata)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(comments),
+            [
+                {"id": 1, "reply_to": None, "written_at": OLD},
+                {"id": 2, "reply_to": 1, "written_at": OLD},
+                {"id": 3, "reply_to": 1, "written_at": RECENT},
+            ],
+        )
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(sqlite_url, SELF_REFERENCING, audit_directory=tmp_path / "a"))
+    for command in (["config", "validate"], ["run", "--yes"]):
+        result = CliRunner().invoke(main, ["--config", str(config), *command])
+        assert result.exit_code == 78, result.output
+        assert "rules[0].children[0].table" in result.stderr
+        assert "cannot be a child of itself" in result.stderr
+    assert _ids(engine, "comments") == {1, 2, 3}

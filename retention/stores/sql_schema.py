@@ -131,7 +131,7 @@ def check_rule(store: SqlStore, rule: Rule) -> list[ConfigIssue]:
             problem("marker_column", f"no column {rule.marker_column!r} in {rule.table!r}")
         elif clock_kind(table.c[rule.marker_column], store.engine.dialect.name) is None:
             problem("marker_column", f"{rule.marker_column!r} must be a date or timestamp")
-    _check_children(store, rule, table, rule.children, "children", problem)
+    _check_children(store, rule, table, rule.children, "children", problem, (rule.table,))
     if rule.where_sql and not issues:
         try:
             with store.engine.connect() as connection:
@@ -144,10 +144,25 @@ def check_rule(store: SqlStore, rule: Rule) -> list[ConfigIssue]:
 
 
 def _check_children(
-    store: SqlStore, rule: Rule, parent: Table, children: Sequence[Child], path: str, problem: Any
+    store: SqlStore,
+    rule: Rule,
+    parent: Table,
+    children: Sequence[Child],
+    path: str,
+    problem: Any,
+    above: tuple[str, ...],
 ) -> None:
     for index, child in enumerate(children):
         where = f"{path}[{index}]"
+        if child.table in above:
+            # A row due in the same batch as the row it references would be deleted twice and
+            # named twice in the trail (the batch then fails); rows of one table go by its rule.
+            problem(
+                f"{where}.table",
+                f"{child.table!r} cannot be a child of itself or of its own child (a key that "
+                "references its own table): its rows go by the table's own rule",
+            )
+            continue
         try:
             child_table = store.table(child.table)
         except sa_exc.NoSuchTableError:
@@ -163,7 +178,15 @@ def _check_children(
             problem(f"{where}.foreign_key", f"no column {child.foreign_key!r} in {child.table!r}")
         if child.references not in parent.c:
             problem(f"{where}.references", f"no column {child.references!r} in {parent.name!r}")
-        _check_children(store, rule, child_table, child.children, f"{where}.children", problem)
+        _check_children(
+            store,
+            rule,
+            child_table,
+            child.children,
+            f"{where}.children",
+            problem,
+            (*above, child.table),
+        )
 
 
 def _literals(condition: Condition) -> tuple[Any, ...]:
