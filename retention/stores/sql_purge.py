@@ -123,11 +123,6 @@ def purge_batch(
         connection.begin(),
     ):
         form = one_statement_delete(store.engine.dialect)
-        # MariaDB walks the key's index for DELETE … ORDER BY … LIMIT only when the WHERE
-        # bounds the key: the first batch, unbounded, would sort every due row by the clock's
-        # index (measured: 6 s for 500,000 due rows). It takes the two-statement way.
-        if form == "ordered_limit" and after is None:
-            form = None
         # A TID names a row only within one heap: a partitioned or inherited table's TIDs repeat.
         if form == "tid_array" and not store.single_heap(connection, rule.table):
             form = None
@@ -178,6 +173,15 @@ def _delete_next(
     table = store.table(rule.table)
     due = predicate(store, selection)
     window = due if after is None else and_(after_key(key_columns, after), due)
+    if form == "ordered_limit" and after is None:
+        # MariaDB walks the key's index for DELETE … ORDER BY … LIMIT only when the WHERE
+        # bounds the key: unbounded, it would sort every due row by the clock's index
+        # (measured: 6 s for 500,000 due rows). The table's first key bounds it (its first
+        # column; key columns are NOT NULL, check_rule says so), read from the key's index.
+        first = connection.execute(select(*key_columns).order_by(*key_columns).limit(1)).first()
+        if first is None:
+            return Batch((), 0, more=False)
+        window = and_(key_columns[0] >= first[0], due)
     if form == "ordered_limit":
         statement: Any = (
             delete(table)
