@@ -354,3 +354,106 @@ def test_a_table_named_as_its_own_child_is_refused_before_any_row_goes(
         assert "rules[0].children[0].table" in result.stderr
         assert "cannot be a child of itself" in result.stderr
     assert _ids(engine, "comments") == {1, 2, 3}
+
+
+CASCADED = """
+[[rules]]
+name = "accounts"
+store = "db"
+table = "accounts"
+key = "id"
+clock = "closed_at"
+period = "1y"
+action = "delete"
+"""
+
+CASCADED_LISTED = (
+    CASCADED
+    + """
+[[rules.children]]
+table = "sessions"
+foreign_key = "account_id"
+
+[[rules.children.children]]
+table = "session_events"
+foreign_key = "session_id"
+references = "id"
+"""
+)
+
+
+def _cascading_tables(url: str) -> Engine:
+    """accounts <- sessions <- session_events, each key ON DELETE CASCADE."""
+    metadata = MetaData()
+    Table(
+        "accounts",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("closed_at", DateTime, nullable=False),
+    )
+    Table(
+        "sessions",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE")),
+    )
+    Table(
+        "session_events",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("session_id", Integer, ForeignKey("sessions.id", ondelete="CASCADE")),
+    )
+    engine = create_tables(url, metadata)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO accounts VALUES (1, '2020-01-01 00:00:00')"))
+        connection.execute(text("INSERT INTO sessions VALUES (10, 1)"))
+        connection.execute(text("INSERT INTO session_events VALUES (100, 10)"))
+    return engine
+
+
+def test_a_cascade_into_an_unlisted_table_is_refused_before_any_row_goes(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The database would delete the sessions (and their events) of an expired account by
+    itself, and nothing would name them in the trail: unless the rule lists them as children,
+    validate and run refuse it (exit 78) with the key path and the table. SQLite's connections
+    do not enforce foreign keys, so nothing cascades there."""
+    engine = _cascading_tables(database_url)
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(database_url, CASCADED, audit_directory=tmp_path / "a"))
+    cascades = not database_url.startswith("sqlite")
+    for command in (["config", "validate"], ["run", "--yes", "--dry-run"], ["run", "--yes"]):
+        result = CliRunner().invoke(main, ["--config", str(config), *command])
+        if not cascades:
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 78, result.output
+        assert "rules[0].table" in result.stderr
+        assert "'sessions' references 'accounts' (account_id) with ON DELETE CASCADE" in (
+            result.stderr
+        )
+        assert _ids(engine, "session_events") == {100}
+    if cascades:
+        assert _ids(engine, "accounts") == {1}
+
+
+def test_cascading_tables_listed_as_children_go_recorded(database_url: str, tmp_path: Path) -> None:
+    """Listed as children (and grandchildren), the cascading tables are deleted first, each row
+    named in the trail; a grandchild left out is refused at its own key path."""
+    engine = _cascading_tables(database_url)
+    config = tmp_path / "retention.toml"
+    without_grandchild = CASCADED_LISTED.split("[[rules.children.children]]")[0]
+    config.write_text(config_text(database_url, without_grandchild, audit_directory=tmp_path / "a"))
+    refused = CliRunner().invoke(main, ["--config", str(config), "config", "validate"])
+    if not database_url.startswith("sqlite"):
+        assert refused.exit_code == 78, refused.output
+        assert "rules[0].children[0].table" in refused.stderr
+        assert "'session_events' references 'sessions' (session_id)" in refused.stderr
+        assert "list it in children[0].children" in refused.stderr
+    config.write_text(config_text(database_url, CASCADED_LISTED, audit_directory=tmp_path / "a"))
+    ran = json.loads(_cli(config, "run", "--yes", "--output", "json"))
+    (outcome,) = ran["rules"]
+    assert outcome["deleted"] == 1
+    assert outcome["children"] == {"sessions": 1, "sessions/session_events": 1}
+    assert (_ids(engine, "accounts"), _ids(engine, "sessions")) == (set(), set())
+    assert _ids(engine, "session_events") == set()
