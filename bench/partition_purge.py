@@ -22,10 +22,11 @@ For MariaDB (``PARTITION BY RANGE COLUMNS``): the raw DELETE (no VACUUM: InnoDB 
 space in place) against ``retention run``.
 
 Each copy must end with the same rows left. Every table lives in a throw-away database
-``retention_bench_<hex>``, dropped at the end. pg_partman is Debian's ``postgresql-15-partman``.
+``retention_bench_<hex>`` (``--database-prefix``), dropped at the end. pg_partman is Debian's
+``postgresql-15-partman``.
 
 Usage: .venv/bin/python bench/partition_purge.py [--rows N] [--backend postgres|mariadb|all]
-                                                [--batch-size N]
+                                                [--batch-size N] [--database-prefix P]
 """
 
 from __future__ import annotations
@@ -96,9 +97,9 @@ def month(index: int) -> date:
 
 
 @contextmanager
-def database(backend: str) -> Iterator[tuple[Engine, str]]:
+def database(backend: str, prefix: str) -> Iterator[tuple[Engine, str]]:
     """A throw-away database: an autocommit engine on it and its URL; dropped at the end."""
-    name = f"retention_bench_{secrets.token_hex(4)}"
+    name = f"{prefix}{secrets.token_hex(4)}"
     server = create_engine(
         SERVERS[backend] + ("postgres" if backend == "postgres" else ""),
         isolation_level="AUTOCOMMIT",
@@ -268,8 +269,8 @@ def retention_run(url: str, table: str, rows: int, batch_size: int, backend: str
     )
 
 
-def bench_postgres(rows: int, batch_size: int) -> list[Result]:
-    with database("postgres") as (engine, url), engine.connect() as connection:
+def bench_postgres(rows: int, batch_size: int, prefix: str) -> list[Result]:
+    with database("postgres", prefix) as (engine, url), engine.connect() as connection:
         for table in ("events_raw", "events_ret", "events_partman"):
             progress(f"postgres: {table}: {rows:,} rows over {MONTHS} monthly partitions")
             if table == "events_partman":
@@ -335,8 +336,8 @@ def pg_partman(connection: Connection, rows: int) -> Result:
     return Result("pg_partman run_maintenance()", dropped, seconds, seconds, notes)
 
 
-def bench_mariadb(rows: int, batch_size: int) -> list[Result]:
-    with database("mariadb") as (engine, url), engine.connect() as connection:
+def bench_mariadb(rows: int, batch_size: int, prefix: str) -> list[Result]:
+    with database("mariadb", prefix) as (engine, url), engine.connect() as connection:
         connection.execute(text("SET time_zone = '+00:00'"))
         results = []
         for table in ("events_raw", "events_ret"):
@@ -415,13 +416,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
     parser.add_argument("--backend", choices=["postgres", "mariadb", "all"], default="all")
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument(
+        "--database-prefix",
+        default="retention_bench_",
+        help="the throw-away databases' names start with this (then 8 hex digits)",
+    )
     options = parser.parse_args(argv)
     warn_if_busy()
     lines = []
     if options.backend in ("postgres", "all"):
-        lines += report("postgres", bench_postgres(options.rows, options.batch_size))
+        lines += report(
+            "postgres", bench_postgres(options.rows, options.batch_size, options.database_prefix)
+        )
     if options.backend in ("mariadb", "all"):
-        lines += report("mariadb", bench_mariadb(options.rows, options.batch_size))
+        lines += report(
+            "mariadb", bench_mariadb(options.rows, options.batch_size, options.database_prefix)
+        )
     print("\n".join(lines))
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
