@@ -28,6 +28,7 @@ SQL_EDGES = {
     "retention/stores/sql_survey.py",
     "retention/stores/partitions.py",
     "retention/stores/partition_catalog.py",
+    "retention/stores/partition_keys.py",
     "retention/stores/sql_columns.py",
     "retention/state.py",
     "retention/state_holds.py",

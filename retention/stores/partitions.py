@@ -6,40 +6,44 @@ references the table, and every row in it is due: counted with the rule's own pr
 ``where`` condition, a period override or a legal hold that keeps even one row sends the whole
 partition to the usual row batches.
 
-Dropping is audited like a batch, in three steps:
+Dropping is audited like a batch: every record's key is read and recorded (one trail intent,
+leaves and intent fsynced, per chunk of ``CHUNK`` keys; memory is bounded by the chunk) before
+anything is dropped, and nothing is dropped unless the keys recorded are exactly its rows.
 
-1. In one snapshot (REPEATABLE READ), count the partition's rows, its due rows and a checksum of
-   its keys, then stream its keys in chunks of ``CHUNK``: each chunk is one trail intent (leaves
-   and intent fsynced) before anything is dropped. Memory is bounded by the chunk.
-2. One short transaction: lock the partition (PostgreSQL ``SHARE``, MariaDB ``LOCK TABLES``),
-   count again: a row that arrived or left since step 1 changes the counts or the checksum, and
-   then nothing is dropped (BatchConflict: the rows go by row batches). Else PostgreSQL
-   ``DETACH PARTITION`` then ``DROP TABLE`` and COMMIT, all or nothing; MariaDB ``ALTER TABLE
-   … DROP PARTITION`` (atomic DDL).
-3. The results, after the commit. A crash before it leaves intents without results: the
-   reconcile looks whether the partition still exists (``partition_exists``).
+- PostgreSQL, one transaction: lock the partition in ``SHARE`` mode (from there to the COMMIT
+  no row can arrive in, leave or change in it, and it cannot be detached or attached
+  elsewhere; readers go on), read its range again from the catalog, stream and record its
+  keys, check that no row of it is kept (``_all_due``), then ``DETACH PARTITION`` and ``DROP
+  TABLE`` and COMMIT, all or nothing. Each row is read once; the parent's ``ACCESS EXCLUSIVE``
+  lock is held from the DETACH to the COMMIT only, whatever the partition's size.
+- MariaDB, which has no lock on one partition and commits before any DDL: in one snapshot,
+  count the partition's rows, due rows, held rows and a checksum of its keys, and record its
+  keys; then under ``LOCK TABLES`` count again (anything changed: nothing dropped) and ``ALTER
+  TABLE … DROP PARTITION`` (atomic DDL). That lock covers the whole table and grows with the
+  partition's rows (docs/operations.md).
+
+A conflict (BatchConflict) drops nothing: the partition's rows go by row batches. The results
+are written after the commit; a crash before it leaves intents without results, which the
+reconcile settles by whether the partition still exists (``partition_exists``).
 
 PostgreSQL's ``DETACH PARTITION CONCURRENTLY`` is not used: it cannot run in a transaction, so
 the partition would sit detached (its rows out of the table, not yet dropped, not yet in the
 trail as gone) between two transactions, and it refuses a table with a default partition. The
 plain DETACH takes the parent's ACCESS EXCLUSIVE lock only from the DETACH to the COMMIT (the
-DROP of a table nobody else can see any more), and waits for it at most ``LOCK_TIMEOUT_MS``.
+DROP of a table nobody else can see any more), and waits for it, and for the partition's
+lock, at most ``LOCK_TIMEOUT_MS``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    Column,
     ColumnElement,
     Connection,
-    Date,
-    DateTime,
-    Integer,
     String,
     case,
     cast,
@@ -53,7 +57,6 @@ from retention.errors import BatchConflict
 from retention.planner import (
     Batch,
     BeforeWrite,
-    KeyValues,
     PartitionDue,
     Selection,
     iso_instant,
@@ -68,6 +71,8 @@ from retention.stores.partition_catalog import (
     in_partition,
     read_partitioning,
 )
+from retention.stores.partition_keys import key_chunks
+from retention.stores.sql_keys import not_true
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -217,6 +222,15 @@ def _counting(
     return in_partition(query, table, partitioning, partition, store.engine.dialect.name)
 
 
+@dataclass(frozen=True)
+class _Dropped:
+    """A partition dropped: its rows, and when its lock and the table's were taken."""
+
+    rows: int
+    partition_locked: float
+    table_locked: float
+
+
 def drop_partition(
     store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
 ) -> Batch:
@@ -225,48 +239,12 @@ def drop_partition(
     rows dropped. BatchConflict when the partition is no longer wholly due or changed while its
     keys were recorded (nothing dropped: its rows go by row batches)."""
     rule = selection.rule
-    dialect = store.engine.dialect.name
-    table = store.table(rule.table)
     with store.reachable():
-        with store.engine.connect() as connection:
-            partitioning = read_partitioning(connection, rule.table)
-        partition = _find(store, selection, partitioning, name)
-        assert partitioning is not None
-        counting = _counting(store, selection, partitioning, partition)
-        options: dict[str, Any] = {"yield_per": CHUNK}
-        if dialect == "postgresql":
-            options["isolation_level"] = "REPEATABLE READ"
-        with (
-            store.engine.connect().execution_options(**options) as connection,
-            connection.begin(),
-        ):
-            first = tuple(connection.execute(counting).one())
-            rows, due_rows = first[0], first[1]
-            if not rows or rows != due_rows:
-                raise BatchConflict(
-                    f"partition {name!r}: {rows - due_rows:,} of {rows:,} rows are not due"
-                )
-            keys_query = in_partition(
-                select(*store.key_columns(rule)).select_from(table),
-                table,
-                partitioning,
-                partition,
-                dialect,
-            )
-            streamed = 0
-            for keys in _key_chunks(connection, keys_query, store.key_columns(rule)):
-                streamed += len(keys)
-                if before_write is not None:
-                    before_write(keys)
-        if streamed != rows:
-            raise BatchConflict(f"partition {name!r}: {streamed:,} keys read, {rows:,} counted")
-        started = time.monotonic()
         try:
-            if dialect == "postgresql":
-                table_locked = _drop_postgres(store, selection, partition, counting, first)
+            if store.engine.dialect.name == "postgresql":
+                dropped = _drop_postgres(store, selection, name, before_write)
             else:
-                _drop_mariadb(store, selection, partition, counting, first)
-                table_locked = started
+                dropped = _drop_mariadb(store, selection, name, before_write)
         except sa_exc.DBAPIError as error:
             message = str(error.orig).lower()
             if "lock timeout" in message or "lock wait timeout" in message:
@@ -282,49 +260,63 @@ def drop_partition(
     crash_point("after_commit")
     ended = time.monotonic()
     # What the application waits for: the table's lock (PostgreSQL: from the DETACH to the
-    # COMMIT; MariaDB: the whole LOCK TABLES), and the partition's (writes into it wait while
-    # its rows are counted again).
+    # COMMIT; MariaDB: the whole LOCK TABLES), and the partition's (PostgreSQL: writes into it
+    # wait while its keys are read and recorded; MariaDB: the same LOCK TABLES).
     get_logger().info(
         "partition.locks",
         rule=rule.name,
         partition=name,
-        table_lock_seconds=round(ended - table_locked, 4),
-        partition_lock_seconds=round(ended - started, 4),
+        table_lock_seconds=round(ended - dropped.table_locked, 4),
+        partition_lock_seconds=round(ended - dropped.partition_locked, 4),
     )
-    return Batch((), done=int(rows), transaction_seconds=ended - started)
+    return Batch((), done=dropped.rows, transaction_seconds=ended - dropped.partition_locked)
 
 
-# Key columns whose values the driver returns exactly as SQLAlchemy would (no result
-# processor): their rows can be read from the driver's cursor as they come.
-_PLAIN_KEY_TYPES = (Integer, String, DateTime, Date)
+def _record_keys(
+    connection: Connection,
+    store: SqlStore,
+    selection: Selection,
+    partitioning: Partitioning,
+    partition: Partition,
+    before_write: BeforeWrite | None,
+) -> int:
+    """Stream the partition's keys, each chunk of ``CHUNK`` recorded (``before_write``); return
+    how many there were. BatchConflict when there were none (nothing to record, nothing to
+    drop)."""
+    rule = selection.rule
+    table = store.table(rule.table)
+    key_columns = store.key_columns(rule)
+    keys_query = in_partition(
+        select(*key_columns).select_from(table),
+        table,
+        partitioning,
+        partition,
+        store.engine.dialect.name,
+    )
+    streamed = 0
+    for keys in key_chunks(connection, keys_query, key_columns, CHUNK):
+        streamed += len(keys)
+        if before_write is not None:
+            before_write(keys)
+    if not streamed:
+        raise BatchConflict(f"partition {partition.name!r} holds no row any more")
+    return streamed
 
 
-def _key_chunks(
-    connection: Connection, keys_query: Any, key_columns: list[Column[Any]]
-) -> Iterator[tuple[KeyValues, ...]]:
-    """Given the streaming connection, the query of a partition's keys and its key columns,
-    yield the keys in chunks of ``CHUNK``. Plain key columns are fetched through the driver's
-    own server-side cursor: its rows are already tuples, with no Row object per key (the keys
-    of a partition are the drop's per-row cost, with their leaves)."""
-    if not all(isinstance(column.type, _PLAIN_KEY_TYPES) for column in key_columns):
-        for chunk in connection.execute(keys_query).partitions():
-            yield tuple(map(tuple, chunk))
-        return
-    compiled = keys_query.compile(dialect=connection.dialect)
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    if connection.dialect.name == "postgresql":
-        cursor = driver.cursor(name="retention_partition_keys")
-    else:
-        import pymysql.cursors  # type: ignore[import-untyped]
-
-        cursor = driver.cursor(pymysql.cursors.SSCursor)
-    try:
-        cursor.execute(str(compiled), compiled.params)
-        while chunk := cursor.fetchmany(CHUNK):
-            yield tuple(chunk)
-    finally:
-        cursor.close()
+def _all_due(
+    connection: Connection,
+    store: SqlStore,
+    selection: Selection,
+    partitioning: Partitioning,
+    partition: Partition,
+) -> None:
+    """BatchConflict when a row of the partition is not due (or held) now: one that stops the
+    scan at the first such row."""
+    table = store.table(selection.rule.table)
+    query = select(literal(1)).select_from(table).where(not_true(store.predicate(selection)))
+    query = in_partition(query, table, partitioning, partition, store.engine.dialect.name)
+    if connection.execute(query.limit(1)).first() is not None:
+        raise BatchConflict(f"partition {partition.name!r}: not every row in it is due now")
 
 
 def _find(
@@ -342,47 +334,66 @@ def _find(
     raise BatchConflict(f"partition {name!r} is gone or no longer wholly expired")
 
 
-def _unchanged(connection: Connection, name: str, counting: Any, first: tuple[Any, ...]) -> None:
-    again = tuple(connection.execute(counting).one())
-    if again != first:
-        raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
-
-
 def _drop_postgres(
-    store: SqlStore,
-    selection: Selection,
-    partition: Partition,
-    counting: Any,
-    first: tuple[Any, ...],
-) -> float:
-    """Count again under the partition's SHARE lock, then detach and drop it in the same
-    transaction; return when the parent's lock was taken (the DETACH)."""
-    detach, drop = drop_statements(store.engine.dialect, selection.rule.table, partition)
-    quote = store.engine.dialect.identifier_preparer.quote
-    qualified = quote(partition.name)
-    if partition.schema is not None:
-        qualified = f"{quote(partition.schema)}.{qualified}"
+    store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
+) -> _Dropped:
+    """One transaction: lock the partition (SHARE), read and record its keys, check that every
+    row is due, then detach and drop it. From the lock to the COMMIT no row can arrive in,
+    leave or change in the partition, so the keys recorded are exactly the rows dropped; the
+    parent's own lock is taken only by the DETACH (docs/operations.md)."""
+    rule = selection.rule
     with store.write_connection() as connection, connection.begin():
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
-        # SHARE: no row can arrive in or leave the partition; readers go on.
+        partition = _find(store, selection, read_partitioning(connection, rule.table), name)
+        quote = store.engine.dialect.identifier_preparer.quote
+        qualified = quote(partition.name)
+        if partition.schema is not None:
+            qualified = f"{quote(partition.schema)}.{qualified}"
+        # SHARE: writers into the partition wait (inserts, updates, deletes, a DETACH or an
+        # ATTACH elsewhere); readers go on.
         connection.exec_driver_sql(f"LOCK TABLE {qualified} IN SHARE MODE")
-        _unchanged(connection, partition.name, counting, first)
+        locked = time.monotonic()
+        # Read again under the lock: the partition holds the same range as when it was named.
+        partitioning = read_partitioning(connection, rule.table)
+        if _find(store, selection, partitioning, name) != partition:
+            raise BatchConflict(f"partition {name!r} was changed before it could be locked")
+        assert partitioning is not None
+        rows = _record_keys(connection, store, selection, partitioning, partition, before_write)
+        # Last, just before the drop: a legal hold or a joined table read by a `where` may
+        # have changed while the keys were recorded.
+        _all_due(connection, store, selection, partitioning, partition)
+        detach, drop = drop_statements(store.engine.dialect, rule.table, partition)
         detached = time.monotonic()
         connection.exec_driver_sql(detach)
         crash_point("after_detach")
         connection.exec_driver_sql(drop)
         crash_point("after_drop")
-    return detached
+    return _Dropped(rows, locked, detached)
 
 
 def _drop_mariadb(
-    store: SqlStore,
-    selection: Selection,
-    partition: Partition,
-    counting: Any,
-    first: tuple[Any, ...],
-) -> None:
+    store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
+) -> _Dropped:
+    """In one snapshot, count the partition (rows, due rows, held rows, a checksum of its keys)
+    and record its keys; then under LOCK TABLES count it again (nothing dropped when anything
+    changed) and drop it (MariaDB has no lock on one partition, and a DDL statement commits
+    the transaction before it starts: docs/operations.md)."""
     rule = selection.rule
+    with store.engine.connect() as connection:
+        partitioning = read_partitioning(connection, rule.table)
+    partition = _find(store, selection, partitioning, name)
+    assert partitioning is not None
+    counting = _counting(store, selection, partitioning, partition)
+    with store.engine.connect() as connection, connection.begin():
+        first = tuple(connection.execute(counting).one())
+        rows, due_rows = first[0], first[1]
+        if not rows or rows != due_rows:
+            raise BatchConflict(
+                f"partition {name!r}: {rows - due_rows:,} of {rows:,} rows are not due"
+            )
+        streamed = _record_keys(connection, store, selection, partitioning, partition, before_write)
+    if streamed != rows:
+        raise BatchConflict(f"partition {name!r}: {streamed:,} keys read, {rows:,} counted")
     quote = store.engine.dialect.identifier_preparer.quote
     # Every table the predicate reads must be locked too (a `where` through a join).
     others = sorted({join.table for join in rule.joins} - {rule.table})
@@ -392,13 +403,17 @@ def _drop_mariadb(
         seconds = max(1, LOCK_TIMEOUT_MS // 1000)
         connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}")
         connection.exec_driver_sql(f"LOCK TABLES {locks}")
+        locked = time.monotonic()
         try:
-            _unchanged(connection, partition.name, counting, first)
+            again = tuple(connection.execute(counting).one())
+            if again != first:
+                raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
             connection.exec_driver_sql(drop)
             crash_point("after_drop")
         finally:
             connection.exec_driver_sql("UNLOCK TABLES")
             connection.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+    return _Dropped(int(rows), locked, locked)
 
 
 _REFUSALS = ("must be owner", "permission denied", "command denied")
