@@ -30,6 +30,7 @@ SQL_EDGES = {
     "retention/stores/partition_catalog.py",
     "retention/stores/partition_keys.py",
     "retention/stores/sql_columns.py",
+    "retention/stores/sql_cascades.py",
     "retention/state.py",
     "retention/state_holds.py",
     "retention/demo/schema.py",
