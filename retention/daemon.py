@@ -37,8 +37,8 @@ from retention.app import check_secrets, in_ledger, make_plan, overdue_counts, r
 from retention.audit.opening import open_trail
 from retention.config import Config, Rule, load_config
 from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError
-from retention.executor import RunReport
 from retention.planner import check_against_stores
+from retention.run_report import RunReport
 from retention.runtime import metrics as prom
 from retention.runtime.checkins import Checkins
 from retention.runtime.secrets import state_url

@@ -7,16 +7,96 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from importlib import resources
 from typing import Any
 
-from retention.executor import RunReport
 from retention.holds import Hold
-from retention.planner import iso_instant
+from retention.planner import Plan, RulePlan
+from retention.run_report import RunReport
 
+PLAN_SCHEMA_VERSION = 1
 REPORT_SCHEMA_VERSION = 1
 HOLDS_SCHEMA_VERSION = 1
+
+
+def plan_document(plan: Plan) -> dict[str, object]:
+    """Given a Plan, return it as one JSON-ready document (``schema_version`` first)."""
+    return {
+        "schema_version": PLAN_SCHEMA_VERSION,
+        "plan_id": plan.plan_id,
+        "as_of": plan.as_of.isoformat(),
+        "config_digest": plan.config_digest,
+        "sample_hashing": "clear" if plan.shows_keys else plan.sample_hashing,
+        "rules": [_rule_document(rule_plan) for rule_plan in plan.rules],
+    }
+
+
+def _rule_document(rule_plan: RulePlan) -> dict[str, object]:
+    rule = rule_plan.rule
+    selection = rule_plan.selection
+    document: dict[str, object] = {
+        "rule": rule.name,
+        "policy": rule.policy,
+        "category": rule.category,
+        "store": rule.store,
+        "table": rule.table,
+        "action": rule.action,
+        "clock": rule.clock_text,
+        "period": rule.period.text,
+        "period_column": str(rule.period_column) if rule.period_column else None,
+        "cutoff": selection.default.cutoff.isoformat() if selection else None,
+        "due": rule_plan.due,
+        "held": rule_plan.held,
+        "in_scope": rule_plan.in_scope,
+        "future_clock": rule_plan.future,
+        "unreadable_clock": rule_plan.unreadable,
+        "invalid_period": rule_plan.invalid_period,
+        "unfit_holds": list(rule_plan.unfit_holds),
+        "children": dict(rule_plan.children),
+        "brake": rule_plan.brake,
+        "oldest": iso_instant(rule_plan.oldest),
+        "sample_keys": list(rule_plan.samples),
+        "error": rule_plan.error,
+        # Every key is always there: null when it does not apply to this rule (docs/json.md).
+        "objects": dict(rule_plan.details) if rule.objects is not None else None,
+        "subjects": (
+            rule.objects.subjects.rule.name if rule.objects and rule.objects.subjects else None
+        ),
+        "period_overrides": None,
+        "invalid_period_values": None,
+        "partitions_due": None,
+        "partition_notes": None,
+    }
+    if rule.period_column:
+        document["period_overrides"] = {
+            str(value): expired.cutoff.isoformat()
+            for value, expired in (selection.overrides if selection else ())
+        }
+        document["invalid_period_values"] = list(
+            selection.invalid_period_values if selection else ()
+        )
+    if rule_plan.partitioned:
+        document["partitions_due"] = [
+            {"partition": partition.name, "rows": partition.rows, "upper": partition.upper}
+            for partition in rule_plan.partitions
+        ]
+        document["partition_notes"] = list(rule_plan.partition_notes)
+    return document
+
+
+def iso_instant(value: datetime | date | None) -> str | None:
+    """Given an instant, a day or None, return ISO 8601 in UTC with its offset, or None: the one
+    format of every instant in the JSON outputs. A day (a DATE clock) is its midnight UTC; a naive
+    time is taken as UTC (the stores' convention). Example: ``iso_instant(date(2026, 1, 2))`` is
+    ``"2026-01-02T00:00:00+00:00"``."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time(), UTC)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
 
 
 def report_document(report: RunReport, plan: dict[str, object]) -> dict[str, object]:

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from retention.config import Rule
-from retention.executor import FAILED, RunReport
 from retention.layout import table, wrap
 from retention.planner import Plan, RulePlan
+from retention.run_report import FAILED, RunReport
 from retention.wording import counted
 
 

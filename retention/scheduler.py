@@ -23,8 +23,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from retention.config import Config, Rule, Schedule
+from retention.documents import iso_instant
 from retention.layout import wrap
-from retention.planner import iso_instant
 from retention.runtime.secrets import state_url
 from retention.state import DaemonBeat, RunRecord, StateDatabase, rule_lease
 

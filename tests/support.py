@@ -24,8 +24,8 @@ from sqlalchemy import (
 from retention.app import make_plan, run_plan
 from retention.audit.keys import add_public_key, generate_hmac_key, generate_signer
 from retention.config import Config, parse_config
-from retention.executor import RunReport
 from retention.planner import Plan
+from retention.run_report import RunReport
 from retention.stores import open_stores
 
 

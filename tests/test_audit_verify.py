@@ -34,7 +34,7 @@ from retention.audit.verify import Verification, verify_trail
 from retention.cli import main
 from retention.config import Config
 from retention.errors import AuditFailure, ExitCode
-from retention.executor import RunReport
+from retention.run_report import RunReport
 from tests.support import create_tables, make_config, plan, plan_and_run
 
 FIRST_RUN = datetime(2026, 1, 1, 12, tzinfo=UTC)

@@ -373,7 +373,7 @@ def _files(root: Path) -> dict[str, datetime]:
 def test_the_demo_fills_the_backup_folder_either_side_of_the_cutoff(tmp_path: Path) -> None:
     from retention.config import load_config
     from retention.demo import DEMO_FOLDER_MARKER, create_demo_objects
-    from retention.stores.files import path_glob
+    from retention.stores.files_glob import path_glob
 
     # Nothing listens on port 1: the buckets are skipped, in one line.
     config = load_config(_demo_config(tmp_path, "http://127.0.0.1:1"))

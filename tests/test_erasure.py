@@ -38,9 +38,11 @@ from retention.audit.prove import prove_record
 from retention.audit.verify import verify_trail
 from retention.cli import main
 from retention.config import Config
+from retention.documents import plan_document
 from retention.errors import ConfigError, ExitCode, UsageError
-from retention.planner import ErasureRequest, Plan, plan_document
+from retention.planner import Plan
 from retention.render import render_plan
+from retention.selection import ErasureRequest
 from retention.stores import open_stores
 from tests.support import config_text, create_tables, make_config, remaining_ids
 

@@ -23,10 +23,10 @@ from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.config import Config, FilesStoreConfig, parse_config
 from retention.errors import ConfigError, ExitCode, RetentionError
-from retention.planner import KeyValues, Selection, make_selection
-from retention.stores import files as files_module
-from retention.stores import open_stores
-from retention.stores.files import FilesStore, open_files_store, path_glob
+from retention.selection import KeyValues, Selection, make_selection
+from retention.stores import files_walk, open_stores
+from retention.stores.files import FilesStore, open_files_store
+from retention.stores.files_glob import path_glob
 from tests.support import audit_table, plan_and_run
 
 AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -570,13 +570,13 @@ def test_a_runs_batches_list_each_directory_once(
         make_file(root, f"flat/db-{number:02d}.tar", OLD)
         make_file(root, f"flat/keep-{number:02d}.tar", RECENT)
     listings: list[int] = []
-    real_listing = files_module._sorted_entries
+    real_listing = files_walk.sorted_entries
 
-    def counted(descriptor: int) -> list[tuple[str, files_module.EntryKind]]:
+    def counted(descriptor: int) -> list[tuple[str, files_walk.EntryKind]]:
         listings.append(descriptor)
         return real_listing(descriptor)
 
-    monkeypatch.setattr(files_module, "_sorted_entries", counted)
+    monkeypatch.setattr(files_walk, "sorted_entries", counted)
     selection = selection_for(make_config(tmp_path, root, backup_rule()))
     deleted = 0
     after: KeyValues | None = None

@@ -16,7 +16,7 @@ from retention.app import overdue_counts
 from retention.audit.freshness import last_anchor_time, last_checkpoint_time
 from retention.cli import main
 from retention.config import parse_schedule
-from retention.executor import RuleOutcome, RunReport
+from retention.run_report import RuleOutcome, RunReport
 from retention.runtime.metrics import (
     new_metrics,
     observe_failure,

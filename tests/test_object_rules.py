@@ -12,23 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from retention.config import Config, Rule, load_config, parse_config
+from retention.documents import plan_document
 from retention.errors import ConfigError, ConfigIssue, RetentionError
-from retention.executor import RunReport, execute
+from retention.executor import execute
 from retention.holds import Hold, object_held, parse_hold_target
-from retention.planner import (
-    Batch,
-    BeforeWrite,
-    KeyFilter,
-    KeyValues,
-    Plan,
-    RecordStore,
-    RulePlan,
-    Selection,
-    Survey,
-    build_plan,
-    display_key,
-    plan_document,
-)
+from retention.planner import Plan, RulePlan, build_plan, display_key
 from retention.render import render_plan, render_report
 from retention.rules import (
     compile_date_pattern,
@@ -38,6 +26,9 @@ from retention.rules import (
     parse_period,
     read_date,
 )
+from retention.run_report import RunReport
+from retention.selection import KeyValues, Selection
+from retention.store_protocol import Batch, BeforeWrite, KeyFilter, RecordStore, Survey
 
 AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")

@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from retention.config import Rule, parse_config
-from retention.planner import make_selection, sample_hash
+from retention.planner import sample_hash
 from retention.rules import Expired
+from retention.selection import make_selection
 
 AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")

@@ -12,8 +12,8 @@ import pytest
 
 from retention.config import parse_config
 from retention.holds import Hold
-from retention.planner import Selection, make_selection
 from retention.rules import compile_date_pattern
+from retention.selection import Selection, make_selection
 from retention.stores.s3_judgement import verdict_of, verdict_of_many, verdict_of_one
 from retention.stores.s3_listing import Entry, Group, Item, Scope
 

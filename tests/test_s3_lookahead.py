@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from retention.planner import make_selection
+from retention.selection import make_selection
 from retention.stores import s3_listing
 from tests.test_s3_store import (  # the fixtures bucket and s3_store_of, too
     DAY,

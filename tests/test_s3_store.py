@@ -22,9 +22,10 @@ from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.config import Config, S3StoreConfig, parse_config
 from retention.errors import ConfigError, ExitCode, RetentionError
-from retention.executor import RuleOutcome
-from retention.planner import Plan, RulePlan, make_selection
+from retention.planner import Plan, RulePlan
 from retention.rules import expired_as_of, parse_period
+from retention.run_report import RuleOutcome
+from retention.selection import make_selection
 from retention.stores import s3 as s3_module
 from retention.stores import s3_delete, s3_listing
 from retention.stores.s3 import S3Store, open_s3_store

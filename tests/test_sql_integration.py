@@ -29,8 +29,8 @@ from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
 from retention.anonymise import keyed_hash
+from retention.documents import plan_document
 from retention.errors import ExitCode
-from retention.planner import plan_document
 from retention.render import render_plan
 from tests.support import (
     create_tables,

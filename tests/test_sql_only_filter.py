@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, select
 
-from retention.planner import KeyValues, make_selection
+from retention.selection import KeyValues, make_selection
 from retention.stores import open_stores
 from tests.support import create_tables, make_config
 

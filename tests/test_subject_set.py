@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from retention.executor import SubjectsInMemory
-from retention.planner import KeyValues
+from retention.run_ports import SubjectsInMemory
 from retention.runtime.subject_set import SubjectsOnDisk
+from retention.selection import KeyValues
 
 
 def test_on_disk_answers_as_the_plain_set_for_every_key_shape() -> None:

@@ -30,18 +30,16 @@ from retention.errors import (
     UsageError,
     error_text,
 )
-from retention.executor import FAILED, Progress, RunReport, execute
+from retention.executor import execute
 from retention.holds import Hold
-from retention.planner import (
-    ErasureRequest,
-    Plan,
-    RecordStore,
-    build_plan,
-    check_against_stores,
-)
+from retention.planner import Plan, build_plan, check_against_stores
+from retention.run_ports import Progress
+from retention.run_report import FAILED, RunReport
 from retention.runtime.logging import get_logger
 from retention.runtime.secrets import read_hash_key, state_url
 from retention.runtime.subject_set import SubjectsOnDisk
+from retention.selection import ErasureRequest
+from retention.store_protocol import RecordStore
 
 if TYPE_CHECKING:
     from retention.state import StateDatabase

@@ -8,7 +8,7 @@ import re
 from retention.app.trail_text import refuse_personal_data
 from retention.config import Config, Rule
 from retention.errors import UsageError
-from retention.planner import ErasureRequest
+from retention.selection import ErasureRequest
 
 MAX_REFERENCE_LENGTH = 200
 

@@ -19,8 +19,9 @@ from typing import Any
 from retention.audit.entries import canonical
 from retention.audit.prove import audit_hmac_key
 from retention.config import Config
+from retention.documents import PLAN_SCHEMA_VERSION, plan_document
 from retention.errors import UsageError
-from retention.planner import PLAN_SCHEMA_VERSION, Plan, plan_digest, plan_document
+from retention.planner import Plan, plan_digest
 from retention.rules import EARLIEST_AS_OF, LATEST_AS_OF
 from retention.runtime.secrets import read_hash_key
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.entries import versions_path
-from retention.planner import ChildRows, IntentDetail, KeyValues
+from retention.selection import KeyValues
+from retention.store_protocol import ChildRows, IntentDetail
 
 
 def children_count(content: dict[str, Any]) -> int:

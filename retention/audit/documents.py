@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from retention.audit.prove import ErasureRun, Search
-from retention.planner import iso_instant
+from retention.documents import iso_instant
 
 PROVE_SCHEMA_VERSION = 1
 ERASURES_SCHEMA_VERSION = 1

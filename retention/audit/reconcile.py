@@ -13,8 +13,8 @@ from retention.audit.leaves import leaves_root
 from retention.audit.trail import TrailWriter
 from retention.config import S3_KEY
 from retention.errors import AuditFailure, StoreUnavailable
-from retention.planner import RecordStore
 from retention.runtime.logging import get_logger
+from retention.store_protocol import RecordStore
 
 
 def reconcile_one(

@@ -25,17 +25,11 @@ from retention.audit.rule_definition import batch_method, rule_definition
 from retention.audit.trail import TrailWriter
 from retention.config import S3_KEY, Config
 from retention.errors import AuditFailure, StoreUnavailable, error_text
-from retention.executor import RunReport
-from retention.planner import (
-    NO_DETAIL,
-    Batch,
-    IntentDetail,
-    KeyValues,
-    Plan,
-    RecordStore,
-    RulePlan,
-)
+from retention.planner import Plan, RulePlan
+from retention.run_report import RunReport
 from retention.runtime.faults import crash_point
+from retention.selection import KeyValues
+from retention.store_protocol import NO_DETAIL, Batch, IntentDetail, RecordStore
 
 
 @contextmanager

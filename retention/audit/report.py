@@ -23,9 +23,9 @@ from typing import Any
 
 from retention.audit.entries import read_entries
 from retention.audit.entry_checks import parse_time
+from retention.documents import iso_instant
 from retention.errors import UsageError
 from retention.layout import wrap
-from retention.planner import iso_instant
 from retention.render import _table
 from retention.wording import counted
 

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from retention.config import Config
-    from retention.executor import RunReport
-    from retention.planner import Plan, RecordStore
+    from retention.planner import Plan
+    from retention.run_report import RunReport
     from retention.state import StateDatabase
+    from retention.store_protocol import RecordStore
 
 
 def stdin_is_terminal() -> bool:
@@ -67,7 +68,7 @@ def plan(
     """Show what each rule would purge. Read-only: the stores are opened read-only."""
     from retention.app import make_plan
     from retention.app.saved_plans import save_plan
-    from retention.planner import plan_document
+    from retention.documents import plan_document
     from retention.render import render_plan
     from retention.stores import open_stores
 
@@ -226,8 +227,7 @@ def purge_until_stopped(
 
 
 def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> None:
-    from retention.documents import report_document
-    from retention.planner import plan_document
+    from retention.documents import plan_document, report_document
     from retention.render import render_report
 
     if output == "json":

@@ -31,7 +31,7 @@ from prometheus_client.core import GaugeMetricFamily
 from retention import __version__
 from retention.audit.freshness import last_anchor_time, last_checkpoint_time
 from retention.config import Config, Rule
-from retention.executor import FAILED, RunReport, Status
+from retention.run_report import FAILED, RunReport, Status
 from retention.scheduler import next_run, previous_run
 
 # A `_created` sample per counter doubles the series and says nothing an alert uses.

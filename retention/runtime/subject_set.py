@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from retention.planner import KeyValues
+from retention.selection import KeyValues
 
 # SQLite allows at most 999 bound parameters per statement in old builds.
 CHUNK = 500

@@ -9,8 +9,8 @@ from typing import Any
 
 from retention.config import Config, FilesStoreConfig, S3StoreConfig, SqlStoreConfig
 from retention.errors import ConfigError, ConfigIssue, StoreUnavailable
-from retention.planner import RecordStore
 from retention.runtime.secrets import store_url
+from retention.store_protocol import RecordStore
 
 
 @contextmanager

@@ -25,15 +25,12 @@ the audit trail), and so are directories that cannot be listed.
 
 from __future__ import annotations
 
-import errno
-import fnmatch
 import os
-import re
 import stat
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -43,15 +40,6 @@ from typing import Literal
 from retention.config import FilesStoreConfig, Rule
 from retention.errors import ConfigError, ConfigIssue, RetentionError, StoreUnavailable
 from retention.holds import object_held
-from retention.planner import (
-    Batch,
-    BeforeWrite,
-    IntentDetail,
-    KeyFilter,
-    KeyValues,
-    Selection,
-    Survey,
-)
 from retention.rules import (
     DatePattern,
     compile_date_pattern,
@@ -61,109 +49,28 @@ from retention.rules import (
     wall_time_to_utc,
 )
 from retention.runtime.faults import crash_point
+from retention.selection import KeyValues, Selection
+from retention.store_protocol import Batch, BeforeWrite, IntentDetail, KeyFilter, Survey
+from retention.stores.files_glob import path_glob
+from retention.stores.files_walk import (
+    DIRECTORY_FLAGS,
+    Listed,
+    Tally,
+    is_symlink_error,
+    open_directory,
+    os_reason,
+    walk_directory,
+)
 
-DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 DEFAULT_GLOB = "**/*"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Verdict = Literal["unmatched", "due", "held", "future", "kept"]
-EntryKind = Literal["directory", "file", "symlink", "other"]
-
-
-@dataclass(frozen=True)
-class PathGlob:
-    """A glob on root-relative posix paths, matched segment by segment. ``segments`` holds one
-    compiled pattern per segment, None for ``**``: any number of directories, or at the end of
-    the glob one or more segments (``logs/**`` reaches everything under ``logs/``, not a file
-    named ``logs``)."""
-
-    text: str
-    segments: tuple[re.Pattern[str] | None, ...]
-
-    def matches(self, path: str) -> bool:
-        """Given a root-relative posix path, return whether the glob matches it.
-
-        Example: ``path_glob("**/*.tar").matches("a/b/c.tar")`` and ``matches("c.tar")`` are
-        True; ``path_glob("*.sql.gz").matches("old/db.sql.gz")`` is False.
-        """
-        return len(self.segments) in self._consume(path.split("/"))
-
-    def may_reach_under(self, directory: str) -> bool:
-        """Given a root-relative directory path, return whether a path under it could match.
-
-        Example: ``path_glob("*.sql.gz").may_reach_under("old")`` is False (nothing below the
-        top level matches); ``path_glob("**/*.tar").may_reach_under("old")`` is True.
-        """
-        return any(state < len(self.segments) for state in self._consume(directory.split("/")))
-
-    def _consume(self, parts: Sequence[str]) -> set[int]:
-        """The positions in the glob that ``parts`` can lead to (a small NFA: ``**`` both stays
-        and moves on)."""
-        states = self._closure({0})
-        for part in parts:
-            following: set[int] = set()
-            for state in states:
-                if state == len(self.segments):
-                    continue
-                segment = self.segments[state]
-                if segment is None:
-                    following.update((state, state + 1))
-                elif segment.match(part):
-                    following.add(state + 1)
-            states = self._closure(following)
-            if not states:
-                break
-        return states
-
-    def _closure(self, states: set[int]) -> set[int]:
-        closed = set(states)
-        pending = list(states)
-        last = len(self.segments) - 1
-        while pending:
-            state = pending.pop()
-            # A `**` matches zero directories too, except the last one (see the class).
-            if state < last and self.segments[state] is None and state + 1 not in closed:
-                closed.add(state + 1)
-                pending.append(state + 1)
-        return closed
-
-
-@cache
-def path_glob(text: str) -> PathGlob:
-    """Given a glob such as ``nightly/**/*.tar``, return it compiled (empty and ``.`` segments
-    are dropped). Example: ``path_glob("**/*.tar").matches("x/y.tar")`` is True."""
-    segments = tuple(
-        None if part == "**" else re.compile(fnmatch.translate(part))
-        for part in text.split("/")
-        if part not in ("", ".")
-    )
-    return PathGlob(text, segments)
 
 
 @cache
 def _date_pattern(text: str) -> DatePattern:
     return compile_date_pattern(text)
-
-
-@dataclass(frozen=True)
-class _Listed:
-    """A regular file as the walk found it: its key, its lstat, and its place in the tree."""
-
-    path: str
-    status: os.stat_result
-
-    @property
-    def identity(self) -> tuple[int, int]:
-        return self.status.st_dev, self.status.st_ino
-
-
-@dataclass
-class _Tally:
-    """What the walk passed over without yielding (reported in a survey's details)."""
-
-    symlinks: int = 0
-    unreadable_directories: int = 0
-    undecodable_names: int = 0
 
 
 @dataclass
@@ -172,9 +79,9 @@ class _Cursor:
     batch handed out, and the due file read past that batch's end (the next batch's first)."""
 
     rule: str
-    walk: Generator[_Listed, None, None]
+    walk: Generator[Listed, None, None]
     position: str | None = None
-    ahead: _Listed | None = None
+    ahead: Listed | None = None
 
 
 def open_files_store(config: FilesStoreConfig, *, read_only: bool) -> FilesStore:
@@ -197,7 +104,7 @@ def open_files_store(config: FilesStoreConfig, *, read_only: bool) -> FilesStore
         ) from error
     except OSError as error:
         raise StoreUnavailable(
-            f"store {config.name!r}: cannot resolve {config.root} ({_reason(error)})"
+            f"store {config.name!r}: cannot resolve {config.root} ({os_reason(error)})"
         ) from error
     if root == Path(root.anchor):
         raise ConfigError(
@@ -215,7 +122,7 @@ def open_files_store(config: FilesStoreConfig, *, read_only: bool) -> FilesStore
         raise StoreUnavailable(f"store {config.name!r}: {config.root} is not a directory") from None
     except OSError as error:
         raise StoreUnavailable(
-            f"store {config.name!r}: cannot open {config.root} ({_reason(error)})"
+            f"store {config.name!r}: cannot open {config.root} ({os_reason(error)})"
         ) from error
     return FilesStore(config, root, root_descriptor, read_only=read_only)
 
@@ -242,7 +149,7 @@ class FilesStore:
             status = os.fstat(self._root_descriptor)
         except OSError as error:
             raise StoreUnavailable(
-                f"store {self.name!r}: {self.config.root} is gone ({_reason(error)})"
+                f"store {self.name!r}: {self.config.root} is gone ({os_reason(error)})"
             ) from error
         if not stat.S_ISDIR(status.st_mode):
             raise StoreUnavailable(f"store {self.name!r}: {self.config.root} is not a directory")
@@ -262,13 +169,16 @@ class FilesStore:
         if rule.objects is None or rule.objects.clock not in ("mtime", "name_date"):
             issues.append(ConfigIssue(rule.path, f"store {self.name!r} holds files, not rows"))
         try:
-            with self._directory(()) as descriptor, os.scandir(descriptor) as entries:
+            with (
+                open_directory(self._root_descriptor, ()) as descriptor,
+                os.scandir(descriptor) as entries,
+            ):
                 next(entries, None)
         except OSError as error:
             issues.append(
                 ConfigIssue(
                     f"stores.{self.name}.root",
-                    f"{self.config.root}: cannot list it ({_reason(error)})",
+                    f"{self.config.root}: cannot list it ({os_reason(error)})",
                 )
             )
         return issues
@@ -283,7 +193,7 @@ class FilesStore:
         """Given a Selection, return in one walk of the root: files due (and their bytes), held,
         with a future clock, in scope (matching the glob, with a clock), the oldest due clock
         and the first ``sample_size`` due paths."""
-        tally = _Tally()
+        tally = Tally()
         counts: Counter[Verdict] = Counter()
         due_bytes = 0
         oldest: datetime | date | None = None
@@ -321,7 +231,7 @@ class FilesStore:
         )
 
     def _judge(
-        self, selection: Selection, listed: _Listed
+        self, selection: Selection, listed: Listed
     ) -> tuple[Verdict, datetime | date | None]:
         """A file's clock and what it is: unmatched (no date in its name), due, held, future
         or kept."""
@@ -351,71 +261,18 @@ class FilesStore:
             return wall_time_to_utc(value, self.config.timezone, upper=False)
         return value
 
-    def _walk(self, rule: Rule, after: str | None, tally: _Tally) -> Generator[_Listed, None, None]:
+    def _walk(self, rule: Rule, after: str | None, tally: Tally) -> Generator[Listed, None, None]:
         """The regular files the rule's glob matches, after ``after``, in path order."""
         glob = path_glob(rule.objects.glob if rule.objects and rule.objects.glob else DEFAULT_GLOB)
         try:
             top = os.open(".", DIRECTORY_FLAGS, dir_fd=self._root_descriptor)
         except OSError as error:
             raise StoreUnavailable(
-                f"store {self.name!r}: cannot open {self.config.root} ({_reason(error)})"
+                f"store {self.name!r}: cannot open {self.config.root} ({os_reason(error)})"
             ) from error
-        yield from self._walk_directory(top, "", glob, after, tally)
-
-    def _walk_directory(
-        self, descriptor: int, prefix: str, glob: PathGlob, after: str | None, tally: _Tally
-    ) -> Generator[_Listed, None, None]:
-        """Walk one directory (its descriptor is closed at the end). Its entries are visited by
-        name, a directory's name followed by '/': that makes the walk's order the order of the
-        paths themselves ("a.txt" before "a/b")."""
-        try:
-            try:
-                entries = _sorted_entries(descriptor)
-            except OSError as error:
-                if not prefix:
-                    raise StoreUnavailable(
-                        f"store {self.name!r}: cannot list {self.config.root} ({_reason(error)})"
-                    ) from error
-                tally.unreadable_directories += 1
-                return
-            for name, kind in entries:
-                path = prefix + name
-                if kind == "symlink":
-                    if glob.matches(path) or glob.may_reach_under(path):
-                        tally.symlinks += 1
-                    continue
-                if kind == "other":
-                    continue
-                if not _is_utf8(name):
-                    tally.undecodable_names += 1
-                    continue
-                if kind == "directory":
-                    if _before(path + "/", after) or not glob.may_reach_under(path):
-                        continue
-                    try:
-                        child = os.open(name, DIRECTORY_FLAGS, dir_fd=descriptor)
-                    except (FileNotFoundError, NotADirectoryError):
-                        continue  # gone or replaced since the listing: not entered
-                    except OSError as error:
-                        if _is_symlink_error(error):
-                            continue
-                        tally.unreadable_directories += 1
-                        continue
-                    yield from self._walk_directory(child, path + "/", glob, after, tally)
-                    continue
-                if (after is not None and path <= after) or not glob.matches(path):
-                    continue
-                try:
-                    status = os.stat(name, dir_fd=descriptor, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                except OSError:
-                    tally.unreadable_directories += 1
-                    continue
-                if stat.S_ISREG(status.st_mode):
-                    yield _Listed(path, status)
-        finally:
-            os.close(descriptor)
+        yield from walk_directory(
+            top, "", glob, after, tally, store=self.name, root=self.config.root
+        )
 
     # --- purge ----------------------------------------------------------------------------
 
@@ -463,7 +320,7 @@ class FilesStore:
             try:
                 removed = self._delete_if_still_due(selection, listed)
             except OSError as error:
-                failures[(type(error).__name__, _reason(error))] += 1
+                failures[(type(error).__name__, os_reason(error))] += 1
                 not_done.append((listed.path,))
                 continue
             if not removed:
@@ -490,7 +347,7 @@ class FilesStore:
 
     def _next_due(
         self, selection: Selection, start: str | None, limit: int
-    ) -> tuple[list[_Listed], bool]:
+    ) -> tuple[list[Listed], bool]:
         """Given a Selection and the last path handled, return the next ``limit`` due files and
         whether there are more. The walk goes on from where the previous batch of the same rule
         stopped, so a run lists each directory once, not once per batch (a flat folder of n
@@ -499,9 +356,9 @@ class FilesStore:
         if cursor is None or cursor.rule != selection.rule.name or cursor.position != start:
             self._drop_cursor()
             cursor = self._cursor = _Cursor(
-                selection.rule.name, self._walk(selection.rule, start, _Tally())
+                selection.rule.name, self._walk(selection.rule, start, Tally())
             )
-        chosen: list[_Listed] = []
+        chosen: list[Listed] = []
         if cursor.ahead is not None and self._judge(selection, cursor.ahead)[0] == "due":
             chosen.append(cursor.ahead)
         cursor.ahead = None
@@ -527,14 +384,14 @@ class FilesStore:
             self._cursor.walk.close()
             self._cursor = None
 
-    def _delete_if_still_due(self, selection: Selection, listed: _Listed) -> bool:
+    def _delete_if_still_due(self, selection: Selection, listed: Listed) -> bool:
         """Unlink one listed file if it is still what was listed and still due; False when it
         changed or went (kept, or already gone). Other OSErrors pass."""
         *directories, name = listed.path.split("/")
         try:
-            with self._directory(directories) as descriptor:
+            with open_directory(self._root_descriptor, directories) as descriptor:
                 status = os.stat(name, dir_fd=descriptor, follow_symlinks=False)
-                now_listed = _Listed(listed.path, status)
+                now_listed = Listed(listed.path, status)
                 if (
                     not stat.S_ISREG(status.st_mode)
                     or now_listed.identity != listed.identity
@@ -546,7 +403,7 @@ class FilesStore:
         except (FileNotFoundError, NotADirectoryError):
             return False
         except OSError as error:
-            if _is_symlink_error(error):
+            if is_symlink_error(error):
                 return False  # a directory on the way became a symlink: not followed
             raise
 
@@ -565,29 +422,11 @@ class FilesStore:
     def _remove_if_empty(self, directory: tuple[str, ...]) -> bool:
         *parents, name = directory
         try:
-            with self._directory(parents) as descriptor:
+            with open_directory(self._root_descriptor, parents) as descriptor:
                 os.rmdir(name, dir_fd=descriptor)
         except OSError:
             return False  # not empty (or not ours to remove): it stays
         return True
-
-    @contextmanager
-    def _directory(self, parts: Sequence[str]) -> Iterator[int]:
-        """The descriptor of a directory under the root, opened component by component without
-        following symlinks (the root's own descriptor for no parts)."""
-        current = self._root_descriptor
-        try:
-            for part in parts:
-                if part in ("", ".", ".."):
-                    raise FileNotFoundError(f"not a path under the root: {part!r}")
-                following = os.open(part, DIRECTORY_FLAGS, dir_fd=current)
-                if current != self._root_descriptor:
-                    os.close(current)
-                current = following
-            yield current
-        finally:
-            if current != self._root_descriptor:
-                os.close(current)
 
     def existing_keys(
         self,
@@ -608,7 +447,7 @@ class FilesStore:
         if name in ("", ".", ".."):
             return True
         try:
-            with self._directory(directories) as descriptor:
+            with open_directory(self._root_descriptor, directories) as descriptor:
                 os.stat(name, dir_fd=descriptor, follow_symlinks=False)
         except FileNotFoundError:
             return False
@@ -617,51 +456,9 @@ class FilesStore:
         return True
 
 
-def _sorted_entries(descriptor: int) -> list[tuple[str, EntryKind]]:
-    """A directory's names and kinds, sorted as the paths they lead to sort (the descriptor
-    stays open: the caller's)."""
-    entries: list[tuple[str, EntryKind]] = []
-    with os.scandir(descriptor) as listing:
-        for entry in listing:
-            kind: EntryKind
-            if entry.is_symlink():
-                kind = "symlink"
-            elif entry.is_dir(follow_symlinks=False):
-                kind = "directory"
-            elif entry.is_file(follow_symlinks=False):
-                kind = "file"
-            else:
-                kind = "other"
-            entries.append((entry.name, kind))
-    entries.sort(key=lambda item: item[0] + "/" if item[1] == "directory" else item[0])
-    return entries
-
-
-def _before(prefix: str, after: str | None) -> bool:
-    """Whether every path starting with ``prefix`` comes before ``after`` (a subtree to skip)."""
-    return after is not None and prefix < after and not after.startswith(prefix)
-
-
 def _earlier(value: datetime | date, than: datetime | date) -> bool:
     # One rule's clocks are all of one kind: aware datetimes, naive ones, or dates.
     return value < than
 
 
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _is_symlink_error(error: OSError) -> bool:
-    return error.errno == errno.ELOOP
-
-
-def _reason(error: OSError) -> str:
-    """An OSError's reason without its file name (names can hold personal data)."""
-    return error.strerror or type(error).__name__
-
-
-__all__ = ["FilesStore", "PathGlob", "open_files_store", "path_glob"]
+__all__ = ["FilesStore", "open_files_store"]

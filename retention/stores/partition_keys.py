@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, Date, DateTime, Integer, String, func
 
 from retention.errors import BatchConflict
-from retention.planner import KeyValues
+from retention.selection import KeyValues
 
 # Key columns whose values the driver returns exactly as SQLAlchemy would (no result
 # processor): their rows can be read from the driver's cursor as they come.

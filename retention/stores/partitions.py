@@ -53,17 +53,12 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
+from retention.documents import iso_instant
 from retention.errors import BatchConflict
-from retention.planner import (
-    Batch,
-    BeforeWrite,
-    PartitionDue,
-    Selection,
-    iso_instant,
-    partition_fallback,
-)
 from retention.runtime.faults import crash_point
 from retention.runtime.logging import get_logger
+from retention.selection import Selection, partition_fallback
+from retention.store_protocol import Batch, BeforeWrite, PartitionDue
 from retention.stores.partition_catalog import (
     Partition,
     Partitioning,

@@ -24,18 +24,17 @@ from typing import Any, cast
 
 from retention.config import Rule, S3StoreConfig
 from retention.errors import ConfigIssue, RetentionError
-from retention.planner import (
+from retention.rules import compile_date_pattern
+from retention.selection import KeyValues, Selection
+from retention.store_protocol import (
     Batch,
     BeforeWrite,
     IntentDetail,
     KeyFilter,
-    KeyValues,
     RecordStore,
-    Selection,
     SubjectSource,
     Survey,
 )
-from retention.rules import compile_date_pattern
 from retention.stores import s3_listing as listing
 from retention.stores.s3_client import (
     GONE_CODES,

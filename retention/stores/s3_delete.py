@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from retention.planner import KeyValues
+from retention.selection import KeyValues
 from retention.stores.s3_client import NULL_VERSION, short
 from retention.stores.s3_listing import Entry
 

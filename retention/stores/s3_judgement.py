@@ -8,8 +8,8 @@ from datetime import date, datetime
 from typing import Any
 
 from retention.holds import object_held
-from retention.planner import KeyValues, Selection
 from retention.rules import is_expired, is_future, read_date, wall_time_to_utc
+from retention.selection import KeyValues, Selection
 from retention.stores.s3_listing import Entry, Group, Item, Scope
 
 

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, cast
 
 from retention.errors import RetentionError
-from retention.planner import KeyValues, Selection, SubjectSource
 from retention.rules import DatePattern
+from retention.selection import KeyValues, Selection
+from retention.store_protocol import SubjectSource
 from retention.stores.s3_client import NULL_VERSION, ClientError
 
 LIST_PAGE_SIZE = 1000

@@ -40,7 +40,8 @@ from retention.errors import (
     error_text,
     without_values,
 )
-from retention.planner import Batch, BeforeWrite, KeyFilter, KeyValues, Selection, Survey
+from retention.selection import KeyValues, Selection
+from retention.store_protocol import Batch, BeforeWrite, KeyFilter, Survey
 from retention.stores import partitions, sql_predicate, sql_purge, sql_schema, sql_survey
 from retention.stores.sql_dialect import (
     WRITE_OPTION,

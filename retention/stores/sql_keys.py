@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import Column, ColumnElement, and_, case, not_, or_, tuple_
 from sqlalchemy.engine import RowMapping
 
-from retention.planner import KeyFilter, KeyValues
+from retention.selection import KeyValues
+from retention.store_protocol import KeyFilter
 
 
 def not_true(condition: ColumnElement[bool]) -> ColumnElement[bool]:

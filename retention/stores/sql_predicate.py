@@ -25,8 +25,8 @@ from sqlalchemy import (
 
 from retention.config import ColumnRef, Condition, Rule, Scalar
 from retention.errors import RetentionError, without_values
-from retention.planner import KeyValues, Selection
 from retention.rules import Expired
+from retention.selection import KeyValues, Selection
 from retention.stores.sql_columns import column_value
 from retention.stores.sql_dialect import ClockKind, clock_kind, greatest, sqlite_time_text
 from retention.stores.sql_keys import after_key, coerce, fitted, key_in

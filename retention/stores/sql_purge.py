@@ -30,18 +30,9 @@ from sqlalchemy.engine import RowMapping
 from retention.anonymise import anonymise_value
 from retention.config import Child, Rule
 from retention.errors import BatchConflict
-from retention.planner import (
-    Batch,
-    BeforeWrite,
-    ChildCounts,
-    ChildRows,
-    IntentDetail,
-    KeyFilter,
-    KeyValues,
-    Selection,
-    child_paths,
-)
 from retention.runtime.faults import crash_point
+from retention.selection import ChildCounts, KeyValues, Selection, child_paths
+from retention.store_protocol import Batch, BeforeWrite, ChildRows, IntentDetail, KeyFilter
 from retention.stores.sql_columns import column_value
 from retention.stores.sql_dialect import (
     WRITE_OPTION,

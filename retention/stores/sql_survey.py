@@ -23,8 +23,9 @@ from sqlalchemy import (
 )
 
 from retention.config import Child
-from retention.planner import ChildCounts, Selection, Survey, child_paths
 from retention.rules import to_wall_time
+from retention.selection import ChildCounts, Selection, child_paths
+from retention.store_protocol import Survey
 from retention.stores import partitions
 from retention.stores.sql_keys import not_true
 from retention.stores.sql_predicate import (
