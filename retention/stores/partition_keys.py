@@ -23,10 +23,21 @@ SQLAlchemy's own rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Date, DateTime, Integer, String, func
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Date,
+    DateTime,
+    Integer,
+    String,
+    func,
+    literal,
+)
 
 from retention.errors import BatchConflict
 from retention.selection import KeyValues
@@ -41,11 +52,26 @@ _JOINABLE_KEY_TYPES = (Integer, DateTime, Date)
 _JOINED_LIMIT = 64 * 1024 * 1024
 
 
+@dataclass
+class Checksum:
+    """A per-row expression to sum over the keys streamed, in the same read (MariaDB's joined
+    keys): ``total`` is that sum, or None when the stream could not take it along (then count
+    it apart)."""
+
+    expression: ColumnElement[Any]
+    total: Any = None
+
+
 def key_chunks(
-    connection: Connection, keys_query: Any, key_columns: list[Column[Any]], chunk: int
+    connection: Connection,
+    keys_query: Any,
+    key_columns: list[Column[Any]],
+    chunk: int,
+    checksum: Checksum | None = None,
 ) -> Iterator[tuple[KeyValues, ...]]:
     """Given a connection in a transaction, the query of a partition's keys and its key columns,
-    yield the keys in chunks of at most ``chunk``, in no particular order."""
+    yield the keys in chunks of at most ``chunk``, in no particular order (and sum
+    ``checksum`` along, when the keys come joined)."""
     if not all(isinstance(column.type, _PLAIN_KEY_TYPES) for column in key_columns):
         for rows in connection.execute(keys_query).partitions(chunk):
             yield tuple(map(tuple, rows))
@@ -55,7 +81,7 @@ def key_chunks(
         isinstance(column.type, _JOINABLE_KEY_TYPES) and not column.nullable
         for column in key_columns
     ):
-        yield from _joined_chunks(connection, keys_query, key_columns, chunk)
+        yield from _joined_chunks(connection, keys_query, key_columns, chunk, checksum)
         return
     compiled = keys_query.compile(dialect=connection.dialect)
     driver = connection.connection.driver_connection
@@ -75,18 +101,25 @@ def key_chunks(
 
 
 def _joined_chunks(
-    connection: Connection, keys_query: Any, key_columns: list[Column[Any]], chunk: int
+    connection: Connection,
+    keys_query: Any,
+    key_columns: list[Column[Any]],
+    chunk: int,
+    checksum: Checksum | None,
 ) -> Iterator[tuple[KeyValues, ...]]:
-    """MariaDB: ``chunk`` keys a row, joined by commas, with their count to check the split."""
+    """MariaDB: ``chunk`` keys a row, joined by commas, with their count to check the split
+    (and the sum of ``checksum`` over them)."""
+    summed = checksum.expression if checksum is not None else literal(0)
     labeled = keys_query.with_only_columns(
         *[column.label(f"k{index}") for index, column in enumerate(key_columns)],
         func.row_number().over().label("n"),
+        summed.label("c"),
     )
     compiled = labeled.compile(dialect=connection.dialect)
     # Commas: no integer, date or datetime is spelled with one, and no escape is needed.
     joined = ", ',', ".join(f"`k{index}`" for index in range(len(key_columns)))
     statement = (
-        f"SELECT COUNT(*), GROUP_CONCAT({joined} SEPARATOR ',') "
+        f"SELECT COUNT(*), SUM(`c`), GROUP_CONCAT({joined} SEPARATOR ',') "
         f"FROM ({compiled}) AS numbered GROUP BY (`n` - 1) DIV {int(chunk)}"
     )
     readers = [_reader(column) for column in key_columns]
@@ -99,7 +132,8 @@ def _joined_chunks(
     try:
         cursor.execute(f"SET SESSION group_concat_max_len = {_JOINED_LIMIT}")
         cursor.execute(statement, compiled.params)
-        for count, text in cursor.fetchall_unbuffered():
+        total = 0
+        for count, summed_here, text in cursor.fetchall_unbuffered():
             if isinstance(text, bytes | bytearray):
                 text = bytes(text).decode("ascii")
             parts = text.split(",")
@@ -107,10 +141,14 @@ def _joined_chunks(
                 raise BatchConflict("a chunk of its keys did not read back whole")
             try:
                 columns = [map(readers[i], parts[i::width]) for i in range(width)]
-                yield tuple(zip(*columns, strict=True))
+                keys = tuple(zip(*columns, strict=True))
             except ValueError as error:
                 # A zero date, or a value spelled otherwise than expected: not read exactly.
                 raise BatchConflict("one of its keys cannot be read back exactly") from error
+            total += summed_here
+            yield keys
+        if checksum is not None:
+            checksum.total = total
     finally:
         cursor.close()
         connection.exec_driver_sql("SET SESSION group_concat_max_len = DEFAULT")
@@ -124,4 +162,4 @@ def _reader(column: Column[Any]) -> Callable[[str], Any]:
     return date.fromisoformat
 
 
-__all__ = ["key_chunks"]
+__all__ = ["Checksum", "key_chunks"]

@@ -66,7 +66,7 @@ from retention.stores.partition_catalog import (
     in_partition,
     read_partitioning,
 )
-from retention.stores.partition_keys import key_chunks
+from retention.stores.partition_keys import Checksum, key_chunks
 from retention.stores.sql_keys import not_true
 
 if TYPE_CHECKING:
@@ -274,6 +274,7 @@ def _record_keys(
     partitioning: Partitioning,
     partition: Partition,
     before_write: BeforeWrite | None,
+    checksum: Checksum | None = None,
 ) -> int:
     """Stream the partition's keys, each chunk of ``CHUNK`` recorded (``before_write``); return
     how many there were. BatchConflict when there were none (nothing to record, nothing to
@@ -289,7 +290,7 @@ def _record_keys(
         store.engine.dialect.name,
     )
     streamed = 0
-    for keys in key_chunks(connection, keys_query, key_columns, CHUNK):
+    for keys in key_chunks(connection, keys_query, key_columns, CHUNK, checksum):
         streamed += len(keys)
         if before_write is not None:
             before_write(keys)
@@ -369,26 +370,35 @@ def _drop_postgres(
 def _drop_mariadb(
     store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
 ) -> _Dropped:
-    """In one snapshot, count the partition (rows, due rows, held rows, a checksum of its keys)
-    and record its keys; then under LOCK TABLES count it again (nothing dropped when anything
-    changed) and drop it (MariaDB has no lock on one partition, and a DDL statement commits
-    the transaction before it starts: docs/operations.md)."""
+    """In one snapshot, record the partition's keys and sum a checksum of them (as they are
+    read, or by a count of the partition); then under LOCK TABLES count it (rows, due rows,
+    held rows, the checksum): anything else than the keys recorded, all due, and nothing is
+    dropped; else drop it. MariaDB has no lock on one partition, and a DDL statement commits
+    the transaction before it starts (docs/operations.md)."""
     rule = selection.rule
     with store.engine.connect() as connection:
         partitioning = read_partitioning(connection, rule.table)
     partition = _find(store, selection, partitioning, name)
     assert partitioning is not None
     counting = _counting(store, selection, partitioning, partition)
-    with store.engine.connect() as connection, connection.begin():
-        first = tuple(connection.execute(counting).one())
-        rows, due_rows = first[0], first[1]
-        if not rows or rows != due_rows:
-            raise BatchConflict(
-                f"partition {name!r}: {rows - due_rows:,} of {rows:,} rows are not due"
-            )
-        streamed = _record_keys(connection, store, selection, partitioning, partition, before_write)
-    if streamed != rows:
-        raise BatchConflict(f"partition {name!r}: {streamed:,} keys read, {rows:,} counted")
+    # The keys' checksum, summed as they are read where the driver can (else counted apart).
+    checksum = Checksum(func.crc32(_key_text(store, selection)))
+    snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with snapshot as connection, connection.begin():
+        # One snapshot for the keys and what they are checked against.
+        rows = _record_keys(
+            connection, store, selection, partitioning, partition, before_write, checksum
+        )
+        if checksum.total is None:
+            first = tuple(connection.execute(counting).one())
+        else:
+            first = (rows, rows, 0, checksum.total)
+    if first[:3] != (rows, rows, 0):
+        raise BatchConflict(
+            f"partition {name!r}: {first[0] - first[1]:,} of {first[0]:,} rows are not due"
+            if first[0] == rows
+            else f"partition {name!r}: {rows:,} keys read, {first[0]:,} counted"
+        )
     quote = store.engine.dialect.identifier_preparer.quote
     # Every table the predicate reads must be locked too (a `where` through a join).
     others = sorted({join.table for join in rule.joins} - {rule.table})
@@ -401,6 +411,8 @@ def _drop_mariadb(
         locked = time.monotonic()
         try:
             again = tuple(connection.execute(counting).one())
+            if again[1:3] != (again[0], 0):
+                raise BatchConflict(f"partition {name!r}: not every row in it is due now")
             if again != first:
                 raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
             connection.exec_driver_sql(drop)
