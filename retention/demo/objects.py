@@ -242,7 +242,7 @@ def _s3_client(store: S3StoreConfig) -> Any:
     from retention.stores.s3 import s3_session
 
     # The store's own credentials, read the way `run` reads them.
-    return s3_session(store).client(
+    return s3_session(store).create_client(
         "s3",
         endpoint_url=store.endpoint_url,
         region_name=store.region or "us-east-1",

@@ -1,15 +1,16 @@
-"""Reaching an S3-compatible store: the boto3 session and clients, and S3's errors turned into
-the project's (one line each, never quoting a key or a value)."""
+"""Reaching an S3-compatible store: the botocore session and clients, and S3's errors turned
+into the project's (one line each, never quoting a key or a value)."""
 
 from __future__ import annotations
 
 import configparser
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import botocore.loaders  # type: ignore[import-untyped]
 import botocore.session  # type: ignore[import-untyped]
 from botocore import exceptions as boto_errors
 from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
@@ -66,8 +67,10 @@ def s3_clients(config: S3StoreConfig) -> tuple[Any, Any]:
         )
     )
     try:
-        client = session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
-        ping_client = session.client("s3", endpoint_url=config.endpoint_url, config=ping_config)
+        client = session.create_client("s3", endpoint_url=config.endpoint_url, config=client_config)
+        ping_client = session.create_client(
+            "s3", endpoint_url=config.endpoint_url, config=ping_config
+        )
     except ValueError as error:
         raise ConfigError(
             [ConfigIssue(f"stores.{config.name}", f"cannot make an S3 client: {error}")]
@@ -76,12 +79,13 @@ def s3_clients(config: S3StoreConfig) -> tuple[Any, Any]:
 
 
 def s3_session(config: S3StoreConfig) -> Any:
-    """A boto3 session: the credentials file when one is configured, else boto3's own chain."""
+    """A botocore session: the credentials file when one is configured, else botocore's own
+    chain (environment, shared files, instance role)."""
     key_path = f"stores.{config.name}.credentials_credential"
     path = secret_path(config.credentials_file, config.credentials_credential, key_path)
     if path is None:
         try:
-            return _session(profile_name=config.profile)
+            return _session(profile=config.profile)
         except boto_errors.ProfileNotFound as error:
             raise ConfigError(
                 [ConfigIssue(f"stores.{config.name}.profile", f"no such AWS profile: {error}")]
@@ -112,17 +116,38 @@ def s3_session(config: S3StoreConfig) -> Any:
             [ConfigIssue(where, f"[{section}] in {str(path)!r} lacks {', '.join(missing)}")]
         )
     return _session(
-        aws_access_key_id=values["aws_access_key_id"].strip(),
-        aws_secret_access_key=values["aws_secret_access_key"].strip(),
-        aws_session_token=(values.get("aws_session_token") or "").strip() or None,
+        credentials=(
+            values["aws_access_key_id"].strip(),
+            values["aws_secret_access_key"].strip(),
+            (values.get("aws_session_token") or "").strip() or None,
+        )
     )
 
 
-def _session(**arguments: Any) -> Any:
-    """A boto3 session whose clients read S3's timestamps with ``timestamp_of``."""
+def _session(
+    *, profile: str | None = None, credentials: tuple[str, str, str | None] | None = None
+) -> Any:
+    """A botocore session (with ``profile``, or these access key, secret and token) whose
+    clients read S3's timestamps with ``timestamp_of`` and share the process's data loader."""
     core = botocore.session.get_session()
+    core.lazy_register_component(
+        "data_loader", lambda: _data_loader(core.get_config_variable("data_path"))
+    )
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=timestamp_of)
-    return boto3.Session(botocore_session=core, **arguments)
+    if profile is not None:
+        core.set_config_variable("profile", profile)
+    if credentials is not None:
+        core.set_credentials(*credentials)
+    return core
+
+
+@functools.cache
+def _data_loader(data_path: str | None) -> Any:
+    """Given botocore's data path (AWS_DATA_PATH), return the one loader of S3's service model
+    and endpoint rules that every S3 store's session shares: it caches what it parsed, so a
+    second store's clients do not parse the same JSON files again (docs/performance.md,
+    start-up)."""
+    return botocore.loaders.create_loader(data_path)
 
 
 def timestamp_of(value: Any) -> datetime:
