@@ -10,12 +10,15 @@ Dropping is audited like a batch: every record's key is read and recorded (one t
 leaves and intent fsynced, per chunk of ``CHUNK`` keys; memory is bounded by the chunk) before
 anything is dropped, and nothing is dropped unless the keys recorded are exactly its rows.
 
-- PostgreSQL, one transaction: lock the partition in ``SHARE`` mode (from there to the COMMIT
-  no row can arrive in, leave or change in it, and it cannot be detached or attached
-  elsewhere; readers go on), read its range again from the catalog, stream and record its
-  keys, check that no row of it is kept (``_all_due``), then ``DETACH PARTITION`` and ``DROP
-  TABLE`` and COMMIT, all or nothing. Each row is read once; the parent's ``ACCESS EXCLUSIVE``
-  lock is held from the DETACH to the COMMIT only, whatever the partition's size.
+- PostgreSQL: in one snapshot, fingerprint the partition's row versions (their count and the
+  sum of a hash of each ``xmin``) and record its keys; then one transaction locks the partition
+  in ``SHARE`` mode (no row can arrive in, leave or change in it, and it cannot be detached or
+  attached elsewhere, until the COMMIT; readers go on), reads its range again from the catalog,
+  fingerprints its row versions again and counts the rows not due (any difference: nothing is
+  dropped), then ``DETACH PARTITION`` and ``DROP TABLE`` and COMMIT, all or nothing. A row
+  written since the snapshot is a row version whose ``xmin`` no row of the snapshot has. The
+  lock is not held while the keys are recorded; the parent's ``ACCESS EXCLUSIVE`` lock is held
+  from the DETACH to the COMMIT only.
 - MariaDB, which has no lock on one partition and commits before any DDL: in one snapshot,
   count the partition's rows, due rows, held rows and a checksum of its keys, and record its
   keys; then under ``LOCK TABLES`` count again (anything changed: nothing dropped) and ``ALTER
@@ -49,7 +52,9 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     select,
+    text,
 )
 from sqlalchemy import exc as sa_exc
 
@@ -67,7 +72,6 @@ from retention.stores.partition_catalog import (
     read_partitioning,
 )
 from retention.stores.partition_keys import Checksum, key_chunks
-from retention.stores.sql_keys import not_true
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -256,7 +260,7 @@ def drop_partition(
     ended = time.monotonic()
     # What the application waits for: the table's lock (PostgreSQL: from the DETACH to the
     # COMMIT; MariaDB: the whole LOCK TABLES), and the partition's (PostgreSQL: writes into it
-    # wait while its keys are read and recorded; MariaDB: the same LOCK TABLES).
+    # wait while its row versions are checked; MariaDB: the same LOCK TABLES).
     get_logger().info(
         "partition.locks",
         rule=rule.name,
@@ -299,20 +303,32 @@ def _record_keys(
     return streamed
 
 
-def _all_due(
-    connection: Connection,
+def _versions(
     store: SqlStore,
     selection: Selection,
     partitioning: Partitioning,
     partition: Partition,
-) -> None:
-    """BatchConflict when a row of the partition is not due (or held) now: one that stops the
-    scan at the first such row."""
+    reference: int,
+    due: bool,
+) -> Any:
+    """PostgreSQL: the query of the partition's row versions: how many, and the sum of a hash
+    of each one's ``xmin`` (as its distance to the ``reference`` transaction id, which age()
+    gives exactly across wraparound; no key is cast or hashed); with ``due``, also how many
+    rows are not due. A row inserted or updated since a snapshot has an ``xmin`` that no row
+    seen in that snapshot has (its transaction had not committed), and a row deleted leaves
+    the count: the same count and sum, nothing was written into the partition."""
     table = store.table(selection.rule.table)
-    query = select(literal(1)).select_from(table).where(not_true(store.predicate(selection)))
-    query = in_partition(query, table, partitioning, partition, store.engine.dialect.name)
-    if connection.execute(query.limit(1)).first() is not None:
-        raise BatchConflict(f"partition {partition.name!r}: not every row in it is due now")
+    distance: ColumnElement[int] = literal_column(
+        f"age(xmin)::bigint - age(CAST('{int(reference)}' AS xid))::bigint"
+    )
+    columns: list[Any] = [
+        func.count(),
+        func.coalesce(func.sum(func.hashint8extended(distance, 0)), 0),
+    ]
+    if due:
+        columns.append(func.coalesce(func.sum(case((store.predicate(selection), 0), else_=1)), 0))
+    query = select(*columns).select_from(table)
+    return in_partition(query, table, partitioning, partition, store.engine.dialect.name)
 
 
 def _find(
@@ -333,31 +349,52 @@ def _find(
 def _drop_postgres(
     store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
 ) -> _Dropped:
-    """One transaction: lock the partition (SHARE), read and record its keys, check that every
-    row is due, then detach and drop it. From the lock to the COMMIT no row can arrive in,
-    leave or change in the partition, so the keys recorded are exactly the rows dropped; the
-    parent's own lock is taken only by the DETACH (docs/operations.md)."""
+    """In one snapshot (REPEATABLE READ), fingerprint the partition's row versions and read and
+    record its keys; then in one transaction lock the partition (SHARE), check that its row
+    versions are the same and all due (``_versions``), detach and drop it. The lock is not held
+    while the keys are recorded; the parent's own lock is taken only by the DETACH
+    (docs/operations.md)."""
     rule = selection.rule
+    with store.engine.connect() as connection:
+        partitioning = read_partitioning(connection, rule.table)
+    partition = _find(store, selection, partitioning, name)
+    assert partitioning is not None
+    snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with snapshot as connection, connection.begin():
+        # The first statement takes the snapshot; its xmin (32 bits) is the reference id.
+        reference = int(
+            connection.execute(
+                text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296")
+            ).scalar_one()
+        )
+        before = tuple(
+            connection.execute(
+                _versions(store, selection, partitioning, partition, reference, due=False)
+            ).one()
+        )
+        rows = _record_keys(connection, store, selection, partitioning, partition, before_write)
+    if rows != before[0]:
+        raise BatchConflict(f"partition {name!r}: {rows:,} keys read, {before[0]:,} counted")
+    quote = store.engine.dialect.identifier_preparer.quote
+    qualified = quote(partition.name)
+    if partition.schema is not None:
+        qualified = f"{quote(partition.schema)}.{qualified}"
     with store.write_connection() as connection, connection.begin():
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
-        partition = _find(store, selection, read_partitioning(connection, rule.table), name)
-        quote = store.engine.dialect.identifier_preparer.quote
-        qualified = quote(partition.name)
-        if partition.schema is not None:
-            qualified = f"{quote(partition.schema)}.{qualified}"
         # SHARE: writers into the partition wait (inserts, updates, deletes, a DETACH or an
         # ATTACH elsewhere); readers go on.
         connection.exec_driver_sql(f"LOCK TABLE {qualified} IN SHARE MODE")
         locked = time.monotonic()
-        # Read again under the lock: the partition holds the same range as when it was named.
-        partitioning = read_partitioning(connection, rule.table)
-        if _find(store, selection, partitioning, name) != partition:
-            raise BatchConflict(f"partition {name!r} was changed before it could be locked")
-        assert partitioning is not None
-        rows = _record_keys(connection, store, selection, partitioning, partition, before_write)
-        # Last, just before the drop: a legal hold or a joined table read by a `where` may
-        # have changed while the keys were recorded.
-        _all_due(connection, store, selection, partitioning, partition)
+        # Read again under the lock: the partition holds the same range as when it was read.
+        if _find(store, selection, read_partitioning(connection, rule.table), name) != partition:
+            raise BatchConflict(f"partition {name!r} was changed while its keys were recorded")
+        *after, kept = connection.execute(
+            _versions(store, selection, partitioning, partition, reference, due=True)
+        ).one()
+        if kept:
+            raise BatchConflict(f"partition {name!r}: not every row in it is due now")
+        if tuple(after) != before:
+            raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
         detach, drop = drop_statements(store.engine.dialect, rule.table, partition)
         detached = time.monotonic()
         connection.exec_driver_sql(detach)
