@@ -33,7 +33,7 @@ from wsgiref.simple_server import WSGIServer
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from retention.app import check_secrets, in_ledger, make_plan, overdue_counts, run_plan
+from retention.app import in_ledger, make_plan, overdue_counts, run_plan
 from retention.audit.opening import open_trail
 from retention.config import Config, Rule, load_config
 from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError
@@ -52,6 +52,7 @@ from retention.scheduler import (
     schedule_rule,
     scheduler_alive,
 )
+from retention.secret_checks import check_secrets
 from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
 from retention.stores import open_stores
 from retention.wording import counted

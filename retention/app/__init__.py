@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retention.audit.keys import (
-    AuditKeyError,
     add_public_key,
     generate_hmac_key,
     generate_signer,
 )
-from retention.audit.opening import audit_keys
 from retention.audit.recorder import recording
 from retention.config import AuditSettings, Config, Rule
 from retention.errors import (
@@ -45,7 +43,7 @@ if TYPE_CHECKING:
     from retention.state import StateDatabase
 
 # The state database and the stores (SQLAlchemy, boto3) are imported where a use case opens
-# them: `config validate` needs only check_secrets, and starts faster without them.
+# them; `config validate` needs none of this module (its secrets: secret_checks.py).
 
 
 def make_plan(
@@ -310,26 +308,3 @@ def create_audit_keys(
         f"{settings.public_keys_file}"
     )
     return done
-
-
-def check_secrets(config: Config) -> list[ConfigIssue]:
-    """Given a config, return a problem for each secret it names that cannot be read, and for
-    a state database URL that cannot be had (a variable unset, a credential unreadable, no
-    [state] under systemd)."""
-    issues: list[ConfigIssue] = []
-    try:
-        read_hash_key(config.settings)
-    except ConfigError as error:
-        issues += error.issues
-    try:
-        state_url(config.state)
-    except ConfigError as error:
-        issues += error.issues
-    if config.audit is not None and config.audit.enabled:
-        try:
-            audit_keys(config.audit)
-        except ConfigError as error:
-            issues += error.issues
-        except AuditKeyError as error:
-            issues.append(ConfigIssue("audit.signing_key_file", str(error)))
-    return issues

@@ -10,14 +10,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from retention import __version__
+import retention
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.audit.trail import TrailWriter
 from retention.config import AuditSettings
 from retention.errors import AuditFailure, ConfigError, ConfigIssue
 from retention.runtime.secrets import read_secret, secret_path
-
-TOOL = f"retention {__version__}"
 
 
 def identity() -> dict[str, str]:
@@ -26,7 +24,11 @@ def identity() -> dict[str, str]:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return {"tool": TOOL, "host": socket.gethostname(), "user": user}
+    return {
+        "tool": f"retention {retention.__version__}",
+        "host": socket.gethostname(),
+        "user": user,
+    }
 
 
 def audit_keys(settings: AuditSettings) -> tuple[bytes, Any]:

@@ -37,8 +37,8 @@ def config_validate(context: Context, offline: bool) -> None:
                 f"{counted(len(config.stores), 'store')}; stores and secrets not checked)"
             )
             return
-        from retention.app import check_secrets
         from retention.planner import check_against_stores
+        from retention.secret_checks import check_secrets
         from retention.stores import open_stores
 
         with open_stores(config, read_only=True) as store_for:

@@ -22,7 +22,6 @@ from sqlalchemy import (
     not_,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.mysql import TIMESTAMP as MYSQL_TIMESTAMP
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import coercions, roles, sqltypes
@@ -161,8 +160,12 @@ def _sqlite_engine(path: str, *, read_only: bool) -> Engine:
 def clock_kind(column: ColumnElement[Any], dialect: str) -> ClockKind | None:
     column_type = column.type
     if isinstance(column_type, sqltypes.DateTime):
-        if dialect in ("mysql", "mariadb") and isinstance(column_type, MYSQL_TIMESTAMP):
-            return "utc_naive"
+        if dialect in ("mysql", "mariadb"):
+            # Imported here: the MySQL dialect is loaded only where a MySQL store is open.
+            from sqlalchemy.dialects.mysql import TIMESTAMP as MYSQL_TIMESTAMP
+
+            if isinstance(column_type, MYSQL_TIMESTAMP):
+                return "utc_naive"
         return "aware" if column_type.timezone else "naive"
     if isinstance(column_type, sqltypes.Date):
         return "date"
