@@ -168,7 +168,7 @@ def test_config_validate_lists_every_error_with_its_path(workdir: Path) -> None:
     config.write_text(text)
     result = invoke("config", "validate")
     assert result.exit_code == ExitCode.BAD_CONFIG
-    assert "rules[5].period: a period must be a string such as '90d'" in result.stderr
+    assert "rules[5].period: must be a string such as '90d'" in result.stderr
     assert "rules[3].store: no store named 'nowhere'" in result.stderr
     assert "2 configuration errors" in result.stderr
     # The static errors come first; the schema is checked once they are fixed.

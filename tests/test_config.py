@@ -478,7 +478,7 @@ def test_a_single_config_error_is_singular() -> None:
         ("rules[8].period", ["missing", "'0d'"]),
         ("rules[8].action", ["'delete' or 'anonymise'", "'purge'"]),
         ("rules[8].batch_size", ["from 1 to 50000", "50001"]),
-        ("rules[8].period_unit", ["y, mo, w, d"]),
+        ("rules[8].period_unit", ["'y', 'mo', 'w' or 'd'", "not 'h'"]),
     ],
 )
 def test_config_error_messages_say_what_is_wrong_and_what_is_expected(
@@ -553,7 +553,7 @@ def test_non_utf8_bytes_are_reported_as_not_utf8() -> None:
         ('[settings]\nbatch_size = "big"', {"settings.batch_size": "not 'big'"}),
         ('[stores.x-y]\nkind = "sql"\nurl = "a"', {"stores.x-y": "not a plain identifier"}),
         ('[stores.app]\nkind = "sql"', {"stores.app": "exactly one of url"}),
-        ('[stores.app]\nurl = "a"', {"stores.app.kind": "unknown store kind None"}),
+        ('[stores.app]\nurl = "a"', {"stores.app.kind": "missing (supported: 'sql', 's3'"}),
         (
             '[stores.app]\nkind = "sql"\nurl = "sqlite:///a"\npassword = "x"',
             {"stores.app.password": "unknown key"},
@@ -627,7 +627,7 @@ def test_rule_value_errors(old: str, new: str, expected: dict[str, str]) -> None
         ("where = [5]", {"rules[0].where[0]": "must be a string"}),
         ("joins = 5", {"rules[0].joins": "table of named joins"}),
         ("children = 5", {"rules[0].children": "array of tables"}),
-        ("anonymise = 5", {"rules[0].anonymise": "only goes with action = 'anonymise'"}),
+        ("anonymise = 5", {"rules[0].anonymise": "must be a table mapping each column"}),
         (
             '[[rules.children]]\ntable = "c"\nforeign_key = "p_id"\nextra = 1',
             {"rules[0].children[0].extra": "unknown key"},
@@ -638,7 +638,7 @@ def test_rule_value_errors(old: str, new: str, expected: dict[str, str]) -> None
         ),
         (
             '[rules.joins.acc]\ntable = "accounts"\non = {}',
-            {"rules[0].joins.acc.on": "map local columns"},
+            {"rules[0].joins.acc.on": "mapping local columns to the joined table's columns"},
         ),
         (
             '[rules.joins.acc]\ntable = "accounts"\non = { account_id = "id" }\nhow = "left"',
@@ -665,7 +665,7 @@ def test_a_child_of_a_composite_key_must_say_which_column_it_references() -> Non
 
 
 def test_a_rule_that_is_not_a_table_is_reported() -> None:
-    assert messages_by_path("rules = [1]") == {"rules[0]": "must be a table"}
+    assert messages_by_path("rules = [1]") == {"rules[0]": "must be a table, not 1"}
 
 
 def test_a_full_rule_is_read_into_value_objects() -> None:
@@ -878,3 +878,22 @@ foreign_key = "c_id"
         "rules[0].children",
         "rules[0].children[0].children[0].references",
     }
+
+
+def test_a_refused_condition_is_one_error_not_also_a_rule_that_matches_everything() -> None:
+    rule = VALID_RULE.replace('"1y"', '"0d"') + "where = [\"status == 'sent'\"]\n"
+
+    messages = messages_by_path(HEADER + rule)
+
+    assert set(messages) == {"rules[0].where[0]"}
+    assert "is not a literal" in messages["rules[0].where[0]"]
+
+
+def test_errors_are_listed_rule_by_rule_in_the_order_of_the_file() -> None:
+    first = VALID_RULE.replace('"1y"', '"1 year"')
+    second = VALID_RULE.replace('name = "logs"', 'name = "more"').replace('"id"', '"a b"')
+    third = VALID_RULE.replace('name = "logs"', 'name = "last"').replace("logs", "x", 1)
+
+    paths = [issue.path for issue in issues_of(HEADER + first + second + third + "bad = 1\n")]
+
+    assert paths == ["rules[0].period", "rules[1].key", "rules[2].bad"]

@@ -1,5 +1,6 @@
-"""Drift tests: the config's one declaration (retention/config/schema.py), its JSON Schema, its
-sample and docs/config.md agree with each other and with the readers that validate a config."""
+"""The config's one declaration (retention/config/schema.py): the validation of a config comes
+from it (through retention/config/compiled.json), and its JSON Schema, its sample and
+docs/config.md agree with it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from pydantic import BaseModel
 
 from retention.cli import main
 from retention.config import Config, parse_config
+from retention.config.compile import TARGET, compiled_schemas
 from retention.config.example import config_example, toml_value
 from retention.config.schema import (
     AuditTable,
@@ -37,6 +40,7 @@ from retention.config.schema import (
     TableRule,
     json_schema,
 )
+from retention.config.validation import validate_document
 from retention.errors import ConfigError, ConfigIssue
 from tests import test_bad_input, test_config, test_object_rules, test_scheduler
 from tests.support import logs_rule
@@ -281,6 +285,107 @@ def test_a_key_written_at_its_schema_default_changes_nothing(
     assert _without_digest(parse_config(written.encode())) == _without_digest(
         parse_config(text.encode())
     )
+
+
+# --- validation comes from the declaration ------------------------------------------------------
+
+
+def test_the_compiled_schemas_validation_reads_are_those_of_the_declaration() -> None:
+    written = json.loads(TARGET.read_text())
+
+    assert written == json.loads(json.dumps(compiled_schemas())), (
+        "retention/config/compiled.json is out of date: .venv/bin/python -m "
+        "retention.config.compile"
+    )
+
+
+# Where each table of TABLES is in its config's document, and how its errors name it.
+PLACES: dict[type[BaseModel], tuple[tuple[str | int, ...], str]] = {
+    SettingsTable: (("settings",), "settings"),
+    AuditTable: (("audit",), "audit"),
+    StateTable: (("state",), "state"),
+    DaemonTable: (("daemon",), "daemon"),
+    CheckinsTable: (("checkins",), "checkins"),
+    SqlStoreTable: (("stores", "app"), "stores.app"),
+    S3StoreTable: (("stores", "content"), "stores.content"),
+    FilesStoreTable: (("stores", "backups"), "stores.backups"),
+    TableRule: (("rules", 0), "rules[0]"),
+    ObjectRule: (("rules", 0), "rules[0]"),
+    JoinTable: (("rules", 0, "joins", "acc"), "rules[0].joins.acc"),
+    ChildTable: (("rules", 0, "children", 0), "rules[0].children[0]"),
+}
+NO_KEY_TAKES_THIS = datetime(1979, 5, 27, 7, 32, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        (model, name)
+        for model in TABLES
+        for name in model.model_fields
+        if (model, name) != (ObjectRule, "store")  # without its store, a rule is a SQL rule
+    ],
+    ids=lambda value: value if isinstance(value, str) else value.__name__,
+)
+def test_every_declared_key_refuses_a_value_of_no_declared_type_at_its_key_path(
+    model: type[BaseModel], name: str
+) -> None:
+    document = tomllib.loads(TABLES[model])
+    location, path = PLACES[model]
+    table = document
+    for part in location:
+        table = table[part]
+    table[name] = NO_KEY_TAKES_THIS
+
+    issues = validate_document(document)
+
+    where = f"{path}.{name}"
+    assert [issue.path for issue in issues if issue.path == where] == [where], issues
+    # Only a rule between keys (url and url_env both written) may be broken too.
+    assert all(issue.message.startswith("give ") for issue in issues if issue.path != where)
+    assert "1979-05-27" in issues[0].message or name == "kind", issues[0]
+    assert name not in table or name == "kind", "the refused value is taken out for the readers"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[settings]\nmax_fraction = 0", ("settings.max_fraction", "above 0 and at most 1")),
+        ("[settings]\nmax_fraction = nan", ("settings.max_fraction", "not nan")),
+        ("[settings]\nmax_delete = " + "9" * 4000, ("settings.max_delete", "to 1000000000000")),
+        ("[[settings]]\ntimezone = 'UTC'", ("settings", "must be a table, not [")),
+        ("[[stores.app]]\nkind = 'sql'", ("stores.app", "must be a table: [stores.NAME]")),
+        ("[stores]\napp = [1]", ("stores.app", "must be a table: [stores.NAME], not [1]")),
+        ("[daemon]\nmetrics_port = 70000", ("daemon.metrics_port", "from 1 to 65535")),
+        ("[checkins]\nstart = 'ftp://hc/SECRET'", ("checkins.start", "http:// or https://")),
+        ("[state]\nurl = 'sqlite:///s'\nurl_env = 'S'", ("state", "at most one of url, url_env")),
+    ],
+)
+def test_hostile_values_get_one_clear_error_at_their_key_path(
+    text: str, expected: tuple[str, str]
+) -> None:
+    issues = reader_issues(text)
+
+    assert [issue.path for issue in issues] == [expected[0]], issues
+    assert expected[1] in issues[0].message
+    assert "SECRET" not in issues[0].message  # a check-in URL holds its check's token
+    assert len(issues[0].message) < 300
+
+
+def test_a_template_in_a_value_is_shown_as_written_never_filled_in() -> None:
+    rule = test_config.VALID_RULE + 'anonymise = { email = "{0} {value!r:>99999}" }\n'
+
+    issues = reader_issues(test_config.HEADER + rule.replace('"delete"', '"anonymise"'))
+
+    assert "rules[0].anonymise.email" in [issue.path for issue in issues]
+    assert any("'{0} {value!r:>99999}'" in issue.message for issue in issues)
+
+
+def test_an_integer_too_long_for_python_is_a_config_error_not_a_traceback() -> None:
+    issues = reader_issues("[settings]\nbatch_size = " + "9" * 5000 + "\n")
+
+    assert [issue.path for issue in issues] == ["<config>"]
+    assert issues[0].message.startswith("not valid TOML")
 
 
 # --- the sample ---------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """The configuration: TOML in, frozen value objects out.
 
-Every problem is collected with its key path (``rules[3].period: ...``) and reported at once;
-unknown keys are errors. Nothing here touches a database: checks against the live schema live with
-the stores. Secrets never come from the TOML itself, only paths or names that lead to them.
+Every problem is collected with its key path (``rules[3].period: ...``) and reported at once.
+The declaration (schema.py, through validation.py) checks keys, types, ranges and the rules
+between the keys of a table; the readers build the value objects and check the rest. Nothing
+here touches a database: checks against the live schema live with the stores. Secrets never
+come from the TOML itself, only paths or names that lead to them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from pathlib import Path
 from types import MappingProxyType
@@ -50,7 +53,7 @@ from retention.config.model import (
     Subjects,
 )
 from retention.config.object_rules import DEFAULT_OBJECT_BATCH_SIZE, resolve_subjects
-from retention.config.reader import Reader, resolve_path, resolve_sqlite_url
+from retention.config.reader import Reader, resolve_path, resolve_sqlite_url, table_at
 from retention.config.settings import (
     read_audit,
     read_checkins,
@@ -60,6 +63,7 @@ from retention.config.settings import (
 )
 from retention.config.stores import read_stores
 from retention.config.table_rules import read_rule
+from retention.config.validation import validate_document
 from retention.errors import ConfigError, ConfigIssue
 
 __all__ = [
@@ -136,26 +140,26 @@ def parse_config(
         raise ConfigError([ConfigIssue(source, f"not UTF-8 text: {error}")]) from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
-    reader = Reader(base_directory=base_directory)
-    reader.unknown_keys(
-        document, "", {"settings", "stores", "rules", "audit", "state", "daemon", "checkins"}
-    )
-    settings = read_settings(reader, reader.table(document, "settings", required=False))
-    audit = read_audit(reader, reader.table(document, "audit")) if "audit" in document else None
-    state = read_state(reader, reader.table(document, "state", required=False))
-    daemon = read_daemon(reader, reader.table(document, "daemon", required=False), settings)
-    checkins = read_checkins(reader, reader.table(document, "checkins", required=False))
-    stores = read_stores(reader, reader.table(document, "stores", required=False))
-    raw_rules = document.get("rules", [])
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
+    # Keys, types, ranges and the rules between the keys of a table: the declaration's; what
+    # it refuses is taken out of the document, which the readers then turn into value objects,
+    # checking what a schema cannot see.
+    reader = Reader(issues=validate_document(document), base_directory=base_directory)
+    settings = read_settings(reader, table_at(document, "settings"))
+    audit = read_audit(reader, table_at(document, "audit")) if "audit" in document else None
+    state = read_state(reader, table_at(document, "state"))
+    daemon = read_daemon(reader, table_at(document, "daemon"), settings)
+    checkins = read_checkins(reader, table_at(document, "checkins"))
+    stores = read_stores(reader, table_at(document, "stores"))
+    raw_rules = document.get("rules")
+    raw_rules = raw_rules if isinstance(raw_rules, list) else []
     rules: list[Rule] = []
-    if not isinstance(raw_rules, list):
-        reader.error("rules", "must be an array of tables: write each rule as [[rules]]")
-    else:
-        for index, raw_rule in enumerate(raw_rules):
-            rule = read_rule(reader, raw_rule, f"rules[{index}]", stores, settings)
-            if rule is not None:
-                rules.append(rule)
-    if settings is not None and not (settings.hash_key_file or settings.hash_key_credential):
+    for index, raw_rule in enumerate(raw_rules):
+        rule = read_rule(reader, raw_rule, f"rules[{index}]", stores, settings)
+        if rule is not None:
+            rules.append(rule)
+    if not (settings.hash_key_file or settings.hash_key_credential):
         for rule in rules:
             for column, strategy in rule.anonymise:
                 if strategy.kind == "hash":
@@ -164,22 +168,19 @@ def parse_config(
                         "the hash strategy needs a secret key: set settings.hash_key_file or "
                         "settings.hash_key_credential",
                     )
-    declared = {
-        raw_rule.get("name")
-        for raw_rule in (raw_rules if isinstance(raw_rules, list) else [])
-        if isinstance(raw_rule, dict)
-    }
+    declared = {rule["name"] for rule in raw_rules if isinstance(rule, dict) and "name" in rule}
     rules = resolve_subjects(reader, rules, declared)
     seen: dict[str, str] = {}
-    for index, raw_rule in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+    for index, raw_rule in enumerate(raw_rules):
         name = raw_rule.get("name") if isinstance(raw_rule, dict) else None
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str):
             continue
         if name in seen:
             reader.error(f"rules[{index}].name", f"{name!r} is already the name of {seen[name]}")
         seen.setdefault(name, f"rules[{index}]")
-    if reader.issues or settings is None:
-        raise ConfigError(reader.issues)
+    if reader.issues:
+        # The declaration's errors come first; then, rule by rule, the order of the file.
+        raise ConfigError(sorted(reader.issues, key=_rule_index))
     return Config(
         settings=settings,
         stores=MappingProxyType(stores),
@@ -191,3 +192,8 @@ def parse_config(
         daemon=daemon,
         checkins=checkins,
     )
+
+
+def _rule_index(issue: ConfigIssue) -> int:
+    match = re.match(r"rules\[(\d+)\]", issue.path)
+    return int(match.group(1)) if match else -1

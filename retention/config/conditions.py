@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 from retention.config.model import ColumnRef, Condition, Operator, Scalar
-from retention.config.reader import Reader
+from retention.config.reader import Reader, names
 
 _CONDITION_HEAD = re.compile(
     r"\s*(?P<column>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*"
@@ -23,12 +23,9 @@ _LITERAL = re.compile(
 def read_conditions(
     reader: Reader, raw: object, path: str, join_names: set[str]
 ) -> tuple[Condition, ...]:
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list):
-        reader.error(path, "must be a list of conditions such as \"status = 'sent'\"")
-        return ()
+    """The grammar of each condition (the declaration checks that each is a string)."""
     conditions = []
-    for index, text in enumerate(items):
+    for index, text in enumerate(names(raw)):
         where = f"{path}[{index}]"
         try:
             condition = parse_condition(text)

@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from retention.config.cron import parse_schedule
-from retention.config.model import (
-    DAILY,
-    MAX_BATCH_SIZE,
-    Schedule,
-    Settings,
-)
-from retention.config.reader import Reader
+from retention.config.model import DAILY, Schedule, Settings
+from retention.config.reader import Reader, flag, fraction, whole
 from retention.rules import Period, PeriodError, parse_period
 
 
@@ -34,33 +28,31 @@ def read_run_limits(
     reader: Reader,
     raw: Mapping[str, object],
     path: str,
-    settings: Settings | None,
+    settings: Settings,
     default_batch: int,
 ) -> RunLimits:
-    batch_size = reader.positive_int(raw, "batch_size", path, default_batch, MAX_BATCH_SIZE)
-    defaults = settings or Settings(ZoneInfo("UTC"))
-    max_delete = reader.positive_int(raw, "max_delete", path, defaults.max_delete, 10**12)
-    max_fraction = reader.fraction(raw, "max_fraction", path, defaults.max_fraction)
     schedule = DAILY
-    if "schedule" in raw:
+    if isinstance(raw.get("schedule"), str):
         try:
             schedule = parse_schedule(raw["schedule"])
         except ValueError as error:
             reader.error(f"{path}.schedule", str(error))
-    jitter = reader.duration(raw, "jitter", path, timedelta(0), timedelta(0))
-    match_all = raw.get("match_all", False)
-    if not isinstance(match_all, bool):
-        reader.error(f"{path}.match_all", f"must be true or false, not {match_all!r}")
-        match_all = False
-    return RunLimits(batch_size, max_delete, max_fraction, match_all, schedule, jitter)
+    return RunLimits(
+        batch_size=whole(raw, "batch_size", default_batch),
+        max_delete=whole(raw, "max_delete", settings.max_delete),
+        max_fraction=fraction(raw, "max_fraction", settings.max_fraction),
+        match_all=flag(raw, "match_all", False),
+        schedule=schedule,
+        jitter=reader.duration(raw, "jitter", path, timedelta(0), timedelta(0)),
+    )
 
 
 def read_period(reader: Reader, raw: object, where: str) -> Period | None:
-    if raw is None:
-        reader.error(where, "missing (e.g. '90d', '1y', 'P1Y6M'; '0d' for no retention)")
+    """The period's grammar and calendar (the declaration only sees that it has a unit)."""
+    if not isinstance(raw, str):
         return None
     try:
-        return parse_period(raw)  # type: ignore[arg-type]
+        return parse_period(raw)
     except PeriodError as error:
         reader.error(where, str(error))
         return None

@@ -19,34 +19,13 @@ from retention.config.model import (
     Settings,
     Subjects,
 )
-from retention.config.reader import PendingSubjects, Reader
-from retention.config.stores import object_prefix
+from retention.config.reader import PendingSubjects, Reader, text
 from retention.rules import Period, compile_date_pattern
 from retention.subject_prefix import (
     key_problems,
     parse_subject_prefix,
 )
 
-_OBJECT_RULE_KEYS = {
-    "name",
-    "policy",
-    "category",
-    "store",
-    "prefix",
-    "glob",
-    "clock",
-    "date_pattern",
-    "period",
-    "action",
-    "subjects",
-    "subject_prefix",
-    "batch_size",
-    "max_delete",
-    "max_fraction",
-    "match_all",
-    "schedule",
-    "jitter",
-}
 DEFAULT_OBJECT_BATCH_SIZE = 10_000
 # A subject rule's own clock, period and schedule are the ones that count.
 _SUBJECT_RULE_ONLY = ("period", "clock", "date_pattern", "prefix", "glob", "schedule", "jitter")
@@ -58,19 +37,13 @@ def read_object_rule(
     path: str,
     name: str | None,
     store: S3StoreConfig | FilesStoreConfig,
-    settings: Settings | None,
+    settings: Settings,
 ) -> Rule | None:
-    issues_before = len(reader.issues)
+    """A rule on a bucket or a folder: the keys that go with its kind of store, and together
+    (the declaration checks each key of every object rule alike)."""
     kind = store.kind
-    for key in raw:
-        if key not in _OBJECT_RULE_KEYS:
-            reader.error(
-                f"{path}.{key}",
-                f"not for rules on {kind!r} stores (known here: "
-                f"{', '.join(sorted(_OBJECT_RULE_KEYS))})",
-            )
-    subjects_name = reader.string(raw, "subjects", path)
-    subject_prefix = reader.string(raw, "subject_prefix", path)
+    subjects_name = text(raw, "subjects")
+    subject_prefix = text(raw, "subject_prefix")
     pending: PendingSubjects | None = None
     if subjects_name is not None or subject_prefix is not None:
         if kind != "s3":
@@ -102,8 +75,8 @@ def read_object_rule(
     if clock not in clocks:
         reader.error(f"{path}.clock", f"must be {clocks[0]!r} or {clocks[1]!r} here, not {clock!r}")
         clock = clocks[0]
-    date_pattern = reader.string(raw, "date_pattern", path)
-    if clock == clocks[1] and date_pattern is None:
+    date_pattern = text(raw, "date_pattern")
+    if clock == clocks[1] and date_pattern is None and "date_pattern" not in raw:
         reader.error(f"{path}.date_pattern", f"missing: clock = {clocks[1]!r} reads it")
     if clock == clocks[0] and date_pattern is not None:
         reader.error(f"{path}.date_pattern", f"only goes with clock = {clocks[1]!r}")
@@ -112,20 +85,21 @@ def read_object_rule(
             compile_date_pattern(date_pattern)
         except ValueError as error:
             reader.error(f"{path}.date_pattern", str(error))
-    prefix = object_prefix(reader, raw, path)
+    prefix = text(raw, "prefix") or ""
     if kind == "files" and "prefix" in raw:
         reader.error(f"{path}.prefix", "backup folders select files with glob, not prefix")
-    glob = reader.string(raw, "glob", path)
+    glob = text(raw, "glob")
     if kind == "s3" and glob is not None:
         reader.error(f"{path}.glob", "S3 rules select objects with prefix, not glob")
-    if glob is not None and (glob.startswith("/") or ".." in Path(glob).parts):
+    if glob is not None and ".." in Path(glob).parts:
         reader.error(f"{path}.glob", "must stay inside the root: no leading '/', no '..'")
     period = None
     if pending is None:
+        if "period" not in raw and "period" not in reader.rejected_keys(path):
+            reader.error(
+                f"{path}.period", "missing (e.g. '90d', '1y', 'P1Y6M'; '0d' for no retention)"
+            )
         period = read_period(reader, raw.get("period"), f"{path}.period")
-    action = raw.get("action", "delete")
-    if action != "delete":
-        reader.error(f"{path}.action", f"objects and files can only be deleted, not {action!r}")
     limits = read_run_limits(reader, raw, path, settings, DEFAULT_OBJECT_BATCH_SIZE)
     if (
         period is not None
@@ -134,13 +108,14 @@ def read_object_rule(
         and not glob
         and date_pattern is None
         and not limits.match_all
+        and not reader.rejected_keys(path) & {"prefix", "glob", "date_pattern", "match_all"}
     ):
         reader.error(
             path,
             "a period of 0 and no prefix, glob or date_pattern purges everything in the store; "
             "narrow it, or write match_all = true if that is what this rule means",
         )
-    if len(reader.issues) > issues_before or name is None:
+    if reader.has_issues_under(path) or name is None:
         return None
     dataset = store.bucket if isinstance(store, S3StoreConfig) else str(store.root)
     scope = ObjectScope(
@@ -152,8 +127,8 @@ def read_object_rule(
     rule = Rule(
         name=name,
         path=path,
-        policy=reader.string(raw, "policy", path) or "",
-        category=reader.string(raw, "category", path) or "",
+        policy=text(raw, "policy") or "",
+        category=text(raw, "category") or "",
         store=store.name,
         table=dataset,
         key=S3_KEY if kind == "s3" else FILES_KEY,

@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from retention.config.model import IDENTIFIER
 from retention.errors import ConfigIssue
 from retention.rules import parse_zone
 from retention.subject_prefix import (
@@ -81,74 +80,20 @@ class Reader:
     def path(self, value: str | None) -> Path | None:
         return resolve_path(value, self.base_directory) if value else None
 
-    def unknown_keys(self, table: Mapping[str, object], path: str, known: set[str]) -> None:
-        for key in table:
-            if key not in known:
-                where = f"{path}.{key}" if path else key
-                self.error(where, f"unknown key (known here: {', '.join(sorted(known))})")
+    def rejected_keys(self, path: str) -> set[str]:
+        """The keys of the table at ``path`` that an issue was found at or in."""
+        keys = set()
+        for issue in self.issues:
+            if issue.path.startswith(f"{path}."):
+                keys.add(re.split(r"[.\[]", issue.path[len(path) + 1 :], maxsplit=1)[0])
+        return keys
 
-    def table(
-        self, parent: Mapping[str, object], key: str, *, required: bool = True, path: str = ""
-    ) -> Mapping[str, object]:
-        where = f"{path}.{key}" if path else key
-        value = parent.get(key)
-        if value is None:
-            if required:
-                self.error(where, "missing")
-            return {}
-        if not isinstance(value, dict):
-            self.error(where, f"must be a table, not {type(value).__name__}")
-            return {}
-        return value
-
-    def string(
-        self, table: Mapping[str, object], key: str, path: str, *, required: bool = False
-    ) -> str | None:
-        value = table.get(key)
-        if value is None:
-            if required:
-                self.error(f"{path}.{key}", "missing")
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self.error(f"{path}.{key}", f"must be a non-empty string, not {value!r}")
-            return None
-        return value
-
-    def identifier(self, value: object, where: str) -> str | None:
-        if value is None:
-            self.error(where, "missing")
-            return None
-        if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
-            self.error(where, f"{value!r} is not a plain identifier (letters, digits, _)")
-            return None
-        return value
-
-    def identifiers(self, value: object, where: str) -> tuple[str, ...]:
-        """A string or a non-empty list of strings, each an identifier."""
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not items:
-            self.error(where, "must be a column name or a non-empty list of column names")
-            return ()
-        names = [self.identifier(item, f"{where}[{index}]") for index, item in enumerate(items)]
-        return tuple(name for name in names if name is not None)
-
-    def positive_int(
-        self, table: Mapping[str, object], key: str, path: str, default: int, maximum: int
-    ) -> int:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-            self.error(
-                f"{path}.{key}", f"must be a whole number from 1 to {maximum}, not {value!r}"
-            )
-            return default
-        return value
-
-    def fraction(self, table: Mapping[str, object], key: str, path: str, default: float) -> float:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-            self.error(f"{path}.{key}", f"must be a fraction above 0 and at most 1, not {value!r}")
-            return default
-        return float(value)
+    def has_issues_under(self, path: str) -> bool:
+        """Whether an issue was found at ``path`` or inside it (``rules[2]``: ``rules[2].key``)."""
+        return any(
+            issue.path == path or issue.path.startswith((f"{path}.", f"{path}["))
+            for issue in self.issues
+        )
 
     def duration(
         self,
@@ -159,15 +104,9 @@ class Reader:
         minimum: timedelta,
     ) -> timedelta:
         """A duration such as ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` or ``"1h30m"``."""
-        raw = table.get(key)
-        if raw is None:
-            return default
-        match = DURATION.fullmatch(raw) if isinstance(raw, str) else None
-        if match is None or not raw:
-            self.error(
-                f"{path}.{key}",
-                f"must be a duration such as '30s', '15m', '2h' or '1d', not {raw!r}",
-            )
+        raw = text(table, key)
+        match = DURATION.fullmatch(raw) if raw else None
+        if match is None:  # absent, or refused by the declaration
             return default
         try:
             days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
@@ -183,12 +122,45 @@ class Reader:
         return value
 
     def zone(self, table: Mapping[str, object], path: str) -> ZoneInfo:
-        name = table.get("timezone", "UTC")
-        if not isinstance(name, str):
-            self.error(f"{path}.timezone", f"must be a time zone name, not {name!r}")
-            return ZoneInfo("UTC")
         try:
-            return parse_zone(name)
+            return parse_zone(text(table, "timezone") or "UTC")
         except ValueError as error:
             self.error(f"{path}.timezone", str(error))
             return ZoneInfo("UTC")
+
+
+# Typed access to a table the declaration has checked (retention.config.validation): a value is
+# of its declared type or absent (left out, or taken out with its error already reported).
+
+
+def text(table: Mapping[str, object], key: str) -> str | None:
+    value = table.get(key)
+    return value if isinstance(value, str) else None
+
+
+def whole(table: Mapping[str, object], key: str, default: int) -> int:
+    value = table.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def fraction(table: Mapping[str, object], key: str, default: float) -> float:
+    value = table.get(key)
+    return (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    )
+
+
+def flag(table: Mapping[str, object], key: str, default: bool) -> bool:
+    value = table.get(key)
+    return value if isinstance(value, bool) else default
+
+
+def table_at(parent: Mapping[str, object], key: str) -> dict[str, object]:
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def names(value: object) -> tuple[str, ...]:
+    """A name, or a list of names, as a tuple."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(item for item in items if isinstance(item, str))

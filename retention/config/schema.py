@@ -1,23 +1,26 @@
 """The config's shape declared once, with pydantic: every table, key, type, default and range.
 
-From this declaration come the JSON Schema (``retention config schema``, for editors), the
-commented sample (``retention config example``) and the check that docs/config.md lists every
-key. The readers of this package (``retention.config``) stay the validator of record: they also
-check what a schema cannot say (a rule's store exists, a join is declared, names are unique) and
-word each error for the person fixing it. Tests hold the two together (tests/test_config_schema.py).
+From this declaration come the validation of every config file (``retention.config`` checks a
+file against it before its readers build the value objects), the JSON Schema (``retention config
+schema``, for editors), the commented sample (``retention config example``) and the check that
+docs/config.md lists every key. Each type says in words what it expects (``Expect``), so that an
+error reads ``must be a whole number from 1 to 50000, not 0`` rather than pydantic's own
+sentence; rules between the keys of one table (``Choice``) are declared here too.
 
-Only the commands that need the schema import this module: importing pydantic and building the
-models took 0.08-0.21 s here (2 busy cores), which ``config validate`` and the daemon's start
-do not pay.
+Importing pydantic and building these models takes 0.15-0.2 s, which loading a config does not
+pay: ``python -m retention.config.compile`` writes what validation needs of this declaration as
+pydantic-core schemas (retention/config/compiled.py, checked against this file by the tests), and
+retention.config.validation validates with pydantic-core alone.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from retention.config import model, stores
+from retention.config.expect import Choice, Expect, choices_config
 from retention.config.model import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_DELETE,
@@ -37,44 +40,88 @@ PERIOD = r"[A-Za-z]"
 NOT_BLANK = r"\S"
 NO_LEADING_SLASH = r"^($|[^/])"
 LARGEST_MAX_DELETE = 10**12
+_PLAIN = "a plain identifier (letters, digits, _)"
 
-Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER)]
-Text = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
-Duration = Annotated[str, StringConstraints(pattern=DURATION)]
-Period = Annotated[str, StringConstraints(pattern=PERIOD)]
-ColumnOrJoined = Annotated[
-    str, StringConstraints(pattern=f"^({model.IDENTIFIER.pattern}\\.)?{model.IDENTIFIER.pattern}$")
+Zone = Annotated[str, Expect("a time zone name such as 'Europe/Paris'")]
+Identifier = Annotated[
+    str,
+    StringConstraints(pattern=IDENTIFIER),
+    Expect(_PLAIN, mismatch="{value} is not " + _PLAIN),
 ]
-HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^/\s]")]
-
-
-# Rules between the keys of one table that a schema can say (and Draft 4 reads): editors then
-# flag them too. Other rules between keys (an action and its keys) stay with the readers.
-def _not_both(first: str, second: str) -> dict[str, Any]:
-    return {"not": {"required": [first, second]}}
-
-
-def _at_most_one(*keys: str) -> dict[str, Any]:
-    pairs = [[first, second] for index, first in enumerate(keys) for second in keys[index + 1 :]]
-    return {"not": {"anyOf": [{"required": pair} for pair in pairs]}}
-
-
-def _exactly_one(*keys: str) -> dict[str, Any]:
-    return {"oneOf": [{"required": [key]} for key in keys]}
+Text = Annotated[str, StringConstraints(pattern=NOT_BLANK), Expect("a string")]
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=DURATION),
+    Expect("a duration such as '30s', '15m', '2h' or '1d'"),
+]
+Period = Annotated[
+    str,
+    StringConstraints(pattern=PERIOD),
+    Expect(
+        "a string such as '90d', '1y' or 'P1Y6M' ('0d' for no retention)",
+        mismatch="{value} has no unit; write e.g. '90d' (days) or '1y' (years) — units: y, mo, "
+        "w, d, h, min, s, or ISO 8601 like 'P1Y'",
+        missing="(e.g. '90d', '1y', 'P1Y6M'; '0d' for no retention)",
+    ),
+]
+ColumnOrJoined = Annotated[
+    str,
+    StringConstraints(pattern=f"^({model.IDENTIFIER.pattern}\\.)?{model.IDENTIFIER.pattern}$"),
+    Expect(
+        "a column name ('ended_at', or 'contract.ended_at' through a join)",
+        mismatch="{value} is not a column ('ended_at', or 'contract.ended_at' through a join)",
+    ),
+]
+# A check-in URL holds its check's secret token: the errors never show the value.
+HttpUrl = Annotated[
+    str,
+    StringConstraints(pattern=r"^https?://[^/\s]"),
+    Expect("an http:// or https:// URL", mismatch="must be an http:// or https:// URL with a host"),
+]
+Columns = Annotated[
+    Identifier | Annotated[list[Identifier], Field(min_length=1)],
+    Expect("a column name or a non-empty list of column names"),
+]
+Clock = Annotated[
+    ColumnOrJoined | Annotated[list[ColumnOrJoined], Field(min_length=1)],
+    Expect(
+        "a column ('ended_at', 'contract.ended_at' through a join) or a non-empty list of "
+        "columns whose latest non-NULL value counts"
+    ),
+]
+_Condition = Annotated[
+    str, StringConstraints(pattern=NOT_BLANK), Expect("a string such as \"status = 'sent'\"")
+]
+Conditions = Annotated[
+    _Condition | list[_Condition],
+    Expect("a condition or a list of conditions such as \"status = 'sent'\""),
+]
+ObjectPrefix = Annotated[
+    str,
+    StringConstraints(pattern=NO_LEADING_SLASH),
+    Expect("a string", mismatch="S3 keys do not start with '/': drop the leading '/'"),
+]
+Glob = Annotated[
+    str,
+    StringConstraints(pattern=NO_LEADING_SLASH),
+    Expect("a string", mismatch="must stay inside the root: no leading '/', no '..'"),
+]
 
 
 class Table(BaseModel):
     """A TOML table: unknown keys are errors, as the readers say."""
 
     model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+    choices: ClassVar[tuple[Choice, ...]] = ()
 
 
 class SettingsTable(Table):
     """Settings shared by every rule."""
 
-    model_config = ConfigDict(json_schema_extra=_not_both("hash_key_file", "hash_key_credential"))
+    choices = (Choice("not_both", ("hash_key_file", "hash_key_credential"), at="hash_key_file"),)
+    model_config = choices_config(*choices)
 
-    timezone: str = Field("UTC", examples=["Europe/Paris"])
+    timezone: Zone = Field("UTC", examples=["Europe/Paris"])
     """The calendar periods are counted on (an IANA zone name): "1 year" is a calendar step in
     this zone, and a date value is a day in this zone."""
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE)
@@ -93,14 +140,11 @@ class SettingsTable(Table):
 class AuditTable(Table):
     """The signed audit trail: where it lives and where its keys come from."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "allOf": [
-                _not_both("hmac_key_file", "hmac_key_credential"),
-                _not_both("signing_key_file", "signing_key_credential"),
-            ]
-        }
+    choices = (
+        Choice("not_both", ("hmac_key_file", "hmac_key_credential"), at="hmac_key_file"),
+        Choice("not_both", ("signing_key_file", "signing_key_credential"), at="signing_key_file"),
     )
+    model_config = choices_config(*choices)
 
     enabled: bool = True
     """false lets `run` purge with no trail at all: for tests and throw-away data only."""
@@ -123,7 +167,8 @@ class StateTable(Table):
     """The state database (run ledger, leases, legal holds); at most one of its keys.
     Without it: var/state.sqlite in the config file's folder."""
 
-    model_config = ConfigDict(json_schema_extra=_at_most_one("url", "url_env", "url_credential"))
+    choices = (Choice("at_most_one", ("url", "url_env", "url_credential")),)
+    model_config = choices_config(*choices)
 
     url: Text | None = Field(None, examples=["sqlite:///var/state.sqlite"])
     """The database URL (sqlite:///, postgresql+psycopg://, mysql+pymysql://)."""
@@ -136,7 +181,7 @@ class StateTable(Table):
 class DaemonTable(Table):
     """How `retention daemon` runs."""
 
-    timezone: str | None = Field(None, examples=["Europe/Paris"])
+    timezone: Zone | None = Field(None, examples=["Europe/Paris"])
     """The zone schedules are read in (default: settings.timezone; never the host's own)."""
     metrics_address: Text = "127.0.0.1"
     """The IP address Prometheus metrics are served on."""
@@ -168,7 +213,15 @@ class CheckinsTable(Table):
 class SqlStoreTable(Table):
     """A SQL database; exactly one of url, url_env and url_credential."""
 
-    model_config = ConfigDict(json_schema_extra=_exactly_one("url", "url_env", "url_credential"))
+    choices = (
+        Choice(
+            "exactly_one",
+            ("url", "url_env", "url_credential"),
+            hint="url_env names an environment variable holding the URL, url_credential a file "
+            "in $CREDENTIALS_DIRECTORY; keep passwords out of the TOML",
+        ),
+    )
+    model_config = choices_config(*choices)
 
     kind: Literal["sql"]
     """The kind of store."""
@@ -179,24 +232,25 @@ class SqlStoreTable(Table):
     """An environment variable holding the URL."""
     url_credential: Text | None = Field(None, examples=["app-database-url"])
     """A file in $CREDENTIALS_DIRECTORY holding the URL."""
-    timezone: str = Field("UTC", examples=["Europe/Paris"])
+    timezone: Zone = Field("UTC", examples=["Europe/Paris"])
     """The zone that naive timestamps stored in this database are in."""
 
 
 class S3StoreTable(Table):
     """An S3-compatible bucket (or a prefix of one)."""
 
-    model_config = ConfigDict(
-        json_schema_extra=_not_both("credentials_file", "credentials_credential")
-    )
+    choices = (Choice("not_both", ("credentials_file", "credentials_credential")),)
+    model_config = choices_config(*choices)
 
     kind: Literal["s3"]
     """The kind of store."""
-    bucket: Annotated[str, StringConstraints(pattern=BUCKET)] = Field(examples=["backups"])
+    bucket: Annotated[
+        str,
+        StringConstraints(pattern=BUCKET),
+        Expect("a bucket name", mismatch="{value} is not a valid S3 bucket name"),
+    ] = Field(examples=["backups"])
     """The bucket (S3's naming rules: 3-63 characters, lower case, digits, '.', '-')."""
-    prefix: Annotated[str, StringConstraints(pattern=NO_LEADING_SLASH)] = Field(
-        "", examples=["db/"]
-    )
+    prefix: ObjectPrefix = Field("", examples=["db/"])
     """Only keys under this prefix belong to the store. No leading '/'."""
     region: Text | None = Field(None, examples=["eu-west-3"])
     """The bucket's region (default: boto3's)."""
@@ -215,7 +269,7 @@ class S3StoreTable(Table):
     """How many requests run at once."""
     max_attempts: int = Field(8, ge=1, le=20)
     """Attempts per request when the server throttles or a connection drops."""
-    timezone: str = Field("UTC", examples=["Europe/Paris"])
+    timezone: Zone = Field("UTC", examples=["Europe/Paris"])
     """The zone of wall times read from keys by a date_pattern with %H."""
 
 
@@ -226,11 +280,19 @@ class FilesStoreTable(Table):
     """The kind of store."""
     root: Text = Field(examples=["/srv/backups/db"])
     """The folder (relative: to the config file's folder); never '/'."""
-    timezone: str = Field("UTC", examples=["Europe/Paris"])
+    timezone: Zone = Field("UTC", examples=["Europe/Paris"])
     """The zone of wall times read from file paths by a date_pattern with %H."""
 
 
-Store = Annotated[SqlStoreTable | S3StoreTable | FilesStoreTable, Field(discriminator="kind")]
+Store = Annotated[
+    SqlStoreTable | S3StoreTable | FilesStoreTable,
+    Field(discriminator="kind"),
+    Expect(
+        "a table: [stores.NAME]",
+        mismatch="unknown store kind {value} (supported: 'sql', 's3', 'files')",
+        missing="(supported: 'sql', 's3', 'files')",
+    ),
+]
 
 
 class JoinTable(Table):
@@ -238,7 +300,10 @@ class JoinTable(Table):
 
     table: Identifier
     """The joined table."""
-    on: dict[Identifier, Identifier] = Field(min_length=1)
+    on: Annotated[
+        dict[Identifier, Identifier],
+        Expect("a table mapping local columns to the joined table's columns"),
+    ] = Field(min_length=1)
     """Local columns mapped to the joined table's columns."""
 
 
@@ -261,18 +326,31 @@ class FixedStrategy(Table):
     fixed: str | int | float | bool
 
 
-Strategy = (
+_STRATEGIES = "null, hash, hash:N, mask_email, truncate_ip, year_only, or { fixed = VALUE }"
+Strategy = Annotated[
     Annotated[
         str,
         StringConstraints(pattern=r"^(null|hash|hash:[0-9]+|mask_email|truncate_ip|year_only)$"),
+        Expect(
+            "a strategy", mismatch="unknown anonymise strategy {value} (known: " + _STRATEGIES + ")"
+        ),
     ]
-    | FixedStrategy
-)
-Schedule = Annotated[str, StringConstraints(pattern=NOT_BLANK)]
+    | FixedStrategy,
+    Expect("an anonymise strategy (" + _STRATEGIES + ")"),
+]
+Schedule = Annotated[
+    str,
+    StringConstraints(pattern=NOT_BLANK),
+    Expect("a crontab expression ('30 2 * * *') or one of hourly, daily, weekly, monthly"),
+]
 
 
 class _RuleLimits(Table):
-    name: Annotated[str, StringConstraints(pattern=RULE_NAME)] = Field(examples=["logs"])
+    name: Annotated[
+        str,
+        StringConstraints(pattern=RULE_NAME),
+        Expect("a rule name", mismatch="{value}: use lower-case letters, digits, '-', '_' or '.'"),
+    ] = Field(examples=["logs"])
     """A unique name: lower-case letters, digits, '-', '_' and '.'."""
     policy: Text | None = Field(None, examples=["002 §6.1: « Log de connexion : 1 an »"])
     """The policy reference and its quote, shown in plans."""
@@ -298,11 +376,9 @@ class TableRule(_RuleLimits):
 
     table: Identifier = Field(examples=["connection_logs"])
     """The table whose rows expire."""
-    key: Identifier | Annotated[list[Identifier], Field(min_length=1)] = Field(examples=["id"])
+    key: Columns = Field(examples=["id"])
     """The columns that identify a row: the primary key or a NOT NULL unique key."""
-    clock: ColumnOrJoined | Annotated[list[ColumnOrJoined], Field(min_length=1)] = Field(
-        examples=["logged_at"]
-    )
+    clock: Clock = Field(examples=["logged_at"])
     """When the period starts: a column, join.column, or a list whose latest non-NULL value
     counts."""
     period: Period = Field(examples=["1y"])
@@ -311,21 +387,24 @@ class TableRule(_RuleLimits):
     """A per-row period that overrides `period`."""
     period_unit: Literal["y", "mo", "w", "d"] | None = Field(None, examples=["y"])
     """The unit of a numeric period_column."""
-    where: Text | list[Text] = Field([], examples=[["status = 'sent'"]])
+    where: Conditions = Field([], examples=[["status = 'sent'"]])
     """Conditions, all ANDed: `column OP literal`, IS [NOT] NULL, [NOT] IN (...)."""
     where_sql: Text | None = Field(None, examples=["archived_at IS NOT NULL"])
     """A raw SQL filter, ANDed with the rest."""
-    joins: dict[Identifier, JoinTable] = Field(
-        {}, examples=[{"account": {"table": "accounts", "on": {"account_id": "id"}}}]
-    )
+    joins: Annotated[
+        dict[Identifier, JoinTable], Expect("a table of named joins: [rules.joins.NAME]")
+    ] = Field({}, examples=[{"account": {"table": "accounts", "on": {"account_id": "id"}}}])
     """Many-to-one joins used by clock, period_column, where and erase_by."""
     action: Literal["delete", "anonymise"] = Field(examples=["delete"])
     """What happens to expired rows."""
-    anonymise: dict[Identifier, Strategy] | None = Field(None, examples=[{"email": "mask_email"}])
+    anonymise: (
+        Annotated[dict[Identifier, Strategy], Expect("a table mapping each column to a strategy")]
+        | None
+    ) = Field(None, examples=[{"email": "mask_email"}])
     """With action = "anonymise": the strategy of each column."""
     marker_column: Identifier | None = Field(None, examples=["anonymised_at"])
     """With action = "anonymise": a column set when a row is anonymised."""
-    children: list[ChildTable] = Field(
+    children: Annotated[list[ChildTable], Expect("an array of tables: [[rules.children]]")] = Field(
         [], examples=[[{"table": "log_details", "foreign_key": "log_id"}]]
     )
     """Dependent rows deleted first (action = "delete" only)."""
@@ -340,13 +419,9 @@ class TableRule(_RuleLimits):
 class ObjectRule(_RuleLimits):
     """A rule on an S3 bucket or a backup folder: objects or files are deleted."""
 
-    prefix: Annotated[str, StringConstraints(pattern=NO_LEADING_SLASH)] = Field(
-        "", examples=["nightly/"]
-    )
+    prefix: ObjectPrefix = Field("", examples=["nightly/"])
     """S3 only: the keys under this prefix (under the store's own)."""
-    glob: Annotated[str, StringConstraints(pattern=NO_LEADING_SLASH)] | None = Field(
-        None, examples=["**/*.sql.gz"]
-    )
+    glob: Glob | None = Field(None, examples=["**/*.sql.gz"])
     """Backup folders only: the files reached, by their path under root (default "**/*")."""
     clock: Literal["last_modified", "key_date", "mtime", "name_date"] | None = Field(
         None, examples=["last_modified"]
@@ -356,7 +431,10 @@ class ObjectRule(_RuleLimits):
     """With key_date or name_date: where the date is in the key or path."""
     period: Period | None = Field(None, examples=["7d"])
     """How long objects are kept (required, except on cross-store rules)."""
-    action: Literal["delete"] = "delete"
+    action: Annotated[
+        Literal["delete"],
+        Expect("'delete'", mismatch="objects and files can only be deleted, not {value}"),
+    ] = "delete"
     """The only action on objects and files."""
     subjects: Text | None = Field(None, examples=["customer-content"])
     """Cross-store rules: the SQL rule whose records own these objects."""
@@ -383,7 +461,10 @@ class ConfigFile(Table):
     """Monitoring check-ins."""
     stores: dict[Identifier, Store] = {}
     """The stores rules purge: [stores.NAME], kind "sql", "s3" or "files"."""
-    rules: list[TableRule | ObjectRule] = []
+    rules: Annotated[
+        list[TableRule | ObjectRule],
+        Expect("an array of tables: write each rule as [[rules]]"),
+    ] = []
     """One [[rules]] per commitment, run in file order."""
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,7 +12,6 @@ from retention.config.model import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_DELETE,
     DEFAULT_MAX_FRACTION,
-    MAX_BATCH_SIZE,
     SUPPORTED_URL,
     AuditSettings,
     CheckinSettings,
@@ -21,66 +19,49 @@ from retention.config.model import (
     Settings,
     StateSettings,
 )
-from retention.config.reader import Reader, resolve_path, resolve_sqlite_url
+from retention.config.reader import (
+    Reader,
+    flag,
+    fraction,
+    resolve_path,
+    resolve_sqlite_url,
+    text,
+    whole,
+)
 
 
-def read_settings(reader: Reader, table: Mapping[str, object]) -> Settings | None:
+def read_settings(reader: Reader, table: Mapping[str, object]) -> Settings:
     path = "settings"
-    reader.unknown_keys(
-        table,
-        path,
-        {
-            "timezone",
-            "batch_size",
-            "hash_key_file",
-            "hash_key_credential",
-            "max_delete",
-            "max_fraction",
-        },
-    )
-    hash_key_file = reader.string(table, "hash_key_file", path)
-    hash_key_credential = reader.string(table, "hash_key_credential", path)
-    if hash_key_file and hash_key_credential:
-        reader.error(f"{path}.hash_key_file", "give hash_key_file or hash_key_credential, not both")
     return Settings(
         timezone=reader.zone(table, path),
-        batch_size=reader.positive_int(
-            table, "batch_size", path, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
-        ),
-        hash_key_file=reader.path(hash_key_file),
-        hash_key_credential=hash_key_credential,
-        max_delete=reader.positive_int(table, "max_delete", path, DEFAULT_MAX_DELETE, 10**12),
-        max_fraction=reader.fraction(table, "max_fraction", path, DEFAULT_MAX_FRACTION),
+        batch_size=whole(table, "batch_size", DEFAULT_BATCH_SIZE),
+        hash_key_file=reader.path(text(table, "hash_key_file")),
+        hash_key_credential=text(table, "hash_key_credential"),
+        max_delete=whole(table, "max_delete", DEFAULT_MAX_DELETE),
+        max_fraction=fraction(table, "max_fraction", DEFAULT_MAX_FRACTION),
     )
 
 
 def read_audit(reader: Reader, table: Mapping[str, object]) -> AuditSettings | None:
+    """An enabled trail needs its directory and both keys: rules between keys and a value,
+    which the declaration leaves to this reader."""
     path = "audit"
-    pairs = (
-        ("hmac_key_file", "hmac_key_credential"),
-        ("signing_key_file", "signing_key_credential"),
-    )
-    reader.unknown_keys(
-        table, path, {"enabled", "directory", "public_keys_file", *(k for p in pairs for k in p)}
-    )
-    enabled = table.get("enabled", True)
-    if not isinstance(enabled, bool):
-        reader.error(f"{path}.enabled", f"must be true or false, not {enabled!r}")
-        enabled = True
-    directory = reader.string(table, "directory", path, required=enabled)
-    values = {key: reader.string(table, key, path) for pair in pairs for key in pair}
-    for file_key, credential_key in pairs:
-        if values[file_key] and values[credential_key]:
-            reader.error(f"{path}.{file_key}", f"give {file_key} or {credential_key}, not both")
-        elif enabled and not (values[file_key] or values[credential_key]):
+    enabled = flag(table, "enabled", True)
+    directory = text(table, "directory")
+    if enabled and directory is None and "directory" not in reader.rejected_keys(path):
+        reader.error(f"{path}.directory", "missing")
+    values = {key: text(table, key) for pair in _AUDIT_KEYS for key in pair}
+    for file_key, credential_key in _AUDIT_KEYS:
+        given = values[file_key] or values[credential_key]
+        if enabled and not given and not {file_key, credential_key} & reader.rejected_keys(path):
             reader.error(f"{path}.{file_key}", f"missing (or {credential_key})")
     if directory is None:
         return AuditSettings(Path("."), Path("."), enabled=False) if not enabled else None
-    public_keys = reader.string(table, "public_keys_file", path)
     directory_path = resolve_path(directory, reader.base_directory)
     return AuditSettings(
         directory=directory_path,
-        public_keys_file=reader.path(public_keys) or directory_path / "public-keys.json",
+        public_keys_file=reader.path(text(table, "public_keys_file"))
+        or directory_path / "public-keys.json",
         hmac_key_file=reader.path(values["hmac_key_file"]),
         hmac_key_credential=values["hmac_key_credential"],
         signing_key_file=reader.path(values["signing_key_file"]),
@@ -89,12 +70,15 @@ def read_audit(reader: Reader, table: Mapping[str, object]) -> AuditSettings | N
     )
 
 
+_AUDIT_KEYS = (
+    ("hmac_key_file", "hmac_key_credential"),
+    ("signing_key_file", "signing_key_credential"),
+)
+
+
 def read_state(reader: Reader, table: Mapping[str, object]) -> StateSettings:
     path = "state"
-    reader.unknown_keys(table, path, {"url", "url_env", "url_credential"})
-    sources = {key: reader.string(table, key, path) for key in ("url", "url_env", "url_credential")}
-    if sum(value is not None for value in sources.values()) > 1:
-        reader.error(path, "give one of url, url_env or url_credential")
+    sources = {key: text(table, key) for key in ("url", "url_env", "url_credential")}
     url = sources["url"]
     if url is not None and not SUPPORTED_URL.match(url):
         reader.error(
@@ -105,28 +89,21 @@ def read_state(reader: Reader, table: Mapping[str, object]) -> StateSettings:
     return StateSettings(**sources, base_directory=reader.base_directory)
 
 
-def read_daemon(
-    reader: Reader, table: Mapping[str, object], settings: Settings | None
-) -> DaemonSettings:
+def read_daemon(reader: Reader, table: Mapping[str, object], settings: Settings) -> DaemonSettings:
     path = "daemon"
-    reader.unknown_keys(table, path, {field.name for field in fields(DaemonSettings)})
     defaults = DaemonSettings()
-    address = reader.string(table, "metrics_address", path) or defaults.metrics_address
+    address = text(table, "metrics_address") or defaults.metrics_address
     try:
         ipaddress.ip_address(address)
     except ValueError:
         reader.error(
             f"{path}.metrics_address", f"must be an IP address such as 127.0.0.1, not {address!r}"
         )
-    port = None
-    if "metrics_port" in table:
-        port = reader.positive_int(table, "metrics_port", path, 9464, 65535)
+    port = whole(table, "metrics_port", 0) or None
     second = timedelta(seconds=1)
     return DaemonSettings(
         # Never the host's local zone: a schedule means the same wherever it runs.
-        timezone=reader.zone(table, path)
-        if "timezone" in table or settings is None
-        else settings.timezone,
+        timezone=reader.zone(table, path) if "timezone" in table else settings.timezone,
         metrics_address=address,
         metrics_port=port,
         heartbeat=reader.duration(table, "heartbeat", path, defaults.heartbeat, second),
@@ -145,10 +122,9 @@ _LONGEST_CHECKIN = timedelta(minutes=1)
 
 def read_checkins(reader: Reader, table: Mapping[str, object]) -> CheckinSettings:
     path = "checkins"
-    reader.unknown_keys(table, path, {field.name for field in fields(CheckinSettings)})
     urls: dict[str, str | None] = {}
     for key in ("start", "success", "fail"):
-        url = reader.string(table, key, path)
+        url = text(table, key)
         if url is not None and not _is_http_url(url):
             # Not the value: a check-in URL holds its check's secret token.
             reader.error(f"{path}.{key}", "must be an http:// or https:// URL with a host")
