@@ -569,3 +569,17 @@ def test_the_config_package_does_not_import_pydantic_when_it_loads_a_config() ->
     )
 
     assert result.stdout.strip() == "False"
+
+
+def test_help_imports_neither_pydantic_nor_pydantic_core() -> None:
+    code = (
+        "import sys\nfrom retention.cli import main\nsys.argv = ['retention', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "names = {name.split('.')[0] for name in sys.modules}\n"
+        "print(sorted(names & {'pydantic', 'pydantic_core'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip().splitlines()[-1] == "[]"
