@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from retention.cli import main
 from retention.config import Config, parse_config
-from retention.config.compile import TARGET, compiled_schemas
+from retention.config.compile import TARGET, compiled_schemas, json_schema
 from retention.config.example import config_example, toml_value
 from retention.config.schema import (
     AuditTable,
@@ -38,7 +38,6 @@ from retention.config.schema import (
     SqlStoreTable,
     StateTable,
     TableRule,
-    json_schema,
 )
 from retention.config.validation import validate_document
 from retention.errors import ConfigError, ConfigIssue

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from retention.config import load_config
-from retention.config.schema import json_schema
+from retention.config.compile import json_schema
 from retention.wording import counted
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -64,7 +64,7 @@ def config_schema() -> None:
     import json
 
     # pydantic is imported here, by the commands that need it, not by every start.
-    from retention.config.schema import json_schema
+    from retention.config.compile import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
 

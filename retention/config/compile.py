@@ -1,5 +1,6 @@
-"""The declaration (retention/config/schema.py) compiled for validation: pydantic-core schemas
-that name no Python class, so that validating a config needs pydantic-core alone.
+"""The declaration (retention/config/schema.py) compiled: for validation, pydantic-core schemas
+that name no Python class, so that validating a config needs pydantic-core alone; for editors,
+the JSON Schema (``retention config schema``).
 
 ``python -m retention.config.compile`` rewrites retention/config/compiled.json; a test fails when
 that file is not what this module makes of the declaration. Each pydantic model becomes a
@@ -103,6 +104,57 @@ def _typed_dict(node: dict[str, Any]) -> dict[str, Any]:
     choices = getattr(model, "choices", ())
     if choices:
         result["metadata"] = {"choices": [asdict(choice) for choice in choices]}
+    return result
+
+
+# Draft 7, and within it what Draft 4 also reads: taplo (and so VS Code's Even Better TOML)
+# implements Draft 4, where `const` and a numeric `exclusiveMinimum` do not exist yet.
+DRAFT = "http://json-schema.org/draft-07/schema#"
+
+
+def json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of a config file, as editors want it: TOML has no null, so "or
+    nothing" is an absent key rather than a null value, and every description is one line.
+
+    Example: ``json_schema()["properties"]["rules"]["type"]`` is ``"array"``.
+    """
+    schema = ConfigFile.model_json_schema(ref_template="#/definitions/{model}")
+    schema["definitions"] = schema.pop("$defs")
+    return {"$schema": DRAFT, **_for_toml(schema)}
+
+
+def _for_toml(node: Any, *, in_properties: bool = False) -> Any:
+    if isinstance(node, list):
+        return [_for_toml(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if in_properties:  # the keys here are names, not schema keywords
+        return {name: _for_toml(value) for name, value in node.items()}
+    result: dict[str, Any] = {}
+    for keyword, value in node.items():
+        if keyword == "anyOf":
+            branches = [branch for branch in value if branch != {"type": "null"}]
+            if len(branches) == 1:
+                result.update(_for_toml(branches[0]))
+                continue
+            value = branches
+        if (keyword == "default" and value is None) or keyword == "discriminator":
+            continue
+        if keyword == "title" and "properties" not in node:
+            continue  # a property's title is its name again
+        if keyword == "const":
+            keyword, value = "enum", [value]
+        if keyword == "exclusiveMinimum":
+            result["minimum"] = value
+            keyword, value = "not", {"enum": [value]}
+        if keyword == "description":
+            value = " ".join(value.split())
+        result[keyword] = _for_toml(
+            value, in_properties=keyword in ("properties", "definitions", "patternProperties")
+        )
+    if "patternProperties" in result:
+        # Names that match no pattern (a store called "x-y") are errors, as for pydantic.
+        result.setdefault("additionalProperties", False)
     return result
 
 

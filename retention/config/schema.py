@@ -2,20 +2,21 @@
 
 From this declaration come the validation of every config file (``retention.config`` checks a
 file against it before its readers build the value objects), the JSON Schema (``retention config
-schema``, for editors), the commented sample (``retention config example``) and the check that
-docs/config.md lists every key. Each type says in words what it expects (``Expect``), so that an
-error reads ``must be a whole number from 1 to 50000, not 0`` rather than pydantic's own
-sentence; rules between the keys of one table (``Choice``) are declared here too.
+schema``, for editors; written by compile.py), the commented sample (``retention config
+example``) and the check that docs/config.md lists every key. Each type says in words what it
+expects (``Expect``), so that an error reads ``must be a whole number from 1 to 50000, not 0``
+rather than pydantic's own sentence; rules between the keys of one table (``Choice``) are
+declared here too.
 
-Importing pydantic and building these models takes 0.15-0.2 s, which loading a config does not
-pay: ``python -m retention.config.compile`` writes what validation needs of this declaration as
-pydantic-core schemas (retention/config/compiled.py, checked against this file by the tests), and
-retention.config.validation validates with pydantic-core alone.
+Importing pydantic and building these models takes 0.11-0.14 s of CPU, which loading a config
+does not pay: ``python -m retention.config.compile`` writes what validation needs of this
+declaration as pydantic-core schemas (retention/config/compiled.json, checked against this file by
+the tests), and retention.config.validation validates with pydantic-core alone.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -466,54 +467,3 @@ class ConfigFile(Table):
         Expect("an array of tables: write each rule as [[rules]]"),
     ] = []
     """One [[rules]] per commitment, run in file order."""
-
-
-# Draft 7, and within it what Draft 4 also reads: taplo (and so VS Code's Even Better TOML)
-# implements Draft 4, where `const` and a numeric `exclusiveMinimum` do not exist yet.
-DRAFT = "http://json-schema.org/draft-07/schema#"
-
-
-def json_schema() -> dict[str, Any]:
-    """Return the JSON Schema of a config file, as editors want it: TOML has no null, so "or
-    nothing" is an absent key rather than a null value, and every description is one line.
-
-    Example: ``json_schema()["properties"]["rules"]["type"]`` is ``"array"``.
-    """
-    schema = ConfigFile.model_json_schema(ref_template="#/definitions/{model}")
-    schema["definitions"] = schema.pop("$defs")
-    return {"$schema": DRAFT, **_for_toml(schema)}
-
-
-def _for_toml(node: Any, *, in_properties: bool = False) -> Any:
-    if isinstance(node, list):
-        return [_for_toml(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if in_properties:  # the keys here are names, not schema keywords
-        return {name: _for_toml(value) for name, value in node.items()}
-    result: dict[str, Any] = {}
-    for keyword, value in node.items():
-        if keyword == "anyOf":
-            branches = [branch for branch in value if branch != {"type": "null"}]
-            if len(branches) == 1:
-                result.update(_for_toml(branches[0]))
-                continue
-            value = branches
-        if (keyword == "default" and value is None) or keyword == "discriminator":
-            continue
-        if keyword == "title" and "properties" not in node:
-            continue  # a property's title is its name again
-        if keyword == "const":
-            keyword, value = "enum", [value]
-        if keyword == "exclusiveMinimum":
-            result["minimum"] = value
-            keyword, value = "not", {"enum": [value]}
-        if keyword == "description":
-            value = " ".join(value.split())
-        result[keyword] = _for_toml(
-            value, in_properties=keyword in ("properties", "definitions", "patternProperties")
-        )
-    if "patternProperties" in result:
-        # Names that match no pattern (a store called "x-y") are errors, as for pydantic.
-        result.setdefault("additionalProperties", False)
-    return result
