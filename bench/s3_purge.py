@@ -33,6 +33,11 @@ Usage: .venv/bin/python bench/s3_purge.py [--objects N] [--server moto|seaweedfs
                                           [--tool NAME ...] [--repeat N] [--no-audit]
                                           [--max-concurrency N] [--batch-size N]
                                           [--keep-logs DIR] [--profile DIR]
+                                          [--baseline-checkout PATH]
+
+``--baseline-checkout PATH`` also times the retention of another checkout (``PATH/.venv``),
+audit on, in the same rounds. Each checkout's bytecode is compiled before timing, as an install
+would have it.
 """
 
 from __future__ import annotations
@@ -92,7 +97,10 @@ TOOL_LABELS = {
     "rclone": "rclone delete --min-age 0s",
     "retention": "retention run (audit off)",
     "retention+audit": "retention run (audit on)",
+    "retention+audit@baseline": "retention run, baseline checkout",
 }
+BASELINE_TOOL = "retention+audit@baseline"
+RETENTION_TOOLS = ("retention", "retention+audit", BASELINE_TOOL)
 
 
 class BenchFailure(RuntimeError):
@@ -529,13 +537,34 @@ max_fraction = 1.0
     return path
 
 
+def retention_of(checkout: Path) -> list[str]:
+    """The `retention` command of another checkout's venv."""
+    return [str(checkout / ".venv" / "bin" / "python"), "-m", "retention"]
+
+
+def compile_retention(python: str) -> None:
+    """Compile the bytecode of the retention package that ``python`` imports (beside its
+    sources, as an install does): a timed run then starts as an installed one would. Without
+    it, in an environment that sets PYTHONDONTWRITEBYTECODE (this workplace's does), an
+    editable checkout compiles every module of the package again at each run."""
+    code = "import compileall, os, retention; compileall.compile_dir(os.path.dirname("
+    code += "retention.__file__), quiet=1)"
+    subprocess.run([python, "-c", code], check=True, stdout=subprocess.DEVNULL)
+
+
 def run_retention(
-    endpoint: str, bucket: str, scratch: Path, options: Options, audited: bool
+    endpoint: str,
+    bucket: str,
+    scratch: Path,
+    options: Options,
+    audited: bool,
+    checkout: Path | None = None,
 ) -> tuple[float, float, dict[str, Any]]:
-    """Time ``retention run --yes`` on the bucket; return (seconds, CPU, rule.finished line)."""
+    """Time ``retention run --yes`` on the bucket (the retention of ``checkout``'s venv, else
+    this one's); return (seconds, CPU, rule.finished line)."""
     config = write_retention_config(scratch, endpoint, bucket, options, audited)
-    command = retention_command()
-    if options.profile is not None:
+    command = retention_command() if checkout is None else retention_of(checkout)
+    if options.profile is not None and checkout is None:
         options.profile.mkdir(parents=True, exist_ok=True)
         profile = options.profile / f"{bucket}.prof"
         command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "retention"]
@@ -558,7 +587,7 @@ def measure(
 ) -> Run:
     """Fill a fresh bucket, purge its prefix with ``tool``, check it; return the timing."""
     endpoint = running.endpoint
-    bucket = f"bench-{tool.replace('+', '-')}-{round_}-{os.getpid()}"
+    bucket = f"bench-{tool.replace('+', '-').replace('@', '-')}-{round_}-{os.getpid()}"
     fill_seconds = fill_bucket(endpoint, bucket, options.objects)
     progress(
         f"{tool}: filled {bucket} with {options.objects:,} + {KEEP} objects in "
@@ -577,7 +606,12 @@ def measure(
             seconds, cpu = run_reference(endpoint, bucket, scratch, options.max_concurrency)
         else:
             seconds, cpu, finished = run_retention(
-                endpoint, bucket, scratch, options, audited=tool == "retention+audit"
+                endpoint,
+                bucket,
+                scratch,
+                options,
+                audited=tool != "retention",
+                checkout=options.baseline if tool == BASELINE_TOOL else None,
             )
             purge_seconds = float(finished.get("seconds", 0.0))
             extra = {"batches": finished.get("batches"), "deleted": finished.get("deleted")}
@@ -621,6 +655,7 @@ class Options:
     batch_size: int | None
     keep_logs: Path | None
     profile: Path | None = None
+    baseline: Path | None = None  # another checkout's retention, timed as BASELINE_TOOL
 
 
 def median_run(runs: Sequence[Run]) -> Run:
@@ -668,7 +703,7 @@ def paired_ratios(by_tool: dict[str, list[Run]]) -> list[str]:
     if not reference:
         return []
     lines = []
-    for tool in ("retention", "retention+audit"):
+    for tool in RETENTION_TOOLS:
         runs = by_tool.get(tool)
         if not runs:
             continue
@@ -690,7 +725,7 @@ def verdict(by_tool: dict[str, list[Run]]) -> list[str]:
         ("rclone", TARGET_VS_RCLONE, "rclone", ".1f"),
     ]
     lines = []
-    for tool in ("retention", "retention+audit"):
+    for tool in RETENTION_TOOLS:
         run = medians.get(tool)
         if run is None:
             continue
@@ -753,6 +788,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
         type=Path,
         help="run retention under cProfile, one .prof file per run there (slower: not a timing)",
     )
+    parser.add_argument(
+        "--baseline-checkout",
+        type=Path,
+        help=(
+            "also time (audit on) the retention of this checkout (its .venv), in the same "
+            f"rounds: the '{BASELINE_TOOL}' line, for a before/after comparison"
+        ),
+    )
     arguments = parser.parse_args(argv)
     if arguments.objects < 1 or arguments.repeat < 1:
         parser.error("--objects and --repeat must be positive")
@@ -761,6 +804,11 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
     tools = tuple(dict.fromkeys(arguments.tools or TOOLS))
     if arguments.no_audit:
         tools = tuple(tool for tool in tools if tool != "retention+audit")
+    baseline = arguments.baseline_checkout
+    if baseline is not None:
+        if not (baseline / ".venv" / "bin" / "python").exists():
+            parser.error(f"--baseline-checkout {baseline}: no .venv there (make setup)")
+        tools += (BASELINE_TOOL,)
     return Options(
         objects=arguments.objects,
         servers=SERVERS if arguments.server == "all" else (arguments.server,),
@@ -770,6 +818,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Options:
         batch_size=arguments.batch_size,
         keep_logs=arguments.keep_logs,
         profile=arguments.profile,
+        baseline=baseline.resolve() if baseline is not None else None,
     )
 
 
@@ -791,7 +840,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[str, list[Run]]] = {}
     try:
         tools = ensure_tools(options.servers, options.tools)
+        compile_retention(sys.executable)
+        if options.baseline is not None:
+            compile_retention(retention_of(options.baseline)[0])
         found = versions(tools, options.servers, options.tools)
+        if options.baseline is not None:
+            head = ["git", "-C", str(options.baseline), "log", "-1", "--format=%h"]
+            found["baseline"] = f"{options.baseline} at {run_checked(head).strip()}"
         progress("versions: " + ", ".join(f"{name} {version}" for name, version in found.items()))
         for server in options.servers:
             by_tool: dict[str, list[Run]] = {tool: [] for tool in options.tools}
