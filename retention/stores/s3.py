@@ -36,6 +36,7 @@ from retention.store_protocol import (
     Survey,
 )
 from retention.stores import s3_listing as listing
+from retention.stores import s3_pages
 from retention.stores.s3_client import (
     GONE_CODES,
     NULL_VERSION,
@@ -97,6 +98,9 @@ class S3Store:
         self._lister = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"s3-{config.name}-list"
         )
+        # A listing's requests: one page parsed while the next is on its way (s3_pages).
+        self._pages = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"s3-{config.name}-page")
+        s3_pages.register(client)
         self._object_lock: bool | None = None
         # Per (rule, as_of): the listings this run's plan read, for its batches (bounded).
         self._survey_listings: dict[tuple[object, ...], Recorder] = {}
@@ -119,6 +123,7 @@ class S3Store:
         self._resume = None
         self._workers.shutdown(wait=True, cancel_futures=True)
         self._lister.shutdown(wait=True, cancel_futures=True)
+        self._pages.shutdown(wait=True, cancel_futures=True)
         self.client.close()
         self._ping_client.close()
 
@@ -164,7 +169,7 @@ class S3Store:
             self._never_versioned_bucket = listing.never_versioned(self.client, self.config.bucket)
         pages = listing.object_pages if self._never_versioned_bucket else listing.version_pages
         self._reading = listing.Prefetched(
-            pages(self.client, self.config.bucket, prefix, key_marker), self._lister
+            pages(self.client, self.config.bucket, prefix, key_marker, self._pages), self._lister
         )
         return listing.grouped(self._reading)
 

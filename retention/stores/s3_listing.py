@@ -19,6 +19,7 @@ from retention.rules import DatePattern
 from retention.selection import KeyValues, Selection
 from retention.store_protocol import SubjectSource
 from retention.stores.s3_client import NULL_VERSION, ClientError
+from retention.stores.s3_pages import PageChain
 
 LIST_PAGE_SIZE = 1000
 SUBJECT_PAGE_SIZE = 500
@@ -87,40 +88,31 @@ def never_versioned(client: Any, bucket: str) -> bool:
 
 
 def version_pages(
-    client: Any, bucket: str, prefix: str, key_marker: str | None
+    client: Any, bucket: str, prefix: str, key_marker: str | None, pool: ThreadPoolExecutor
 ) -> Iterator[list[Entry]]:
     """Every version and delete marker under ``prefix`` after the key ``key_marker``, one
-    ListObjectVersions page at a time."""
+    ListObjectVersions page at a time (each next request sent by ``pool`` while this page is
+    parsed: s3_pages)."""
     arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE_SIZE}
     if key_marker is not None:
         arguments["KeyMarker"] = key_marker
-    while True:
-        response = client.list_object_versions(**arguments)
+    for response in PageChain(client, "ListObjectVersions", pool).pages(arguments):
         page = [version_entry(raw) for raw in response.get("Versions", [])]
         page += [marker_entry(raw) for raw in response.get("DeleteMarkers", [])]
         yield page
-        if not response.get("IsTruncated"):
-            return
-        arguments["KeyMarker"] = response.get("NextKeyMarker")
-        arguments.pop("VersionIdMarker", None)
-        if response.get("NextVersionIdMarker"):
-            arguments["VersionIdMarker"] = response["NextVersionIdMarker"]
 
 
 def object_pages(
-    client: Any, bucket: str, prefix: str, key_marker: str | None
+    client: Any, bucket: str, prefix: str, key_marker: str | None, pool: ThreadPoolExecutor
 ) -> Iterator[list[Entry]]:
     """ListObjectsV2 pages, for a bucket that was never versioned: the same entries as
-    ListObjectVersions would give, at a fraction of its cost on some servers."""
+    ListObjectVersions would give, at a fraction of its cost on some servers (each next
+    request sent by ``pool`` while this page is parsed: s3_pages)."""
     arguments: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE_SIZE}
     if key_marker is not None:
         arguments["StartAfter"] = key_marker
-    while True:
-        response = client.list_objects_v2(**arguments)
+    for response in PageChain(client, "ListObjectsV2", pool).pages(arguments):
         yield [object_entry(raw) for raw in response.get("Contents", [])]
-        if not response.get("IsTruncated"):
-            return
-        arguments["ContinuationToken"] = response["NextContinuationToken"]
 
 
 class Prefetched:
