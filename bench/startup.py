@@ -8,7 +8,7 @@ and filled by `retention demo`; nothing of the checkout is touched but its (igno
 Each command runs --runs times, the commands taking turns so that a burst of load hits them all
 alike, after one warm-up run each that also writes the .pyc files, as an installed package has
 them: PYTHONDONTWRITEBYTECODE is dropped from the commands' environment (with it, every run
-compiled retention's own modules from source again, about a fifth of the live validate's CPU).
+compiled retention's own modules from source again: 30-40 ms of CPU here, a fifth of --offline).
 Reported per command: the median and the fastest wall-clock time, the median CPU time (user +
 system, of the child alone), and the median wall time as a multiple of `python -c pass`.
 
