@@ -8,7 +8,7 @@ from datetime import UTC
 import pytest
 from botocore.utils import parse_timestamp  # type: ignore[import-untyped]
 
-from retention.stores.s3 import open_s3_store
+from retention.stores.s3 import open_s3_store, s3_session
 from retention.stores.s3_client import timestamp_of
 from tests.test_s3_store import new_bucket, refuse_other_stores, store_config
 
@@ -44,3 +44,13 @@ def test_a_stores_client_reads_a_listings_timestamps_with_timestamp_of(s3_server
     assert (
         listed == bucket.client.list_objects_v2(Bucket=bucket.name)["Contents"][0]["LastModified"]
     )
+
+
+def test_the_s3_stores_of_a_process_share_one_botocore_data_loader(s3_server: str) -> None:
+    # Each session parsing S3's service model and endpoint rules again cost the second store
+    # of the demo as much start-up time as the first (docs/performance.md, start-up).
+    first = s3_session(store_config(new_bucket(s3_server)))
+    second = s3_session(store_config(new_bucket(s3_server)))
+
+    assert first is not second, "a session per store: their credentials are their own"
+    assert first.get_component("data_loader") is second.get_component("data_loader")

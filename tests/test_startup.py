@@ -116,3 +116,80 @@ def test_offline_validation_still_reports_every_static_error_with_its_path(
     assert result.returncode == 78, result.stderr
     assert "settings.timezone" in result.stderr
     assert "settings.batch_size" in result.stderr
+
+
+# Modules `config validate` must not import for a config whose only store is SQLite: the use
+# cases (app, executor, the trail's recorder) and SQLAlchemy's MySQL dialect. Nor must it read
+# the package's version (importlib.metadata looks through every installed distribution).
+UNNEEDED_FOR_VALIDATE = (
+    "retention.app",
+    "retention.executor",
+    "retention.audit.recorder",
+    "sqlalchemy.dialects.mysql",
+)
+
+MODULES_WRAPPER = """
+import atexit, sys
+def loaded():
+    names = [name for name in {modules!r} if name in sys.modules]
+    if sys.modules["retention"]._version.cache_info().currsize:
+        names.append("retention.__version__")
+    sys.__stderr__.write("modules: " + ",".join(names) + "\\n")
+atexit.register(loaded)
+sys.argv = ["retention", *{arguments!r}]
+from retention.cli import main
+main()
+"""
+
+
+def test_validating_a_sqlite_store_imports_only_what_the_check_needs(tmp_path: Path) -> None:
+    import sqlite3
+
+    database = tmp_path / "app.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TIMESTAMP)")
+    connection.close()
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        f"""
+[settings]
+timezone = "UTC"
+
+[audit]
+enabled = false
+
+[state]
+url = "sqlite:///{tmp_path}/state.sqlite"
+
+[stores.app]
+kind = "sql"
+url = "sqlite:///{database}"
+
+[[rules]]
+name = "old-logs"
+store = "app"
+table = "logs"
+key = "id"
+clock = "created_at"
+period = "30d"
+action = "delete"
+"""
+    )
+    code = MODULES_WRAPPER.format(
+        modules=UNNEEDED_FOR_VALIDATE,
+        arguments=["--config", str(config), "config", "validate"],
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "valid (1 rule, 1 store)" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("modules: ")]
+    assert lines == ["modules: "], result.stderr
