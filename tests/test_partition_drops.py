@@ -299,3 +299,57 @@ def test_postgres_keeps_a_partition_written_into_while_it_was_recorded(
         record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE
     )
     _verified(audit)
+
+
+def test_mariadb_text_keys_are_read_row_by_row_and_counted_in_the_same_snapshot(
+    mariadb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text key column cannot come joined (a comma could be in it): those keys come row by
+    row, and the partition is counted, checksum included, in the keys' own snapshot; a row
+    inserted while they are recorded is seen under the lock, and nothing is dropped."""
+    engine = create_engine(mariadb_url)
+    rows = {f"a,{i}": datetime(2024, 1, 5 + i) for i in range(1, 6)}
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE events (code varchar(20) NOT NULL, logged_at datetime NOT NULL, "
+                "PRIMARY KEY (code, logged_at)) PARTITION BY RANGE COLUMNS (logged_at) "
+                "(PARTITION events_2024_01 VALUES LESS THAN ('2024-02-01'), "
+                "PARTITION events_2024_02 VALUES LESS THAN ('2024-03-01'), "
+                "PARTITION events_max VALUES LESS THAN (MAXVALUE))"
+            )
+        )
+        connection.execute(
+            text("INSERT INTO events (code, logged_at) VALUES (:code, :at)"),
+            [{"code": code, "at": at} for code, at in rows.items()]
+            + [{"code": f"b,{i}", "at": datetime(2024, 2, 5)} for i in range(3)],
+        )
+    engine.dispose()
+    late = _while_recording(
+        monkeypatch,
+        "events_2024_02",
+        lambda: _update(
+            mariadb_url, "INSERT INTO events (code, logged_at) VALUES ('late', '2024-02-06')"
+        ),
+    )
+    audit = tmp_path / "audit"
+    rule = RULE.replace('key = ["id", "logged_at"]', 'key = ["code", "logged_at"]')
+    config = make_config(mariadb_url, rule, audit_directory=audit)
+    with capture_logs() as logs:
+        _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert late == ["updated"]
+    assert "events_2024_01" not in _partitions(mariadb_url), "dropped whole"
+    kept = [line["partition"] for line in logs if line["event"] == "partition.kept"]
+    assert kept == ["events_2024_02"], "the insert was seen"
+    assert report.outcomes[0].deleted == 9
+    key = _key(audit)
+    dropped = [
+        stored.content
+        for stored in read_entries(audit)
+        if stored.content["type"] == "batch.intent"
+        and stored.content.get("partition") == "events_2024_01"
+    ]
+    leaves = {leaf for entry in dropped for leaf in read_leaves(audit, entry["seq"])}
+    assert leaves == {record_leaf(key, "db", "events", (c, at)) for c, at in rows.items()}
+    _verified(audit)
