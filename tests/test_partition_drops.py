@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, literal_column, text
 from sqlalchemy import exc as sa_exc
 from structlog.testing import capture_logs
 
 from retention.audit.entries import read_entries, read_leaves
 from retention.audit.leaves import record_leaf
 from retention.audit.recorder import TrailRecorder
-from retention.stores import partitions
+from retention.stores import partition_keys, partitions
 from tests.support import make_config, plan_and_run
 from tests.test_partitions import (
     AS_OF,
@@ -352,4 +352,27 @@ def test_mariadb_text_keys_are_read_row_by_row_and_counted_in_the_same_snapshot(
     ]
     leaves = {leaf for entry in dropped for leaf in read_leaves(audit, entry["seq"])}
     assert leaves == {record_leaf(key, "db", "events", (c, at)) for c, at in rows.items()}
+    _verified(audit)
+
+
+def test_mariadb_without_window_functions_reads_the_keys_row_by_row(
+    mariadb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that refuses the joined read (no ROW_NUMBER() OVER (): MySQL before 8.0,
+    MariaDB before 10.2; here its statement made unreadable) still gets its partitions dropped,
+    each key read row by row and recorded."""
+    monkeypatch.setattr(
+        partition_keys, "_row_number", lambda: literal_column("ROW_NUMBER() OVER (")
+    )
+    create_events(mariadb_url)
+    audit = tmp_path / "audit"
+    config = make_config(mariadb_url, RULE, audit_directory=audit)
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert _remaining(mariadb_url) == KEPT
+    assert not {"events_2024_01", "events_2024_02", "events_2024_03"} & _partitions(mariadb_url)
+    key = _key(audit)
+    assert sorted(_claimed(audit)) == sorted(
+        record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE
+    )
     _verified(audit)

@@ -14,7 +14,8 @@ way each driver has:
   the server joins ``CHUNK`` keys into one string (``GROUP_CONCAT``), which Python splits and
   converts with ``int`` and ``fromisoformat`` (about 3 µs per key). A value that does not read
   back exactly (a zero date) fails closed: BatchConflict, the partition goes by row batches.
-  Other key columns are read row by row through an unbuffered cursor.
+  Other key columns are read row by row through an unbuffered cursor, and so are all keys on
+  a server without window functions (MySQL before 8.0, MariaDB before 10.2).
 
 Columns whose type SQLAlchemy post-processes (``_PLAIN_KEY_TYPES`` excluded) always go through
 SQLAlchemy's own rows.
@@ -81,8 +82,16 @@ def key_chunks(
         isinstance(column.type, _JOINABLE_KEY_TYPES) and not column.nullable
         for column in key_columns
     ):
-        yield from _joined_chunks(connection, keys_query, key_columns, chunk, checksum)
-        return
+        joined = _joined_chunks(connection, keys_query, key_columns, chunk, checksum)
+        try:
+            first = next(joined, None)
+        except _NoWindowFunctions:
+            pass  # MySQL before 8.0, MariaDB before 10.2: row by row, below
+        else:
+            if first is not None:
+                yield first
+                yield from joined
+            return
     compiled = keys_query.compile(dialect=connection.dialect)
     driver = connection.connection.driver_connection
     assert driver is not None
@@ -112,7 +121,7 @@ def _joined_chunks(
     summed = checksum.expression if checksum is not None else literal(0)
     labeled = keys_query.with_only_columns(
         *[column.label(f"k{index}") for index, column in enumerate(key_columns)],
-        func.row_number().over().label("n"),
+        _row_number().label("n"),
         summed.label("c"),
     )
     compiled = labeled.compile(dialect=connection.dialect)
@@ -131,7 +140,10 @@ def _joined_chunks(
     cursor = driver.cursor(pymysql.cursors.SSCursor)
     try:
         cursor.execute(f"SET SESSION group_concat_max_len = {_JOINED_LIMIT}")
-        cursor.execute(statement, compiled.params)
+        try:
+            cursor.execute(statement, compiled.params)
+        except pymysql.err.ProgrammingError as error:
+            raise _NoWindowFunctions from error
         total = 0
         for count, summed_here, text in cursor.fetchall_unbuffered():
             if isinstance(text, bytes | bytearray):
@@ -152,6 +164,14 @@ def _joined_chunks(
     finally:
         cursor.close()
         connection.exec_driver_sql("SET SESSION group_concat_max_len = DEFAULT")
+
+
+class _NoWindowFunctions(Exception):
+    """The server refused the joined read's statement (it has no ROW_NUMBER() OVER ())."""
+
+
+def _row_number() -> Any:
+    return func.row_number().over()
 
 
 def _reader(column: Column[Any]) -> Callable[[str], Any]:
