@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from retention.audit import trail as trail_module
 from retention.audit.entries import read_entries, read_leaves
 from retention.audit.leaves import record_leaf
 from retention.audit.trail import TrailWriter
@@ -169,17 +168,19 @@ def test_a_trail_failing_mid_run_stops_the_run_after_the_recorded_batches(
     config = make_config(
         url, RULE + RULE.replace('name = "logs"', 'name = "logs-again"'), audit_directory=audit
     )
-    original = trail_module.write_durably
-    leaves_written: list[Path] = []
+    real_write = os.write
+    leaves_written: list[str] = []
 
-    def disk_full_on_second_batch(path: Path, content: bytes) -> None:
-        if path.parent.name == "leaves":
-            leaves_written.append(path)
+    def disk_full_on_second_batch(descriptor: int, data: Any) -> int:
+        path = os.readlink(f"/proc/self/fd/{descriptor}")
+        if "/leaves/" in path:
+            if path not in leaves_written:
+                leaves_written.append(path)
             if len(leaves_written) == 2:
                 raise OSError(28, "No space left on device")
-        original(path, content)
+        return real_write(descriptor, data)
 
-    monkeypatch.setattr(trail_module, "write_durably", disk_full_on_second_batch)
+    monkeypatch.setattr(os, "write", disk_full_on_second_batch)
     _, report = plan_and_run(config, datetime(2026, 11, 23, 12, tzinfo=UTC))
     statuses = {outcome.rule: outcome.status for outcome in report.outcomes}
     assert statuses == {"logs": "audit_failed", "logs-again": "stopped"}
@@ -197,7 +198,8 @@ def test_a_second_writer_gets_lock_held(tmp_path: Path) -> None:
     assert remaining_ids_from(url) == DUE | KEPT
 
 
-def test_the_fast_record_hasher_gives_exactly_hmac_sha256() -> None:
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_the_fast_record_hasher_gives_exactly_the_leaves_of_its_format(version: int) -> None:
     from retention.audit.leaves import RecordHasher
 
     keys: list[tuple[object, ...]] = [(1,), (42,), (-5,), (10**20,), ("a/b",), ("é", 7), (True,)]
@@ -210,8 +212,8 @@ def test_the_fast_record_hasher_gives_exactly_hmac_sha256() -> None:
         (True, datetime(2024, 2, 10)),
     ]
     for hmac_key in (b"k" * 16, b"x" * 64, b"long" * 40):
-        expected = sorted(record_leaf(hmac_key, "app", "t", key) for key in keys)
-        assert RecordHasher(hmac_key).leaves("app", "t", keys) == expected
+        expected = sorted(record_leaf(hmac_key, "app", "t", key, version) for key in keys)
+        assert RecordHasher(hmac_key, version).leaves("app", "t", keys) == expected
 
 
 def _verified(audit: Path) -> None:

@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.batch_detail import children_count
-from retention.audit.entries import canonical, leaves_per_chunk, read_entries, read_leaves
+from retention.audit.entries import (
+    FORMAT_VERSIONS,
+    canonical,
+    leaves_per_chunk,
+    read_entries,
+    read_leaves,
+)
 from retention.audit.entry_checks import hex_problem, json_object, signature_problem
 from retention.audit.keys import PublicKey
+from retention.audit.leaves import LEAF_FUNCTIONS
 from retention.audit.merkle import (
     chunked_root,
     hashed_inclusion_proof,
@@ -178,6 +185,8 @@ def check_bundle(raw_bundle: bytes, keys: Sequence[PublicKey]) -> CheckedProof:
     if problem:
         raise AuditFailure(f"checkpoint: {problem}")
     entry_raw, entry = _line(bundle, "entry")
+    if entry.get("v") not in FORMAT_VERSIONS or isinstance(entry.get("v"), bool):
+        raise AuditFailure(f"entry: unknown trail format version {entry.get('v')!r}")
     _in_checkpoint(bundle, "entry", entry_raw, entry, checkpoint)
     settlement = _check_settlement(bundle, entry, checkpoint)
     index, size, path = _inclusion(bundle, "inclusion")
@@ -273,6 +282,8 @@ def render_checked(checked: CheckedProof) -> str:
                 else []
             ),
             f"  policy     {entry.get('policy') or '-'}",
+            f"  format     {entry['v']}: the leaf is {LEAF_FUNCTIONS[entry['v']]} of the record's "
+            "locator under the audit key",
             f"  settled    {how}",
             f"  signed     checkpoint seq {checkpoint['seq']} at {checkpoint['time']}, key "
             f"{checkpoint['key_id']}, covering {checkpoint['size']} entries",

@@ -36,6 +36,8 @@ def proof_document(search: Search) -> dict[str, object]:
                 "rule": proof.rule,
                 "action": proof.action,
                 "time": _time(proof.time),
+                "format": proof.version,
+                "leaf": proof.leaf.hex(),
                 "index": proof.index,
                 "size": proof.size,
                 "root": proof.root.hex(),

@@ -1,10 +1,13 @@
-"""Durable file writes for the trail: every byte written, fsynced, and the directory too; a
-file replaced whole or not at all; and the end of a segment read back without reading it all.
+"""Durable file writes for the trail: every byte written, fsynced, and the directory too (several
+new files at once, their fsyncs overlapping); and the end of a segment read back without
+reading it all.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from contextlib import suppress
 from pathlib import Path
 
@@ -68,15 +71,45 @@ def write_durably(path: Path, content: bytes) -> None:
     fsync_directory(path.parent)
 
 
-def replace_durably(path: Path, content: bytes) -> None:
-    """Write a file whole or not at all: a temporary file, fsynced, then renamed over ``path``
-    (a full disk or a crash leaves at most the temporary, never a torn ``path``)."""
-    temporary = path.with_name(f"{path.name}.tmp")
+def write_new_files(files: Sequence[tuple[Path, Callable[[], bytes]]], beside: Executor) -> None:
+    """Given new files (each a path and what makes its bytes) and threads to wait on beside this
+    one, write each whole and make it durable, its name included; return once all of it is.
+
+    Every file is created first, so the fsync of each directory (which makes the new names
+    durable) starts at once, beside the writing; each file's fsync starts as soon as its bytes
+    are written; the bytes of the next file are made meanwhile (fsync releases the GIL). Raises
+    the OSError of the first step that failed (naming the file), after every fsync started has
+    ended; the files stay, for the caller to remove.
+    """
+    descriptors: list[int] = []
+    waits: list[Future[None]] = []
     try:
-        write_file(temporary, content)
-        os.replace(temporary, path)
-    except OSError:
-        with suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+        for path, _content in files:
+            try:
+                descriptors.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, str(path)) from error
+        for directory in dict.fromkeys(path.parent for path, _content in files):
+            waits.append(beside.submit(fsync_directory, directory))
+        for (path, content), descriptor in zip(files, descriptors, strict=True):
+            try:
+                write_all(descriptor, content())
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, str(path)) from error
+            waits.append(beside.submit(_fsync, descriptor, path))
+        for wait in waits:
+            wait.result()
+    finally:
+        for wait in waits:
+            with suppress(Exception):
+                wait.result()
+        for descriptor in descriptors:
+            with suppress(OSError):
+                os.close(descriptor)
+
+
+def _fsync(descriptor: int, path: Path) -> None:
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from error

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import rfc8785
 
 # Version 2: a batch's leaves_root is the RFC 6962 root over chunks of LEAVES_PER_CHUNK sorted
-# leaves (one tree leaf per chunk), not over single leaves as in version 1. Entries of both
-# versions verify; a writer appends version 2 from where any trail ends.
-FORMAT_VERSION = 2
-FORMAT_VERSIONS = (1, 2)
+# leaves (one tree leaf per chunk), not over single leaves as in version 1. Version 3: a record's
+# leaf is keyed BLAKE2s-256 of its locator, not HMAC-SHA256 (leaves.py). Entries of every version
+# verify; a writer appends version 3 from where any trail ends.
+FORMAT_VERSION = 3
+FORMAT_VERSIONS = (1, 2, 3)
 LEAVES_PER_CHUNK = 64
 GENESIS = "0" * 64
 SEGMENT_GLOB = "*.jsonl"
@@ -37,7 +38,7 @@ def entry_hash(raw: bytes) -> str:
 def leaves_per_chunk(entry: dict[str, Any]) -> int:
     """Given an entry (its ``v``), return how many leaves make one leaf of its leaves_root's tree.
 
-    Example: ``leaves_per_chunk({"v": 1})`` is 1; ``leaves_per_chunk({"v": 2})`` is 64.
+    Example: ``leaves_per_chunk({"v": 1})`` is 1; ``leaves_per_chunk({"v": 2})`` (or 3) is 64.
     """
     return 1 if entry.get("v") == 1 else LEAVES_PER_CHUNK
 
@@ -97,3 +98,11 @@ def read_versions(directory: Path, seq: int) -> list[str]:
 
 def read_leaves(directory: Path, seq: int) -> list[bytes]:
     return [bytes.fromhex(line) for line in leaves_path(directory, seq).read_text().split()]
+
+
+def versions_text(versions: Sequence[object]) -> bytes:
+    """Given object version ids, return the versions file's bytes: sorted, each once,
+    percent-encoded, one a line."""
+    return "".join(
+        f"{quote(str(version), safe='')}\n" for version in sorted(set(map(str, versions)))
+    ).encode()

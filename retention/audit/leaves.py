@@ -8,23 +8,60 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from datetime import date, datetime
+from itertools import pairwise
+from typing import Any
 
 from retention.anonymise import record_locator
-from retention.audit.entries import LEAVES_PER_CHUNK
+from retention.audit.entries import FORMAT_VERSION, leaves_per_chunk
 from retention.audit.merkle import chunked_root
+from retention.errors import AuditFailure
+from retention.wording import counted
+
+# Format 3's record leaf: keyed BLAKE2s-256, personalised so that its bytes can never be those
+# of another use of the audit key. BLAKE2s takes a key of at most 32 bytes: its key is derived
+# from the audit key (of any length) by HMAC-SHA256 over a label of its own.
+LEAF_PERSON = b"rtnleaf3"
+KEY_LABEL = b"retention record leaf key, format 3"
+# What a record's leaf is, by the format version of the entry that holds it.
+LEAF_FUNCTIONS = {1: "HMAC-SHA256", 2: "HMAC-SHA256", 3: "keyed BLAKE2s-256"}
 
 
-def record_leaf(hmac_key: bytes, store: str, dataset: str, key: Sequence[object]) -> bytes:
-    """Given the audit HMAC key and a record's locator, return its 32-byte leaf.
+def leaf_key(hmac_key: bytes) -> bytes:
+    """Given the audit HMAC key, return the 32-byte key of format 3's record leaves.
 
-    Example: ``record_leaf(k, "app", "clients", (42,))`` is HMAC-SHA256(k, "app/clients/42").
+    Example: ``leaf_key(k)`` is HMAC-SHA256(k, "retention record leaf key, format 3"), for a
+    key of any length.
     """
-    return hmac.digest(hmac_key, record_locator(store, dataset, key).encode(), "sha256")
+    return hmac.digest(hmac_key, KEY_LABEL, "sha256")
 
 
-def leaves_root(leaves: Sequence[bytes]) -> str:
-    """Given a batch's sorted leaves, return the hex leaves_root an entry written now records."""
-    return chunked_root(leaves, LEAVES_PER_CHUNK).hex()
+def record_leaf(
+    hmac_key: bytes,
+    store: str,
+    dataset: str,
+    key: Sequence[object],
+    version: int = FORMAT_VERSION,
+) -> bytes:
+    """Given the audit HMAC key, a record's locator and a trail format version (that of the
+    entry whose leaves hold it; by default the format written now), return its 32-byte leaf.
+
+    Example: ``record_leaf(k, "app", "clients", (42,), 2)`` is HMAC-SHA256(k,
+    "app/clients/42"); in format 3 it is BLAKE2s-256("app/clients/42") keyed with
+    ``leaf_key(k)``, personalisation ``rtnleaf3``. ValueError for an unknown version.
+    """
+    locator = record_locator(store, dataset, key).encode()
+    if version == 3:
+        return hashlib.blake2s(locator, key=leaf_key(hmac_key), person=LEAF_PERSON).digest()
+    if version in (1, 2):
+        return hmac.digest(hmac_key, locator, "sha256")
+    raise ValueError(f"no record leaf is defined for trail format {version!r}")
+
+
+def leaves_root(leaves: Sequence[bytes], version: int = FORMAT_VERSION) -> str:
+    """Given a batch's sorted leaves and the format of the entry that records them, return its
+    hex leaves_root: the RFC 6962 root over single leaves in format 1, over chunks of
+    ``LEAVES_PER_CHUNK`` leaves since format 2."""
+    return chunked_root(leaves, leaves_per_chunk({"v": version})).hex()
 
 
 def subject_digest(hmac_key: bytes, subject: str) -> str:
@@ -39,41 +76,66 @@ def subject_digest(hmac_key: bytes, subject: str) -> str:
 
 
 class RecordHasher:
-    """HMAC-SHA256 of many record locators under one key, the same bytes as ``record_leaf``.
+    """The leaves of many record locators under one key, the same bytes as ``record_leaf`` of
+    the same format version.
 
-    This runs once per purged record, before the DELETE: re-keying HMAC for each record costs
-    more than the hash itself, so the keyed inner and outer SHA-256 states (RFC 2104) are made
-    once and copied.
+    This runs once per purged record, before the COMMIT: keying a hash for each record costs more
+    than the hash itself, so the keyed state is made once and copied: format 3's keyed BLAKE2s
+    state, or the keyed inner and outer SHA-256 states of HMAC (RFC 2104) in formats 1 and 2.
     """
 
-    def __init__(self, hmac_key: bytes) -> None:
-        block = hmac_key if len(hmac_key) <= 64 else hashlib.sha256(hmac_key).digest()
-        block = block.ljust(64, b"\x00")
-        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
-        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+    def __init__(self, hmac_key: bytes, version: int = FORMAT_VERSION) -> None:
+        self.version = version
+        self._outer: Any = None
+        if version == 3:
+            self._state: Any = hashlib.blake2s(key=leaf_key(hmac_key), person=LEAF_PERSON)
+        elif version in (1, 2):
+            block = hmac_key if len(hmac_key) <= 64 else hashlib.sha256(hmac_key).digest()
+            block = block.ljust(64, b"\x00")
+            self._state = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+            self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+        else:
+            raise ValueError(f"no record leaf is defined for trail format {version!r}")
 
     def leaves(self, store: str, dataset: str, keys: Sequence[Sequence[object]]) -> list[bytes]:
         """Given a store, a dataset and record keys, return their leaves, sorted."""
-        inner, outer = self._inner, self._outer
         prefix = f"{store}/{dataset}/"
-        leaves = []
-        for key in keys:
-            message = inner.copy()
-            if len(key) == 1 and type(key[0]) is int:
-                # The usual integer id, spelled as record_locator spells it, without its loop.
-                message.update(f"{prefix}{key[0]}".encode())
-            elif len(key) == 2 and type(key[0]) is int and _plain_time(key[1]):
-                # An id and a naive time (a partitioned table's key): str() of either holds only
-                # digits, "-", ".", " " and ":", which record_locator's quote() spells so.
-                time_text = str(key[1]).replace(" ", "%20").replace(":", "%3A")
-                message.update(f"{prefix}{key[0]}/{time_text}".encode())
-            else:
-                message.update(record_locator(store, dataset, key).encode())
-            digest = outer.copy()
-            digest.update(message.digest())
-            leaves.append(digest.digest())
+        # The locators first, then the hashes: two plain loops cost less than one with both.
+        locators = [
+            # The usual integer id, spelled as record_locator spells it, without its loop.
+            f"{prefix}{key[0]}".encode()
+            if len(key) == 1 and type(key[0]) is int
+            else _locator(prefix, store, dataset, key)
+            for key in keys
+        ]
+        copy = self._state.copy
+        leaves: list[bytes] = []
+        append = leaves.append
+        if self._outer is None:
+            for locator in locators:
+                state = copy()
+                state.update(locator)
+                append(state.digest())
+        else:
+            outer = self._outer.copy
+            for locator in locators:
+                inner = copy()
+                inner.update(locator)
+                state = outer()
+                state.update(inner.digest())
+                append(state.digest())
         leaves.sort()
         return leaves
+
+
+def _locator(prefix: str, store: str, dataset: str, key: Sequence[object]) -> bytes:
+    """Given a record's key (and its locator's prefix), return its locator's bytes."""
+    if len(key) == 2 and type(key[0]) is int and _plain_time(key[1]):
+        # An id and a naive time (a partitioned table's key): str() of either holds only
+        # digits, "-", ".", " " and ":", which record_locator's quote() spells so.
+        time_text = str(key[1]).replace(" ", "%20").replace(":", "%3A")
+        return f"{prefix}{key[0]}/{time_text}".encode()
+    return record_locator(store, dataset, key).encode()
 
 
 def leaves_text(leaves: Sequence[bytes]) -> bytes:
@@ -88,3 +150,13 @@ def leaves_text(leaves: Sequence[bytes]) -> bytes:
 def _plain_time(value: object) -> bool:
     kind = type(value)
     return kind is date or (kind is datetime and value.tzinfo is None)  # type: ignore[attr-defined]
+
+
+def refuse_repeated(seq: int, leaves: Sequence[bytes]) -> None:
+    """AuditFailure when a batch's sorted leaves repeat one (one record twice in a batch)."""
+    repeated = sum(1 for previous, leaf in pairwise(leaves) if previous == leaf)
+    if repeated:
+        raise AuditFailure(
+            f"the leaves of entry {seq} repeat {counted(repeated, 'record')}: "
+            "a batch names each record once"
+        )

@@ -1,5 +1,6 @@
-"""Prove that one record was purged: find its leaf (HMAC-SHA256 of its locator under the audit
-key) in the leaves of a committed ``batch.intent`` or of a ``batch.reconciled`` entry, and give
+"""Prove that one record was purged: find its leaf (the keyed hash of its locator under the
+audit key, in the format of each entry: HMAC-SHA256 in formats 1 and 2, keyed BLAKE2s in 3) in
+the leaves of a committed ``batch.intent`` or of a ``batch.reconciled`` entry, and give
 the RFC 6962 inclusion proof of that leaf under the entry's ``leaves_root``.
 
 Only someone holding the audit HMAC key can compute a record's leaf; the trail alone names no
@@ -8,21 +9,24 @@ record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from retention.anonymise import record_locator
 from retention.audit.batch_detail import versions_problem
 from retention.audit.entries import (
+    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     leaves_path,
     leaves_per_chunk,
     read_entries,
     read_leaves,
     read_versions,
 )
-from retention.audit.leaves import record_leaf, subject_digest
+from retention.audit.leaves import LEAF_FUNCTIONS, record_leaf, subject_digest
 from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
 from retention.audit.report import unknown_name, utc_text
 from retention.config import AuditSettings, Child, Config
@@ -51,6 +55,8 @@ class Proof:
     # Format 2: the leaves of the leaf's chunk (one leaf of the tree is a chunk of them); the
     # path is the chunk's. Empty in format 1, where the path is the leaf's own.
     chunk: tuple[bytes, ...] = ()
+    # The trail format (``v``) of the entry whose leaves hold it: which function made its leaf.
+    version: int = FORMAT_VERSION
 
 
 @dataclass
@@ -138,8 +144,20 @@ def prove_record(
     the batches that selected it without purging it."""
     if not (directory / "trail").is_dir():
         raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
-    leaf = record_leaf(hmac_key, store, dataset, key)
-    search = Search(record_locator(store, dataset, key), leaf)
+    # A record's leaf depends on the format of the entry whose leaves hold it (its ``v``).
+    leaves_of: dict[tuple[tuple[str, ...], int], bytes] = {}
+
+    def leaf_in(locator_key: tuple[str, ...], version: object) -> bytes | None:
+        if version not in FORMAT_VERSIONS or not isinstance(version, int):
+            return None  # an entry of no known format: verify names it
+        if (locator_key, version) not in leaves_of:
+            leaves_of[locator_key, version] = record_leaf(
+                hmac_key, store, dataset, locator_key, version
+            )
+        return leaves_of[locator_key, version]
+
+    own_key = tuple(key)
+    search = Search(record_locator(store, dataset, key), leaf_in(own_key, FORMAT_VERSION) or b"")
     # An object key alone stands for every version of it that went: the versions a batch of
     # objects purged are beside its leaves.
     by_object_key = len(key) == 1
@@ -166,19 +184,22 @@ def prove_record(
                 candidates.append(content)
     for content in candidates:
         try:
-            leaves = [leaf]
+            locator_keys = [own_key]
             if by_object_key:
                 problem = versions_problem(directory, content["seq"], content)
                 if problem is not None:
                     raise AuditFailure(f"entry {content['seq']}: {problem}; run `audit verify`")
                 versions = read_versions(directory, content["seq"])
-                leaves += [record_leaf(hmac_key, store, dataset, (key[0], v)) for v in versions]
-            for candidate in leaves:
+                locator_keys += [(key[0], version) for version in versions]
+            for locator_key in locator_keys:
+                candidate = leaf_in(locator_key, content.get("v"))
+                if candidate is None:
+                    continue
                 index = _leaf_index(leaves_path(directory, content["seq"]), candidate)
                 if index is not None:
                     _place(
                         search, directory, content, (candidate, index), intents, settlements,
-                        checkpoints,
+                        checkpoints, partial(leaf_in, locator_key),
                     )  # fmt: skip
         except OSError as error:
             raise AuditFailure(
@@ -195,9 +216,11 @@ def _place(
     intents: dict[int, dict[str, Any]],
     settlements: dict[int, dict[str, Any]],
     checkpoints: list[int],
+    leaf_in: Callable[[object], bytes | None],
 ) -> None:
-    """Given an entry whose leaves hold the record at ``index``, add it to the search: as a proof
-    (a committed intent, a reconciled entry) or as a batch that did not purge the record."""
+    """Given an entry whose leaves hold the record at ``index`` (and the record's leaf in a
+    given format), add it to the search: as a proof (a committed intent, a reconciled entry) or
+    as a batch that did not purge the record."""
     leaf, index = found
     settled_by, when = None, content
     if content["type"] == "batch.intent":
@@ -207,9 +230,11 @@ def _place(
         if settlement.get("status") != "committed":
             search.not_purged.append((content["seq"], settlement.get("status", "not settled")))
             return
-        if (
-            "not_done_root" in settlement
-            and _leaf_index(leaves_path(directory, settlement["seq"]), leaf) is not None
+        # The leaves its result did not purge are of the result's own format.
+        not_done_leaf = leaf_in(settlement.get("v"))
+        if "not_done_root" in settlement and (
+            not_done_leaf is None
+            or _leaf_index(leaves_path(directory, settlement["seq"]), not_done_leaf) is not None
         ):
             search.not_purged.append((content["seq"], "committed, but this record was not purged"))
             return
@@ -243,6 +268,7 @@ def _place(
             ),
             leaf=leaf,
             chunk=chunk if per_chunk > 1 else (),
+            version=int(content["v"]),
         )
     )
 
@@ -274,7 +300,8 @@ def render_search(search: Search) -> str:
             f"  run        {proof.run_id}",
             f"  rule       {proof.rule} ({proof.action or '?'})",
             f"  time       {proof.time}",
-            f"  leaf       {proof.leaf.hex()}",
+            f"  leaf       {proof.leaf.hex()} ({LEAF_FUNCTIONS[proof.version]}, format "
+            f"{proof.version})",
             f"  index      {proof.index} of {proof.size} leaves"
             + (f", in a chunk of {len(proof.chunk)}" if proof.chunk else ""),
             f"  root       {proof.root.hex()} (the entry's leaves_root)",

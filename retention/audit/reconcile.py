@@ -9,7 +9,6 @@ from typing import Any
 
 from retention.audit.batch_detail import counted_detail, detail_of_pending
 from retention.audit.entries import read_entries, read_leaves
-from retention.audit.leaves import leaves_root
 from retention.audit.trail import TrailWriter
 from retention.config import S3_KEY
 from retention.errors import AuditFailure, StoreUnavailable
@@ -30,7 +29,7 @@ def reconcile_one(
             not_done_count = 0
         done_count = len(leaves)
     else:
-        keys = [tuple(key) for key in pending["keys"]]
+        keys = pending_keys(pending)
         not_done = store.existing_keys(
             pending["dataset"], pending["key_columns"], keys, pending.get("marker_column")
         )
@@ -64,7 +63,7 @@ def reconcile_one(
             "dataset": pending["dataset"],
             "done": done_count,
             "not_done": not_done_count,
-            "leaves_root": leaves_root(leaves),
+            "leaves_root": writer.leaves_root(leaves),
             **extra,
         },
     )
@@ -137,3 +136,14 @@ def _unreadable_pending(
         selected=intent.get("selected"),
         kept=f"pending/{seq:08d}.json: its intent cannot be reconciled and stays unsettled",
     )
+
+
+def pending_keys(pending: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Given a pending file's content, return its records' keys as tuples: from ``keys`` (each
+    an array) or ``key_values`` (the values of a one-column key).
+
+    Example: ``pending_keys({"key_values": [4, 7]})`` is ``[(4,), (7,)]``.
+    """
+    if "key_values" in pending:
+        return [(value,) for value in pending["key_values"]]
+    return [tuple(key) for key in pending["keys"]]

@@ -11,14 +11,13 @@ written, so that a crash can be reconciled against the store.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from retention.audit.batch_detail import counted_detail, pending_detail
-from retention.audit.leaves import leaves_root, subject_digest
+from retention.audit.leaves import subject_digest
 from retention.audit.opening import identity, open_trail
 from retention.audit.reconcile import reconcile, reconcile_one
 from retention.audit.rule_definition import batch_method, rule_definition
@@ -99,7 +98,7 @@ class TrailRecorder:
             for child in detail.children:
                 leaves += self.writer.record_leaves(rule.store, child.table, child.keys)
             leaves.sort()
-        root = leaves_root(leaves)
+        root = self.writer.leaves_root(leaves)
         seq = self.writer.next_seq
         pending: dict[str, Any] = {
             "rule": rule.name,
@@ -110,27 +109,25 @@ class TrailRecorder:
             "leaves_root": root,
         }
         if partition is None:
-            # Tuples as JSON arrays; other values (dates, decimals, UUIDs) as their str(),
-            # which is also how record_locator spells them.
-            pending["keys"] = keys
+            # Keys as JSON arrays (a one-column key's values as one flat array, which costs
+            # less to write); other values (dates, decimals, UUIDs) as their str(), which is
+            # also how record_locator spells them.
+            try:
+                pending["key_values"] = [value for (value,) in keys]
+            except ValueError:
+                pending["keys"] = keys
             pending.update(pending_detail(detail))
         else:
             # A partition goes whole or not at all: whether it is still there settles the batch,
             # and its leaves are the intent's own.
             pending["partition"] = partition
-        # Leaves and pending first: an intent in the trail always has both beside it. They are
-        # written side by side (fsync releases the GIL): each waits for its file's and its
-        # directory's fsync, and the intent is appended only once both are durable.
+        # Leaves and pending keys first, durable: an intent in the trail always has both
+        # beside it (written side by side, their fsyncs overlapping).
         extra: dict[str, Any] = counted_detail(detail, keys)
-        with ThreadPoolExecutor(max_workers=1) as beside:
-            leaves_written = beside.submit(self.writer.write_leaves, seq, leaves)
-            try:
-                if rule.key == S3_KEY:
-                    versions = [key[1] for key in keys]
-                    extra["versions_digest"] = self.writer.write_versions(seq, versions)
-                self.writer.write_pending(seq, pending)
-            finally:
-                _leaves_or_no_pending(self.writer, seq, leaves_written)
+        versions = [key[1] for key in keys] if rule.key == S3_KEY else None
+        digest = self.writer.write_intent_files(seq, leaves, pending, versions)
+        if digest is not None:
+            extra["versions_digest"] = digest
         fields: dict[str, Any] = {
             **self._base(rule_plan),
             "method": batch_method(rule) if partition is None else "sql-drop-partition",
@@ -171,13 +168,16 @@ class TrailRecorder:
             leaves = self.writer.record_leaves(rule.store, rule.table, batch.not_done_keys)
             self.writer.write_leaves(self.writer.next_seq, leaves)
             content["not_done"] = len(leaves)
-            content["not_done_root"] = leaves_root(leaves)
+            content["not_done_root"] = self.writer.leaves_root(leaves)
         keys, detail = self._details.pop(intent, ((), NO_DETAIL))
         if keys:
             not_done = set(batch.not_done_keys) if committed and batch is not None else set(keys)
             content.update(counted_detail(detail, keys, not_done))
-        self.writer.append("batch.result", content)
-        self.writer.clear_pending(intent)
+        # Made durable by the trail's next fsync (the next intent's, or the run's end); until
+        # then the intent's pending keys stay, so that a crash leaves it to be reconciled.
+        self.writer.append("batch.result", content, durable=False)
+        self.writer.settle_pending(intent)
+        crash_point("after_result")
 
     def unresolved(self, intent: int, store: RecordStore) -> None:
         """A batch failed in a way that may or may not have committed: look at the store now
@@ -203,17 +203,6 @@ class TrailRecorder:
             },
         )
         self.writer.checkpoint()
-
-
-def _leaves_or_no_pending(writer: TrailWriter, seq: int, leaves_written: Future[None]) -> None:
-    """Wait for a batch's leaves; when they could not be written (a record named twice, a full
-    disk), take back its pending keys too: no intent follows, so nothing of it may stay."""
-    try:
-        leaves_written.result()
-    except BaseException:
-        with suppress(AuditFailure):
-            writer.clear_pending(seq)
-        raise
 
 
 @contextmanager

@@ -5,10 +5,10 @@ batch; and, while a batch is in flight, its raw keys (so that a crash can be rec
 Layout of the audit directory (0700; files 0600)::
 
     trail/00000001.jsonl     entries, canonical JSON, one a line
-    leaves/<seq>.leaves      sorted hex leaves (HMAC-SHA256 of record locators) of intent <seq>
+    leaves/<seq>.leaves      sorted hex leaves (keyed hashes of record locators) of intent <seq>
                              (its records' and, for a rule with children, its child rows')
     leaves/<seq>.versions    version ids of a batch of objects (SHA-256 in versions_digest)
-    pending/<seq>.json       raw keys of intent <seq> until its result is written
+    pending/<seq>.json       raw keys of intent <seq> until its result is durable
     lock                     held (flock) by the one process writing
     tail.json                where the writer stopped (a cache: checked, else rebuilt)
 """
@@ -21,21 +21,20 @@ import hmac
 import json
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from retention.audit.durable import (
     ends_torn,
     fsync_directory,
     last_line,
-    replace_durably,
     write_all,
     write_durably,
+    write_new_files,
 )
 from retention.audit.entries import (
     FORMAT_VERSION,
@@ -47,12 +46,12 @@ from retention.audit.entries import (
     read_entries,
     segments,
     versions_path,
+    versions_text,
 )
 from retention.audit.keys import Signer
-from retention.audit.leaves import RecordHasher, leaves_text
+from retention.audit.leaves import RecordHasher, leaves_root, leaves_text, refuse_repeated
 from retention.audit.merkle import MerkleFrontier, leaf_hash
 from retention.errors import AuditFailure, LockHeld
-from retention.wording import counted
 
 SEGMENT_LIMIT_BYTES = 64 * 1024 * 1024
 TAIL_STATE = "tail.json"
@@ -61,7 +60,13 @@ TAIL_STATE = "tail.json"
 @dataclass
 class TrailWriter:
     """The single writer of a trail. Use as a context manager: it takes the lock, finds the tail
-    (dropping a torn last line left by a crash), and appends durably (fsync) from there."""
+    (dropping a torn last line left by a crash), and appends durably (fsync) from there.
+
+    One kind of entry may be appended without its own fsync: a batch's result (``durable=False``),
+    whose pending keys stay until the next fsync of the trail (the next intent's, or the run's
+    end) has made it durable; a crash before then loses at most that result, and the pending
+    keys let the next run reconcile the batch against the store, as after any crash.
+    """
 
     directory: Path
     hmac_key: bytes
@@ -76,6 +81,13 @@ class TrailWriter:
     last_config_digest: str | None = None
     _hasher: RecordHasher | None = None
     recovered_bytes: int = 0
+    # Appended but not yet fsynced (a batch's result), and the intents whose pending keys go
+    # once it is.
+    _unsynced: bool = False
+    _settled: list[int] = field(default_factory=list)
+    _clearing: list[Future[None]] = field(default_factory=list)
+    _beside: ThreadPoolExecutor | None = None
+    _saved_seq: int | None = None
 
     def __enter__(self) -> TrailWriter:
         try:
@@ -103,9 +115,22 @@ class TrailWriter:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self._lock_descriptor is not None:
-            os.close(self._lock_descriptor)
-            self._lock_descriptor = None
+        try:
+            if self._lock_descriptor is not None:
+                # Best effort: a result that cannot be made durable keeps its pending keys,
+                # which the next run reconciles.
+                with suppress(AuditFailure):
+                    self.sync()
+                    self._wait_clearing()
+        finally:
+            if self._beside is not None:
+                self._beside.shutdown()
+                self._beside = None
+            if self._lock_descriptor is not None:
+                if self._saved_seq != self._seq:
+                    self._save_tail_state()
+                os.close(self._lock_descriptor)
+                self._lock_descriptor = None
 
     def _load_tail(self) -> None:
         existing = segments(self.directory)
@@ -184,6 +209,7 @@ class TrailWriter:
                 "last_config_digest": self.last_config_digest,
             }
             state["mac"] = self._tail_state_mac(state)
+            self._saved_seq = self._seq
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(descriptor, json.dumps(state).encode())
@@ -203,8 +229,10 @@ class TrailWriter:
     def next_seq(self) -> int:
         return self._seq
 
-    def append(self, entry_type: str, fields: dict[str, Any]) -> int:
-        """Given a type and fields, append the entry durably; return its sequence number."""
+    def append(self, entry_type: str, fields: dict[str, Any], durable: bool = True) -> int:
+        """Given a type and fields, append the entry; return its sequence number. The entry, and
+        every one before it, is durable (fsync) on return, unless ``durable`` is False (only a
+        batch's result, whose pending keys wait for ``settle_pending``)."""
         moment = self.clock()
         if moment.tzinfo is None:
             raise AuditFailure("audit entries need an aware time (UTC); got a naive one")
@@ -224,7 +252,9 @@ class TrailWriter:
             descriptor = os.open(segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 write_all(descriptor, raw + b"\n")
-                os.fsync(descriptor)
+                if durable:
+                    # Also makes durable what was appended before without an fsync.
+                    os.fsync(descriptor)
             finally:
                 os.close(descriptor)
         except OSError as error:
@@ -234,12 +264,35 @@ class TrailWriter:
         self._seq += 1
         if entry_type == "run.started":
             self.last_config_digest = fields.get("config_digest")
-        self._save_tail_state()
+        if durable:
+            self._unsynced = False
+            self._clear_settled()
+        else:
+            self._unsynced = True
+        if entry_type == "checkpoint":
+            self._save_tail_state()
         return int(entry["seq"])
+
+    def sync(self) -> None:
+        """Make every entry appended so far durable (one fsync, if any was appended without),
+        then remove the pending keys of the batches whose results they hold."""
+        if self._unsynced and self._segment is not None:
+            try:
+                descriptor = os.open(self._segment, os.O_WRONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+            except OSError as error:
+                raise AuditFailure(f"cannot write the audit trail: {error}") from error
+            self._unsynced = False
+        self._clear_settled()
 
     def _writable_segment(self, adding: int) -> Path:
         segment = self._segment
         if segment is None or segment.stat().st_size + adding > SEGMENT_LIMIT_BYTES:
+            # What was appended to the full segment without an fsync gets it before the next.
+            self.sync()
             number = len(segments(self.directory)) + 1
             segment = self.directory / "trail" / f"{number:08d}.jsonl"
             os.close(os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -265,26 +318,61 @@ class TrailWriter:
     def record_leaves(
         self, store: str, dataset: str, keys: Sequence[Sequence[object]]
     ) -> list[bytes]:
-        if self._hasher is None:
-            self._hasher = RecordHasher(self.hmac_key)
+        """Given a store, a dataset and record keys, return the sorted leaves that an entry
+        written now holds for them (of this writer's format version)."""
+        if self._hasher is None or self._hasher.version != FORMAT_VERSION:
+            self._hasher = RecordHasher(self.hmac_key, FORMAT_VERSION)
         return self._hasher.leaves(store, dataset, keys)
+
+    def leaves_root(self, leaves: Sequence[bytes]) -> str:
+        """Given a batch's sorted leaves, return the hex leaves_root an entry written now
+        records."""
+        return leaves_root(leaves, FORMAT_VERSION)
 
     def write_leaves(self, seq: int, leaves: Sequence[bytes]) -> None:
         """Write the sorted leaves of entry ``seq`` durably; AuditFailure if one is repeated
         (one record twice in a batch), which verify would refuse."""
-        repeated = sum(1 for previous, leaf in pairwise(leaves) if previous == leaf)
-        if repeated:
-            raise AuditFailure(
-                f"the leaves of entry {seq} repeat {counted(repeated, 'record')}: "
-                "a batch names each record once"
-            )
+        refuse_repeated(seq, leaves)
         try:
-            write_durably(
-                leaves_path(self.directory, seq),
-                leaves_text(leaves),
-            )
+            write_durably(leaves_path(self.directory, seq), leaves_text(leaves))
         except OSError as error:
             raise AuditFailure(f"cannot write the leaves of entry {seq}: {error}") from error
+
+    def write_intent_files(
+        self,
+        seq: int,
+        leaves: Sequence[bytes],
+        pending: dict[str, Any],
+        versions: Sequence[object] | None = None,
+    ) -> str | None:
+        """Given the seq its intent will have, a batch's sorted leaves, its pending keys and (a
+        batch of objects) their version ids, write them durably, side by side: the files are
+        created at once, their directories' fsyncs start beside the writing, and each file's
+        fsync as soon as it is written. Return the versions file's SHA-256 (hex), or None.
+
+        AuditFailure when a leaf repeats or anything cannot be written: then none of the files
+        stays (no intent follows, so nothing of it may).
+        """
+        refuse_repeated(seq, leaves)
+        self._wait_clearing()
+        files: list[tuple[Path, Callable[[], bytes]]] = [
+            (leaves_path(self.directory, seq), lambda: leaves_text(leaves))
+        ]
+        listed = b""
+        if versions is not None:
+            listed = versions_text(versions)
+            files.append((versions_path(self.directory, seq), lambda: listed))
+        files.append((self._pending_path(seq), lambda: json.dumps(pending, default=str).encode()))
+        try:
+            write_new_files(files, self._threads())
+        except OSError as error:
+            for path, _content in files:
+                with suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise AuditFailure(
+                f"cannot write the leaves and pending keys of entry {seq}: {error}"
+            ) from error
+        return hashlib.sha256(listed).hexdigest() if versions is not None else None
 
     def write_versions(self, seq: int, versions: Sequence[object]) -> str:
         """Given a batch of object versions, write their version ids (sorted, each once,
@@ -293,20 +381,12 @@ class TrailWriter:
         no object; the leaves stay the only link, and only the HMAC key makes it. Return the
         file's SHA-256 (hex), which the entry records (``versions_digest``) so that the
         signature covers the file too."""
-        text = "".join(
-            f"{quote(str(version), safe='')}\n" for version in sorted(set(map(str, versions)))
-        ).encode()
+        text = versions_text(versions)
         try:
             write_durably(versions_path(self.directory, seq), text)
         except OSError as error:
             raise AuditFailure(f"cannot write the versions of entry {seq}: {error}") from error
         return hashlib.sha256(text).hexdigest()
-
-    def write_pending(self, seq: int, pending: dict[str, Any]) -> None:
-        try:
-            replace_durably(self._pending_path(seq), json.dumps(pending, default=str).encode())
-        except OSError as error:
-            raise AuditFailure(f"cannot write the pending keys of entry {seq}: {error}") from error
 
     def clear_pending(self, seq: int) -> None:
         try:
@@ -314,10 +394,37 @@ class TrailWriter:
         except OSError as error:
             raise AuditFailure(f"cannot clear the pending keys of entry {seq}: {error}") from error
 
+    def settle_pending(self, seq: int) -> None:
+        """Given an intent whose result was appended, remove its pending keys once that result
+        is durable: at the next fsync of the trail (beside the work that follows it)."""
+        self._settled.append(seq)
+        if not self._unsynced:
+            self._clear_settled()
+
+    def _clear_settled(self) -> None:
+        settled, self._settled = self._settled, []
+        if settled:
+            self._clearing.append(self._threads().submit(self._clear_all, settled))
+
+    def _clear_all(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self.clear_pending(seq)
+
+    def _wait_clearing(self) -> None:
+        """Wait for the pending keys being removed; AuditFailure if one could not be."""
+        clearing, self._clearing = self._clearing, []
+        for done in clearing:
+            done.result()
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._beside is None:
+            self._beside = ThreadPoolExecutor(max_workers=3, thread_name_prefix="audit-fsync")
+        return self._beside
+
     def pending(self) -> list[tuple[int, dict[str, Any] | None]]:
         """The raw keys of every batch in flight, by the seq of its intent; None for a file
-        that is empty or torn (written by a version that did not write it atomically): its
-        writing never finished, so it was never acknowledged."""
+        that is empty or torn (its writing never finished, so it was never acknowledged)."""
+        self._wait_clearing()
         found: list[tuple[int, dict[str, Any] | None]] = []
         for path in sorted((self.directory / "pending").glob("*.json")):
             if not path.stem.isdigit():
@@ -326,8 +433,9 @@ class TrailWriter:
                 content = json.loads(path.read_bytes())
             except ValueError:
                 content = None
-            readable = isinstance(content, dict) and (
-                isinstance(content.get("keys"), list) or isinstance(content.get("partition"), str)
+            readable = isinstance(content, dict) and any(
+                isinstance(content.get(name), kind)
+                for name, kind in (("keys", list), ("key_values", list), ("partition", str))
             )
             found.append((int(path.stem), content if readable else None))
         return found
