@@ -4,11 +4,13 @@ once per purged record, and the Merkle root a batch's sorted leaves give.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
 from datetime import date, datetime
-from itertools import pairwise
+from itertools import islice
+from operator import eq
 from typing import Any
 
 from retention.anonymise import record_locator
@@ -143,7 +145,7 @@ def leaves_text(leaves: Sequence[bytes]) -> bytes:
     joined = b"".join(leaves)
     if len(joined) == 32 * len(leaves):
         # One hex conversion for the whole batch instead of one per leaf.
-        return (joined.hex("\n", 32) + "\n").encode() if leaves else b""
+        return binascii.hexlify(joined, b"\n", 32) + b"\n" if leaves else b""
     return "".join(f"{leaf.hex()}\n" for leaf in leaves).encode()
 
 
@@ -154,7 +156,7 @@ def _plain_time(value: object) -> bool:
 
 def refuse_repeated(seq: int, leaves: Sequence[bytes]) -> None:
     """AuditFailure when a batch's sorted leaves repeat one (one record twice in a batch)."""
-    repeated = sum(1 for previous, leaf in pairwise(leaves) if previous == leaf)
+    repeated = sum(map(eq, leaves, islice(leaves, 1, None)))
     if repeated:
         raise AuditFailure(
             f"the leaves of entry {seq} repeat {counted(repeated, 'record')}: "
