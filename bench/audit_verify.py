@@ -1,12 +1,13 @@
 """Benchmark: `audit verify` on a trail covering 1,000,000 purged records.
 
 Synthesises a trail the way audited runs write it (TrailWriter: ``run.started``, then per batch
-``batch.intent`` with its leaves file (HMAC-SHA256 of each record's locator under a real audit
-key, sorted) and ``batch.result``, then ``run.finished`` and a checkpoint signed with a real
-Ed25519 key), ``--batches`` batches of ``--batch-size`` records spread over ``--runs`` runs.
-It then times the in-process ``verify_trail`` in a fresh child process, which also reports its
-own peak RSS; a smaller trail (a tenth) is verified the same way first, so that the two peaks
-show whether memory grows with the number of records. Target: the full trail in <= 10 s.
+``batch.intent`` with its leaves file (the leaf of each record's locator under a real audit
+key, in the trail format written now, sorted) and ``batch.result``, then ``run.finished`` and a
+checkpoint signed with a real Ed25519 key), ``--batches`` batches of ``--batch-size`` records
+spread over ``--runs`` runs. It then times the in-process ``verify_trail`` in a fresh child
+process, which also reports its own peak RSS; a smaller trail (a tenth) is verified the same
+way first, so that the two peaks show whether memory grows with the number of records. Target:
+the full trail in <= 10 s.
 
 Usage: .venv/bin/python bench/audit_verify.py [--batches 1000] [--batch-size 1000] [--runs 10]
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from retention.audit.entry_checks import load_verification_keys
 from retention.audit.keys import Signer, add_public_key
-from retention.audit.merkle import merkle_root
+from retention.audit.leaves import leaves_root
 from retention.audit.trail import TrailWriter
 from retention.audit.verify import verify_trail
 
@@ -58,11 +59,19 @@ def synthesise(directory: Path, batches: int, batch_size: int, runs: int) -> Pat
                 fields = {**base, "run_id": run_id}
                 writer.append(
                     "batch.intent",
-                    {**fields, "selected": batch_size, "leaves_root": merkle_root(leaves).hex()},
+                    {**fields, "selected": batch_size, "leaves_root": leaves_root(leaves)},
                 )
                 writer.append(
                     "batch.result",
-                    {**fields, "intent": seq, "status": "committed", "done": batch_size},
+                    {
+                        **fields,
+                        "intent": seq,
+                        "status": "committed",
+                        "done": batch_size,
+                        "held": 0,
+                        "failed": 0,
+                        "children_deleted": 0,
+                    },
                 )
             writer.append("run.finished", {"run_id": run_id, "exit_code": 0, "outcomes": []})
             writer.checkpoint()
