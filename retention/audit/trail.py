@@ -418,7 +418,7 @@ class TrailWriter:
 
     def _threads(self) -> ThreadPoolExecutor:
         if self._beside is None:
-            self._beside = ThreadPoolExecutor(max_workers=3, thread_name_prefix="audit-fsync")
+            self._beside = ThreadPoolExecutor(max_workers=5, thread_name_prefix="audit-fsync")
         return self._beside
 
     def pending(self) -> list[tuple[int, dict[str, Any] | None]]:
