@@ -387,6 +387,47 @@ def test_an_integer_too_long_for_python_is_a_config_error_not_a_traceback() -> N
     assert issues[0].message.startswith("not valid TOML")
 
 
+NUL_OBJECT_STORE = """
+[stores.files]
+kind = "s3"
+bucket = "backups"
+credentials_file = "creds"
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ('timezone = "UTC"', 'timezone = "UTC\\u0000"', "settings.timezone"),
+        ('url = "sqlite:///app.sqlite"', 'url = "sqlite:///a\\u0000.sqlite"', "stores.app.url"),
+        (
+            'credentials_file = "creds"',
+            'credentials_file = "cr\\u0000"',
+            "stores.files.credentials_file",
+        ),
+        ('table = "logs"', 'table = "lo\\u0000gs"', "rules[0].table"),
+        (
+            'action = "delete"',
+            'action = "delete"\nwhere = ["a = \'\\u0000\'"]',
+            "rules[0].where[0]",
+        ),
+    ],
+)
+def test_a_nul_character_in_a_value_is_refused_at_its_key_path_alone(
+    old: str, new: str, path: str
+) -> None:
+    """A file path or a URL holding a NUL character failed deep in the OS (`ValueError:
+    embedded null byte`, a traceback) when `config validate` opened it."""
+    text = test_config.HEADER + NUL_OBJECT_STORE + test_config.VALID_RULE
+    assert old in text
+
+    issues = reader_issues(text.replace(old, new, 1))
+
+    assert [(issue.path, issue.message) for issue in issues] == [
+        (path, "a NUL character has no place in a config value")
+    ]
+
+
 # --- the sample ---------------------------------------------------------------------------------
 
 _COMMENTED_KEY = re.compile(r"# ((?:\[\[?[a-z_.]+\]\]?)|(?:[a-z_]+ = .*))$")

@@ -55,6 +55,10 @@ def validate_document(document: dict[str, Any]) -> list[ConfigIssue]:
     "settings.batch_size", "must be a whole number from 1 to 50000, not 0")]`` and leaves
     ``{"settings": {}}``.
     """
+    # A NUL character means nothing in any value, and file paths and URLs holding one fail deep
+    # in the OS or a driver: refused everywhere, and taken out once the declaration has seen
+    # the document whole (else it would call the key missing too).
+    with_nul = list(_nul_errors(document, ()))
     found = list(_errors("document", document, ()))
     found += _choice_errors(_schema("document"), document, ())
     _prune(document, found)
@@ -70,6 +74,9 @@ def validate_document(document: dict[str, Any]) -> list[ConfigIssue]:
         errors = list(_errors(which, rule, ("rules", index), store_kind=kind))
         _prune(document, errors)
         found += errors
+    _prune(document, with_nul)
+    nul_paths = {error.path for error in with_nul}
+    found = with_nul + [error for error in found if error.path not in nul_paths]
     return [ConfigIssue(error.path, error.message) for error in found]
 
 
@@ -332,6 +339,18 @@ def _choice_error(choice: dict[str, Any], table: dict[str, Any], parts: Location
         message += f" ({choice['hint']})"
     where = (*parts, choice["at"]) if choice.get("at") else parts
     return _Error(_dotted(where), message, None)
+
+
+def _nul_errors(value: Any, parts: Location) -> Iterator[_Error]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield _Error(_dotted(parts), "a NUL character has no place in a config value", parts)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nul_errors(item, (*parts, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_errors(item, (*parts, index))
 
 
 def _prune(document: dict[str, Any], errors: list[_Error]) -> None:
