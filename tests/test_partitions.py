@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from structlog.testing import capture_logs
 
 from retention.app import make_plan
@@ -252,6 +253,27 @@ def test_a_referenced_table_falls_back_to_row_batches(postgres_url: str) -> None
     _, report = plan_and_run(config, AS_OF)
     assert report.outcomes[0].deleted == len(DUE)
     assert set(_whole(postgres_url)) <= _partitions(postgres_url)
+
+
+def test_a_postgresql_server_before_13_falls_back_to_row_batches(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drop's check reads pg_current_snapshot(), which PostgreSQL 12 lacks: there, the rule
+    goes by row batches, and plan says why, instead of failing at its first partition."""
+    create_events(postgres_url)
+    monkeypatch.setattr(PGDialect, "_get_server_version_info", lambda self, connection: (12, 17))
+    config = make_config(postgres_url, RULE)
+    rule_plan = plan(config, AS_OF).rules[0]
+    assert rule_plan.partitions == ()
+    assert rule_plan.partition_notes == (
+        "row batches: PostgreSQL before 13 (no pg_current_snapshot())",
+    )
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert report.outcomes[0].deleted == len(DUE)
+    assert _remaining(postgres_url) == KEPT
+    monkeypatch.undo()  # the helpers below read the partitions as PostgreSQL 15
+    assert set(_whole(postgres_url)) <= _partitions(postgres_url), "nothing dropped"
 
 
 def test_the_default_partition_is_never_dropped(postgres_url: str) -> None:

@@ -49,6 +49,8 @@ class Partitioning:
     # Whether this session may drop its partitions (PostgreSQL: it owns the table; MariaDB: it
     # holds ALTER and DROP on it).
     droppable: bool = True
+    # Why this server cannot drop partitions safely (too old for the drop's checks), if so.
+    server_unfit: str | None = None
 
 
 def read_partitioning(connection: Connection, table: str) -> Partitioning | None:
@@ -76,6 +78,13 @@ def _postgres(connection: Connection, table: str) -> Partitioning | None:
     ).scalar()
     if key is None:
         return None
+    version = connection.dialect.server_version_info
+    if version is not None and version < (13,):
+        # The drop checks its partition's row versions against a snapshot's xmin, read with
+        # pg_current_snapshot(), which PostgreSQL 13 brought.
+        return Partitioning(
+            None, (), False, server_unfit="PostgreSQL before 13 (no pg_current_snapshot())"
+        )
     match = _PG_KEY.match(key)
     if match is None:
         return Partitioning(None, (), False, unsupported=f"partition key {key}")

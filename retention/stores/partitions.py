@@ -125,6 +125,8 @@ def _table_fallback(selection: Selection, partitioning: Partitioning) -> str | N
     reason = partition_fallback(selection)
     if reason is not None:
         return reason
+    if partitioning.server_unfit is not None:
+        return partitioning.server_unfit
     if partitioning.unsupported is not None:
         return f"partitioned by {partitioning.unsupported}, not by range of one column"
     if partitioning.column != selection.rule.clock[0].column:
