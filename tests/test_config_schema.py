@@ -428,6 +428,31 @@ def test_a_nul_character_in_a_value_is_refused_at_its_key_path_alone(
     ]
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ('timezone = "UTC"', 'timezone = "' + "A" * 5000 + '"', "settings.timezone"),
+        ('period = "1y"', 'period = "1' + "A" * 5000 + '"', "rules[0].period"),
+        (
+            'action = "delete"',
+            'action = "delete"\nschedule = "' + "A" * 5000 + '"',
+            "rules[0].schedule",
+        ),
+    ],
+)
+def test_a_long_value_is_cut_short_in_a_readers_message(old: str, new: str, path: str) -> None:
+    """The readers' messages quote the value they refuse: a 5,000-character one was echoed whole,
+    as the declaration's messages never do."""
+    text = test_config.HEADER + test_config.VALID_RULE
+    assert old in text
+
+    issues = reader_issues(text.replace(old, new, 1))
+
+    assert [issue.path for issue in issues] == [path]
+    assert len(issues[0].message) < 300, issues[0].message
+    assert "A" * 55 + "..." in issues[0].message
+
+
 # --- the sample ---------------------------------------------------------------------------------
 
 _COMMENTED_KEY = re.compile(r"# ((?:\[\[?[a-z_.]+\]\]?)|(?:[a-z_]+ = .*))$")

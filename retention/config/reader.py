@@ -22,6 +22,21 @@ DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 LONGEST_DURATION = timedelta(days=366)
 
 
+# A value quoted in a message, longer than the declaration's messages show one (60 characters).
+_LONG_QUOTED = re.compile(r"'[^'\n]{59,}'|\"[^\"\n]{59,}\"")
+
+
+def cut_long_values(message: str) -> str:
+    """Given an error message, return it with each quoted value of more than 60 characters cut
+    to its first 57 and "...", as the declaration's messages show values: a 5,000-character
+    time zone is not echoed whole.
+
+    Example: ``cut_long_values("unknown time zone '" + "A" * 99 + "'")`` returns ``"unknown
+    time zone 'AAAA…A..."`` with 56 A's.
+    """
+    return _LONG_QUOTED.sub(lambda match: match.group(0)[:57] + "...", message)
+
+
 def resolve_path(value: str, base_directory: Path | None) -> Path:
     """Given a path from the config and the config file's folder, return the path, made
     absolute against that folder when it is relative (as it is without a folder).
@@ -75,7 +90,7 @@ class Reader:
     base_directory: Path | None = None
 
     def error(self, path: str, message: str) -> None:
-        self.issues.append(ConfigIssue(path, message))
+        self.issues.append(ConfigIssue(path, cut_long_values(message)))
 
     def path(self, value: str | None) -> Path | None:
         return resolve_path(value, self.base_directory) if value else None
