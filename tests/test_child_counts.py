@@ -437,9 +437,13 @@ def test_a_cascade_into_an_unlisted_table_is_refused_before_any_row_goes(
         assert _ids(engine, "accounts") == {1}
 
 
-def test_cascading_tables_listed_as_children_go_recorded(database_url: str, tmp_path: Path) -> None:
-    """Listed as children (and grandchildren), the cascading tables are deleted first, each row
-    named in the trail; a grandchild left out is refused at its own key path."""
+def test_cascading_tables_listed_as_children_are_deleted_as_children(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Listed as children (and grandchildren), the cascading tables' rows are deleted by the
+    rule itself (counted as its children, so recorded as such; tests/test_audit_children.py
+    checks their leaves), not by the cascade; a grandchild left out is refused at its own key
+    path."""
     engine = _cascading_tables(database_url)
     config = tmp_path / "retention.toml"
     without_grandchild = CASCADED_LISTED.split("[[rules.children.children]]")[0]

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from retention.config.validation import LONGEST_SHOWN, cut_short
 from retention.errors import ConfigIssue
 from retention.rules import parse_zone
 from retention.subject_prefix import (
@@ -22,19 +23,18 @@ DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 LONGEST_DURATION = timedelta(days=366)
 
 
-# A value quoted in a message, longer than the declaration's messages show one (60 characters).
-_LONG_QUOTED = re.compile(r"'[^'\n]{59,}'|\"[^\"\n]{59,}\"")
+# A value quoted in a message, longer than the declaration's messages show one.
+_LONG_QUOTED = re.compile(f"'[^'\\n]{{{LONGEST_SHOWN - 1},}}'|\"[^\"\\n]{{{LONGEST_SHOWN - 1},}}\"")
 
 
 def cut_long_values(message: str) -> str:
-    """Given an error message, return it with each quoted value of more than 60 characters cut
-    to its first 57 and "...", as the declaration's messages show values: a 5,000-character
-    time zone is not echoed whole.
+    """Given an error message, return it with each quoted value cut as the declaration's
+    messages cut values (``cut_short``): a 5,000-character time zone is not echoed whole.
 
     Example: ``cut_long_values("unknown time zone '" + "A" * 99 + "'")`` returns ``"unknown
-    time zone 'AAAA…A..."`` with 56 A's.
+    time zone '"`` followed by 56 A's and ``"..."``.
     """
-    return _LONG_QUOTED.sub(lambda match: match.group(0)[:57] + "...", message)
+    return _LONG_QUOTED.sub(lambda match: cut_short(match.group(0)), message)
 
 
 def resolve_path(value: str, base_directory: Path | None) -> Path:

@@ -40,7 +40,7 @@ _TYPE_ERRORS = frozenset(
     }
 )
 _CONTAINERS = frozenset({"typed-dict", "list", "dict"})
-_LONGEST_SHOWN = 60
+LONGEST_SHOWN = 60
 
 Location = tuple[str | int, ...]
 
@@ -289,7 +289,15 @@ def _shown(value: object) -> str:
         text = repr(value)
     except ValueError:  # an integer past Python's digit limit for str()
         return "a number too long to show"
-    return text if len(text) <= _LONGEST_SHOWN else text[: _LONGEST_SHOWN - 3] + "..."
+    return cut_short(text)
+
+
+def cut_short(text: str) -> str:
+    """Given a value as a message quotes it, return it cut to ``LONGEST_SHOWN`` characters.
+
+    Example: ``cut_short("'" + "A" * 99 + "'")`` returns ``"'"`` and 56 A's and ``"..."``.
+    """
+    return text if len(text) <= LONGEST_SHOWN else text[: LONGEST_SHOWN - 3] + "..."
 
 
 def _dotted(parts: list[str | int] | Location) -> str:
