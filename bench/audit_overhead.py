@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_common import compile_retention
 from sqlalchemy import create_engine, text
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3, help="pairs of runs, interleaved")
     options = parser.parse_args()
+    compile_retention()
     times: dict[bool, list[float]] = {True: [], False: []}
     cpu_times: dict[bool, list[float]] = {True: [], False: []}
     rows = 0

@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import progress, warn_if_busy
+from bench_common import compile_retention, progress, warn_if_busy
 from sqlalchemy import create_engine, text
 
 AS_OF = "2026-01-01T12:00:00+00:00"
@@ -194,6 +194,8 @@ def main() -> None:
         for name, path in (item.split("=", 1) for item in options.checkout)
     }
     warn_if_busy()
+    for path in checkouts.values():
+        compile_retention(checkout=path)
     for backend in options.backend or ["sqlite", "postgres", "mariadb"]:
         times: dict[str, list[float]] = {name: [] for name in checkouts}
         with tempfile.TemporaryDirectory() as work:

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from bench_common import (
     audit_keygen,
+    compile_retention,
     json_line,
     progress,
     retention_command,
@@ -423,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
     warn_if_busy()
+    compile_retention()
     lines = []
     if options.backend in ("postgres", "all"):
         lines += report(

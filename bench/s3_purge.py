@@ -63,6 +63,7 @@ import boto3
 from bench_common import (
     STARTED,
     audit_keygen,
+    compile_retention,
     json_line,
     progress,
     retention_command,
@@ -540,16 +541,6 @@ max_fraction = 1.0
 def retention_of(checkout: Path) -> list[str]:
     """The `retention` command of another checkout's venv."""
     return [str(checkout / ".venv" / "bin" / "python"), "-m", "retention"]
-
-
-def compile_retention(python: str) -> None:
-    """Compile the bytecode of the retention package that ``python`` imports (beside its
-    sources, as an install does): a timed run then starts as an installed one would. Without
-    it, in an environment that sets PYTHONDONTWRITEBYTECODE (this workplace's does), an
-    editable checkout compiles every module of the package again at each run."""
-    code = "import compileall, os, retention; compileall.compile_dir(os.path.dirname("
-    code += "retention.__file__), quiet=1)"
-    subprocess.run([python, "-c", code], check=True, stdout=subprocess.DEVNULL)
 
 
 def run_retention(

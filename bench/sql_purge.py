@@ -55,6 +55,7 @@ from typing import Any
 from bench_common import (
     STARTED,
     audit_keygen,
+    compile_retention,
     json_line,
     progress,
     retention_command,
@@ -853,6 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{options.rounds} round(s); as of {AS_OF.isoformat()}, cutoff {CUTOFF}"
     )
     warn_if_busy()
+    compile_retention()
     measurements = []
     try:
         if options.peers and MARIADB.name in options.backends:
