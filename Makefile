@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo demo-stop test lint setup clean bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py retention/audit/_leaves.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

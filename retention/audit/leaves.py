@@ -7,9 +7,10 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+from collections import deque
 from collections.abc import Sequence
 from datetime import date, datetime
-from itertools import islice
+from itertools import islice, repeat
 from operator import eq
 from typing import Any
 
@@ -18,6 +19,11 @@ from retention.audit.entries import FORMAT_VERSION, leaves_per_chunk
 from retention.audit.merkle import chunked_root
 from retention.errors import AuditFailure
 from retention.wording import counted
+
+try:
+    from retention.audit import _leaves as _native
+except ImportError:  # not compiled (setup.py): the same leaves, hashed from Python
+    _native = None  # type: ignore[assignment]
 
 # Format 3's record leaf: keyed BLAKE2s-256, personalised so that its bytes can never be those
 # of another use of the audit key. BLAKE2s takes a key of at most 32 bytes: its key is derived
@@ -89,8 +95,9 @@ class RecordHasher:
     def __init__(self, hmac_key: bytes, version: int = FORMAT_VERSION) -> None:
         self.version = version
         self._outer: Any = None
+        self._key = leaf_key(hmac_key)
         if version == 3:
-            self._state: Any = hashlib.blake2s(key=leaf_key(hmac_key), person=LEAF_PERSON)
+            self._state: Any = hashlib.blake2s(key=self._key, person=LEAF_PERSON)
         elif version in (1, 2):
             block = hmac_key if len(hmac_key) <= 64 else hashlib.sha256(hmac_key).digest()
             block = block.ljust(64, b"\x00")
@@ -101,33 +108,81 @@ class RecordHasher:
 
     def leaves(self, store: str, dataset: str, keys: Sequence[Sequence[object]]) -> list[bytes]:
         """Given a store, a dataset and record keys, return their leaves, sorted."""
+        if not keys:
+            return []
         prefix = f"{store}/{dataset}/"
-        # The locators first, then the hashes: two plain loops cost less than one with both.
-        locators = [
-            # The usual integer id, spelled as record_locator spells it, without its loop.
-            f"{prefix}{key[0]}".encode()
-            if len(key) == 1 and type(key[0]) is int
-            else _locator(prefix, store, dataset, key)
-            for key in keys
-        ]
-        copy = self._state.copy
+        if self._outer is None:
+            return self._format3_leaves(prefix, store, dataset, keys)
+        copy, outer = self._state.copy, self._outer.copy
         leaves: list[bytes] = []
         append = leaves.append
-        if self._outer is None:
-            for locator in locators:
-                state = copy()
-                state.update(locator)
-                append(state.digest())
-        else:
-            outer = self._outer.copy
-            for locator in locators:
-                inner = copy()
-                inner.update(locator)
-                state = outer()
-                state.update(inner.digest())
-                append(state.digest())
+        for locator in _locators(prefix, store, dataset, keys):
+            inner = copy()
+            inner.update(locator)
+            state = outer()
+            state.update(inner.digest())
+            append(state.digest())
         leaves.sort()
         return leaves
+
+    def _format3_leaves(
+        self, prefix: str, store: str, dataset: str, keys: Sequence[Sequence[object]]
+    ) -> list[bytes]:
+        """Given the locators' prefix, store, dataset and the records' keys (at least one),
+        return their format 3 leaves, sorted.
+
+        The compiled module (``_leaves.c``) hashes and sorts the whole batch in one call, from
+        the prefix and each locator's rest, joined by newlines: a locator holds none (its key
+        parts are percent-encoded) unless a store or table name does. Without it, or with
+        such a name, each record is hashed from a copy of the keyed state that took the
+        prefix once.
+        """
+        head = prefix.encode()
+        lines = _integer_key_lines(keys)
+        rests: list[bytes] | None = None
+        if lines is None:
+            head, rests = b"", _locators(prefix, store, dataset, keys)
+            lines = b"\n".join(rests)
+        if _native is not None and b"\n" not in head and lines.count(b"\n") == len(keys) - 1:
+            return _native.blake2s_leaves(self._key, LEAF_PERSON, head, lines)
+        if rests is None:
+            rests = lines.split(b"\n")
+        state = self._state.copy()
+        state.update(head)
+        kind = type(state)
+        # map over the hash type's own methods: three calls per record without a Python frame.
+        states = list(map(kind.copy, repeat(state, len(rests))))
+        deque(map(kind.update, states, rests), maxlen=0)
+        leaves = list(map(kind.digest, states))
+        leaves.sort()
+        return leaves
+
+
+def _locators(
+    prefix: str, store: str, dataset: str, keys: Sequence[Sequence[object]]
+) -> list[bytes]:
+    """Given the locators' prefix (``store/dataset/``), store, dataset and records' keys,
+    return each record's locator in bytes."""
+    return [
+        # The usual integer id, spelled as record_locator spells it, without its loop.
+        f"{prefix}{key[0]}".encode()
+        if len(key) == 1 and type(key[0]) is int
+        else _locator(prefix, store, dataset, key)
+        for key in keys
+    ]
+
+
+def _integer_key_lines(keys: Sequence[Sequence[object]]) -> bytes | None:
+    """Given record keys, return their locators' key parts joined by newlines if every key is a
+    single plain integer (the usual id), else None: one join for the batch instead of a string
+    per key."""
+    try:
+        values = [value for (value,) in keys]
+    except ValueError:
+        return None
+    if set(map(type, values)) != {int}:
+        return None
+    return "\n".join(map(str, values)).encode()
 
 
 def _locator(prefix: str, store: str, dataset: str, key: Sequence[object]) -> bytes:

@@ -1,0 +1,203 @@
+/* Format 3's record leaves for a whole batch in one call: keyed BLAKE2s-256 (RFC 7693) of each
+ * locator, personalised, sorted. The same bytes as hashlib.blake2s(locator, key=key,
+ * person=person).digest() per locator, then sorted (retention/audit/leaves.py); about a
+ * quarter of the time that costs from Python, where each record is three method calls.
+ *
+ * blake2s_leaves(key, person, prefix, lines) -> list[bytes]
+ *   key     1 to 32 bytes;  person  8 bytes (or fewer, zero-padded, as hashlib does)
+ *   prefix  bytes every locator starts with;  lines  the rest of each locator, joined by "\n"
+ *           (a locator never holds a newline: its key parts are percent-encoded)
+ * returns the 32-byte leaves of prefix + line for each line, sorted.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK 64
+#define OUT 32
+
+static const uint32_t IV[8] = {0x6A09E667UL, 0xBB67AE85UL, 0x3C6EF372UL, 0xA54FF53AUL,
+                               0x510E527FUL, 0x9B05688CUL, 0x1F83D9ABUL, 0x5BE0CD19UL};
+
+static const uint8_t SIGMA[10][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+};
+
+typedef struct {
+    uint32_t h[8];
+    uint32_t t[2];
+    uint8_t buffer[BLOCK];
+    size_t filled;
+} state_t;
+
+static uint32_t load32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void store32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+#define G(a, b, c, d, x, y)          \
+    do {                             \
+        a = a + b + (x);             \
+        d = rotr(d ^ a, 16);         \
+        c = c + d;                   \
+        b = rotr(b ^ c, 12);         \
+        a = a + b + (y);             \
+        d = rotr(d ^ a, 8);          \
+        c = c + d;                   \
+        b = rotr(b ^ c, 7);          \
+    } while (0)
+
+static void compress(state_t *s, const uint8_t *block, int last) {
+    uint32_t m[16], v[16];
+    for (int i = 0; i < 16; i++) m[i] = load32(block + 4 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = s->h[i];
+        v[i + 8] = IV[i];
+    }
+    v[12] ^= s->t[0];
+    v[13] ^= s->t[1];
+    if (last) v[14] = ~v[14];
+    for (int r = 0; r < 10; r++) {
+        const uint8_t *z = SIGMA[r];
+        G(v[0], v[4], v[8], v[12], m[z[0]], m[z[1]]);
+        G(v[1], v[5], v[9], v[13], m[z[2]], m[z[3]]);
+        G(v[2], v[6], v[10], v[14], m[z[4]], m[z[5]]);
+        G(v[3], v[7], v[11], v[15], m[z[6]], m[z[7]]);
+        G(v[0], v[5], v[10], v[15], m[z[8]], m[z[9]]);
+        G(v[1], v[6], v[11], v[12], m[z[10]], m[z[11]]);
+        G(v[2], v[7], v[8], v[13], m[z[12]], m[z[13]]);
+        G(v[3], v[4], v[9], v[14], m[z[14]], m[z[15]]);
+    }
+    for (int i = 0; i < 8; i++) s->h[i] ^= v[i] ^ v[i + 8];
+}
+
+static void count(state_t *s, uint32_t bytes) {
+    s->t[0] += bytes;
+    if (s->t[0] < bytes) s->t[1]++;
+}
+
+/* Absorb data, always keeping the last (possibly full) block buffered for the final one. */
+static void update(state_t *s, const uint8_t *data, size_t length) {
+    while (length > 0) {
+        if (s->filled == BLOCK) {
+            count(s, BLOCK);
+            compress(s, s->buffer, 0);
+            s->filled = 0;
+        }
+        size_t take = BLOCK - s->filled;
+        if (take > length) take = length;
+        memcpy(s->buffer + s->filled, data, take);
+        s->filled += take;
+        data += take;
+        length -= take;
+    }
+}
+
+static void finish(state_t *s, uint8_t *out) {
+    count(s, (uint32_t)s->filled);
+    memset(s->buffer + s->filled, 0, BLOCK - s->filled);
+    compress(s, s->buffer, 1);
+    for (int i = 0; i < 8; i++) store32(out + 4 * i, s->h[i]);
+}
+
+static uint64_t load64_big(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* Leaves are uniformly random: their first 8 bytes, as one number, order them but for a
+ * 2^-64 chance; memcmp settles the rest. */
+static int compare_leaves(const void *left, const void *right) {
+    uint64_t a = load64_big((const uint8_t *)left), b = load64_big((const uint8_t *)right);
+    if (a != b) return a < b ? -1 : 1;
+    return memcmp(left, right, OUT);
+}
+
+static PyObject *blake2s_leaves(PyObject *module, PyObject *args) {
+    Py_buffer key, person, prefix, lines;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &key, &person, &prefix, &lines)) return NULL;
+    PyObject *result = NULL;
+    uint8_t *leaves = NULL;
+    if (key.len < 1 || key.len > 32 || person.len > 8) {
+        PyErr_SetString(PyExc_ValueError, "a key of 1 to 32 bytes and a person of at most 8");
+        goto done;
+    }
+    Py_ssize_t total = 1;
+    const uint8_t *text = (const uint8_t *)lines.buf;
+    for (Py_ssize_t i = 0; i < lines.len; i++) total += text[i] == '\n';
+    leaves = (uint8_t *)malloc((size_t)total * OUT);
+    if (leaves == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    /* The parameter block: digest length, key length, fanout 1, depth 1, personalisation. */
+    uint8_t parameters[32] = {OUT, (uint8_t)key.len, 1, 1};
+    memcpy(parameters + 24, person.buf, (size_t)person.len);
+    state_t keyed;
+    memset(&keyed, 0, sizeof keyed);
+    for (int i = 0; i < 8; i++) keyed.h[i] = IV[i] ^ load32(parameters + 4 * i);
+    memcpy(keyed.buffer, key.buf, (size_t)key.len);
+    keyed.filled = BLOCK;
+    update(&keyed, (const uint8_t *)prefix.buf, (size_t)prefix.len);
+    const uint8_t *start = text, *end = text + lines.len;
+    for (Py_ssize_t index = 0; index < total; index++) {
+        const uint8_t *stop = memchr(start, '\n', (size_t)(end - start));
+        if (stop == NULL) stop = end;
+        state_t record = keyed;
+        update(&record, start, (size_t)(stop - start));
+        finish(&record, leaves + (size_t)index * OUT);
+        start = stop + 1;
+    }
+    qsort(leaves, (size_t)total, OUT, compare_leaves);
+    Py_END_ALLOW_THREADS
+    result = PyList_New(total);
+    if (result == NULL) goto done;
+    for (Py_ssize_t index = 0; index < total; index++) {
+        PyObject *leaf = PyBytes_FromStringAndSize((const char *)leaves + (size_t)index * OUT, OUT);
+        if (leaf == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, index, leaf);
+    }
+done:
+    free(leaves);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&person);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&lines);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"blake2s_leaves", blake2s_leaves, METH_VARARGS,
+     "blake2s_leaves(key, person, prefix, lines) -> the sorted keyed BLAKE2s-256 of prefix + "
+     "each newline-separated line."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef definition = {PyModuleDef_HEAD_INIT, "_leaves", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__leaves(void) { return PyModule_Create(&definition); }
