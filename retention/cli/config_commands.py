@@ -8,6 +8,7 @@ import click
 
 from retention.cli.shared import (
     Context,
+    collector_paused,
     expected_errors,
 )
 from retention.errors import ConfigError, ExitCode
@@ -29,7 +30,7 @@ def config_group() -> None:
 @click.pass_obj
 def config_validate(context: Context, offline: bool) -> None:
     """Load the config and check every rule against the live schema; print every error."""
-    with expected_errors():
+    with expected_errors(), collector_paused():
         config = context.config()
         if offline:
             click.echo(

@@ -16,6 +16,7 @@ The store is this module; its parts live beside it: reaching S3 (s3_client), lis
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,8 +72,8 @@ def open_s3_store(
     """Given an S3 store's config, whether it may delete and a way to reach other stores (the
     SQL stores of cross-store rules' subjects), return the store (not yet contacted: ``ping``).
     """
-    client, ping_client = s3_clients(config)
-    return S3Store(config, client, ping_client, read_only=read_only, store_for=store_for)
+    make_client, ping_client = s3_clients(config)
+    return S3Store(config, make_client, ping_client, read_only=read_only, store_for=store_for)
 
 
 class S3Store:
@@ -81,14 +82,17 @@ class S3Store:
     def __init__(
         self,
         config: S3StoreConfig,
-        client: Any,
+        make_client: Callable[[], Any],
         ping_client: Any,
         *,
         read_only: bool,
         store_for: Callable[[str], RecordStore],
     ) -> None:
         self.config = config
-        self.client = client
+        self._make_client = make_client
+        self._client: Any = None
+        # The client is made by the first thread that uses it (a lock check's worker may be).
+        self._client_lock = threading.Lock()
         self._ping_client = ping_client
         self.read_only = read_only
         self._store_for = store_for
@@ -100,7 +104,6 @@ class S3Store:
         )
         # A listing's requests: one page parsed while the next is on its way (s3_pages).
         self._pages = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"s3-{config.name}-page")
-        s3_pages.register(client)
         self._object_lock: bool | None = None
         # Per (rule, as_of): the listings this run's plan read, for its batches (bounded).
         self._survey_listings: dict[tuple[object, ...], Recorder] = {}
@@ -110,6 +113,16 @@ class S3Store:
         self._resume: tuple[tuple[object, ...], Iterator[Item]] | None = None
         # The list pages being read (the last listing begun), to fetch further ahead.
         self._reading: listing.Prefetched | None = None
+
+    @property
+    def client(self) -> Any:
+        """The store's botocore client, made when first used (``config validate`` never does)."""
+        with self._client_lock:
+            if self._client is None:
+                client = self._make_client()
+                s3_pages.register(client)
+                self._client = client
+            return self._client
 
     @property
     def name(self) -> str:
@@ -124,7 +137,8 @@ class S3Store:
         self._workers.shutdown(wait=True, cancel_futures=True)
         self._lister.shutdown(wait=True, cancel_futures=True)
         self._pages.shutdown(wait=True, cancel_futures=True)
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
         self._ping_client.close()
 
     def ping(self) -> None:

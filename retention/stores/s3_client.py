@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import configparser
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -42,9 +42,12 @@ CONNECTION_ERRORS = (
 ClientError = boto_errors.ClientError
 
 
-def s3_clients(config: S3StoreConfig) -> tuple[Any, Any]:
-    """Given an S3 store's config, return its client and the client of its ping (the same, with
-    a short retry schedule)."""
+def s3_clients(config: S3StoreConfig) -> tuple[Callable[[], Any], Any]:
+    """Given an S3 store's config, return a function that makes its client, and the client of
+    its ping (the same, with a short retry schedule). The ping's client is made now, so that a
+    config botocore refuses fails here; the store's own client when first used: `config
+    validate` only pings, and each client costs milliseconds of start-up (docs/performance.md).
+    """
     session = s3_session(config)
     client_config = BotoConfig(
         region_name=config.region,
@@ -66,16 +69,19 @@ def s3_clients(config: S3StoreConfig) -> tuple[Any, Any]:
             }
         )
     )
-    try:
-        client = session.create_client("s3", endpoint_url=config.endpoint_url, config=client_config)
-        ping_client = session.create_client(
-            "s3", endpoint_url=config.endpoint_url, config=ping_config
-        )
-    except ValueError as error:
-        raise ConfigError(
-            [ConfigIssue(f"stores.{config.name}", f"cannot make an S3 client: {error}")]
-        ) from error
-    return client, ping_client
+
+    def client_of(client_config: Any) -> Any:
+        try:
+            return session.create_client(
+                "s3", endpoint_url=config.endpoint_url, config=client_config
+            )
+        except ValueError as error:
+            raise ConfigError(
+                [ConfigIssue(f"stores.{config.name}", f"cannot make an S3 client: {error}")]
+            ) from error
+
+    ping_client = client_of(ping_config)
+    return functools.partial(client_of, client_config), ping_client
 
 
 def s3_session(config: S3StoreConfig) -> Any:
