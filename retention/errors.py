@@ -51,6 +51,10 @@ class ConfigError(RetentionError):
         count = len(self.issues)
         super().__init__(f"{count} configuration error{'s' if count != 1 else ''}")
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[ConfigIssue]]]:
+        # Pickled with its issues (a child process's check hands them back), not its message.
+        return (type(self), (list(self.issues),))
+
 
 class StoreUnavailable(RetentionError):
     """A store could not be reached (network, credentials, missing database file)."""

@@ -38,12 +38,10 @@ def config_validate(context: Context, offline: bool) -> None:
                 f"{counted(len(config.stores), 'store')}; stores and secrets not checked)"
             )
             return
-        from retention.planner import check_against_stores
         from retention.secret_checks import check_secrets
-        from retention.stores import open_stores
+        from retention.store_checks import check_stores
 
-        with open_stores(config, read_only=True) as store_for:
-            issues, unreachable = check_against_stores(config.rules, store_for)
+        issues, unreachable = check_stores(config)
         issues += check_secrets(config)
         for reason in unreachable.values():
             click.echo(f"error: {reason}", err=True)
