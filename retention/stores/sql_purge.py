@@ -13,6 +13,8 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
+    CursorResult,
+    Integer,
     Select,
     Table,
     and_,
@@ -81,8 +83,8 @@ def purge_batch(
     rule = selection.rule
     extra = [child.references for child in rule.children]
     extra += [column for column, _strategy in rule.anonymise]
-    query = batch_query(store, selection, after, limit, extra)
     if dry_run:
+        query = batch_query(store, selection, after, limit, extra)
         with store.reachable(), store.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
             keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
@@ -122,6 +124,7 @@ def purge_batch(
         elif only is None and _deletes_by_range(store, rule):
             batch = _delete_range(store, connection, selection, after, limit, before_write)
         else:
+            query = batch_query(store, selection, after, limit, extra)
             batch = _purge_locked(
                 store, connection, selection, query, now, hash_key, before_write, only, limit
             )
@@ -191,8 +194,7 @@ def _delete_next(
             .cte("gone")
         )
         statement = select(*gone.c).order_by(*gone.c)
-    # One fetchall: iterating the result would fetch row by row.
-    keys = tuple(map(tuple, connection.execute(statement).all()))
+    keys = _returned_keys(store, connection.execute(statement), key_columns)
     if keys and before_write is not None:
         before_write(keys)
     # MariaDB's LIMIT counts only rows still due, so a short batch was the last. PostgreSQL's
@@ -200,6 +202,31 @@ def _delete_next(
     # batch short while due rows may follow, so only an empty batch ends the walk.
     more = len(keys) >= limit if form == "ordered_limit" else bool(keys)
     return Batch(keys, done=len(keys), more=more)
+
+
+def _returned_keys(
+    store: SqlStore, result: CursorResult[Any], key_columns: Sequence[Column[Any]]
+) -> tuple[KeyValues, ...]:
+    """Given the result of a DELETE … RETURNING of the key columns, return its keys in the
+    order returned, in one fetch (iterating would fetch row by row). Integer keys, which
+    SQLAlchemy hands over as the driver reads them, come straight from the driver's rows:
+    making a Row of each cost about 1.2 µs per key (0.6 s of CPU for 500,000 keys, measured
+    on MariaDB), more than the trail's hashing of them."""
+    if _integer_keys(store, key_columns):
+        with result:
+            return tuple(map(tuple, result.cursor.fetchall()))
+    return tuple(map(tuple, result.all()))
+
+
+def _integer_keys(store: SqlStore, key_columns: Sequence[Column[Any]]) -> bool:
+    """Whether every key column is an integer that SQLAlchemy returns unchanged from the
+    driver (no result processor)."""
+    dialect = store.engine.dialect
+    return all(
+        isinstance(column.type, Integer)
+        and column.type.dialect_impl(dialect).result_processor(dialect, None) is None
+        for column in key_columns
+    )
 
 
 def _delete_range(
@@ -242,8 +269,7 @@ def _delete_range(
         .where(in_range, predicate(store, selection))
         .returning(*key_columns)
     )
-    # One fetchall: iterating the result would fetch row by row.
-    keys = tuple(map(tuple, connection.execute(statement).all()))
+    keys = _returned_keys(store, connection.execute(statement), key_columns)
     if keys and before_write is not None:
         before_write(keys)
     return Batch(keys, done=len(keys), resume_after=end, more=size >= limit)
