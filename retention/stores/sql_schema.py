@@ -155,6 +155,11 @@ def _check_children(
     problem: Any,
     above: tuple[str, ...],
 ) -> None:
+    if children:
+        # Read now, before any batch: a dry run asks whether each parent's referenced column
+        # is unique while its own connection is open, and on SQLite a second connection
+        # shares that one (a nested BEGIN fails there).
+        store.unique_column_sets(parent.name)
     for index, child in enumerate(children):
         where = f"{path}[{index}]"
         if child.table in above:
