@@ -147,7 +147,6 @@ def run(
 ) -> None:
     """Purge what is due now: batch by batch, each rule on its own."""
     from retention.app import make_plan, run_ledger, write_metrics_textfile
-    from retention.app.saved_plans import check_saved_plan, load_saved_plan
     from retention.render import render_plan
     from retention.runtime.checkins import Checkins
     from retention.runtime.logging import get_logger
@@ -157,7 +156,12 @@ def run(
         if output == "json" and not (yes or dry_run):
             raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
         config = context.config()
-        saved = load_saved_plan(plan_file, config) if plan_file else None
+        saved = None
+        if plan_file is not None:
+            # Only here: a saved plan's checks import the trail's readers (audit.prove).
+            from retention.app.saved_plans import load_saved_plan
+
+            saved = load_saved_plan(plan_file, config)
         if saved is not None and (rule_names or as_of):
             raise UsageError("--plan-file fixes the rules and the instant: drop --rule/--as-of")
         rules = config.rules_named(saved.rules if saved else rule_names)
@@ -173,6 +177,8 @@ def run(
             ):
                 the_plan = make_plan(config, rules, store_for, moment)
                 if saved is not None:
+                    from retention.app.saved_plans import check_saved_plan
+
                     check_saved_plan(saved, the_plan, tolerance)
                 if not (yes or dry_run):
                     zone = config.settings.timezone.key

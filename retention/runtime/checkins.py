@@ -10,12 +10,9 @@ logged with the URL's scheme and host only: the rest of a check-in URL is its se
 from __future__ import annotations
 
 import threading
-import urllib.error
-import urllib.request
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from retention import __version__
 from retention.config import CheckinSettings
 
 Event = Literal["start", "success", "fail"]
@@ -62,6 +59,13 @@ class Checkins:
         self._threads = [thread for thread in self._threads if thread.is_alive()]
 
     def _send(self, event: Event, url: str) -> None:
+        # Imported where a ping is sent: a run without check-ins (most) need not load the
+        # HTTP client, nor read the package's version.
+        import urllib.error
+        import urllib.request
+
+        from retention import __version__
+
         where = _public_part(url)
         # The scheme is checked when the config is read: http(s) only.
         request = urllib.request.Request(  # noqa: S310
