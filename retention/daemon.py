@@ -37,7 +37,7 @@ from retention.app import in_ledger, make_plan, overdue_counts, run_plan
 from retention.audit.opening import open_trail
 from retention.config import Config, Rule, load_config
 from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError
-from retention.planner import check_against_stores
+from retention.rule_checks import check_against_stores
 from retention.run_report import RunReport
 from retention.runtime import metrics as prom
 from retention.runtime.checkins import Checkins

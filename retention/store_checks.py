@@ -1,7 +1,7 @@
 """The live half of `config validate`: every rule checked against its store, as
-``planner.check_against_stores`` does. With S3 stores beside others, the S3 stores are checked in
-a child process while this one checks the others: their libraries' imports and set-up
-(botocore and S3's service model; SQLAlchemy and the reflection) are CPU work that one
+``rule_checks.check_against_stores`` does. With S3 stores beside others, the S3 stores are
+checked in a child process while this one checks the others: their libraries' imports and
+set-up (botocore and S3's service model; SQLAlchemy and the reflection) are CPU work that one
 interpreter does one after the other, and the two halves share nothing (docs/performance.md,
 start-up)."""
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from retention.config import Config, Rule, S3StoreConfig
 from retention.errors import ConfigIssue
-from retention.planner import RuleCheck, check_against_stores, check_rules, combined_checks
+from retention.rule_checks import RuleCheck, check_against_stores, check_rules, combined_checks
 from retention.runtime.forked import forked
 from retention.stores import open_stores
 

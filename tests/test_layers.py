@@ -13,6 +13,7 @@ CORE_MODULES = (
     "retention.selection",
     "retention.store_protocol",
     "retention.planner",
+    "retention.rule_checks",
     "retention.documents",
     "retention.run_report",
     "retention.run_ports",

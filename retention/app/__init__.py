@@ -30,7 +30,8 @@ from retention.errors import (
 )
 from retention.executor import execute
 from retention.holds import Hold
-from retention.planner import Plan, build_plan, check_against_stores
+from retention.planner import Plan, build_plan
+from retention.rule_checks import check_against_stores
 from retention.run_ports import Progress
 from retention.run_report import FAILED, RunReport
 from retention.runtime.logging import get_logger
