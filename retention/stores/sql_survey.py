@@ -14,6 +14,7 @@ from sqlalchemy import (
     and_,
     case,
     func,
+    inspect,
     literal,
     not_,
     null,
@@ -92,7 +93,24 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
         .where(scope(store, selection))
     )
     with store.reachable(), store.engine.connect() as connection:
-        counts = connection.execute(counting).one()
+        if holding is None and _counts_by_ranges(store, connection, selection, no_period):
+            # One snapshot still: the counts below are reads of the same transaction.
+            table = store.table(rule.table)
+            in_scope_where = scope(store, selection)
+            total = connection.execute(
+                select(func.count()).select_from(table).where(in_scope_where)
+            ).scalar_one()
+            due_rows, first = connection.execute(
+                select(func.count(), func.min(clock.expression))
+                .select_from(table)
+                .where(in_scope_where, due)
+            ).one()
+            later = connection.execute(
+                select(func.count()).select_from(table).where(in_scope_where, future)
+            ).scalar_one()
+            counts = (total, due_rows, 0, later, 0, 0, first)
+        else:
+            counts = connection.execute(counting).one()
         samples = connection.execute(batch_query(store, selection, None, sample_size)).all()
         children = count_children(store, connection, selection, predicate(store, selection))
     in_scope, due_count, held_count, future_count, unreadable_count, invalid_count, oldest = counts
@@ -116,6 +134,27 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
         partition_notes=partition_notes,
         children=children,
     )
+
+
+def _counts_by_ranges(
+    store: SqlStore, connection: Connection, selection: Selection, no_period: Any
+) -> bool:
+    """Whether the survey counts a MariaDB/MySQL rule's rows with one statement per count,
+    each a range of the clock's index, rather than in one pass computing a CASE per row:
+    MariaDB evaluates those expressions slowly (measured at load 5 on 1,000,000 rows, half
+    due: 1.3–1.6 s for the one pass, 0.4–0.8 s for the three counts). Only for a plain
+    clock column that leads an index (else each count would scan the table), with no hold
+    to count and no period read from a column (those stay in the one pass)."""
+    rule = selection.rule
+    if store.engine.dialect.name not in ("mysql", "mariadb"):
+        return False
+    if selection.erasure is not None or no_period is not None or len(rule.clock) != 1:
+        return False
+    clock = rule.clock[0]
+    if clock.join is not None:
+        return False
+    indexes = inspect(connection).get_indexes(rule.table)
+    return any(index["column_names"][:1] == [clock.column] for index in indexes)
 
 
 def count_children(
