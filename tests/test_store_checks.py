@@ -1,8 +1,8 @@
-"""`config validate` checks its S3 stores in a child process while it checks the others
-(retention/store_checks.py): the same findings, in the same order, with the same exit code as
-one process checking them all, and the parent never imports botocore. The command runs as a
-program: a process with other threads (this one, once the test S3 server runs) checks in one
-process."""
+"""`config validate` checks its S3 stores and the secrets in a child process while it checks
+the other stores (retention/store_checks.py): the same findings, in the same order, with the
+same exit code as one process checking them all, and the parent never imports botocore. The
+command runs as a program: a process with other threads (this one, once the test S3 server
+runs) checks in one process."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def write_config(
     *,
     credentials_files: dict[str, Path] | None = None,
     app_url: str | None = None,
+    settings: str = "",
 ) -> Path:
     """A config of a SQLite store ``app`` (a table ``logs``; ``app_url``: its url line instead)
     and S3 stores (name -> bucket) on ``s3_server``, with ``rules``."""
@@ -92,6 +93,7 @@ credentials_file = "{(credentials_files or {}).get(name, credentials)}"
         f"""
 [settings]
 timezone = "UTC"
+{settings}
 
 [audit]
 enabled = false
@@ -162,6 +164,7 @@ def test_problems_on_both_sides_come_in_the_rules_order_with_the_same_exit_code(
         + s3_rule("exports", "content")
         + sql_rule("more-logs", "created_at"),
         {"missing": "no-such-bucket-anywhere", "content": new_bucket(s3_server).name},
+        settings=f'hash_key_file = "{tmp_path / "no-such.key"}"',
     )
 
     in_two = validate(config, one_process=False)
@@ -172,6 +175,8 @@ def test_problems_on_both_sides_come_in_the_rules_order_with_the_same_exit_code(
     assert "no such bucket" in stderr
     assert "rules[1].clock" in stderr
     assert "loged_at" in stderr
+    # The secrets (checked in the child too) come after every rule's problems, as before.
+    assert stderr.index("settings.hash_key_file") > stderr.index("rules[1].clock")
     assert not botocore_here
     assert in_two[:3] == in_one[:3]
 

@@ -38,14 +38,9 @@ def config_validate(context: Context, offline: bool) -> None:
                 f"{counted(len(config.stores), 'store')}; stores and secrets not checked)"
             )
             return
-        from retention.store_checks import check_stores
+        from retention.store_checks import check_live
 
-        issues, unreachable = check_stores(config)
-        # Imported once the stores' check is under way: it brings cryptography and the trail's
-        # modules, which the S3 stores' check (a child process, forked there) has no use for.
-        from retention.secret_checks import check_secrets
-
-        issues += check_secrets(config)
+        issues, unreachable = check_live(config)
         for reason in unreachable.values():
             click.echo(f"error: {reason}", err=True)
         if issues:
