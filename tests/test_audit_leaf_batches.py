@@ -4,6 +4,7 @@ record by record from Python, are the leaves docs/audit.md specifies for each re
 from __future__ import annotations
 
 import hashlib
+import random
 from datetime import date, datetime
 from decimal import Decimal
 from uuid import UUID
@@ -105,3 +106,19 @@ def test_the_compiled_module_refuses_a_key_blake2s_cannot_take() -> None:
         _leaves.blake2s_leaves(b"", LEAF_PERSON, b"", b"1")
     with pytest.raises(ValueError, match="person"):
         _leaves.blake2s_leaves(b"k", b"123456789", b"", b"1")
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 300, 5000])
+def test_the_compiled_sort_orders_leaves_that_share_their_first_bytes(count: int) -> None:
+    """Its radix sort orders leaves by their first 8 bytes; leaves that share them (2^-64 for
+    hashes, made here on purpose) are put in order by the full comparison after it."""
+    from retention.audit import _leaves
+
+    generator = random.Random(count)
+    leaves = [generator.randbytes(32) for _ in range(count)]
+    # Leaves sharing their first 8 bytes and differing after, given in the wrong order.
+    shared = generator.randbytes(8)
+    leaves += [shared + bytes([255 - tail]) * 24 for tail in range(3)]
+    leaves += leaves[: count // 3]  # and repeats
+    data = _leaves.sorted_leaves(b"".join(leaves))
+    assert [data[index : index + 32] for index in range(0, len(data), 32)] == sorted(leaves)
