@@ -11,8 +11,7 @@ from retention.holds import Hold
 from retention.planner import RulePlan
 from retention.recorded_batch import with_current_holds
 from retention.run_ports import Audit, Logger
-from retention.selection import KeyValues
-from retention.store_protocol import NO_DETAIL, Batch, IntentDetail, KeyFilter, RecordStore
+from retention.store_protocol import Batch, KeyFilter, Keys, RecordStore, SpelledKeys
 
 
 def drop_whole_partitions(
@@ -41,14 +40,16 @@ def drop_whole_partitions(
         intents: list[tuple[int, int]] = []
 
         def record_intent(
-            keys: tuple[KeyValues, ...],
-            detail: IntentDetail = NO_DETAIL,
+            keys: Keys,
             intents: list[tuple[int, int]] = intents,
             rule_plan: RulePlan = rule_plan,
             name: str = partition.name,
         ) -> None:
             if audit is not None:
-                intents.append((audit.intent(rule_plan, keys, name, detail), len(keys)))
+                intent = audit.intent(rule_plan, keys, name)
+                # Spelled keys are counted as the intent hashes them: all of them by now.
+                size = keys.count if isinstance(keys, SpelledKeys) else len(keys)
+                intents.append((intent, size))
 
         try:
             dropped = drop(rule_plan.selection, partition.name, before_write=record_intent)

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from retention.planner import RulePlan
 from retention.selection import KeyValues
-from retention.store_protocol import NO_DETAIL, Batch, IntentDetail, RecordStore
+from retention.store_protocol import NO_DETAIL, Batch, IntentDetail, Keys, RecordStore
 
 
 class Audit(Protocol):
@@ -18,7 +18,7 @@ class Audit(Protocol):
     def intent(
         self,
         rule_plan: RulePlan,
-        keys: tuple[KeyValues, ...],
+        keys: Keys,
         partition: str | None = None,
         detail: IntentDetail = NO_DETAIL,
     ) -> int: ...

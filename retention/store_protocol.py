@@ -4,7 +4,7 @@ records beside a batch's keys. Pure: stores/ implements it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
@@ -38,11 +38,54 @@ class IntentDetail:
 NO_DETAIL = IntentDetail()
 
 
+class SpelledKeys:
+    """A partition's keys as its database spelled them, read once, a piece at a time: each
+    key as the end of its record's locator (what follows ``store/dataset/``: its parts as
+    ``record_locator`` spells them, joined by "/"), in ASCII, a piece's keys joined by
+    newlines. The audit intent hashes each piece as it comes, while the store reads the next;
+    ``count`` is how many keys came so far."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._pieces = iter(pieces)
+        self.count = 0
+        # What reading them raised (the store's failure, not its reader's), if anything.
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                piece = next(self._pieces)
+            except StopIteration:
+                return
+            except Exception as error:
+                self.error = error
+                raise
+            self.count += piece.count(b"\n") + 1
+            yield piece
+
+    def finish(self) -> int:
+        """Read what nobody read (no trail: nothing hashed them); return how many keys came."""
+        for _piece in self:
+            pass
+        return self.count
+
+
+# A batch's keys: their values, or (a partition's) as the database spelled them.
+Keys = tuple[KeyValues, ...] | SpelledKeys
+
+
 class BeforeWrite(Protocol):
     """Called by a store with a batch's keys (and what goes with them) before anything is
     written: the audit intent. If it raises, nothing of the batch is written."""
 
     def __call__(self, keys: tuple[KeyValues, ...], detail: IntentDetail = ...) -> None: ...
+
+
+class BeforeDrop(Protocol):
+    """Called by a store with each chunk of a partition's keys (as values, or spelled) before
+    the partition is dropped: the audit intent. If it raises, nothing is dropped."""
+
+    def __call__(self, keys: Keys) -> None: ...
 
 
 # Given keys, which of them may be purged (a subjects' rule: those whose objects were visited).

@@ -28,17 +28,21 @@ from retention.planner import Plan, RulePlan
 from retention.run_report import RunReport
 from retention.runtime.faults import crash_point
 from retention.selection import KeyValues
-from retention.store_protocol import NO_DETAIL, Batch, IntentDetail, RecordStore
+from retention.store_protocol import NO_DETAIL, Batch, IntentDetail, Keys, RecordStore, SpelledKeys
 
 
 @contextmanager
-def _fail_closed(doing: str) -> Iterator[None]:
-    """Whatever goes wrong while recording (a bug included) stops the purge: AuditFailure."""
+def _fail_closed(doing: str, keys: object = None) -> Iterator[None]:
+    """Whatever goes wrong while recording (a bug included) stops the purge: AuditFailure. But
+    what reading spelled ``keys`` raised is their store's, raised as it is (a partition that
+    changed: BatchConflict)."""
     try:
         yield
     except AuditFailure:
         raise
     except Exception as error:
+        if isinstance(keys, SpelledKeys) and error is keys.error:
+            raise
         raise AuditFailure(f"cannot {doing}: {error_text(error)}") from error
 
 
@@ -75,23 +79,33 @@ class TrailRecorder:
     def intent(
         self,
         rule_plan: RulePlan,
-        keys: tuple[KeyValues, ...],
+        keys: Keys,
         partition: str | None = None,
         detail: IntentDetail = NO_DETAIL,
     ) -> int:
-        with _fail_closed("record a batch intent"):
+        with _fail_closed("record a batch intent", keys):
             return self._intent(rule_plan, keys, partition, detail)
 
     def _intent(
         self,
         rule_plan: RulePlan,
-        keys: tuple[KeyValues, ...],
+        keys: Keys,
         partition: str | None,
         detail: IntentDetail,
     ) -> int:
         crash_point("before_intent")
         rule = rule_plan.rule
-        leaves = self.writer.record_leaves(rule.store, rule.table, keys)
+        values: tuple[KeyValues, ...]
+        if isinstance(keys, SpelledKeys):
+            # A partition's keys, as its database spelled them: hashed piece by piece as they
+            # are read (nothing else of them is recorded), then counted.
+            if partition is None or detail != NO_DETAIL:
+                raise AuditFailure("spelled keys can only be a whole partition's")
+            leaves = self.writer.record_spelled_leaves(rule.store, rule.table, keys)
+            selected, values = keys.count, ()
+        else:
+            leaves = self.writer.record_leaves(rule.store, rule.table, keys)
+            selected, values = len(keys), keys
         if detail.children:
             # The child rows that go with the parents are leaves of the same batch, so that
             # each can be proven; their locators name their own table.
@@ -113,9 +127,9 @@ class TrailRecorder:
             # less to write); other values (dates, decimals, UUIDs) as their str(), which is
             # also how record_locator spells them.
             try:
-                pending["key_values"] = [value for (value,) in keys]
+                pending["key_values"] = [value for (value,) in values]
             except ValueError:
-                pending["keys"] = keys
+                pending["keys"] = values
             pending.update(pending_detail(detail))
         else:
             # A partition goes whole or not at all: whether it is still there settles the batch,
@@ -123,15 +137,15 @@ class TrailRecorder:
             pending["partition"] = partition
         # Leaves and pending keys first, durable: an intent in the trail always has both
         # beside it (written side by side, their fsyncs overlapping).
-        extra: dict[str, Any] = counted_detail(detail, keys)
-        versions = [key[1] for key in keys] if rule.key == S3_KEY else None
+        extra: dict[str, Any] = counted_detail(detail, values)
+        versions = [key[1] for key in values] if rule.key == S3_KEY else None
         digest = self.writer.write_intent_files(seq, leaves, pending, versions)
         if digest is not None:
             extra["versions_digest"] = digest
         fields: dict[str, Any] = {
             **self._base(rule_plan),
             "method": batch_method(rule) if partition is None else "sql-drop-partition",
-            "selected": len(keys),
+            "selected": selected,
             "leaves_root": root,
             **extra,
             **identity(),
@@ -140,7 +154,7 @@ class TrailRecorder:
             fields["partition"] = partition
         written = self.writer.append("batch.intent", fields)
         if detail.markers or detail.sizes:
-            self._details[written] = (keys, detail)
+            self._details[written] = (values, detail)
         crash_point("after_intent")
         return written
 

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -323,6 +323,16 @@ class TrailWriter:
         if self._hasher is None or self._hasher.version != FORMAT_VERSION:
             self._hasher = RecordHasher(self.hmac_key, FORMAT_VERSION)
         return self._hasher.leaves(store, dataset, keys)
+
+    def record_spelled_leaves(
+        self, store: str, dataset: str, pieces: Iterable[bytes]
+    ) -> list[bytes]:
+        """Given a store, a dataset and record keys spelled as the ends of their locators (in
+        pieces, see ``SpelledKeys``), return the sorted leaves that an entry written now holds
+        for them."""
+        if self._hasher is None or self._hasher.version != FORMAT_VERSION:
+            self._hasher = RecordHasher(self.hmac_key, FORMAT_VERSION)
+        return self._hasher.spelled_leaves(store, dataset, pieces)
 
     def leaves_root(self, leaves: Sequence[bytes]) -> str:
         """Given a batch's sorted leaves, return the hex leaves_root an entry written now

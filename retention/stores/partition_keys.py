@@ -1,32 +1,40 @@
 """The keys of a partition about to be dropped, streamed in chunks, as fast as each driver allows.
 
 Every record of a dropped partition gets a leaf in the trail, so its key is read once per record:
-that read is the drop's per-record cost on the database side. The keys come back as the same
-Python values a SQLAlchemy query would give (what ``record_locator`` spells), read the fastest
-way each driver has:
+that read, and spelling the key as its record's locator for the leaf, are the drop's per-record
+costs outside the hash itself. Python's own spelling of a key read as values (``str()`` of a
+datetime, then quoting) costs more than the hash (about 1 µs a key on a quiet core), so where
+every key column is a NOT NULL integer, date or datetime without time zone, the database spells
+them (``SpelledKeys``): its text of each value, which for these types is Python's ``str()`` but
+for the fractional seconds (fixed here: ``_respelled``), joined by the server into one string
+per piece of the partition, which Python checks (only the bytes such a spelling holds, no zero
+date), quotes and splits with a few passes over the whole string.
 
-- PostgreSQL (psycopg): a server-side cursor in binary format: no text to parse per value.
-  Measured on the bench's keys (bigint, timestamp): 0.5–0.7 µs per key against 0.8–1.2 µs in
-  text format; ``COPY … TO STDOUT`` through ``cursor.copy().rows()`` was slower (1.5–4 µs: its
-  rows are built in Python), and so was splitting COPY's text in Python (about 2 µs).
-- MariaDB (PyMySQL, pure Python): each row costs a packet read and a conversion per column in
-  Python, about 10 µs per key. When every key column is a NOT NULL integer, date or datetime,
-  the server joins ``CHUNK`` keys into one string (``GROUP_CONCAT``), which Python splits and
-  converts with ``int`` and ``fromisoformat`` (about 3 µs per key). A value that does not read
-  back exactly (a zero date) fails closed: BatchConflict, the partition goes by row batches.
-  Other key columns are read row by row through an unbuffered cursor, and so are all keys on
-  a server without window functions (MySQL before 8.0, MariaDB before 10.2).
+- PostgreSQL 14 and later (psycopg): one ``string_agg`` per range of the partition's pages
+  (a TID range scan), each read by a thread while the one before is hashed: the server spells
+  and scans while Python hashes (the driver lets go of the GIL while it waits). Other keys, and
+  servers before 14, come through a server-side cursor in binary format (0.5–0.7 µs per key
+  read; ``COPY … TO STDOUT`` through psycopg was slower, its rows built one by one in Python).
+- MariaDB (PyMySQL, pure Python, about 10 µs a row): the server joins ``CHUNK`` keys into one
+  string (``GROUP_CONCAT``). Other key columns are read row by row through an unbuffered
+  cursor, and so are all keys on a server without window functions (MySQL before 8.0, MariaDB
+  before 10.2).
 
-Columns whose type SQLAlchemy post-processes (``_PLAIN_KEY_TYPES`` excluded) always go through
-SQLAlchemy's own rows.
+A key that cannot be spelled exactly (a zero date, a year BC or beyond 9999, infinity) fails
+closed: BatchConflict, and the partition goes by row batches. Columns whose type SQLAlchemy
+post-processes (``_PLAIN_KEY_TYPES`` excluded) always go through SQLAlchemy's own rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+import re
+import threading
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from queue import Empty, Queue
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -41,16 +49,26 @@ from sqlalchemy import (
 )
 
 from retention.errors import BatchConflict
-from retention.selection import KeyValues
+from retention.store_protocol import Keys, SpelledKeys
 
 # Key columns whose values the driver returns exactly as SQLAlchemy would (no result
 # processor): their rows can be read from the driver's cursor as they come.
 _PLAIN_KEY_TYPES = (Integer, String, DateTime, Date)
-# Key columns MariaDB can spell in one joined string that Python reads back exactly.
-_JOINABLE_KEY_TYPES = (Integer, DateTime, Date)
 # GROUP_CONCAT's limit for one chunk's string (MariaDB's default is 1 MB): CHUNK keys of up to
 # 20 digits and a datetime with microseconds take under 5 MB at 100,000 keys.
 _JOINED_LIMIT = 64 * 1024 * 1024
+# About how many keys PostgreSQL spells in one piece (what one thread step reads ahead).
+PIECE = 25_000
+# What the database's text of spellable keys may hold: digits, "-" (dates, negative integers),
+# " ", ":" and "." (times), "/" between a key's parts, "," or "\n" between keys. A year BC, an
+# infinity or anything else has a letter or another sign.
+_SPELLED_BYTES = b"0123456789-:. /,\n"
+_FRACTION = re.compile(rb"\.([0-9]+)")
+# MariaDB's zero dates: a zero month or day, a year 0. No valid date, time or integer is
+# spelled with these (a year is 0001 to 9999, an integer has no leading zero).
+_ZERO_DATES = (b"-00", b"0000-")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,25 +81,52 @@ class Checksum:
     total: Any = None
 
 
+def spellable(key_columns: Sequence[Column[Any]]) -> bool:
+    """Given key columns, return whether the database can spell their values as the ends of
+    record locators (``SpelledKeys``): each NOT NULL and an integer, a date or a datetime
+    without time zone, whose text the server writes as Python's ``str()`` but for fractional
+    seconds (``_respelled`` fixes them)."""
+    return all(
+        not column.nullable
+        and (
+            isinstance(column.type, Integer | Date)
+            or (isinstance(column.type, DateTime) and not column.type.timezone)
+        )
+        for column in key_columns
+    )
+
+
 def key_chunks(
     connection: Connection,
     keys_query: Any,
     key_columns: list[Column[Any]],
     chunk: int,
     checksum: Checksum | None = None,
-) -> Iterator[tuple[KeyValues, ...]]:
-    """Given a connection in a transaction, the query of a partition's keys and its key columns,
-    yield the keys in chunks of at most ``chunk``, in no particular order (and sum
-    ``checksum`` along, when the keys come joined)."""
+    partition: str | None = None,
+    rows: int = 0,
+) -> Generator[Keys, None, None]:
+    """Given a connection in a transaction, the query of a partition's keys and its key columns
+    (on PostgreSQL also the partition's quoted, qualified name and how many rows it holds),
+    yield the keys in chunks of at most ``chunk``, in no particular order: as values, or spelled
+    (``SpelledKeys``) where ``spellable``; and sum ``checksum`` along when the keys come joined
+    (MariaDB)."""
     if not all(isinstance(column.type, _PLAIN_KEY_TYPES) for column in key_columns):
-        for rows in connection.execute(keys_query).partitions(chunk):
-            yield tuple(map(tuple, rows))
+        for found in connection.execute(keys_query).partitions(chunk):
+            yield tuple(map(tuple, found))
         return
     dialect = connection.dialect.name
-    if dialect != "postgresql" and all(
-        isinstance(column.type, _JOINABLE_KEY_TYPES) and not column.nullable
-        for column in key_columns
-    ):
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    if dialect == "postgresql" and partition is not None and spellable(key_columns):
+        version = connection.dialect.server_version_info
+        # Before 14, a TID range is a filter over the whole partition, once per piece.
+        if version is not None and version >= (14,):
+            quote = connection.dialect.identifier_preparer.quote
+            names = [quote(column.name) for column in key_columns]
+            pieces = _postgres_pieces(driver, partition, names, rows)
+            yield from _spelled_chunks(_read_ahead(pieces), chunk)
+            return
+    if dialect != "postgresql" and spellable(key_columns):
         joined = _joined_chunks(connection, keys_query, key_columns, chunk, checksum)
         try:
             first = next(joined, None)
@@ -93,8 +138,6 @@ def key_chunks(
                 yield from joined
             return
     compiled = keys_query.compile(dialect=connection.dialect)
-    driver = connection.connection.driver_connection
-    assert driver is not None
     if dialect == "postgresql":
         cursor = driver.cursor(name="retention_partition_keys", binary=True)
     else:
@@ -103,10 +146,131 @@ def key_chunks(
         cursor = driver.cursor(pymysql.cursors.SSCursor)
     try:
         cursor.execute(str(compiled), compiled.params)
-        while rows := cursor.fetchmany(chunk):
-            yield tuple(rows)
+        while found := cursor.fetchmany(chunk):
+            yield tuple(found)
     finally:
         cursor.close()
+
+
+def _respelled(text: bytes, separator: bytes) -> bytes:
+    """Given keys as the database spelled them (each part's text, joined by "/"; the keys by
+    ``separator``), return each key's locator end as ``record_locator`` spells the values the
+    driver gives, joined by newlines: fractional seconds as Python writes them (six digits,
+    none when zero), " " and ":" quoted. BatchConflict when a key holds what no such value
+    spells (a zero date, a year BC, an infinity)."""
+    if text.translate(None, _SPELLED_BYTES) or any(zero in text for zero in _ZERO_DATES):
+        raise BatchConflict("one of its keys cannot be spelled exactly")
+    if b"." in text:
+        text = _FRACTION.sub(_microseconds, text)
+    if separator != b"\n":
+        text = text.replace(separator, b"\n")
+    return text.replace(b" ", b"%20").replace(b":", b"%3A")
+
+
+def _microseconds(found: re.Match[bytes]) -> bytes:
+    digits = found[1]
+    if len(digits) > 6:
+        raise BatchConflict("one of its keys has more than microseconds")
+    return b"" if digits.count(b"0") == len(digits) else b"." + digits.ljust(6, b"0")
+
+
+def _postgres_pieces(
+    driver: Any, partition: str, names: Sequence[str], rows: int
+) -> Iterator[bytes]:
+    """PostgreSQL: the keys (their columns' quoted ``names``) of the partition of ``rows``
+    rows spelled by the server, one range of its pages at a time (about ``PIECE`` keys), in
+    this transaction's snapshot; the last range open-ended, so that a page added since the
+    size was read is read too."""
+    line = " || '/' || ".join(f"{name}::text" for name in names)
+    with driver.cursor() as cursor:
+        # ISO: dates and times as YYYY-MM-DD HH:MM:SS.ffffff (trailing zeros cut).
+        cursor.execute("SET LOCAL DateStyle = 'ISO'")
+        cursor.execute(
+            "SELECT pg_relation_size(CAST(%s AS regclass)) / current_setting('block_size')::int",
+            (partition,),
+        )
+        (pages,) = cursor.fetchone()
+        step = max(1, math.ceil(pages * PIECE / max(rows, 1)))
+        for start in range(0, max(pages, 1), step):
+            bounds = f"ctid >= '({start},0)'::tid"
+            if start + step < pages:
+                bounds += f" AND ctid < '({start + step},0)'::tid"
+            cursor.execute(f"SELECT string_agg({line}, E'\\n') FROM {partition} WHERE {bounds}")
+            (text,) = cursor.fetchone()
+            if text:
+                yield _respelled(text.encode("ascii", "replace"), b"\n")
+
+
+def _read_ahead(pieces: Iterator[T]) -> Iterator[T]:
+    """Given an iterator whose every step waits on the database, return one that steps it in a
+    thread, one piece ahead of its reader: the database reads the next piece while this one is
+    handled. The connection is the thread's until it stops, which it does before this returns
+    (its reader done, or gone)."""
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for piece in pieces:
+                if stop.is_set():
+                    return
+                queue.put((False, piece))
+            queue.put((True, None))
+        except BaseException as error:  # handed to the reader, raised there
+            queue.put((True, error))
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=read, name="retention-partition-keys", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ended, piece = queue.get()
+            if ended:
+                if piece is not None:
+                    raise piece
+                return
+            yield piece
+    finally:
+        stop.set()
+        while thread.is_alive():
+            # Room for a piece being handed over, so that the thread sees the stop.
+            with suppress(Empty):
+                queue.get(timeout=0.05)
+        thread.join()
+
+
+def _spelled_chunks(pieces: Iterator[bytes], chunk: int) -> Iterator[SpelledKeys]:
+    """Given pieces of spelled keys, return them as ``SpelledKeys`` of ``chunk`` keys each
+    (the last fewer); what a reader left of one is read before the next."""
+    rest: list[bytes] = []  # the end of a piece cut at a chunk's end: the next one's
+
+    def gathered() -> Iterator[bytes]:
+        count = 0
+        while count < chunk:
+            piece = rest.pop() if rest else next(pieces, None)
+            if piece is None:
+                return
+            size = piece.count(b"\n") + 1
+            if size > chunk - count:
+                # Cut where the chunk ends (once a chunk: a piece's lines made objects once).
+                lines = piece.split(b"\n", chunk - count)
+                rest.append(lines.pop())
+                piece, size = b"\n".join(lines), len(lines)
+            yield piece
+            count += size
+
+    while True:
+        if not rest:
+            first = next(pieces, None)
+            if first is None:
+                return
+            rest.append(first)
+        keys = SpelledKeys(gathered())
+        yield keys
+        keys.finish()
 
 
 def _joined_chunks(
@@ -115,9 +279,10 @@ def _joined_chunks(
     key_columns: list[Column[Any]],
     chunk: int,
     checksum: Checksum | None,
-) -> Iterator[tuple[KeyValues, ...]]:
-    """MariaDB: ``chunk`` keys a row, joined by commas, with their count to check the split
-    (and the sum of ``checksum`` over them)."""
+) -> Iterator[SpelledKeys]:
+    """MariaDB: ``chunk`` keys a row, spelled and joined by the server (a key's parts by "/",
+    the keys by ","), with their count to check the split (and the sum of ``checksum`` over
+    them)."""
     summed = checksum.expression if checksum is not None else literal(0)
     labeled = keys_query.with_only_columns(
         *[column.label(f"k{index}") for index, column in enumerate(key_columns)],
@@ -125,14 +290,11 @@ def _joined_chunks(
         summed.label("c"),
     )
     compiled = labeled.compile(dialect=connection.dialect)
-    # Commas: no integer, date or datetime is spelled with one, and no escape is needed.
-    joined = ", ',', ".join(f"`k{index}`" for index in range(len(key_columns)))
+    joined = ", '/', ".join(f"`k{index}`" for index in range(len(key_columns)))
     statement = (
         f"SELECT COUNT(*), SUM(`c`), GROUP_CONCAT({joined} SEPARATOR ',') "
         f"FROM ({compiled}) AS numbered GROUP BY (`n` - 1) DIV {int(chunk)}"
     )
-    readers = [_reader(column) for column in key_columns]
-    width = len(readers)
     driver = connection.connection.driver_connection
     assert driver is not None
     import pymysql.cursors
@@ -146,19 +308,13 @@ def _joined_chunks(
             raise _NoWindowFunctions from error
         total = 0
         for count, summed_here, text in cursor.fetchall_unbuffered():
-            if isinstance(text, bytes | bytearray):
-                text = bytes(text).decode("ascii")
-            parts = text.split(",")
-            if len(parts) != width * int(count):
+            if isinstance(text, str):
+                text = text.encode("ascii", "replace")
+            spelled = _respelled(bytes(text), b",")
+            if spelled.count(b"\n") + 1 != int(count):
                 raise BatchConflict("a chunk of its keys did not read back whole")
-            try:
-                columns = [map(readers[i], parts[i::width]) for i in range(width)]
-                keys = tuple(zip(*columns, strict=True))
-            except ValueError as error:
-                # A zero date, or a value spelled otherwise than expected: not read exactly.
-                raise BatchConflict("one of its keys cannot be read back exactly") from error
             total += summed_here
-            yield keys
+            yield SpelledKeys([spelled])
         if checksum is not None:
             checksum.total = total
     finally:
@@ -174,12 +330,4 @@ def _row_number() -> Any:
     return func.row_number().over()
 
 
-def _reader(column: Column[Any]) -> Callable[[str], Any]:
-    if isinstance(column.type, Integer):
-        return int
-    if isinstance(column.type, DateTime):
-        return datetime.fromisoformat
-    return date.fromisoformat
-
-
-__all__ = ["Checksum", "key_chunks"]
+__all__ = ["PIECE", "Checksum", "key_chunks", "spellable"]

@@ -40,6 +40,7 @@ lock, at most ``LOCK_TIMEOUT_MS``.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,7 @@ from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.runtime.logging import get_logger
 from retention.selection import Selection, partition_fallback
-from retention.store_protocol import Batch, BeforeWrite, PartitionDue
+from retention.store_protocol import Batch, BeforeDrop, PartitionDue, SpelledKeys
 from retention.stores.partition_catalog import (
     Partition,
     Partitioning,
@@ -233,7 +234,7 @@ class _Dropped:
 
 
 def drop_partition(
-    store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
+    store: SqlStore, selection: Selection, name: str, before_write: BeforeDrop | None
 ) -> Batch:
     """Given a store, a Selection and the name of a partition the plan found due, record its
     keys (``before_write`` for each chunk, before anything is dropped) and drop it; return the
@@ -279,12 +280,15 @@ def _record_keys(
     selection: Selection,
     partitioning: Partitioning,
     partition: Partition,
-    before_write: BeforeWrite | None,
+    before_write: BeforeDrop | None,
     checksum: Checksum | None = None,
+    qualified: str | None = None,
+    rows: int = 0,
 ) -> int:
     """Stream the partition's keys, each chunk of ``CHUNK`` recorded (``before_write``); return
     how many there were. BatchConflict when there were none (nothing to record, nothing to
-    drop)."""
+    drop). PostgreSQL: ``qualified`` is the partition's quoted name, ``rows`` its rows (how
+    its pages are split into pieces)."""
     rule = selection.rule
     table = store.table(rule.table)
     key_columns = store.key_columns(rule)
@@ -296,10 +300,14 @@ def _record_keys(
         store.engine.dialect.name,
     )
     streamed = 0
-    for keys in key_chunks(connection, keys_query, key_columns, CHUNK, checksum):
-        streamed += len(keys)
-        if before_write is not None:
-            before_write(keys)
+    # Closed before the transaction ends, whatever happens: a thread may be reading ahead.
+    with closing(
+        key_chunks(connection, keys_query, key_columns, CHUNK, checksum, qualified, rows)
+    ) as chunks:
+        for keys in chunks:
+            if before_write is not None:
+                before_write(keys)
+            streamed += keys.finish() if isinstance(keys, SpelledKeys) else len(keys)
     if not streamed:
         raise BatchConflict(f"partition {partition.name!r} holds no row any more")
     return streamed
@@ -349,7 +357,7 @@ def _find(
 
 
 def _drop_postgres(
-    store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
+    store: SqlStore, selection: Selection, name: str, before_write: BeforeDrop | None
 ) -> _Dropped:
     """In one snapshot (REPEATABLE READ), fingerprint the partition's row versions and read and
     record its keys; then in one transaction lock the partition (SHARE), check that its row
@@ -361,6 +369,10 @@ def _drop_postgres(
         partitioning = read_partitioning(connection, rule.table)
     partition = _find(store, selection, partitioning, name)
     assert partitioning is not None
+    quote = store.engine.dialect.identifier_preparer.quote
+    qualified = quote(partition.name)
+    if partition.schema is not None:
+        qualified = f"{quote(partition.schema)}.{qualified}"
     snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with snapshot as connection, connection.begin():
         # The first statement takes the snapshot; its xmin (32 bits) is the reference id.
@@ -374,13 +386,18 @@ def _drop_postgres(
                 _versions(store, selection, partitioning, partition, reference, due=False)
             ).one()
         )
-        rows = _record_keys(connection, store, selection, partitioning, partition, before_write)
+        rows = _record_keys(
+            connection,
+            store,
+            selection,
+            partitioning,
+            partition,
+            before_write,
+            qualified=qualified,
+            rows=before[0],
+        )
     if rows != before[0]:
         raise BatchConflict(f"partition {name!r}: {rows:,} keys read, {before[0]:,} counted")
-    quote = store.engine.dialect.identifier_preparer.quote
-    qualified = quote(partition.name)
-    if partition.schema is not None:
-        qualified = f"{quote(partition.schema)}.{qualified}"
     with store.write_connection() as connection, connection.begin():
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
         # SHARE: writers into the partition wait (inserts, updates, deletes, a DETACH or an
@@ -407,7 +424,7 @@ def _drop_postgres(
 
 
 def _drop_mariadb(
-    store: SqlStore, selection: Selection, name: str, before_write: BeforeWrite | None
+    store: SqlStore, selection: Selection, name: str, before_write: BeforeDrop | None
 ) -> _Dropped:
     """In one snapshot, record the partition's keys and sum a checksum of them (as they are
     read, or by a count of the partition); then under LOCK TABLES count it (rows, due rows,

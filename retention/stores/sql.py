@@ -41,7 +41,7 @@ from retention.errors import (
     without_values,
 )
 from retention.selection import KeyValues, Selection
-from retention.store_protocol import Batch, BeforeWrite, KeyFilter, Survey
+from retention.store_protocol import Batch, BeforeDrop, BeforeWrite, KeyFilter, Survey
 from retention.stores import partitions, sql_predicate, sql_purge, sql_schema, sql_survey
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
@@ -283,7 +283,7 @@ class SqlStore:
     # --- whole partitions (stores/partitions.py) ------------------------------------------------
 
     def drop_partition(
-        self, selection: Selection, name: str, *, before_write: BeforeWrite | None = None
+        self, selection: Selection, name: str, *, before_write: BeforeDrop | None = None
     ) -> Batch:
         """Given a Selection and a partition its plan found due, drop it whole, recorded."""
         return partitions.drop_partition(self, selection, name, before_write)
