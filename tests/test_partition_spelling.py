@@ -219,3 +219,22 @@ def test_a_mariadb_zero_date_keeps_its_partition(mariadb_url: str, tmp_path: Pat
     assert "events_0001_01" in _partitions(mariadb_url)
     methods = {stored.content.get("method") for stored in read_entries(audit)}
     assert "sql-drop-partition" not in methods
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("version", [2, 3])
+def test_spelled_leaves_are_the_leaves_of_their_records(
+    version: int, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In pieces, hashed by the compiled module or in Python, in every format a trail is
+    written in: the sorted leaves of the same records as ``record_leaf`` gives them."""
+    if not compiled:
+        monkeypatch.setattr(leaves_module, "_native", None)
+    elif leaves_module._native is None:
+        pytest.skip("the compiled module is not built (make setup)")
+    keys = [(key, datetime(2024, 1, 5, 10, key % 60, 7, key * 1000)) for key in range(1, 400)]
+    tails = [record_locator("db", "events", key)[len("db/events/") :].encode() for key in keys]
+    pieces = [b"\n".join(tails[start : start + 150]) for start in range(0, len(tails), 150)]
+    hasher = leaves_module.RecordHasher(b"k" * 40, version)
+    expected = sorted(record_leaf(b"k" * 40, "db", "events", key, version) for key in keys)
+    assert hasher.spelled_leaves("db", "events", pieces) == expected
