@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -107,3 +108,26 @@ def test_checking_a_rule_reads_the_catalog_a_few_times_not_seventeen(postgres_ur
         )
         assert store.check_rule(config.rules[0]) == []
     assert len(statements) <= 10, statements
+
+
+def test_a_composite_primary_key_keeps_its_own_column_order(database_url: str) -> None:
+    """A key declared (b, a) over columns a, b is read as (b, a), as a reflection reads it: the
+    order of the keyset's ORDER BY, of the index that serves it, and of a child row's locator
+    in the trail (a table read as columns flagged one by one came back as (a, b))."""
+    metadata = MetaData()
+    Table(
+        "pairs",
+        metadata,
+        Column("a", Integer, nullable=False, autoincrement=False),
+        Column("b", Integer, nullable=False, autoincrement=False),
+        Column("note", String(20)),
+        PrimaryKeyConstraint("b", "a"),
+    )
+    create_tables(database_url, metadata).dispose()
+    config = make_config(database_url, logs_rule())
+    with open_stores(config, read_only=True) as store_for:
+        store: Any = store_for("db")
+        pairs = store.table("pairs")
+        assert [column.name for column in pairs.primary_key.columns] == ["b", "a"]
+        assert [column.name for column in pairs.c] == ["a", "b", "note"]
+        assert [column.nullable for column in pairs.c] == [False, False, True]

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     inspect,
     literal,
@@ -115,18 +116,17 @@ class SqlStore:
                 inspector = inspect(connection)
                 columns = inspector.get_columns(name)
                 primary = inspector.get_pk_constraint(name).get("constrained_columns") or []
+            # The primary key as a constraint, in its own column order (not the table's):
+            # a composite key's order is that of the keyset's ORDER BY, of the index that
+            # serves it, and of a child row's locator in the trail.
             self._tables[name] = Table(
                 name,
                 self._metadata,
                 *(
-                    Column(
-                        column["name"],
-                        column["type"],
-                        nullable=column["nullable"],
-                        primary_key=column["name"] in primary,
-                    )
+                    Column(column["name"], column["type"], nullable=column["nullable"])
                     for column in columns
                 ),
+                *([PrimaryKeyConstraint(*primary)] if primary else []),
             )
         return self._tables[name]
 
