@@ -109,6 +109,12 @@ def purge_batch(
             resume_after=resume_after,
             more=more,
         )
+    # The schema is read before the transaction opens: on SQLite a second connection would
+    # share the batch's one, and its BEGIN fail.
+    for name in (rule.table, *(join.table for join in rule.joins)):
+        store.table(name)
+    for _name, path in child_paths(rule.children):
+        store.table(path[-1].table)
     started = time.monotonic()
     with (
         store.reachable(),
