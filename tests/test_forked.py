@@ -107,6 +107,22 @@ with forked(work, "the check of the S3 stores") as child:
     )
 
 
+def test_a_signal_the_parent_ignores_the_child_ignores_too() -> None:
+    # A background job of a shell script starts with SIGINT ignored: a Ctrl-C meant for the
+    # foreground must not end its check halfway.
+    reported = run_case(
+        """
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+def work():
+    os.kill(os.getpid(), signal.SIGINT)
+    return "finished"
+with forked(work, "a test") as child:
+    print(json.dumps({"result": child.result()}))
+"""
+    )
+    assert reported == {"result": "finished"}
+
+
 def _gone(pid: int) -> bool:
     """Whether process ``pid`` has ended (a zombie nobody reaped has ended too)."""
     try:

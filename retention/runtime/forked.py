@@ -123,8 +123,11 @@ def _child(work: Callable[[], object], results: int, lifeline: int) -> NoReturn:
     exit handlers or flushing its buffers (they are the parent's to write)."""
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Ctrl-C ends the child at once (the parent reports it); a signal the parent ignores
+        # (a background job's SIGINT, say) the child ignores too.
+        for number in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(number) is not signal.SIG_IGN:
+                signal.signal(number, signal.SIG_DFL)
         threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
         try:
             outcome: tuple[str, object] = ("result", work())
