@@ -116,6 +116,10 @@ def purge_batch(
     for _name, path in child_paths(rule.children):
         store.table(path[-1].table)
     started = time.monotonic()
+    locked = only is not None or not _deletes_by_range(store, rule)
+    # Built before the transaction: it may read the schema, on SQLite through the store's one
+    # connection, which must not be opened again inside it.
+    locking = batch_query(store, selection, after, limit, extra) if locked else None
     with (
         store.reachable(),
         store.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection,
@@ -125,14 +129,13 @@ def purge_batch(
         # A TID names a row only within one heap: a partitioned or inherited table's TIDs repeat.
         if form == "tid_array" and not store.single_heap(connection, rule.table):
             form = None
-        if only is None and _deletes_by_range(store, rule) and form is not None:
+        if locking is None and form is not None:
             batch = _delete_next(store, connection, selection, after, limit, before_write, form)
-        elif only is None and _deletes_by_range(store, rule):
+        elif locking is None:
             batch = _delete_range(store, connection, selection, after, limit, before_write)
         else:
-            query = batch_query(store, selection, after, limit, extra)
             batch = _purge_locked(
-                store, connection, selection, query, now, hash_key, before_write, only, limit
+                store, connection, selection, locking, now, hash_key, before_write, only, limit
             )
         if batch.keys:
             crash_point("mid_batch")
