@@ -27,7 +27,7 @@ anything is dropped, and nothing is dropped unless the keys recorded are exactly
 
 A conflict (BatchConflict) drops nothing: the partition's rows go by row batches. The results
 are written after the commit; a crash before it leaves intents without results, which the
-reconcile settles by whether the partition still exists (``partition_exists``).
+reconcile settles by whether the partition still exists (``SqlStore.partition_exists``).
 
 PostgreSQL's ``DETACH PARTITION CONCURRENTLY`` is not used: it cannot run in a transaction, so
 the partition would sit detached (its rows out of the table, not yet dropped, not yet in the
@@ -482,20 +482,4 @@ def _drop_mariadb(
 _REFUSALS = ("must be owner", "permission denied", "command denied")
 
 
-def partition_exists(store: SqlStore, table: str, name: str) -> bool:
-    """Given a table and one of its partitions' names, return whether that partition is still
-    there (attached, or on PostgreSQL as a table of that name): after a crash, whether its drop
-    committed."""
-    with store.reachable(), store.engine.connect() as connection:
-        partitioning = read_partitioning(connection, table)
-        if partitioning is not None and any(p.name == name for p in partitioning.partitions):
-            return True
-        if store.engine.dialect.name == "postgresql":
-            found = connection.execute(
-                select(func.to_regclass(func.quote_ident(name)).is_not(None))
-            ).scalar()
-            return bool(found)
-    return False
-
-
-__all__ = ["CHUNK", "drop_partition", "partition_exists", "survey_partitions"]
+__all__ = ["CHUNK", "drop_partition", "survey_partitions"]

@@ -26,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     Table,
+    func,
     inspect,
     literal,
     select,
@@ -44,6 +45,7 @@ from retention.errors import (
 from retention.selection import KeyValues, Selection
 from retention.store_protocol import Batch, BeforeDrop, BeforeWrite, KeyFilter, Survey
 from retention.stores import partitions, sql_predicate, sql_purge, sql_schema, sql_survey
+from retention.stores.partition_catalog import read_partitioning
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
     ClockKind,
@@ -289,8 +291,19 @@ class SqlStore:
         return partitions.drop_partition(self, selection, name, before_write)
 
     def partition_exists(self, table: str, name: str) -> bool:
-        """Given a table and a partition's name, return whether the partition is still there."""
-        return partitions.partition_exists(self, table, name)
+        """Given a table and one of its partitions' names, return whether that partition is
+        still there (attached, or on PostgreSQL as a table of that name): after a crash,
+        whether its drop committed."""
+        with self.reachable(), self.engine.connect() as connection:
+            partitioning = read_partitioning(connection, table)
+            if partitioning is not None and any(p.name == name for p in partitioning.partitions):
+                return True
+            if self.engine.dialect.name == "postgresql":
+                found = connection.execute(
+                    select(func.to_regclass(func.quote_ident(name)).is_not(None))
+                ).scalar()
+                return bool(found)
+        return False
 
     def write_connection(self) -> Connection:
         return self.engine.connect().execution_options(**{WRITE_OPTION: True})

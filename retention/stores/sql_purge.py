@@ -4,7 +4,7 @@ anything is committed, the due condition checked again inside every DELETE/UPDAT
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,11 +30,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 
 from retention.anonymise import anonymise_value
-from retention.config import Child, Rule
+from retention.config import Rule
 from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.selection import ChildCounts, KeyValues, Selection, child_paths
 from retention.store_protocol import Batch, BeforeWrite, ChildRows, IntentDetail, KeyFilter
+from retention.stores import sql_children
 from retention.stores.sql_columns import column_value
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
@@ -318,14 +319,14 @@ def _purge_locked(
         # One statement per child table: the DELETE says which rows went, in the same open
         # transaction, and the intent below names exactly those before anything is committed.
         found: dict[str, tuple[tuple[str, ...], dict[KeyValues, None]]] = {}
-        deleted = _delete_children(
+        deleted = sql_children.delete_children(
             store, connection, rule.children, parent_values, names, found=found
         )
         child_rows = tuple(ChildRows(name, key, tuple(rows)) for name, (key, rows) in found.items())
     elif rule.action == "delete" and rule.children:
         # The child rows go in the same transaction: their keys are in the same intent, each
         # row locked so that the deletes below reach exactly these.
-        child_rows = _locked_child_rows(store, connection, rule.children, parent_values)
+        child_rows = sql_children.locked_child_rows(store, connection, rule.children, parent_values)
     if before_write is not None:
         before_write(keys, IntentDetail(children=child_rows))
     table = store.table(rule.table)
@@ -334,8 +335,10 @@ def _purge_locked(
     children: ChildCounts = ()
     if rule.action == "delete":
         if not returning:
-            deleted = _delete_children(store, connection, rule.children, parent_values, names)
-            _check_child_counts(deleted, names, child_rows)
+            deleted = sql_children.delete_children(
+                store, connection, rule.children, parent_values, names
+            )
+            sql_children.check_child_counts(deleted, names, child_rows)
         children = tuple((name, deleted.get(name, 0)) for name in dict.fromkeys(names.values()))
         # A key range would also reach the rows ``only`` refused.
         _delete_exactly(store, connection, table, key_columns, keys, recheck, by_range=only is None)
@@ -414,117 +417,7 @@ def _anonymised(
     return parameters
 
 
-def _delete_children(
-    store: SqlStore,
-    connection: Connection,
-    children: Sequence[Child],
-    parent_values: Mapping[str, Sequence[Any] | Select[Any]],
-    names: Mapping[tuple[Child, ...], str],
-    above: tuple[Child, ...] = (),
-    *,
-    found: dict[str, tuple[tuple[str, ...], dict[KeyValues, None]]] | None = None,
-) -> dict[str, int]:
-    """Delete the children of a batch, the deepest first; return the rows deleted per child
-    table, named as ``child_paths`` names them. With ``found`` (a dialect with DELETE …
-    RETURNING), each DELETE returns the primary keys of the rows it deleted, which are added
-    to ``found`` per child table (its key columns and its keys, in the order deleted)."""
-    deleted: dict[str, int] = {}
-    for child in children:
-        path = (*above, child)
-        child_table = store.table(child.table)
-        references = child_table.c[child.foreign_key].in_(parent_values[child.references])
-        if child.children:
-            below = _delete_children(
-                store,
-                connection,
-                child.children,
-                {
-                    grandchild.references: select(child_table.c[grandchild.references]).where(
-                        references
-                    )
-                    for grandchild in child.children
-                },
-                names,
-                path,
-                found=found,
-            )
-            for name, count in below.items():
-                deleted[name] = deleted.get(name, 0) + count
-        statement = delete(child_table).where(references)
-        if found is None:
-            count = connection.execute(statement).rowcount
-        else:
-            primary = list(child_table.primary_key.columns)
-            # One fetchall: iterating the result would fetch row by row.
-            rows = connection.execute(statement.returning(*primary)).all()
-            _columns, keys = found.setdefault(
-                child_table.name, (tuple(column.name for column in primary), {})
-            )
-            keys.update(dict.fromkeys(map(tuple, rows)))
-            count = len(rows)
-        deleted[names[path]] = deleted.get(names[path], 0) + count
-    return deleted
-
-
 def _children_by_returning(store: SqlStore) -> bool:
     """Whether a batch's child rows are deleted by one DELETE … RETURNING per child table
     (else locked by a SELECT … FOR UPDATE first, then deleted and counted)."""
     return bool(store.engine.dialect.delete_returning)
-
-
-def _child_conditions(
-    store: SqlStore,
-    children: Sequence[Child],
-    parent_values: Mapping[str, Sequence[Any] | Select[Any]],
-) -> list[tuple[Table, ColumnElement[bool]]]:
-    """Given a batch's children and its parents' referenced values, return each child table
-    with the condition true for its rows the batch deletes, as ``_delete_children`` reaches
-    them (nested children through the rows of their parent table)."""
-    found: list[tuple[Table, ColumnElement[bool]]] = []
-    for child in children:
-        child_table = store.table(child.table)
-        references = child_table.c[child.foreign_key].in_(parent_values[child.references])
-        below = {
-            grandchild.references: select(child_table.c[grandchild.references]).where(references)
-            for grandchild in child.children
-        }
-        found += _child_conditions(store, child.children, below)
-        found.append((child_table, references))
-    return found
-
-
-def _locked_child_rows(
-    store: SqlStore,
-    connection: Connection,
-    children: Sequence[Child],
-    parent_values: Mapping[str, Sequence[Any] | Select[Any]],
-) -> tuple[ChildRows, ...]:
-    """Given a batch's children and its parents' referenced values, lock the child rows the
-    batch deletes and return their primary keys, per child table (a row two paths reach once)."""
-    keys: dict[str, dict[KeyValues, None]] = {}
-    columns: dict[str, tuple[str, ...]] = {}
-    for child_table, condition in _child_conditions(store, children, parent_values):
-        primary = list(child_table.primary_key.columns)
-        columns[child_table.name] = tuple(column.name for column in primary)
-        found = connection.execute(select(*primary).where(condition).with_for_update()).all()
-        keys.setdefault(child_table.name, {}).update(dict.fromkeys(map(tuple, found)))
-    return tuple(ChildRows(name, columns[name], tuple(rows)) for name, rows in keys.items())
-
-
-def _check_child_counts(
-    deleted: Mapping[str, int],
-    names: Mapping[tuple[Child, ...], str],
-    child_rows: Sequence[ChildRows],
-) -> None:
-    """Given the rows deleted per child path, and the child rows the intent recorded, raise
-    BatchConflict unless each child table lost exactly those: a row added since (a foreign key
-    the database does not enforce) would go unrecorded."""
-    by_table: dict[str, int] = {}
-    for name, table in {name: path[-1].table for path, name in names.items()}.items():
-        by_table[table] = by_table.get(table, 0) + deleted.get(name, 0)
-    for rows in child_rows:
-        if by_table.get(rows.table, 0) != len(rows.keys):
-            raise BatchConflict(
-                f"{by_table.get(rows.table, 0)} rows of {rows.table!r} deleted, "
-                f"{len(rows.keys)} locked"
-            )
