@@ -275,12 +275,22 @@ def batch_query(
 
 
 def instant(store: SqlStore, value: Any, kind: ClockKind) -> datetime | date | None:
-    if value is None or kind == "date":
-        return value  # type: ignore[no-any-return]
+    """Given a clock's value as the driver read it, return it as an instant in UTC (a date as
+    it is). A value that is no date (PyMySQL hands MariaDB's zero date, 0000-00-00, back as
+    text) is the rule's failure: its rows have no time to be counted from."""
+    if value is None:
+        return None
+    if kind == "date" and isinstance(value, date):
+        return value
+    if not isinstance(value, datetime):
+        raise RetentionError(
+            "the clock holds a value that is no date (MariaDB's zero date, 0000-00-00, "
+            "where sql_mode allows it): give those rows a date or NULL"
+        )
     if kind == "aware":
-        return value.astimezone(UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)
     zone = UTC if kind == "utc_naive" else store.config.timezone
-    return value.replace(tzinfo=zone).astimezone(UTC)  # type: ignore[no-any-return]
+    return value.replace(tzinfo=zone).astimezone(UTC)
 
 
 def when_readable(clock: Clock, condition: ColumnElement[bool]) -> ColumnElement[bool]:
