@@ -163,7 +163,7 @@ def render_plan(plan: Plan, zone_name: str, width: int | None = None) -> str:
     warnings += [
         f"  {rule_plan.rule.name}: {counted(rule_plan.unreadable, 'row')} with a clock value "
         "that is not a timestamp this store can compare "
-        "(kept; see docs/config.md, SQLite timestamps)"
+        "(kept; see docs/config.md, SQLite timestamps, MariaDB/MySQL zero dates)"
         for rule_plan in plan.rules
         if rule_plan.unreadable
     ]

@@ -1,47 +1,81 @@
-"""MariaDB's zero date (0000-00-00, stored where sql_mode allows it) is no date: PyMySQL reads
-it back as text. A rule whose clock holds one fails alone, with a message and no traceback,
-before anything of it is deleted; the other rules are planned and run."""
+"""MariaDB's zero dates (0000-00-00) and zero-in-date values (2025-00-15, 2025-06-00), stored
+where sql_mode allows them, are no dates: each could mean any month or day of its year or month.
+Compared plainly they sort just before the dates they could mean, so a plain comparison would
+purge 2025-00-15 as soon as 2025 begins to be expired, up to a year early. A row is purged only
+when every date its value could mean is expired; the others are kept back and counted as
+unreadable, in the plan and in the run, with or without an index on the clock (the survey
+counts by index ranges when there is one)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests.support import logs_rule, make_config, plan_and_run
 
-AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
+# 1 year: the cutoff is 2025-06-15 12:00.
+AS_OF = datetime(2026, 6, 15, 12, tzinfo=UTC)
+
+ROWS = {
+    1: "2020-01-01",  # due
+    2: "2025-12-31",  # not yet
+    3: "0000-00-00",  # no date at all: kept back
+    4: "2025-00-15",  # any month of 2025, December included: kept back
+    5: "2025-06-00",  # any day of June 2025, the 30th included: kept back
+    6: "2024-00-15",  # any month of 2024: surely expired
+    7: "2024-12-00",  # any day of December 2024: surely expired
+    8: "2025-03-10",  # due
+    9: "0000-05-05",  # year 0: kept back
+    10: "2025-06-14",  # due, as a timestamp and as a whole day
+}
+DUE = {1, 6, 7, 8, 10}
+KEPT_BACK = {3, 4, 5, 9}
 
 
+@pytest.mark.parametrize("indexed", [True, False], ids=["clock-index", "no-index"])
 @pytest.mark.parametrize("clock_type", ["DATETIME", "DATE"])
-def test_a_zero_date_fails_its_rule_and_deletes_nothing(mariadb_url: str, clock_type: str) -> None:
+def test_zero_in_date_values_are_kept_back_and_counted(
+    mariadb_url: str, clock_type: str, indexed: bool
+) -> None:
     engine = create_engine(mariadb_url)
+    index = ", KEY (logged_at)" if indexed else ""
     with engine.begin() as connection:
         connection.execute(text("SET SESSION sql_mode = ''"))
         for table in ("logs", "other_logs"):
             connection.execute(
-                text(f"CREATE TABLE {table} (id INT PRIMARY KEY, logged_at {clock_type})")
+                text(f"CREATE TABLE {table} (id INT PRIMARY KEY, logged_at {clock_type}{index})")
             )
+        for key, value in ROWS.items():
             connection.execute(
-                text(f"INSERT INTO {table} VALUES (1, '2020-01-01'), (2, '2025-12-31')")
+                text("INSERT INTO logs VALUES (:key, :value)"), {"key": key, "value": value}
             )
-        connection.execute(text("INSERT INTO logs VALUES (3, '0000-00-00')"))
+        connection.execute(
+            text("INSERT INTO other_logs VALUES (1, '2020-01-01'), (2, '2025-12-31')")
+        )
     config = make_config(
         mariadb_url,
         logs_rule() + logs_rule(name="other").replace('table = "logs"', 'table = "other_logs"'),
     )
+    dry_plan, dry_report = plan_and_run(config, AS_OF, dry_run=True)
     the_plan, report = plan_and_run(config, AS_OF)
-    by_name = {rule_plan.rule.name: rule_plan for rule_plan in the_plan.rules}
-    assert by_name["logs"].error is not None
-    assert "zero date" in by_name["logs"].error
-    assert by_name["other"].error is None
-    assert by_name["other"].due == 1
+    for plan in (dry_plan, the_plan):
+        by_name = {rule_plan.rule.name: rule_plan for rule_plan in plan.rules}
+        assert by_name["logs"].error is None
+        assert by_name["logs"].due == len(DUE)
+        assert by_name["logs"].unreadable == len(KEPT_BACK)
+        assert by_name["logs"].oldest == (
+            date(2020, 1, 1) if clock_type == "DATE" else datetime(2020, 1, 1, tzinfo=UTC)
+        )
+        assert by_name["other"].due == 1
+    deleted = {outcome.rule: outcome.deleted for outcome in report.outcomes}
+    assert deleted == {"logs": len(DUE), "other": 1}
+    assert {outcome.rule: outcome.deleted for outcome in dry_report.outcomes} == deleted
     with engine.connect() as connection:
         kept = {
-            table: sorted(connection.execute(text(f"SELECT id FROM {table}")).scalars())
+            table: set(connection.execute(text(f"SELECT id FROM {table}")).scalars())
             for table in ("logs", "other_logs")
         }
     engine.dispose()
-    assert kept == {"logs": [1, 2, 3], "other_logs": [2]}
-    assert report is not None
+    assert kept == {"logs": set(ROWS) - DUE, "other_logs": {2}}

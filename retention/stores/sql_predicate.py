@@ -41,6 +41,9 @@ class Clock:
     kind: ClockKind
     # SQLite only: true where every clock column holds text this store can compare as time.
     readable: ColumnElement[bool] | None = None
+    # MariaDB/MySQL: the clock may hold a zero-in-date value where sql_mode let it in
+    # (2025-00-15, 2025-06-00, 0000-00-00); see guarded().
+    zero_in_date: bool = False
 
 
 def column_expression(store: SqlStore, rule: Rule, reference: ColumnRef) -> ColumnElement[Any]:
@@ -79,30 +82,91 @@ def rule_clock(store: SqlStore, rule: Rule) -> Clock:
                 for column in columns
             )
         )
+    zero_in_date = store.engine.dialect.name in ("mysql", "mariadb")
     if len(columns) == 1:
-        return Clock(columns[0], kind, readable)
+        return Clock(columns[0], kind, readable, zero_in_date)
     # The latest non-NULL value: each argument falls back on the others when it is NULL, so
     # GREATEST ignores NULLs on every dialect (MariaDB's and SQLite's would return NULL).
     arguments = [
         func.coalesce(column, *(other for other in columns if other is not column))
         for column in columns
     ]
-    return Clock(greatest(*arguments, type_=columns[0].type), kind, readable)
+    return Clock(greatest(*arguments, type_=columns[0].type), kind, readable, zero_in_date)
 
 
 def _expired(store: SqlStore, clock: Clock, expired: Expired) -> ColumnElement[bool]:
     if clock.kind == "date":
         if expired.last_date is None:
             return false()
-        return when_readable(clock, clock.expression <= expired.last_date)
+        last_date = expired.last_date
+        return when_readable(clock, guarded(clock, clock.expression <= last_date, last_date))
     parts = []
     for window in expired.windows:
-        upper = clock.expression <= bound(store, window.end, clock.kind)
+        end = bound(store, window.end, clock.kind)
+        upper = clock.expression <= end
         if window.start is None:
-            parts.append(upper)
+            parts.append(guarded(clock, upper, end))
         else:
-            parts.append(and_(clock.expression >= bound(store, window.start, clock.kind), upper))
+            lower = clock.expression >= bound(store, window.start, clock.kind)
+            parts.append(guarded(clock, and_(lower, upper), end))
     return when_readable(clock, or_(*parts))
+
+
+def guarded(
+    clock: Clock, comparison: ColumnElement[bool], end: datetime | date
+) -> ColumnElement[bool]:
+    """Given a clock, its comparison with one expired window and the window's end (in the
+    column's terms), return the comparison kept to the values that are surely expired.
+
+    A MariaDB/MySQL zero-in-date value sorts just before the dates it could mean: 2025-00-15
+    between 2024-12-31 and 2025-01-01, though it may be any month of 2025; 2025-06-00 before
+    2025-06-01, any day of June. Compared plainly it would be due up to a year early. Such a
+    value is surely expired only when every date it could mean is: when it lies before the
+    window end's year. From there on, only values with a month and a day pass; 0000-00-00
+    and the rest of year 0 never do. The rows kept back are counted as unreadable."""
+    if not clock.zero_in_date:
+        return comparison
+    year_one = datetime(1, 1, 1) if isinstance(end, datetime) else date(1, 1, 1)
+    real = and_(func.month(clock.expression) != 0, func.dayofmonth(clock.expression) != 0)
+    last_of_year_before = _last_of_year_before(end)
+    if last_of_year_before is not None:
+        # The plain comparison decides most rows alone: MariaDB stops an OR at its first truth.
+        real = or_(clock.expression <= last_of_year_before, real)
+    return and_(comparison, clock.expression >= year_one, real)
+
+
+def zero_in_date_expired(store: SqlStore, clock: Clock, expired: Expired) -> ColumnElement[bool]:
+    """Given a MariaDB/MySQL clock and what is expired, return the condition true exactly for
+    the rows that compare as expired but guarded() keeps back, spelled as ranges of the clock
+    (an index on it serves them): year 0, and the zero-in-date values of each window end's
+    year up to the end."""
+    if not clock.zero_in_date:
+        return false()
+    zero = or_(func.month(clock.expression) == 0, func.dayofmonth(clock.expression) == 0)
+    if clock.kind == "date":
+        if expired.last_date is None:
+            return false()
+        ends: list[datetime | date] = [expired.last_date]
+        year_one: datetime | date = date(1, 1, 1)
+    else:
+        ends = [bound(store, window.end, clock.kind) for window in expired.windows]
+        year_one = datetime(1, 1, 1)
+    parts: list[ColumnElement[bool]] = [clock.expression < year_one]
+    for end in ends:
+        start = _last_of_year_before(end)
+        in_year = clock.expression <= end
+        if start is not None:
+            in_year = and_(clock.expression > start, in_year)
+        parts.append(and_(in_year, zero))
+    return or_(*parts)
+
+
+def _last_of_year_before(end: datetime | date) -> datetime | date | None:
+    if end.year <= 1:
+        return None
+    if isinstance(end, datetime):
+        return datetime(end.year - 1, 12, 31, 23, 59, 59, 999999)
+    return date(end.year - 1, 12, 31)
 
 
 def bound(store: SqlStore, instant: datetime, kind: ClockKind) -> datetime:

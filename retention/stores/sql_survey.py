@@ -40,6 +40,7 @@ from retention.stores.sql_predicate import (
     rule_clock,
     scope,
     when_readable,
+    zero_in_date_expired,
 )
 
 if TYPE_CHECKING:
@@ -65,16 +66,13 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
     def how_many(condition: ColumnElement[bool]) -> Any:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
-    # Rows whose text says due but whose spelling cannot be trusted: those the guard keeps.
+    # Rows whose clock compares as due but cannot be trusted (SQLite text in another spelling,
+    # a MariaDB zero-in-date value): those the guards keep.
+    unguarded = replace(clock, readable=None, zero_in_date=False)
     unreadable = (
         literal(0)
-        if clock.readable is None or erasure
-        else how_many(
-            and_(
-                expired_all(store, selection, replace(clock, readable=None)),
-                not_(clock.readable),
-            )
-        )
+        if (clock.readable is None and not clock.zero_in_date) or erasure
+        else how_many(and_(expired_all(store, selection, unguarded), not_(expired)))
     )
 
     no_period = None if erasure else invalid_period(store, selection)
@@ -108,7 +106,12 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
             later = connection.execute(
                 select(func.count()).select_from(table).where(in_scope_where, future)
             ).scalar_one()
-            counts = (total, due_rows, 0, later, 0, 0, first)
+            kept_back = connection.execute(
+                select(func.count())
+                .select_from(table)
+                .where(in_scope_where, zero_in_date_expired(store, clock, selection.default))
+            ).scalar_one()
+            counts = (total, due_rows, 0, later, kept_back, 0, first)
         else:
             counts = connection.execute(counting).one()
         samples = connection.execute(batch_query(store, selection, None, sample_size)).all()
