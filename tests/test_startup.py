@@ -193,3 +193,19 @@ action = "delete"
     assert "valid (1 rule, 1 store)" in result.stdout
     lines = [line for line in result.stderr.splitlines() if line.startswith("modules: ")]
     assert lines == ["modules: "], result.stderr
+
+
+def test_what_a_paused_command_leaves_alive_is_kept_from_the_collector() -> None:
+    import gc
+
+    from retention.cli.shared import collector_paused
+
+    was_enabled = gc.isenabled()
+    before = gc.get_freeze_count()
+    with collector_paused():
+        assert not gc.isenabled()
+        kept = [[index] for index in range(1000)]  # containers: the collector tracks them
+
+    # Neither the next collection nor the interpreter's exit walks them (docs/performance.md).
+    assert gc.get_freeze_count() >= before + len(kept)
+    assert gc.isenabled() == was_enabled
