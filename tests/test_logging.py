@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import structlog
@@ -65,3 +68,36 @@ def test_library_chatter_stays_out_at_info() -> None:
     configure_logging(log_format="json", stream=stream)
     logging.getLogger("sqlalchemy.engine").info("SELECT secret FROM t")
     assert _lines(stream) == []
+
+
+# Run in a fresh interpreter: this one imported structlog already, so configure_logging
+# configures it at once here.
+DEFERRED = """
+import logging, sys
+from retention.runtime.logging import configure_logging, get_logger
+configure_logging(log_format="json", stream=sys.stdout)
+assert "structlog" not in sys.modules, "imported before the first log line"
+logging.getLogger("apscheduler.scheduler").warning("job missed")
+get_logger(run_id="r1").info("run.finished", deleted=3)
+"""
+
+
+def test_structlog_is_configured_on_the_first_log_line_with_the_same_lines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    result = subprocess.run(
+        [sys.executable, "-c", DEFERRED],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    foreign, own = result.stdout.splitlines()
+    assert foreign.startswith("<4>")
+    assert json.loads(foreign[3:])["event"] == "job missed"
+    assert own.startswith("<6>")
+    line = json.loads(own[3:])
+    assert (line["event"], line["run_id"], line["deleted"]) == ("run.finished", "r1", 3)

@@ -10,21 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import traceback
-from types import TracebackType
+from dataclasses import dataclass
+from types import ModuleType, TracebackType
 from typing import Any, Literal, TextIO
-
-# structlog.dev imports rich's console and tracebacks (tens of ms) whenever rich is installed;
-# retention needs rich only for progress on a terminal (runtime/progress.py imports it then).
-# Hide it while structlog loads, so that every command starts without it.
-if "rich" in sys.modules:
-    import structlog
-else:
-    sys.modules["rich"] = None  # type: ignore[assignment]
-    try:
-        import structlog
-    finally:
-        del sys.modules["rich"]
 
 from retention.errors import RetentionError, without_values
 
@@ -100,13 +90,92 @@ def _print_redacted(
     print(redacted_traceback(error), file=sys.stderr)
 
 
+def _structlog() -> ModuleType:
+    """structlog, imported on first use: its import brings asyncio's (tens of ms, a sixth of
+    `config validate`), and a command that writes no log line has no use for it."""
+    # structlog.dev imports rich's console and tracebacks (tens of ms) whenever rich is
+    # installed; retention needs rich only for progress on a terminal (runtime/progress.py
+    # imports it then). Hide it while structlog loads.
+    if "rich" in sys.modules:
+        import structlog
+    else:
+        sys.modules["rich"] = None  # type: ignore[assignment]
+        try:
+            import structlog
+        finally:
+            del sys.modules["rich"]
+    return structlog
+
+
+@dataclass(frozen=True)
+class _Settings:
+    use_console: bool
+    level: int
+
+
+class _DeferredFormatter(logging.Formatter):
+    """The root handler's formatter while structlog is not configured yet: the first record,
+    or the first ``get_logger``, configures it (``configure``); records are then formatted by
+    structlog's formatter, as if it had been configured at once."""
+
+    def __init__(self, settings: _Settings) -> None:
+        super().__init__()
+        self._settings = settings
+        self._formatter: logging.Formatter | None = None
+        self._lock = threading.Lock()
+
+    def configure(self) -> logging.Formatter:
+        if self._formatter is not None:
+            return self._formatter
+        with self._lock:
+            if self._formatter is None:
+                self._formatter = _configured(self._settings)
+            return self._formatter
+
+    def format(self, record: logging.LogRecord) -> str:
+        return (self._formatter or self.configure()).format(record)
+
+
+# The configuration configure_logging() deferred, until structlog's first use.
+_deferred: _DeferredFormatter | None = None
+
+
 def configure_logging(
     *, log_format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
     """Given a format, a level and a stream (stderr by default), configure structlog and the
-    standard logging module to write there."""
+    standard logging module to write there. structlog is configured at once if it was imported
+    already, else on the first logger or log line (``get_logger``, a standard-library logger's
+    first record): the same lines, without its import for a command that logs nothing."""
+    global _deferred
     output = stream or sys.stderr
-    use_console = log_format == "console" or (log_format == "auto" and output.isatty())
+    numeric_level = logging.getLevelName(level.upper())
+    if not isinstance(numeric_level, int):
+        numeric_level = logging.INFO
+    settings = _Settings(
+        use_console=log_format == "console" or (log_format == "auto" and output.isatty()),
+        level=numeric_level,
+    )
+    handler = logging.StreamHandler(output)
+    if "structlog" in sys.modules:
+        _deferred = None
+        handler.setFormatter(_configured(settings))
+    else:
+        _deferred = _DeferredFormatter(settings)
+        handler.setFormatter(_deferred)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    sys.excepthook = _print_redacted
+    root.setLevel(numeric_level)
+    # Library chatter (SQL echo, connection pool) stays out unless asked for.
+    for noisy in ("sqlalchemy", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
+
+
+def _configured(settings: _Settings) -> logging.Formatter:
+    """Configure structlog with ``settings``; return the formatter of standard-library
+    records (SQLAlchemy, botocore, ...), which renders them as structlog's lines."""
+    structlog = _structlog()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -114,7 +183,7 @@ def configure_logging(
         _redact_exc_info,
     ]
     renderer: list[Any]
-    if use_console:
+    if settings.use_console:
         # plain: rich (installed for progress) would draw boxed tracebacks in log lines.
         renderer = [
             structlog.dev.ConsoleRenderer(
@@ -125,30 +194,21 @@ def configure_logging(
         renderer = [structlog.processors.JSONRenderer(sort_keys=True)]
         if os.environ.get("JOURNAL_STREAM"):
             renderer.append(_journal_prefix)
-    numeric_level = logging.getLevelName(level.upper())
-    if not isinstance(numeric_level, int):
-        numeric_level = logging.INFO
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        wrapper_class=structlog.make_filtering_bound_logger(settings.level),
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter: logging.Formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
     )
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    sys.excepthook = _print_redacted
-    root.setLevel(numeric_level)
-    # Library chatter (SQL echo, connection pool) stays out unless asked for.
-    for noisy in ("sqlalchemy", "botocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
+    return formatter
 
 
 def get_logger(**bound: Any) -> Any:
     """Given context fields, return a structlog logger carrying them."""
-    return structlog.get_logger("retention").bind(**bound)
+    if _deferred is not None:
+        _deferred.configure()
+    return _structlog().get_logger("retention").bind(**bound)
