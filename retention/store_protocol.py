@@ -144,8 +144,10 @@ class Batch:
     finished listing: only their rows may go in this run. ``not_done_keys`` are the keys of
     ``keys`` that were not purged (they failed, or changed or went since they were listed): the
     audit trail must not claim them. A SQL batch purges all its keys or rolls back, so it
-    leaves this empty. ``children`` counts the child rows deleted (a dry run: that would be)
-    per child table, ``children_deleted`` is their sum.
+    leaves this empty, but for PostgreSQL's plain deletes, whose keys are read before their
+    transaction (a row that stopped being due or went since then is not done). ``children``
+    counts the child rows deleted (a dry run: that would be) per child table,
+    ``children_deleted`` is their sum.
     """
 
     keys: tuple[KeyValues, ...]

@@ -160,6 +160,21 @@ def remaining_ids(engine: Engine, table: str) -> set[int]:
         return {row[0] for row in connection.execute(text(f"SELECT id FROM {table}"))}
 
 
+def claimed_leaves(audit: Path) -> list[bytes]:
+    """The leaves a trail claims as purged, sorted: each committed batch's intent's, but those
+    its result says were not purged (a row that stopped being due since it was read)."""
+    from retention.audit.entries import read_entries, read_leaves
+
+    claimed: list[bytes] = []
+    for stored in read_entries(audit):
+        entry = stored.content
+        if entry["type"] == "batch.result" and entry["status"] == "committed":
+            not_done = set(read_leaves(audit, entry["seq"])) if entry.get("not_done") else set()
+            intent = read_leaves(audit, entry["intent"])
+            claimed += [leaf for leaf in intent if leaf not in not_done]
+    return sorted(claimed)
+
+
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "retention.toml"
 SHIPPED_S3_ENDPOINT = "http://127.0.0.1:4566"
 

@@ -33,6 +33,7 @@ SQL_EDGES = {
     "retention/stores/sql_keys.py",
     "retention/stores/sql_predicate.py",
     "retention/stores/sql_purge.py",
+    "retention/stores/sql_probed.py",
     "retention/stores/sql_children.py",
     "retention/stores/sql_schema.py",
     "retention/stores/sql_survey.py",

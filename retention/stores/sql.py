@@ -14,6 +14,7 @@ partitions (whole partitions dropped).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -30,7 +32,6 @@ from sqlalchemy import (
     inspect,
     literal,
     select,
-    text,
 )
 from sqlalchemy import exc as sa_exc
 
@@ -54,6 +55,7 @@ from retention.stores.sql_dialect import (
     reason,
 )
 from retention.stores.sql_keys import fitted, key_in
+from retention.stores.sql_probed import Probe
 
 
 class SqlStore:
@@ -68,14 +70,50 @@ class SqlStore:
         self._metadata = MetaData()
         self._tables: dict[str, Table] = {}
         self._inspected: dict[str, tuple[set[str], list[set[str]]]] = {}
-        self._single_heap: dict[str, bool] = {}
+        # PostgreSQL's plain delete batches (sql_probed): the next batch's keys, being read,
+        # and the threads that read them and run a batch's DELETE beside its intent.
+        self._probe: Probe | None = None
+        self._beside: ThreadPoolExecutor | None = None
 
     @property
     def name(self) -> str:
         return self.config.name
 
     def close(self) -> None:
+        probe = self.take_probe()
+        if probe is not None:
+            wait([probe.keys])
+        if self._beside is not None:
+            self._beside.shutdown()
+            self._beside = None
         self.engine.dispose()
+
+    def beside(self) -> ThreadPoolExecutor:
+        """Threads for a batch's statements that run beside the calling thread's work."""
+        if self._beside is None:
+            self._beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sql-beside")
+        return self._beside
+
+    def take_probe(self) -> Probe | None:
+        """The next batch's keys being read ahead, if any (the store keeps it no longer)."""
+        probe, self._probe = self._probe, None
+        return probe
+
+    def keep_probe(self, probe: Probe) -> None:
+        """Keep the next batch's keys being read ahead, for the batch that asks for them."""
+        previous, self._probe = self._probe, probe
+        if previous is not None:
+            wait([previous.keys])
+
+    def plain_integer_keys(self, key_columns: Sequence[ColumnElement[Any]]) -> bool:
+        """Whether every key column is an integer that SQLAlchemy returns unchanged from the
+        driver (no result processor): its values can be read from the driver's rows."""
+        dialect = self.engine.dialect
+        return all(
+            isinstance(column.type, Integer)
+            and column.type.dialect_impl(dialect).result_processor(dialect, None) is None
+            for column in key_columns
+        )
 
     @contextmanager
     def reachable(self) -> Iterator[None]:
@@ -146,22 +184,6 @@ class SqlStore:
             self._inspected[name] = (primary, unique)
         primary, unique = self._inspected[name]
         return ([primary] if primary else []) + unique
-
-    def single_heap(self, connection: Connection, name: str) -> bool:
-        """Given a PostgreSQL table's name, return whether it is one plain table (no partitions,
-        no inheritance children), where a TID (``ctid``) names one row."""
-        if name not in self._single_heap:
-            quoted = self.engine.dialect.identifier_preparer.quote(name)
-            self._single_heap[name] = bool(
-                connection.execute(
-                    text(
-                        "SELECT relkind = 'r' AND NOT relhassubclass FROM pg_class "
-                        "WHERE oid = to_regclass(:name)"
-                    ),
-                    {"name": quoted},
-                ).scalar()
-            )
-        return self._single_heap[name]
 
     def primary_key(self, name: str) -> set[str]:
         """Given a table's name, return the columns of its primary key (empty: it has none)."""

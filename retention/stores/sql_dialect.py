@@ -36,7 +36,7 @@ from retention.errors import StoreUnavailable
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
 WRITE_OPTION = "retention_write"
-OneStatementDelete = Literal["ordered_limit", "tid_array"]
+OneStatementDelete = Literal["ordered_limit"]
 
 
 class greatest(GenericFunction[Any]):
@@ -54,16 +54,12 @@ def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
 def one_statement_delete(dialect: Dialect) -> OneStatementDelete | None:
     """Given a dialect, return how one statement deletes the next due rows in key order and
     returns their keys, or None where it cannot (SQLite, MySQL: a probe for the range's end,
-    then the range's DELETE).
+    then the range's DELETE; PostgreSQL, which has no DELETE … LIMIT, reads a batch's keys
+    ahead: stores/sql_probed.py).
 
     MariaDB: ``DELETE … WHERE <after> AND <due> ORDER BY <key> LIMIT n RETURNING <key>``, one
-    walk of the key's index, rows locked as they are read. PostgreSQL has no DELETE … LIMIT:
-    ``DELETE … WHERE ctid = ANY(ARRAY(SELECT ctid … ORDER BY <key> LIMIT n)) AND <due>
-    RETURNING <key>``, a TID scan of the rows the inner walk chose (an ``IN (SELECT key …)``
-    is planned as a join and measured five times slower).
+    walk of the key's index, rows locked as they are read.
     """
-    if dialect.name == "postgresql":
-        return "tid_array"
     if dialect.name in ("mysql", "mariadb") and getattr(dialect, "is_mariadb", False):
         return "ordered_limit" if dialect.delete_returning else None
     return None

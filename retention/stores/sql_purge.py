@@ -14,15 +14,12 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     CursorResult,
-    Integer,
     Select,
     Table,
     and_,
-    any_,
     bindparam,
     delete,
     func,
-    literal_column,
     not_,
     select,
     update,
@@ -35,7 +32,7 @@ from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.selection import ChildCounts, KeyValues, Selection, child_paths
 from retention.store_protocol import Batch, BeforeWrite, ChildRows, IntentDetail, KeyFilter
-from retention.stores import sql_children
+from retention.stores import sql_children, sql_probed
 from retention.stores.sql_columns import column_value
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
@@ -116,6 +113,8 @@ def purge_batch(
         store.table(name)
     for _name, path in child_paths(rule.children):
         store.table(path[-1].table)
+    if only is None and _probes_ahead(store, rule):
+        return sql_probed.delete_probed(store, selection, after, limit, before_write)
     started = time.monotonic()
     locked = only is not None or not _deletes_by_range(store, rule)
     # Built before the transaction: it may read the schema, on SQLite through the store's one
@@ -127,9 +126,6 @@ def purge_batch(
         connection.begin(),
     ):
         form = one_statement_delete(store.engine.dialect)
-        # A TID names a row only within one heap: a partitioned or inherited table's TIDs repeat.
-        if form == "tid_array" and not store.single_heap(connection, rule.table):
-            form = None
         if locking is None and form is not None:
             batch = _delete_next(store, connection, selection, after, limit, before_write, form)
         elif locking is None:
@@ -152,6 +148,12 @@ def _deletes_by_range(store: SqlStore, rule: Rule) -> bool:
     return rule.action == "delete" and not rule.children and returning
 
 
+def _probes_ahead(store: SqlStore, rule: Rule) -> bool:
+    """A plain delete on PostgreSQL reads each batch's keys ahead, and deletes them while its
+    intent is written (sql_probed)."""
+    return store.engine.dialect.name == "postgresql" and _deletes_by_range(store, rule)
+
+
 def _delete_next(
     store: SqlStore,
     connection: Connection,
@@ -168,9 +170,8 @@ def _delete_next(
     rolls back and nothing was deleted.
 
     A row that changed since the statement's snapshot is checked again by the database
-    (PostgreSQL: its new version has another TID and is left; MariaDB reads under lock) and
-    a row that stopped being due stays (it waits for the next run). The next batch starts after
-    the last key deleted.
+    (MariaDB reads under lock) and a row that stopped being due stays (it waits for the next
+    run). The next batch starts after the last key deleted.
     """
     rule = selection.rule
     key_columns = store.key_columns(rule)
@@ -186,31 +187,14 @@ def _delete_next(
         if first is None:
             return Batch((), 0, more=False)
         window = and_(key_columns[0] >= first[0], due)
-    if form == "ordered_limit":
-        statement: Any = (
-            delete(table)
-            .where(window)
-            .ext(ordered_limit(key_columns, limit))
-            .returning(*key_columns)
-        )
-    else:
-        tid: ColumnElement[Any] = literal_column("ctid")
-        # correlate(None): the inner SELECT reads the table afresh, it is not the DELETE's row.
-        chosen = select(tid).where(window).order_by(*key_columns).limit(limit).correlate(None)
-        gone = (
-            delete(table)
-            .where(tid == any_(func.array(chosen.scalar_subquery())), due)
-            .returning(*key_columns)
-            .cte("gone")
-        )
-        statement = select(*gone.c).order_by(*gone.c)
+    statement = (
+        delete(table).where(window).ext(ordered_limit(key_columns, limit)).returning(*key_columns)
+    )
     keys = _returned_keys(store, connection.execute(statement), key_columns)
     if keys and before_write is not None:
         before_write(keys)
-    # MariaDB's LIMIT counts only rows still due, so a short batch was the last. PostgreSQL's
-    # TID form chose ``limit`` rows before re-checking them: a row changed meanwhile makes the
-    # batch short while due rows may follow, so only an empty batch ends the walk.
-    more = len(keys) >= limit if form == "ordered_limit" else bool(keys)
+    # MariaDB's LIMIT counts only rows still due, so a short batch was the last.
+    more = len(keys) >= limit
     return Batch(keys, done=len(keys), more=more)
 
 
@@ -222,21 +206,10 @@ def _returned_keys(
     SQLAlchemy hands over as the driver reads them, come straight from the driver's rows:
     making a Row of each cost about 1.2 µs per key (0.6 s of CPU for 500,000 keys, measured
     on MariaDB), more than the trail's hashing of them."""
-    if _integer_keys(store, key_columns):
+    if store.plain_integer_keys(key_columns):
         with result:
             return tuple(map(tuple, result.cursor.fetchall()))
     return tuple(map(tuple, result.all()))
-
-
-def _integer_keys(store: SqlStore, key_columns: Sequence[Column[Any]]) -> bool:
-    """Whether every key column is an integer that SQLAlchemy returns unchanged from the
-    driver (no result processor)."""
-    dialect = store.engine.dialect
-    return all(
-        isinstance(column.type, Integer)
-        and column.type.dialect_impl(dialect).result_processor(dialect, None) is None
-        for column in key_columns
-    )
 
 
 def _delete_range(

@@ -1,0 +1,169 @@
+"""PostgreSQL's plain delete batches, pipelined: a batch's keys are read by a read-only probe
+before its transaction, its DELETE runs while its intent is written, and the next batch's probe
+runs meanwhile on another connection.
+
+The intent still becomes durable before the COMMIT, and nothing is committed if it cannot be
+written (the DELETE waits, uncommitted, then rolls back): only the database's work and the
+trail's overlap. One transaction writes at a time; the probes read in read-only transactions.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, wait
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Column, Connection, and_, delete
+
+from retention.errors import BatchConflict
+from retention.runtime.faults import crash_point
+from retention.selection import KeyValues, Selection
+from retention.store_protocol import Batch, BeforeWrite
+from retention.stores.sql_keys import after_key, key_up_to
+from retention.stores.sql_predicate import batch_query, predicate
+
+if TYPE_CHECKING:
+    from retention.stores.sql import SqlStore
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The keys of the batch after ``after`` (up to ``limit``), being read."""
+
+    selection: Selection
+    after: KeyValues | None
+    limit: int
+    keys: Future[tuple[KeyValues, ...]]
+
+    def serves(self, selection: Selection, after: KeyValues | None, limit: int) -> bool:
+        """Whether these are the keys a probe for this batch would read now: the same rule,
+        holds and start, and at least as many keys asked for (the first ``limit`` of them are
+        what a smaller probe reads)."""
+        return (self.after, self.selection) == (after, selection) and self.limit >= limit
+
+
+def delete_probed(
+    store: SqlStore,
+    selection: Selection,
+    after: KeyValues | None,
+    limit: int,
+    before_write: BeforeWrite | None,
+) -> Batch:
+    """Delete the next batch of a plain delete rule: its keys are the next ``limit`` due keys
+    after ``after`` in key order, read before its transaction (by the previous batch's probe
+    when that read this one's, else now); then the DELETE of every row in their range still
+    due, RETURNING the keys, runs on the write connection while ``before_write`` (the audit
+    intent) records the probed keys; then the COMMIT, once both have ended.
+
+    A probed row that stopped being due, or went, stays out of the DELETE: it is in the batch's
+    ``not_done_keys``, which the trail does not claim. A row that became due in the range since
+    the probe would go without its intent naming it: BatchConflict (the batch rolls back and is
+    read again). The next batch starts after the last probed key; a probe of fewer than
+    ``limit`` keys was the last.
+    """
+    keys = _probed_keys(store, selection, after, limit)
+    if not keys:
+        return Batch((), 0, more=False)
+    more = len(keys) >= limit
+    rule = selection.rule
+    key_columns = store.key_columns(rule)
+    in_range = key_up_to(key_columns, keys[-1])
+    if after is not None:
+        in_range = and_(after_key(key_columns, after), in_range)
+    statement = (
+        delete(store.table(rule.table))
+        .where(in_range, predicate(store, selection))
+        .returning(*key_columns)
+    )
+    started = time.monotonic()
+    with store.reachable(), store.write_connection() as connection, connection.begin():
+        deleting = store.beside().submit(_deleted_keys, store, connection, statement, key_columns)
+        if more:
+            store.keep_probe(_start_probe(store, selection, keys[-1], limit))
+        try:
+            if before_write is not None:
+                before_write(keys)
+        except BaseException:
+            # The statement ends before the transaction rolls back on this connection.
+            wait([deleting])
+            raise
+        deleted = deleting.result()
+        not_done = _not_deleted(keys, deleted)
+        crash_point("mid_batch")
+    seconds = time.monotonic() - started
+    crash_point("after_commit")
+    return Batch(
+        keys,
+        done=len(keys) - len(not_done),
+        not_done_keys=not_done,
+        more=more,
+        transaction_seconds=seconds,
+    )
+
+
+def _probed_keys(
+    store: SqlStore, selection: Selection, after: KeyValues | None, limit: int
+) -> tuple[KeyValues, ...]:
+    """The keys of the batch after ``after``: the probe read ahead for it, if it serves, else
+    read now."""
+    probe = store.take_probe()
+    if probe is not None and probe.serves(selection, after, limit):
+        with store.reachable():
+            return probe.keys.result()[:limit]
+    if probe is not None:
+        wait([probe.keys])
+    with store.reachable():
+        return _read_keys(store, selection, after, limit)
+
+
+def _start_probe(store: SqlStore, selection: Selection, after: KeyValues, limit: int) -> Probe:
+    # The query is built here, in the calling thread: the table's schema is read already.
+    query = batch_query(store, selection, after, limit)
+    keys = store.beside().submit(_read_query, store, query)
+    return Probe(selection, after, limit, keys)
+
+
+def _read_keys(
+    store: SqlStore, selection: Selection, after: KeyValues | None, limit: int
+) -> tuple[KeyValues, ...]:
+    return _read_query(store, batch_query(store, selection, after, limit))
+
+
+def _read_query(store: SqlStore, query: Any) -> tuple[KeyValues, ...]:
+    """The keys a probe reads, in a read-only transaction of its own."""
+    with store.engine.connect().execution_options(postgresql_readonly=True) as connection:
+        result = connection.execute(query)
+        if store.plain_integer_keys(query.selected_columns):
+            with result:
+                return tuple(map(tuple, result.cursor.fetchall()))
+        return tuple(map(tuple, result.all()))
+
+
+def _deleted_keys(
+    store: SqlStore, connection: Connection, statement: Any, key_columns: list[Column[Any]]
+) -> list[KeyValues]:
+    result = connection.execute(statement)
+    if store.plain_integer_keys(key_columns):
+        with result:
+            return list(map(tuple, result.cursor.fetchall()))
+    return list(map(tuple, result.all()))
+
+
+def _not_deleted(keys: tuple[KeyValues, ...], deleted: list[KeyValues]) -> tuple[KeyValues, ...]:
+    """Given the probed keys and those the DELETE returned, return the probed keys it did not
+    delete; BatchConflict if it deleted a row that was not probed."""
+    if len(deleted) == len(keys):
+        # RETURNING comes in the key's order, most often: then one pass tells that the two are
+        # the same keys. (Python may order text keys otherwise than the database: then sets.)
+        with suppress(TypeError):
+            deleted.sort()
+        if deleted == list(keys):
+            return ()
+    probed = set(keys)
+    unnamed = sum(key not in probed for key in deleted)
+    if unnamed:
+        raise BatchConflict(f"{unnamed} rows became due in the batch's range since it was read")
+    gone = set(deleted)
+    return tuple(key for key in keys if key not in gone)

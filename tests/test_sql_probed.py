@@ -1,0 +1,147 @@
+"""PostgreSQL's plain delete batches, pipelined (stores/sql_probed.py): each batch's keys are read
+by a read-only probe, the next batch's while this one's intent is written, and its DELETE runs
+beside the intent; the intent is still durable before the COMMIT."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, text
+
+from retention.audit.trail import TrailWriter
+from tests.support import claimed_leaves, create_logs, logs_rule, make_config, remaining_ids
+from tests.test_sql_integration import LEAP_AS_OF, LEAP_DUE, LEAP_ROWS
+
+pytestmark = pytest.mark.postgres
+
+
+def _leap_logs(url: str) -> Engine:
+    create_logs(url, {key: at for key, (at, _due) in LEAP_ROWS.items()})
+    return create_engine(url)
+
+
+def test_the_next_batch_is_read_while_the_intent_is_written_and_the_intent_precedes_the_commit(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five due rows in batches of 2. Each full batch's intent waits (up to 10 s) for the next
+    batch's probe to have run: it does, because that probe was started before the intent, on
+    another connection, in a read-only transaction. Every COMMIT comes after its batch's intent
+    was appended (durably), and only one transaction writes at a time."""
+    from retention.app import make_plan, run_plan
+    from retention.audit.leaves import record_leaf
+    from retention.stores import open_stores
+
+    engine = _leap_logs(postgres_url)
+    audit = tmp_path / "audit"
+    config = make_config(postgres_url, logs_rule(extra="batch_size = 2"), audit_directory=audit)
+    events: list[tuple[str, Any]] = []
+    probed = threading.Condition()
+    writing: list[int] = []
+
+    def statement(_connection: Any, cursor: Any, sql: str, *_args: Any) -> None:
+        if sql.startswith("SELECT logs.id \nFROM logs") and "logged_at" in sql:
+            with probed:
+                events.append(("probe", cursor.connection.read_only))
+                probed.notify_all()
+        elif sql.startswith("DELETE FROM logs"):
+            writing.append(1)
+            events.append(("delete", len(writing)))
+
+    def committed(_connection: Any) -> None:
+        events.append(("commit", None))
+        writing.pop()
+
+    real_append = TrailWriter.append
+
+    def append(self: TrailWriter, entry_type: str, fields: dict[str, Any], **options: Any) -> int:
+        seq = real_append(self, entry_type, fields, **options)
+        if entry_type == "batch.intent":
+            events.append(("intent", fields["selected"]))
+            if fields["selected"] == 2:
+                intents = sum(kind == "intent" for kind, _ in events)
+                with probed:
+                    probed.wait_for(
+                        lambda: sum(kind == "probe" for kind, _ in events) > intents, timeout=10
+                    )
+        return seq
+
+    monkeypatch.setattr(TrailWriter, "append", append)
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
+        store_engine = store_for("db").engine  # type: ignore[attr-defined]
+        event.listen(store_engine, "before_cursor_execute", statement)
+        event.listen(store_engine, "commit", committed)
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+    monkeypatch.undo()
+
+    assert report.outcomes[0].deleted == len(LEAP_DUE) == 5
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("probe") == 3
+    assert all(read_only for kind, read_only in events if kind == "probe")
+    # Never a second write transaction: each DELETE ran with no other one uncommitted.
+    assert all(open_writes == 1 for kind, open_writes in events if kind == "delete")
+    commits = [index for index, kind in enumerate(kinds) if kind == "commit"]
+    assert len(commits) == 3
+    previous = -1
+    for batch, commit in enumerate(commits):
+        between = kinds[previous + 1 : commit]
+        assert between.count("intent") == 1, kinds
+        assert between.count("delete") == 1, kinds
+        # The batch's own probe came before its intent; the next one's before this COMMIT.
+        assert between.count("probe") == (2 if batch == 0 else 1 if batch == 1 else 0), kinds
+        previous = commit
+    hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
+    assert claimed_leaves(audit) == sorted(
+        record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE
+    )
+
+
+def test_a_row_gone_since_its_batch_was_read_is_not_claimed(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Another session deletes a row of the second batch after its keys were read (ahead,
+    while the first batch's intent was written): the second batch deletes the rest, its result
+    says one was not purged, and the trail claims exactly the rows this run deleted."""
+    from retention.app import make_plan, run_plan
+    from retention.audit.entries import read_entries
+    from retention.audit.leaves import record_leaf
+    from retention.stores import open_stores
+
+    engine = _leap_logs(postgres_url)
+    audit = tmp_path / "audit"
+    config = make_config(postgres_url, logs_rule(extra="batch_size = 2"), audit_directory=audit)
+    taken = sorted(LEAP_DUE)[2]  # the second batch's first row
+    deletes: list[str] = []
+
+    def statement(_connection: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if sql.startswith("DELETE FROM logs"):
+            deletes.append(sql)
+            if len(deletes) == 2:
+                # The second batch's DELETE: its keys were read before it.
+                with engine.begin() as other:
+                    other.execute(text("DELETE FROM logs WHERE id = :id"), {"id": taken})
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
+        event.listen(store_for("db").engine, "before_cursor_execute", statement)  # type: ignore[attr-defined]
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+
+    assert len(deletes) == 3
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    assert report.outcomes[0].deleted == len(LEAP_DUE) - 1
+    results = [
+        stored.content for stored in read_entries(audit) if stored.content["type"] == "batch.result"
+    ]
+    assert [(result["status"], result["done"], result.get("not_done")) for result in results] == [
+        ("committed", 2, None),
+        ("committed", 1, 1),
+        ("committed", 1, None),
+    ]
+    hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
+    assert claimed_leaves(audit) == sorted(
+        record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE - {taken}
+    )
