@@ -16,10 +16,10 @@ from retention.cli.shared import (
     complete_rule_names,
     confirm_plan_id,
     expected_errors,
-    freeze_start_up,
     output_width,
     parse_as_of,
     rule_option,
+    start_up_uncollected,
     subject_given,
     wide_option,
 )
@@ -152,7 +152,7 @@ def run(
     from retention.runtime.logging import get_logger
     from retention.stores import open_stores
 
-    with expected_errors():
+    with expected_errors(), start_up_uncollected() as started:
         if output == "json" and not (yes or dry_run):
             raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
         config = context.config()
@@ -184,7 +184,7 @@ def run(
                     zone = config.settings.timezone.key
                     click.echo(render_plan(the_plan, zone, output_width(wide)))
                     confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
-                freeze_start_up()
+                started()
                 checkins.ping("start")
                 report = purge_until_stopped(
                     config, the_plan, store_for, dry_run=dry_run, over_limit=over_limit, state=state
@@ -294,7 +294,7 @@ def erase(
     from retention.render import render_erasure_scope, render_plan
     from retention.stores import open_stores
 
-    with expected_errors():
+    with expected_errors(), start_up_uncollected() as started:
         if output == "json" and not (yes or dry_run):
             raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
         config = context.config()
@@ -314,7 +314,7 @@ def erase(
                 click.echo("\n" + render_erasure_scope(rules, left_out, width) + "\n")
             if not (yes or dry_run):
                 confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
-            freeze_start_up()
+            started()
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
             report = purge_until_stopped(
                 config, the_plan, store_for, dry_run=dry_run, over_limit=over_limit
