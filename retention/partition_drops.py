@@ -52,7 +52,12 @@ def drop_whole_partitions(
                 intents.append((intent, size))
 
         try:
-            dropped = drop(rule_plan.selection, partition.name, before_write=record_intent)
+            dropped = drop(
+                rule_plan.selection,
+                partition.name,
+                before_write=record_intent,
+                planned_rows=partition.rows,
+            )
         except BatchConflict as conflict:
             for intent, _size in intents:
                 if audit is not None:

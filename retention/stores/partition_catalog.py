@@ -12,11 +12,12 @@ in the partition itself). Names come from the catalog and are quoted by the dial
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Select, Table, text
+from sqlalchemy import ColumnElement, Connection, Dialect, Select, Table, or_, text
 
 # A partition boundary value as the database gives it: a date or datetime, or None (unbounded).
 Bound = date | datetime | None
@@ -282,6 +283,41 @@ def in_partition(
         query = query.where(column >= partition.lower)
     if partition.upper is not None:
         query = query.where(column < partition.upper)
+    return query
+
+
+def outside_partitions(
+    query: Select[Any],
+    table: Table,
+    partitioning: Partitioning,
+    excluded: Sequence[Partition],
+    dialect: str,
+) -> Select[Any] | None:
+    """Given a query over ``table`` and some of its partitions, return it restricted to the
+    rows of the other partitions: MariaDB names them (None when there are none); PostgreSQL
+    leaves out the ranges of those given (adjacent ones as one), which it prunes."""
+    if dialect in ("mysql", "mariadb"):
+        names = {partition.name for partition in excluded}
+        others = [p.name for p in partitioning.partitions if p.name not in names]
+        if not others:
+            return None
+        return query.with_hint(table, f"PARTITION ({', '.join(map(_quote_mariadb, others))})", "*")
+    assert partitioning.column is not None
+    column = table.c[partitioning.column]
+    spans: list[tuple[Bound, Bound]] = []
+    for partition in sorted(excluded, key=lambda partition: _order(partition.upper)):
+        if spans and spans[-1][1] is not None and spans[-1][1] == partition.lower:
+            spans[-1] = (spans[-1][0], partition.upper)
+        else:
+            spans.append((partition.lower, partition.upper))
+    for lower, upper in spans:
+        # A NULL is in no range (PostgreSQL keeps it in the default partition).
+        outside: list[ColumnElement[bool]] = [column.is_(None)]
+        if lower is not None:
+            outside.append(column < lower)
+        if upper is not None:
+            outside.append(column >= upper)
+        query = query.where(or_(*outside))
     return query
 
 

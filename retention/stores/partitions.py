@@ -42,29 +42,24 @@ from __future__ import annotations
 import time
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    String,
     case,
-    cast,
     func,
-    literal,
     literal_column,
     select,
     text,
 )
 from sqlalchemy import exc as sa_exc
 
-from retention.documents import iso_instant
 from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.runtime.logging import get_logger
-from retention.selection import Selection, partition_fallback
-from retention.store_protocol import Batch, BeforeDrop, PartitionDue, SpelledKeys
+from retention.selection import Selection
+from retention.store_protocol import Batch, BeforeDrop, SpelledKeys
 from retention.stores.partition_catalog import (
     Partition,
     Partitioning,
@@ -73,6 +68,12 @@ from retention.stores.partition_catalog import (
     read_partitioning,
 )
 from retention.stores.partition_keys import Checksum, key_chunks
+from retention.stores.partition_survey import (
+    expired_partitions,
+    key_text,
+    partition_counts,
+    table_fallback,
+)
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -81,147 +82,6 @@ if TYPE_CHECKING:
 CHUNK = 100_000
 # The longest the drop waits for its locks; the application waits at most this long behind it.
 LOCK_TIMEOUT_MS = 250
-PARTITION_DIALECTS = ("postgresql", "mysql", "mariadb")
-
-
-def survey_partitions(
-    store: SqlStore, selection: Selection
-) -> tuple[bool, tuple[PartitionDue, ...], tuple[str, ...]]:
-    """Given a store and a Selection, return whether the rule's table is partitioned, the
-    partitions that go whole (with their rows) and why others, or the whole rule, go by row
-    batches."""
-    if store.engine.dialect.name not in PARTITION_DIALECTS:
-        return False, (), ()
-    rule = selection.rule
-    with store.reachable(), store.engine.connect() as connection:
-        partitioning = read_partitioning(connection, rule.table)
-        if partitioning is None:
-            return False, (), ()
-        reason = _table_fallback(selection, partitioning)
-        if reason is not None:
-            return True, (), (f"row batches: {reason}",)
-        due: list[PartitionDue] = []
-        notes: list[str] = []
-        for partition in _candidates(store, selection, partitioning, notes):
-            # The plan needs no checksum: casting every key to text costs the server more than
-            # the count (the drop counts with it, twice).
-            rows, due_rows, held, _checksum = connection.execute(
-                _counting(store, selection, partitioning, partition, checksum=False)
-            ).one()
-            if rows and rows == due_rows:
-                upper = _upper_text(store, selection, partition.upper)
-                due.append(PartitionDue(partition.name, int(rows), upper))
-            elif rows:
-                kept = f"{rows - due_rows:,} of {rows:,} rows are not due"
-                why = (
-                    f", {held:,} of them held"
-                    if held
-                    else " (a condition, a period override or a NULL clock keeps them)"
-                )
-                notes.append(f"{partition.name}: {kept}{why}: row batches")
-    return True, tuple(due), tuple(notes)
-
-
-def _table_fallback(selection: Selection, partitioning: Partitioning) -> str | None:
-    reason = partition_fallback(selection)
-    if reason is not None:
-        return reason
-    if partitioning.server_unfit is not None:
-        return partitioning.server_unfit
-    if partitioning.unsupported is not None:
-        return f"partitioned by {partitioning.unsupported}, not by range of one column"
-    if partitioning.column != selection.rule.clock[0].column:
-        return f"partitioned by {partitioning.column}, not by the clock"
-    if partitioning.referenced:
-        return "a foreign key references the table"
-    if not partitioning.droppable:
-        return "this database user may not drop its partitions (docs/operations.md)"
-    return None
-
-
-def _candidates(
-    store: SqlStore, selection: Selection, partitioning: Partitioning, notes: list[str]
-) -> list[Partition]:
-    """The partitions whose whole range is expired (their upper bound at or before the cutoff)."""
-    kind = store.clock_kind(selection.rule)
-    chosen = []
-    for partition in partitioning.partitions:
-        if partition.default or partition.upper is None:
-            continue
-        if not _wholly_expired(store, selection, kind, partition.upper):
-            continue
-        if not partition.leaf:
-            notes.append(f"{partition.name}: not a plain table (sub-partitioned): row batches")
-            continue
-        chosen.append(partition)
-    return chosen
-
-
-def _wholly_expired(store: SqlStore, selection: Selection, kind: str, upper: Any) -> bool:
-    """Whether every clock value below ``upper`` (exclusive) is expired."""
-    expired = selection.default
-    if kind == "date":
-        if expired.last_date is None:
-            return False
-        if isinstance(upper, datetime):
-            ceiling = upper.date() + (
-                timedelta(0) if upper.time() == datetime.min.time() else timedelta(days=1)
-            )
-        else:
-            ceiling = upper
-        return bool(ceiling <= expired.last_date + timedelta(days=1))
-    end = store.bound(expired.windows[0].end, kind)  # type: ignore[arg-type]
-    if not isinstance(upper, datetime):
-        upper = datetime(upper.year, upper.month, upper.day)
-    if (upper.tzinfo is None) != (end.tzinfo is None):
-        return False
-    # Clocks have microsecond resolution: every value below upper is at most end.
-    return bool(upper <= end + timedelta(microseconds=1))
-
-
-def _upper_text(store: SqlStore, selection: Selection, upper: date | datetime | None) -> str:
-    """A partition's upper bound as an instant in UTC (docs/json.md), read in the clock's kind
-    (a naive clock is in the store's time zone); a DATE clock's bound is its midnight UTC."""
-    kind = store.clock_kind(selection.rule)
-    if upper is None:
-        return ""
-    if kind != "date" and not isinstance(upper, datetime):
-        upper = datetime(upper.year, upper.month, upper.day)
-    return iso_instant(store.instant(upper, kind)) or ""
-
-
-def _key_text(store: SqlStore, selection: Selection) -> ColumnElement[Any]:
-    columns = [cast(column, String) for column in store.key_columns(selection.rule)]
-    return columns[0] if len(columns) == 1 else func.concat_ws(literal("|"), *columns)
-
-
-def _counting(
-    store: SqlStore,
-    selection: Selection,
-    partitioning: Partitioning,
-    partition: Partition,
-    checksum: bool = True,
-) -> Any:
-    """One pass over the partition: its rows, its due rows, its held rows and a checksum of its
-    keys (PostgreSQL hashtextextended, MariaDB CRC32, summed; 0 without ``checksum``): a row
-    that arrives or leaves changes it."""
-    table = store.table(selection.rule.table)
-    due = store.predicate(selection)
-    held = store.held(selection)
-    key_text = _key_text(store, selection)
-    if not checksum:
-        keys_sum: Any = literal(0)
-    elif store.engine.dialect.name == "postgresql":
-        keys_sum = func.sum(func.hashtextextended(key_text, 0))
-    else:
-        keys_sum = func.sum(func.crc32(key_text))
-    query = select(
-        func.count(),
-        func.coalesce(func.sum(case((due, 1), else_=0)), 0),
-        func.coalesce(func.sum(case((held, 1), else_=0)), 0) if held is not None else literal(0),
-        func.coalesce(keys_sum, 0),
-    ).select_from(table)
-    return in_partition(query, table, partitioning, partition, store.engine.dialect.name)
 
 
 @dataclass(frozen=True)
@@ -234,11 +94,16 @@ class _Dropped:
 
 
 def drop_partition(
-    store: SqlStore, selection: Selection, name: str, before_write: BeforeDrop | None
+    store: SqlStore,
+    selection: Selection,
+    name: str,
+    before_write: BeforeDrop | None,
+    planned_rows: int = 0,
 ) -> Batch:
-    """Given a store, a Selection and the name of a partition the plan found due, record its
-    keys (``before_write`` for each chunk, before anything is dropped) and drop it; return the
-    rows dropped. BatchConflict when the partition is no longer wholly due or changed while its
+    """Given a store, a Selection, the name of a partition the plan found due and the rows the
+    plan counted in it (0: unknown; only how its keys are read depends on it), record its keys
+    (``before_write`` for each chunk, before anything is dropped) and drop it; return the rows
+    dropped. BatchConflict when the partition is no longer wholly due or changed while its
     keys were recorded (nothing dropped: its rows go by row batches)."""
     rule = selection.rule
     with store.reachable():
@@ -246,7 +111,7 @@ def drop_partition(
             if store.engine.dialect.name == "postgresql":
                 dropped = _drop_postgres(store, selection, name, before_write)
             else:
-                dropped = _drop_mariadb(store, selection, name, before_write)
+                dropped = _drop_mariadb(store, selection, name, before_write, planned_rows)
         except sa_exc.DBAPIError as error:
             message = str(error.orig).lower()
             if "lock timeout" in message or "lock wait timeout" in message:
@@ -288,7 +153,8 @@ def _record_keys(
     """Stream the partition's keys, each chunk of ``CHUNK`` recorded (``before_write``); return
     how many there were. BatchConflict when there were none (nothing to record, nothing to
     drop). PostgreSQL: ``qualified`` is the partition's quoted name, ``rows`` its rows (how
-    its pages are split into pieces)."""
+    its pages are split into pieces); MariaDB: ``rows`` the rows the plan counted (within one
+    chunk: read in one piece)."""
     rule = selection.rule
     table = store.table(rule.table)
     key_columns = store.key_columns(rule)
@@ -347,10 +213,10 @@ def _find(
     """The partition of that name, still wholly expired and allowed; else BatchConflict."""
     if partitioning is None:
         raise BatchConflict(f"table {selection.rule.table!r} is no longer partitioned")
-    reason = _table_fallback(selection, partitioning)
+    reason = table_fallback(selection, partitioning)
     if reason is not None:
         raise BatchConflict(f"partition {name!r}: {reason}")
-    for partition in _candidates(store, selection, partitioning, []):
+    for partition in expired_partitions(store, selection, partitioning, []):
         if partition.name == name:
             return partition
     raise BatchConflict(f"partition {name!r} is gone or no longer wholly expired")
@@ -424,7 +290,11 @@ def _drop_postgres(
 
 
 def _drop_mariadb(
-    store: SqlStore, selection: Selection, name: str, before_write: BeforeDrop | None
+    store: SqlStore,
+    selection: Selection,
+    name: str,
+    before_write: BeforeDrop | None,
+    planned_rows: int,
 ) -> _Dropped:
     """In one snapshot, record the partition's keys and sum a checksum of them (as they are
     read, or by a count of the partition); then under LOCK TABLES count it (rows, due rows,
@@ -436,14 +306,21 @@ def _drop_mariadb(
         partitioning = read_partitioning(connection, rule.table)
     partition = _find(store, selection, partitioning, name)
     assert partitioning is not None
-    counting = _counting(store, selection, partitioning, partition)
+    counting = partition_counts(store, selection, partitioning, partition)
     # The keys' checksum, summed as they are read where the driver can (else counted apart).
-    checksum = Checksum(func.crc32(_key_text(store, selection)))
+    checksum = Checksum(func.crc32(key_text(store, selection)))
     snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with snapshot as connection, connection.begin():
         # One snapshot for the keys and what they are checked against.
         rows = _record_keys(
-            connection, store, selection, partitioning, partition, before_write, checksum
+            connection,
+            store,
+            selection,
+            partitioning,
+            partition,
+            before_write,
+            checksum,
+            rows=planned_rows,
         )
         if checksum.total is None:
             first = tuple(connection.execute(counting).one())
@@ -482,4 +359,4 @@ def _drop_mariadb(
 _REFUSALS = ("must be owner", "permission denied", "command denied")
 
 
-__all__ = ["CHUNK", "drop_partition", "survey_partitions"]
+__all__ = ["CHUNK", "drop_partition"]

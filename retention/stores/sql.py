@@ -307,10 +307,16 @@ class SqlStore:
     # --- whole partitions (stores/partitions.py) ------------------------------------------------
 
     def drop_partition(
-        self, selection: Selection, name: str, *, before_write: BeforeDrop | None = None
+        self,
+        selection: Selection,
+        name: str,
+        *,
+        before_write: BeforeDrop | None = None,
+        planned_rows: int = 0,
     ) -> Batch:
-        """Given a Selection and a partition its plan found due, drop it whole, recorded."""
-        return partitions.drop_partition(self, selection, name, before_write)
+        """Given a Selection and a partition its plan found due (with the rows it counted
+        there, 0 if unknown), drop it whole, recorded."""
+        return partitions.drop_partition(self, selection, name, before_write, planned_rows)
 
     def partition_exists(self, table: str, name: str) -> bool:
         """Given a table and one of its partitions' names, return whether that partition is

@@ -27,7 +27,7 @@ from retention.config import Child
 from retention.rules import to_wall_time
 from retention.selection import ChildCounts, Selection, child_paths
 from retention.store_protocol import Survey
-from retention.stores import partitions
+from retention.stores.partition_survey import PartitionSurvey, survey_partitions
 from retention.stores.sql_keys import not_true
 from retention.stores.sql_predicate import (
     batch_query,
@@ -91,33 +91,37 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
         .where(scope(store, selection))
     )
     with store.reachable(), store.engine.connect() as connection:
-        if holding is None and _counts_by_ranges(store, connection, selection, no_period):
+        # The partitions that go whole first: the counts below cover only the rows outside them.
+        whole = survey_partitions(store, connection, selection)
+        table = store.table(rule.table)
+        if holding is None and _counts_by_ranges(store, connection, selection, no_period, whole):
             # One snapshot still: the counts below are reads of the same transaction.
-            table = store.table(rule.table)
             in_scope_where = scope(store, selection)
-            total = connection.execute(
-                select(func.count()).select_from(table).where(in_scope_where)
-            ).scalar_one()
-            due_rows, first = connection.execute(
-                select(func.count(), func.min(clock.expression))
-                .select_from(table)
-                .where(in_scope_where, due)
-            ).one()
-            later = connection.execute(
-                select(func.count()).select_from(table).where(in_scope_where, future)
-            ).scalar_one()
-            kept_back = connection.execute(
-                select(func.count())
-                .select_from(table)
-                .where(in_scope_where, zero_in_date_expired(store, clock, selection.default))
-            ).scalar_one()
+
+            def outside(query: Any) -> Any:
+                return whole.outside(query.select_from(table), store, rule.table)
+
+            total = _count(connection, outside(select(func.count()).where(in_scope_where)))
+            first_due = select(func.count(), func.min(clock.expression))
+            due_rows, first = _count(
+                connection, outside(first_due.where(in_scope_where, due)), (0, None)
+            )
+            later = _count(connection, outside(select(func.count()).where(in_scope_where, future)))
+            zero_in_date = zero_in_date_expired(store, clock, selection.default)
+            kept_back = _count(
+                connection, outside(select(func.count()).where(in_scope_where, zero_in_date))
+            )
             counts = (total, due_rows, 0, later, kept_back, 0, first)
         else:
-            counts = connection.execute(counting).one()
+            rest = whole.outside(counting, store, rule.table)
+            counts = _count(connection, rest, (0, 0, 0, 0, 0, 0, None))
         samples = connection.execute(batch_query(store, selection, None, sample_size)).all()
         children = count_children(store, connection, selection, predicate(store, selection))
     in_scope, due_count, held_count, future_count, unreadable_count, invalid_count, oldest = counts
-    partitioned, partitions_due, partition_notes = partitions.survey_partitions(store, selection)
+    # Every row of a partition that goes whole is in scope and due (and none held or future).
+    in_scope, due_count = int(in_scope) + whole.rows, int(due_count) + whole.rows
+    if whole.oldest is not None and (oldest is None or whole.oldest < oldest):
+        oldest = whole.oldest
     return Survey(
         due=int(due_count),
         oldest=instant(store, oldest, clock.kind),
@@ -132,22 +136,36 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
             for hold in selection.holds
             if hold.kind == "key" and store.unfit_keys(rule, hold.keys)
         ),
-        partitioned=partitioned,
-        partitions=partitions_due,
-        partition_notes=partition_notes,
+        partitioned=whole.partitioned,
+        partitions=whole.due,
+        partition_notes=whole.notes,
         children=children,
     )
 
 
+def _count(connection: Connection, query: Any, nothing: Any = 0) -> Any:
+    """One row of counts (a scalar for one column), or ``nothing`` when there is no row to
+    count (``query`` is None: every row is in a partition that goes whole)."""
+    if query is None:
+        return nothing
+    row = connection.execute(query).one()
+    return row[0] if len(row) == 1 else tuple(row)
+
+
 def _counts_by_ranges(
-    store: SqlStore, connection: Connection, selection: Selection, no_period: Any
+    store: SqlStore,
+    connection: Connection,
+    selection: Selection,
+    no_period: Any,
+    whole: PartitionSurvey,
 ) -> bool:
     """Whether the survey counts a MariaDB/MySQL rule's rows with one statement per count,
     each a range of the clock's index, rather than in one pass computing a CASE per row:
     MariaDB evaluates those expressions slowly (measured at load 5 on 1,000,000 rows, half
     due: 1.3–1.6 s for the one pass, 0.4–0.8 s for the three counts). Only for a plain
-    clock column that leads an index (else each count would scan the table), with no hold
-    to count and no period read from a column (those stay in the one pass)."""
+    clock column that leads an index or partitions the table by range (which the server
+    prunes to the partitions the range meets; else each count would scan the table), with
+    no hold to count and no period read from a column (those stay in the one pass)."""
     rule = selection.rule
     if store.engine.dialect.name not in ("mysql", "mariadb"):
         return False
@@ -156,6 +174,8 @@ def _counts_by_ranges(
     clock = rule.clock[0]
     if clock.join is not None:
         return False
+    if whole.partitioning is not None and whole.partitioning.column == clock.column:
+        return True
     indexes = inspect(connection).get_indexes(rule.table)
     return any(index["column_names"][:1] == [clock.column] for index in indexes)
 
