@@ -190,11 +190,8 @@ def _range_counts(
     table = store.table(selection.rule.table)
     dialect = store.engine.dialect.name
     clock = rule_clock(store, selection.rule)
-    not_due: ColumnElement[bool] = not_(expired_all(store, selection, clock))
-    if table.c[selection.rule.clock[0].column].nullable:
-        not_due = or_(clock.expression.is_(None), not_due)
     every = select(func.count(), func.min(clock.expression) if smallest else null())
-    kept = select(func.count()).where(not_due)
+    kept = select(func.count()).where(_not_due(store, selection))
     rows, first = connection.execute(
         in_partition(every.select_from(table), table, partitioning, partition, dialect)
     ).one()
@@ -275,9 +272,64 @@ def _upper_text(store: SqlStore, selection: Selection, upper: date | datetime | 
 
 
 def key_text(store: SqlStore, selection: Selection) -> ColumnElement[Any]:
-    """A row's key as one text (its columns joined by "|"), for a checksum of the keys."""
-    columns = [cast(column, String) for column in store.key_columns(selection.rule)]
+    """A row's key as one text (its columns joined by "|"), for a checksum of the keys.
+    MariaDB converts each column to its text itself, as CAST would (its CRC32 takes text):
+    the same sums without the casts, in two thirds of the time (85,000 rows, 10.11)."""
+    columns: list[ColumnElement[Any]] = list(store.key_columns(selection.rule))
+    if store.engine.dialect.name == "postgresql":
+        columns = [cast(column, String) for column in columns]
     return columns[0] if len(columns) == 1 else func.concat_ws(literal("|"), *columns)
+
+
+def count_partition(
+    store: SqlStore,
+    connection: Connection,
+    selection: Selection,
+    partitioning: Partitioning,
+    partition: Partition,
+) -> tuple[int, int, int, int]:
+    """Given a partition, return its rows, its due rows, its held rows and the checksum of its
+    keys (``partition_counts``), read with ``connection``. Where the rule's due rows are a
+    range of its clock, the rows not due are counted apart, by the negated range, which the
+    server prunes to nothing for a partition wholly expired: no expression per row but the
+    checksum's (MariaDB, 85,000 rows: 18 ms against 33 ms, under its table lock)."""
+    if not _due_by_clock_range(store, selection):
+        rows, due_rows, held, checksum = connection.execute(
+            partition_counts(store, selection, partitioning, partition)
+        ).one()
+        return int(rows), int(due_rows), int(held), int(checksum)
+    table = store.table(selection.rule.table)
+    dialect = store.engine.dialect.name
+    summed = partition_counts(store, selection, partitioning, partition).with_only_columns(
+        func.count(), func.coalesce(_keys_sum(store, selection), 0)
+    )
+    rows, checksum = connection.execute(summed).one()
+    kept = in_partition(
+        select(func.count()).select_from(table).where(_not_due(store, selection)),
+        table,
+        partitioning,
+        partition,
+        dialect,
+    )
+    kept_rows = int(connection.execute(kept).scalar_one())
+    return int(rows), int(rows) - kept_rows, 0, int(checksum)
+
+
+def _keys_sum(store: SqlStore, selection: Selection) -> Any:
+    keys = key_text(store, selection)
+    if store.engine.dialect.name == "postgresql":
+        return func.sum(func.hashtextextended(keys, 0))
+    return func.sum(func.crc32(keys))
+
+
+def _not_due(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
+    """Where the rule's due rows are a range of its clock: true for the rows not due (a NULL
+    clock, or one outside the range)."""
+    clock = rule_clock(store, selection.rule)
+    not_due: ColumnElement[bool] = not_(expired_all(store, selection, clock))
+    if store.table(selection.rule.table).c[selection.rule.clock[0].column].nullable:
+        not_due = or_(clock.expression.is_(None), not_due)
+    return not_due
 
 
 def partition_counts(
@@ -293,13 +345,7 @@ def partition_counts(
     table = store.table(selection.rule.table)
     due = store.predicate(selection)
     held = store.held(selection)
-    keys = key_text(store, selection)
-    if not checksum:
-        keys_sum: Any = literal(0)
-    elif store.engine.dialect.name == "postgresql":
-        keys_sum = func.sum(func.hashtextextended(keys, 0))
-    else:
-        keys_sum = func.sum(func.crc32(keys))
+    keys_sum = _keys_sum(store, selection) if checksum else literal(0)
     query = select(
         func.count(),
         func.coalesce(func.sum(case((due, 1), else_=0)), 0),
@@ -312,6 +358,7 @@ def partition_counts(
 __all__ = [
     "PARTITION_DIALECTS",
     "PartitionSurvey",
+    "count_partition",
     "expired_partitions",
     "key_text",
     "partition_counts",

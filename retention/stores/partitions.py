@@ -69,9 +69,9 @@ from retention.stores.partition_catalog import (
 )
 from retention.stores.partition_keys import Checksum, key_chunks
 from retention.stores.partition_survey import (
+    count_partition,
     expired_partitions,
     key_text,
-    partition_counts,
     table_fallback,
 )
 
@@ -306,7 +306,6 @@ def _drop_mariadb(
         partitioning = read_partitioning(connection, rule.table)
     partition = _find(store, selection, partitioning, name)
     assert partitioning is not None
-    counting = partition_counts(store, selection, partitioning, partition)
     # The keys' checksum, summed as they are read where the driver can (else counted apart).
     checksum = Checksum(func.crc32(key_text(store, selection)))
     snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
@@ -323,9 +322,9 @@ def _drop_mariadb(
             rows=planned_rows,
         )
         if checksum.total is None:
-            first = tuple(connection.execute(counting).one())
+            first = count_partition(store, connection, selection, partitioning, partition)
         else:
-            first = (rows, rows, 0, checksum.total)
+            first = (rows, rows, 0, int(checksum.total))
     if first[:3] != (rows, rows, 0):
         raise BatchConflict(
             f"partition {name!r}: {first[0] - first[1]:,} of {first[0]:,} rows are not due"
@@ -343,7 +342,7 @@ def _drop_mariadb(
         connection.exec_driver_sql(f"LOCK TABLES {locks}")
         locked = time.monotonic()
         try:
-            again = tuple(connection.execute(counting).one())
+            again = count_partition(store, connection, selection, partitioning, partition)
             if again[1:3] != (again[0], 0):
                 raise BatchConflict(f"partition {name!r}: not every row in it is due now")
             if again != first:
