@@ -21,27 +21,19 @@ def check_live(config: Config) -> tuple[list[ConfigIssue], dict[str, str]]:
     then every secret it names that cannot be read, and the stores that could not be reached
     (name -> reason); the first expected error of a rule, in the rules' order, raises. The
     answer of ``check_against_stores`` then ``secret_checks.check_secrets``, whether or not the
-    S3 stores and the secrets were checked in a child process (the parent's SQL check is the
-    longer half: the secrets, with cryptography's import, even them out)."""
+    S3 stores were checked in a child process. The secrets (cryptography's import) are read
+    here, after the other stores: with structlog no longer imported at start, SQLAlchemy's
+    import brings asyncio into this half, and botocore's is still the longer one."""
     s3_stores = {name for name, store in config.stores.items() if isinstance(store, S3StoreConfig)}
     in_child = [rule for rule in config.rules if rule.store in s3_stores]
     here = [rule for rule in config.rules if rule.store not in s3_stores]
     if in_child and here:
-        with forked(
-            lambda: (_checked(config, in_child), _secret_issues(config)),
-            "the check of the S3 stores and the secrets",
-        ) as child:
+        with forked(lambda: _checked(config, in_child), "the check of the S3 stores") as child:
             if child is not None:
                 checks_here = _checked(config, here)
-                secret_issues: list[ConfigIssue] = []
-
-                def child_checks() -> list[RuleCheck]:
-                    checks, secrets = child.result()
-                    secret_issues.extend(secrets)
-                    return checks
-
+                secret_issues = _secret_issues(config)
                 issues, unreachable = combined_checks(
-                    _in_order(config.rules, s3_stores, checks_here, child_checks)
+                    _in_order(config.rules, s3_stores, checks_here, child.result)
                 )
                 return issues + secret_issues, unreachable
     with open_stores(config, read_only=True) as store_for:
@@ -50,8 +42,8 @@ def check_live(config: Config) -> tuple[list[ConfigIssue], dict[str, str]]:
 
 
 def _secret_issues(config: Config) -> list[ConfigIssue]:
-    # Imported where it runs: cryptography and the trail's modules, which the other half of a
-    # split check has no use for.
+    # Imported where it runs: cryptography and the trail's modules, which the child of a split
+    # check has no use for.
     from retention.secret_checks import check_secrets
 
     return check_secrets(config)

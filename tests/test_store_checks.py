@@ -1,5 +1,5 @@
-"""`config validate` checks its S3 stores and the secrets in a child process while it checks
-the other stores (retention/store_checks.py): the same findings, in the same order, with the
+"""`config validate` checks its S3 stores in a child process while it checks the other stores
+and the secrets (retention/store_checks.py): the same findings, in the same order, with the
 same exit code as one process checking them all, and the parent never imports botocore. The
 command runs as a program: a process with other threads (this one, once the test S3 server
 runs) checks in one process."""
@@ -175,7 +175,7 @@ def test_problems_on_both_sides_come_in_the_rules_order_with_the_same_exit_code(
     assert "no such bucket" in stderr
     assert "rules[1].clock" in stderr
     assert "loged_at" in stderr
-    # The secrets (checked in the child too) come after every rule's problems, as before.
+    # The secrets (checked in the parent) come after every rule's problems, as before.
     assert stderr.index("settings.hash_key_file") > stderr.index("rules[1].clock")
     assert not botocore_here
     assert in_two[:3] == in_one[:3]
