@@ -24,6 +24,7 @@ from retention.audit.entries import (
     checkpoint_payload,
     entry_hash,
     read_entries,
+    read_leaves,
 )
 from retention.audit.entry_checks import load_verification_keys
 from retention.audit.keys import Signer, add_public_key, load_signer
@@ -629,6 +630,27 @@ def test_the_recorder_refuses_a_batch_that_names_one_record_twice(trail: Trail) 
     assert sorted((trail.directory / "leaves").iterdir()) == leaves_before
     assert list((trail.directory / "pending").iterdir()) == []
     assert verify(trail).valid
+
+
+def test_the_pending_keys_of_integer_ids_read_back_as_those_ids(trail: Trail) -> None:
+    """Integer ids are spelled once, for their leaves and their pending keys' JSON array: what a
+    reconcile reads back is the ids themselves, negative and 64-bit ones too."""
+    from retention.audit.leaves import record_leaf
+    from retention.audit.reconcile import pending_keys
+
+    the_plan = plan(trail.config, SECOND_RUN, "stale-customers")
+    [rule_plan] = the_plan.rules
+    keys = ((7,), (-3,), (2**63 - 1,), (0,))
+    with TrailWriter(trail.directory, trail.hmac_key, trail.signer, lambda: SECOND_RUN) as writer:
+        seq = TrailRecorder(writer, "run-ids", the_plan).intent(rule_plan, keys)
+        pending = dict(writer.pending())[seq]
+
+    assert pending is not None
+    assert pending_keys(pending) == list(keys)
+    store, table = rule_plan.rule.store, rule_plan.rule.table
+    assert read_leaves(trail.directory, seq) == sorted(
+        record_leaf(trail.hmac_key, store, table, key) for key in keys
+    )
 
 
 # --- S3 anchors ---------------------------------------------------------------------------

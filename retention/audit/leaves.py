@@ -106,13 +106,20 @@ class RecordHasher:
         else:
             raise ValueError(f"no record leaf is defined for trail format {version!r}")
 
-    def leaves(self, store: str, dataset: str, keys: Sequence[Sequence[object]]) -> list[bytes]:
-        """Given a store, a dataset and record keys, return their leaves, sorted."""
+    def leaves(
+        self,
+        store: str,
+        dataset: str,
+        keys: Sequence[Sequence[object]],
+        lines: bytes | None = None,
+    ) -> list[bytes]:
+        """Given a store, a dataset and record keys (and, if the caller has them already,
+        their ``integer_key_lines``), return their leaves, sorted."""
         if not keys:
             return []
         prefix = f"{store}/{dataset}/"
         if self._outer is None:
-            return self._format3_leaves(prefix, store, dataset, keys)
+            return self._format3_leaves(prefix, store, dataset, keys, lines)
         copy, outer = self._state.copy, self._outer.copy
         leaves: list[bytes] = []
         append = leaves.append
@@ -126,7 +133,12 @@ class RecordHasher:
         return leaves
 
     def _format3_leaves(
-        self, prefix: str, store: str, dataset: str, keys: Sequence[Sequence[object]]
+        self,
+        prefix: str,
+        store: str,
+        dataset: str,
+        keys: Sequence[Sequence[object]],
+        lines: bytes | None = None,
     ) -> list[bytes]:
         """Given the locators' prefix, store, dataset and the records' keys (at least one),
         return their format 3 leaves, sorted.
@@ -138,7 +150,8 @@ class RecordHasher:
         prefix once.
         """
         head = prefix.encode()
-        lines = _integer_key_lines(keys)
+        if lines is None:
+            lines = integer_key_lines(keys)
         rests: list[bytes] | None = None
         if lines is None:
             head, rests = b"", _locators(prefix, store, dataset, keys)
@@ -203,10 +216,11 @@ def _locators(
     ]
 
 
-def _integer_key_lines(keys: Sequence[Sequence[object]]) -> bytes | None:
+def integer_key_lines(keys: Sequence[Sequence[object]]) -> bytes | None:
     """Given record keys, return their locators' key parts joined by newlines if every key is a
     single plain integer (the usual id), else None: one join for the batch instead of a string
-    per key."""
+    per key. Example: ``integer_key_lines([(4,), (17,)]) == b"4\\n17"``; the same digits,
+    comma-separated in brackets, are the keys' JSON array."""
     try:
         values = [value for (value,) in keys]
     except ValueError:

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from retention.audit.batch_detail import counted_detail, pending_detail
-from retention.audit.leaves import subject_digest
+from retention.audit.leaves import integer_key_lines, subject_digest
 from retention.audit.opening import identity, open_trail
 from retention.audit.reconcile import reconcile, reconcile_one
 from retention.audit.rule_definition import batch_method, rule_definition
@@ -96,6 +96,7 @@ class TrailRecorder:
         crash_point("before_intent")
         rule = rule_plan.rule
         values: tuple[KeyValues, ...]
+        lines: bytes | None = None
         if isinstance(keys, SpelledKeys):
             # A partition's keys, as its database spelled them: hashed piece by piece as they
             # are read (nothing else of them is recorded), then counted.
@@ -104,7 +105,9 @@ class TrailRecorder:
             leaves = self.writer.record_spelled_leaves(rule.store, rule.table, keys)
             selected, values = keys.count, ()
         else:
-            leaves = self.writer.record_leaves(rule.store, rule.table, keys)
+            # The usual integer ids spelled once, for their leaves and their pending keys.
+            lines = integer_key_lines(keys) if partition is None else None
+            leaves = self.writer.record_leaves(rule.store, rule.table, keys, lines)
             selected, values = len(keys), keys
         if detail.children:
             # The child rows that go with the parents are leaves of the same batch, so that
@@ -122,14 +125,18 @@ class TrailRecorder:
             "marker_column": rule.marker_column,
             "leaves_root": root,
         }
+        key_values = None
         if partition is None:
             # Keys as JSON arrays (a one-column key's values as one flat array, which costs
             # less to write); other values (dates, decimals, UUIDs) as their str(), which is
-            # also how record_locator spells them.
-            try:
-                pending["key_values"] = [value for (value,) in values]
-            except ValueError:
-                pending["keys"] = values
+            # also how record_locator spells them. Integer ids: their digits spelled already.
+            if lines is not None:
+                key_values = b"[" + lines.replace(b"\n", b",") + b"]"
+            else:
+                try:
+                    pending["key_values"] = [value for (value,) in values]
+                except ValueError:
+                    pending["keys"] = values
             pending.update(pending_detail(detail))
         else:
             # A partition goes whole or not at all: whether it is still there settles the batch,
@@ -139,7 +146,7 @@ class TrailRecorder:
         # beside it (written side by side, their fsyncs overlapping).
         extra: dict[str, Any] = counted_detail(detail, values)
         versions = [key[1] for key in values] if rule.key == S3_KEY else None
-        digest = self.writer.write_intent_files(seq, leaves, pending, versions)
+        digest = self.writer.write_intent_files(seq, leaves, pending, versions, key_values)
         if digest is not None:
             extra["versions_digest"] = digest
         fields: dict[str, Any] = {

@@ -316,13 +316,18 @@ class TrailWriter:
     # --- leaves and pending keys ----------------------------------------------------------
 
     def record_leaves(
-        self, store: str, dataset: str, keys: Sequence[Sequence[object]]
+        self,
+        store: str,
+        dataset: str,
+        keys: Sequence[Sequence[object]],
+        lines: bytes | None = None,
     ) -> list[bytes]:
-        """Given a store, a dataset and record keys, return the sorted leaves that an entry
-        written now holds for them (of this writer's format version)."""
+        """Given a store, a dataset and record keys (and, if made already, their
+        ``integer_key_lines``), return the sorted leaves that an entry written now holds for
+        them (of this writer's format version)."""
         if self._hasher is None or self._hasher.version != FORMAT_VERSION:
             self._hasher = RecordHasher(self.hmac_key, FORMAT_VERSION)
-        return self._hasher.leaves(store, dataset, keys)
+        return self._hasher.leaves(store, dataset, keys, lines)
 
     def record_spelled_leaves(
         self, store: str, dataset: str, pieces: Iterable[bytes]
@@ -354,11 +359,13 @@ class TrailWriter:
         leaves: Sequence[bytes],
         pending: dict[str, Any],
         versions: Sequence[object] | None = None,
+        key_values: bytes | None = None,
     ) -> str | None:
-        """Given the seq its intent will have, a batch's sorted leaves, its pending keys and (a
-        batch of objects) their version ids, write them durably, side by side: the files are
-        created at once, their directories' fsyncs start beside the writing, and each file's
-        fsync as soon as it is written. Return the versions file's SHA-256 (hex), or None.
+        """Given the seq its intent will have, a batch's sorted leaves, its pending keys (and,
+        spelled already, their ``key_values`` JSON array) and (a batch of objects) their
+        version ids, write them durably, side by side: the files are created at once, their
+        directories' fsyncs start beside the writing, and each file's fsync as soon as it is
+        written. Return the versions file's SHA-256 (hex), or None.
 
         AuditFailure when a leaf repeats or anything cannot be written: then none of the files
         stays (no intent follows, so nothing of it may).
@@ -372,7 +379,7 @@ class TrailWriter:
         if versions is not None:
             listed = versions_text(versions)
             files.append((versions_path(self.directory, seq), lambda: listed))
-        files.append((self._pending_path(seq), lambda: json.dumps(pending, default=str).encode()))
+        files.append((self._pending_path(seq), lambda: _pending_text(pending, key_values)))
         try:
             write_new_files(files, self._threads())
         except OSError as error:
@@ -461,3 +468,11 @@ class TrailWriter:
 
     def _pending_path(self, seq: int) -> Path:
         return self.directory / "pending" / f"{seq:08d}.json"
+
+
+def _pending_text(pending: dict[str, Any], key_values: bytes | None) -> bytes:
+    """The pending file's JSON: ``pending``, plus ``key_values`` spelled already (an array)."""
+    text = json.dumps(pending, default=str).encode()
+    if key_values is None:
+        return text
+    return text[:-1] + b', "key_values": ' + key_values + b"}"
