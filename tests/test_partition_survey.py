@@ -21,6 +21,7 @@ from tests.test_partitions import (
     DUE,
     KEPT,
     RULE,
+    _partitions,
     _remaining,
     _verified,
     _whole,
@@ -155,3 +156,40 @@ def test_a_partition_grown_past_its_chunk_since_the_plan_still_goes_whole(
     # MariaDB: one piece, read without numbering its rows; PostgreSQL: chunks of 25.
     assert selected == ([25, 25] if "postgresql" in events_url else [50])
     _verified(audit)
+
+
+def test_a_zero_in_date_row_written_after_the_plan_keeps_its_partition(
+    mariadb_url: str, tmp_path: Path
+) -> None:
+    # March 2024 goes whole in the plan; then a row dated 2024-04-00 arrives in it (it sorts
+    # before April: March's partition). It may mean any day of April, not surely expired: the
+    # count under the table's lock finds it (not the partition's first: its rows not due are
+    # counted by the negated range), and March goes by row batches, that row kept.
+    create_events(mariadb_url)
+    audit = tmp_path / "audit"
+    config = make_config(mariadb_url, RULE, audit_directory=audit)
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, AS_OF)
+        assert "events_2024_03" in {p.name for p in the_plan.rules[0].partitions}
+        engine = create_engine(mariadb_url)
+        with engine.begin() as connection:
+            connection.execute(text("SET SESSION sql_mode = ''"))
+            connection.execute(text("INSERT INTO events VALUES (90, '2024-04-00', NULL)"))
+        engine.dispose()
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+    outcome = report.outcomes[0]
+    assert outcome.status == "ok", outcome.error
+    assert _remaining(mariadb_url) == KEPT | {90}
+    assert "events_2024_01" not in _partitions(mariadb_url)
+    assert "events_2024_03" in _partitions(mariadb_url)
+    _verified(audit)
+    # Now March is the table's first partition, and its one row is not due: the plan says so
+    # (e4d64dd took that row's clock for the oldest due and failed the rule on it).
+    later = plan(make_config(mariadb_url, RULE), AS_OF).rules[0]
+    batches = plan(make_config(mariadb_url, RULE + "drop_partitions = false\n"), AS_OF)
+    assert _counts(later) == _counts(batches.rules[0])
+    assert later.unreadable == 1
+    assert later.partition_notes == (
+        "events_2024_03: 1 of 1 rows are not due (a condition, a period override or a NULL "
+        "clock keeps them): row batches",
+    )
