@@ -199,9 +199,10 @@ def _execute_rule(
             if collect is not None and batch.visited_subjects:
                 collect.add(batch.visited_subjects)
             more = batch.more if batch.more is not None else len(batch.keys) >= limit
-            if batch.keys:
+            if batch.keys or batch.done:
                 batches += 1
-                selected += len(batch.keys)
+                # A batch nobody asked the keys of (no trail) may leave them out.
+                selected += len(batch.keys) or batch.done
                 done += batch.done
                 children_deleted += batch.children_deleted
                 for name, count in batch.children:

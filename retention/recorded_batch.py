@@ -87,7 +87,9 @@ def purge_one_batch(
                 dry_run=dry_run,
                 now=now(),
                 hash_key=hash_key,
-                before_write=record_intent,
+                # Without a trail nothing needs the keys before the write: a store may
+                # then leave them out of the batch (sql_spans).
+                before_write=record_intent if audit is not None else None,
                 only=only,
             )
         except BatchConflict:

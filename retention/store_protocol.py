@@ -136,7 +136,9 @@ class Batch:
 
     Object stores list more than they purge, so they say where the next batch starts
     (``resume_after``) and whether there is more to look at (``more``); SQL stores leave both
-    None: the next batch starts after the last key, and a short batch was the last one.
+    None: the next batch starts after the last key, and a short batch was the last one. A SQL
+    batch that no ``before_write`` asked the keys of (no audit trail) may leave ``keys``
+    empty: ``done`` then counts its rows, ``resume_after`` and ``more`` say what follows.
     ``failed`` counts records the store refused to delete (``errors`` says why, grouped);
     ``held`` counts records found protected while purging (S3 Object Lock). A cross-store
     rule's batch lists in ``kept_subjects`` the subjects some of whose objects stayed (held or

@@ -34,6 +34,7 @@ SQL_EDGES = {
     "retention/stores/sql_predicate.py",
     "retention/stores/sql_purge.py",
     "retention/stores/sql_probed.py",
+    "retention/stores/sql_spans.py",
     "retention/stores/sql_children.py",
     "retention/stores/sql_schema.py",
     "retention/stores/sql_survey.py",

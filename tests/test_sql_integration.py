@@ -623,20 +623,23 @@ batch_size = 7
 
 
 def test_a_plain_delete_takes_one_statement_per_batch_where_the_dialect_allows(
-    database_url: str,
+    database_url: str, tmp_path: Path
 ) -> None:
-    """Five due rows in batches of 3. PostgreSQL: a probe reading the batch's keys (the second
-    one read ahead, while the first batch's intent was written) and the DELETE of their range
-    per batch; the short second probe was the last. MariaDB: one DELETE … ORDER BY … LIMIT per
-    batch, the first one too (bounded by the table's first key, so that it walks the key's
-    index: its two statements were a run's longest transaction, issue 17). SQLite: a probe for
-    the window's end and a DELETE per batch (the second probe finds a short window, the last),
-    and no third probe walking the rest of the key again."""
+    """Five due rows in batches of 3, audited. PostgreSQL: a probe reading the batch's keys
+    (the second one read ahead, while the first batch's intent was written) and the DELETE of
+    their range per batch; the short second probe was the last. MariaDB: one DELETE … ORDER BY
+    … LIMIT per batch, the first one too (bounded by the table's first key, so that it walks
+    the key's index: its two statements were a run's longest transaction, issue 17). SQLite: a
+    probe for the window's end and a DELETE per batch (the second probe finds a short window,
+    the last), and no third probe walking the rest of the key again. (MariaDB without a
+    trail: tests/test_sql_spans.py.)"""
     from retention.app import make_plan, run_plan
     from retention.stores import open_stores
 
     _leap_logs(database_url)
-    config = make_config(database_url, logs_rule(extra="batch_size = 3"))
+    config = make_config(
+        database_url, logs_rule(extra="batch_size = 3"), audit_directory=tmp_path / "audit"
+    )
     statements: list[str] = []
 
     def record(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:

@@ -45,7 +45,14 @@ from retention.errors import (
 )
 from retention.selection import KeyValues, Selection
 from retention.store_protocol import Batch, BeforeDrop, BeforeWrite, KeyFilter, Survey
-from retention.stores import partitions, sql_predicate, sql_purge, sql_schema, sql_survey
+from retention.stores import (
+    partitions,
+    sql_predicate,
+    sql_purge,
+    sql_schema,
+    sql_spans,
+    sql_survey,
+)
 from retention.stores.partition_catalog import read_partitioning
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
@@ -74,6 +81,8 @@ class SqlStore:
         # and the threads that read them and run a batch's DELETE beside its intent.
         self._probe: Probe | None = None
         self._beside: ThreadPoolExecutor | None = None
+        # Where each rule's walk by spans of its key stands, between its batches (sql_spans).
+        self.span_walks: dict[str, sql_spans.SpanWalk] = {}
 
     @property
     def name(self) -> str:

@@ -32,7 +32,7 @@ from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.selection import ChildCounts, KeyValues, Selection, child_paths
 from retention.store_protocol import Batch, BeforeWrite, ChildRows, IntentDetail, KeyFilter
-from retention.stores import sql_children, sql_probed
+from retention.stores import sql_children, sql_probed, sql_spans
 from retention.stores.sql_columns import column_value
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
@@ -126,7 +126,9 @@ def purge_batch(
         connection.begin(),
     ):
         form = one_statement_delete(store.engine.dialect)
-        if locking is None and form is not None:
+        if locking is None and _by_spans(store, rule, form, before_write):
+            batch = sql_spans.delete_span(store, connection, selection, after, limit)
+        elif locking is None and form is not None:
             batch = _delete_next(store, connection, selection, after, limit, before_write, form)
         elif locking is None:
             batch = _delete_range(store, connection, selection, after, limit, before_write)
@@ -134,9 +136,9 @@ def purge_batch(
             batch = _purge_locked(
                 store, connection, selection, locking, now, hash_key, before_write, only, limit
             )
-        if batch.keys:
+        if batch.keys or batch.done:
             crash_point("mid_batch")
-    if batch.keys:
+    if batch.keys or batch.done:
         crash_point("after_commit")
     return replace(batch, transaction_seconds=time.monotonic() - started)
 
@@ -152,6 +154,18 @@ def _probes_ahead(store: SqlStore, rule: Rule) -> bool:
     """A plain delete on PostgreSQL reads each batch's keys ahead, and deletes them while its
     intent is written (sql_probed)."""
     return store.engine.dialect.name == "postgresql" and _deletes_by_range(store, rule)
+
+
+def _by_spans(
+    store: SqlStore, rule: Rule, form: OneStatementDelete | None, before_write: BeforeWrite | None
+) -> bool:
+    """Whether a plain delete batch goes by a span of keys, returning no keys
+    (stores/sql_spans.py): on MariaDB, where nobody needs them (no audit intent)."""
+    return (
+        form == "ordered_limit"
+        and before_write is None
+        and sql_spans.spans_apply(store, store.key_columns(rule))
+    )
 
 
 def _delete_next(
