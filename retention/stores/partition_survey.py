@@ -37,6 +37,8 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 
 from retention.documents import iso_instant
 from retention.selection import Selection, partition_fallback
@@ -193,11 +195,21 @@ def _range_counts(
     table = store.table(selection.rule.table)
     dialect = store.engine.dialect.name
     clock = rule_clock(store, selection.rule)
-    every = select(func.count(), func.min(clock.expression) if smallest else null())
     kept = select(func.count()).where(_not_due(store, selection))
-    rows, first = connection.execute(
-        in_partition(every.select_from(table), table, partitioning, partition, dialect)
-    ).one()
+    if dialect == "postgresql":
+        # The partition itself: through its parent, PostgreSQL would test the partition's
+        # range on every row (85,000 rows: 9-17 ms against 2-3 ms).
+        own = sql_table(
+            partition.name, sql_column(selection.rule.clock[0].column), schema=partition.schema
+        )
+        clock_column = own.c[selection.rule.clock[0].column]
+        every = select(func.count(), func.min(clock_column) if smallest else null())
+        rows, first = connection.execute(every.select_from(own)).one()
+    else:
+        every = select(func.count(), func.min(clock.expression) if smallest else null())
+        rows, first = connection.execute(
+            in_partition(every.select_from(table), table, partitioning, partition, dialect)
+        ).one()
     kept_rows = connection.execute(
         in_partition(kept.select_from(table), table, partitioning, partition, dialect)
     ).scalar_one()
