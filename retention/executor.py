@@ -207,7 +207,8 @@ def _execute_rule(
                 children_deleted += batch.children_deleted
                 for name, count in batch.children:
                     children[name] = children.get(name, 0) + count
-                longest = max(longest, batch.transaction_seconds)
+            # A transaction that deleted nothing held its locks too (a span of kept rows).
+            longest = max(longest, batch.transaction_seconds)
             # A batch with nothing to delete can still have failed (a subject with no prefix).
             failed += batch.failed
             errors.update(dict.fromkeys(batch.errors))

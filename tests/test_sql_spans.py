@@ -190,3 +190,40 @@ def test_the_next_span_fills_most_of_the_limit_and_grows_less_after_a_long_state
     assert next_span(SpanWalk(0, 10**6, 100_000, 0, 0.075), 10_000) == 200_000
     assert next_span(SpanWalk(0, 10**6, 100_000, 0, 0.3), 10_000) == 50_000
     assert next_span(SpanWalk(0, 10**6, 0, 10_000, 0.01), 10_000) == 1
+
+
+@pytest.mark.mariadb
+def test_a_span_that_deletes_nothing_counts_towards_the_longest_transaction(
+    mariadb_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids 1..20 due, 21..200 kept, batches of 10: the walk ends on spans of kept rows that
+    delete nothing but still lock what they read. Each transaction here appears to take a
+    second longer than the one before, so the last one, which deleted nothing, is the longest;
+    the run reports its time (it reported the last batch that deleted rows before)."""
+    from types import SimpleNamespace
+
+    clocks = {key: OLD if key <= 20 else NEW for key in range(1, 201)}
+    engine = _logs(mariadb_url, clocks)
+    ticks = iter(tick for step in range(100) for tick in (step * step, (step + 1) ** 2))
+    durations: list[float] = []
+
+    def monotonic() -> float:
+        return float(next(ticks))
+
+    monkeypatch.setattr("retention.stores.sql_purge.time", SimpleNamespace(monotonic=monotonic))
+    from retention.stores import sql_purge
+
+    purge = sql_purge.purge_batch
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        batch = purge(*args, **kwargs)
+        durations.append(batch.transaction_seconds)
+        return batch
+
+    monkeypatch.setattr(sql_purge, "purge_batch", recorded)
+    outcome, sent = _run(mariadb_url, 10)
+    assert outcome.deleted == 20
+    assert remaining_ids(engine, "logs") == set(range(21, 201))
+    assert sent[-1][1] == 0
+    assert durations == sorted(durations)
+    assert outcome.longest_transaction_seconds == durations[-1]
