@@ -4,7 +4,7 @@ same rule purged by row batches alone (drop_partitions = false)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -193,3 +193,22 @@ def test_a_zero_in_date_row_written_after_the_plan_keeps_its_partition(
         "events_2024_03: 1 of 1 rows are not due (a condition, a period override or a NULL "
         "clock keeps them): row batches",
     )
+
+
+def test_a_surely_expired_zero_in_date_value_in_a_partition_that_goes_whole(
+    mariadb_url: str,
+) -> None:
+    # 2023-00-00 (some day of 2023: surely expired) sorts first, into January, which goes
+    # whole: the oldest due is the first day it could mean, as row batches say, and the plan
+    # does not fail comparing that text with a date.
+    create_events(mariadb_url)
+    engine = create_engine(mariadb_url)
+    with engine.begin() as connection:
+        connection.execute(text("SET SESSION sql_mode = ''"))
+        connection.execute(text("INSERT INTO events VALUES (90, '2023-00-00', NULL)"))
+    engine.dispose()
+    dropping = plan(make_config(mariadb_url, RULE), AS_OF).rules[0]
+    batches = plan(make_config(mariadb_url, RULE + "drop_partitions = false\n"), AS_OF)
+    assert "events_2024_01" in {partition.name for partition in dropping.partitions}
+    assert _counts(dropping) == _counts(batches.rules[0])
+    assert dropping.oldest == datetime(2023, 1, 1, tzinfo=UTC)

@@ -79,3 +79,37 @@ def test_zero_in_date_values_are_kept_back_and_counted(
         }
     engine.dispose()
     assert kept == {"logs": set(ROWS) - DUE, "other_logs": {2}}
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["clock-index", "no-index"])
+@pytest.mark.parametrize("clock_type", ["DATETIME", "DATE"])
+def test_a_surely_expired_zero_in_date_value_as_the_oldest_due_does_not_fail_the_rule(
+    mariadb_url: str, clock_type: str, indexed: bool
+) -> None:
+    """2024-00-15 is due (every date it could mean is expired) and sorts first: the plan shows
+    the first day it could mean as the oldest due (not the row's text, which failed the rule:
+    "the clock holds a value that is no date"), and the run purges both due rows."""
+    engine = create_engine(mariadb_url)
+    index = ", KEY (logged_at)" if indexed else ""
+    with engine.begin() as connection:
+        connection.execute(text("SET SESSION sql_mode = ''"))
+        connection.execute(
+            text(f"CREATE TABLE logs (id INT PRIMARY KEY, logged_at {clock_type}{index})")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO logs VALUES (1, '2024-00-15'), (2, '2025-03-10'), (3, '2025-12-31'),"
+                " (4, '2025-06-00')"
+            )
+        )
+    the_plan, report = plan_and_run(make_config(mariadb_url, logs_rule()), AS_OF)
+    rule_plan = the_plan.rules[0]
+    assert rule_plan.error is None, rule_plan.error
+    assert (rule_plan.due, rule_plan.unreadable) == (2, 1)
+    assert rule_plan.oldest == (
+        date(2024, 1, 1) if clock_type == "DATE" else datetime(2024, 1, 1, tzinfo=UTC)
+    )
+    assert report.outcomes[0].deleted == 2
+    with engine.connect() as connection:
+        assert set(connection.execute(text("SELECT id FROM logs")).scalars()) == {3, 4}
+    engine.dispose()

@@ -4,6 +4,7 @@ run purges and a row touched since it was selected survives. Values are always b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -342,6 +343,7 @@ def instant(store: SqlStore, value: Any, kind: ClockKind) -> datetime | date | N
     """Given a clock's value as the driver read it, return it as an instant in UTC (a date as
     it is). A value that is no date (PyMySQL hands MariaDB's zero date, 0000-00-00, back as
     text) is the rule's failure: its rows have no time to be counted from."""
+    value = earliest_meaning(value, kind)
     if value is None:
         return None
     if kind == "date" and isinstance(value, date):
@@ -355,6 +357,27 @@ def instant(store: SqlStore, value: Any, kind: ClockKind) -> datetime | date | N
         return value.astimezone(UTC)
     zone = UTC if kind == "utc_naive" else store.config.timezone
     return value.replace(tzinfo=zone).astimezone(UTC)
+
+
+_ZERO_IN_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?)?")
+
+
+def earliest_meaning(value: Any, kind: ClockKind) -> Any:
+    """Given a clock's value as the driver read it, return it, but a MariaDB/MySQL
+    zero-in-date value of a year from 1 on (PyMySQL hands 2024-00-15 and 2024-06-00 back as
+    text) as the first day it could mean, 2024-01-01 and 2024-06-01: it sorts there, and
+    guarded() lets such a value be due once every date it could mean is expired, so it can be
+    the oldest due. Other text (0000-00-00, year 0: never due) is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    spelled = _ZERO_IN_DATE.fullmatch(value)
+    if spelled is None:
+        return value
+    year, month, day = (int(part) for part in spelled.group(1, 2, 3))
+    if year < 1 or (month and day):
+        return value
+    first = date(year, month or 1, 1)
+    return first if kind == "date" else datetime(first.year, first.month, first.day)
 
 
 def when_readable(clock: Clock, condition: ColumnElement[bool]) -> ColumnElement[bool]:

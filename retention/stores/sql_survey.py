@@ -32,6 +32,7 @@ from retention.stores.sql_keys import not_true
 from retention.stores.sql_predicate import (
     batch_query,
     bound,
+    earliest_meaning,
     expired_all,
     held,
     instant,
@@ -120,8 +121,11 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
     in_scope, due_count, held_count, future_count, unreadable_count, invalid_count, oldest = counts
     # Every row of a partition that goes whole is in scope and due (and none held or future).
     in_scope, due_count = int(in_scope) + whole.rows, int(due_count) + whole.rows
-    if whole.oldest is not None and (oldest is None or whole.oldest < oldest):
-        oldest = whole.oldest
+    # A zero-in-date value comes as text: compared as the first day it could mean.
+    oldest = earliest_meaning(oldest, clock.kind)
+    whole_oldest = earliest_meaning(whole.oldest, clock.kind)
+    if whole_oldest is not None and (oldest is None or whole_oldest < oldest):
+        oldest = whole_oldest
     return Survey(
         due=int(due_count),
         oldest=instant(store, oldest, clock.kind),
