@@ -345,13 +345,44 @@ def bench_mariadb(rows: int, batch_size: int, prefix: str) -> list[Result]:
             progress(f"mariadb: {table}: {rows:,} rows over {MONTHS} monthly partitions")
             create_partitioned(connection, "mariadb", table)
             fill(connection, "mariadb", table, rows)
+        settle_mariadb(connection)
         progress("mariadb: raw DELETE")
         results.append(shown(raw_delete(connection, "mariadb", "events_raw")))
         left = count(connection, "events_raw")
+        settle_mariadb(connection)
         progress("mariadb: retention run")
         results.append(shown(retention_run(url, "events_ret", rows, batch_size, "mariadb")))
         same(left, count(connection, "events_ret"), "retention")
         return results
+
+
+def settle_mariadb(connection: Connection, timeout_seconds: float = 60.0) -> None:
+    """Wait until InnoDB has purged what the contender before left (the raw DELETE's million
+    rows) and flushed its dirty pages, as PostgreSQL's contenders start after a CHECKPOINT: a
+    DROP PARTITION that meets the purge still at work, or many dirty pages, waits about a
+    second for it, which would be charged to the next contender."""
+    connection.execute(text("SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0.001"))
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while time.monotonic() < deadline:
+            status = dict(
+                connection.execute(
+                    text(
+                        "SHOW GLOBAL STATUS WHERE Variable_name IN "
+                        "('Innodb_history_list_length', 'Innodb_buffer_pool_pages_dirty')"
+                    )
+                ).all()
+            )
+            if (
+                int(status["Innodb_history_list_length"]) < 100
+                and int(status["Innodb_buffer_pool_pages_dirty"]) < 1000
+            ):
+                progress(f"mariadb: settled ({status})")
+                return
+            time.sleep(0.2)
+        progress(f"mariadb: not settled after {timeout_seconds:.0f} s ({status})")
+    finally:
+        connection.execute(text("SET GLOBAL innodb_max_dirty_pages_pct_lwm = DEFAULT"))
 
 
 def shown(result: Result) -> Result:
