@@ -14,6 +14,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    delete,
     false,
     func,
     not_,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     true,
     tuple_,
 )
+from sqlalchemy.sql.dml import ReturningDelete
 
 from retention.config import ColumnRef, Condition, Rule, Scalar
 from retention.errors import RetentionError, without_values
@@ -30,7 +32,7 @@ from retention.rules import Expired
 from retention.selection import KeyValues, Selection
 from retention.stores.sql_columns import column_value
 from retention.stores.sql_dialect import ClockKind, clock_kind, greatest, sqlite_time_text
-from retention.stores.sql_keys import after_key, coerce, fitted, key_in
+from retention.stores.sql_keys import after_key, coerce, fitted, key_in, key_up_to
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -186,6 +188,23 @@ def predicate(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
     holding = held(store, selection)
     due = expired if holding is None else and_(expired, not_(holding))
     return and_(due, scope(store, selection))
+
+
+def range_delete(
+    store: SqlStore, selection: Selection, after: KeyValues | None, end: KeyValues
+) -> ReturningDelete[Any]:
+    """Given a Selection and a range of its keys (after ``after``, None: from the first, up to
+    ``end``), return the DELETE of the range's rows that are still due, the predicate checked
+    again, RETURNING their keys."""
+    key_columns = store.key_columns(selection.rule)
+    in_range = key_up_to(key_columns, end)
+    if after is not None:
+        in_range = and_(after_key(key_columns, after), in_range)
+    return (
+        delete(store.table(selection.rule.table))
+        .where(in_range, predicate(store, selection))
+        .returning(*key_columns)
+    )
 
 
 def scope(store: SqlStore, selection: Selection) -> ColumnElement[bool]:

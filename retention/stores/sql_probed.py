@@ -16,14 +16,13 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Connection, and_, delete
+from sqlalchemy import Column, Connection
 
 from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.selection import KeyValues, Selection
 from retention.store_protocol import Batch, BeforeWrite
-from retention.stores.sql_keys import after_key, key_up_to
-from retention.stores.sql_predicate import batch_query, predicate
+from retention.stores.sql_predicate import batch_query, range_delete
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -68,16 +67,8 @@ def delete_probed(
     if not keys:
         return Batch((), 0, more=False)
     more = len(keys) >= limit
-    rule = selection.rule
-    key_columns = store.key_columns(rule)
-    in_range = key_up_to(key_columns, keys[-1])
-    if after is not None:
-        in_range = and_(after_key(key_columns, after), in_range)
-    statement = (
-        delete(store.table(rule.table))
-        .where(in_range, predicate(store, selection))
-        .returning(*key_columns)
-    )
+    key_columns = store.key_columns(selection.rule)
+    statement = range_delete(store, selection, after, keys[-1])
     started = time.monotonic()
     with store.reachable(), store.write_connection() as connection, connection.begin():
         deleting = store.beside().submit(_deleted_keys, store, connection, statement, key_columns)

@@ -41,8 +41,8 @@ from retention.stores.sql_dialect import (
     one_statement_delete,
     ordered_limit,
 )
-from retention.stores.sql_keys import after_key, key_between, key_in, key_up_to, only_accepted
-from retention.stores.sql_predicate import batch_query, bound, predicate
+from retention.stores.sql_keys import after_key, key_between, key_in, only_accepted
+from retention.stores.sql_predicate import batch_query, bound, predicate, range_delete
 from retention.stores.sql_survey import count_children
 
 if TYPE_CHECKING:
@@ -258,14 +258,7 @@ def _delete_range(
     if last is None:
         return Batch((), 0, more=False)
     end, size = tuple(last[:-1]), int(last[-1])
-    in_range = key_up_to(key_columns, end)
-    if after is not None:
-        in_range = and_(after_key(key_columns, after), in_range)
-    statement = (
-        delete(store.table(rule.table))
-        .where(in_range, predicate(store, selection))
-        .returning(*key_columns)
-    )
+    statement = range_delete(store, selection, after, end)
     keys = _returned_keys(store, connection.execute(statement), key_columns)
     if keys and before_write is not None:
         before_write(keys)
