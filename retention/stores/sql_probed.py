@@ -10,7 +10,6 @@ trail's overlap. One transaction writes at a time; the probes read in read-only 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future, wait
 from contextlib import suppress
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.selection import KeyValues, Selection
 from retention.store_protocol import Batch, BeforeWrite
+from retention.stores.sql_keys import result_keys
 from retention.stores.sql_predicate import batch_query, range_delete
 
 if TYPE_CHECKING:
@@ -127,28 +127,13 @@ def _read_query(store: SqlStore, query: Any) -> tuple[KeyValues, ...]:
     """The keys a probe reads, in a read-only transaction of its own."""
     with store.engine.connect().execution_options(postgresql_readonly=True) as connection:
         result = connection.execute(query)
-        if store.plain_integer_keys(query.selected_columns):
-            with result:
-                return tuple(_driver_rows(result.cursor.fetchall()))
-        return tuple(map(tuple, result.all()))
+        return tuple(result_keys(result, store.plain_integer_keys(query.selected_columns)))
 
 
 def _deleted_keys(
     store: SqlStore, connection: Connection, statement: Any, key_columns: list[Column[Any]]
 ) -> list[KeyValues]:
-    result = connection.execute(statement)
-    if store.plain_integer_keys(key_columns):
-        with result:
-            return _driver_rows(result.cursor.fetchall())
-    return list(map(tuple, result.all()))
-
-
-def _driver_rows(rows: Sequence[Any]) -> list[KeyValues]:
-    """psycopg's rows as keys: its rows are tuples already (copying 10,000 of them cost 0.5 ms
-    a batch)."""
-    if isinstance(rows, list) and (not rows or type(rows[0]) is tuple):
-        return rows
-    return list(map(tuple, rows))
+    return result_keys(connection.execute(statement), store.plain_integer_keys(key_columns))
 
 
 def _not_deleted(keys: tuple[KeyValues, ...], deleted: list[KeyValues]) -> tuple[KeyValues, ...]:

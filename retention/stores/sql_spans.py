@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Connection, Integer, and_, delete, func, select
+from sqlalchemy import Column, Connection, and_, delete, func, select
 
 from retention.selection import KeyValues, Selection
 from retention.store_protocol import Batch
@@ -57,14 +57,7 @@ class SpanWalk:
 def spans_apply(store: SqlStore, key_columns: list[Column[Any]]) -> bool:
     """Whether a rule's batches can go by spans of its key: one integer key column that
     SQLAlchemy returns as the driver reads it (so that ``key + width`` is a key)."""
-    if len(key_columns) != 1:
-        return False
-    column = key_columns[0]
-    dialect = store.engine.dialect
-    return (
-        isinstance(column.type, Integer)
-        and column.type.dialect_impl(dialect).result_processor(dialect, None) is None
-    )
+    return len(key_columns) == 1 and store.plain_integer_keys(key_columns)
 
 
 def next_span(walk: SpanWalk, limit: int) -> int:
