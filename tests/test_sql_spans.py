@@ -142,20 +142,29 @@ def test_gaps_in_the_key_are_crossed_by_wider_spans(mariadb_url: str) -> None:
     assert len(sent) <= 30
 
 
+def _on_first_delete(engine: Engine, statement: str) -> tuple[Any, list[bool]]:
+    """A before_cursor_execute listener that runs ``statement`` on another connection, once,
+    just before the run's first DELETE; and the list it marks when it has."""
+    done: list[bool] = []
+
+    def listener(_connection: Any, _cursor: Any, sent: str, *_args: Any) -> None:
+        if sent.upper().startswith("DELETE") and not done:
+            done.append(True)
+            with engine.begin() as other:
+                other.execute(text(statement))
+
+    return listener, done
+
+
 @pytest.mark.mariadb
 def test_rows_added_beyond_the_last_key_during_the_run_go_too(mariadb_url: str) -> None:
     """The last span is open-ended: a due row inserted with a key past the table's last one
     after the walk began goes in this run, as it did when each batch took the next due keys."""
     clocks = {key: OLD for key in range(1, 51)}
     engine = _logs(mariadb_url, clocks)
-    added: list[bool] = []
-
-    def add_once(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.upper().startswith("DELETE") and not added:
-            added.append(True)
-            with engine.begin() as other:
-                other.execute(text("INSERT INTO logs (id, logged_at) VALUES (900, '2019-01-01')"))
-
+    add_once, added = _on_first_delete(
+        engine, "INSERT INTO logs (id, logged_at) VALUES (900, '2019-01-01')"
+    )
     outcome, _sent = _run(mariadb_url, 10, during=add_once)
     assert added
     assert outcome.deleted == 51
@@ -166,14 +175,9 @@ def test_rows_added_beyond_the_last_key_during_the_run_go_too(mariadb_url: str) 
 def test_a_row_that_stops_being_due_before_its_span_is_kept(mariadb_url: str) -> None:
     clocks = {key: OLD for key in range(1, 41)}
     engine = _logs(mariadb_url, clocks)
-    changed: list[bool] = []
-
-    def change_once(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.upper().startswith("DELETE") and not changed:
-            changed.append(True)
-            with engine.begin() as other:
-                other.execute(text("UPDATE logs SET logged_at = '2025-12-31' WHERE id = 35"))
-
+    change_once, changed = _on_first_delete(
+        engine, "UPDATE logs SET logged_at = '2025-12-31' WHERE id = 35"
+    )
     outcome, _sent = _run(mariadb_url, 10, during=change_once)
     assert changed
     assert outcome.deleted == 39
