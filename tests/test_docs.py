@@ -154,3 +154,52 @@ def test_every_key_of_every_json_schema_is_in_docs_json_md() -> None:
         assert f"retention/schemas/{name}.schema.json" in documented
         missing = {key for key in keys(schema(name)) if f"`{key}`" not in documented}
         assert not missing, f"{name}: not in docs/json.md: {sorted(missing)}"
+
+
+def _heading_anchors(path: Path) -> set[str]:
+    """Given a Markdown file, return the anchors GitHub makes of its headings (text lowercased,
+    punctuation dropped, spaces as hyphens, a repeated heading numbered)."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        heading = re.match(r"#+ (.*)", line)
+        if heading is None or in_code:
+            continue
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.group(1).strip()).lower()
+        slug = "".join(c for c in text if c.isalnum() or c in " -_").replace(" ", "-")
+        anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_every_doc_is_listed_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    unlisted = [
+        path.name
+        for path in sorted((ROOT / "docs").glob("*.md"))
+        if f"](docs/{path.name})" not in readme
+    ]
+    assert not unlisted, f"not in README.md's Documentation list: {unlisted}"
+
+
+def test_every_link_between_the_docs_resolves() -> None:
+    broken = []
+    for document in [
+        ROOT / "README.md",
+        ROOT / "bench" / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+    ]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path_text, _, anchor = target.partition("#")
+            path = (document.parent / path_text).resolve() if path_text else document
+            resolves = path.exists() and (
+                not anchor or path.suffix != ".md" or anchor in _heading_anchors(path)
+            )
+            if not resolves:
+                broken.append(f"{document.name}: {target}")
+    assert not broken, f"links to no file or heading: {broken}"
