@@ -10,7 +10,7 @@ from datetime import datetime
 from retention.errors import AuditFailure, RetentionError, StoreUnavailable, error_text
 from retention.holds import Hold
 from retention.partition_drops import drop_whole_partitions
-from retention.planner import Plan, RulePlan
+from retention.planner import UNREADABLE_CLOCK, UNREADABLE_CLOCK_DOCS, Plan, RulePlan
 from retention.recorded_batch import next_limit, purge_one_batch, with_current_holds
 from retention.rule_gates import blocked_by_objects, brake_of, keeping_subjects, subject_sets
 from retention.run_ports import Audit, Logger, Progress, SubjectSet, SubjectsInMemory
@@ -90,7 +90,7 @@ def execute(
                     "rule.unreadable_clock",
                     rule=outcome.rule,
                     rows=rule_plan.unreadable,
-                    kept="their clock is not a timestamp this store can compare (docs/config.md)",
+                    kept=f"their clock is {UNREADABLE_CLOCK} (see {UNREADABLE_CLOCK_DOCS})",
                 )
             if rule_plan.invalid_period:
                 logger.warning(

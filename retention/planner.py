@@ -25,6 +25,11 @@ from retention.store_protocol import PartitionDue, RecordStore
 
 SAMPLE_SIZE = 5
 
+# Why a rule's rows counted in ``unreadable`` are kept, and where the user reads what to do:
+# the plan's warning and the run's ``rule.unreadable_clock`` line say it in the same words.
+UNREADABLE_CLOCK = "not a timestamp this store can compare"
+UNREADABLE_CLOCK_DOCS = "docs/config.md, SQLite timestamps, MariaDB/MySQL zero dates"
+
 
 @dataclass(frozen=True)
 class RulePlan:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 from retention.config import Rule
 from retention.layout import table, wrap
-from retention.planner import Plan, RulePlan
+from retention.planner import UNREADABLE_CLOCK, UNREADABLE_CLOCK_DOCS, Plan, RulePlan
 from retention.run_report import FAILED, RunReport
 from retention.wording import counted
 
@@ -162,8 +162,7 @@ def render_plan(plan: Plan, zone_name: str, width: int | None = None) -> str:
     ]
     warnings += [
         f"  {rule_plan.rule.name}: {counted(rule_plan.unreadable, 'row')} with a clock value "
-        "that is not a timestamp this store can compare "
-        "(kept; see docs/config.md, SQLite timestamps, MariaDB/MySQL zero dates)"
+        f"that is {UNREADABLE_CLOCK} (kept; see {UNREADABLE_CLOCK_DOCS})"
         for rule_plan in plan.rules
         if rule_plan.unreadable
     ]

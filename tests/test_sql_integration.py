@@ -1164,9 +1164,16 @@ def test_sqlite_clock_values_in_a_foreign_format_are_kept_and_reported(sqlite_ur
     assert [(line["rule"], line["rows"], line["log_level"]) for line in warned] == [
         ("logs", 4, "warning")
     ]
+    # The run's line names the doc's sections, as the plan's warning does.
+    assert warned[0]["kept"].endswith(
+        "(see docs/config.md, SQLite timestamps, MariaDB/MySQL zero dates)"
+    )
     assert report.outcomes[0].deleted == len(LEAP_DUE)
     assert remaining_ids(engine, "logs") == (set(LEAP_ROWS) - LEAP_DUE) | set(SQLITE_FOREIGN_CLOCKS)
-    warning = "logs: 4 rows with a clock value that is not a timestamp"
+    warning = (
+        "logs: 4 rows with a clock value that is not a timestamp this store can compare "
+        "(kept; see docs/config.md, SQLite timestamps, MariaDB/MySQL zero dates)"
+    )
     assert warning in render_plan(the_plan, "UTC")
     assert plan_document(the_plan)["rules"][0]["unreadable_clock"] == 4  # type: ignore[index]
 
