@@ -9,10 +9,14 @@ counts by index ranges when there is one)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
+from retention.app import make_plan, run_plan
+from retention.stores import open_stores
+from retention.stores.sql_predicate import ZERO_TIMESTAMP
 from tests.support import logs_rule, make_config, plan_and_run
 
 # 1 year: the cutoff is 2025-06-15 12:00.
@@ -113,3 +117,51 @@ def test_a_surely_expired_zero_in_date_value_as_the_oldest_due_does_not_fail_the
     with engine.connect() as connection:
         assert set(connection.execute(text("SELECT id FROM logs")).scalars()) == {3, 4}
     engine.dispose()
+
+
+def test_a_timestamp_clock_keeps_its_zero_values_back_counting_by_index_ranges(
+    mariadb_url: str,
+) -> None:
+    """A TIMESTAMP holds a zero-in-date value as 0000-00-00 00:00:00: kept back and counted
+    as unreadable. The survey counts those rows with a range of the clock's index: compared
+    with year one, outside the type's range, MariaDB read the whole index (issue 17)."""
+    engine = create_engine(mariadb_url)
+    with engine.begin() as connection:
+        connection.execute(text("SET SESSION sql_mode = '', time_zone = '+00:00'"))
+        connection.execute(
+            text(
+                "CREATE TABLE logs (id INT PRIMARY KEY, logged_at TIMESTAMP NULL, KEY (logged_at))"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO logs VALUES (1, '2020-01-01'), (2, '2025-12-31'), (3, '0000-00-00'),"
+                " (4, '2025-00-15'), (5, '2024-12-00'), (6, '2025-03-10')"
+            )
+        )
+    config = make_config(mariadb_url, logs_rule())
+    sent: list[tuple[str, Any]] = []
+
+    def record(_connection: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("SELECT count(*)"):
+            sent.append((statement, parameters))
+
+    with open_stores(config, read_only=False) as store_for:
+        event.listen(store_for("db").engine, "before_cursor_execute", record)  # type: ignore[attr-defined]
+        the_plan = make_plan(config, config.rules, store_for, AS_OF)
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+    rule_plan = the_plan.rules[0]
+    assert rule_plan.error is None, rule_plan.error
+    assert (rule_plan.due, rule_plan.unreadable) == (2, 3)
+    assert report.outcomes[0].deleted == 2
+    kept_back = [
+        (statement, parameters)
+        for statement, parameters in sent
+        if ZERO_TIMESTAMP in (parameters or {}).values()
+    ]
+    assert len(kept_back) == 1
+    with engine.connect() as connection:
+        assert set(connection.execute(text("SELECT id FROM logs")).scalars()) == {2, 3, 4, 5}
+        plan = connection.exec_driver_sql("EXPLAIN " + kept_back[0][0], kept_back[0][1]).one()
+    engine.dispose()
+    assert plan._mapping["type"] == "range"

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import (
     ColumnElement,
     Select,
+    String,
     and_,
     delete,
     false,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -36,6 +38,9 @@ from retention.stores.sql_keys import after_key, coerce, fitted, key_in, key_up_
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
+
+# The one value below year one a MariaDB/MySQL TIMESTAMP can hold (see zero_in_date_expired).
+ZERO_TIMESTAMP = "0000-00-00 00:00:00"
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,13 @@ def zero_in_date_expired(store: SqlStore, clock: Clock, expired: Expired) -> Col
     else:
         ends = [bound(store, window.end, clock.kind) for window in expired.windows]
         year_one = datetime(1, 1, 1)
-    parts: list[ColumnElement[bool]] = [clock.expression < year_one]
+    before_year_one = clock.expression < year_one
+    if clock.kind == "utc_naive":
+        # A TIMESTAMP holds 0000-00-00 00:00:00 or a time from 1970 on, so this is the same
+        # test. Year one is outside the type's range: MariaDB's range optimizer gives up on
+        # it and reads the whole index (0.2 s on the bench's 1,000,000 rows, issue 17).
+        before_year_one = clock.expression <= literal(ZERO_TIMESTAMP, String())
+    parts: list[ColumnElement[bool]] = [before_year_one]
     for end in ends:
         start = _last_of_year_before(end)
         in_year = clock.expression <= end
