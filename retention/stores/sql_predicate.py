@@ -175,6 +175,25 @@ def zero_in_date_expired(store: SqlStore, clock: Clock, expired: Expired) -> Col
     return or_(*parts)
 
 
+def plainly_expired(
+    store: SqlStore, selection: Selection, clock: Clock
+) -> ColumnElement[bool] | None:
+    """Given a Selection and its clock, return the plain comparison that guarded() keeps to
+    the surely expired values, when what is expired is one range open to the past: true
+    exactly for the rows due and those zero_in_date_expired() keeps back, never for both (a
+    value before year one, or in the end's year without a month or a day, is kept back; any
+    other is due). None for an erasure, a period read from a column, or an expiry of several
+    windows, one of which could keep back what another finds due."""
+    if selection.erasure is not None or selection.rule.period_column is not None:
+        return None
+    expired = selection.default
+    if clock.kind == "date":
+        return None if expired.last_date is None else clock.expression <= expired.last_date
+    if len(expired.windows) != 1 or expired.windows[0].start is not None:
+        return None
+    return clock.expression <= bound(store, expired.windows[0].end, clock.kind)
+
+
 def _last_of_year_before(end: datetime | date) -> datetime | date | None:
     if end.year <= 1:
         return None

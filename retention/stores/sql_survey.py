@@ -37,6 +37,7 @@ from retention.stores.sql_predicate import (
     held,
     instant,
     invalid_period,
+    plainly_expired,
     predicate,
     rule_clock,
     scope,
@@ -103,15 +104,32 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
                 return whole.outside(query.select_from(table), store, rule.table)
 
             total = _count(connection, outside(select(func.count()).where(in_scope_where)))
-            first_due = select(func.count(), func.min(clock.expression))
-            due_rows, first = _count(
-                connection, outside(first_due.where(in_scope_where, due)), (0, None)
-            )
             later = _count(connection, outside(select(func.count()).where(in_scope_where, future)))
             zero_in_date = zero_in_date_expired(store, clock, selection.default)
             kept_back = _count(
                 connection, outside(select(func.count()).where(in_scope_where, zero_in_date))
             )
+            plain = plainly_expired(store, selection, clock)
+            if plain is None:
+                first_due = select(func.count(), func.min(clock.expression))
+                due_rows, first = _count(
+                    connection, outside(first_due.where(in_scope_where, due)), (0, None)
+                )
+            else:
+                # The plain range less what the guard keeps back, and the first due value in
+                # the index's order: MariaDB evaluates the guard on every row it counts (0.06 s
+                # of a 0.15 s count of 500,000 rows, issue 17), not on a range count.
+                plainly = outside(select(func.count()).where(in_scope_where, plain))
+                due_rows = _count(connection, plainly) - kept_back
+                oldest_due = outside(
+                    select(clock.expression)
+                    .where(in_scope_where, due)
+                    .order_by(clock.expression)
+                    .limit(1)
+                )
+                first = None
+                if due_rows and oldest_due is not None:
+                    first = connection.execute(oldest_due).scalar()
             counts = (total, due_rows, 0, later, kept_back, 0, first)
         else:
             rest = whole.outside(counting, store, rule.table)
