@@ -34,7 +34,7 @@ from collections.abc import Generator, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from queue import Empty, Queue
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -102,16 +102,14 @@ def key_chunks(
     key_columns: list[Column[Any]],
     chunk: int,
     checksum: Checksum | None = None,
-    partition: str | None = None,
     rows: int = 0,
 ) -> Generator[Keys, None, None]:
-    """Given a connection in a transaction, the query of a partition's keys and its key columns
-    (on PostgreSQL also the partition's quoted, qualified name), and how many rows it holds
-    (PostgreSQL: exactly, counted in this snapshot; MariaDB: as the plan counted them, 0 when
-    unknown), yield the keys in chunks of at most ``chunk`` (on MariaDB, a partition counted
-    within one chunk comes as one, however many rows it holds now), in no particular order: as
-    values, or spelled (``SpelledKeys``) where ``spellable``; and sum ``checksum`` along when
-    the keys come joined (MariaDB)."""
+    """Given a connection in a transaction, the query of a partition's keys and its key columns,
+    and how many rows it holds (MariaDB: as the plan counted them, 0 when unknown), yield the
+    keys in chunks of at most ``chunk`` (on MariaDB, a partition counted within one chunk
+    comes as one, however many rows it holds now), in no particular order: as values, or on
+    MariaDB spelled (``SpelledKeys``) where ``spellable``; and sum ``checksum`` along when the
+    keys come joined (MariaDB). PostgreSQL's spellable keys are read by ``postgres_pieces``."""
     if not all(isinstance(column.type, _PLAIN_KEY_TYPES) for column in key_columns):
         for found in connection.execute(keys_query).partitions(chunk):
             yield tuple(map(tuple, found))
@@ -119,15 +117,6 @@ def key_chunks(
     dialect = connection.dialect.name
     driver = connection.connection.driver_connection
     assert driver is not None
-    if dialect == "postgresql" and partition is not None and spellable(key_columns):
-        version = connection.dialect.server_version_info
-        # Before 14, a TID range is a filter over the whole partition, once per piece.
-        if version is not None and version >= (14,):
-            quote = connection.dialect.identifier_preparer.quote
-            names = [quote(column.name) for column in key_columns]
-            pieces = _postgres_pieces(driver, partition, names, rows)
-            yield from _spelled_chunks(_read_ahead(pieces), chunk)
-            return
     if dialect != "postgresql" and spellable(key_columns):
         # A partition the plan counted within one chunk is read as one group: numbering its
         # rows to cut them into chunks costs the server twice the read (measured on MariaDB
@@ -181,7 +170,7 @@ def _microseconds(found: re.Match[bytes]) -> bytes:
     return b"" if digits.count(b"0") == len(digits) else b"." + digits.ljust(6, b"0")
 
 
-def _postgres_pieces(
+def postgres_pieces(
     driver: Any, partition: str, names: Sequence[str], rows: int
 ) -> Iterator[bytes]:
     """PostgreSQL: the keys (their columns' quoted ``names``) of the partition of ``rows``
@@ -208,48 +197,66 @@ def _postgres_pieces(
                 yield _respelled(text.encode("ascii", "replace"), b"\n")
 
 
-def _read_ahead(pieces: Iterator[T]) -> Iterator[T]:
-    """Given an iterator whose every step waits on the database, return one that steps it in a
-    thread, one piece ahead of its reader: the database reads the next piece while this one is
-    handled. The connection is the thread's until it stops, which it does before this returns
-    (its reader done, or gone)."""
-    queue: Queue[tuple[bool, Any]] = Queue(maxsize=1)
-    stop = threading.Event()
+class ReadAhead(Generic[T]):
+    """An iterator whose every step waits on the database, stepped in a thread from the start,
+    up to ``depth`` items ahead of its reader: the database reads the next items while this
+    one is handled. What the iterator holds (its connection, its transaction) is the thread's
+    until it stops, which it does before ``close()`` returns (read to its end, or not); what
+    it raises is raised to the reader."""
 
-    def read() -> None:
+    def __init__(self, items: Iterator[T], depth: int = 1, name: str = "retention-read-ahead"):
+        self._items = items
+        self._queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, name=name, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
         try:
-            for piece in pieces:
-                if stop.is_set():
+            for item in self._items:
+                if self._stop.is_set():
                     return
-                queue.put((False, piece))
-            queue.put((True, None))
+                self._queue.put((False, item))
+            self._queue.put((True, None))
         except BaseException as error:  # handed to the reader, raised there
-            queue.put((True, error))
+            self._queue.put((True, error))
         finally:
-            close = getattr(pieces, "close", None)
+            close = getattr(self._items, "close", None)
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=read, name="retention-partition-keys", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ended, piece = queue.get()
-            if ended:
-                if piece is not None:
-                    raise piece
-                return
-            yield piece
-    finally:
-        stop.set()
-        while thread.is_alive():
-            # Room for a piece being handed over, so that the thread sees the stop.
+    def __iter__(self) -> ReadAhead[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._ended:
+            raise StopIteration
+        ended, item = self._queue.get()
+        if ended:
+            self._ended = True
+            if item is not None:
+                raise item
+            raise StopIteration
+        return item  # type: ignore[no-any-return]
+
+    def wait(self) -> None:
+        """Wait for the thread to end by itself: only when ``depth`` holds every item left
+        and the end (else it would wait for a reader)."""
+        self._thread.join()
+
+    def close(self) -> None:
+        """Stop the thread (after the step it is in) and wait for it to end."""
+        self._ended = True
+        self._stop.set()
+        while self._thread.is_alive():
+            # Room for an item being handed over, so that the thread sees the stop.
             with suppress(Empty):
-                queue.get(timeout=0.05)
-        thread.join()
+                self._queue.get(timeout=0.05)
+        self._thread.join()
 
 
-def _spelled_chunks(pieces: Iterator[bytes], chunk: int) -> Iterator[SpelledKeys]:
+def spelled_chunks(pieces: Iterator[bytes], chunk: int) -> Iterator[SpelledKeys]:
     """Given pieces of spelled keys, return them as ``SpelledKeys`` of ``chunk`` keys each
     (the last fewer); what a reader left of one is read before the next."""
     rest: list[bytes] = []  # the end of a piece cut at a chunk's end: the next one's
@@ -343,4 +350,12 @@ def _row_number() -> Any:
     return func.row_number().over()
 
 
-__all__ = ["PIECE", "Checksum", "key_chunks", "spellable"]
+__all__ = [
+    "PIECE",
+    "Checksum",
+    "ReadAhead",
+    "key_chunks",
+    "postgres_pieces",
+    "spellable",
+    "spelled_chunks",
+]

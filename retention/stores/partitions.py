@@ -25,6 +25,9 @@ anything is dropped, and nothing is dropped unless the keys recorded are exactly
   TABLE … DROP PARTITION`` (atomic DDL). That lock covers the whole table and grows with the
   partition's rows (docs/operations.md).
 
+The next partition's keys are read (in its own snapshot, checked the same way) while one is
+recorded and dropped: stores/partition_ahead.py.
+
 A conflict (BatchConflict) drops nothing: the partition's rows go by row batches. The results
 are written after the commit; a crash before it leaves intents without results, which the
 reconcile settles by whether the partition still exists (``SqlStore.partition_exists``).
@@ -40,12 +43,12 @@ lock, at most ``LOCK_TIMEOUT_MS``.
 from __future__ import annotations
 
 import time
-from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     case,
     func,
@@ -59,7 +62,15 @@ from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.runtime.logging import get_logger
 from retention.selection import Selection
-from retention.store_protocol import Batch, BeforeDrop, SpelledKeys
+from retention.store_protocol import Batch, BeforeDrop, Keys, SpelledKeys
+from retention.stores.partition_ahead import (
+    Ahead,
+    PostgresSnapshot,
+    qualified_name,
+    snapshot_xmin,
+    start_reading,
+    xmin_fingerprint,
+)
 from retention.stores.partition_catalog import (
     Partition,
     Partitioning,
@@ -67,7 +78,7 @@ from retention.stores.partition_catalog import (
     in_partition,
     read_partitioning,
 )
-from retention.stores.partition_keys import Checksum, key_chunks
+from retention.stores.partition_keys import Checksum, key_chunks, spelled_chunks
 from retention.stores.partition_survey import (
     count_partition,
     expired_partitions,
@@ -78,10 +89,26 @@ from retention.stores.partition_survey import (
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
 
-# Keys per trail intent while a partition is streamed: what bounds memory (about 15 MB).
+# Keys per trail intent while a partition is streamed: what bounds memory (about 15 MB; the
+# next partition's keys read ahead meanwhile hold at most as much again).
 CHUNK = 100_000
 # The longest the drop waits for its locks; the application waits at most this long behind it.
 LOCK_TIMEOUT_MS = 250
+
+
+class DropPartition(Protocol):
+    """Drops one partition, recorded (``drop_partition``), reading meanwhile the keys of the
+    partition it drops next (``then``: its name and the rows the plan counted in it)."""
+
+    def __call__(
+        self,
+        selection: Selection,
+        name: str,
+        *,
+        before_write: BeforeDrop | None = None,
+        planned_rows: int = 0,
+        then: tuple[str, int] | None = None,
+    ) -> Batch: ...
 
 
 @dataclass(frozen=True)
@@ -93,25 +120,83 @@ class _Dropped:
     table_locked: float
 
 
+def dropping_partitions(store: SqlStore) -> AbstractContextManager[DropPartition]:
+    """Given a store, return a context whose value drops one partition as ``drop_partition``
+    does, and with ``then`` (the name and planned rows of the partition it drops next) reads
+    that one's keys meanwhile (stores/partition_ahead.py); at its end, a read not used is let
+    go."""
+    return _dropping(store)
+
+
+@contextmanager
+def _dropping(store: SqlStore) -> Iterator[DropPartition]:
+    pending: list[Ahead] = []
+
+    def settle() -> None:
+        for ahead in pending:
+            ahead.settle()
+
+    def drop(
+        selection: Selection,
+        name: str,
+        *,
+        before_write: BeforeDrop | None = None,
+        planned_rows: int = 0,
+        then: tuple[str, int] | None = None,
+    ) -> Batch:
+        ahead = None
+        while pending:
+            found = pending.pop()
+            if found.name == name and ahead is None:
+                ahead = found
+            else:
+                found.close()
+        if ahead is None:
+            # Its own read first: the server takes the partitions in their order.
+            ahead = start_reading(store, selection, name, planned_rows, CHUNK)
+        if then is not None:
+            following = start_reading(store, selection, then[0], then[1], CHUNK)
+            if following is not None:
+                pending.append(following)
+        return drop_partition(
+            store, selection, name, before_write, planned_rows, ahead=ahead, before_lock=settle
+        )
+
+    try:
+        yield drop
+    finally:
+        while pending:
+            pending.pop().close()
+
+
 def drop_partition(
     store: SqlStore,
     selection: Selection,
     name: str,
     before_write: BeforeDrop | None,
     planned_rows: int = 0,
+    *,
+    ahead: Ahead | None = None,
+    before_lock: Callable[[], None] | None = None,
 ) -> Batch:
     """Given a store, a Selection, the name of a partition the plan found due and the rows the
     plan counted in it (0: unknown; only how its keys are read depends on it), record its keys
     (``before_write`` for each chunk, before anything is dropped) and drop it; return the rows
     dropped. BatchConflict when the partition is no longer wholly due or changed while its
-    keys were recorded (nothing dropped: its rows go by row batches)."""
+    keys were recorded (nothing dropped: its rows go by row batches). ``ahead``: its keys
+    already being read (``start_reading``); ``before_lock``: called before any lock is taken
+    (MariaDB: the next partition's read ends first)."""
     rule = selection.rule
     with store.reachable():
         try:
+            if ahead is None:
+                ahead = start_reading(store, selection, name, planned_rows, CHUNK)
             if store.engine.dialect.name == "postgresql":
-                dropped = _drop_postgres(store, selection, name, before_write)
+                dropped = _drop_postgres(store, selection, name, before_write, ahead)
             else:
-                dropped = _drop_mariadb(store, selection, name, before_write, planned_rows)
+                dropped = _drop_mariadb(
+                    store, selection, name, before_write, planned_rows, ahead, before_lock
+                )
         except sa_exc.DBAPIError as error:
             message = str(error.orig).lower()
             if "lock timeout" in message or "lock wait timeout" in message:
@@ -124,6 +209,9 @@ def drop_partition(
                     f"partition {name!r}: the database refused the drop ({message.splitlines()[0]})"
                 ) from error
             raise
+        finally:
+            if ahead is not None:
+                ahead.close()
     crash_point("after_commit")
     ended = time.monotonic()
     # What the application waits for: the table's lock (PostgreSQL: from the DETACH to the
@@ -147,14 +235,12 @@ def _record_keys(
     partition: Partition,
     before_write: BeforeDrop | None,
     checksum: Checksum | None = None,
-    qualified: str | None = None,
     rows: int = 0,
 ) -> int:
     """Stream the partition's keys, each chunk of ``CHUNK`` recorded (``before_write``); return
     how many there were. BatchConflict when there were none (nothing to record, nothing to
-    drop). PostgreSQL: ``qualified`` is the partition's quoted name, ``rows`` its rows (how
-    its pages are split into pieces); MariaDB: ``rows`` the rows the plan counted (within one
-    chunk: read in one piece)."""
+    drop). MariaDB: ``rows`` the rows the plan counted (within one chunk: read in one
+    piece)."""
     rule = selection.rule
     table = store.table(rule.table)
     key_columns = store.key_columns(rule)
@@ -165,17 +251,21 @@ def _record_keys(
         partition,
         store.engine.dialect.name,
     )
+    # Closed before the transaction ends, whatever happens.
+    with closing(key_chunks(connection, keys_query, key_columns, CHUNK, checksum, rows)) as chunks:
+        return _recorded(chunks, before_write, partition.name)
+
+
+def _recorded(chunks: Iterable[Keys], before_write: BeforeDrop | None, name: str) -> int:
+    """Record each chunk of a partition's keys (``before_write``); return how many there
+    were. BatchConflict when there were none (nothing to record, nothing to drop)."""
     streamed = 0
-    # Closed before the transaction ends, whatever happens: a thread may be reading ahead.
-    with closing(
-        key_chunks(connection, keys_query, key_columns, CHUNK, checksum, qualified, rows)
-    ) as chunks:
-        for keys in chunks:
-            if before_write is not None:
-                before_write(keys)
-            streamed += keys.finish() if isinstance(keys, SpelledKeys) else len(keys)
+    for keys in chunks:
+        if before_write is not None:
+            before_write(keys)
+        streamed += keys.finish() if isinstance(keys, SpelledKeys) else len(keys)
     if not streamed:
-        raise BatchConflict(f"partition {partition.name!r} holds no row any more")
+        raise BatchConflict(f"partition {name!r} holds no row any more")
     return streamed
 
 
@@ -185,25 +275,17 @@ def _versions(
     partitioning: Partitioning,
     partition: Partition,
     reference: int,
-    due: bool,
 ) -> Any:
-    """PostgreSQL: the query of the partition's row versions: how many, and the sum of a hash
-    of each one's ``xmin`` (as its distance to the ``reference`` transaction id, which age()
-    gives exactly across wraparound; no key is cast or hashed); with ``due``, also how many
-    rows are not due. A row inserted or updated since a snapshot has an ``xmin`` that no row
-    seen in that snapshot has (its transaction had not committed), and a row deleted leaves
-    the count: the same count and sum, nothing was written into the partition."""
+    """PostgreSQL, under the partition's lock: the query of its row versions' fingerprint
+    (``xmin_fingerprint``) and how many of its rows are not due. The same count and sum as in
+    the keys' snapshot: nothing was written into the partition since."""
     table = store.table(selection.rule.table)
-    distance: ColumnElement[int] = literal_column(
-        f"age(xmin)::bigint - age(CAST('{int(reference)}' AS xid))::bigint"
-    )
-    columns: list[Any] = [
-        func.count(),
-        func.coalesce(func.sum(func.hashint8extended(distance, 0)), 0),
-    ]
-    if due:
-        columns.append(func.coalesce(func.sum(case((store.predicate(selection), 0), else_=1)), 0))
-    query = select(*columns).select_from(table)
+    count, summed = xmin_fingerprint(reference)
+    query = select(
+        literal_column(count),
+        literal_column(summed),
+        func.coalesce(func.sum(case((store.predicate(selection), 0), else_=1)), 0),
+    ).select_from(table)
     return in_partition(query, table, partitioning, partition, store.engine.dialect.name)
 
 
@@ -223,7 +305,11 @@ def _find(
 
 
 def _drop_postgres(
-    store: SqlStore, selection: Selection, name: str, before_write: BeforeDrop | None
+    store: SqlStore,
+    selection: Selection,
+    name: str,
+    before_write: BeforeDrop | None,
+    ahead: Ahead | None,
 ) -> _Dropped:
     """In one snapshot (REPEATABLE READ), fingerprint the partition's row versions and read and
     record its keys; then in one transaction lock the partition (SHARE), check that its row
@@ -231,54 +317,34 @@ def _drop_postgres(
     while the keys are recorded; the parent's own lock is taken only by the DETACH
     (docs/operations.md)."""
     rule = selection.rule
-    with store.engine.connect() as connection:
-        partitioning = read_partitioning(connection, rule.table)
-    partition = _find(store, selection, partitioning, name)
-    assert partitioning is not None
-    quote = store.engine.dialect.identifier_preparer.quote
-    qualified = quote(partition.name)
-    if partition.schema is not None:
-        qualified = f"{quote(partition.schema)}.{qualified}"
-    snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
-    with snapshot as connection, connection.begin():
-        # The first statement takes the snapshot; its xmin (32 bits) is the reference id.
-        reference = int(
-            connection.execute(
-                text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::numeric % 4294967296")
-            ).scalar_one()
-        )
-        before = tuple(
-            connection.execute(
-                _versions(store, selection, partitioning, partition, reference, due=False)
-            ).one()
-        )
-        rows = _record_keys(
-            connection,
-            store,
-            selection,
-            partitioning,
-            partition,
-            before_write,
-            qualified=qualified,
-            rows=before[0],
-        )
+    if ahead is not None:
+        snapshot = next(ahead.reading)
+        if _find(store, selection, snapshot.partitioning, name) != snapshot.partition:
+            raise BatchConflict(f"partition {name!r} is no longer wholly expired")
+        rows = _recorded(spelled_chunks(ahead.reading, CHUNK), before_write, name)
+        # Its snapshot ends here: the DETACH below would wait for its lock.
+        ahead.close()
+    else:
+        snapshot, rows = _postgres_in_turn(store, selection, name, before_write)
+    partitioning, partition, before = snapshot.partitioning, snapshot.partition, snapshot.versions
     if rows != before[0]:
         raise BatchConflict(f"partition {name!r}: {rows:,} keys read, {before[0]:,} counted")
     with store.write_connection() as connection, connection.begin():
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
         # SHARE: writers into the partition wait (inserts, updates, deletes, a DETACH or an
         # ATTACH elsewhere); readers go on.
+        qualified = qualified_name(store.engine.dialect, partition)
         connection.exec_driver_sql(f"LOCK TABLE {qualified} IN SHARE MODE")
         locked = time.monotonic()
         # Read again under the lock: the partition holds the same range as when it was read.
         if _find(store, selection, read_partitioning(connection, rule.table), name) != partition:
             raise BatchConflict(f"partition {name!r} was changed while its keys were recorded")
         *after, kept = connection.execute(
-            _versions(store, selection, partitioning, partition, reference, due=True)
+            _versions(store, selection, partitioning, partition, snapshot.reference)
         ).one()
         if kept:
             raise BatchConflict(f"partition {name!r}: not every row in it is due now")
-        if tuple(after) != before:
+        if tuple(after) != tuple(before):
             raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
         detach, drop = drop_statements(store.engine.dialect, rule.table, partition)
         detached = time.monotonic()
@@ -289,42 +355,57 @@ def _drop_postgres(
     return _Dropped(rows, locked, detached)
 
 
+def _postgres_in_turn(
+    store: SqlStore, selection: Selection, name: str, before_write: BeforeDrop | None
+) -> tuple[PostgresSnapshot, int]:
+    """PostgreSQL, keys the server cannot spell (or a server before 14): in one snapshot,
+    fingerprint the partition's row versions, read its keys through a cursor and record them;
+    return the snapshot and how many keys there were."""
+    with store.engine.connect() as connection:
+        partitioning = read_partitioning(connection, selection.rule.table)
+    partition = _find(store, selection, partitioning, name)
+    assert partitioning is not None
+    qualified = qualified_name(store.engine.dialect, partition)
+    snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with snapshot as connection, connection.begin():
+        reference = snapshot_xmin(connection)
+        count, summed = xmin_fingerprint(reference)
+        before = tuple(connection.execute(text(f"SELECT {count}, {summed} FROM {qualified}")).one())
+        rows = _record_keys(connection, store, selection, partitioning, partition, before_write)
+    return PostgresSnapshot(partitioning, partition, reference, before), rows
+
+
 def _drop_mariadb(
     store: SqlStore,
     selection: Selection,
     name: str,
     before_write: BeforeDrop | None,
     planned_rows: int,
+    ahead: Ahead | None,
+    before_lock: Callable[[], None] | None,
 ) -> _Dropped:
     """In one snapshot, record the partition's keys and sum a checksum of them (as they are
     read, or by a count of the partition); then under LOCK TABLES count it (rows, due rows,
     held rows, the checksum): anything else than the keys recorded, all due, and nothing is
     dropped; else drop it. MariaDB has no lock on one partition, and a DDL statement commits
-    the transaction before it starts (docs/operations.md)."""
+    the transaction before it starts (docs/operations.md). Keys read ahead were read in a
+    snapshot already ended: they are recorded after it."""
     rule = selection.rule
     with store.engine.connect() as connection:
         partitioning = read_partitioning(connection, rule.table)
     partition = _find(store, selection, partitioning, name)
     assert partitioning is not None
-    # The keys' checksum, summed as they are read where the driver can (else counted apart).
-    checksum = Checksum(func.crc32(key_text(store, selection)))
-    snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
-    with snapshot as connection, connection.begin():
-        # One snapshot for the keys and what they are checked against.
-        rows = _record_keys(
-            connection,
-            store,
-            selection,
-            partitioning,
-            partition,
-            before_write,
-            checksum,
-            rows=planned_rows,
+    found = None
+    if ahead is not None:
+        found = next(ahead.reading)
+        ahead.close()
+    if found is not None and found.checksum is not None:
+        rows = _recorded(found.keys, before_write, name)
+        first = (rows, rows, 0, found.checksum)
+    else:
+        rows, first = _mariadb_in_turn(
+            store, selection, partitioning, partition, before_write, planned_rows
         )
-        if checksum.total is None:
-            first = count_partition(store, connection, selection, partitioning, partition)
-        else:
-            first = (rows, rows, 0, int(checksum.total))
     if first[:3] != (rows, rows, 0):
         raise BatchConflict(
             f"partition {name!r}: {first[0] - first[1]:,} of {first[0]:,} rows are not due"
@@ -336,6 +417,10 @@ def _drop_mariadb(
     others = sorted({join.table for join in rule.joins} - {rule.table})
     locks = ", ".join([f"{quote(rule.table)} WRITE"] + [f"{quote(name)} READ" for name in others])
     (drop,) = drop_statements(store.engine.dialect, rule.table, partition)
+    if before_lock is not None:
+        # The next partition's keys read ahead: its transaction ends before the lock (which
+        # would wait for its metadata lock).
+        before_lock()
     with store.write_connection() as connection:
         seconds = max(1, LOCK_TIMEOUT_MS // 1000)
         connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}")
@@ -355,7 +440,38 @@ def _drop_mariadb(
     return _Dropped(int(rows), locked, locked)
 
 
+def _mariadb_in_turn(
+    store: SqlStore,
+    selection: Selection,
+    partitioning: Partitioning,
+    partition: Partition,
+    before_write: BeforeDrop | None,
+    planned_rows: int,
+) -> tuple[int, tuple[int, int, int, int]]:
+    """MariaDB, keys not read ahead: in one snapshot, read and record them, and sum their
+    checksum (as they are read, or by a count of the partition); return how many there were
+    and the partition's rows, due rows, held rows and checksum in that snapshot."""
+    # The keys' checksum, summed as they are read where the driver can (else counted apart).
+    checksum = Checksum(func.crc32(key_text(store, selection)))
+    snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with snapshot as connection, connection.begin():
+        # One snapshot for the keys and what they are checked against.
+        rows = _record_keys(
+            connection,
+            store,
+            selection,
+            partitioning,
+            partition,
+            before_write,
+            checksum,
+            rows=planned_rows,
+        )
+        if checksum.total is None:
+            return rows, count_partition(store, connection, selection, partitioning, partition)
+        return rows, (rows, rows, 0, int(checksum.total))
+
+
 _REFUSALS = ("must be owner", "permission denied", "command denied")
 
 
-__all__ = ["CHUNK", "drop_partition"]
+__all__ = ["CHUNK", "DropPartition", "drop_partition", "dropping_partitions"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from typing import Any
 
@@ -326,6 +326,11 @@ class SqlStore:
         """Given a Selection and a partition its plan found due (with the rows it counted
         there, 0 if unknown), drop it whole, recorded."""
         return partitions.drop_partition(self, selection, name, before_write, planned_rows)
+
+    def dropping_partitions(self) -> AbstractContextManager[partitions.DropPartition]:
+        """A context whose value drops one partition as ``drop_partition`` does, reading the
+        keys of the one it drops next meanwhile (``then``)."""
+        return partitions.dropping_partitions(self)
 
     def partition_exists(self, table: str, name: str) -> bool:
         """Given a table and one of its partitions' names, return whether that partition is
