@@ -4,15 +4,18 @@ ahead is trusted more than a read in its turn, and the drop before it never wait
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, make_url, text
 from structlog.testing import capture_logs
 
 from retention.audit.leaves import record_leaf
-from retention.stores import partition_ahead
+from retention.stores import partition_ahead, partition_keys, partitions
 from tests.support import make_config, plan_and_run
 from tests.test_partition_drops import (
     LATE_AT,
@@ -31,6 +34,7 @@ from tests.test_partitions import (
     _partitions,
     _remaining,
     _verified,
+    create_events,
 )
 
 __all__ = ["events_url"]  # the fixture, parametrised over both servers
@@ -106,4 +110,110 @@ def test_a_row_written_into_the_next_partition_while_it_is_read_ahead_keeps_it(
     assert len(claimed) == len(set(claimed)), "each row named once"
     key = _key(audit)
     assert sorted(claimed) == sorted(record_leaf(key, "db", "events", (i, rows[i])) for i in gone)
+    _verified(audit)
+
+
+def _database_setting(url: str, setting: str) -> None:
+    """``ALTER DATABASE … SET`` one setting on the test's PostgreSQL database: every session
+    the run opens from now on has it, as an operator's postgresql.conf would give it."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            quoted = engine.dialect.identifier_preparer.quote(str(make_url(url).database))
+            connection.exec_driver_sql(f"ALTER DATABASE {quoted} SET {setting}")
+    finally:
+        engine.dispose()
+
+
+# Rows added to February, each on a fifth of a page: 400 pages, read in 20 pieces.
+LONG_FEBRUARY = {1000 + i: datetime(2024, 2, 12) for i in range(2000)}
+
+
+def _events_with_a_long_february(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: ``events`` with LONG_FEBRUARY, its keys read in pieces of about 100 with
+    2 pieces waiting (chunks of 200 keys): February's read ahead stops, its transaction
+    open, idle, until its keys are recorded in their turn."""
+    create_events(url)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE events ALTER COLUMN note SET STORAGE PLAIN")
+            connection.execute(
+                text("INSERT INTO events (id, logged_at, note) VALUES (:id, :at, :note)"),
+                [{"id": key, "at": at, "note": "x" * 1500} for key, at in LONG_FEBRUARY.items()],
+            )
+    finally:
+        engine.dispose()
+    monkeypatch.setattr(partition_keys, "PIECE", 100)
+    monkeypatch.setattr(partitions, "CHUNK", 200)
+
+
+def _wait_for_lock(url: str, relation: str) -> None:
+    """Wait (at most 10 s) until another session holds a lock on ``relation``: the read ahead
+    has counted its row versions, its transaction open."""
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with engine.connect() as connection:
+                held = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE pid <> pg_backend_pid() "
+                        "AND relation = to_regclass(:relation)"
+                    ),
+                    {"relation": relation},
+                ).scalar()
+            if held:
+                return
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
+def test_constraint_exclusion_on_does_not_keep_the_partition_before_a_read_ahead(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``constraint_exclusion = on`` (an operator's setting), a query that names a
+    partition also takes a lock on its parent (the planner reads the partition's constraint),
+    held by the read ahead's transaction until that partition's turn: the DETACH of the one
+    before waited for it, gave up, and January and February went by row batches (a68f1f5).
+    The read ahead takes no lock on the parent, whatever the setting: all three go whole."""
+    _events_with_a_long_february(postgres_url, monkeypatch)
+    _database_setting(postgres_url, "constraint_exclusion = on")
+    audit = tmp_path / "audit"
+    config = make_config(postgres_url, RULE, audit_directory=audit)
+    _while_recording(
+        monkeypatch, "events_2024_01", lambda: _wait_for_lock(postgres_url, "events_2024_02")
+    )
+    with capture_logs() as logs:
+        _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    kept = {line["partition"]: line["reason"] for line in logs if line["event"] == "partition.kept"}
+    assert kept == {}
+    assert not {"events_2024_01", "events_2024_02", "events_2024_03"} & _partitions(postgres_url)
+    assert _remaining(postgres_url) == set(ROWS) - DUE - set(LONG_FEBRUARY)
+    _verified(audit)
+
+
+def test_an_idle_in_transaction_timeout_does_not_fail_the_run_over_a_read_ahead(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read ahead's transaction waits, idle, while the partition before is recorded and
+    dropped: with ``idle_in_transaction_session_timeout`` shorter than that (an operator's
+    setting against forgotten transactions), the server ended February's session and the run
+    failed midway through February's intents (a68f1f5; read in its turn, a partition's
+    transaction idles only while one chunk is recorded). Here January's recording takes 3 s,
+    the timeout is 1 s, and February holds more pieces than its read ahead keeps waiting."""
+    _events_with_a_long_february(postgres_url, monkeypatch)
+    _database_setting(postgres_url, "idle_in_transaction_session_timeout = '1s'")
+    audit = tmp_path / "audit"
+    config = make_config(postgres_url, RULE, audit_directory=audit)
+    _while_recording(monkeypatch, "events_2024_01", lambda: time.sleep(3))
+    with capture_logs() as logs:
+        _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    kept = {line["partition"]: line["reason"] for line in logs if line["event"] == "partition.kept"}
+    assert kept == {}
+    assert not {"events_2024_01", "events_2024_02", "events_2024_03"} & _partitions(postgres_url)
+    assert _remaining(postgres_url) == set(ROWS) - DUE - set(LONG_FEBRUARY)
     _verified(audit)

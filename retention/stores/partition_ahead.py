@@ -170,6 +170,13 @@ def _postgres_reading(engine: Engine, table: str, name: str, names: Sequence[str
     qualified = qualified_name(engine.dialect, partition)
     snapshot = engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with snapshot as connection, connection.begin():
+        # This transaction stays open, idle, while the partition before is recorded and
+        # dropped: an operator's idle timeout would end it midway through this one's keys.
+        # And with constraint_exclusion = on, a query naming a partition with a condition
+        # (its pieces' ctid ranges) locks its parent too, until this transaction ends: the
+        # DETACH before it would wait for that, then give up.
+        connection.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+        connection.exec_driver_sql("SET LOCAL constraint_exclusion = partition")
         reference = snapshot_xmin(connection)
         count, summed = xmin_fingerprint(reference)
         versions = tuple(
