@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from structlog.testing import capture_logs
 
+from retention.app.holds import place_hold
 from retention.audit.leaves import record_leaf
 from retention.stores import partition_ahead, partition_keys, partitions
 from tests.support import make_config, plan_and_run
@@ -28,6 +29,7 @@ from tests.test_partition_drops import (
 from tests.test_partitions import (
     AS_OF,
     DUE,
+    KEPT,
     ROWS,
     RULE,
     _claimed,
@@ -216,4 +218,42 @@ def test_an_idle_in_transaction_timeout_does_not_fail_the_run_over_a_read_ahead(
     assert kept == {}
     assert not {"events_2024_01", "events_2024_02", "events_2024_03"} & _partitions(postgres_url)
     assert _remaining(postgres_url) == set(ROWS) - DUE - set(LONG_FEBRUARY)
+    _verified(audit)
+
+
+def test_a_hold_placed_while_the_next_partition_is_read_ahead_keeps_its_row(
+    events_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A legal hold placed on a February row once February's keys were read ahead (while
+    January is recorded) is honoured: the holds are read again before February's turn and
+    counted under its lock, so February goes by row batches and the held row stays."""
+    audit = tmp_path / "audit"
+    state = f"sqlite:///{tmp_path}/state.sqlite"
+    config = make_config(events_url, RULE, audit_directory=audit, state_url=state)
+    # The hold is placed from another config on the same state (the run holds the trail).
+    holding = make_config(events_url, RULE, state_url=state)
+    read_ahead = _when_read_ahead(monkeypatch)
+
+    def hold_once_february_is_read() -> None:
+        assert read_ahead["events_2024_02"].wait(30), "February's snapshot was never taken"
+        place_hold(
+            holding,
+            rule_name="events",
+            keys=(),
+            where="id = 15",
+            prefix=None,
+            reason="litigation",
+            until=None,
+            now=AS_OF,
+            by="test",
+        )
+
+    _while_recording(monkeypatch, "events_2024_01", hold_once_february_is_read)
+    with capture_logs() as logs:
+        _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    kept = {line["partition"] for line in logs if line["event"] == "partition.kept"}
+    assert kept == {"events_2024_02"}
+    assert _remaining(events_url) == KEPT | {15}
+    assert not {"events_2024_01", "events_2024_03"} & _partitions(events_url)
     _verified(audit)

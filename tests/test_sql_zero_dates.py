@@ -165,3 +165,92 @@ def test_a_timestamp_clock_keeps_its_zero_values_back_counting_by_index_ranges(
         plan = connection.exec_driver_sql("EXPLAIN " + kept_back[0][0], kept_back[0][1]).one()
     engine.dispose()
     assert plan._mapping["type"] == "range"
+
+
+# Values around a cutoff at the very start of a year (2025-01-01 00:00:00, where the zero-in-date
+# values of the end's year are those before it) and in the middle of one; NULL; year 0 and 1.
+BOUNDARY_VALUES = (
+    None,
+    "0000-00-00",
+    "0000-01-01",
+    "0000-12-31 23:59:59",
+    "0001-01-01",
+    "1000-01-01",
+    "2023-12-00",
+    "2024-00-00",
+    "2024-00-31",
+    "2024-06-15",
+    "2024-12-31 23:59:59",
+    "2025-00-00",
+    "2025-00-01",
+    "2025-01-00",
+    "2025-01-01",
+    "2025-01-01 00:00:01",
+    "2025-06-00",
+    "2025-06-14 23:59:59",
+    "2025-06-15 12:00:00",
+    "2025-06-15 12:00:01",
+    "2025-07-00",
+    "2026-00-00",
+)
+
+
+@pytest.mark.parametrize("clock_type", ["DATETIME", "DATE", "TIMESTAMP NULL"])
+@pytest.mark.parametrize(
+    "as_of", [datetime(2026, 1, 1, tzinfo=UTC), AS_OF], ids=["year-start", "mid-year"]
+)
+def test_the_range_counts_find_what_the_one_pass_count_finds_and_the_run_deletes(
+    mariadb_url: str, clock_type: str, as_of: datetime
+) -> None:
+    """The survey counts a rule whose clock leads an index as ranges (the due rows: the plain
+    expired range less those kept back, 02e0dc4); the same rows in a table without the index
+    are counted in one pass with the guard on each row. Both plans agree (due, unreadable,
+    oldest), with a ``where`` condition that leaves out some of each kind of value, and the run
+    deletes exactly the rows due."""
+    engine = create_engine(mariadb_url)
+    rows = [
+        (key, value, kind)
+        for kind in ("a", "b")
+        for key, value in enumerate(BOUNDARY_VALUES, start=1 if kind == "a" else 101)
+    ]
+    with engine.begin() as connection:
+        connection.execute(text("SET SESSION sql_mode = '', time_zone = '+00:00'"))
+        for table, index in (("logs", ", KEY (logged_at)"), ("plain_logs", "")):
+            connection.execute(
+                text(
+                    f"CREATE TABLE {table} (id INT PRIMARY KEY, logged_at {clock_type}, "
+                    f"kind CHAR(1){index})"
+                )
+            )
+            connection.execute(
+                text(f"INSERT INTO {table} VALUES (:key, :value, :kind)"),
+                [{"key": key, "value": value, "kind": kind} for key, value, kind in rows],
+            )
+    where = "where = [\"kind = 'a'\"]"
+    config = make_config(
+        mariadb_url,
+        logs_rule(where) + logs_rule(where, name="plain").replace('"logs"', '"plain_logs"'),
+    )
+    the_plan, report = plan_and_run(config, as_of)
+    by_name = {rule_plan.rule.name: rule_plan for rule_plan in the_plan.rules}
+    ranges, one_pass = by_name["logs"], by_name["plain"]
+    assert ranges.error is None
+    assert one_pass.error is None
+    assert (ranges.due, ranges.unreadable, ranges.oldest) == (
+        one_pass.due,
+        one_pass.unreadable,
+        one_pass.oldest,
+    )
+    deleted = {outcome.rule: outcome.deleted for outcome in report.outcomes}
+    assert deleted == {"logs": ranges.due, "plain": one_pass.due}
+    with engine.connect() as connection:
+        gone = {
+            table: {key for key, _, _ in rows}
+            - set(connection.execute(text(f"SELECT id FROM {table}")).scalars())
+            for table in ("logs", "plain_logs")
+        }
+    engine.dispose()
+    assert gone["logs"] == gone["plain_logs"]
+    assert all(key < 100 for key in gone["logs"]), "the where condition holds"
+    assert ranges.due > 0
+    assert ranges.unreadable > 0
