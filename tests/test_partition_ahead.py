@@ -14,9 +14,12 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from structlog.testing import capture_logs
 
+from retention.app import make_plan
 from retention.app.holds import place_hold
 from retention.audit.leaves import record_leaf
-from retention.stores import partition_ahead, partition_keys, partitions
+from retention.executor import execute
+from retention.stores import open_stores, partition_ahead, partition_keys, partitions
+from retention.stores.partition_ahead import THREAD_PREFIX
 from tests.support import make_config, plan_and_run
 from tests.test_partition_drops import (
     LATE_AT,
@@ -257,3 +260,70 @@ def test_a_hold_placed_while_the_next_partition_is_read_ahead_keeps_its_row(
     assert _remaining(events_url) == KEPT | {15}
     assert not {"events_2024_01", "events_2024_03"} & _partitions(events_url)
     _verified(audit)
+
+
+def _open_transactions(url: str) -> int:
+    """How many other sessions on the test's database are in a transaction."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+                    )
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("ending", ["stop", "error"])
+def test_a_stop_or_an_error_mid_drop_leaves_no_read_ahead_behind(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """A stop request (SIGTERM, Ctrl-C) after January's drop, or an error while January is
+    recorded, ends the run while February's keys are read ahead, its transaction open and its
+    thread waiting on a full queue: the thread is gone, its transaction ended, and February
+    still there."""
+    _events_with_a_long_february(postgres_url, monkeypatch)
+    events: list[str] = []
+
+    class Log:
+        def info(self, event: str, **fields: object) -> None:
+            events.append(event)
+
+        warning = error = info
+
+    if ending == "stop":
+        config = make_config(postgres_url, RULE)
+        with open_stores(config, read_only=False) as store_for:
+            the_plan = make_plan(config, config.rules, store_for, AS_OF)
+            report = execute(
+                the_plan,
+                store_for,
+                now=lambda: AS_OF,
+                dry_run=False,
+                hash_key=None,
+                logger=Log(),
+                stop_requested=lambda: "partition.dropped" in events,
+            )
+            assert report.outcomes[0].status == "stopped"
+            left = [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+            assert left == []
+            assert _open_transactions(postgres_url) == 0
+    else:
+
+        def fail() -> None:
+            _wait_for_lock(postgres_url, "events_2024_02")
+            raise OSError("No space left on device")
+
+        _while_recording(monkeypatch, "events_2024_01", fail)
+        config = make_config(postgres_url, RULE, audit_directory=tmp_path / "audit")
+        _, report = plan_and_run(config, AS_OF)
+        assert report.outcomes[0].status != "ok"
+        left = [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+        assert left == []
+        assert _open_transactions(postgres_url) == 0
+    assert "events_2024_02" in _partitions(postgres_url)
