@@ -162,7 +162,8 @@ def remaining_ids(engine: Engine, table: str) -> set[int]:
 
 def claimed_leaves(audit: Path) -> list[bytes]:
     """The leaves a trail claims as purged, sorted: each committed batch's intent's, but those
-    its result says were not purged (a row that stopped being due since it was read)."""
+    its result says were not purged (a row that stopped being due since it was read); and each
+    reconciled batch's own (the records a crash left it to settle, found purged)."""
     from retention.audit.entries import read_entries, read_leaves
 
     claimed: list[bytes] = []
@@ -172,6 +173,10 @@ def claimed_leaves(audit: Path) -> list[bytes]:
             not_done = set(read_leaves(audit, entry["seq"])) if entry.get("not_done") else set()
             intent = read_leaves(audit, entry["intent"])
             claimed += [leaf for leaf in intent if leaf not in not_done]
+        elif entry["type"] == "batch.reconciled":
+            leaves = read_leaves(audit, entry["seq"])
+            assert len(leaves) == entry["done"] + entry.get("children_deleted", 0)
+            claimed += leaves
     return sorted(claimed)
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from retention.audit.entries import read_entries, read_leaves
+from retention.audit.entries import read_entries
 from retention.audit.leaves import record_leaf
 from retention.audit.trail import TrailWriter
 from retention.errors import ExitCode
 from retention.runtime.faults import CRASH_POINTS
 from tests.support import (
+    claimed_leaves,
     create_logs,
     logs_rule,
     make_config,
@@ -86,23 +87,6 @@ def _run(config: Path, crash_at: str | None = None) -> subprocess.CompletedProce
     )
 
 
-def _claimed_leaves(audit: Path) -> list[bytes]:
-    """Every record the trail says is done: committed results (their intent's leaves) and
-    reconciled batches (their own leaves)."""
-    claimed: list[bytes] = []
-    for stored in read_entries(audit):
-        entry: dict[str, Any] = stored.content
-        if entry["type"] == "batch.result" and entry["status"] == "committed":
-            leaves = read_leaves(audit, entry["intent"])
-            assert len(leaves) == entry["done"]
-            claimed += leaves
-        elif entry["type"] == "batch.reconciled":
-            leaves = read_leaves(audit, entry["seq"])
-            assert len(leaves) == entry["done"]
-            claimed += leaves
-    return claimed
-
-
 def _hmac_key(tmp_path: Path) -> bytes:
     return (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
 
@@ -117,7 +101,7 @@ def test_a_killed_purge_loses_nothing_and_claims_nothing_false(
     crashed = _run(config, crash_at)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     gone_after_crash = DUE | KEPT - remaining_ids_from(url)
-    claimed_after_crash = _claimed_leaves(audit)
+    claimed_after_crash = claimed_leaves(audit)
     # Before reconciling, the trail may be missing a claim (the crash hit after the commit),
     # but it never claims a record that is still there.
     assert set(claimed_after_crash) <= _leaves(tmp_path, gone_after_crash)
@@ -125,7 +109,7 @@ def test_a_killed_purge_loses_nothing_and_claims_nothing_false(
     finished = _run(config)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert remaining_ids_from(url) == KEPT
-    claimed = _claimed_leaves(audit)
+    claimed = claimed_leaves(audit)
     assert sorted(claimed) == sorted(_leaves(tmp_path, DUE)), "each deleted record, exactly once"
     assert not list((audit / "pending").iterdir())
     types = [stored.content["type"] for stored in read_entries(audit)]
@@ -189,7 +173,7 @@ def test_a_trail_failing_mid_run_stops_the_run_after_the_recorded_batches(
     assert report.exit_code == ExitCode.AUDIT_FAILURE
     assert remaining_ids_from(url) == DUE - set(range(1, 11)) | KEPT
     monkeypatch.undo()
-    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, set(range(1, 11))))
+    assert sorted(claimed_leaves(audit)) == sorted(_leaves(tmp_path, set(range(1, 11))))
 
 
 def test_a_second_writer_gets_lock_held(tmp_path: Path) -> None:
@@ -250,7 +234,7 @@ def test_a_full_disk_while_writing_pending_keys_does_not_stop_the_next_run(
     finished = _run(config)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert remaining_ids_from(url) == KEPT
-    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
+    assert sorted(claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
     assert not list((audit / "pending").iterdir())
     _verified(audit)
 
@@ -272,7 +256,7 @@ def test_a_torn_pending_file_whose_intent_never_reached_the_trail_is_dropped(
     finished = _run(config)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert remaining_ids_from(url) == KEPT
-    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
+    assert sorted(claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
     assert not list((audit / "pending").iterdir())
     assert "audit.pending_unreadable_dropped" in finished.stderr
     _verified(audit)
@@ -295,7 +279,7 @@ def test_a_torn_pending_file_of_an_intent_in_the_trail_claims_nothing_and_blocks
     finished = _run(config)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert remaining_ids_from(url) == KEPT
-    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
+    assert sorted(claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE))
     assert "audit.pending_unreadable" in finished.stderr
     assert "audit.pending_unreadable_dropped" not in finished.stderr
     assert pending.exists()

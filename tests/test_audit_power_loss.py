@@ -20,11 +20,10 @@ from retention.audit.entry_checks import load_verification_keys
 from retention.audit.verify import verify_trail
 from retention.config import load_config
 from retention.runtime.faults import CRASH_POINTS
-from tests.support import plan_and_run
+from tests.support import claimed_leaves, plan_and_run
 from tests.test_audit_crash import (
     DUE,
     KEPT,
-    _claimed_leaves,
     _leaves,
     _setup,
     remaining_ids_from,
@@ -91,13 +90,13 @@ def test_a_power_loss_at_any_point_loses_no_claim_and_makes_none_false(
     gone = DUE | KEPT - remaining_ids_from(url)
     shutil.rmtree(audit)
     saved.rename(audit)
-    before_reconciling = _claimed_leaves(audit)
+    before_reconciling = claimed_leaves(audit)
     assert set(before_reconciling) <= _leaves(tmp_path, gone), "a claim of a record still there"
 
     _, report = plan_and_run(config, AS_OF)
     assert report.exit_code == 0
     assert remaining_ids_from(url) == KEPT
-    assert sorted(_claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE)), "each, once"
+    assert sorted(claimed_leaves(audit)) == sorted(_leaves(tmp_path, DUE)), "each, once"
     assert not list((audit / "pending").iterdir())
     result = verify_trail(audit, load_verification_keys(audit / "public-keys.json"))
     assert result.valid, result.problem
