@@ -79,6 +79,10 @@ def purge_one_batch(
             if audit is not None:
                 intents.append(audit.intent(rule_plan, keys, None, detail))
 
+        def record_not_done(not_done: tuple[KeyValues, ...], intents: list[int] = intents) -> None:
+            if audit is not None and intents:
+                audit.not_done(intents[-1], not_done)
+
         try:
             batch = store.purge_batch(
                 rule_plan.selection,
@@ -91,6 +95,7 @@ def purge_one_batch(
                 # then leave them out of the batch (sql_spans).
                 before_write=record_intent if audit is not None else None,
                 only=only,
+                before_commit=record_not_done if audit is not None else None,
             )
         except BatchConflict:
             if audit is not None and intents:

@@ -27,6 +27,10 @@ class Audit(Protocol):
         self, intent: int, rule_plan: RulePlan, status: str, batch: Batch | None
     ) -> None: ...
 
+    def not_done(self, intent: int, keys: tuple[KeyValues, ...]) -> None:
+        """Record durably, before the batch of ``intent`` commits, its keys that it will not
+        have purged (the store's ``before_commit``)."""
+
     def unresolved(self, intent: int, store: RecordStore) -> None: ...
 
 

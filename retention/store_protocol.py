@@ -27,12 +27,15 @@ class ChildRows:
 @dataclass(frozen=True)
 class IntentDetail:
     """What a batch's audit intent records beside its keys: the child rows that go with them
-    (SQL); and, for objects and files, which keys are delete markers and each key's size in
-    bytes, in the order of the keys (empty: not known)."""
+    (SQL); for objects and files, which keys are delete markers and each key's size in bytes,
+    in the order of the keys (empty: not known); and the id of the database transaction that
+    writes the batch, when the store can tell after a crash whether it committed (PostgreSQL's
+    pipelined batches: a reconcile then asks, rather than look for the records)."""
 
     children: tuple[ChildRows, ...] = ()
     markers: tuple[bool, ...] = ()
     sizes: tuple[int, ...] = ()
+    transaction: int | None = None
 
 
 NO_DETAIL = IntentDetail()
@@ -79,6 +82,15 @@ class BeforeWrite(Protocol):
     written: the audit intent. If it raises, nothing of the batch is written."""
 
     def __call__(self, keys: tuple[KeyValues, ...], detail: IntentDetail = ...) -> None: ...
+
+
+class BeforeCommit(Protocol):
+    """Called by a store, before it commits a batch whose intent named its transaction, with
+    the batch's keys that its write did not purge (only when there are any): recorded durably,
+    so that a reconcile knows them if the commit is the last thing that happened. If it raises,
+    the batch rolls back."""
+
+    def __call__(self, not_done: tuple[KeyValues, ...]) -> None: ...
 
 
 class BeforeDrop(Protocol):
@@ -195,6 +207,7 @@ class RecordStore(Protocol):
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
         only: KeyFilter | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Batch: ...
 
     def existing_keys(

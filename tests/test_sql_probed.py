@@ -4,6 +4,7 @@ beside the intent; the intent is still durable before the COMMIT."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,163 @@ def test_a_row_gone_since_its_batch_was_read_is_not_claimed(
     assert claimed_leaves(audit) == sorted(
         record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE - {taken}
     )
+
+
+# A `retention run` in a child process whose first DELETE of logs is preceded, on another
+# connection, by the delete of one row that the batch's probe read (argv: url, id, then the
+# CLI's arguments); RETENTION_CRASH_AT then kills it where the test says.
+_TAKES_A_PROBED_ROW = """
+import runpy, sys
+from sqlalchemy import Engine, create_engine, event, text
+
+url, taken = sys.argv[1], int(sys.argv[2])
+other = create_engine(url)
+taking = []
+
+@event.listens_for(Engine, "before_cursor_execute")
+def take(_connection, _cursor, statement, *_arguments):
+    if statement.startswith("DELETE FROM logs") and not taking:
+        taking.append(statement)
+        with other.begin() as session:
+            session.execute(text("DELETE FROM logs WHERE id = :id"), {"id": taken})
+
+sys.argv = ["retention", *sys.argv[3:]]
+runpy.run_module("retention", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "taken_when"),
+    [
+        ("mid_batch", "before its DELETE"),
+        ("after_commit", "before its DELETE"),
+        ("mid_batch", "after the crash"),
+    ],
+)
+def test_a_crash_claims_no_row_that_another_session_deleted(
+    postgres_url: str, tmp_path: Path, crash_at: str, taken_when: str
+) -> None:
+    """The first batch's intent is durable, then the process dies: before its COMMIT (the
+    server rolls the DELETE back) or after it, before its result. Another session deleted one
+    of the batch's rows: before our DELETE (which then did not delete it), or after the crash,
+    before the next run. That row is gone, but not by us: the next run's reconcile must not
+    claim it, and must claim exactly what our committed DELETE took."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from retention.audit.leaves import record_leaf
+    from tests.support import config_text
+
+    engine = _leap_logs(postgres_url)
+    audit = tmp_path / "audit"
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        config_text(postgres_url, logs_rule(extra="batch_size = 2"), audit_directory=audit)
+    )
+    taken = sorted(LEAP_DUE)[1]  # the first batch's second row
+    arguments = ["--config", str(config), "run", "--yes", "--as-of", LEAP_AS_OF.isoformat()]
+    environment = {**os.environ, "RETENTION_CRASH_AT": crash_at}
+    if taken_when == "before its DELETE":
+        command = [sys.executable, "-c", _TAKES_A_PROBED_ROW, postgres_url, str(taken)]
+    else:
+        command = [sys.executable, "-m", "retention"]
+    crashed = subprocess.run(
+        [*command, *arguments], capture_output=True, text=True, env=environment, timeout=120
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    if taken_when == "after the crash":
+        with engine.begin() as other:
+            other.execute(text("DELETE FROM logs WHERE id = :id"), {"id": taken})
+    (pending,) = (audit / "pending").glob("*[0-9].json")
+    assert isinstance(json.loads(pending.read_text())["transaction"], int)
+    # The probed row our DELETE did not return was recorded before the COMMIT.
+    notes = list((audit / "pending").glob("*.not_done.json"))
+    assert len(notes) == (taken_when == "before its DELETE")
+
+    environment.pop("RETENTION_CRASH_AT")
+    finished = subprocess.run(
+        [sys.executable, "-m", "retention", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
+    assert claimed_leaves(audit) == sorted(
+        record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE - {taken}
+    )
+    assert not list((audit / "pending").iterdir())
+
+
+def test_an_intent_without_its_transaction_is_reconciled_by_looking_as_before(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A pending file an older version wrote names no transaction: the reconcile then looks
+    for the records, as it did (a crash before the COMMIT: all still there, none claimed)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from retention.audit.entries import read_entries
+    from retention.audit.leaves import record_leaf
+    from tests.support import config_text
+
+    engine = _leap_logs(postgres_url)
+    audit = tmp_path / "audit"
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        config_text(postgres_url, logs_rule(extra="batch_size = 2"), audit_directory=audit)
+    )
+    arguments = ["--config", str(config), "run", "--yes", "--as-of", LEAP_AS_OF.isoformat()]
+    command = [sys.executable, "-m", "retention", *arguments]
+    environment = {**os.environ, "RETENTION_CRASH_AT": "mid_batch"}
+    crashed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    (pending,) = (audit / "pending").glob("*[0-9].json")
+    content = json.loads(pending.read_text())
+    del content["transaction"]
+    pending.write_text(json.dumps(content))
+
+    environment.pop("RETENTION_CRASH_AT")
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    (reconciled,) = (
+        stored.content
+        for stored in read_entries(audit)
+        if stored.content["type"] == "batch.reconciled"
+    )
+    assert (reconciled["done"], reconciled["not_done"]) == (0, 2)
+    hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    assert claimed_leaves(audit) == sorted(
+        record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE
+    )
+
+
+def test_a_transaction_reads_committed_aborted_or_still_in_progress(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a reconcile asks the database: a transaction still in progress is waited for, then
+    left for a later run (StoreUnavailable); one that ended committed or aborted."""
+    from retention.errors import StoreUnavailable
+    from retention.stores import open_stores, sql_probed
+
+    monkeypatch.setattr(sql_probed, "IN_PROGRESS_WAIT_SECONDS", 0.2)
+    config = make_config(postgres_url, logs_rule())
+    with open_stores(config, read_only=False) as store_for:
+        store: Any = store_for("db")
+        with store.engine.connect() as connection:
+            transaction = sql_probed.current_transaction(connection)
+            with pytest.raises(StoreUnavailable, match="still in progress"):
+                store.transaction_status(transaction)
+            connection.commit()
+        assert store.transaction_status(transaction) == "committed"
+        with store.engine.connect() as connection:
+            transaction = sql_probed.current_transaction(connection)
+            connection.rollback()
+        assert store.transaction_status(transaction) == "aborted"

@@ -94,6 +94,8 @@ def pending_detail(detail: IntentDetail) -> dict[str, Any]:
         pending["markers"] = list(detail.markers)
     if detail.sizes:
         pending["sizes"] = list(detail.sizes)
+    if detail.transaction is not None:
+        pending["transaction"] = detail.transaction
     return pending
 
 
@@ -110,6 +112,7 @@ def detail_of_pending(pending: dict[str, Any]) -> IntentDetail:
         ),
         markers=tuple(bool(marker) for marker in pending.get("markers", ())),
         sizes=tuple(int(size) for size in pending.get("sizes", ())),
+        transaction=int(pending["transaction"]) if "transaction" in pending else None,
     )
 
 

@@ -1,5 +1,6 @@
 """Settling the batches a crash left without a result: for each intent whose pending keys are
-still there, ask the store which of its records are gone, and record that (``batch.reconciled``).
+still there, ask the store which of its records are gone (or, when the intent named its
+transaction, whether that transaction committed), and record that (``batch.reconciled``).
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ def reconcile_one(
         done_count = len(leaves)
     else:
         keys = pending_keys(pending)
-        not_done = store.existing_keys(
-            pending["dataset"], pending["key_columns"], keys, pending.get("marker_column")
-        )
+        not_done = _not_done(writer, seq, pending, keys, store)
         not_done_count = len(not_done)
         done = [key for key in keys if key not in not_done]
         done_count = len(done)
@@ -68,6 +67,47 @@ def reconcile_one(
         },
     )
     writer.clear_pending(seq)
+
+
+def _not_done(
+    writer: TrailWriter,
+    seq: int,
+    pending: dict[str, Any],
+    keys: list[tuple[Any, ...]],
+    store: RecordStore,
+) -> set[tuple[Any, ...]]:
+    """Which of an interrupted batch's records it did not purge. When its intent named its
+    transaction, exactly: none of them if that transaction did not commit, else those it
+    recorded before its COMMIT as not purged (none if it recorded nothing), whatever happened
+    to the records since. Otherwise (other batches, older trails, a transaction the database
+    no longer knows): those still there, or still not anonymised."""
+    transaction = pending.get("transaction")
+    if transaction is not None:
+        status = _transaction_status(store, int(transaction))
+        if status == "aborted":
+            return set(keys)
+        if status == "committed":
+            return set(writer.not_done_keys(seq) or ())
+        get_logger().warning(
+            "audit.transaction_forgotten",
+            intent=seq,
+            rule=pending.get("rule"),
+            reason="the database no longer knows whether the batch's transaction committed: "
+            "its records still there are taken as not purged, the others as purged",
+        )
+    return store.existing_keys(
+        pending["dataset"], pending["key_columns"], keys, pending.get("marker_column")
+    )
+
+
+def _transaction_status(store: RecordStore, transaction: int) -> str | None:
+    status = getattr(store, "transaction_status", None)
+    if status is None:
+        raise AuditFailure(
+            f"store {store!r} cannot say whether transaction {transaction} committed"
+        )
+    result: str | None = status(transaction)
+    return result
 
 
 def _partition_exists(store: RecordStore, table: str, partition: str) -> bool:

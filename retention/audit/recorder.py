@@ -200,6 +200,14 @@ class TrailRecorder:
         self.writer.settle_pending(intent)
         crash_point("after_result")
 
+    def not_done(self, intent: int, keys: tuple[KeyValues, ...]) -> None:
+        """Given an intent whose batch's transaction is about to commit, record durably (beside
+        its pending keys) the keys that batch did not purge: if the COMMIT is the last thing
+        that happens, the reconcile then knows which of the intent's records that transaction
+        did not delete."""
+        with _fail_closed("record the keys a batch did not purge"):
+            self.writer.write_not_done(intent, keys)
+
     def unresolved(self, intent: int, store: RecordStore) -> None:
         """A batch failed in a way that may or may not have committed: look at the store now
         (if it cannot be reached, the pending keys wait for the next run)."""

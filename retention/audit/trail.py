@@ -9,6 +9,7 @@ Layout of the audit directory (0700; files 0600)::
                              (its records' and, for a rule with children, its child rows')
     leaves/<seq>.versions    version ids of a batch of objects (SHA-256 in versions_digest)
     pending/<seq>.json       raw keys of intent <seq> until its result is durable
+    pending/<seq>.not_done.json   those its transaction did not purge (written before it commits)
     lock                     held (flock) by the one process writing
     tail.json                where the writer stopped (a cache: checked, else rebuilt)
 """
@@ -408,8 +409,34 @@ class TrailWriter:
     def clear_pending(self, seq: int) -> None:
         try:
             self._pending_path(seq).unlink(missing_ok=True)
+            self._not_done_path(seq).unlink(missing_ok=True)
         except OSError as error:
             raise AuditFailure(f"cannot clear the pending keys of entry {seq}: {error}") from error
+
+    def write_not_done(self, seq: int, keys: Sequence[Sequence[object]]) -> None:
+        """Given intent ``seq`` and the keys of it that its batch's transaction did not purge,
+        write them durably beside its pending keys (each an array, spelled as they are), before
+        that transaction commits."""
+        text = json.dumps({"keys": [list(key) for key in keys]}, default=str).encode()
+        try:
+            write_durably(self._not_done_path(seq), text)
+        except OSError as error:
+            raise AuditFailure(
+                f"cannot write the keys entry {seq} did not purge: {error}"
+            ) from error
+
+    def not_done_keys(self, seq: int) -> list[tuple[Any, ...]] | None:
+        """The keys ``write_not_done`` wrote for intent ``seq``, as tuples; None if it wrote
+        none (its batch's transaction purged all of them, or never committed)."""
+        try:
+            content = json.loads(self._not_done_path(seq).read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise AuditFailure(
+                f"cannot read the keys entry {seq} did not purge: {error}"
+            ) from error
+        return [tuple(key) for key in content["keys"]]
 
     def settle_pending(self, seq: int) -> None:
         """Given an intent whose result was appended, remove its pending keys once that result
@@ -468,6 +495,9 @@ class TrailWriter:
 
     def _pending_path(self, seq: int) -> Path:
         return self.directory / "pending" / f"{seq:08d}.json"
+
+    def _not_done_path(self, seq: int) -> Path:
+        return self.directory / "pending" / f"{seq:08d}.not_done.json"
 
 
 def _pending_text(pending: dict[str, Any], key_values: bytes | None) -> bytes:

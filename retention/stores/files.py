@@ -50,7 +50,14 @@ from retention.rules import (
 )
 from retention.runtime.faults import crash_point
 from retention.selection import KeyValues, Selection
-from retention.store_protocol import Batch, BeforeWrite, IntentDetail, KeyFilter, Survey
+from retention.store_protocol import (
+    Batch,
+    BeforeCommit,
+    BeforeWrite,
+    IntentDetail,
+    KeyFilter,
+    Survey,
+)
 from retention.stores.files_glob import path_glob
 from retention.stores.files_walk import (
     DIRECTORY_FLAGS,
@@ -287,6 +294,7 @@ class FilesStore:
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
         only: KeyFilter | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Batch:
         """Given a Selection and the last path already handled, delete the next ``limit`` due
         files in path order.
@@ -296,7 +304,8 @@ class FilesStore:
         kept if it changed; one that cannot be deleted counts in ``failed`` (``errors`` says
         why, without its path) and the others go on. Directories the batch left empty are
         removed, never the root. ``dry_run`` selects the same files and deletes nothing.
-        ``only`` is for SQL stores (subjects' rules) and must be None here.
+        ``only`` is for SQL stores (subjects' rules) and must be None here; ``before_commit``
+        is never called (no transaction commits a batch of files).
         """
         assert only is None, "backup folders purge every due file of their scope"
         if self.read_only and not dry_run:

@@ -29,6 +29,7 @@ from retention.rules import compile_date_pattern
 from retention.selection import KeyValues, Selection
 from retention.store_protocol import (
     Batch,
+    BeforeCommit,
     BeforeWrite,
     IntentDetail,
     KeyFilter,
@@ -297,6 +298,7 @@ class S3Store:
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
         only: KeyFilter | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Batch:
         """Given a Selection and where the last batch stopped, delete the next batch.
 
@@ -309,7 +311,8 @@ class S3Store:
         versions Object Lock protects are counted held, refusals counted failed (errors grouped
         by S3 error code, never naming keys). A cross-store rule's batch also says which
         subjects it finished listing (``visited_subjects``). ``dry_run`` lists the same batch and
-        deletes nothing. ``only`` is for SQL stores (subjects' rules) and must be None here.
+        deletes nothing. ``only`` is for SQL stores (subjects' rules) and must be None here;
+        ``before_commit`` is never called (no transaction commits a batch of objects).
         """
         assert only is None, "object stores purge every due object of their scope"
         if self.read_only and not dry_run:

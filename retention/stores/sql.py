@@ -44,10 +44,18 @@ from retention.errors import (
     without_values,
 )
 from retention.selection import KeyValues, Selection
-from retention.store_protocol import Batch, BeforeDrop, BeforeWrite, KeyFilter, Survey
+from retention.store_protocol import (
+    Batch,
+    BeforeCommit,
+    BeforeDrop,
+    BeforeWrite,
+    KeyFilter,
+    Survey,
+)
 from retention.stores import (
     partitions,
     sql_predicate,
+    sql_probed,
     sql_purge,
     sql_schema,
     sql_spans,
@@ -276,6 +284,7 @@ class SqlStore:
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
         only: KeyFilter | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Batch:
         """Given a Selection and the last key already handled, purge the next batch of due rows
         in one transaction (sql_purge.purge_batch says how)."""
@@ -289,7 +298,15 @@ class SqlStore:
             hash_key=hash_key,
             before_write=before_write,
             only=only,
+            before_commit=before_commit,
         )
+
+    def transaction_status(self, transaction: int) -> str | None:
+        """Given the id of a transaction of this database that wrote a batch (PostgreSQL),
+        return whether it "committed" or "aborted", once it has ended; None if the database no
+        longer knows. StoreUnavailable while it is still in progress."""
+        with self.reachable(), self.engine.connect() as connection:
+            return sql_probed.transaction_status(self, connection, transaction)
 
     def existing_keys(
         self,

@@ -5,6 +5,11 @@ runs meanwhile on another connection.
 The intent still becomes durable before the COMMIT, and nothing is committed if it cannot be
 written (the DELETE waits, uncommitted, then rolls back): only the database's work and the
 trail's overlap. One transaction writes at a time; the probes read in read-only transactions.
+
+Recorded, a batch's intent names its transaction (its 64-bit id, taken before the intent is
+written), and the probed keys its DELETE did not return are recorded before the COMMIT (when
+there are any): after a crash, whether that transaction committed says exactly which rows this
+batch deleted, whatever another session did to them since (``transaction_status``).
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Connection
+from sqlalchemy import Column, Connection, text
 
-from retention.errors import BatchConflict
+from retention.errors import BatchConflict, StoreUnavailable
 from retention.runtime.faults import crash_point
 from retention.selection import KeyValues, Selection
-from retention.store_protocol import Batch, BeforeWrite
+from retention.store_protocol import NO_DETAIL, Batch, BeforeCommit, BeforeWrite, IntentDetail
 from retention.stores.sql_keys import result_keys
 from retention.stores.sql_predicate import batch_query, range_delete
 
@@ -50,6 +55,7 @@ def delete_probed(
     after: KeyValues | None,
     limit: int,
     before_write: BeforeWrite | None,
+    before_commit: BeforeCommit | None = None,
 ) -> Batch:
     """Delete the next batch of a plain delete rule: its keys are the next ``limit`` due keys
     after ``after`` in key order, read before its transaction (by the previous batch's probe
@@ -58,7 +64,9 @@ def delete_probed(
     intent) records the probed keys; then the COMMIT, once both have ended.
 
     A probed row that stopped being due, or went, stays out of the DELETE: it is in the batch's
-    ``not_done_keys``, which the trail does not claim. A row that became due in the range since
+    ``not_done_keys``, which the trail does not claim. With ``before_commit`` too, the intent's
+    detail names the transaction, and ``before_commit`` gets those keys before the COMMIT (if
+    there are any). A row that became due in the range since
     the probe would go without its intent naming it: BatchConflict (the batch rolls back and is
     read again). The next batch starts after the last probed key; a probe of fewer than
     ``limit`` keys was the last.
@@ -71,18 +79,23 @@ def delete_probed(
     statement = range_delete(store, selection, after, keys[-1])
     started = time.monotonic()
     with store.reachable(), store.write_connection() as connection, connection.begin():
+        detail = NO_DETAIL
+        if before_write is not None and before_commit is not None:
+            detail = IntentDetail(transaction=current_transaction(connection))
         deleting = store.beside().submit(_deleted_keys, store, connection, statement, key_columns)
         if more:
             store.keep_probe(_start_probe(store, selection, keys[-1], limit))
         try:
             if before_write is not None:
-                before_write(keys)
+                before_write(keys, detail)
         except BaseException:
             # The statement ends before the transaction rolls back on this connection.
             wait([deleting])
             raise
         deleted = deleting.result()
         not_done = _not_deleted(keys, deleted)
+        if not_done and detail.transaction is not None and before_commit is not None:
+            before_commit(not_done)
         crash_point("mid_batch")
     seconds = time.monotonic() - started
     crash_point("after_commit")
@@ -152,3 +165,48 @@ def _not_deleted(keys: tuple[KeyValues, ...], deleted: list[KeyValues]) -> tuple
         raise BatchConflict(f"{unnamed} rows became due in the batch's range since it was read")
     gone = set(deleted)
     return tuple(key for key in keys if key not in gone)
+
+
+# How long a reconcile waits for the transaction of a batch a crash interrupted to end (its
+# process died; the server rolls it back once it notices): then the batch waits for a later run.
+IN_PROGRESS_WAIT_SECONDS = 10.0
+
+
+def current_transaction(connection: Connection) -> int:
+    """The id of the connection's transaction, assigned now if it had none: 64 bits, its epoch
+    included, so that it never names another transaction later."""
+    function = "pg_current_xact_id()::text" if _xact_functions(connection) else "txid_current()"
+    return int(connection.execute(text(f"SELECT {function}")).scalar_one())
+
+
+def transaction_status(store: SqlStore, connection: Connection, transaction: int) -> str | None:
+    """Given a transaction id that ``current_transaction`` gave, return "committed" or
+    "aborted" once that transaction has ended (waiting up to IN_PROGRESS_WAIT_SECONDS), or None
+    when the database no longer knows (older than its oldest kept commit status); a server
+    that crashed meanwhile reports its transactions then in progress as aborted.
+    StoreUnavailable while it is still in progress."""
+    if _xact_functions(connection):
+        query = text("SELECT pg_xact_status(CAST(:transaction AS xid8))")
+        parameters: dict[str, Any] = {"transaction": str(transaction)}
+    else:
+        query = text("SELECT txid_status(:transaction)")
+        parameters = {"transaction": transaction}
+    deadline = time.monotonic() + IN_PROGRESS_WAIT_SECONDS
+    while True:
+        status = connection.execute(query, parameters).scalar_one()
+        connection.rollback()
+        if status != "in progress":
+            return None if status is None else str(status)
+        if time.monotonic() > deadline:
+            raise StoreUnavailable(
+                f"store {store.name!r}: the transaction of a batch a crash interrupted is still "
+                "in progress"
+            )
+        time.sleep(0.05)
+
+
+def _xact_functions(connection: Connection) -> bool:
+    """Whether the server has pg_current_xact_id and pg_xact_status (PostgreSQL 13 and later);
+    before, txid_current and txid_status (the same 64-bit ids)."""
+    version = connection.dialect.server_version_info
+    return version is None or version >= (13,)

@@ -30,7 +30,14 @@ from retention.config import Rule
 from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
 from retention.selection import ChildCounts, KeyValues, Selection, child_paths
-from retention.store_protocol import Batch, BeforeWrite, ChildRows, IntentDetail, KeyFilter
+from retention.store_protocol import (
+    Batch,
+    BeforeCommit,
+    BeforeWrite,
+    ChildRows,
+    IntentDetail,
+    KeyFilter,
+)
 from retention.stores import sql_children, sql_probed, sql_spans
 from retention.stores.sql_columns import column_value
 from retention.stores.sql_dialect import (
@@ -59,6 +66,7 @@ def purge_batch(
     hash_key: bytes | None,
     before_write: BeforeWrite | None = None,
     only: KeyFilter | None = None,
+    before_commit: BeforeCommit | None = None,
 ) -> Batch:
     """Given a Selection and the last key already handled, purge the next batch of due rows.
 
@@ -74,8 +82,9 @@ def purge_batch(
     BatchConflict is raised.
     With ``only`` (a subjects' rule: the subjects whose objects were visited), the locked
     rows it does not accept are left untouched, as if held, until a later run. A plain
-    delete rule without ``only`` takes the shorter way of ``_delete_range``. ``dry_run``
-    only selects.
+    delete rule without ``only`` takes the shorter way of ``_delete_range``, on PostgreSQL
+    pipelined (``sql_probed``, the only one that calls ``before_commit``). ``dry_run`` only
+    selects.
     """
     rule = selection.rule
     extra = [child.references for child in rule.children]
@@ -113,7 +122,7 @@ def purge_batch(
     for _name, path in child_paths(rule.children):
         store.table(path[-1].table)
     if only is None and _probes_ahead(store, rule):
-        return sql_probed.delete_probed(store, selection, after, limit, before_write)
+        return sql_probed.delete_probed(store, selection, after, limit, before_write, before_commit)
     started = time.monotonic()
     locked = only is not None or not _deletes_by_range(store, rule)
     # Built before the transaction: it may read the schema, on SQLite through the store's one
