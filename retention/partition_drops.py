@@ -11,7 +11,14 @@ from retention.holds import Hold
 from retention.planner import RulePlan
 from retention.recorded_batch import with_current_holds
 from retention.run_ports import Audit, Logger
-from retention.store_protocol import Batch, KeyFilter, Keys, RecordStore, SpelledKeys
+from retention.store_protocol import (
+    Batch,
+    IntentDetail,
+    KeyFilter,
+    Keys,
+    RecordStore,
+    SpelledKeys,
+)
 
 
 def drop_whole_partitions(
@@ -43,12 +50,15 @@ def drop_whole_partitions(
 
             def record_intent(
                 keys: Keys,
+                identity: str | None = None,
                 intents: list[tuple[int, int]] = intents,
                 rule_plan: RulePlan = rule_plan,
                 name: str = partition.name,
             ) -> None:
                 if audit is not None:
-                    intent = audit.intent(rule_plan, keys, name)
+                    intent = audit.intent(
+                        rule_plan, keys, name, IntentDetail(partition_identity=identity)
+                    )
                     # Spelled keys are counted as the intent hashes them: all of them by now.
                     size = keys.count if isinstance(keys, SpelledKeys) else len(keys)
                     intents.append((intent, size))

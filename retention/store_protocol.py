@@ -30,12 +30,14 @@ class IntentDetail:
     (SQL); for objects and files, which keys are delete markers and each key's size in bytes,
     in the order of the keys (empty: not known); and the id of the database transaction that
     writes the batch, when the store can tell after a crash whether it committed (PostgreSQL's
-    pipelined batches: a reconcile then asks, rather than look for the records)."""
+    pipelined batches: a reconcile then asks, rather than look for the records); a partition
+    dropped whole: what tells it from another of the same name (``partition_identity``)."""
 
     children: tuple[ChildRows, ...] = ()
     markers: tuple[bool, ...] = ()
     sizes: tuple[int, ...] = ()
     transaction: int | None = None
+    partition_identity: str | None = None
 
 
 NO_DETAIL = IntentDetail()
@@ -94,10 +96,11 @@ class BeforeCommit(Protocol):
 
 
 class BeforeDrop(Protocol):
-    """Called by a store with each chunk of a partition's keys (as values, or spelled) before
-    the partition is dropped: the audit intent. If it raises, nothing is dropped."""
+    """Called by a store with each chunk of a partition's keys (as values, or spelled), and
+    the partition's identity (what tells it from a partition created later under its name),
+    before the partition is dropped: the audit intent. If it raises, nothing is dropped."""
 
-    def __call__(self, keys: Keys) -> None: ...
+    def __call__(self, keys: Keys, identity: str | None = None) -> None: ...
 
 
 # Given keys, which of them may be purged (a subjects' rule: those whose objects were visited).

@@ -372,6 +372,83 @@ def test_a_crash_around_the_drop_loses_nothing_and_claims_nothing_false(
     _verified(audit)
 
 
+@pytest.mark.parametrize("since", ["re-created", "rebuilt"])
+def test_a_partition_changed_under_its_name_after_a_crash_is_reconciled_by_its_identity(
+    partitioned_url: str, tmp_path: Path, since: str
+) -> None:
+    """The first partition's drop is committed, then the process dies before its result; a
+    partition of the same name is created before the next run (PostgreSQL: the same range;
+    MariaDB: a new range, as names are reused by a rotation). The reconcile must still claim
+    the dropped rows. Or the drop never happened (a crash before it) and the table or partition
+    was rebuilt meanwhile (PostgreSQL: VACUUM FULL; MariaDB: ALTER TABLE ... FORCE, which gives
+    InnoDB's partitions new table ids): the reconcile must claim nothing, and the next run drops
+    it. Each deleted row is claimed exactly once."""
+    audit = tmp_path / "audit"
+    path = tmp_path / "retention.toml"
+    path.write_text(config_text(partitioned_url, RULE, audit_directory=audit))
+    key = (audit.parent / "audit-keys" / "hmac.key").read_bytes().strip()
+    mariadb = "mysql" in partitioned_url or "mariadb" in partitioned_url
+
+    crashed = _run(path, "after_commit" if since == "re-created" else "after_intent")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    if since == "rebuilt":
+        assert "events_2024_01" in _partitions(partitioned_url)
+        statement = "ALTER TABLE events FORCE" if mariadb else "VACUUM FULL events_2024_01"
+    elif mariadb:
+        assert "events_2024_01" not in _partitions(partitioned_url)
+        statement = (
+            "ALTER TABLE events REORGANIZE PARTITION events_max INTO ("
+            "PARTITION events_2024_01 VALUES LESS THAN ('2031-01-01'), "
+            "PARTITION events_max VALUES LESS THAN (MAXVALUE))"
+        )
+    else:
+        assert "events_2024_01" not in _partitions(partitioned_url)
+        statement = (
+            "CREATE TABLE events_2024_01 PARTITION OF events "
+            "FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')"
+        )
+    engine = create_engine(partitioned_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(statement))
+    engine.dispose()
+
+    finished = _run(path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert _remaining(partitioned_url) == KEPT
+    expected = {record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE}
+    assert sorted(_claimed(audit)) == sorted(expected), "each deleted row, exactly once"
+    assert not list((audit / "pending").iterdir())
+    _verified(audit)
+
+
+def test_a_partition_intent_without_its_identity_is_reconciled_by_its_name_as_before(
+    partitioned_url: str, tmp_path: Path
+) -> None:
+    """Pending files an older version wrote name the partition only: the reconcile then asks
+    whether a partition of that name is there, as it did."""
+    import json
+
+    audit = tmp_path / "audit"
+    path = tmp_path / "retention.toml"
+    path.write_text(config_text(partitioned_url, RULE, audit_directory=audit))
+    key = (audit.parent / "audit-keys" / "hmac.key").read_bytes().strip()
+    crashed = _run(path, "after_commit")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    pending = list((audit / "pending").glob("*.json"))
+    assert pending
+    for file in pending:
+        content = json.loads(file.read_text())
+        assert content.pop("partition_identity").startswith(("oid ", "upper "))
+        file.write_text(json.dumps(content))
+
+    finished = _run(path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert _remaining(partitioned_url) == KEPT
+    expected = {record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE}
+    assert sorted(_claimed(audit)) == sorted(expected), "each deleted row, exactly once"
+    _verified(audit)
+
+
 def _claimed(audit: Path) -> list[bytes]:
     claimed: list[bytes] = []
     for stored in read_entries(audit):

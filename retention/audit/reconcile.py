@@ -24,7 +24,9 @@ def reconcile_one(
     if "partition" in pending:
         leaves = read_leaves(writer.directory, seq)
         not_done_count = len(leaves)
-        if _partition_exists(store, pending["dataset"], pending["partition"]):
+        if _partition_exists(
+            store, pending["dataset"], pending["partition"], pending.get("partition_identity")
+        ):
             leaves = []
         else:
             not_done_count = 0
@@ -110,13 +112,15 @@ def _transaction_status(store: RecordStore, transaction: int) -> str | None:
     return result
 
 
-def _partition_exists(store: RecordStore, table: str, partition: str) -> bool:
+def _partition_exists(store: RecordStore, table: str, partition: str, identity: str | None) -> bool:
     """Whether a partition whose drop a crash interrupted is still there: then nothing of it
-    was dropped (its drop is one transaction, or atomic DDL); else all of it was."""
+    was dropped (its drop is one transaction, or atomic DDL); else all of it was. With its
+    identity (recorded by this version), the same partition, not one created since under its
+    name; without (an older version's pending file), any partition of that name."""
     exists = getattr(store, "partition_exists", None)
     if exists is None:
         raise AuditFailure(f"store {store!r} cannot say whether partition {partition!r} is there")
-    return bool(exists(table, partition))
+    return bool(exists(table, partition, identity))
 
 
 def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], RecordStore]) -> int:

@@ -100,7 +100,7 @@ class TrailRecorder:
         if isinstance(keys, SpelledKeys):
             # A partition's keys, as its database spelled them: hashed piece by piece as they
             # are read (nothing else of them is recorded), then counted.
-            if partition is None or detail != NO_DETAIL:
+            if partition is None or detail.children or detail.markers or detail.sizes:
                 raise AuditFailure("spelled keys can only be a whole partition's")
             leaves = self.writer.record_spelled_leaves(rule.store, rule.table, keys)
             selected, values = keys.count, ()
@@ -142,6 +142,8 @@ class TrailRecorder:
             # A partition goes whole or not at all: whether it is still there settles the batch,
             # and its leaves are the intent's own.
             pending["partition"] = partition
+            if detail.partition_identity is not None:
+                pending["partition_identity"] = detail.partition_identity
         # Leaves and pending keys first, durable: an intent in the trail always has both
         # beside it (written side by side, their fsyncs overlapping).
         extra: dict[str, Any] = counted_detail(detail, values)

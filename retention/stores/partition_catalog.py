@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Dialect, Select, Table, or_, text
 
+from retention.errors import RetentionError
+
 # A partition boundary value as the database gives it: a date or datetime, or None (unbounded).
 Bound = date | datetime | None
 
@@ -339,3 +341,43 @@ def drop_statements(dialect: Dialect, table: str, partition: Partition) -> list[
             f"DROP TABLE {qualified}",
         ]
     return [f"ALTER TABLE {quote(table)} DROP PARTITION {quote(partition.name)}"]
+
+
+# --- a partition's identity: what tells it from one created later under its name -------------
+
+
+def oid_identity(connection: Connection, qualified: str) -> str:
+    """PostgreSQL: the identity of the partition of that quoted (schema-qualified) name, its
+    OID, which a rewrite (VACUUM FULL, CLUSTER) keeps and a partition created again does not
+    get."""
+    query = text("SELECT CAST(CAST(:name AS regclass) AS oid)")
+    return f"oid {int(connection.execute(query, {'name': qualified}).scalar_one())}"
+
+
+def upper_identity(partition: Partition) -> str:
+    """MariaDB: a partition's identity is its name (the pending file's) and its upper bound.
+    Not InnoDB's table id (information_schema.INNODB_SYS_TABLES), which a rebuild of the table
+    (ALTER TABLE … FORCE, OPTIMIZE TABLE) changes while the rows stay, and which needs the
+    PROCESS privilege; nor CREATE_TIME, the whole table's, which any ALTER (the drop of another
+    partition too) changes. A partition created again under the name with the same bound reads
+    as the same (docs/audit.md)."""
+    upper = "MAXVALUE" if partition.upper is None else partition.upper.isoformat()
+    return f"upper {upper}"
+
+
+def still_there(connection: Connection, table: str, name: str, identity: str) -> bool:
+    """Given a table, the name of a partition whose drop a crash interrupted and the identity
+    its intent recorded, return whether that very partition is still there. PostgreSQL: a
+    relation of its OID exists (attached, detached or renamed: whatever its name now);
+    MariaDB: a partition of the table has its name and its upper bound."""
+    kind, _, value = identity.partition(" ")
+    if kind == "oid":
+        query = text("SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = CAST(:oid AS oid))")
+        return bool(connection.execute(query, {"oid": value}).scalar_one())
+    if kind != "upper":
+        raise RetentionError(f"partition {name!r}: an identity of no known kind was recorded")
+    partitioning = read_partitioning(connection, table)
+    return partitioning is not None and any(
+        partition.name == name and upper_identity(partition) == identity
+        for partition in partitioning.partitions
+    )

@@ -30,7 +30,9 @@ recorded and dropped: stores/partition_ahead.py.
 
 A conflict (BatchConflict) drops nothing: the partition's rows go by row batches. The results
 are written after the commit; a crash before it leaves intents without results, which the
-reconcile settles by whether the partition still exists (``SqlStore.partition_exists``).
+reconcile settles by whether the partition still exists (``SqlStore.partition_exists``): the
+very partition whose keys were recorded (its identity, partition_catalog), not one created
+since under its name.
 
 PostgreSQL's ``DETACH PARTITION CONCURRENTLY`` is not used: it cannot run in a transaction, so
 the partition would sit detached (its rows out of the table, not yet dropped, not yet in the
@@ -76,7 +78,9 @@ from retention.stores.partition_catalog import (
     Partitioning,
     drop_statements,
     in_partition,
+    oid_identity,
     read_partitioning,
+    upper_identity,
 )
 from retention.stores.partition_keys import Checksum, key_chunks, spelled_chunks
 from retention.stores.partition_survey import (
@@ -236,11 +240,12 @@ def _record_keys(
     before_write: BeforeDrop | None,
     checksum: Checksum | None = None,
     rows: int = 0,
+    identity: str | None = None,
 ) -> int:
-    """Stream the partition's keys, each chunk of ``CHUNK`` recorded (``before_write``); return
-    how many there were. BatchConflict when there were none (nothing to record, nothing to
-    drop). MariaDB: ``rows`` the rows the plan counted (within one chunk: read in one
-    piece)."""
+    """Stream the partition's keys, each chunk of ``CHUNK`` recorded (``before_write``, with
+    the partition's ``identity``); return how many there were. BatchConflict when there were
+    none (nothing to record, nothing to drop). MariaDB: ``rows`` the rows the plan counted
+    (within one chunk: read in one piece)."""
     rule = selection.rule
     table = store.table(rule.table)
     key_columns = store.key_columns(rule)
@@ -253,16 +258,19 @@ def _record_keys(
     )
     # Closed before the transaction ends, whatever happens.
     with closing(key_chunks(connection, keys_query, key_columns, CHUNK, checksum, rows)) as chunks:
-        return _recorded(chunks, before_write, partition.name)
+        return _recorded(chunks, before_write, partition.name, identity)
 
 
-def _recorded(chunks: Iterable[Keys], before_write: BeforeDrop | None, name: str) -> int:
-    """Record each chunk of a partition's keys (``before_write``); return how many there
-    were. BatchConflict when there were none (nothing to record, nothing to drop)."""
+def _recorded(
+    chunks: Iterable[Keys], before_write: BeforeDrop | None, name: str, identity: str | None
+) -> int:
+    """Record each chunk of a partition's keys (``before_write``, with the partition's
+    ``identity``); return how many there were. BatchConflict when there were none (nothing to
+    record, nothing to drop)."""
     streamed = 0
     for keys in chunks:
         if before_write is not None:
-            before_write(keys)
+            before_write(keys, identity)
         streamed += keys.finish() if isinstance(keys, SpelledKeys) else len(keys)
     if not streamed:
         raise BatchConflict(f"partition {name!r} holds no row any more")
@@ -321,7 +329,10 @@ def _drop_postgres(
         snapshot = next(ahead.reading)
         if _find(store, selection, snapshot.partitioning, name) != snapshot.partition:
             raise BatchConflict(f"partition {name!r} is no longer wholly expired")
-        rows = _recorded(spelled_chunks(ahead.reading, CHUNK), before_write, name)
+        with store.engine.connect() as connection:
+            qualified = qualified_name(store.engine.dialect, snapshot.partition)
+            identity = oid_identity(connection, qualified)
+        rows = _recorded(spelled_chunks(ahead.reading, CHUNK), before_write, name, identity)
         # Its snapshot ends here: the DETACH below would wait for its lock.
         ahead.close()
     else:
@@ -371,7 +382,10 @@ def _postgres_in_turn(
         reference = snapshot_xmin(connection)
         count, summed = xmin_fingerprint(reference)
         before = tuple(connection.execute(text(f"SELECT {count}, {summed} FROM {qualified}")).one())
-        rows = _record_keys(connection, store, selection, partitioning, partition, before_write)
+        identity = oid_identity(connection, qualified)
+        rows = _record_keys(
+            connection, store, selection, partitioning, partition, before_write, identity=identity
+        )
     return PostgresSnapshot(partitioning, partition, reference, before), rows
 
 
@@ -400,7 +414,7 @@ def _drop_mariadb(
         found = next(ahead.reading)
         ahead.close()
     if found is not None and found.checksum is not None:
-        rows = _recorded(found.keys, before_write, name)
+        rows = _recorded(found.keys, before_write, name, upper_identity(partition))
         first = (rows, rows, 0, found.checksum)
     else:
         rows, first = _mariadb_in_turn(
@@ -465,6 +479,7 @@ def _mariadb_in_turn(
             before_write,
             checksum,
             rows=planned_rows,
+            identity=upper_identity(partition),
         )
         if checksum.total is None:
             return rows, count_partition(store, connection, selection, partitioning, partition)

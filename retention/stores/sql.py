@@ -61,7 +61,7 @@ from retention.stores import (
     sql_spans,
     sql_survey,
 )
-from retention.stores.partition_catalog import read_partitioning
+from retention.stores.partition_catalog import read_partitioning, still_there
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
     ClockKind,
@@ -349,11 +349,14 @@ class SqlStore:
         keys of the one it drops next meanwhile (``then``)."""
         return partitions.dropping_partitions(self)
 
-    def partition_exists(self, table: str, name: str) -> bool:
+    def partition_exists(self, table: str, name: str, identity: str | None = None) -> bool:
         """Given a table and one of its partitions' names, return whether that partition is
         still there (attached, or on PostgreSQL as a table of that name): after a crash,
-        whether its drop committed."""
+        whether its drop committed. With its ``identity`` (partition_catalog), whether that
+        very partition is (``partition_catalog.still_there``)."""
         with self.reachable(), self.engine.connect() as connection:
+            if identity is not None:
+                return still_there(connection, table, name, identity)
             partitioning = read_partitioning(connection, table)
             if partitioning is not None and any(p.name == name for p in partitioning.partitions):
                 return True
