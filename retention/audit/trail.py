@@ -408,8 +408,10 @@ class TrailWriter:
 
     def clear_pending(self, seq: int) -> None:
         try:
-            self._pending_path(seq).unlink(missing_ok=True)
+            # The note first: a crash between the two leaves no note without its pending keys
+            # (an intent cleared is settled, so its note is never read).
             self._not_done_path(seq).unlink(missing_ok=True)
+            self._pending_path(seq).unlink(missing_ok=True)
         except OSError as error:
             raise AuditFailure(f"cannot clear the pending keys of entry {seq}: {error}") from error
 

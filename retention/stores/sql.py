@@ -305,6 +305,11 @@ class SqlStore:
         """Given the id of a transaction of this database that wrote a batch (PostgreSQL),
         return whether it "committed" or "aborted", once it has ended; None if the database no
         longer knows. StoreUnavailable while it is still in progress."""
+        if self.engine.dialect.name != "postgresql":
+            raise RetentionError(
+                f"store {self.name!r} is not PostgreSQL: it cannot say whether transaction "
+                f"{transaction} committed"
+            )
         with self.reachable(), self.engine.connect() as connection:
             return sql_probed.transaction_status(self, connection, transaction)
 
