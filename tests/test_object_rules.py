@@ -28,7 +28,14 @@ from retention.rules import (
 )
 from retention.run_report import RunReport
 from retention.selection import KeyValues, Selection
-from retention.store_protocol import Batch, BeforeWrite, KeyFilter, RecordStore, Survey
+from retention.store_protocol import (
+    Batch,
+    BeforeCommit,
+    BeforeWrite,
+    KeyFilter,
+    RecordStore,
+    Survey,
+)
 
 AS_OF = datetime(2026, 11, 23, 12, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")
@@ -540,6 +547,7 @@ class ListingStore:
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
         only: KeyFilter | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Batch:
         assert only is None
         start = 0 if after is None else int(str(after[0])) + 1
@@ -676,6 +684,7 @@ class SubjectRows:
         hash_key: bytes | None,
         before_write: BeforeWrite | None = None,
         only: KeyFilter | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> Batch:
         if after is not None:
             return Batch(keys=(), done=0)
