@@ -5,6 +5,7 @@ records beside a batch's keys. Pure: stores/ implements it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
@@ -30,13 +31,14 @@ class IntentDetail:
     (SQL); for objects and files, which keys are delete markers and each key's size in bytes,
     in the order of the keys (empty: not known); and the id of the database transaction that
     writes the batch, when the store can tell after a crash whether it committed (PostgreSQL's
-    pipelined batches: a reconcile then asks, rather than look for the records); a partition
+    pipelined batches: a reconcile then asks, rather than look for the records; being read
+    beside the intent, which waits for it once the keys are hashed); a partition
     dropped whole: what tells it from another of the same name (``partition_identity``)."""
 
     children: tuple[ChildRows, ...] = ()
     markers: tuple[bool, ...] = ()
     sizes: tuple[int, ...] = ()
-    transaction: int | None = None
+    transaction: Future[int] | None = None
     partition_identity: str | None = None
 
 

@@ -95,7 +95,7 @@ def pending_detail(detail: IntentDetail) -> dict[str, Any]:
     if detail.sizes:
         pending["sizes"] = list(detail.sizes)
     if detail.transaction is not None:
-        pending["transaction"] = detail.transaction
+        pending["transaction"] = detail.transaction.result()
     return pending
 
 
@@ -112,7 +112,6 @@ def detail_of_pending(pending: dict[str, Any]) -> IntentDetail:
         ),
         markers=tuple(bool(marker) for marker in pending.get("markers", ())),
         sizes=tuple(int(size) for size in pending.get("sizes", ())),
-        transaction=int(pending["transaction"]) if "transaction" in pending else None,
     )
 
 

@@ -79,10 +79,16 @@ def delete_probed(
     statement = range_delete(store, selection, after, keys[-1])
     started = time.monotonic()
     with store.reachable(), store.write_connection() as connection, connection.begin():
+        # The transaction's id is read beside, first thing on its connection: the intent
+        # waits for it only once its keys are hashed.
+        transaction: Future[int] | None = None
         detail = NO_DETAIL
         if before_write is not None and before_commit is not None:
-            detail = IntentDetail(transaction=current_transaction(connection))
-        deleting = store.beside().submit(_deleted_keys, store, connection, statement, key_columns)
+            transaction = Future()
+            detail = IntentDetail(transaction=transaction)
+        deleting = store.beside().submit(
+            _deleted_keys, store, connection, statement, key_columns, transaction
+        )
         if more:
             store.keep_probe(_start_probe(store, selection, keys[-1], limit))
         try:
@@ -91,10 +97,16 @@ def delete_probed(
         except BaseException:
             # The statement ends before the transaction rolls back on this connection.
             wait([deleting])
+            if transaction is not None and transaction.exception() is not None:
+                # The database failed, not the trail: the intent could not name its
+                # transaction.
+                failure = deleting.exception() or transaction.exception()
+                assert failure is not None
+                raise failure from None
             raise
         deleted = deleting.result()
         not_done = _not_deleted(keys, deleted)
-        if not_done and detail.transaction is not None and before_commit is not None:
+        if not_done and transaction is not None and before_commit is not None:
             before_commit(not_done)
         crash_point("mid_batch")
     seconds = time.monotonic() - started
@@ -144,8 +156,18 @@ def _read_query(store: SqlStore, query: Any) -> tuple[KeyValues, ...]:
 
 
 def _deleted_keys(
-    store: SqlStore, connection: Connection, statement: Any, key_columns: list[Column[Any]]
+    store: SqlStore,
+    connection: Connection,
+    statement: Any,
+    key_columns: list[Column[Any]],
+    transaction: Future[int] | None,
 ) -> list[KeyValues]:
+    if transaction is not None:
+        try:
+            transaction.set_result(current_transaction(connection))
+        except BaseException as error:
+            transaction.set_exception(error)
+            raise
     return result_keys(connection.execute(statement), store.plain_integer_keys(key_columns))
 
 
