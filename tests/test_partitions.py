@@ -449,6 +449,50 @@ def test_a_partition_intent_without_its_identity_is_reconciled_by_its_name_as_be
     _verified(audit)
 
 
+def test_a_pending_file_naming_another_partition_claims_the_dropped_rows_all_the_same(
+    partitioned_url: str, tmp_path: Path
+) -> None:
+    """January's drop is committed, then the process dies before its result. Its pending files
+    are not chained: edited to name May (still there) and May's identity, the reconcile asked
+    about May, found it, and claimed nothing of January: rows dropped, unaccounted. It asks
+    about the partition its intent entry (chained) names and identifies."""
+    import json
+
+    from retention.stores.partition_catalog import oid_identity, upper_identity
+
+    audit = tmp_path / "audit"
+    path = tmp_path / "retention.toml"
+    path.write_text(config_text(partitioned_url, RULE, audit_directory=audit))
+    key = (audit.parent / "audit-keys" / "hmac.key").read_bytes().strip()
+    crashed = _run(path, "after_commit")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    assert "events_2024_01" not in _partitions(partitioned_url)
+    engine = create_engine(partitioned_url)
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            may = oid_identity(connection, "events_2024_05")
+        else:
+            partitioning = read_partitioning(connection, "events")
+            assert partitioning is not None
+            (partition,) = (p for p in partitioning.partitions if p.name == "events_2024_05")
+            may = upper_identity(partition)
+    engine.dispose()
+    pending = list((audit / "pending").glob("*[0-9].json"))
+    assert pending
+    for file in pending:
+        content = json.loads(file.read_text())
+        assert content["partition"] == "events_2024_01"
+        content["partition"], content["partition_identity"] = "events_2024_05", may
+        file.write_text(json.dumps(content))
+
+    finished = _run(path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert _remaining(partitioned_url) == KEPT
+    expected = {record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE}
+    assert sorted(_claimed(audit)) == sorted(expected), "each deleted row, exactly once"
+    _verified(audit)
+
+
 def _claimed(audit: Path) -> list[bytes]:
     claimed: list[bytes] = []
     for stored in read_entries(audit):

@@ -306,3 +306,102 @@ def test_a_transaction_reads_committed_aborted_or_still_in_progress(
             transaction = sql_probed.current_transaction(connection)
             connection.rollback()
         assert store.transaction_status(transaction) == "aborted"
+
+
+def _crash_then_edit_then_run(
+    postgres_url: str, tmp_path: Path, crash_at: str, transaction: Any
+) -> tuple[Engine, Path, Any]:
+    """Run until the first batch's intent is durable and the process dies at ``crash_at``;
+    then set the pending file's transaction to ``transaction(engine, recorded)`` (another
+    transaction of that number: a hostile edit, or after a failover or a restore, the server's
+    own reuse of the number); then run again. Return the engine, the audit directory and the
+    finished run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import config_text
+
+    engine = _leap_logs(postgres_url)
+    audit = tmp_path / "audit"
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        config_text(postgres_url, logs_rule(extra="batch_size = 2"), audit_directory=audit)
+    )
+    arguments = ["--config", str(config), "run", "--yes", "--as-of", LEAP_AS_OF.isoformat()]
+    command = [sys.executable, "-m", "retention", *arguments]
+    environment = {**os.environ, "RETENTION_CRASH_AT": crash_at}
+    crashed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    (pending,) = (audit / "pending").glob("*[0-9].json")
+    content = json.loads(pending.read_text())
+    content["transaction"] = transaction(engine, content["transaction"])
+    pending.write_text(json.dumps(content))
+    environment.pop("RETENTION_CRASH_AT")
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    return engine, audit, finished
+
+
+def _committed_other(engine: Engine, _recorded: int) -> int:
+    with engine.begin() as connection:
+        return int(connection.execute(text("SELECT pg_current_xact_id()::text")).scalar_one())
+
+
+def _aborted_other(engine: Engine, _recorded: int) -> int:
+    with engine.connect() as connection:
+        number = int(connection.execute(text("SELECT pg_current_xact_id()::text")).scalar_one())
+        connection.rollback()
+    return number
+
+
+def _in_the_future(engine: Engine, recorded: int) -> int:
+    return recorded + 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "transaction"),
+    [
+        ("mid_batch", _committed_other),
+        ("after_commit", _aborted_other),
+        ("mid_batch", _in_the_future),
+        ("after_commit", _in_the_future),
+    ],
+    ids=["aborted-as-committed", "committed-as-aborted", "future-aborted", "future-committed"],
+)
+def test_a_pending_transaction_other_than_the_intents_claims_exactly_what_was_deleted(
+    postgres_url: str, tmp_path: Path, crash_at: str, transaction: Any
+) -> None:
+    """The pending file is not the trail: the transaction its reconcile asks about is the one
+    the intent recorded (chained, keyed), whatever the file says since. A number that names
+    another transaction, committed or aborted, then claimed rows never deleted (they went
+    again in the next batch: claimed twice) or left deleted rows unclaimed; a number the
+    server never gave (its history restored from before it) failed every run (pg_xact_status:
+    "transaction ID … is in the future"). Every due row is claimed exactly once."""
+    from retention.audit.leaves import record_leaf
+
+    engine, audit, finished = _crash_then_edit_then_run(
+        postgres_url, tmp_path, crash_at, transaction
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
+    assert claimed_leaves(audit) == sorted(
+        record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE
+    )
+    assert not list((audit / "pending").iterdir())
+
+
+def test_a_transaction_the_server_never_gave_is_one_it_does_not_know(postgres_url: str) -> None:
+    """A number beyond any this server gave (its history restored from before the batch):
+    pg_xact_status refuses it ("is in the future"), which failed every later run; the
+    reconcile is told the database does not know, and looks for the records."""
+    from retention.stores import open_stores, sql_probed
+
+    config = make_config(postgres_url, logs_rule())
+    with open_stores(config, read_only=False) as store_for:
+        store: Any = store_for("db")
+        with store.engine.connect() as connection:
+            transaction = sql_probed.current_transaction(connection)
+            connection.rollback()
+        assert store.transaction_status(transaction + 1_000_000) is None

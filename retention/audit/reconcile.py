@@ -5,7 +5,7 @@ transaction, whether that transaction committed), and record that (``batch.recon
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from retention.audit.batch_detail import counted_detail, detail_of_pending
@@ -16,16 +16,29 @@ from retention.errors import AuditFailure, StoreUnavailable
 from retention.runtime.logging import get_logger
 from retention.store_protocol import RecordStore
 
+# The fields of a batch's intent entry that settle it after a crash, when it has them: its
+# transaction (whether it committed), a dropped partition's identity (whether it is there).
+SETTLED_BY = ("transaction", "partition_identity")
+
 
 def reconcile_one(
-    writer: TrailWriter, run_id: str, seq: int, pending: dict[str, Any], store: RecordStore
+    writer: TrailWriter,
+    run_id: str,
+    seq: int,
+    pending: dict[str, Any],
+    store: RecordStore,
+    intent: Mapping[str, Any],
 ) -> None:
+    """Given the trail, an intent's seq, its pending file's content, its store and its entry in
+    the trail (``intent``: what settles it, SETTLED_BY, is read there: the pending file is not
+    chained, and an entry without them settles by looking, as before), record which of its
+    records are gone (``batch.reconciled``) and clear its pending file."""
     extra: dict[str, Any] = {}
     if "partition" in pending:
         leaves = read_leaves(writer.directory, seq)
         not_done_count = len(leaves)
         if _partition_exists(
-            store, pending["dataset"], pending["partition"], pending.get("partition_identity")
+            store, pending["dataset"], pending["partition"], intent.get("partition_identity")
         ):
             leaves = []
         else:
@@ -33,7 +46,7 @@ def reconcile_one(
         done_count = len(leaves)
     else:
         keys = pending_keys(pending)
-        not_done = _not_done(writer, seq, pending, keys, store)
+        not_done = _not_done(writer, seq, pending, keys, store, intent.get("transaction"))
         not_done_count = len(not_done)
         done = [key for key in keys if key not in not_done]
         done_count = len(done)
@@ -77,13 +90,13 @@ def _not_done(
     pending: dict[str, Any],
     keys: list[tuple[Any, ...]],
     store: RecordStore,
+    transaction: int | None,
 ) -> set[tuple[Any, ...]]:
     """Which of an interrupted batch's records it did not purge. When its intent named its
     transaction, exactly: none of them if that transaction did not commit, else those it
     recorded before its COMMIT as not purged (none if it recorded nothing), whatever happened
     to the records since. Otherwise (other batches, older trails, a transaction the database
     no longer knows): those still there, or still not anonymised."""
-    transaction = pending.get("transaction")
     if transaction is not None:
         status = _transaction_status(store, int(transaction))
         if status == "aborted":
@@ -153,7 +166,7 @@ def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], Recor
             writer.clear_pending(seq)
             continue
         try:
-            reconcile_one(writer, run_id, seq, keys, store_for(keys["store"]))
+            reconcile_one(writer, run_id, seq, keys, store_for(keys["store"]), intent)
         except StoreUnavailable:
             continue
         settled += 1

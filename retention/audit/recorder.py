@@ -19,7 +19,7 @@ from typing import Any
 from retention.audit.batch_detail import counted_detail, pending_detail
 from retention.audit.leaves import integer_key_lines, subject_digest
 from retention.audit.opening import identity, open_trail
-from retention.audit.reconcile import reconcile, reconcile_one
+from retention.audit.reconcile import SETTLED_BY, reconcile, reconcile_one
 from retention.audit.rule_definition import batch_method, rule_definition
 from retention.audit.trail import TrailWriter
 from retention.config import S3_KEY, Config
@@ -56,6 +56,8 @@ class TrailRecorder:
     # Per intent in flight, its keys and detail: its result counts the markers and bytes of
     # the keys it purged.
     _details: dict[int, tuple[tuple[KeyValues, ...], IntentDetail]] = field(default_factory=dict)
+    # Per intent in flight, what settles it after a failure as its trail entry recorded it.
+    _settled_by: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def _base(self, rule_plan: RulePlan) -> dict[str, Any]:
         rule = rule_plan.rule
@@ -161,7 +163,13 @@ class TrailRecorder:
         }
         if partition is not None:
             fields["partition"] = partition
+        # What settles the batch after a crash (its transaction; the partition's identity) is
+        # in the chained entry too: the reconcile trusts it there, not the pending file's copy.
+        settled_by = {name: pending[name] for name in SETTLED_BY if name in pending}
+        fields.update(settled_by)
         written = self.writer.append("batch.intent", fields)
+        if settled_by:
+            self._settled_by[written] = settled_by
         if detail.markers or detail.sizes:
             self._details[written] = (values, detail)
         crash_point("after_intent")
@@ -192,6 +200,7 @@ class TrailRecorder:
             self.writer.write_leaves(self.writer.next_seq, leaves)
             content["not_done"] = len(leaves)
             content["not_done_root"] = self.writer.leaves_root(leaves)
+        self._settled_by.pop(intent, None)
         keys, detail = self._details.pop(intent, ((), NO_DETAIL))
         if keys:
             not_done = set(batch.not_done_keys) if committed and batch is not None else set(keys)
@@ -213,10 +222,11 @@ class TrailRecorder:
     def unresolved(self, intent: int, store: RecordStore) -> None:
         """A batch failed in a way that may or may not have committed: look at the store now
         (if it cannot be reached, the pending keys wait for the next run)."""
+        settled_by = self._settled_by.pop(intent, {})
         for seq, pending in self.writer.pending():
             if seq == intent and pending is not None:
                 try:
-                    reconcile_one(self.writer, self.run_id, seq, pending, store)
+                    reconcile_one(self.writer, self.run_id, seq, pending, store, settled_by)
                 except StoreUnavailable:
                     return
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Connection, text
+from sqlalchemy import exc as sa_exc
 
 from retention.errors import BatchConflict, StoreUnavailable
 from retention.runtime.faults import crash_point
@@ -215,7 +216,15 @@ def transaction_status(store: SqlStore, connection: Connection, transaction: int
         parameters = {"transaction": transaction}
     deadline = time.monotonic() + IN_PROGRESS_WAIT_SECONDS
     while True:
-        status = connection.execute(query, parameters).scalar_one()
+        try:
+            status = connection.execute(query, parameters).scalar_one()
+        except sa_exc.DBAPIError as error:
+            connection.rollback()
+            if "is in the future" in str(error.orig):
+                # A number this server never gave: its history was restored (or failed over)
+                # from before that transaction. It does not know.
+                return None
+            raise
         connection.rollback()
         if status != "in progress":
             return None if status is None else str(status)
