@@ -3,8 +3,10 @@ they can (every LastModified of a listing), and get what botocore's own parser w
 
 from __future__ import annotations
 
+import os
 from datetime import UTC
 
+import botocore  # type: ignore[import-untyped]
 import pytest
 from botocore.utils import parse_timestamp  # type: ignore[import-untyped]
 
@@ -54,3 +56,27 @@ def test_the_s3_stores_of_a_process_share_one_botocore_data_loader(s3_server: st
 
     assert first is not second, "a session per store: their credentials are their own"
     assert first.get_component("data_loader") is second.get_component("data_loader")
+
+
+def test_the_data_loader_looks_in_s3s_folders_alone_and_finds_its_models(
+    s3_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # botocore's own answer to "which services have a service model" listed the folders of
+    # every service it knows (some 450, a listing and a few stats each) before it loaded S3's.
+    listed: list[str] = []
+    real_listdir = os.listdir
+
+    def listdir(path: str) -> list[str]:
+        listed.append(os.path.relpath(path, os.path.dirname(botocore.__file__)))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    loader = s3_session(store_config(new_bucket(s3_server))).get_component("data_loader")
+    loader._cache.clear()  # shared by every session of the process: start from nothing
+
+    assert loader.list_available_services("service-2") == ["s3"]
+    assert loader.list_available_services("endpoint-rule-set-1") == ["s3"]
+    assert loader.list_available_services("no-such-kind-1") == []
+    assert "s3" in loader.load_service_model("s3", "service-2")["metadata"]["endpointPrefix"]
+    assert listed, "botocore's data folder was not read"
+    assert all(path.startswith("data/s3") for path in listed if path.startswith("data")), listed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import functools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -153,7 +154,28 @@ def _data_loader(data_path: str | None) -> Any:
     and endpoint rules that every S3 store's session shares: it caches what it parsed, so a
     second store's clients do not parse the same JSON files again (docs/performance.md,
     start-up)."""
-    return botocore.loaders.create_loader(data_path)
+    if data_path is None:
+        return _S3Loader()
+    # As botocore.loaders.create_loader reads the data path.
+    paths = [os.path.expanduser(os.path.expandvars(path)) for path in data_path.split(os.pathsep)]
+    return _S3Loader(extra_search_paths=paths)
+
+
+class _S3Loader(botocore.loaders.Loader):  # type: ignore[misc]
+    """botocore's loader, which knows S3 alone among the services: only S3 clients are made
+    here. botocore asks which services have a model of a kind before it loads S3's; its own
+    answer lists every service's folders (some 450 of them, a directory listing and a few
+    stats each, twice: the service model and the endpoint rules), about a tenth of the S3 half
+    of `config validate` (docs/performance-history.md, 2026-12-03 17:00). S3 is listed when one
+    of its API versions has a model of that kind, as botocore would list it."""
+
+    @botocore.loaders.instance_cache  # type: ignore[untyped-decorator]
+    def list_available_services(self, type_name: str) -> list[str]:
+        try:
+            self.list_api_versions("s3", type_name)
+        except boto_errors.DataNotFoundError:
+            return []
+        return ["s3"]
 
 
 def timestamp_of(value: Any) -> datetime:

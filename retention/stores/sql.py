@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Column,
@@ -52,16 +52,7 @@ from retention.store_protocol import (
     KeyFilter,
     Survey,
 )
-from retention.stores import (
-    partitions,
-    sql_predicate,
-    sql_probed,
-    sql_purge,
-    sql_schema,
-    sql_spans,
-    sql_survey,
-)
-from retention.stores.partition_catalog import read_partitioning, still_there
+from retention.stores import sql_predicate, sql_probed, sql_schema
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
     ClockKind,
@@ -70,7 +61,15 @@ from retention.stores.sql_dialect import (
     reason,
 )
 from retention.stores.sql_keys import fitted, key_in
-from retention.stores.sql_probed import Probe
+
+if TYPE_CHECKING:
+    from retention.stores import partitions, sql_spans
+    from retention.stores.sql_probed import Probe
+
+# The survey's, the batches' and the partitions' modules (with the planner's and the documents'
+# they bring) are imported by the methods that use them: `config validate` only checks rules
+# against the schema, and their imports were about a twentieth of its SQL half's CPU
+# (docs/performance-history.md, 2026-12-03 17:00).
 
 
 class SqlStore:
@@ -269,6 +268,8 @@ class SqlStore:
     def survey(self, selection: Selection, sample_size: int) -> Survey:
         """Given a Selection, return in one pass over the rule's scope: rows due, held and with a
         future clock, the oldest due clock; then the first due keys (the run's own query)."""
+        from retention.stores import sql_survey
+
         return sql_survey.survey(self, selection, sample_size)
 
     # --- purge --------------------------------------------------------------------------------
@@ -288,6 +289,8 @@ class SqlStore:
     ) -> Batch:
         """Given a Selection and the last key already handled, purge the next batch of due rows
         in one transaction (sql_purge.purge_batch says how)."""
+        from retention.stores import sql_purge
+
         return sql_purge.purge_batch(
             self,
             selection,
@@ -347,11 +350,15 @@ class SqlStore:
     ) -> Batch:
         """Given a Selection and a partition its plan found due (with the rows it counted
         there, 0 if unknown), drop it whole, recorded."""
+        from retention.stores import partitions
+
         return partitions.drop_partition(self, selection, name, before_write, planned_rows)
 
     def dropping_partitions(self) -> AbstractContextManager[partitions.DropPartition]:
         """A context whose value drops one partition as ``drop_partition`` does, reading the
         keys of the one it drops next meanwhile (``then``)."""
+        from retention.stores import partitions
+
         return partitions.dropping_partitions(self)
 
     def partition_exists(self, table: str, name: str, identity: str | None = None) -> bool:
@@ -359,6 +366,8 @@ class SqlStore:
         still there (attached, or on PostgreSQL as a table of that name): after a crash,
         whether its drop committed. With its ``identity`` (partition_catalog), whether that
         very partition is (``partition_catalog.still_there``)."""
+        from retention.stores.partition_catalog import read_partitioning, still_there
+
         with self.reachable(), self.engine.connect() as connection:
             if identity is not None:
                 return still_there(connection, table, name, identity)
