@@ -119,14 +119,15 @@ def test_offline_validation_still_reports_every_static_error_with_its_path(
 
 
 # Modules `config validate` must not import for a config whose only store is SQLite: the use
-# cases (app, executor, the trail's recorder), the SQL store's survey, batches and partitions
-# (with the planner they bring), SQLAlchemy's MySQL dialect, and structlog (no log line is
-# written: it is configured on first use). Nor must it read the package's version
+# cases (app, executor, the trail's recorder and writer), the SQL store's survey, batches and
+# partitions (with the planner they bring), SQLAlchemy's MySQL dialect, and structlog (no log
+# line is written: it is configured on first use). Nor must it read the package's version
 # (importlib.metadata looks through every installed distribution).
 UNNEEDED_FOR_VALIDATE = (
     "retention.app",
     "retention.executor",
     "retention.audit.recorder",
+    "retention.audit.trail",
     "retention.planner",
     "retention.stores.sql_survey",
     "retention.stores.sql_purge",

@@ -8,14 +8,16 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import retention
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
-from retention.audit.trail import TrailWriter
 from retention.config import AuditSettings
 from retention.errors import AuditFailure, ConfigError, ConfigIssue
 from retention.runtime.secrets import read_secret, secret_path
+
+if TYPE_CHECKING:
+    from retention.audit.trail import TrailWriter
 
 
 def identity() -> dict[str, str]:
@@ -60,6 +62,9 @@ def audit_keys(settings: AuditSettings) -> tuple[bytes, Any]:
 def open_trail(settings: AuditSettings, clock: Callable[[], datetime]) -> Iterator[TrailWriter]:
     """Open the trail for writing; refuse (AuditFailure) a signing key that auditors could not
     verify: missing from the public key file, or outside its validity window."""
+    # Imported here: `config validate` reads the audit keys (audit_keys) and writes no trail.
+    from retention.audit.trail import TrailWriter
+
     hmac_key, signer = audit_keys(settings)
     now = clock()
     try:
