@@ -165,9 +165,9 @@ class _S3Loader(botocore.loaders.Loader):  # type: ignore[misc]
     """botocore's loader, which knows S3 alone among the services: only S3 clients are made
     here. botocore asks which services have a model of a kind before it loads S3's; its own
     answer lists every service's folders (some 450 of them, a directory listing and a few
-    stats each, twice: the service model and the endpoint rules), about a tenth of the S3 half
-    of `config validate` (docs/performance-history.md, 2026-12-03 17:00). S3 is listed when one
-    of its API versions has a model of that kind, as botocore would list it."""
+    stats each, twice: the service model and the endpoint rules), about a twentieth of the S3
+    half of `config validate` (performance-history.md, validate's fourth pass). S3 is listed
+    when one of its API versions has a model of that kind, as botocore would list it."""
 
     @botocore.loaders.instance_cache  # type: ignore[untyped-decorator]
     def list_available_services(self, type_name: str) -> list[str]:

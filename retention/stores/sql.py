@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 # The survey's, the batches' and the partitions' modules (with the planner's and the documents'
 # they bring) are imported by the methods that use them: `config validate` only checks rules
 # against the schema, and their imports were about a twentieth of its SQL half's CPU
-# (docs/performance-history.md, 2026-12-03 17:00).
+# (docs/performance-history.md, validate's fourth pass).
 
 
 class SqlStore:
