@@ -4,6 +4,7 @@ its keys before the drop, the results after), ahead of a rule's row batches."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from retention.errors import AuditFailure, BatchConflict
@@ -31,80 +32,143 @@ def drop_whole_partitions(
     only: KeyFilter | None,
 ) -> WholePartitions:
     """Drop the partitions the plan found wholly due, each recorded (one intent per chunk of its
-    keys, before the drop; the results after), the next one's keys read meanwhile. A partition
-    that changed or could not be locked is left to the row batches that follow."""
+    keys, before the drop; the results after). A partition is dropped while the next one is
+    recorded, its keys read meanwhile; its results are written once its drop has ended. A
+    partition that changed or could not be locked is left to the row batches that follow."""
     dropping = getattr(store, "dropping_partitions", None)
     if dropping is None or only is not None:
         # A subjects' rule deletes only the rows whose objects went first: row by row.
         return WholePartitions()
-    batches = done = 0
-    longest = 0.0
+    totals = WholePartitions()
     due = rule_plan.partitions
-    with dropping() as drop:
-        for index, partition in enumerate(due):
-            if stop_requested():
-                break
-            if holds_for is not None:
-                rule_plan = with_current_holds(rule_plan, holds_for)
-            intents: list[tuple[int, int]] = []
+    with dropping() as drops:
+        in_flight: _InFlight | None = None
+        try:
+            for index, partition in enumerate(due):
+                if stop_requested():
+                    break
+                if holds_for is not None:
+                    rule_plan = with_current_holds(rule_plan, holds_for)
+                intents: list[tuple[int, int]] = []
 
-            def record_intent(
-                keys: Keys,
-                identity: str | None = None,
-                intents: list[tuple[int, int]] = intents,
-                rule_plan: RulePlan = rule_plan,
-                name: str = partition.name,
-            ) -> None:
-                if audit is not None:
-                    intent = audit.intent(
-                        rule_plan, keys, name, IntentDetail(partition_identity=identity)
+                def record_intent(
+                    keys: Keys,
+                    identity: str | None = None,
+                    intents: list[tuple[int, int]] = intents,
+                    rule_plan: RulePlan = rule_plan,
+                    name: str = partition.name,
+                ) -> None:
+                    if audit is not None:
+                        intent = audit.intent(
+                            rule_plan, keys, name, IntentDetail(partition_identity=identity)
+                        )
+                        # Spelled keys are counted as the intent hashes them: all of them now.
+                        size = keys.count if isinstance(keys, SpelledKeys) else len(keys)
+                        intents.append((intent, size))
+
+                # The partition after this one: its keys are read while this one is recorded.
+                following = due[index + 1] if index + 1 < len(due) else None
+                try:
+                    recorded = drops.record(
+                        rule_plan.selection,
+                        partition.name,
+                        before_write=record_intent,
+                        planned_rows=partition.rows,
+                        then=None if following is None else (following.name, following.rows),
                     )
-                    # Spelled keys are counted as the intent hashes them: all of them by now.
-                    size = keys.count if isinstance(keys, SpelledKeys) else len(keys)
-                    intents.append((intent, size))
+                except BatchConflict as conflict:
+                    _kept(audit, logger, rule_plan, partition.name, intents, conflict)
+                    continue
+                except AuditFailure:
+                    raise
+                except Exception:
+                    _unresolved(audit, store, intents)
+                    raise
+                flight = _InFlight(partition.name, rule_plan, intents, None)
+                if in_flight is not None:
+                    previous, in_flight = in_flight, None
+                    try:
+                        totals = totals.plus(_settled(previous, audit, store, logger))
+                    except BaseException:
+                        # Recorded, never dropped: its intents say so.
+                        _kept(audit, logger, rule_plan, partition.name, intents, None)
+                        raise
+                if stop_requested():
+                    # Recorded, never dropped: its intents say so.
+                    _kept(audit, logger, rule_plan, partition.name, intents, None)
+                    break
+                started = drops.finish(rule_plan.selection, recorded)
+                in_flight = _InFlight(flight.name, flight.rule_plan, flight.intents, started)
+        finally:
+            if in_flight is not None:
+                totals = totals.plus(_settled(in_flight, audit, store, logger))
+    return totals
 
-            # The partition after this one: its keys are read while this one is recorded.
-            following = due[index + 1] if index + 1 < len(due) else None
-            try:
-                dropped = drop(
-                    rule_plan.selection,
-                    partition.name,
-                    before_write=record_intent,
-                    planned_rows=partition.rows,
-                    then=None if following is None else (following.name, following.rows),
-                )
-            except BatchConflict as conflict:
-                for intent, _size in intents:
-                    if audit is not None:
-                        audit.result(intent, rule_plan, "rolled_back", None)
-                logger.warning(
-                    "partition.kept",
-                    rule=rule_plan.rule.name,
-                    partition=partition.name,
-                    reason=f"{conflict}: its rows go by row batches",
-                )
-                continue
-            except AuditFailure:
-                raise
-            except Exception:
-                for intent, _size in intents:
-                    if audit is not None:
-                        audit.unresolved(intent, store)
-                raise
-            for intent, size in intents:
-                if audit is not None:
-                    audit.result(intent, rule_plan, "committed", Batch((), done=size))
-            batches += max(1, len(intents))
-            done += dropped.done
-            longest = max(longest, dropped.transaction_seconds)
-            logger.info(
-                "partition.dropped",
-                rule=rule_plan.rule.name,
-                partition=partition.name,
-                rows=dropped.done,
-                lock_seconds=round(dropped.transaction_seconds, 4),
-            )
-    return WholePartitions(batches, done, longest)
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A partition recorded whose drop is under way: its intents and the drop's outcome."""
+
+    name: str
+    rule_plan: RulePlan
+    intents: list[tuple[int, int]]
+    dropped: Future[Batch] | None
+
+
+def _settled(
+    flight: _InFlight, audit: Audit | None, store: RecordStore, logger: Logger
+) -> WholePartitions:
+    """Wait for a partition's drop; write its results (committed, or rolled back when it was
+    kept); return what it did. Anything else it raised: its intents unresolved, raised."""
+    assert flight.dropped is not None
+    rule_plan = flight.rule_plan
+    try:
+        dropped = flight.dropped.result()
+    except BatchConflict as conflict:
+        _kept(audit, logger, rule_plan, flight.name, flight.intents, conflict)
+        return WholePartitions()
+    except Exception:
+        _unresolved(audit, store, flight.intents)
+        raise
+    for intent, size in flight.intents:
+        if audit is not None:
+            audit.result(intent, rule_plan, "committed", Batch((), done=size))
+    logger.info(
+        "partition.dropped",
+        rule=rule_plan.rule.name,
+        partition=flight.name,
+        rows=dropped.done,
+        lock_seconds=round(dropped.transaction_seconds, 4),
+    )
+    return WholePartitions(max(1, len(flight.intents)), dropped.done, dropped.transaction_seconds)
+
+
+def _kept(
+    audit: Audit | None,
+    logger: Logger,
+    rule_plan: RulePlan,
+    name: str,
+    intents: list[tuple[int, int]],
+    conflict: BatchConflict | None,
+) -> None:
+    """A partition not dropped: its intents rolled back; with a conflict, why (its rows go by
+    row batches)."""
+    for intent, _size in intents:
+        if audit is not None:
+            audit.result(intent, rule_plan, "rolled_back", None)
+    if conflict is not None:
+        logger.warning(
+            "partition.kept",
+            rule=rule_plan.rule.name,
+            partition=name,
+            reason=f"{conflict}: its rows go by row batches",
+        )
+
+
+def _unresolved(audit: Audit | None, store: RecordStore, intents: list[tuple[int, int]]) -> None:
+    for intent, _size in intents:
+        if audit is not None:
+            audit.unresolved(intent, store)
 
 
 @dataclass(frozen=True)
@@ -114,3 +178,11 @@ class WholePartitions:
     batches: int = 0
     done: int = 0
     transaction_seconds: float = 0.0
+
+    def plus(self, other: WholePartitions) -> WholePartitions:
+        """Both together (the longer of their longest locks)."""
+        return WholePartitions(
+            self.batches + other.batches,
+            self.done + other.done,
+            max(self.transaction_seconds, other.transaction_seconds),
+        )

@@ -42,6 +42,7 @@ SQL_EDGES = {
     "retention/stores/partition_catalog.py",
     "retention/stores/partition_keys.py",
     "retention/stores/partition_ahead.py",
+    "retention/stores/partition_session.py",
     "retention/stores/partition_survey.py",
     "retention/stores/sql_columns.py",
     "retention/stores/sql_cascades.py",

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from retention.app import make_plan
 from retention.app.holds import place_hold
+from retention.audit.entries import read_entries
 from retention.audit.leaves import record_leaf
 from retention.executor import execute
 from retention.stores import open_stores, partition_ahead, partition_keys, partitions
@@ -73,7 +74,7 @@ def _when_read_ahead(monkeypatch: pytest.MonkeyPatch) -> dict[str, threading.Eve
         yield from original_keys(*args, **kwargs)
         snapshot_taken()
 
-    monkeypatch.setattr("retention.stores.partitions.start_reading", start_reading)
+    monkeypatch.setattr("retention.stores.partition_session.start_reading", start_reading)
     monkeypatch.setattr(partition_ahead, "snapshot_xmin", snapshot_xmin)
     monkeypatch.setattr(partition_ahead, "key_chunks", key_chunks)
     return events
@@ -327,3 +328,90 @@ def test_a_stop_or_an_error_mid_drop_leaves_no_read_ahead_behind(
         assert left == []
         assert _open_transactions(postgres_url) == 0
     assert "events_2024_02" in _partitions(postgres_url)
+
+
+def _january_dropped_after(monkeypatch: pytest.MonkeyPatch, then: Any = None) -> threading.Event:
+    """Make January's drop (its lock, check and drop, in the drop thread) wait until February's
+    first intent is written, then run ``then()`` after it; return the event February sets."""
+    february = threading.Event()
+    original = partitions.finish_partition
+
+    def finish_partition(store: Any, selection: Any, recorded: Any, *args: Any) -> Any:
+        if recorded.name == "events_2024_01":
+            assert february.wait(30), "February was recorded while January was dropped"
+            batch = original(store, selection, recorded, *args)
+            if then is not None:
+                then()
+            return batch
+        return original(store, selection, recorded, *args)
+
+    monkeypatch.setattr(partitions, "finish_partition", finish_partition)
+    _while_recording(monkeypatch, "events_2024_02", february.set)
+    return february
+
+
+def _entries(audit: Path) -> list[tuple[str, Any]]:
+    return [
+        (stored.content["type"], stored.content.get("partition") or stored.content.get("intent"))
+        for stored in read_entries(audit)
+        if stored.content["type"] in ("batch.intent", "batch.result")
+    ]
+
+
+def test_a_partition_is_recorded_while_the_one_before_is_dropped(
+    events_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """January's drop ends only once February's intent is written (the code before wrote
+    January's result first, and would wait here forever): February is recorded while January
+    is dropped. Each intent precedes its partition's drop, each result follows it, the trail
+    verifies, and every row gone is named once."""
+    audit = tmp_path / "audit"
+    config = make_config(events_url, RULE, audit_directory=audit)
+    _january_dropped_after(monkeypatch)
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    entries = _entries(audit)
+    intents = {seq: name for seq, (kind, name) in enumerate(entries) if kind == "batch.intent"}
+    january = next(seq for seq, name in intents.items() if name == "events_2024_01")
+    february = next(seq for seq, name in intents.items() if name == "events_2024_02")
+    january_result = next(
+        seq for seq, (kind, _) in enumerate(entries) if kind == "batch.result" and seq > january
+    )
+    assert january < february < january_result
+    assert not {"events_2024_01", "events_2024_02", "events_2024_03"} & _partitions(events_url)
+    key = _key(audit)
+    assert sorted(_claimed(audit)) == sorted(
+        record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE
+    )
+    _verified(audit)
+
+
+def test_a_drop_that_fails_after_its_commit_while_the_next_is_recorded(
+    events_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """January's drop commits, then fails (a lost connection, say) while February is recorded:
+    the rule fails; January's intent is settled by looking at the table (the partition is gone:
+    committed), February's is rolled back (never dropped), nothing is claimed that is still
+    there; the next run drops the rest, and every row gone is named exactly once."""
+    audit = tmp_path / "audit"
+    config = make_config(events_url, RULE, audit_directory=audit)
+
+    def lost() -> None:
+        raise RuntimeError("connection lost after the commit")
+
+    _january_dropped_after(monkeypatch, lost)
+    _, failed = plan_and_run(config, AS_OF)
+    assert failed.outcomes[0].status == "failed"
+    assert "connection lost" in str(failed.outcomes[0].error)
+    gone = set(ROWS) - _remaining(events_url)
+    key = _key(audit)
+    assert set(_claimed(audit)) == {record_leaf(key, "db", "events", (i, ROWS[i])) for i in gone}
+    assert "events_2024_01" not in _partitions(events_url)
+    assert "events_2024_02" in _partitions(events_url)
+    monkeypatch.undo()
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert _remaining(events_url) == set(ROWS) - DUE
+    claimed = _claimed(audit)
+    assert sorted(claimed) == sorted(record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE)
+    _verified(audit)

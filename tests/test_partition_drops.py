@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from retention.audit.entries import read_entries, read_leaves
 from retention.audit.leaves import record_leaf
 from retention.audit.recorder import TrailRecorder
-from retention.stores import partition_keys, partitions
+from retention.stores import partition_keys, partition_session, partitions
 from tests.support import make_config, plan_and_run
 from tests.test_partitions import (
     AS_OF,
@@ -164,7 +164,7 @@ def test_a_drop_reads_the_partitions_rows_once(
     checksum of every key's text."""
     config = make_config(events_url, RULE)
     during: list[str] = []
-    original = partitions.dropping_partitions
+    original = partition_session.dropping_partitions
 
     @contextmanager
     def dropping_partitions(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -176,7 +176,7 @@ def test_a_drop_reads_the_partitions_rows_once(
         finally:
             during.extend(captured_statements[first:])
 
-    monkeypatch.setattr(partitions, "dropping_partitions", dropping_partitions)
+    monkeypatch.setattr(partition_session, "dropping_partitions", dropping_partitions)
     _, report = plan_and_run(config, AS_OF)
     assert report.outcomes[0].status == "ok", report.outcomes[0].error
     drops = [statement for statement in during if "PARTITION" in statement and "ALTER" in statement]

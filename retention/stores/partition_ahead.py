@@ -29,6 +29,7 @@ their turn as before.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,11 +116,17 @@ def qualified_name(dialect: Dialect, partition: Partition) -> str:
 
 
 def start_reading(
-    store: SqlStore, selection: Selection, name: str, planned_rows: int, chunk: int
+    store: SqlStore,
+    selection: Selection,
+    name: str,
+    planned_rows: int,
+    chunk: int,
+    after: Future[Any] | None = None,
 ) -> Ahead | None:
     """Given a store, a Selection, a partition's name, the rows the plan counted in it and the
-    keys per chunk, start reading its keys in a thread; None where they are read in their
-    turn (keys the database cannot spell, PostgreSQL before 14, MariaDB beyond one chunk)."""
+    keys per chunk, start reading its keys in a thread (on MariaDB once ``after``, the drop
+    before, has ended); None where they are read in their turn (keys the database cannot
+    spell, PostgreSQL before 14, MariaDB beyond one chunk)."""
     key_columns = store.key_columns(selection.rule)
     if not spellable(key_columns):
         return None
@@ -147,7 +154,9 @@ def start_reading(
         dialect.name,
     )
     checksum = Checksum(func.crc32(key_text(store, selection)))
-    reading = _mariadb_reading(engine, keys_query, key_columns, checksum, planned_rows, chunk)
+    reading = _mariadb_reading(
+        engine, keys_query, key_columns, checksum, planned_rows, chunk, after
+    )
     # Room for its one item and its end: the thread ends (its transaction with it) unread.
     return Ahead(name, ReadAhead(reading, 2, _thread_name(name)), dialect.name)
 
@@ -204,9 +213,13 @@ def _mariadb_reading(
     checksum: Checksum,
     planned_rows: int,
     chunk: int,
+    after: Future[Any] | None,
 ) -> Iterator[MariadbKeys]:
     """The thread's work on MariaDB: the partition's keys and their checksum, read in one
-    snapshot, given once that snapshot's transaction has ended."""
+    snapshot once ``after`` has ended (a drop holding LOCK TABLES), given once that snapshot's
+    transaction has ended."""
+    if after is not None:
+        wait([after])
     snapshot = engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with snapshot as connection, connection.begin():
         keys = tuple(key_chunks(connection, keys_query, key_columns, chunk, checksum, planned_rows))

@@ -25,8 +25,9 @@ anything is dropped, and nothing is dropped unless the keys recorded are exactly
   TABLE … DROP PARTITION`` (atomic DDL). That lock covers the whole table and grows with the
   partition's rows (docs/operations.md).
 
-The next partition's keys are read (in its own snapshot, checked the same way) while one is
-recorded and dropped: stores/partition_ahead.py.
+Partitions go one after the other, overlapped (``dropping_partitions``): one is dropped in a
+thread while the next is recorded, and the one after is read (in its own snapshot, checked the
+same way: stores/partition_ahead.py).
 
 A conflict (BatchConflict) drops nothing: the partition's rows go by row batches. The results
 are written after the commit; a crash before it leaves intents without results, which the
@@ -46,9 +47,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -100,19 +101,19 @@ CHUNK = 100_000
 LOCK_TIMEOUT_MS = 250
 
 
-class DropPartition(Protocol):
-    """Drops one partition, recorded (``drop_partition``), reading meanwhile the keys of the
-    partition it drops next (``then``: its name and the rows the plan counted in it)."""
+@dataclass(frozen=True)
+class Recorded:
+    """A partition whose keys are recorded, not dropped yet: how many, the table's partitioning
+    and the partition as they were read, and what the check under its lock compares with
+    (PostgreSQL: the keys' snapshot's xmin and its row versions' count and sum; MariaDB: its
+    rows, due rows, held rows and keys' checksum in that snapshot)."""
 
-    def __call__(
-        self,
-        selection: Selection,
-        name: str,
-        *,
-        before_write: BeforeDrop | None = None,
-        planned_rows: int = 0,
-        then: tuple[str, int] | None = None,
-    ) -> Batch: ...
+    name: str
+    rows: int
+    partitioning: Partitioning
+    partition: Partition
+    counted: tuple[Any, ...]
+    reference: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,98 +125,62 @@ class _Dropped:
     table_locked: float
 
 
-def dropping_partitions(store: SqlStore) -> AbstractContextManager[DropPartition]:
-    """Given a store, return a context whose value drops one partition as ``drop_partition``
-    does, and with ``then`` (the name and planned rows of the partition it drops next) reads
-    that one's keys meanwhile (stores/partition_ahead.py); at its end, a read not used is let
-    go."""
-    return _dropping(store)
-
-
-@contextmanager
-def _dropping(store: SqlStore) -> Iterator[DropPartition]:
-    pending: list[Ahead] = []
-
-    def settle() -> None:
-        for ahead in pending:
-            ahead.settle()
-
-    def drop(
-        selection: Selection,
-        name: str,
-        *,
-        before_write: BeforeDrop | None = None,
-        planned_rows: int = 0,
-        then: tuple[str, int] | None = None,
-    ) -> Batch:
-        ahead = None
-        while pending:
-            found = pending.pop()
-            if found.name == name and ahead is None:
-                ahead = found
-            else:
-                found.close()
-        if ahead is None:
-            # Its own read first: the server takes the partitions in their order.
-            ahead = start_reading(store, selection, name, planned_rows, CHUNK)
-        if then is not None:
-            following = start_reading(store, selection, then[0], then[1], CHUNK)
-            if following is not None:
-                pending.append(following)
-        return drop_partition(
-            store, selection, name, before_write, planned_rows, ahead=ahead, before_lock=settle
-        )
-
-    try:
-        yield drop
-    finally:
-        while pending:
-            pending.pop().close()
-
-
 def drop_partition(
     store: SqlStore,
     selection: Selection,
     name: str,
     before_write: BeforeDrop | None,
     planned_rows: int = 0,
-    *,
-    ahead: Ahead | None = None,
-    before_lock: Callable[[], None] | None = None,
 ) -> Batch:
     """Given a store, a Selection, the name of a partition the plan found due and the rows the
     plan counted in it (0: unknown; only how its keys are read depends on it), record its keys
     (``before_write`` for each chunk, before anything is dropped) and drop it; return the rows
     dropped. BatchConflict when the partition is no longer wholly due or changed while its
-    keys were recorded (nothing dropped: its rows go by row batches). ``ahead``: its keys
-    already being read (``start_reading``); ``before_lock``: called before any lock is taken
-    (MariaDB: the next partition's read ends first)."""
-    rule = selection.rule
-    with store.reachable():
+    keys were recorded (nothing dropped: its rows go by row batches)."""
+    recorded = record_partition(store, selection, name, before_write, planned_rows)
+    return finish_partition(store, selection, recorded)
+
+
+def record_partition(
+    store: SqlStore,
+    selection: Selection,
+    name: str,
+    before_write: BeforeDrop | None,
+    planned_rows: int = 0,
+    ahead: Ahead | None = None,
+) -> Recorded:
+    """Given a store, a Selection, a partition the plan found due and the rows the plan counted
+    in it, record its keys (``before_write`` for each chunk), read by ``ahead`` where already
+    being read; return what its drop checks them against (``finish_partition``). BatchConflict
+    when it is no longer wholly due or holds no row."""
+    with store.reachable(), _conflicts(name):
         try:
             if ahead is None:
                 ahead = start_reading(store, selection, name, planned_rows, CHUNK)
             if store.engine.dialect.name == "postgresql":
-                dropped = _drop_postgres(store, selection, name, before_write, ahead)
-            else:
-                dropped = _drop_mariadb(
-                    store, selection, name, before_write, planned_rows, ahead, before_lock
-                )
-        except sa_exc.DBAPIError as error:
-            message = str(error.orig).lower()
-            if "lock timeout" in message or "lock wait timeout" in message:
-                raise BatchConflict(
-                    f"partition {name!r}: its lock was not free within {LOCK_TIMEOUT_MS} ms"
-                ) from error
-            if any(refusal in message for refusal in _REFUSALS):
-                # A partition owned by another role than its table's: nothing was dropped.
-                raise BatchConflict(
-                    f"partition {name!r}: the database refused the drop ({message.splitlines()[0]})"
-                ) from error
-            raise
+                return _record_postgres(store, selection, name, before_write, ahead)
+            return _record_mariadb(store, selection, name, before_write, planned_rows, ahead)
         finally:
             if ahead is not None:
                 ahead.close()
+
+
+def finish_partition(
+    store: SqlStore,
+    selection: Selection,
+    recorded: Recorded,
+    before_lock: Callable[[], None] | None = None,
+) -> Batch:
+    """Given a partition whose keys are recorded (``record_partition``), lock it, check that it
+    holds exactly the rows recorded, all due, and drop it (``before_lock`` called before the
+    lock is taken); return the rows dropped. BatchConflict when anything changed (nothing is
+    dropped: its rows go by row batches)."""
+    name = recorded.name
+    with store.reachable(), _conflicts(name):
+        if store.engine.dialect.name == "postgresql":
+            dropped = _finish_postgres(store, selection, recorded)
+        else:
+            dropped = _finish_mariadb(store, selection, recorded, before_lock)
     crash_point("after_commit")
     ended = time.monotonic()
     # What the application waits for: the table's lock (PostgreSQL: from the DETACH to the
@@ -223,12 +188,32 @@ def drop_partition(
     # wait while its row versions are checked; MariaDB: the same LOCK TABLES).
     get_logger().info(
         "partition.locks",
-        rule=rule.name,
+        rule=selection.rule.name,
         partition=name,
         table_lock_seconds=round(ended - dropped.table_locked, 4),
         partition_lock_seconds=round(ended - dropped.partition_locked, 4),
     )
     return Batch((), done=dropped.rows, transaction_seconds=ended - dropped.partition_locked)
+
+
+@contextmanager
+def _conflicts(name: str) -> Iterator[None]:
+    """A lock not free in time, or a drop the database refused: BatchConflict (nothing was
+    dropped)."""
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        message = str(error.orig).lower()
+        if "lock timeout" in message or "lock wait timeout" in message:
+            raise BatchConflict(
+                f"partition {name!r}: its lock was not free within {LOCK_TIMEOUT_MS} ms"
+            ) from error
+        if any(refusal in message for refusal in _REFUSALS):
+            # A partition owned by another role than its table's: nothing was dropped.
+            raise BatchConflict(
+                f"partition {name!r}: the database refused the drop ({message.splitlines()[0]})"
+            ) from error
+        raise
 
 
 def _record_keys(
@@ -312,19 +297,15 @@ def _find(
     raise BatchConflict(f"partition {name!r} is gone or no longer wholly expired")
 
 
-def _drop_postgres(
+def _record_postgres(
     store: SqlStore,
     selection: Selection,
     name: str,
     before_write: BeforeDrop | None,
     ahead: Ahead | None,
-) -> _Dropped:
+) -> Recorded:
     """In one snapshot (REPEATABLE READ), fingerprint the partition's row versions and read and
-    record its keys; then in one transaction lock the partition (SHARE), check that its row
-    versions are the same and all due (``_versions``), detach and drop it. The lock is not held
-    while the keys are recorded; the parent's own lock is taken only by the DETACH
-    (docs/operations.md)."""
-    rule = selection.rule
+    record its keys; that snapshot ends before anything is locked."""
     if ahead is not None:
         snapshot = next(ahead.reading)
         if _find(store, selection, snapshot.partitioning, name) != snapshot.partition:
@@ -333,13 +314,25 @@ def _drop_postgres(
             qualified = qualified_name(store.engine.dialect, snapshot.partition)
             identity = oid_identity(connection, qualified)
         rows = _recorded(spelled_chunks(ahead.reading, CHUNK), before_write, name, identity)
-        # Its snapshot ends here: the DETACH below would wait for its lock.
+        # Its snapshot ends here: the DETACH would wait for its lock.
         ahead.close()
     else:
         snapshot, rows = _postgres_in_turn(store, selection, name, before_write)
-    partitioning, partition, before = snapshot.partitioning, snapshot.partition, snapshot.versions
+    before = snapshot.versions
     if rows != before[0]:
         raise BatchConflict(f"partition {name!r}: {rows:,} keys read, {before[0]:,} counted")
+    return Recorded(
+        name, rows, snapshot.partitioning, snapshot.partition, tuple(before), snapshot.reference
+    )
+
+
+def _finish_postgres(store: SqlStore, selection: Selection, recorded: Recorded) -> _Dropped:
+    """In one transaction lock the partition (SHARE), check that its row versions are those of
+    the keys' snapshot and all due (``_versions``), detach and drop it. The lock is not held
+    while the keys are recorded; the parent's own lock is taken only by the DETACH
+    (docs/operations.md)."""
+    rule = selection.rule
+    name, partitioning, partition = recorded.name, recorded.partitioning, recorded.partition
     with store.write_connection() as connection, connection.begin():
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
         # SHARE: writers into the partition wait (inserts, updates, deletes, a DETACH or an
@@ -351,11 +344,11 @@ def _drop_postgres(
         if _find(store, selection, read_partitioning(connection, rule.table), name) != partition:
             raise BatchConflict(f"partition {name!r} was changed while its keys were recorded")
         *after, kept = connection.execute(
-            _versions(store, selection, partitioning, partition, snapshot.reference)
+            _versions(store, selection, partitioning, partition, recorded.reference)
         ).one()
         if kept:
             raise BatchConflict(f"partition {name!r}: not every row in it is due now")
-        if tuple(after) != tuple(before):
+        if tuple(after) != recorded.counted:
             raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
         detach, drop = drop_statements(store.engine.dialect, rule.table, partition)
         detached = time.monotonic()
@@ -363,7 +356,7 @@ def _drop_postgres(
         crash_point("after_detach")
         connection.exec_driver_sql(drop)
         crash_point("after_drop")
-    return _Dropped(rows, locked, detached)
+    return _Dropped(recorded.rows, locked, detached)
 
 
 def _postgres_in_turn(
@@ -389,24 +382,19 @@ def _postgres_in_turn(
     return PostgresSnapshot(partitioning, partition, reference, before), rows
 
 
-def _drop_mariadb(
+def _record_mariadb(
     store: SqlStore,
     selection: Selection,
     name: str,
     before_write: BeforeDrop | None,
     planned_rows: int,
     ahead: Ahead | None,
-    before_lock: Callable[[], None] | None,
-) -> _Dropped:
+) -> Recorded:
     """In one snapshot, record the partition's keys and sum a checksum of them (as they are
-    read, or by a count of the partition); then under LOCK TABLES count it (rows, due rows,
-    held rows, the checksum): anything else than the keys recorded, all due, and nothing is
-    dropped; else drop it. MariaDB has no lock on one partition, and a DDL statement commits
-    the transaction before it starts (docs/operations.md). Keys read ahead were read in a
-    snapshot already ended: they are recorded after it."""
-    rule = selection.rule
+    read, or by a count of the partition): all of them due, or BatchConflict. Keys read ahead
+    were read in a snapshot already ended: they are recorded after it."""
     with store.engine.connect() as connection:
-        partitioning = read_partitioning(connection, rule.table)
+        partitioning = read_partitioning(connection, selection.rule.table)
     partition = _find(store, selection, partitioning, name)
     assert partitioning is not None
     found = None
@@ -426,6 +414,21 @@ def _drop_mariadb(
             if first[0] == rows
             else f"partition {name!r}: {rows:,} keys read, {first[0]:,} counted"
         )
+    return Recorded(name, rows, partitioning, partition, first)
+
+
+def _finish_mariadb(
+    store: SqlStore,
+    selection: Selection,
+    recorded: Recorded,
+    before_lock: Callable[[], None] | None,
+) -> _Dropped:
+    """Under LOCK TABLES count the partition (rows, due rows, held rows, the checksum):
+    anything else than the keys recorded, all due, and nothing is dropped; else drop it.
+    MariaDB has no lock on one partition, and a DDL statement commits the transaction before it
+    starts (docs/operations.md)."""
+    rule = selection.rule
+    name, partitioning, partition = recorded.name, recorded.partitioning, recorded.partition
     quote = store.engine.dialect.identifier_preparer.quote
     # Every table the predicate reads must be locked too (a `where` through a join).
     others = sorted({join.table for join in rule.joins} - {rule.table})
@@ -435,6 +438,15 @@ def _drop_mariadb(
         # The next partition's keys read ahead: its transaction ends before the lock (which
         # would wait for its metadata lock).
         before_lock()
+    with store.engine.connect() as connection:
+        # Read again once the drops before have ended: whether it is the table's first
+        # partition now, which counts its rows not due apart (count_partition).
+        now = read_partitioning(connection, rule.table)
+    # Its lower bound is the partition's before it, if any is left: only its upper one stays.
+    uppers = {} if now is None else {found.name: found.upper for found in now.partitions}
+    if now is None or name not in uppers or uppers[name] != partition.upper:
+        raise BatchConflict(f"partition {name!r} was changed while its keys were recorded")
+    partitioning = now
     with store.write_connection() as connection:
         seconds = max(1, LOCK_TIMEOUT_MS // 1000)
         connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}")
@@ -444,14 +456,14 @@ def _drop_mariadb(
             again = count_partition(store, connection, selection, partitioning, partition)
             if again[1:3] != (again[0], 0):
                 raise BatchConflict(f"partition {name!r}: not every row in it is due now")
-            if again != first:
+            if again != recorded.counted:
                 raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
             connection.exec_driver_sql(drop)
             crash_point("after_drop")
         finally:
             connection.exec_driver_sql("UNLOCK TABLES")
             connection.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
-    return _Dropped(int(rows), locked, locked)
+    return _Dropped(recorded.rows, locked, locked)
 
 
 def _mariadb_in_turn(
@@ -489,4 +501,4 @@ def _mariadb_in_turn(
 _REFUSALS = ("must be owner", "permission denied", "command denied")
 
 
-__all__ = ["CHUNK", "DropPartition", "drop_partition", "dropping_partitions"]
+__all__ = ["CHUNK", "Recorded", "drop_partition", "finish_partition", "record_partition"]

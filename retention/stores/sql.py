@@ -63,7 +63,8 @@ from retention.stores.sql_dialect import (
 from retention.stores.sql_keys import fitted, key_in
 
 if TYPE_CHECKING:
-    from retention.stores import partitions, sql_spans
+    from retention.stores import sql_spans
+    from retention.stores.partition_session import PartitionDrops
     from retention.stores.sql_probed import Probe
 
 # The survey's, the batches' and the partitions' modules (with the planner's and the documents'
@@ -354,12 +355,12 @@ class SqlStore:
 
         return partitions.drop_partition(self, selection, name, before_write, planned_rows)
 
-    def dropping_partitions(self) -> AbstractContextManager[partitions.DropPartition]:
-        """A context whose value drops one partition as ``drop_partition`` does, reading the
-        keys of the one it drops next meanwhile (``then``)."""
-        from retention.stores import partitions
+    def dropping_partitions(self) -> AbstractContextManager[PartitionDrops]:
+        """A context whose value records partitions and drops them, one drop in a thread while
+        the next partition is recorded (stores/partition_session.py)."""
+        from retention.stores import partition_session
 
-        return partitions.dropping_partitions(self)
+        return partition_session.dropping_partitions(self)
 
     def partition_exists(self, table: str, name: str, identity: str | None = None) -> bool:
         """Given a table and one of its partitions' names, return whether that partition is
