@@ -248,10 +248,16 @@ def _update(url: str, statement: str) -> str:
         engine.dispose()
 
 
+# Row 12, narrowed to February's partition: an UPDATE on the parent that PostgreSQL cannot narrow
+# locks every partition, January's too, whose drop runs while February is recorded: it waits
+# for January's lock, and January's DETACH for it (lock_timeout: January kept).
+_ROW_12 = "id = 12 AND logged_at = '2024-02-10 00:00:00'"
+
+
 def _rekey(url: str) -> str:
     """Give row 12 (February 2024) the id LATE_ID: the partition keeps as many rows, all due,
     one key changed."""
-    return _update(url, f"UPDATE events SET id = {LATE_ID} WHERE id = 12")
+    return _update(url, f"UPDATE events SET id = {LATE_ID} WHERE {_ROW_12}")
 
 
 def test_a_key_changed_while_the_partition_is_recorded_is_never_dropped_unnamed(
@@ -287,7 +293,7 @@ def test_postgres_keeps_a_partition_written_into_while_it_was_recorded(
     create_events(postgres_url)
     audit = tmp_path / "audit"
     config = make_config(postgres_url, RULE, audit_directory=audit)
-    statement = "UPDATE events SET note = 'seen' WHERE id = 12"
+    statement = f"UPDATE events SET note = 'seen' WHERE {_ROW_12}"
     attempts = _while_recording(
         monkeypatch, "events_2024_02", lambda: _update(postgres_url, statement)
     )
