@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import exc as sa_exc
 from structlog.testing import capture_logs
 
 from retention.app import make_plan
@@ -19,7 +20,13 @@ from retention.app.holds import place_hold
 from retention.audit.entries import read_entries
 from retention.audit.leaves import record_leaf
 from retention.executor import execute
-from retention.stores import open_stores, partition_ahead, partition_keys, partitions
+from retention.stores import (
+    open_stores,
+    partition_ahead,
+    partition_keys,
+    partition_session,
+    partitions,
+)
 from retention.stores.partition_ahead import THREAD_PREFIX
 from tests.support import make_config, plan_and_run
 from tests.test_partition_drops import (
@@ -415,3 +422,31 @@ def test_a_drop_that_fails_after_its_commit_while_the_next_is_recorded(
     claimed = _claimed(audit)
     assert sorted(claimed) == sorted(record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE)
     _verified(audit)
+
+
+def test_a_failure_to_start_the_next_read_ends_the_read_of_the_partition_recorded(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """February's keys are being read ahead when its turn comes; starting March's read then
+    fails (the connection dropped): the run fails, and February's read ends with it, its thread
+    gone and its transaction (a lock on February) ended, rather than left to a daemon's next
+    runs."""
+    _events_with_a_long_february(postgres_url, monkeypatch)
+    original_reading = partition_session.start_reading
+
+    def start_reading(store: Any, selection: Any, name: str, *args: Any) -> Any:
+        if name == "events_2024_03":
+            _wait_for_lock(postgres_url, "events_2024_02")
+            raise sa_exc.OperationalError(
+                "SELECT", {}, Exception("server closed the connection unexpectedly")
+            )
+        return original_reading(store, selection, name, *args)
+
+    monkeypatch.setattr(partition_session, "start_reading", start_reading)
+    config = make_config(postgres_url, RULE, audit_directory=tmp_path / "audit")
+    _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status != "ok"
+    left = [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+    assert left == []
+    assert _open_transactions(postgres_url) == 0
+    assert "events_2024_02" in _partitions(postgres_url)

@@ -94,7 +94,14 @@ def _dropping(store: SqlStore) -> Iterator[PartitionDrops]:
             wait(finishing)
         following.clear()
         if then is not None:
-            started = start_reading(store, selection, then[0], then[1], partitions.CHUNK, after)
+            try:
+                started = start_reading(store, selection, then[0], then[1], partitions.CHUNK, after)
+            except BaseException:
+                # This partition's own read is no longer in ``pending``: end it here, or its
+                # thread and its transaction (a lock on the partition) outlive the run.
+                if ahead is not None:
+                    ahead.close()
+                raise
             if started is not None:
                 pending.append(started)
                 following[name] = started
