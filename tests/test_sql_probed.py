@@ -5,13 +5,19 @@ beside the intent; the intent is still durable before the COMMIT."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
 
+from retention.audit.reconcile import pending_keys
 from retention.audit.trail import TrailWriter
 from tests.support import claimed_leaves, create_logs, logs_rule, make_config, remaining_ids
 from tests.test_sql_integration import LEAP_AS_OF, LEAP_DUE, LEAP_ROWS
@@ -187,12 +193,54 @@ def test_a_crash_claims_no_row_that_another_session_deleted(
     of the batch's rows: before our DELETE (which then did not delete it), or after the crash,
     before the next run. That row is gone, but not by us: the next run's reconcile must not
     claim it, and must claim exactly what our committed DELETE took."""
-    import os
-    import signal
-    import subprocess
-    import sys
+    crashed = _crash_with_a_row_taken(postgres_url, tmp_path, crash_at, taken_when)
+    # The probed row our DELETE did not return was recorded before the COMMIT.
+    notes = list((crashed.audit / "pending").glob("*.not_done.json"))
+    assert len(notes) == (taken_when == "before its DELETE")
 
-    from retention.audit.leaves import record_leaf
+    finished = _run_again(crashed)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert remaining_ids(crashed.engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    assert claimed_leaves(crashed.audit) == _leaves(tmp_path, LEAP_DUE - {crashed.taken})
+    assert not list((crashed.audit / "pending").iterdir())
+
+
+def test_an_edited_note_of_keys_not_purged_is_not_believed(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The note of the keys a committed batch did not purge is edited after the crash to name
+    every key of the batch (its deletions would go unclaimed): its HMAC does not check, so the
+    reconcile says so (``audit.note_rejected``) and looks for the records instead: every row
+    our DELETE took is claimed."""
+    crashed = _crash_with_a_row_taken(postgres_url, tmp_path, "after_commit", "before its DELETE")
+    (note,) = (crashed.audit / "pending").glob("*.not_done.json")
+    (pending,) = (crashed.audit / "pending").glob("*[0-9].json")
+    content = json.loads(note.read_text())
+    content["keys"] = [list(key) for key in pending_keys(json.loads(pending.read_text()))]
+    note.write_text(json.dumps(content))
+
+    finished = _run_again(crashed)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "audit.note_rejected" in finished.stdout + finished.stderr
+    assert remaining_ids(crashed.engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    # Looking cannot tell the row another session took from ours: it is claimed too.
+    assert claimed_leaves(crashed.audit) == _leaves(tmp_path, LEAP_DUE)
+
+
+@dataclass(frozen=True)
+class _Crashed:
+    engine: Any
+    audit: Path
+    arguments: list[str]
+    taken: int
+
+
+def _crash_with_a_row_taken(
+    postgres_url: str, tmp_path: Path, crash_at: str, taken_when: str
+) -> _Crashed:
+    """Run with batches of 2 until the first batch's intent is durable and the process dies at
+    ``crash_at``, another session having deleted that batch's second row ``taken_when``
+    (before its DELETE, or after the crash)."""
     from tests.support import config_text
 
     engine = _leap_logs(postgres_url)
@@ -217,25 +265,23 @@ def test_a_crash_claims_no_row_that_another_session_deleted(
             other.execute(text("DELETE FROM logs WHERE id = :id"), {"id": taken})
     (pending,) = (audit / "pending").glob("*[0-9].json")
     assert isinstance(json.loads(pending.read_text())["transaction"], int)
-    # The probed row our DELETE did not return was recorded before the COMMIT.
-    notes = list((audit / "pending").glob("*.not_done.json"))
-    assert len(notes) == (taken_when == "before its DELETE")
+    return _Crashed(engine, audit, arguments, taken)
 
-    environment.pop("RETENTION_CRASH_AT")
-    finished = subprocess.run(
-        [sys.executable, "-m", "retention", *arguments],
+
+def _run_again(crashed: _Crashed) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "retention", *crashed.arguments],
         capture_output=True,
         text=True,
-        env=environment,
         timeout=120,
     )
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+
+
+def _leaves(tmp_path: Path, keys: set[int]) -> list[Any]:
+    from retention.audit.leaves import record_leaf
+
     hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
-    assert claimed_leaves(audit) == sorted(
-        record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE - {taken}
-    )
-    assert not list((audit / "pending").iterdir())
+    return sorted(record_leaf(hmac_key, "db", "logs", (key,)) for key in keys)
 
 
 def test_an_intent_without_its_transaction_is_reconciled_by_looking_as_before(

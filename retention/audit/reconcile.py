@@ -10,7 +10,7 @@ from typing import Any
 
 from retention.audit.batch_detail import counted_detail, detail_of_pending
 from retention.audit.entries import read_entries, read_leaves
-from retention.audit.trail import TrailWriter
+from retention.audit.trail import TrailWriter, UnauthenticNote
 from retention.config import S3_KEY
 from retention.errors import AuditFailure, StoreUnavailable
 from retention.runtime.logging import get_logger
@@ -102,7 +102,18 @@ def _not_done(
         if status == "aborted":
             return set(keys)
         if status == "committed":
-            return set(writer.not_done_keys(seq) or ())
+            try:
+                return set(writer.not_done_keys(seq) or ())
+            except UnauthenticNote as error:
+                # Believe neither it nor its absence: look, as for a batch without a note.
+                get_logger().error(
+                    "audit.note_rejected",
+                    intent=seq,
+                    rule=pending.get("rule"),
+                    reason=f"{error}: its records still there are taken as not purged, the "
+                    "others as purged",
+                )
+                return _still_there(pending, keys, store)
         get_logger().warning(
             "audit.transaction_forgotten",
             intent=seq,
@@ -110,6 +121,12 @@ def _not_done(
             reason="the database no longer knows whether the batch's transaction committed: "
             "its records still there are taken as not purged, the others as purged",
         )
+    return _still_there(pending, keys, store)
+
+
+def _still_there(
+    pending: dict[str, Any], keys: list[tuple[Any, ...]], store: RecordStore
+) -> set[tuple[Any, ...]]:
     return store.existing_keys(
         pending["dataset"], pending["key_columns"], keys, pending.get("marker_column")
     )

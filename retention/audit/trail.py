@@ -58,6 +58,10 @@ SEGMENT_LIMIT_BYTES = 64 * 1024 * 1024
 TAIL_STATE = "tail.json"
 
 
+class UnauthenticNote(AuditFailure):
+    """A note of the keys a batch did not purge whose HMAC does not check: not to be believed."""
+
+
 @dataclass
 class TrailWriter:
     """The single writer of a trail. Use as a context manager: it takes the lock, finds the tail
@@ -418,8 +422,10 @@ class TrailWriter:
     def write_not_done(self, seq: int, keys: Sequence[Sequence[object]]) -> None:
         """Given intent ``seq`` and the keys of it that its batch's transaction did not purge,
         write them durably beside its pending keys (each an array, spelled as they are), before
-        that transaction commits."""
-        text = json.dumps({"keys": [list(key) for key in keys]}, default=str).encode()
+        that transaction commits, with their HMAC under the audit key (``not_done_keys``)."""
+        keys_text = json.dumps([list(key) for key in keys], default=str)
+        mac = self._not_done_mac(seq, keys_text)
+        text = f'{{"mac": "{mac}", "keys": {keys_text}}}'.encode()
         try:
             write_durably(self._not_done_path(seq), text)
         except OSError as error:
@@ -429,16 +435,36 @@ class TrailWriter:
 
     def not_done_keys(self, seq: int) -> list[tuple[Any, ...]] | None:
         """The keys ``write_not_done`` wrote for intent ``seq``, as tuples; None if it wrote
-        none (its batch's transaction purged all of them, or never committed)."""
+        none (its batch's transaction purged all of them, or never committed).
+        UnauthenticNote when the note's HMAC does not check (edited, or written for another
+        intent): the pending files are not chained, so only the audit key vouches for it."""
         try:
             content = json.loads(self._not_done_path(seq).read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as error:
+        except OSError as error:
             raise AuditFailure(
                 f"cannot read the keys entry {seq} did not purge: {error}"
             ) from error
-        return [tuple(key) for key in content["keys"]]
+        except ValueError as error:
+            raise UnauthenticNote(
+                f"the note of the keys entry {seq} did not purge is not JSON"
+            ) from error
+        keys = content.get("keys") if isinstance(content, dict) else None
+        mac = content.get("mac") if isinstance(content, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(key, list) for key in keys):
+            raise UnauthenticNote(f"the note of the keys entry {seq} did not purge is malformed")
+        if not isinstance(mac, str) or not hmac.compare_digest(
+            mac, self._not_done_mac(seq, json.dumps(keys))
+        ):
+            raise UnauthenticNote(f"the note of the keys entry {seq} did not purge does not check")
+        return [tuple(key) for key in keys]
+
+    def _not_done_mac(self, seq: int, keys_text: str) -> str:
+        """The HMAC, under the audit key, of intent ``seq``'s note of keys not purged (their
+        JSON text, as ``json.dumps`` spells it on writing and again on reading)."""
+        message = b"retention not done\x00%d\x00" % seq + keys_text.encode()
+        return hmac.digest(self.hmac_key, message, "sha256").hex()
 
     def settle_pending(self, seq: int) -> None:
         """Given an intent whose result was appended, remove its pending keys once that result
