@@ -236,11 +236,11 @@ class _Crashed:
 
 
 def _crash_with_a_row_taken(
-    postgres_url: str, tmp_path: Path, crash_at: str, taken_when: str
+    postgres_url: str, tmp_path: Path, crash_at: str, taken_when: str | None = None
 ) -> _Crashed:
     """Run with batches of 2 until the first batch's intent is durable and the process dies at
     ``crash_at``, another session having deleted that batch's second row ``taken_when``
-    (before its DELETE, or after the crash)."""
+    (before its DELETE, or after the crash; None: nobody did)."""
     from tests.support import config_text
 
     engine = _leap_logs(postgres_url)
@@ -289,45 +289,24 @@ def test_an_intent_without_its_transaction_is_reconciled_by_looking_as_before(
 ) -> None:
     """A pending file an older version wrote names no transaction: the reconcile then looks
     for the records, as it did (a crash before the COMMIT: all still there, none claimed)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     from retention.audit.entries import read_entries
-    from retention.audit.leaves import record_leaf
-    from tests.support import config_text
 
-    engine = _leap_logs(postgres_url)
-    audit = tmp_path / "audit"
-    config = tmp_path / "retention.toml"
-    config.write_text(
-        config_text(postgres_url, logs_rule(extra="batch_size = 2"), audit_directory=audit)
-    )
-    arguments = ["--config", str(config), "run", "--yes", "--as-of", LEAP_AS_OF.isoformat()]
-    command = [sys.executable, "-m", "retention", *arguments]
-    environment = {**os.environ, "RETENTION_CRASH_AT": "mid_batch"}
-    crashed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    (pending,) = (audit / "pending").glob("*[0-9].json")
+    crashed = _crash_with_a_row_taken(postgres_url, tmp_path, "mid_batch")
+    (pending,) = (crashed.audit / "pending").glob("*[0-9].json")
     content = json.loads(pending.read_text())
     del content["transaction"]
     pending.write_text(json.dumps(content))
 
-    environment.pop("RETENTION_CRASH_AT")
-    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    finished = _run_again(crashed)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     (reconciled,) = (
         stored.content
-        for stored in read_entries(audit)
+        for stored in read_entries(crashed.audit)
         if stored.content["type"] == "batch.reconciled"
     )
     assert (reconciled["done"], reconciled["not_done"]) == (0, 2)
-    hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
-    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
-    assert claimed_leaves(audit) == sorted(
-        record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE
-    )
+    assert remaining_ids(crashed.engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    assert claimed_leaves(crashed.audit) == _leaves(tmp_path, LEAP_DUE)
 
 
 def test_a_transaction_reads_committed_aborted_or_still_in_progress(
@@ -362,31 +341,12 @@ def _crash_then_edit_then_run(
     transaction of that number: a hostile edit, or after a failover or a restore, the server's
     own reuse of the number); then run again. Return the engine, the audit directory and the
     finished run."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.support import config_text
-
-    engine = _leap_logs(postgres_url)
-    audit = tmp_path / "audit"
-    config = tmp_path / "retention.toml"
-    config.write_text(
-        config_text(postgres_url, logs_rule(extra="batch_size = 2"), audit_directory=audit)
-    )
-    arguments = ["--config", str(config), "run", "--yes", "--as-of", LEAP_AS_OF.isoformat()]
-    command = [sys.executable, "-m", "retention", *arguments]
-    environment = {**os.environ, "RETENTION_CRASH_AT": crash_at}
-    crashed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    (pending,) = (audit / "pending").glob("*[0-9].json")
+    crashed = _crash_with_a_row_taken(postgres_url, tmp_path, crash_at)
+    (pending,) = (crashed.audit / "pending").glob("*[0-9].json")
     content = json.loads(pending.read_text())
-    content["transaction"] = transaction(engine, content["transaction"])
+    content["transaction"] = transaction(crashed.engine, content["transaction"])
     pending.write_text(json.dumps(content))
-    environment.pop("RETENTION_CRASH_AT")
-    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
-    return engine, audit, finished
+    return crashed.engine, crashed.audit, _run_again(crashed)
 
 
 def _committed_other(engine: Engine, _recorded: int) -> int:
