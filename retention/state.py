@@ -137,6 +137,18 @@ class DaemonBeat:
 STALE_BEATS = 3
 
 
+@contextmanager
+def _written(what: str) -> Iterator[None]:
+    """A write to the state database that fails (disk full, connection dropped, read-only file)
+    is an expected failure, StoreUnavailable (exit 69), not a traceback."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        raise StoreUnavailable(
+            f"the state database cannot be written ({what}): {error.orig or error}"
+        ) from error
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -183,6 +195,10 @@ class StateDatabase:
         crashed run, restarted at once, need not wait for the expiry); return whether ``holder``
         has it now. Atomic on every database: the conditional UPDATEs and the INSERT on the
         primary key cannot both win."""
+        with _written(f"taking the lease {name}"):
+            return self._acquire_lease(name, holder, now, ttl)
+
+    def _acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
         expires_at = self._stored(now + ttl)
         current = select(leases.c.holder).where(leases.c.name == name)
         with self.engine.connect() as connection:
@@ -315,7 +331,7 @@ class StateDatabase:
     def mark_interrupted(self, rule: str) -> int:
         """Given a rule whose lease was just taken, mark its runs still 'running' (their process
         died: nobody else can be running it now) as 'interrupted'; return how many."""
-        with self.transaction() as connection:
+        with _written("the run ledger"), self.transaction() as connection:
             return int(
                 connection.execute(
                     update(runs)
@@ -325,7 +341,7 @@ class StateDatabase:
             )
 
     def record_run_start(self, run_id: str, rule: str, started_at: datetime, host: str) -> int:
-        with self.transaction() as connection:
+        with _written("the run ledger"), self.transaction() as connection:
             result = connection.execute(
                 insert(runs).values(
                     run_id=run_id,
@@ -338,7 +354,7 @@ class StateDatabase:
             return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def record_run_end(self, row_id: int, finished_at: datetime, **counters: Any) -> None:
-        with self.transaction() as connection:
+        with _written("the run ledger"), self.transaction() as connection:
             connection.execute(
                 update(runs)
                 .where(runs.c.id == row_id)

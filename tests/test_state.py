@@ -3,11 +3,13 @@ and the run ledger that `run` and the daemon write."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +18,17 @@ from sqlalchemy import MetaData, update
 
 from retention.app import make_plan, run_plan
 from retention.audit.trail import TrailWriter
-from retention.errors import LockHeld
+from retention.errors import LockHeld, StoreUnavailable
 from retention.state import StateDatabase, lease_holder_name, leased, leases, rule_lease
 from retention.stores import open_stores
-from tests.support import create_logs, create_tables, logs_rule, make_config, remaining_ids
+from tests.support import (
+    config_text,
+    create_logs,
+    create_tables,
+    logs_rule,
+    make_config,
+    remaining_ids,
+)
 
 T0 = datetime(2026, 5, 10, 12, tzinfo=UTC)
 TTL = timedelta(minutes=2)
@@ -243,3 +252,89 @@ def test_the_run_command_waits_for_no_one_it_stops_at_a_held_lease(
     assert state.last_runs("logs")[0].status == "ok"
     engine.dispose()
     state.close()
+
+
+@contextmanager
+def _written_by_another(path: Path) -> Iterator[None]:
+    """Another process writing the SQLite state database: reads go on, writes wait for it (a
+    full disk or a dropped connection fail the same writes the same way)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_a_run_whose_ledger_cannot_be_written_exits_69_before_purging(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    url = f"sqlite:///{tmp_path}/app.sqlite"
+    _logs(url)
+    state_path = tmp_path / "state.sqlite"
+    StateDatabase(f"sqlite:///{state_path}").close()  # its tables made
+    config_file = tmp_path / "retention.toml"
+    config_file.write_text(
+        config_text(
+            url,
+            RULE,
+            audit_directory=tmp_path / "audit",
+            state_url=f"sqlite:///{state_path}?timeout=0.1",
+        )
+    )
+    with _written_by_another(state_path):
+        result = CliRunner().invoke(main, ["--config", str(config_file), "run", "--yes"])
+    assert result.exit_code == 69, result.output
+    assert (
+        "error: the state database cannot be written (taking the lease rule:logs)" in result.output
+    )
+    assert "Traceback" not in result.output
+    engine = create_tables(url, MetaData())
+    assert len(remaining_ids(engine, "logs")) == 25
+    engine.dispose()
+
+
+class _LockTheLedgerAtTheFirstBatch:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = ExitStack()
+        self.locked = False
+
+    def rule_started(self, rule: str, due: int) -> None:
+        pass
+
+    def rule_advanced(self, rule: str, done: int) -> None:
+        if not self.locked:
+            self.lock.enter_context(_written_by_another(self.path))
+            self.locked = True
+
+    def rule_finished(self, rule: str) -> None:
+        pass
+
+
+def test_a_run_whose_ledger_cannot_record_its_end_says_it_ran(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/app.sqlite"
+    _logs(url)
+    state_path = tmp_path / "state.sqlite"
+    config = make_config(url, RULE, audit_directory=tmp_path / "audit")
+    state = StateDatabase(f"sqlite:///{state_path}?timeout=0.1")
+    progress = _LockTheLedgerAtTheFirstBatch(state_path)
+    try:
+        with open_stores(config, read_only=False) as store_for:
+            plan = make_plan(config, config.rules, store_for, T0)
+            with progress.lock, pytest.raises(StoreUnavailable) as raised:
+                run_plan(config, plan, store_for, dry_run=False, state=state, progress=progress)
+        assert str(raised.value).startswith(
+            "the run finished (exit 0; its batches are in the audit trail), but the state "
+            "database cannot be written (the run ledger): database is locked"
+        )
+        engine = create_tables(url, MetaData())
+        assert remaining_ids(engine, "logs") == set()
+        engine.dispose()
+        (record,) = state.last_runs("logs")
+        assert record.status == "running"  # until the next run marks it interrupted
+    finally:
+        state.close()

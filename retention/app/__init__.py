@@ -8,7 +8,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from retention.errors import (
     ConfigError,
     ConfigIssue,
     ExitCode,
+    StoreUnavailable,
     UsageError,
     error_text,
 )
@@ -185,6 +186,10 @@ def _run_plan(
     return report
 
 
+class LedgerNotWritten(StoreUnavailable):
+    """A run ended, but the run ledger could not record its outcome."""
+
+
 @contextmanager
 def in_ledger(
     state: StateDatabase | None,
@@ -202,23 +207,33 @@ def in_ledger(
     rows = {name: state.record_run_start(run_id, name, now(), host) for name in rule_names}
 
     def finish(report: RunReport) -> None:
-        for outcome in report.outcomes:
-            state.record_run_end(
-                rows[outcome.rule],
-                now(),
-                status=outcome.status,
-                due=outcome.due,
-                deleted=outcome.deleted,
-                anonymised=outcome.anonymised,
-                skipped=outcome.skipped,
-                error=outcome.error,
-            )
+        try:
+            for outcome in report.outcomes:
+                state.record_run_end(
+                    rows[outcome.rule],
+                    now(),
+                    status=outcome.status,
+                    due=outcome.due,
+                    deleted=outcome.deleted,
+                    anonymised=outcome.anonymised,
+                    skipped=outcome.skipped,
+                    error=outcome.error,
+                )
+        except StoreUnavailable as error:
+            raise LedgerNotWritten(
+                f"the run finished (exit {int(report.exit_code)}; its batches are in the audit "
+                f"trail), but {error}: `retention status` shows it running until the next run"
+            ) from error
 
     try:
         yield finish
+    except LedgerNotWritten:
+        raise
     except Exception as error:
-        for row in rows.values():
-            state.record_run_end(row, now(), status="failed", error=error_text(error))
+        # Best effort: the error being raised says more than a ledger that cannot be written.
+        with suppress(StoreUnavailable):
+            for row in rows.values():
+                state.record_run_end(row, now(), status="failed", error=error_text(error))
         raise
 
 
