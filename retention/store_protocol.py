@@ -31,8 +31,8 @@ class IntentDetail:
     (SQL); for objects and files, which keys are delete markers and each key's size in bytes,
     in the order of the keys (empty: not known); and the id of the database transaction that
     writes the batch, when the store can tell after a crash whether it committed (PostgreSQL's
-    pipelined batches: a reconcile then asks, rather than look for the records; being read
-    beside the intent, which waits for it once the keys are hashed); a partition
+    row batches: a reconcile then asks, rather than look for the records; a pipelined batch's
+    is read beside the intent, which waits for it once the keys are hashed); a partition
     dropped whole: what tells it from another of the same name (``partition_identity``)."""
 
     children: tuple[ChildRows, ...] = ()

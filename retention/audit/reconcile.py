@@ -46,7 +46,7 @@ def reconcile_one(
         done_count = len(leaves)
     else:
         keys = pending_keys(pending)
-        not_done = _not_done(writer, seq, pending, keys, store, intent.get("transaction"))
+        status, not_done = _not_done(writer, seq, pending, keys, store, intent.get("transaction"))
         not_done_count = len(not_done)
         done = [key for key in keys if key not in not_done]
         done_count = len(done)
@@ -54,10 +54,15 @@ def reconcile_one(
         detail = detail_of_pending(pending)
         extra = counted_detail(detail, tuple(keys), not_done)
         if detail.children:
-            # A child row still there was not deleted (its parent's transaction rolled back).
             counts: dict[str, int] = {}
             for child in detail.children:
-                left = store.existing_keys(child.table, list(child.key), list(child.keys))
+                # The child rows the intent names went in its transaction, with their parents:
+                # all of them if it committed, none if not; without it, a child row still
+                # there was not deleted (its parent's transaction rolled back).
+                if status is None:
+                    left = store.existing_keys(child.table, list(child.key), list(child.keys))
+                else:
+                    left = set(child.keys) if status == "aborted" else set()
                 gone = [key for key in child.keys if key not in left]
                 counts[child.table] = len(gone)
                 leaves += writer.record_leaves(pending["store"], child.table, gone)
@@ -91,19 +96,21 @@ def _not_done(
     keys: list[tuple[Any, ...]],
     store: RecordStore,
     transaction: int | None,
-) -> set[tuple[Any, ...]]:
-    """Which of an interrupted batch's records it did not purge. When its intent named its
+) -> tuple[str | None, set[tuple[Any, ...]]]:
+    """Whether an interrupted batch's transaction "committed" or "aborted" (None: unknown, or
+    not named), and which of its records it did not purge. When its intent named its
     transaction, exactly: none of them if that transaction did not commit, else those it
-    recorded before its COMMIT as not purged (none if it recorded nothing), whatever happened
-    to the records since. Otherwise (other batches, older trails, a transaction the database
-    no longer knows): those still there, or still not anonymised."""
+    recorded before its COMMIT as not purged (none if it recorded nothing: a batch that locked
+    its rows purges all or rolls back), whatever happened to the records since. Otherwise
+    (MariaDB, SQLite, objects, files, older trails, a transaction the database no longer
+    knows): those still there, or still not anonymised."""
     if transaction is not None:
         status = _transaction_status(store, int(transaction))
         if status == "aborted":
-            return set(keys)
+            return status, set(keys)
         if status == "committed":
             try:
-                return set(writer.not_done_keys(seq) or ())
+                return status, set(writer.not_done_keys(seq) or ())
             except UnauthenticNote as error:
                 # Believe neither it nor its absence: look, as for a batch without a note.
                 get_logger().error(
@@ -113,7 +120,7 @@ def _not_done(
                     reason=f"{error}: its records still there are taken as not purged, the "
                     "others as purged",
                 )
-                return _still_there(pending, keys, store)
+                return None, _still_there(pending, keys, store)
         get_logger().warning(
             "audit.transaction_forgotten",
             intent=seq,
@@ -121,7 +128,7 @@ def _not_done(
             reason="the database no longer knows whether the batch's transaction committed: "
             "its records still there are taken as not purged, the others as purged",
         )
-    return _still_there(pending, keys, store)
+    return None, _still_there(pending, keys, store)
 
 
 def _still_there(

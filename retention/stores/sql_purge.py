@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
@@ -81,10 +82,11 @@ def purge_batch(
     of parent rows than were locked, a row changed under us: the batch rolls back and
     BatchConflict is raised.
     With ``only`` (a subjects' rule: the subjects whose objects were visited), the locked
-    rows it does not accept are left untouched, as if held, until a later run. A plain
-    delete rule without ``only`` takes the shorter way of ``_delete_range``, on PostgreSQL
-    pipelined (``sql_probed``, the only one that calls ``before_commit``). ``dry_run`` only
-    selects.
+    rows it does not accept are left untouched, as if held, until a later run. On PostgreSQL
+    the intent's detail names the batch's transaction (all of its rows go in it, or none). A
+    plain delete rule without ``only`` takes the shorter way of ``_delete_range``, on
+    PostgreSQL pipelined (``sql_probed``, the only one that calls ``before_commit``).
+    ``dry_run`` only selects.
     """
     rule = selection.rule
     extra = [child.references for child in rule.children]
@@ -302,7 +304,7 @@ def _purge_locked(
         # row locked so that the deletes below reach exactly these.
         child_rows = sql_children.locked_child_rows(store, connection, rule.children, parent_values)
     if before_write is not None:
-        before_write(keys, IntentDetail(children=child_rows))
+        before_write(keys, IntentDetail(children=child_rows, transaction=_named(connection)))
     table = store.table(rule.table)
     key_columns = store.key_columns(rule)
     recheck = predicate(store, selection)
@@ -369,6 +371,18 @@ def _delete_exactly(
     result = connection.execute(delete(table).where(key_in(key_columns, keys), recheck))
     if result.rowcount != len(keys):
         raise BatchConflict(f"{result.rowcount} of {len(keys)} locked rows changed")
+
+
+def _named(connection: Connection) -> Future[int] | None:
+    """On PostgreSQL, the id of the batch's transaction, for its intent: its rows are locked,
+    and all of them (and the child rows its intent names) go in it or none, so after a crash
+    whether it committed says which, whatever another session did to them since
+    (reconcile.py). Elsewhere None: the reconcile looks for the records."""
+    if connection.dialect.name != "postgresql":
+        return None
+    transaction: Future[int] = Future()
+    transaction.set_result(sql_probed.current_transaction(connection))
+    return transaction
 
 
 def _anonymised(
