@@ -287,6 +287,17 @@ def test_a_config_path_that_is_a_directory_is_a_bad_config(tmp_path: Path) -> No
     assert f"error: {tmp_path}: cannot read" in result.stderr
 
 
+def test_a_plan_saved_where_it_cannot_be_written_is_a_usage_error(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    missing = tmp_path / "no such folder" / "plan.json"
+    result = invoke(config, "plan", "--as-of", AS_OF_TEXT, "--save", str(missing))
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"error: --save: cannot write {missing}: No such file or directory" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_hold_until_must_be_an_instant_in_the_future(sqlite_url: str, tmp_path: Path) -> None:
     config = _logs_config(tmp_path, sqlite_url)
     hold = ("hold", "add", "--rule", "logs", "--key", "1", "--reason", "case 7", "--until")

@@ -49,7 +49,10 @@ def save_plan(plan: Plan, path: Path, config: Config) -> None:
     key = seal_key(config)
     if key is not None:
         document[SEAL] = _seal(document, key)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    try:
+        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    except OSError as error:
+        raise UsageError(f"--save: cannot write {path}: {error.strerror or error}") from error
 
 
 def seal_key(config: Config) -> bytes | None:
