@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -385,5 +386,81 @@ def test_mariadb_without_window_functions_reads_the_keys_row_by_row(
     key = _key(audit)
     assert sorted(_claimed(audit)) == sorted(
         record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE
+    )
+    _verified(audit)
+
+
+def _crc32_twins(text_of: Any, taken: set[int]) -> tuple[int, int]:
+    """Two new ids of February 2024 whose keys' CRC32s add up to those of rows 12 and 13 (the
+    keys as MariaDB spells them, ``text_of(id)``): found by a table of one id's CRC32s."""
+    target = zlib.crc32(text_of(12).encode()) + zlib.crc32(text_of(13).encode())
+    candidates = range(100_000, 400_000)
+    by_crc = {zlib.crc32(text_of(i).encode()): i for i in candidates if i not in taken}
+    for first in candidates:
+        second = by_crc.get(target - zlib.crc32(text_of(first).encode()))
+        if second is not None and second != first and first not in taken:
+            return first, second
+    raise AssertionError("no ids found")
+
+
+def test_mariadb_keys_swapped_for_keys_of_the_same_crc32_sum_are_seen_under_the_lock(
+    mariadb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows 12 and 13 of February deleted and two due rows inserted in their place, whose keys'
+    CRC32s add up to the same (the partition keeps its count and its CRC32 sum), while its keys
+    are recorded: the check under the lock still sees them (the code of 99eba59 summed CRC32,
+    dropped the partition and the two new rows unnamed in the trail). Nothing dropped; the
+    rows go by row batches, each named."""
+    create_events(mariadb_url)
+    at = ROWS[12]
+    assert ROWS[13] == at
+
+    def text_of(key: int) -> str:
+        return f"{key}|{at:%Y-%m-%d %H:%M:%S}"
+
+    first, second = _crc32_twins(text_of, set(ROWS))
+    engine = create_engine(mariadb_url)
+    try:
+        with engine.connect() as connection:
+            # The keys' texts as the server spells and sums them: the same sum.
+            sums = [
+                connection.execute(
+                    text(
+                        f"SELECT CRC32(CONCAT_WS('|', {a}, :at)) + CRC32(CONCAT_WS('|', {b}, :at))"
+                    ),
+                    {"at": at},
+                ).scalar_one()
+                for a, b in ((12, 13), (first, second))
+            ]
+    finally:
+        engine.dispose()
+    assert sums[0] == sums[1]
+    swap = (
+        "DELETE FROM events WHERE id IN (12, 13) AND logged_at = '2024-02-10 00:00:00'; "
+        f"INSERT INTO events (id, logged_at) VALUES ({first}, '2024-02-10'), "
+        f"({second}, '2024-02-10')"
+    )
+
+    def swapped() -> str:
+        for statement in swap.split("; "):
+            _update(mariadb_url, statement)
+        return "swapped"
+
+    audit = tmp_path / "audit"
+    config = make_config(mariadb_url, RULE, audit_directory=audit)
+    attempts = _while_recording(monkeypatch, "events_2024_02", swapped)
+    with capture_logs() as logs:
+        _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert attempts == ["swapped"]
+    kept = [line for line in logs if line["event"] == "partition.kept"]
+    assert [line["partition"] for line in kept] == ["events_2024_02"]
+    assert "events_2024_02" in _partitions(mariadb_url), "not dropped"
+    rows = {key: value for key, value in ROWS.items() if key not in (12, 13)}
+    rows |= {first: at, second: at}
+    assert _remaining(mariadb_url) == KEPT
+    key = _key(audit)
+    assert sorted(_claimed(audit)) == sorted(
+        record_leaf(key, "db", "events", (i, rows[i])) for i in set(rows) - KEPT
     )
     _verified(audit)

@@ -33,7 +33,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Dialect, Engine, func, select, text
+from sqlalchemy import Connection, Dialect, Engine, select, text
 
 from retention.errors import BatchConflict
 from retention.selection import Selection
@@ -48,7 +48,7 @@ from retention.stores.partition_keys import (
     postgres_pieces,
     spellable,
 )
-from retention.stores.partition_survey import key_text
+from retention.stores.partition_survey import key_hash
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -153,7 +153,7 @@ def start_reading(
         Partition(name, None, None),
         dialect.name,
     )
-    checksum = Checksum(func.crc32(key_text(store, selection)))
+    checksum = Checksum(key_hash(store, selection))
     reading = _mariadb_reading(
         engine, keys_query, key_columns, checksum, planned_rows, chunk, after
     )

@@ -87,7 +87,7 @@ from retention.stores.partition_keys import Checksum, key_chunks, spelled_chunks
 from retention.stores.partition_survey import (
     count_partition,
     expired_partitions,
-    key_text,
+    key_hash,
     table_fallback,
 )
 
@@ -478,7 +478,7 @@ def _mariadb_in_turn(
     checksum (as they are read, or by a count of the partition); return how many there were
     and the partition's rows, due rows, held rows and checksum in that snapshot."""
     # The keys' checksum, summed as they are read where the driver can (else counted apart).
-    checksum = Checksum(func.crc32(key_text(store, selection)))
+    checksum = Checksum(key_hash(store, selection))
     snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with snapshot as connection, connection.begin():
         # One snapshot for the keys and what they are checked against.
