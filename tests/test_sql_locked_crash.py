@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import (
@@ -250,4 +251,59 @@ def test_an_anonymise_batch_claims_what_its_transaction_anonymised(
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT id, email FROM contacts ORDER BY id")).all()
     assert rows == [(1, None), (3, None), (4, None), (5, "c5@example.com")]
+    engine.dispose()
+
+
+class _Refused(Exception):
+    """The audit intent failed: the batch rolls back."""
+
+
+@pytest.mark.parametrize("intent_fails", [False, True], ids=["committed", "rolled-back"])
+def test_a_subjects_rules_batch_names_its_own_transaction(
+    postgres_url: str, intent_fails: bool
+) -> None:
+    """A cross-store rule's subjects' rule purges only the rows ``only`` accepts, its rows
+    locked: its intent names the transaction that deletes them, which the database then
+    reports committed, or aborted when the intent failed (test_sql_only_filter's rule)."""
+    from zoneinfo import ZoneInfo
+
+    from retention.selection import make_selection
+    from retention.store_protocol import NO_DETAIL, IntentDetail
+    from retention.stores import open_stores
+    from tests.support import make_config, remaining_ids
+    from tests.test_sql_only_filter import AS_OF, DELETE, ROWS, RULE, _odd, _people
+
+    _people(postgres_url)
+    config = make_config(postgres_url, RULE + DELETE)
+    (rule,) = config.rules
+    named: list[int] = []
+
+    def intent(keys: tuple[object, ...], detail: IntentDetail = NO_DETAIL) -> None:
+        assert detail.transaction is not None
+        named.append(detail.transaction.result())
+        if intent_fails:
+            raise _Refused
+
+    with open_stores(config, read_only=False) as store_for:
+        store: Any = store_for("db")
+        try:
+            batch = store.purge_batch(
+                make_selection(rule, AS_OF, ZoneInfo("UTC")),
+                after=None,
+                limit=5,
+                dry_run=False,
+                now=AS_OF,
+                hash_key=None,
+                before_write=intent,
+                only=_odd,
+            )
+        except _Refused:
+            assert intent_fails
+        else:
+            assert batch.keys == ((1,), (3,), (5,))
+        (transaction,) = named
+        assert store.transaction_status(transaction) == ("aborted" if intent_fails else "committed")
+    engine = create_engine(postgres_url)
+    expected_left = set(ROWS) if intent_fails else set(ROWS) - {1, 3, 5}
+    assert remaining_ids(engine, "people") == expected_left
     engine.dispose()
