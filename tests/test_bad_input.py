@@ -60,7 +60,19 @@ def test_a_period_past_the_calendar_is_a_config_error(sqlite_url: str, period: s
     with pytest.raises(ConfigError) as raised:
         make_config(sqlite_url, logs_rule().replace('period = "1y"', f'period = "{period}"'))
     assert [issue.path for issue in raised.value.issues] == ["rules[0].period"]
-    assert "longer than 1000 years" in raised.value.issues[0].message
+    # Whole: the text between the value and the example is not cut as if it were a value.
+    assert raised.value.issues[0].message == (
+        f"'{period}' is longer than 1000 years, the longest period accepted (e.g. '1000y')"
+    )
+
+
+def test_a_long_period_is_cut_in_its_message_and_the_rest_is_kept(sqlite_url: str) -> None:
+    period = "9" * 100 + "d"
+    with pytest.raises(ConfigError) as raised:
+        make_config(sqlite_url, logs_rule().replace('period = "1y"', f'period = "{period}"'))
+    assert raised.value.issues[0].message == (
+        f"'{period[:56]}... is longer than 1000 years, the longest period accepted (e.g. '1000y')"
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from retention.config.validation import LONGEST_SHOWN, cut_short
+from retention.config.validation import cut_short
 from retention.errors import ConfigIssue
 from retention.rules import parse_zone
 from retention.subject_prefix import (
@@ -23,8 +23,9 @@ DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 LONGEST_DURATION = timedelta(days=366)
 
 
-# A value quoted in a message, longer than the declaration's messages show one.
-_LONG_QUOTED = re.compile(f"'[^'\\n]{{{LONGEST_SHOWN - 1},}}'|\"[^\"\\n]{{{LONGEST_SHOWN - 1},}}\"")
+# A value quoted in a message. Every quoted value is matched, short or long, so that the text
+# between two of them ("'9y' is longer ... (e.g. '1000y')") is never taken for one.
+_QUOTED = re.compile("'[^'\\n]*'|\"[^\"\\n]*\"")
 
 
 def cut_long_values(message: str) -> str:
@@ -34,7 +35,7 @@ def cut_long_values(message: str) -> str:
     Example: ``cut_long_values("unknown time zone '" + "A" * 99 + "'")`` returns ``"unknown
     time zone '"`` followed by 56 A's and ``"..."``.
     """
-    return _LONG_QUOTED.sub(lambda match: cut_short(match.group(0)), message)
+    return _QUOTED.sub(lambda match: cut_short(match.group(0)), message)
 
 
 def resolve_path(value: str, base_directory: Path | None) -> Path:
