@@ -1,0 +1,163 @@
+"""MariaDB: a whole expired partition recorded, then checked and dropped under ``LOCK TABLES``
+(stores/partitions.py).
+
+MariaDB has no lock on one partition and commits before any DDL: in one snapshot, count the
+partition's rows, due rows, held rows and a checksum of its keys, and record its keys; then
+under ``LOCK TABLES`` count again (anything changed: nothing dropped) and ``ALTER TABLE … DROP
+PARTITION`` (atomic DDL). That lock covers the whole table and grows with the partition's rows
+(docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from retention.errors import BatchConflict
+from retention.runtime.faults import crash_point
+from retention.selection import Selection
+from retention.store_protocol import BeforeDrop
+from retention.stores.partition_ahead import Ahead
+from retention.stores.partition_catalog import (
+    Partition,
+    Partitioning,
+    drop_statements,
+    read_partitioning,
+    upper_identity,
+)
+from retention.stores.partition_keys import Checksum
+from retention.stores.partition_records import (
+    LOCK_TIMEOUT_MS,
+    Dropped,
+    Recorded,
+    find_partition,
+    record_keys,
+    recorded_count,
+)
+from retention.stores.partition_survey import count_partition, key_hash
+
+if TYPE_CHECKING:
+    from retention.stores.sql import SqlStore
+
+
+def record_mariadb(
+    store: SqlStore,
+    selection: Selection,
+    name: str,
+    before_write: BeforeDrop | None,
+    planned_rows: int,
+    ahead: Ahead | None,
+    chunk: int,
+) -> Recorded:
+    """In one snapshot, record the partition's keys (chunks of ``chunk``) and sum a checksum of
+    them (as they are read, or by a count of the partition): all of them due, or BatchConflict.
+    Keys read ahead were read in a snapshot already ended: they are recorded after it."""
+    with store.engine.connect() as connection:
+        partitioning = read_partitioning(connection, selection.rule.table)
+    partition = find_partition(store, selection, partitioning, name)
+    assert partitioning is not None
+    found = None
+    if ahead is not None:
+        found = next(ahead.reading)
+        ahead.close()
+    if found is not None and found.checksum is not None:
+        rows = recorded_count(found.keys, before_write, name, upper_identity(partition))
+        first = (rows, rows, 0, found.checksum)
+    else:
+        rows, first = _mariadb_in_turn(
+            store, selection, partitioning, partition, before_write, planned_rows, chunk
+        )
+    if first[:3] != (rows, rows, 0):
+        raise BatchConflict(
+            f"partition {name!r}: {first[0] - first[1]:,} of {first[0]:,} rows are not due"
+            if first[0] == rows
+            else f"partition {name!r}: {rows:,} keys read, {first[0]:,} counted"
+        )
+    return Recorded(name, rows, partitioning, partition, first)
+
+
+def finish_mariadb(
+    store: SqlStore,
+    selection: Selection,
+    recorded: Recorded,
+    before_lock: Callable[[], None] | None,
+) -> Dropped:
+    """Under LOCK TABLES count the partition (rows, due rows, held rows, the checksum):
+    anything else than the keys recorded, all due, and nothing is dropped; else drop it.
+    MariaDB has no lock on one partition, and a DDL statement commits the transaction before it
+    starts (docs/operations.md)."""
+    rule = selection.rule
+    name, partitioning, partition = recorded.name, recorded.partitioning, recorded.partition
+    quote = store.engine.dialect.identifier_preparer.quote
+    # Every table the predicate reads must be locked too (a `where` through a join).
+    others = sorted({join.table for join in rule.joins} - {rule.table})
+    locks = ", ".join([f"{quote(rule.table)} WRITE"] + [f"{quote(name)} READ" for name in others])
+    (drop,) = drop_statements(store.engine.dialect, rule.table, partition)
+    if before_lock is not None:
+        # The next partition's keys read ahead: its transaction ends before the lock (which
+        # would wait for its metadata lock).
+        before_lock()
+    with store.engine.connect() as connection:
+        # Read again once the drops before have ended: whether it is the table's first
+        # partition now, which counts its rows not due apart (count_partition).
+        now = read_partitioning(connection, rule.table)
+    # Its lower bound is the partition's before it, if any is left: only its upper one stays.
+    uppers = {} if now is None else {found.name: found.upper for found in now.partitions}
+    if now is None or name not in uppers or uppers[name] != partition.upper:
+        raise BatchConflict(f"partition {name!r} was changed while its keys were recorded")
+    partitioning = now
+    with store.write_connection() as connection:
+        seconds = max(1, LOCK_TIMEOUT_MS // 1000)
+        connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}")
+        connection.exec_driver_sql(f"LOCK TABLES {locks}")
+        locked = time.monotonic()
+        try:
+            again = count_partition(store, connection, selection, partitioning, partition)
+            if again[1:3] != (again[0], 0):
+                raise BatchConflict(f"partition {name!r}: not every row in it is due now")
+            if again != recorded.counted:
+                raise BatchConflict(f"partition {name!r} changed while its keys were recorded")
+            connection.exec_driver_sql(drop)
+            crash_point("after_drop")
+        finally:
+            connection.exec_driver_sql("UNLOCK TABLES")
+            connection.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+    return Dropped(recorded.rows, locked, locked)
+
+
+def _mariadb_in_turn(
+    store: SqlStore,
+    selection: Selection,
+    partitioning: Partitioning,
+    partition: Partition,
+    before_write: BeforeDrop | None,
+    planned_rows: int,
+    chunk: int,
+) -> tuple[int, tuple[int, int, int, int]]:
+    """Keys not read ahead: in one snapshot, read and record them, and sum their checksum (as
+    they are read, or by a count of the partition); return how many there were and the
+    partition's rows, due rows, held rows and checksum in that snapshot."""
+    # The keys' checksum, summed as they are read where the driver can (else counted apart).
+    checksum = Checksum(key_hash(store, selection))
+    snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with snapshot as connection, connection.begin():
+        # One snapshot for the keys and what they are checked against.
+        rows = record_keys(
+            connection,
+            store,
+            selection,
+            partitioning,
+            partition,
+            before_write,
+            chunk,
+            checksum,
+            rows=planned_rows,
+            identity=upper_identity(partition),
+        )
+        if checksum.total is None:
+            return rows, count_partition(store, connection, selection, partitioning, partition)
+        return rows, (rows, rows, 0, int(checksum.total))
+
+
+__all__ = ["finish_mariadb", "record_mariadb"]
