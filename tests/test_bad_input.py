@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, text
 
 from retention.app.erasure import erasure_request
 from retention.app.trail_text import refuse_personal_data
@@ -396,3 +396,36 @@ def test_a_saved_plan_off_the_calendar_is_refused(
     assert result.exit_code == ExitCode.USAGE, result.output
     assert f"as_of {as_of!r} is not an instant with an offset from 1970-01-01" in result.stderr
     assert remaining_ids(engine_for(sqlite_url), "logs") == {1, 2, 3, 4}
+
+
+# --- PostgreSQL clocks off Python's calendar ------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp", "date"])
+def test_a_postgresql_clock_off_the_calendar_fails_no_rule(
+    postgres_url: str, column_type: str
+) -> None:
+    # -infinity and dates BC sort before every cutoff (due, the oldest); infinity and years past
+    # 9999 after it. Python has none of them: the survey read the oldest and failed the rule.
+    engine = engine_for(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(f"CREATE TABLE logs (id integer PRIMARY KEY, logged_at {column_type})")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO logs VALUES (1, '-infinity'), (2, '4713-01-01 BC'), "
+                "(3, '2020-01-01'), (4, 'infinity'), (5, '294276-12-31'), (6, NULL)"
+            )
+        )
+    config = make_config(postgres_url, logs_rule())
+    the_plan, report = plan_and_run(config, AS_OF)
+    (rule_plan,) = the_plan.rules
+    assert rule_plan.error is None
+    assert (rule_plan.due, rule_plan.future) == (3, 2)
+    assert rule_plan.oldest is not None
+    assert rule_plan.oldest.year == 1
+    assert report.exit_code == ExitCode.OK
+    assert remaining_ids(engine, "logs") == {4, 5, 6}
+    engine.dispose()

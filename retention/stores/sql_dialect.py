@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -112,7 +114,10 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         if options:
             connect_args["options"] = options
-        return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        if parsed.get_driver_name() == "psycopg":
+            event.listen(engine, "connect", _read_timestamps_off_the_calendar)
+        return engine
     if backend in ("mysql", "mariadb"):
         engine = create_engine(
             url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}, pool_pre_ping=True
@@ -129,6 +134,43 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
 
         return engine
     raise StoreUnavailable(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+# PostgreSQL's -infinity and dates BC are before any Python date (infinity and years past 9999
+# after): read as the first (last) day Python has, a day in, so that a time zone shift still
+# fits. Else one such row, due (-infinity sorts first), fails its rule's survey for ever.
+EARLIEST_READ = datetime(1, 1, 2)
+LATEST_READ = datetime(9999, 12, 30)
+
+
+def _read_timestamps_off_the_calendar(dbapi_connection: Any, _record: Any) -> None:
+    for name, loader in _calendar_loaders().items():
+        dbapi_connection.adapters.register_loader(name, loader)
+
+
+@cache
+def _calendar_loaders() -> dict[str, type]:
+    """psycopg's loaders of timestamp, timestamptz and date, but a value off Python's calendar
+    read as EARLIEST_READ or LATEST_READ instead of a DataError."""
+    from psycopg import DataError
+    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+    def calendar_loader(base: Any, earliest: date, latest: date) -> type:
+        def load(self: Any, data: Any) -> Any:
+            try:
+                return base.load(self, data)
+            except DataError:
+                text = bytes(data)
+                return earliest if text.startswith(b"-") or text.endswith(b" BC") else latest
+
+        return type(f"OnTheCalendar{base.__name__}", (base,), {"load": load})
+
+    aware = (EARLIEST_READ.replace(tzinfo=UTC), LATEST_READ.replace(tzinfo=UTC))
+    return {
+        "timestamp": calendar_loader(TimestampLoader, EARLIEST_READ, LATEST_READ),
+        "timestamptz": calendar_loader(TimestamptzLoader, *aware),
+        "date": calendar_loader(DateLoader, EARLIEST_READ.date(), LATEST_READ.date()),
+    }
 
 
 def _sqlite_engine(path: str, *, read_only: bool) -> Engine:
