@@ -4,6 +4,9 @@ calendar, held keys that are no value of their column, bad command-line values."
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -429,3 +432,48 @@ def test_a_postgresql_clock_off_the_calendar_fails_no_rule(
     assert report.exit_code == ExitCode.OK
     assert remaining_ids(engine, "logs") == {4, 5, 6}
     engine.dispose()
+
+
+# --- files that never end: a device or a pipe named as a config, key or plan ---------------
+
+
+def _bounded_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """The command in a process of at most 2 GiB of memory: one that reads /dev/zero whole
+    fails with a MemoryError (exit 1) instead of taking the host's memory."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "retention", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_memory,
+        check=False,
+    )
+
+
+def test_a_config_that_never_ends_is_a_bad_config() -> None:
+    result = _bounded_cli("--config", "/dev/zero", "config", "validate", "--offline")
+    assert result.returncode == ExitCode.BAD_CONFIG, result.stderr
+    assert "error: /dev/zero: longer than 16 MiB: not a config file" in result.stderr
+
+
+def test_a_key_file_that_never_ends_is_a_bad_config(sqlite_url: str, tmp_path: Path) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    text = config.read_text().replace("[settings]\n", '[settings]\nhash_key_file = "/dev/zero"\n')
+    config.write_text(text)
+    result = _bounded_cli("--config", str(config), "plan", "--as-of", AS_OF_TEXT)
+    assert result.returncode == ExitCode.BAD_CONFIG, result.stderr
+    assert (
+        "error: settings.hash_key_file: '/dev/zero' holds more than 64 KiB: not a key"
+        in result.stderr
+    )
+
+
+def test_a_plan_file_that_never_ends_is_a_usage_error(sqlite_url: str, tmp_path: Path) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    result = _bounded_cli("--config", str(config), "run", "--yes", "--plan-file", "/dev/zero")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "error: /dev/zero is not a saved plan (longer than 64 MiB)" in result.stderr

@@ -18,7 +18,7 @@ from typing import Any
 
 from retention.audit.entries import canonical
 from retention.audit.prove import audit_hmac_key
-from retention.config import Config
+from retention.config import Config, read_at_most
 from retention.documents import PLAN_SCHEMA_VERSION, plan_document
 from retention.errors import UsageError
 from retention.planner import Plan, plan_digest
@@ -40,6 +40,10 @@ class SavedPlan:
     cutoffs: dict[str, str | None]
     # Per rule, the child rows per child table that go with its rows due.
     children: dict[str, dict[str, int]]
+
+
+# A plan lists its rules; past this the file is something else (/dev/zero never ends).
+LONGEST_PLAN_BYTES = 64 * 2**20
 
 
 def save_plan(plan: Plan, path: Path, config: Config) -> None:
@@ -74,7 +78,10 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
     when it is not a plan, when its seal does not match its content (edited, or sealed with
     another key), or when the config changed since it was made."""
     try:
-        document = json.loads(path.read_text())
+        content = read_at_most(path, LONGEST_PLAN_BYTES)
+        if content is None:
+            raise ValueError(f"longer than {LONGEST_PLAN_BYTES // 2**20} MiB")
+        document = json.loads(content)
         saved = SavedPlan(
             plan_id=document["plan_id"],
             as_of=datetime.fromisoformat(document["as_of"]),

@@ -106,9 +106,25 @@ __all__ = [
     "parse_condition",
     "parse_config",
     "parse_schedule",
+    "read_at_most",
     "resolve_path",
     "resolve_sqlite_url",
 ]
+
+
+# Past these sizes a file is not what it was named for: /dev/zero or /dev/urandom never ends.
+LONGEST_CONFIG_BYTES = 16 * 2**20
+
+
+def read_at_most(path: Path, limit: int) -> bytes | None:
+    """Given a file (or a pipe, a device) and a size, return its content, or None when it holds
+    more than ``limit`` bytes; OSError when it cannot be read.
+
+    Example: ``read_at_most(Path("/dev/zero"), 10)`` returns None.
+    """
+    with path.open("rb") as handle:
+        content = handle.read(limit + 1)
+    return None if len(content) > limit else content
 
 
 def load_config(path: Path) -> Config:
@@ -118,9 +134,12 @@ def load_config(path: Path) -> Config:
     ``"customer-content"``.
     """
     try:
-        content = path.read_bytes()
+        content = read_at_most(path, LONGEST_CONFIG_BYTES)
     except OSError as error:
         raise ConfigError([ConfigIssue(str(path), f"cannot read: {error.strerror}")]) from error
+    if content is None:
+        too_long = f"longer than {LONGEST_CONFIG_BYTES // 2**20} MiB: not a config file"
+        raise ConfigError([ConfigIssue(str(path), too_long)])
     return parse_config(content, source=str(path), base_directory=path.resolve().parent)
 
 

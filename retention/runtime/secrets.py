@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from retention.config import Settings, SqlStoreConfig, StateSettings, resolve_sqlite_url
+from retention.config import (
+    Settings,
+    SqlStoreConfig,
+    StateSettings,
+    read_at_most,
+    resolve_sqlite_url,
+)
 from retention.errors import ConfigError, ConfigIssue
 
 MINIMUM_KEY_BYTES = 16
@@ -39,6 +45,10 @@ def secret_path(file: Path | None, credential: str | None, credential_key_path: 
     return file
 
 
+# A key is a few dozen bytes; past this the file is something else (/dev/urandom never ends).
+LONGEST_KEY_FILE_BYTES = 64 * 1024
+
+
 def read_secret(
     file: Path | None, credential: str | None, file_key_path: str, credential_key_path: str
 ) -> bytes | None:
@@ -49,11 +59,15 @@ def read_secret(
         return None
     key_path = credential_key_path if credential else file_key_path
     try:
-        key = path.read_bytes().strip()
+        content = read_at_most(path, LONGEST_KEY_FILE_BYTES)
     except OSError as error:
         raise ConfigError(
             [ConfigIssue(key_path, f"cannot read {str(path)!r}: {error.strerror}")]
         ) from error
+    if content is None:
+        too_long = f"{str(path)!r} holds more than {LONGEST_KEY_FILE_BYTES // 1024} KiB: not a key"
+        raise ConfigError([ConfigIssue(key_path, too_long)])
+    key = content.strip()
     if len(key) < MINIMUM_KEY_BYTES:
         raise ConfigError(
             [
