@@ -222,7 +222,12 @@ def _render_erasure_plan(plan: Plan, width: int | None) -> str:
     with_objects = [rule_plan for rule_plan in plan.rules if rule_plan.details]
     lines += [
         f"  {rule_plan.rule.name}: "
-        + ", ".join(_detail(name, value) for name, value in rule_plan.details if value)
+        + ", ".join(
+            _detail(name, value)
+            for index, (name, value) in enumerate(rule_plan.details)
+            # As in the plan: the first count (how many are due) even when it is zero.
+            if value or index == 0
+        )
         for rule_plan in with_objects
     ]
     lines += _children_lines(plan)

@@ -645,6 +645,10 @@ def test_demo_plan_run_plan_on_sqlite_files_and_s3(
         == {int(key.split("/")[1]) for key in remaining if key.startswith("content/")}
         - their_content
     )
+    # Asked again, nothing is left: the objects' line says 0, not nothing.
+    again = cli("erase", "--subject", subject, "--request", "DSR-DEMO-2", "--dry-run")
+    assert "No record holds this subject." in again.stdout
+    assert "\n  customer-files: 0 current versions\n" in again.stdout
     verified = CliRunner().invoke(main, ["audit", "verify"])
     assert verified.exit_code == 0, verified.output
     shown = CliRunner().invoke(main, ["audit", "show"])
