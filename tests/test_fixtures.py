@@ -149,7 +149,19 @@ def test_unreachable_server_skips_locally_and_fails_in_ci(ci: str, expected: str
     }
     node = f"{Path(__file__).name}::test_postgres_default_session_is_not_forced_non_utc"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", node],
+        # Without Hypothesis's plugin: its import is most of this child's start-up.
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",
+            node,
+        ],
         cwd=Path(__file__).parent,
         env=env,
         capture_output=True,
