@@ -1203,6 +1203,31 @@ def test_sqlite_shortened_clock_spellings_compare_in_time_order(sqlite_url: str)
     )
 
 
+def test_sqlite_clock_values_shaped_as_dates_but_off_the_calendar_are_kept(
+    sqlite_url: str,
+) -> None:
+    engine = _leap_logs(sqlite_url)
+    # Each has the shape of an accepted spelling, and compares as due by its text.
+    off_the_calendar = {
+        41: "2020-13-45 00:00:00",
+        42: "2020-02-30",
+        43: "2019-02-29 10:00",
+        44: "2020-01-01 24:00:00",
+        45: "2020-01-01 10:61",
+        46: "2020-01-01 23:59:60.5",
+    }
+    with engine.begin() as connection:
+        for key, value in off_the_calendar.items():
+            connection.execute(
+                text("INSERT INTO logs (id, logged_at) VALUES (:id, :at)"), {"id": key, "at": value}
+            )
+    the_plan, report = plan_and_run(make_config(sqlite_url, LOG_RULE), LEAP_AS_OF)
+    assert the_plan.rules[0].due == len(LEAP_DUE)
+    assert the_plan.rules[0].unreadable == len(off_the_calendar)
+    assert report.outcomes[0].deleted == len(LEAP_DUE)
+    assert remaining_ids(engine, "logs") == (set(LEAP_ROWS) - LEAP_DUE) | set(off_the_calendar)
+
+
 def test_batches_shrink_when_their_transactions_run_long(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -213,6 +213,8 @@ def clock_kind(column: ColumnElement[Any], dialect: str) -> ClockKind | None:
 # SQLite stores a DATETIME as whatever was written. Only these spellings, without an offset,
 # compare as text in time order against the bounds SQLAlchemy writes (YYYY-MM-DD HH:MM:SS.ffffff):
 # each is a prefix-consistent truncation of that form.
+# A modifier that changes nothing but makes SQLite normalise the date (2020-02-30: 2020-03-01).
+_NO_SHIFT = "+0 days"
 _SQLITE_DATE = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
 _SQLITE_MINUTE = _SQLITE_DATE + " [0-9][0-9]:[0-9][0-9]"
 _SQLITE_SECOND = _SQLITE_MINUTE + ":[0-9][0-9]"
@@ -228,20 +230,46 @@ def sqlite_time_text(column: ColumnElement[Any], *, date_only: bool) -> ColumnEl
         return value.op("GLOB", is_comparison=True)(pattern)
 
     is_text = func.typeof(column) == "text"
+    # The shape is not enough: 2020-13-45 or 2020-02-30 would compare as due. SQLite's own
+    # functions give NULL for a month 13 and, with a modifier, move 02-30 to 03-01: a value
+    # they give back unchanged is on the calendar.
+    day = func.substr(column, 1, 10)
     if date_only:
-        return and_(is_text, glob(column, _SQLITE_DATE))
+        return and_(is_text, glob(column, _SQLITE_DATE), _unchanged(func.date(day, _NO_SHIFT), day))
+    second = func.substr(column, 1, 19)
     # One pattern by length: GLOB with character classes is what costs here.
     length = func.length(column)
     shaped = case(
-        (length == 10, glob(column, _SQLITE_DATE)),
-        (length == 16, glob(column, _SQLITE_MINUTE)),
-        (length == 19, glob(column, _SQLITE_SECOND)),
+        (
+            length == 10,
+            and_(glob(column, _SQLITE_DATE), _unchanged(func.date(day, _NO_SHIFT), day)),
+        ),
+        (
+            length == 16,
+            and_(
+                glob(column, _SQLITE_MINUTE),
+                _unchanged(func.strftime("%Y-%m-%d %H:%M", column, _NO_SHIFT), column),
+            ),
+        ),
+        (
+            length == 19,
+            and_(
+                glob(column, _SQLITE_SECOND), _unchanged(func.datetime(column, _NO_SHIFT), column)
+            ),
+        ),
         else_=and_(
             glob(column, _SQLITE_SECOND + ".[0-9]*"),
             not_(glob(func.substr(column, 21), "*[^0-9]*")),
+            _unchanged(func.datetime(second, _NO_SHIFT), second),
         ),
     )
     return and_(is_text, shaped)
+
+
+def _unchanged(normalised: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnElement[bool]:
+    # False, not NULL, where SQLite's function gives NULL (2020-13-45): NOT of the guard must
+    # be true there, or the plan would not count the row as unreadable.
+    return func.coalesce(normalised, "") == value
 
 
 def is_connect_failure(error: sa_exc.DBAPIError) -> bool:
