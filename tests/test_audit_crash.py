@@ -4,6 +4,7 @@ batch, the trail cannot be written, or another process holds it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from retention.audit.entries import read_entries
+from retention.audit.entries import canonical, read_entries
 from retention.audit.leaves import record_leaf
 from retention.audit.trail import TrailWriter
 from retention.errors import ExitCode
@@ -315,3 +316,94 @@ def test_an_edited_tail_state_does_not_make_the_next_run_sign_a_wrong_root(
         check=False,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _edited_store(content: dict[str, Any]) -> None:
+    content["store"] = "elsewhere"
+
+
+_EDITS = {
+    # Other due rows, still there: looked for, found, so the rows the batch deleted went unclaimed.
+    "keys": lambda content: content.update(key_values=[key + 10 for key in content["key_values"]]),
+    # Not its intent's root: taken for an intent that never reached the trail, and dropped.
+    "leaves_root": lambda content: content.update(leaves_root="0" * 64),
+    "dataset": lambda content: content.update(dataset="no_such_table"),
+    "key_columns": lambda content: content.update(key_columns=["logged_at"]),
+    "store": _edited_store,
+}
+
+
+@pytest.mark.parametrize("edited", sorted(_EDITS))
+def test_an_edited_pending_file_is_refused_and_claims_nothing(
+    tmp_path: Path, edited: str, database_url: str
+) -> None:
+    """A batch committed, then a crash before its result; its pending file edited (or
+    corrupted) before the next run: whatever field is changed, its HMAC in the intent's entry
+    does not check, so the reconcile believes none of it (the code of 99eba59 looked for other
+    rows and left the deleted ones unclaimed, dropped the file as an intent that never reached
+    the trail, or failed on a table or store of no rule): audit.pending_rejected, its batch
+    unsettled, its file kept, nothing claimed for it; the run purges the rest."""
+    config, url, audit = _setup(tmp_path, database_url)
+    crashed = _run(config, "after_commit")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    (pending,) = (audit / "pending").iterdir()
+    content = json.loads(pending.read_text())
+    committed = set(content["key_values"])
+    assert committed
+    assert not committed & remaining_ids_from(url)
+    _EDITS[edited](content)
+    pending.write_text(json.dumps(content))
+
+    finished = _run(config)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "audit.pending_rejected" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert pending.exists()
+    assert remaining_ids_from(url) == KEPT
+    claimed = claimed_leaves(audit)
+    assert sorted(claimed) == sorted(_leaves(tmp_path, DUE - committed)), "none of it claimed"
+    settled = {
+        stored.content.get("intent")
+        for stored in read_entries(audit)
+        if stored.content["type"] in ("batch.result", "batch.reconciled")
+    }
+    assert int(pending.stem) not in settled
+    _verified(audit)
+
+
+@pytest.mark.parametrize("edited", [False, True])
+def test_an_older_versions_pending_file_is_checked_by_its_intents_leaves(
+    tmp_path: Path, edited: bool
+) -> None:
+    """An intent an older version wrote carries no HMAC of its pending file: the reconcile
+    hashes the file's keys under the entry's store and dataset, and settles the batch only if
+    they make the entry's leaves_root (as written: its committed rows claimed; keys edited:
+    audit.pending_rejected, nothing claimed for it)."""
+    config, url, audit = _setup(tmp_path)
+    crashed = _run(config, "after_commit")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    # The intent as an older version wrote it: the last entry, without pending_mac.
+    (segment,) = (audit / "trail").iterdir()
+    lines = segment.read_bytes().splitlines()
+    intent = json.loads(lines[-1])
+    assert intent["type"] == "batch.intent"
+    del intent["pending_mac"]
+    segment.write_bytes(b"\n".join([*lines[:-1], canonical(intent)]) + b"\n")
+    (pending,) = (audit / "pending").iterdir()
+    content = json.loads(pending.read_text())
+    committed = set(content["key_values"])
+    if edited:
+        _EDITS["keys"](content)
+        pending.write_text(json.dumps(content))
+
+    finished = _run(config)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert remaining_ids_from(url) == KEPT
+    claimed = claimed_leaves(audit)
+    if edited:
+        assert "audit.pending_rejected" in finished.stderr
+        assert sorted(claimed) == sorted(_leaves(tmp_path, DUE - committed))
+    else:
+        assert "audit.pending_rejected" not in finished.stderr
+        assert sorted(claimed) == sorted(_leaves(tmp_path, DUE))
+    _verified(audit)

@@ -284,11 +284,13 @@ def _leaves(tmp_path: Path, keys: set[int]) -> list[Any]:
     return sorted(record_leaf(hmac_key, "db", "logs", (key,)) for key in keys)
 
 
-def test_an_intent_without_its_transaction_is_reconciled_by_looking_as_before(
+def test_a_pending_file_edited_to_name_no_transaction_is_refused(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """A pending file an older version wrote names no transaction: the reconcile then looks
-    for the records, as it did (a crash before the COMMIT: all still there, none claimed)."""
+    """A pending file whose transaction was taken out (as an older version wrote none): its
+    HMAC in the intent's entry no longer checks, so none of it is believed
+    (audit.pending_rejected): the batch stays unsettled, nothing of it claimed; its rows,
+    still there (the crash came before the COMMIT), go in the next run's batches."""
     from retention.audit.entries import read_entries
 
     crashed = _crash_with_a_row_taken(postgres_url, tmp_path, "mid_batch")
@@ -299,12 +301,13 @@ def test_an_intent_without_its_transaction_is_reconciled_by_looking_as_before(
 
     finished = _run_again(crashed)
     assert finished.returncode == 0, finished.stdout + finished.stderr
-    (reconciled,) = (
-        stored.content
+    assert "audit.pending_rejected" in finished.stderr
+    assert not [
+        stored
         for stored in read_entries(crashed.audit)
         if stored.content["type"] == "batch.reconciled"
-    )
-    assert (reconciled["done"], reconciled["not_done"]) == (0, 2)
+    ]
+    assert pending.exists()
     assert remaining_ids(crashed.engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
     assert claimed_leaves(crashed.audit) == _leaves(tmp_path, LEAP_DUE)
 
@@ -375,27 +378,32 @@ def _in_the_future(engine: Engine, recorded: int) -> int:
     ],
     ids=["aborted-as-committed", "committed-as-aborted", "future-aborted", "future-committed"],
 )
-def test_a_pending_transaction_other_than_the_intents_claims_exactly_what_was_deleted(
+def test_a_pending_transaction_other_than_the_intents_is_refused_and_claims_nothing_false(
     postgres_url: str, tmp_path: Path, crash_at: str, transaction: Any
 ) -> None:
-    """The pending file is not the trail: the transaction its reconcile asks about is the one
-    the intent recorded (chained, keyed), whatever the file says since. A number that names
-    another transaction, committed or aborted, then claimed rows never deleted (they went
-    again in the next batch: claimed twice) or left deleted rows unclaimed; a number the
-    server never gave (its history restored from before it) failed every run (pg_xact_status:
-    "transaction ID … is in the future"). Every due row is claimed exactly once."""
+    """The pending file is not the trail: its transaction edited (another of that number,
+    committed or aborted, or one the server never gave) no longer matches the HMAC in its
+    intent's entry, so nothing of the file is believed (audit.pending_rejected): the batch
+    stays unsettled, its file kept, nothing claimed for it. (Before pending_mac, the
+    transaction was read from the entry, the rest of the file believed.) No row is claimed
+    falsely or twice: the due rows claimed and those of the unsettled intent are every due
+    row, each once."""
+    from retention.audit.entries import read_leaves
     from retention.audit.leaves import record_leaf
 
     engine, audit, finished = _crash_then_edit_then_run(
         postgres_url, tmp_path, crash_at, transaction
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "audit.pending_rejected" in finished.stderr
     assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    (pending,) = (audit / "pending").glob("*[0-9].json")
+    claimed = claimed_leaves(audit)
+    if crash_at == "after_commit":
+        # Its rows went in its transaction: they are the unsettled intent's, not claimed.
+        claimed = sorted(claimed + read_leaves(audit, int(pending.stem)))
     hmac_key = (tmp_path / "audit-keys" / "hmac.key").read_bytes().strip()
-    assert claimed_leaves(audit) == sorted(
-        record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE
-    )
-    assert not list((audit / "pending").iterdir())
+    assert claimed == sorted(record_leaf(hmac_key, "db", "logs", (key,)) for key in LEAP_DUE)
 
 
 def test_a_transaction_the_server_never_gave_is_one_it_does_not_know(postgres_url: str) -> None:

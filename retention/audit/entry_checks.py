@@ -62,6 +62,7 @@ HEX_FIELDS = {
     "leaves_root": 64,
     "not_done_root": 64,
     "versions_digest": 64,
+    "pending_mac": 64,
     "root": 64,
     "target_digest": 64,
     "key_id": 16,

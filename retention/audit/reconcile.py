@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from retention.audit.batch_detail import counted_detail, detail_of_pending
-from retention.audit.entries import read_entries, read_leaves
-from retention.audit.trail import TrailWriter, UnauthenticNote
+from retention.audit.entries import FORMAT_VERSION, read_entries, read_leaves
+from retention.audit.trail import TrailWriter, UnauthenticNote, UnauthenticPending
 from retention.config import S3_KEY
 from retention.errors import AuditFailure, StoreUnavailable
 from retention.runtime.logging import get_logger
@@ -19,6 +19,9 @@ from retention.store_protocol import RecordStore
 # The fields of a batch's intent entry that settle it after a crash, when it has them: its
 # transaction (whether it committed), a dropped partition's identity (whether it is there).
 SETTLED_BY = ("transaction", "partition_identity")
+# The fields of a batch's intent entry that its pending file repeats, read from the entry: the
+# pending file is not chained (an older version's carries no HMAC either).
+CHAINED = ("rule", "store", "dataset", "partition")
 
 
 def reconcile_one(
@@ -182,19 +185,89 @@ def reconcile(writer: TrailWriter, run_id: str, store_for: Callable[[str], Recor
         if keys is None:
             _unreadable_pending(writer, seq, intent, seq in settled_intents)
             continue
-        if intent.get("type") != "batch.intent" or intent.get("leaves_root") != keys["leaves_root"]:
-            # The intent never reached the trail, so nothing was written to the store.
+        if intent.get("type") != "batch.intent" or (
+            "pending_mac" not in intent and intent.get("leaves_root") != keys.get("leaves_root")
+        ):
+            # The intent never reached the trail, so nothing was written to the store. (An
+            # intent with its pending file's HMAC says which file is its own: the check below.)
             writer.clear_pending(seq)
             continue
         if seq in settled_intents:
             writer.clear_pending(seq)
             continue
         try:
-            reconcile_one(writer, run_id, seq, keys, store_for(keys["store"]), intent)
+            authentic = authentic_pending(writer, seq, keys, intent)
+        except UnauthenticPending as error:
+            pending_rejected(seq, intent, error)
+            continue
+        try:
+            reconcile_one(writer, run_id, seq, authentic, store_for(authentic["store"]), intent)
         except StoreUnavailable:
             continue
         settled += 1
     return settled
+
+
+def authentic_pending(
+    writer: TrailWriter, seq: int, pending: dict[str, Any], intent: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Given the trail, an intent's seq, its pending file's content and its entry in the trail,
+    return what to settle it by: a dropped partition's (named by its entry), the entry's
+    alone; otherwise the pending file's content if its HMAC checks against the entry's
+    ``pending_mac`` (an older version's entry has none: its keys and child rows must make the
+    entry's ``leaves_root``), with the entry's ``CHAINED`` fields. UnauthenticPending if not.
+
+    Example: a pending file edited to name another table, or other keys, is refused.
+    """
+    if isinstance(intent.get("partition"), str):
+        # Whether that partition is still there settles it: nothing of the file is needed.
+        return {name: intent[name] for name in (*CHAINED, *SETTLED_BY) if name in intent}
+    mac = intent.get("pending_mac")
+    content = (
+        writer.authentic_pending(seq, str(mac))
+        if mac is not None
+        else _checked_by_leaves(writer, seq, pending, intent)
+    )
+    return {**content, **{name: intent[name] for name in CHAINED if name in intent}}
+
+
+def _checked_by_leaves(
+    writer: TrailWriter, seq: int, pending: dict[str, Any], intent: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An older version's pending file (no HMAC in its entry): its keys and child rows, hashed
+    under the entry's store and dataset, must make the entry's ``leaves_root``. Its key
+    columns, marker column, markers and sizes cannot be checked (docs/audit.md)."""
+    if "partition" in pending or intent.get("v") != FORMAT_VERSION:
+        return pending  # no keys to hash, or leaves of another format: as before
+    store, dataset = intent.get("store"), intent.get("dataset")
+    try:
+        if not isinstance(store, str) or not isinstance(dataset, str):
+            raise TypeError("its entry names no store and dataset")
+        leaves = writer.record_leaves(store, dataset, pending_keys(pending))
+        for child in detail_of_pending(pending).children:
+            leaves += writer.record_leaves(store, child.table, child.keys)
+        leaves.sort()
+        root = writer.leaves_root(leaves)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise UnauthenticPending(f"pending/{seq:08d}.json is malformed: {error}") from error
+    if root != intent.get("leaves_root"):
+        raise UnauthenticPending(
+            f"pending/{seq:08d}.json does not name the records its intent's leaves_root does "
+            "(edited)"
+        )
+    return pending
+
+
+def pending_rejected(seq: int, intent: Mapping[str, Any], error: UnauthenticPending) -> None:
+    """A pending file not believed: nothing is claimed of its batch, which stays unsettled
+    (``audit show`` counts it), its file kept for whoever looks into it; every run says so."""
+    get_logger().error(
+        "audit.pending_rejected",
+        intent=seq,
+        rule=intent.get("rule"),
+        reason=f"{error}: its batch stays unsettled, nothing of it claimed; look at who wrote "
+        "to the audit directory",
+    )
 
 
 def _unreadable_pending(

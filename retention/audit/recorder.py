@@ -19,9 +19,16 @@ from typing import Any
 from retention.audit.batch_detail import counted_detail, pending_detail
 from retention.audit.leaves import integer_key_lines, subject_digest
 from retention.audit.opening import identity, open_trail
-from retention.audit.reconcile import SETTLED_BY, reconcile, reconcile_one
+from retention.audit.reconcile import (
+    CHAINED,
+    SETTLED_BY,
+    authentic_pending,
+    pending_rejected,
+    reconcile,
+    reconcile_one,
+)
 from retention.audit.rule_definition import batch_method, rule_definition
-from retention.audit.trail import TrailWriter
+from retention.audit.trail import TrailWriter, UnauthenticPending
 from retention.config import S3_KEY, Config
 from retention.errors import AuditFailure, StoreUnavailable, error_text
 from retention.planner import Plan, RulePlan
@@ -56,8 +63,9 @@ class TrailRecorder:
     # Per intent in flight, its keys and detail: its result counts the markers and bytes of
     # the keys it purged.
     _details: dict[int, tuple[tuple[KeyValues, ...], IntentDetail]] = field(default_factory=dict)
-    # Per intent in flight, what settles it after a failure as its trail entry recorded it.
-    _settled_by: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Per intent in flight, what its trail entry recorded that a reconcile reads (``CHAINED``,
+    # what settles it, its pending file's HMAC).
+    _chained: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def _base(self, rule_plan: RulePlan) -> dict[str, Any]:
         rule = rule_plan.rule
@@ -150,7 +158,9 @@ class TrailRecorder:
         # beside it (written side by side, their fsyncs overlapping).
         extra: dict[str, Any] = counted_detail(detail, values)
         versions = [key[1] for key in values] if rule.key == S3_KEY else None
-        digest = self.writer.write_intent_files(seq, leaves, pending, versions, key_values)
+        pending_mac, digest = self.writer.write_intent_files(
+            seq, leaves, pending, versions, key_values
+        )
         if digest is not None:
             extra["versions_digest"] = digest
         fields: dict[str, Any] = {
@@ -167,9 +177,13 @@ class TrailRecorder:
         # in the chained entry too: the reconcile trusts it there, not the pending file's copy.
         settled_by = {name: pending[name] for name in SETTLED_BY if name in pending}
         fields.update(settled_by)
+        # The pending file's HMAC: whatever else the reconcile reads there (the keys, their
+        # columns, the child rows) is believed only if it checks.
+        fields["pending_mac"] = pending_mac
         written = self.writer.append("batch.intent", fields)
-        if settled_by:
-            self._settled_by[written] = settled_by
+        self._chained[written] = {
+            name: fields[name] for name in (*CHAINED, *SETTLED_BY, "pending_mac") if name in fields
+        }
         if detail.markers or detail.sizes:
             self._details[written] = (values, detail)
         crash_point("after_intent")
@@ -200,7 +214,7 @@ class TrailRecorder:
             self.writer.write_leaves(self.writer.next_seq, leaves)
             content["not_done"] = len(leaves)
             content["not_done_root"] = self.writer.leaves_root(leaves)
-        self._settled_by.pop(intent, None)
+        self._chained.pop(intent, None)
         keys, detail = self._details.pop(intent, ((), NO_DETAIL))
         if keys:
             not_done = set(batch.not_done_keys) if committed and batch is not None else set(keys)
@@ -222,11 +236,16 @@ class TrailRecorder:
     def unresolved(self, intent: int, store: RecordStore) -> None:
         """A batch failed in a way that may or may not have committed: look at the store now
         (if it cannot be reached, the pending keys wait for the next run)."""
-        settled_by = self._settled_by.pop(intent, {})
+        chained = self._chained.pop(intent, {})
         for seq, pending in self.writer.pending():
             if seq == intent and pending is not None:
                 try:
-                    reconcile_one(self.writer, self.run_id, seq, pending, store, settled_by)
+                    authentic = authentic_pending(self.writer, seq, pending, chained)
+                except UnauthenticPending as error:
+                    pending_rejected(seq, chained, error)
+                    return
+                try:
+                    reconcile_one(self.writer, self.run_id, seq, authentic, store, chained)
                 except StoreUnavailable:
                     return
 

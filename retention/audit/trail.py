@@ -62,6 +62,11 @@ class UnauthenticNote(AuditFailure):
     """A note of the keys a batch did not purge whose HMAC does not check: not to be believed."""
 
 
+class UnauthenticPending(AuditFailure):
+    """A pending file whose HMAC (in its intent's entry) does not check, or whose keys are not
+    those its intent's leaves name: edited, or another's; nothing it says is believed."""
+
+
 @dataclass
 class TrailWriter:
     """The single writer of a trail. Use as a context manager: it takes the lock, finds the tail
@@ -365,12 +370,13 @@ class TrailWriter:
         pending: dict[str, Any],
         versions: Sequence[object] | None = None,
         key_values: bytes | None = None,
-    ) -> str | None:
+    ) -> tuple[str, str | None]:
         """Given the seq its intent will have, a batch's sorted leaves, its pending keys (and,
         spelled already, their ``key_values`` JSON array) and (a batch of objects) their
         version ids, write them durably, side by side: the files are created at once, their
         directories' fsyncs start beside the writing, and each file's fsync as soon as it is
-        written. Return the versions file's SHA-256 (hex), or None.
+        written. Return the pending file's HMAC (``pending_mac``, for its intent's entry) and
+        the versions file's SHA-256 (hex), or None.
 
         AuditFailure when a leaf repeats or anything cannot be written: then none of the files
         stays (no intent follows, so nothing of it may).
@@ -384,7 +390,13 @@ class TrailWriter:
         if versions is not None:
             listed = versions_text(versions)
             files.append((versions_path(self.directory, seq), lambda: listed))
-        files.append((self._pending_path(seq), lambda: _pending_text(pending, key_values)))
+        written: list[bytes] = []
+
+        def pending_text() -> bytes:
+            written.append(_pending_text(pending, key_values))
+            return written[0]
+
+        files.append((self._pending_path(seq), pending_text))
         try:
             write_new_files(files, self._threads())
         except OSError as error:
@@ -394,7 +406,34 @@ class TrailWriter:
             raise AuditFailure(
                 f"cannot write the leaves and pending keys of entry {seq}: {error}"
             ) from error
-        return hashlib.sha256(listed).hexdigest() if versions is not None else None
+        digest = hashlib.sha256(listed).hexdigest() if versions is not None else None
+        return self._pending_mac(seq, written[0]), digest
+
+    def _pending_mac(self, seq: int, content: bytes) -> str:
+        """The HMAC, under the audit key, of intent ``seq``'s pending file (its bytes)."""
+        message = b"retention pending\x00%d\x00" % seq + content
+        return hmac.digest(self.hmac_key, message, "sha256").hex()
+
+    def authentic_pending(self, seq: int, mac: str) -> dict[str, Any]:
+        """Given intent ``seq`` and the ``pending_mac`` its entry records, return its pending
+        file's content, read from the bytes that HMAC was checked against.
+        UnauthenticPending when it does not check (the file edited, or another intent's) or
+        is not a JSON object."""
+        try:
+            content = self._pending_path(seq).read_bytes()
+        except OSError as error:
+            raise AuditFailure(f"cannot read the pending keys of entry {seq}: {error}") from error
+        if not hmac.compare_digest(mac, self._pending_mac(seq, content)):
+            raise UnauthenticPending(
+                f"pending/{seq:08d}.json is not the file its intent's pending_mac names (edited)"
+            )
+        try:
+            parsed = json.loads(content)
+        except ValueError as error:
+            raise UnauthenticPending(f"pending/{seq:08d}.json is not JSON") from error
+        if not isinstance(parsed, dict):
+            raise UnauthenticPending(f"pending/{seq:08d}.json is not a JSON object")
+        return parsed
 
     def write_versions(self, seq: int, versions: Sequence[object]) -> str:
         """Given a batch of object versions, write their version ids (sorted, each once,
