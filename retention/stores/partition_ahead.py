@@ -39,7 +39,13 @@ from retention.errors import BatchConflict
 from retention.selection import Selection
 from retention.store_protocol import Keys
 from retention.stores import partition_keys
-from retention.stores.partition_catalog import Partition, Partitioning, in_partition
+from retention.stores.partition_catalog import (
+    Partition,
+    Partitioning,
+    in_partition,
+    standing,
+    stands_as_read,
+)
 from retention.stores.partition_catalog import read_partitioning as read_catalog
 from retention.stores.partition_keys import (
     Checksum,
@@ -59,14 +65,16 @@ THREAD_PREFIX = "retention-partition-keys "
 
 @dataclass(frozen=True)
 class PostgresSnapshot:
-    """PostgreSQL: a partition as its keys' snapshot saw it: the table's partitioning then, the
-    partition, the snapshot's xmin (``reference``) and its row versions' fingerprint (their
-    count, the sum of a hash of each one's ``xmin``: ``xmin_fingerprint``)."""
+    """PostgreSQL: a partition as its keys' snapshot saw it: the table's partitioning, the
+    partition, the snapshot's xmin (``reference``), its row versions' fingerprint (their
+    count, the sum of a hash of each one's ``xmin``: ``xmin_fingerprint``) and its identity
+    (``snapshot_identity``)."""
 
     partitioning: Partitioning
     partition: Partition
     reference: int
     versions: tuple[Any, ...]
+    identity: str
 
 
 @dataclass(frozen=True)
@@ -122,11 +130,13 @@ def start_reading(
     planned_rows: int,
     chunk: int,
     after: Future[Any] | None = None,
+    catalog: Partitioning | None = None,
 ) -> Ahead | None:
     """Given a store, a Selection, a partition's name, the rows the plan counted in it and the
     keys per chunk, start reading its keys in a thread (on MariaDB once ``after``, the drop
-    before, has ended); None where they are read in their turn (keys the database cannot
-    spell, PostgreSQL before 14, MariaDB beyond one chunk)."""
+    before, has ended; on PostgreSQL, the partition as ``catalog`` has it, where the table's
+    partitioning was read already); None where they are read in their turn (keys the database
+    cannot spell, PostgreSQL before 14, MariaDB beyond one chunk)."""
     key_columns = store.key_columns(selection.rule)
     if not spellable(key_columns):
         return None
@@ -140,7 +150,7 @@ def start_reading(
         names = [dialect.identifier_preparer.quote(column.name) for column in key_columns]
         # Pieces of about PIECE keys: as many as make a chunk wait, and the one being read.
         depth = max(1, chunk // max(1, partition_keys.PIECE)) + 1
-        reading = _postgres_reading(engine, selection.rule.table, name, names)
+        reading = _postgres_reading(engine, selection.rule.table, name, names, catalog)
         return Ahead(name, ReadAhead(reading, depth, _thread_name(name)), dialect.name)
     if not 0 < planned_rows <= chunk:
         return None
@@ -166,11 +176,21 @@ def _thread_name(partition: str) -> str:
     return f"{THREAD_PREFIX}{partition}"
 
 
-def _postgres_reading(engine: Engine, table: str, name: str, names: Sequence[str]) -> Iterator[Any]:
+def _postgres_reading(
+    engine: Engine,
+    table: str,
+    name: str,
+    names: Sequence[str],
+    catalog: Partitioning | None,
+) -> Iterator[Any]:
     """The thread's work on PostgreSQL: the partition's ``PostgresSnapshot``, then its keys
-    (their columns' quoted ``names``) spelled, a piece at a time, all in that snapshot."""
-    with engine.connect() as connection:
-        partitioning = read_catalog(connection, table)
+    (their columns' quoted ``names``) spelled, a piece at a time, all in that snapshot. The
+    partition is ``catalog``'s (the table's partitioning read once for all its partitions),
+    else the catalog is read here."""
+    partitioning = catalog
+    if partitioning is None:
+        with engine.connect() as connection:
+            partitioning = read_catalog(connection, table)
     partition = None
     if partitioning is not None:
         partition = next((p for p in partitioning.partitions if p.name == name), None)
@@ -191,9 +211,21 @@ def _postgres_reading(engine: Engine, table: str, name: str, names: Sequence[str
         versions = tuple(
             connection.execute(text(f"SELECT {count}, {summed} FROM {qualified}")).one()
         )
-        yield PostgresSnapshot(partitioning, partition, reference, versions)
+        identity = snapshot_identity(connection, table, partition)
+        yield PostgresSnapshot(partitioning, partition, reference, versions, identity)
         driver = connection.connection.driver_connection
         yield from postgres_pieces(driver, qualified, names, int(versions[0]))
+
+
+def snapshot_identity(connection: Connection, table: str, partition: Partition) -> str:
+    """PostgreSQL, in a partition's keys' snapshot: its identity for the trail (``oid N``,
+    partition_catalog), once the catalog says it is still the partition read (the same OID,
+    still attached, the same bound); else BatchConflict. One statement (``standing``), not
+    the table's whole partitioning read again."""
+    found = standing(connection, table, qualified_name(connection.dialect, partition))
+    if found is None or not stands_as_read(found, partition):
+        raise BatchConflict(f"partition {partition.name!r} was changed since it was planned")
+    return f"oid {found.oid}"
 
 
 def snapshot_xmin(connection: Connection) -> int:
@@ -233,6 +265,7 @@ __all__ = [
     "MariadbKeys",
     "PostgresSnapshot",
     "qualified_name",
+    "snapshot_identity",
     "snapshot_xmin",
     "start_reading",
     "xmin_fingerprint",

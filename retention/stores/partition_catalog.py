@@ -29,7 +29,9 @@ Bound = date | datetime | None
 class Partition:
     """One partition: rows with ``lower <= column < upper`` (None: unbounded); ``default``
     partitions take every row no other range takes; ``leaf`` is false when the partition is
-    itself partitioned (PostgreSQL sub-partitioning)."""
+    itself partitioned (PostgreSQL sub-partitioning). PostgreSQL also gives its ``oid`` and its
+    ``bound`` as the catalog writes it (``FOR VALUES FROM (…) TO (…)``): what ``standing``
+    reads again."""
 
     name: str
     lower: Bound
@@ -37,6 +39,8 @@ class Partition:
     default: bool = False
     leaf: bool = True
     schema: str | None = None
+    oid: int | None = None
+    bound: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,8 @@ def _postgres(connection: Connection, table: str) -> Partitioning | None:
     )
     rows = connection.execute(
         text(
-            "SELECT c.relname, c.relkind, pg_get_expr(c.relpartbound, c.oid), n.nspname "
-            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "SELECT c.relname, c.relkind, pg_get_expr(c.relpartbound, c.oid), n.nspname, "
+            "c.oid::bigint FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE i.inhparent = to_regclass(quote_ident(:table)) ORDER BY c.relname"
         ),
@@ -120,19 +124,19 @@ def _postgres(connection: Connection, table: str) -> Partitioning | None:
         {"table": table, "column": column},
     ).scalar()
     literals: list[str | None] = []
-    for _name, _kind, bound, _schema in rows:
+    for _name, _kind, bound, _schema, _oid in rows:
         found = _PG_RANGE.match(bound or "")
         sides = (found["lower"], found["upper"]) if found else ("", "")
         literals += [_pg_literal(side) for side in sides]
     values = _pg_values(connection, literals, str(column_type))
     partitions = []
-    for index, (name, kind, bound, schema) in enumerate(rows):
+    for index, (name, kind, bound, schema, oid) in enumerate(rows):
         leaf = kind == "r"
         if bound == "DEFAULT":
-            partitions.append(Partition(name, None, None, default=True, leaf=leaf, schema=schema))
+            partitions.append(Partition(name, None, None, True, leaf, schema, int(oid), bound))
         elif _PG_RANGE.match(bound or ""):
             lower, upper = values[2 * index], values[2 * index + 1]
-            partitions.append(Partition(name, lower, upper, leaf=leaf, schema=schema))
+            partitions.append(Partition(name, lower, upper, False, leaf, schema, int(oid), bound))
     partitions.sort(key=lambda partition: (partition.default, _order(partition.upper)))
     owner = connection.execute(
         text(
@@ -341,6 +345,67 @@ def drop_statements(dialect: Dialect, table: str, partition: Partition) -> list[
             f"DROP TABLE {qualified}",
         ]
     return [f"ALTER TABLE {quote(table)} DROP PARTITION {quote(partition.name)}"]
+
+
+# --- where a PostgreSQL partition stands, read again before it is recorded and dropped -------
+
+
+@dataclass(frozen=True)
+class Standing:
+    """PostgreSQL: a partition as the catalog has it now: its OID, whether it is a partition of
+    the table (attached), its bound as the catalog writes it, and (where asked) whether a
+    foreign key references the table or any of its partitions."""
+
+    oid: int
+    attached: bool
+    bound: str | None
+    referenced: bool | None = None
+
+
+_PG_STANDING = (
+    "SELECT c.oid::bigint, "
+    "coalesce(i.inhparent = to_regclass(quote_ident(:table)), false), "
+    "pg_get_expr(c.relpartbound, c.oid), {referenced} "
+    "FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+    "WHERE c.oid = to_regclass(:partition)"
+)
+# pg_partition_tree() takes a share lock on every partition of the table, until the
+# transaction ends: asked only where the partition is locked already, for a moment.
+_PG_REFERENCED = (
+    "EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND confrelid IN "
+    "(SELECT relid FROM pg_partition_tree(to_regclass(quote_ident(:table)))))"
+)
+
+
+def standing(
+    connection: Connection, table: str, qualified: str, *, references: bool = False
+) -> Standing | None:
+    """PostgreSQL: given the table and the quoted (schema-qualified) name of one of its
+    partitions, return where that partition stands now, in one statement (with
+    ``references``, whether a foreign key references the table: that also locks every
+    partition in share mode until the transaction ends); None when no relation has that
+    name. What the catalog says of the partition alone, without reading the whole table's
+    partitioning again (``read_partitioning``: six statements)."""
+    query = text(_PG_STANDING.format(referenced=_PG_REFERENCED if references else "NULL"))
+    row = connection.execute(query, {"table": table, "partition": qualified}).one_or_none()
+    if row is None:
+        return None
+    oid, attached, bound, referenced = row
+    return Standing(
+        int(oid), bool(attached), bound, None if referenced is None else bool(referenced)
+    )
+
+
+def stands_as_read(found: Standing | None, partition: Partition) -> bool:
+    """Whether a partition stands as the catalog read before had it: the same relation (its
+    OID: not one created again under its name), still a partition of the table, with the same
+    bound."""
+    return (
+        found is not None
+        and found.oid == partition.oid
+        and found.attached
+        and found.bound == partition.bound
+    )
 
 
 # --- a partition's identity: what tells it from one created later under its name -------------

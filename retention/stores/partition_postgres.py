@@ -23,7 +23,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, func, literal_column, select, text
+from sqlalchemy import Connection, case, func, literal_column, select, text
+from sqlalchemy import table as sql_table
 
 from retention.errors import BatchConflict
 from retention.runtime.faults import crash_point
@@ -33,6 +34,7 @@ from retention.stores.partition_ahead import (
     Ahead,
     PostgresSnapshot,
     qualified_name,
+    snapshot_identity,
     snapshot_xmin,
     xmin_fingerprint,
 )
@@ -41,8 +43,9 @@ from retention.stores.partition_catalog import (
     Partitioning,
     drop_statements,
     in_partition,
-    oid_identity,
     read_partitioning,
+    standing,
+    stands_as_read,
 )
 from retention.stores.partition_keys import spelled_chunks
 from retention.stores.partition_records import (
@@ -53,6 +56,7 @@ from retention.stores.partition_records import (
     record_keys,
     recorded_count,
 )
+from retention.stores.partition_survey import due_by_clock_range, not_due
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -72,10 +76,8 @@ def record_postgres(
         snapshot = next(ahead.reading)
         if find_partition(store, selection, snapshot.partitioning, name) != snapshot.partition:
             raise BatchConflict(f"partition {name!r} is no longer wholly expired")
-        with store.engine.connect() as connection:
-            qualified = qualified_name(store.engine.dialect, snapshot.partition)
-            identity = oid_identity(connection, qualified)
-        rows = recorded_count(spelled_chunks(ahead.reading, chunk), before_write, name, identity)
+        chunks = spelled_chunks(ahead.reading, chunk)
+        rows = recorded_count(chunks, before_write, name, snapshot.identity)
         # Its snapshot ends here: the DETACH would wait for its lock.
         ahead.close()
     else:
@@ -89,10 +91,10 @@ def record_postgres(
 
 
 def finish_postgres(store: SqlStore, selection: Selection, recorded: Recorded) -> Dropped:
-    """In one transaction lock the partition (SHARE), check that its row versions are those of
-    the keys' snapshot and all due (``_versions``), detach and drop it. The lock is not held
-    while the keys are recorded; the parent's own lock is taken only by the DETACH
-    (docs/operations.md)."""
+    """In one transaction lock the partition (SHARE), check that it is still the partition
+    recorded (``_check_standing``), that its row versions are those of the keys' snapshot and
+    all due (``_versions``), detach and drop it. The lock is not held while the keys are
+    recorded; the parent's own lock is taken only by the DETACH (docs/operations.md)."""
     rule = selection.rule
     name, partitioning, partition = recorded.name, recorded.partitioning, recorded.partition
     with store.write_connection() as connection, connection.begin():
@@ -102,10 +104,7 @@ def finish_postgres(store: SqlStore, selection: Selection, recorded: Recorded) -
         qualified = qualified_name(store.engine.dialect, partition)
         connection.exec_driver_sql(f"LOCK TABLE {qualified} IN SHARE MODE")
         locked = time.monotonic()
-        # Read again under the lock: the partition holds the same range as when it was read.
-        now = read_partitioning(connection, rule.table)
-        if find_partition(store, selection, now, name) != partition:
-            raise BatchConflict(f"partition {name!r} was changed while its keys were recorded")
+        _check_standing(connection, rule.table, qualified, partition)
         *after, kept = connection.execute(
             _versions(store, selection, partitioning, partition, recorded.reference)
         ).one()
@@ -122,6 +121,27 @@ def finish_postgres(store: SqlStore, selection: Selection, recorded: Recorded) -
     return Dropped(recorded.rows, locked, detached)
 
 
+def _check_standing(
+    connection: Connection, table: str, qualified: str, partition: Partition
+) -> None:
+    """Under the partition's lock (nobody can detach, attach, rename or drop it until the
+    COMMIT), read again what the catalog says of it, in one statement: the same relation (its
+    OID), still a partition of the table, with the same bound, and no foreign key referencing
+    the table; else BatchConflict. Whether it is still wholly expired and allowed follows from
+    these and the rule: the table's partition key, the rule and the partition's kind (a leaf)
+    cannot change under the same OID, and its owner is checked by the DETACH itself (a
+    refusal: BatchConflict). A key created since the plan is seen here: creating it takes a
+    lock that conflicts with this one, so it either committed before or waits for the COMMIT.
+    The table's whole partitioning is not read again (six statements under the lock)."""
+    found = standing(connection, table, qualified, references=True)
+    if found is None or not stands_as_read(found, partition):
+        raise BatchConflict(
+            f"partition {partition.name!r} was changed while its keys were recorded"
+        )
+    if found.referenced:
+        raise BatchConflict(f"partition {partition.name!r}: a foreign key references the table now")
+
+
 def _versions(
     store: SqlStore,
     selection: Selection,
@@ -131,15 +151,28 @@ def _versions(
 ) -> Any:
     """Under the partition's lock: the query of its row versions' fingerprint
     (``xmin_fingerprint``) and how many of its rows are not due. The same count and sum as in
-    the keys' snapshot: nothing was written into the partition since."""
+    the keys' snapshot: nothing was written into the partition since. Where the rule's due
+    rows are a range of its clock (``due_by_clock_range``), the fingerprint is read from the
+    partition itself and the rows not due are counted by the negated range through the table,
+    which the server prunes to nothing for a partition wholly expired (85,000 rows: about 15
+    ms against 35-130 ms with the rule's predicate tested on every row through the table)."""
     table = store.table(selection.rule.table)
+    dialect = store.engine.dialect.name
     count, summed = xmin_fingerprint(reference)
+    if due_by_clock_range(store, selection):
+        kept = select(func.count()).select_from(table).where(not_due(store, selection))
+        own = sql_table(partition.name, schema=partition.schema)
+        return select(
+            literal_column(count),
+            literal_column(summed),
+            in_partition(kept, table, partitioning, partition, dialect).scalar_subquery(),
+        ).select_from(own)
     query = select(
         literal_column(count),
         literal_column(summed),
         func.coalesce(func.sum(case((store.predicate(selection), 0), else_=1)), 0),
     ).select_from(table)
-    return in_partition(query, table, partitioning, partition, store.engine.dialect.name)
+    return in_partition(query, table, partitioning, partition, dialect)
 
 
 def _postgres_in_turn(
@@ -162,7 +195,7 @@ def _postgres_in_turn(
         reference = snapshot_xmin(connection)
         count, summed = xmin_fingerprint(reference)
         before = tuple(connection.execute(text(f"SELECT {count}, {summed} FROM {qualified}")).one())
-        identity = oid_identity(connection, qualified)
+        identity = snapshot_identity(connection, selection.rule.table, partition)
         rows = record_keys(
             connection,
             store,
@@ -173,7 +206,7 @@ def _postgres_in_turn(
             chunk,
             identity=identity,
         )
-    return PostgresSnapshot(partitioning, partition, reference, before), rows
+    return PostgresSnapshot(partitioning, partition, reference, before, identity), rows
 
 
 __all__ = ["finish_postgres", "record_postgres"]

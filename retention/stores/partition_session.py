@@ -22,6 +22,7 @@ from retention.selection import Selection
 from retention.store_protocol import Batch, BeforeDrop
 from retention.stores import partitions
 from retention.stores.partition_ahead import Ahead, start_reading
+from retention.stores.partition_catalog import Partitioning, read_partitioning
 from retention.stores.partitions import Recorded
 
 if TYPE_CHECKING:
@@ -67,6 +68,18 @@ def _dropping(store: SqlStore) -> Iterator[PartitionDrops]:
     finishing: list[Future[Batch]] = []  # the drop started last
     following: dict[str, Ahead] = {}  # per partition recorded, the read started with it
     threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retention-partition-drop")
+    catalogs: dict[str, Partitioning | None] = {}  # PostgreSQL: per table, read once
+
+    def catalog(selection: Selection) -> Partitioning | None:
+        """PostgreSQL: the table's partitioning, read once for all its partitions (each one's
+        snapshot reads again whether it still stands as read: ``snapshot_identity``)."""
+        if store.engine.dialect.name != "postgresql":
+            return None
+        table = selection.rule.table
+        if table not in catalogs:
+            with store.reachable(), store.engine.connect() as connection:
+                catalogs[table] = read_partitioning(connection, table)
+        return catalogs[table]
 
     def record(
         selection: Selection,
@@ -76,6 +89,7 @@ def _dropping(store: SqlStore) -> Iterator[PartitionDrops]:
         planned_rows: int = 0,
         then: tuple[str, int] | None = None,
     ) -> Recorded:
+        read = catalog(selection)
         ahead = None
         while pending:
             found = pending.pop()
@@ -87,7 +101,9 @@ def _dropping(store: SqlStore) -> Iterator[PartitionDrops]:
         after = finishing[-1] if finishing else None
         if ahead is None:
             # Its own read first: the server takes the partitions in their order.
-            ahead = start_reading(store, selection, name, planned_rows, partitions.CHUNK, after)
+            ahead = start_reading(
+                store, selection, name, planned_rows, partitions.CHUNK, after, read
+            )
         if ahead is None:
             # Read in its turn, in a transaction open while its keys are recorded (through the
             # parent on PostgreSQL): the drop before would wait for it, so it ends first.
@@ -95,7 +111,9 @@ def _dropping(store: SqlStore) -> Iterator[PartitionDrops]:
         following.clear()
         if then is not None:
             try:
-                started = start_reading(store, selection, then[0], then[1], partitions.CHUNK, after)
+                started = start_reading(
+                    store, selection, then[0], then[1], partitions.CHUNK, after, read
+                )
             except BaseException:
                 # This partition's own read is no longer in ``pending``: end it here, or its
                 # thread and its transaction (a lock on the partition) outlive the run.
