@@ -218,3 +218,35 @@ def test_what_a_paused_command_leaves_alive_is_kept_from_the_collector() -> None
     # Neither the next collection nor the interpreter's exit walks them (docs/performance.md).
     assert gc.get_freeze_count() >= before + len(kept)
     assert gc.isenabled() == was_enabled
+
+
+def test_planning_a_postgresql_partitioned_table_does_not_load_the_mysql_dialect(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """SQLAlchemy's MySQL dialect (about 50 ms of CPU to import) is loaded only where a MySQL
+    store is open: the partitions' survey of a PostgreSQL table does not import it (it did
+    for the type of MariaDB's key hash, read at import time)."""
+    from tests.support import config_text
+    from tests.test_partitions import RULE, create_events
+
+    create_events(postgres_url)
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(postgres_url, RULE))
+    code = MODULES_WRAPPER.format(
+        modules=("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql"),
+        arguments=["--config", str(config), "plan", "--as-of", "2025-04-15T00:00:00Z"],
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "events_2024_01" in result.stdout, "the plan shows the partitions due whole"
+    lines = [line for line in result.stderr.splitlines() if line.startswith("modules: ")]
+    assert lines == ["modules: sqlalchemy.dialects.postgresql"], result.stderr

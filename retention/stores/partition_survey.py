@@ -41,7 +41,6 @@ from sqlalchemy import (
 )
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
-from sqlalchemy.dialects.mysql import BIGINT
 
 from retention.documents import iso_instant
 from retention.selection import Selection, partition_fallback
@@ -351,6 +350,9 @@ def key_hash(store: SqlStore, selection: Selection) -> ColumnElement[Any]:
     if store.engine.dialect.name == "postgresql":
         return func.hashtextextended(keys, 0)
     digest = func.md5(func.concat(literal_column(f"'{_KEY_HASH_SECRET}'"), keys))
+    # Imported here: the MySQL dialect is loaded only where a MySQL store is open.
+    from sqlalchemy.dialects.mysql import BIGINT
+
     return cast(func.conv(func.left(digest, 16), 16, 10), BIGINT(unsigned=True))
 
 
