@@ -13,7 +13,7 @@ from typing import Any
 
 from retention.holds import Hold
 from retention.planner import Plan, RulePlan
-from retention.run_report import RunReport
+from retention.run_report import RuleOutcome, RunReport
 
 PLAN_SCHEMA_VERSION = 1
 REPORT_SCHEMA_VERSION = 1
@@ -113,6 +113,9 @@ def report_document(report: RunReport, plan: dict[str, object]) -> dict[str, obj
             "seconds": round(outcome.seconds, 3),
             "longest_transaction_seconds": round(outcome.longest_transaction_seconds, 4),
             "error": outcome.error,
+            "row_batches": outcome.row_batches,
+            "partitions_dropped": _partitions_dropped(outcome),
+            "partition_notes": list(outcome.partition_notes) if outcome.partitioned else None,
         }
         for outcome in report.outcomes
     ]
@@ -129,6 +132,17 @@ def report_document(report: RunReport, plan: dict[str, object]) -> dict[str, obj
         "rules": rules,
         "totals": totals,
     }
+
+
+def _partitions_dropped(outcome: RuleOutcome) -> list[dict[str, object]] | None:
+    """A rule on a partitioned table: the partitions it dropped whole (a dry run: would drop),
+    each with its rows and batches; else None."""
+    if not outcome.partitioned:
+        return None
+    return [
+        {"partition": partition.name, "rows": partition.rows, "batches": partition.batches}
+        for partition in outcome.partitions
+    ]
 
 
 def holds_document(holds: Sequence[Hold], now: datetime) -> dict[str, object]:

@@ -9,7 +9,11 @@ from datetime import datetime
 
 from retention.errors import AuditFailure, RetentionError, StoreUnavailable, error_text
 from retention.holds import Hold
-from retention.partition_drops import drop_whole_partitions
+from retention.partition_drops import (
+    WholePartitions,
+    drop_whole_partitions,
+    would_drop_whole_partitions,
+)
 from retention.planner import UNREADABLE_CLOCK, UNREADABLE_CLOCK_DOCS, Plan, RulePlan
 from retention.recorded_batch import next_limit, purge_one_batch, with_current_holds
 from retention.rule_gates import blocked_by_objects, brake_of, keeping_subjects, subject_sets
@@ -34,11 +38,14 @@ def execute(
     holds_for: Callable[[str], Sequence[Hold]] | None = None,
     subject_set: Callable[[], SubjectSet] = SubjectsInMemory,
     progress: Progress | None = None,
+    audited: bool | None = None,
 ) -> RunReport:
     """Given a Plan and a way to reach stores, purge every planned rule and return the report.
 
-    Each rule runs in keyset batches of its ``batch_size``; ``dry_run`` walks the same batches
-    without writing. With ``audit``, every batch is recorded before it is written; if the
+    Each rule runs in keyset batches of its ``batch_size``, after the partitions its plan found
+    wholly due (dropped whole); ``dry_run`` counts the same partitions and walks the same
+    batches without writing, as a run with the trail on (``audited``; None: whether ``audit``
+    is given) would. With ``audit``, every batch is recorded before it is written; if the
     trail fails, that batch rolls back and the whole run stops. Example: for a plan with one rule
     due 2,500 rows and batch_size 1000, ``execute(...).outcomes[0]`` has ``deleted=2500,
     batches=3``.
@@ -72,6 +79,7 @@ def execute(
                     store_for,
                     now,
                     dry_run,
+                    audit is not None if audited is None else audited,
                     hash_key,
                     stop_requested,
                     clock,
@@ -131,6 +139,8 @@ def _outcome(rule_plan: RulePlan, status: Status, error: str | None = None) -> R
         due=rule_plan.due,
         held=rule_plan.held,
         error=error,
+        partitioned=rule_plan.partitioned,
+        partition_notes=rule_plan.partition_notes,
     )
 
 
@@ -139,6 +149,7 @@ def _execute_rule(
     store_for: Callable[[str], RecordStore],
     now: Callable[[], datetime],
     dry_run: bool,
+    audited: bool,
     hash_key: bytes | None,
     stop_requested: Callable[[], bool],
     clock: Callable[[], float],
@@ -161,6 +172,7 @@ def _execute_rule(
     errors: dict[str, None] = {}
     children: dict[str, int] = {}
     kept_subjects: dict[KeyValues, None] = {}
+    whole = WholePartitions()
     longest = 0.0
     status: Status = "ok"
     error = None
@@ -170,10 +182,15 @@ def _execute_rule(
         progress.rule_started(rule.name, rule_plan.due)
     try:
         store = store_for(rule.store)
-        if rule_plan.partitions and not dry_run:
+        if rule_plan.partitions and dry_run:
+            whole, rule_plan = would_drop_whole_partitions(
+                rule_plan, store, audited, stop_requested, only
+            )
+        elif rule_plan.partitions:
             whole = drop_whole_partitions(
                 rule_plan, store, audit, holds_for, stop_requested, logger, only
             )
+        if rule_plan.partitions:
             batches += whole.batches
             selected += whole.done
             done += whole.done
@@ -258,4 +275,7 @@ def _execute_rule(
         error=error,
         partial=partial,
         kept_subjects=tuple(kept_subjects),
+        partitioned=rule_plan.partitioned,
+        partitions=whole.dropped,
+        partition_notes=rule_plan.partition_notes + whole.notes,
     )

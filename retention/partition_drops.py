@@ -1,17 +1,19 @@
 """Whole expired partitions dropped, each recorded in the audit trail (one intent per chunk of
-its keys before the drop, the results after), ahead of a rule's row batches."""
+its keys before the drop, the results after), ahead of a rule's row batches; and what a dry run
+says of them: the same partitions, rows and batches, nothing dropped."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from retention.errors import AuditFailure, BatchConflict
 from retention.holds import Hold
 from retention.planner import RulePlan
 from retention.recorded_batch import with_current_holds
 from retention.run_ports import Audit, Logger
+from retention.run_report import DroppedPartition
 from retention.store_protocol import (
     Batch,
     IntentDetail,
@@ -37,8 +39,7 @@ def drop_whole_partitions(
     partition that changed or could not be locked is left to the row batches that follow."""
     dropping = getattr(store, "dropping_partitions", None)
     if dropping is None or only is not None:
-        # A subjects' rule deletes only the rows whose objects went first: row by row.
-        return WholePartitions()
+        return _row_by_row(only)
     totals = WholePartitions()
     due = rule_plan.partitions
     with dropping() as drops:
@@ -78,6 +79,7 @@ def drop_whole_partitions(
                     )
                 except BatchConflict as conflict:
                     _kept(audit, logger, rule_plan, partition.name, intents, conflict)
+                    totals = totals.plus(_kept_note(partition.name, conflict))
                     continue
                 except AuditFailure:
                     raise
@@ -126,7 +128,7 @@ def _settled(
         dropped = flight.dropped.result()
     except BatchConflict as conflict:
         _kept(audit, logger, rule_plan, flight.name, flight.intents, conflict)
-        return WholePartitions()
+        return _kept_note(flight.name, conflict)
     except Exception:
         _unresolved(audit, store, flight.intents)
         raise
@@ -140,7 +142,66 @@ def _settled(
         rows=dropped.done,
         lock_seconds=round(dropped.transaction_seconds, 4),
     )
-    return WholePartitions(max(1, len(flight.intents)), dropped.done, dropped.transaction_seconds)
+    batches = max(1, len(flight.intents))
+    return WholePartitions(
+        batches,
+        dropped.done,
+        dropped.transaction_seconds,
+        (DroppedPartition(flight.name, dropped.done, batches),),
+    )
+
+
+def would_drop_whole_partitions(
+    rule_plan: RulePlan,
+    store: RecordStore,
+    audited: bool,
+    stop_requested: Callable[[], bool],
+    only: KeyFilter | None,
+) -> tuple[WholePartitions, RulePlan]:
+    """Given a rule's plan, what a run with the trail on (``audited``) or off would drop whole
+    (dropping nothing, locking nothing): the partitions the plan found wholly due, each with
+    its rows and its batches (one per trail intent of its keys; one without a trail); and the
+    rule's plan whose row batches leave out their rows, as a run's would find them gone.
+
+    Example: with the trail on, 100,000 keys an intent, the plan's partitions of 10 and
+    250,000 rows give ``batches == 4``, ``done == 250_010``."""
+    dropping = getattr(store, "dropping_partitions", None)
+    if dropping is None or only is not None:
+        return _row_by_row(only), rule_plan
+    intents = getattr(store, "partition_intents", lambda rows: 1)
+    totals = WholePartitions()
+    for partition in rule_plan.partitions:
+        if stop_requested():
+            break
+        batches = max(1, intents(partition.rows)) if audited else 1
+        totals = totals.plus(
+            WholePartitions(
+                batches,
+                partition.rows,
+                dropped=(DroppedPartition(partition.name, partition.rows, batches),),
+            )
+        )
+    if rule_plan.selection is not None and totals.dropped:
+        names = tuple(partition.name for partition in totals.dropped)
+        selection = replace(rule_plan.selection, whole_partitions=names)
+        rule_plan = replace(rule_plan, selection=selection)
+    return totals, rule_plan
+
+
+def _row_by_row(only: KeyFilter | None) -> WholePartitions:
+    """No partition goes whole: on a store that drops none, and for a subjects' rule, which
+    deletes only the rows whose objects went first."""
+    if only is None:
+        return WholePartitions()
+    return WholePartitions(
+        notes=(
+            "row batches: its objects' rule ran first, and only the rows whose objects went may go",
+        )
+    )
+
+
+def _kept_note(name: str, conflict: BatchConflict) -> WholePartitions:
+    return WholePartitions(notes=(f"{name}: kept at the run ({conflict}): row batches",))
 
 
 def _kept(
@@ -173,11 +234,14 @@ def _unresolved(audit: Audit | None, store: RecordStore, intents: list[tuple[int
 
 @dataclass(frozen=True)
 class WholePartitions:
-    """What dropping whole partitions did: batches recorded, rows dropped, longest lock."""
+    """What dropping whole partitions did: batches recorded, rows dropped, longest lock; the
+    partitions dropped, and why others planned whole went by row batches instead."""
 
     batches: int = 0
     done: int = 0
     transaction_seconds: float = 0.0
+    dropped: tuple[DroppedPartition, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def plus(self, other: WholePartitions) -> WholePartitions:
         """Both together (the longer of their longest locks)."""
@@ -185,4 +249,6 @@ class WholePartitions:
             self.batches + other.batches,
             self.done + other.done,
             max(self.transaction_seconds, other.transaction_seconds),
+            self.dropped + other.dropped,
+            self.notes + other.notes,
         )

@@ -370,4 +370,30 @@ def render_report(report: RunReport, width: int | None = None) -> str:
     if with_children:
         heading = "would be deleted" if report.dry_run else "deleted"
         lines += ["", f"Child rows {heading} with them:", *_child_counts(with_children)]
+    lines += _partitions_dropped(report)
     return "\n".join(wrap(lines, width))
+
+
+def _partitions_dropped(report: RunReport) -> list[str]:
+    """The partitions a run dropped whole (a dry run: would drop), with their rows and
+    batches, the rows that went (would go) by row batches, and why others did."""
+    partitioned = [outcome for outcome in report.outcomes if outcome.partitioned]
+    if not partitioned:
+        return []
+    verb = "would be dropped" if report.dry_run else "dropped"
+    lines = ["", f"Partitioned tables (whole expired partitions {verb}, not deleted by rows):"]
+    for outcome in partitioned:
+        rows = sum(partition.rows for partition in outcome.partitions)
+        batches = outcome.batches - outcome.row_batches
+        lines.append(
+            f"  {outcome.rule}: {counted(len(outcome.partitions), 'partition')} {verb} whole "
+            f"({counted(rows, 'row')}, {counted(batches, 'batch')}); "
+            f"{counted(outcome.done - rows, 'row')} in {counted(outcome.row_batches, 'row batch')}"
+        )
+        lines += [
+            f"    {partition.name}  {counted(partition.rows, 'row')}  "
+            f"({counted(partition.batches, 'batch')})"
+            for partition in outcome.partitions
+        ]
+        lines += [f"    {note}" for note in outcome.partition_notes]
+    return lines

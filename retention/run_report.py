@@ -13,10 +13,24 @@ FAILED = ("failed", "unavailable", "audit_failed", "braked")
 
 
 @dataclass(frozen=True)
+class DroppedPartition:
+    """A partition a run dropped whole (a dry run: would drop): its rows, and the batches it
+    took (one per trail intent of its keys; one without a trail)."""
+
+    name: str
+    rows: int
+    batches: int
+
+
+@dataclass(frozen=True)
 class RuleOutcome:
     """What a run did for one rule; ``skipped`` counts planned rows that were not purged (they
     changed since planning, or the rule stopped or failed). ``children`` counts the child rows
-    deleted (in a dry run: that would be) per child table; ``children_deleted`` is their sum."""
+    deleted (in a dry run: that would be) per child table; ``children_deleted`` is their sum.
+    On a partitioned table (``partitioned``), ``partitions`` are those dropped whole (a dry
+    run: that would be), their batches counted in ``batches``, and ``partition_notes`` say why
+    others, or the whole rule, went by row batches (the plan's reasons, and a partition kept
+    at the run: it changed since the plan)."""
 
     rule: str
     action: str
@@ -35,6 +49,14 @@ class RuleOutcome:
     # Ran to its end, only some records failed: their subjects are in kept_subjects.
     partial: bool = False
     kept_subjects: tuple[KeyValues, ...] = ()
+    partitioned: bool = False
+    partitions: tuple[DroppedPartition, ...] = ()
+    partition_notes: tuple[str, ...] = ()
+
+    @property
+    def row_batches(self) -> int:
+        """The batches of rows, those of the partitions dropped whole left out."""
+        return self.batches - sum(partition.batches for partition in self.partitions)
 
     @property
     def done(self) -> int:

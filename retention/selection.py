@@ -45,6 +45,10 @@ class Selection:
     on the same store: the rows they delete (and their children) are gone by the time this rule
     runs, so they are not counted among this rule's children (the demo's `user-accounts`
     children are a safety net that the row 7 rules empty first). Only counts use it.
+
+    ``whole_partitions`` name the partitions of the rule's table that a run drops whole before
+    its row batches: a dry run, which drops nothing, walks its row batches outside them, as the
+    run would find them (only a dry run's batches use it).
     """
 
     rule: Rule
@@ -57,6 +61,7 @@ class Selection:
     subjects: Selection | None = None
     erasure: ErasureRequest | None = None
     removed_before: tuple[Selection, ...] = ()
+    whole_partitions: tuple[str, ...] = ()
 
 
 def child_paths(children: Sequence[Child]) -> tuple[tuple[str, tuple[Child, ...]], ...]:

@@ -165,6 +165,8 @@ def _run_plan(
             holds_for=holds_for,
             subject_set=SubjectsOnDisk,
             progress=progress,
+            # A dry run counts the batches of a run with the config's trail.
+            audited=config.audit is not None and config.audit.enabled,
         )
         if (signal_code := stopped_by()) is not None:
             report = replace(report, stopped_by=signal_code)

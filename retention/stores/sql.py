@@ -362,6 +362,14 @@ class SqlStore:
 
         return partition_session.dropping_partitions(self)
 
+    def partition_intents(self, rows: int) -> int:
+        """Given a partition's rows, return how many trail intents its keys are recorded in
+        before it is dropped (one per chunk: ``partitions.CHUNK`` keys): what a dry run counts
+        as its batches."""
+        from retention.stores import partitions
+
+        return -(-rows // partitions.CHUNK)
+
     def partition_exists(self, table: str, name: str, identity: str | None = None) -> bool:
         """Given a table and one of its partitions' names, return whether that partition is
         still there (attached, or on PostgreSQL as a table of that name): after a crash,

@@ -92,9 +92,11 @@ def purge_batch(
     extra = [child.references for child in rule.children]
     extra += [column for column, _strategy in rule.anonymise]
     if dry_run:
-        query = batch_query(store, selection, after, limit, extra)
+        query: Select[Any] | None = batch_query(store, selection, after, limit, extra)
         with store.reachable(), store.engine.connect() as connection:
-            rows = connection.execute(query).mappings().all()
+            if query is not None and selection.whole_partitions:
+                query = _outside_whole_partitions(store, connection, selection, query)
+            rows = connection.execute(query).mappings().all() if query is not None else []
             keys = tuple(tuple(row[key] for key in rule.key) for row in rows)
             resume_after: KeyValues | None = None
             more: bool | None = None
@@ -151,6 +153,24 @@ def purge_batch(
     if batch.keys or batch.done:
         crash_point("after_commit")
     return replace(batch, transaction_seconds=time.monotonic() - started)
+
+
+def _outside_whole_partitions(
+    store: SqlStore, connection: Connection, selection: Selection, query: Select[Any]
+) -> Select[Any] | None:
+    """A dry run's batch query restricted to the rows outside the partitions a run drops whole
+    first (None: no row is outside them)."""
+    from retention.stores.partition_catalog import outside_partitions, read_partitioning
+
+    partitioning = read_partitioning(connection, selection.rule.table)
+    if partitioning is None:
+        return query
+    names = set(selection.whole_partitions)
+    whole = [partition for partition in partitioning.partitions if partition.name in names]
+    if not whole:
+        return query
+    table = store.table(selection.rule.table)
+    return outside_partitions(query, table, partitioning, whole, store.engine.dialect.name)
 
 
 def _deletes_by_range(store: SqlStore, rule: Rule) -> bool:

@@ -1,0 +1,281 @@
+"""A dry run says what the run it stands for does: the same records, child rows, objects,
+files and batches, and on a partitioned table the same partitions dropped whole, with their
+rows and batches, and the same reasons why others go by row batches; and it writes nothing (no
+DETACH, no lock, no trail, no state)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, create_engine, event, text
+
+from retention.app.holds import place_hold
+from retention.cli import main
+from retention.config import parse_config
+from retention.state import StateDatabase
+from retention.stores import partitions
+from tests.support import config_text
+from tests.test_partitions import (
+    AS_OF,
+    DUE,
+    RULE,
+    _partitions,
+    _remaining,
+    _whole,
+    _with_pg_partman,
+    create_events,
+)
+
+# Every count of a rule's outcome that a dry run must give as its run does.
+COMPARED = (
+    "status",
+    "due",
+    "held",
+    "deleted",
+    "anonymised",
+    "children_deleted",
+    "children",
+    "failed",
+    "skipped",
+    "batches",
+    "row_batches",
+    "partitions_dropped",
+    "partition_notes",
+)
+# What a statement that writes, locks or changes the schema starts with.
+WRITES = re.compile(
+    r"^\s*(INSERT|UPDATE|DELETE|MERGE|ALTER|DROP|CREATE|TRUNCATE|LOCK|GRANT|REPLACE)\b|"
+    r"\bFOR (UPDATE|SHARE|NO KEY UPDATE|KEY SHARE)\b|\bDETACH\b|pg_advisory",
+    re.IGNORECASE,
+)
+
+
+def _invoke(*arguments: str) -> Any:
+    return CliRunner().invoke(main, ["--log-format", "json", *arguments])
+
+
+def _rules(*arguments: str) -> dict[str, dict[str, Any]]:
+    """Run the command (``--output json``), return each rule's compared counts."""
+    result = _invoke(*arguments, "--output", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    return {rule["rule"]: {key: rule[key] for key in COMPARED} for rule in document["rules"]}
+
+
+@pytest.fixture
+def statements() -> Iterator[list[tuple[str, str]]]:
+    """Every statement any engine sends while the test runs, with its dialect's name."""
+    sent: list[tuple[str, str]] = []
+
+    def before(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append((connection.dialect.name, statement))
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+
+
+def _state(config: Path) -> list[str]:
+    """The state database's whole content, as SQL."""
+    url = parse_config(config.read_bytes()).state.url
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        return list(connection.iterdump())
+    finally:
+        connection.close()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _dry_then_run(
+    config: Path, statements: list[tuple[str, str]], audit: Path | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A dry run, checked to write nothing anywhere, then the run: both rules' counts."""
+    arguments = ("--config", str(config), "run", "--as-of", AS_OF.isoformat())
+    StateDatabase(parse_config(config.read_bytes()).state.url).close()  # as a deployment's
+    state, trail = _state(config), _files(audit) if audit else {}
+    statements.clear()
+    dry = _rules(*arguments, "--dry-run")
+    written = [sent for sent in statements if WRITES.search(sent[1])]
+    assert not written, "a dry run wrote, locked or changed the schema"
+    assert _state(config) == state, "a dry run changed the state database"
+    if audit is not None:
+        assert _files(audit) == trail, "a dry run wrote to the trail"
+    statements.clear()
+    ran = _rules(*arguments, "--yes")
+    assert any(WRITES.search(sent) for dialect, sent in statements if dialect != "sqlite")
+    return dry, ran
+
+
+def _config(tmp_path: Path, url: str, rule: str = RULE, *, audited: bool = True) -> Path:
+    path = tmp_path / "retention.toml"
+    audit = tmp_path / "audit" if audited else None
+    path.write_text(config_text(url, rule, audit_directory=audit))
+    return path
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def events_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    create_events(url)
+    return url
+
+
+def test_a_dry_run_drops_no_partition_and_says_which_the_run_drops(
+    events_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    statements: list[tuple[str, str]],
+) -> None:
+    # Keys are recorded 4 at a time: a partition of 10 rows is 3 batches of the trail.
+    monkeypatch.setattr(partitions, "CHUNK", 4)
+    config = _config(tmp_path, events_url)
+    before = _partitions(events_url)
+    shown = _invoke("--config", str(config), "run", "--as-of", AS_OF.isoformat(), "--dry-run")
+    assert shown.exit_code == 0, shown.output
+    assert _partitions(events_url) == before, "a dry run detaches nothing"
+    assert _remaining(events_url) == set(range(1, 56))
+    whole = _whole(events_url)
+    assert "3 partitions would be dropped whole" in shown.stdout
+    assert "events_2024_02  10 rows  (3 batches)" in shown.stdout
+    dry, ran = _dry_then_run(config, statements, tmp_path / "audit")
+    assert dry == ran
+    expected = [
+        {"partition": name, "rows": rows, "batches": -(-rows // 4)} for name, rows in whole.items()
+    ]
+    assert ran["events"]["partitions_dropped"] == expected
+    rest = len(DUE) - sum(whole.values())  # April's due rows (and PostgreSQL's default's)
+    assert ran["events"]["row_batches"] == -(-rest // 4)
+    assert ran["events"]["deleted"] == len(DUE)
+    assert not _partitions(events_url) & set(whole), "the run did drop them"
+
+
+def test_plan_and_dry_run_name_the_same_partitions_with_the_same_rows(
+    events_url: str, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, events_url)
+    arguments = ("--config", str(config))
+    planned = _invoke(*arguments, "plan", "--as-of", AS_OF.isoformat(), "--output", "json")
+    assert planned.exit_code == 0, planned.output
+    rule = json.loads(planned.stdout)["rules"][0]
+    shown = _invoke(*arguments, "plan", "--as-of", AS_OF.isoformat())
+    assert "events: 3 partitions dropped whole" in shown.stdout
+    dry = _rules(*arguments, "run", "--as-of", AS_OF.isoformat(), "--dry-run")["events"]
+    assert [(p["partition"], p["rows"]) for p in rule["partitions_due"]] == [
+        (p["partition"], p["rows"]) for p in dry["partitions_dropped"]
+    ]
+    assert rule["partition_notes"] == dry["partition_notes"] == []
+    assert rule["due"] == dry["deleted"] == len(DUE)
+
+
+def test_without_a_trail_a_partition_is_one_batch_in_the_dry_run_as_in_the_run(
+    events_url: str, tmp_path: Path, statements: list[tuple[str, str]]
+) -> None:
+    dry, ran = _dry_then_run(_config(tmp_path, events_url, audited=False), statements, None)
+    assert dry == ran
+    assert [p["batches"] for p in ran["events"]["partitions_dropped"]] == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("extra", "notes", "dropped", "due"),
+    [
+        ("drop_partitions = false\n", ["row batches: drop_partitions = false"], 0, len(DUE)),
+        (
+            'where = ["id != 15"]\n',
+            [
+                "events_2024_02: 1 of 10 rows are not due (a condition, a period override or a "
+                "NULL clock keeps them): row batches"
+            ],
+            2,
+            len(DUE) - 1,
+        ),
+    ],
+)
+def test_a_partition_that_goes_by_rows_says_why_in_the_dry_run_as_in_the_run(
+    events_url: str,
+    tmp_path: Path,
+    statements: list[tuple[str, str]],
+    extra: str,
+    notes: list[str],
+    dropped: int,
+    due: int,
+) -> None:
+    config = _config(tmp_path, events_url, RULE + extra)
+    dry, ran = _dry_then_run(config, statements, tmp_path / "audit")
+    assert dry == ran
+    assert len(ran["events"]["partitions_dropped"]) == dropped
+    assert ran["events"]["partition_notes"] == notes
+    assert ran["events"]["deleted"] == due
+
+
+def test_a_held_row_keeps_its_partition_in_the_dry_run_as_in_the_run(
+    events_url: str, tmp_path: Path, statements: list[tuple[str, str]]
+) -> None:
+    config = _config(tmp_path, events_url)
+    place_hold(
+        parse_config(config.read_bytes()),
+        rule_name="events",
+        keys=(),
+        where="id = 15",
+        prefix=None,
+        reason="litigation",
+        until=None,
+        now=AS_OF,
+        by="test",
+    )
+    dry, ran = _dry_then_run(config, statements, tmp_path / "audit")
+    assert dry == ran
+    assert [p["partition"] for p in ran["events"]["partitions_dropped"]] == [
+        "events_2024_01",
+        "events_2024_03",
+    ]
+    assert ran["events"]["partition_notes"] == [
+        "events_2024_02: 1 of 10 rows are not due, 1 of them held: row batches"
+    ]
+
+
+def test_a_referenced_table_goes_by_rows_in_the_dry_run_as_in_the_run(
+    postgres_url: str, tmp_path: Path, statements: list[tuple[str, str]]
+) -> None:
+    create_events(postgres_url)
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE replies (id integer PRIMARY KEY, event_id integer, "
+                "event_at timestamp, FOREIGN KEY (event_id, event_at) "
+                "REFERENCES events (id, logged_at))"
+            )
+        )
+    engine.dispose()
+    dry, ran = _dry_then_run(_config(tmp_path, postgres_url), statements, tmp_path / "audit")
+    assert dry == ran
+    assert ran["events"]["partition_notes"] == ["row batches: a foreign key references the table"]
+
+
+def test_a_pg_partman_parent_in_the_dry_run_as_in_the_run(
+    postgres_url: str, tmp_path: Path, statements: list[tuple[str, str]]
+) -> None:
+    _with_pg_partman(postgres_url)
+    dry, ran = _dry_then_run(_config(tmp_path, postgres_url), statements, tmp_path / "audit")
+    assert dry == ran
+    assert [p["partition"] for p in ran["events"]["partitions_dropped"]] == [
+        "events_p2024_01",
+        "events_p2024_02",
+        "events_p2024_03",
+    ]
