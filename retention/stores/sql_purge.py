@@ -50,7 +50,7 @@ from retention.stores.sql_dialect import (
 )
 from retention.stores.sql_keys import after_key, key_between, key_in, only_accepted, result_keys
 from retention.stores.sql_predicate import batch_query, bound, predicate, range_delete
-from retention.stores.sql_survey import count_children
+from retention.stores.sql_survey import count_children, kept_before
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -94,6 +94,9 @@ def purge_batch(
     if dry_run:
         query: Select[Any] | None = batch_query(store, selection, after, limit, extra)
         with store.reachable(), store.engine.connect() as connection:
+            if query is not None and selection.removed_before:
+                # Gone by the time the run gets here: an earlier rule of the run deleted them.
+                query = query.where(kept_before(store, selection, rule.table))
             if query is not None and selection.whole_partitions:
                 query = _outside_whole_partitions(store, connection, selection, query)
             rows = connection.execute(query).mappings().all() if query is not None else []

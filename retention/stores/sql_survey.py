@@ -236,7 +236,7 @@ def _child_rows(
     a parent still there. At every level, rows that the rules of ``removed_before`` delete
     first are no longer there (nor reach anything)."""
     table = store.table(selection.rule.table)
-    reached = and_(parents, _kept_before(store, selection, table.name))
+    reached = and_(parents, kept_before(store, selection, table.name))
     for child in path:
         child_table = store.table(child.table)
         referenced = table.c[child.references]
@@ -244,13 +244,13 @@ def _child_rows(
         values = select(referenced).where(reached, referenced.is_not(None)).correlate(None)
         reached = and_(
             child_table.c[child.foreign_key].in_(values),
-            _kept_before(store, selection, child_table.name),
+            kept_before(store, selection, child_table.name),
         )
         table = child_table
     return table, reached
 
 
-def _kept_before(store: SqlStore, selection: Selection, table_name: str) -> ColumnElement[bool]:
+def kept_before(store: SqlStore, selection: Selection, table_name: str) -> ColumnElement[bool]:
     """True for the rows of ``table_name`` that no rule of ``removed_before`` deletes, as
     its rows due or as their children."""
     gone: list[ColumnElement[bool]] = []
