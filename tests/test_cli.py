@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -224,6 +225,41 @@ def test_config_from_the_environment(workdir: Path, monkeypatch: pytest.MonkeyPa
     (workdir / "config" / "retention.toml").rename(moved)
     monkeypatch.setenv("RETENTION_CONFIG", str(moved))
     assert invoke("config", "validate").exit_code == 0
+
+
+def test_a_purge_as_of_an_instant_to_come_is_refused_unless_asked_for(workdir: Path) -> None:
+    """A run as of tomorrow purges today what is due only tomorrow: refused before any store is
+    opened, whether the instant comes from --as-of or a saved plan; a dry run may look ahead."""
+    _demo(workdir)
+    database = workdir / "var" / "demo.sqlite"
+    future = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0).isoformat()
+    before = database.read_bytes()
+
+    refused = invoke("run", "--yes", "--as-of", future, "--rule", "connection-logs")
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert "is in the future" in refused.stderr
+    assert "--allow-future-as-of" in refused.stderr
+    assert database.read_bytes() == before
+
+    looked_ahead = invoke("run", "--dry-run", "--as-of", future, "--rule", "connection-logs")
+    assert looked_ahead.exit_code == 0, looked_ahead.output
+    saved = workdir / "tomorrow.plan.json"
+    planned = invoke("plan", "--as-of", future, "--rule", "connection-logs", "--save", str(saved))
+    assert planned.exit_code == 0, planned.output
+    from_plan = invoke("run", "--yes", "--plan-file", str(saved))
+    assert from_plan.exit_code == ExitCode.USAGE, from_plan.output
+    assert "the saved plan's as_of" in from_plan.stderr
+    assert database.read_bytes() == before
+
+    logs = "SELECT count(*) FROM connection_logs"
+    with sqlite3.connect(database) as connection:
+        rows_before = connection.execute(logs).fetchone()[0]
+    allowed = invoke(
+        "run", "--yes", "--allow-future-as-of", "--as-of", future, "--rule", "connection-logs"
+    )
+    assert allowed.exit_code == 0, allowed.output
+    with sqlite3.connect(database) as connection:
+        assert connection.execute(logs).fetchone()[0] < rows_before
 
 
 def test_unreachable_store_exit_code(workdir: Path) -> None:

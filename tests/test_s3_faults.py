@@ -102,7 +102,7 @@ def cli(config: Path, *arguments: str) -> Result:
 
 
 def run(config: Path, *arguments: str) -> Result:
-    return cli(config, "run", "--yes", "--as-of", AS_OF, *arguments)
+    return cli(config, "run", "--yes", "--allow-future-as-of", "--as-of", AS_OF, *arguments)
 
 
 def log_lines(result: Result) -> list[dict[str, Any]]:
@@ -378,7 +378,7 @@ def test_an_endpoint_that_refuses_connections_exits_69_with_one_line(
     config = write_config(tmp_path, _refused_endpoint(), "faults-nowhere", max_attempts=2)
     started = datetime.now(UTC)
 
-    arguments = ["--yes"] if command == "run" else []
+    arguments = ["--yes", "--allow-future-as-of"] if command == "run" else []
     result = cli(config, command, "--as-of", AS_OF, *arguments)
 
     assert result.exit_code == ExitCode.STORE_UNAVAILABLE, result.output

@@ -528,7 +528,7 @@ def test_object_lock_protects_versions_without_failing_the_run(
     document = json.loads(planned.stdout)["rules"][0]
     assert (document["due"], document["held"], document["objects"]["locked"]) == (2, 2, 2)
 
-    run = cli(config_path, "run", "--yes", "--as-of", as_of)
+    run = cli(config_path, "run", "--yes", "--allow-future-as-of", "--as-of", as_of)
     assert run.exit_code == 0, run.output
     line = finished(run)
     assert (line["status"], line["deleted"], line["held"], line["failed"]) == ("ok", 2, 2, 0)
@@ -545,7 +545,7 @@ def test_a_delete_marker_over_a_locked_version_stays_so_the_object_stays_deleted
     config_path = write_config(locked, s3_rule(prefix="l/"), tmp_path)
     as_of = (datetime.now(UTC) + 2 * DAY).isoformat()
 
-    run = cli(config_path, "run", "--yes", "--as-of", as_of)
+    run = cli(config_path, "run", "--yes", "--allow-future-as-of", "--as-of", as_of)
 
     assert run.exit_code == 0, run.output
     assert sorted((key, marker) for key, _version, marker in locked.versions("l/")) == [
@@ -697,7 +697,7 @@ def test_holds_by_prefix_and_by_key_keep_objects(bucket: Bucket, tmp_path: Path)
     document = json.loads(planned.stdout)["rules"][0]
     assert (document["due"], document["held"], document["in_scope"]) == (2, 3, 5)
 
-    run = cli(config_path, "run", "--yes", "--as-of", as_of)
+    run = cli(config_path, "run", "--yes", "--allow-future-as-of", "--as-of", as_of)
     assert run.exit_code == 0, run.output
     assert bucket.keys() == ["exports/42/a.csv", "exports/42/b.csv", "exports/7.csv"]
 
@@ -729,7 +729,7 @@ def test_runs_on_objects_are_in_the_audit_trail_and_it_verifies(
     versioned.put("exports/b.csv")
     config_path = write_config(versioned, s3_rule(extra="batch_size = 2"), tmp_path, audit=True)
     as_of = (versioned.last_modified("exports/b.csv") + 2 * DAY).isoformat()
-    run = cli(config_path, "run", "--yes", "--as-of", as_of)
+    run = cli(config_path, "run", "--yes", "--allow-future-as-of", "--as-of", as_of)
     assert run.exit_code == 0, run.output
     assert versioned.versions("exports/") == []
 

@@ -18,6 +18,7 @@ from retention.cli.shared import (
     expected_errors,
     output_width,
     parse_as_of,
+    refuse_future_as_of,
     rule_option,
     start_up_uncollected,
     subject_given,
@@ -119,6 +120,13 @@ def plan(
     help="Lift this rule's max_delete / max_fraction brake for this run (repeatable).",
 )
 @click.option(
+    "--allow-future-as-of",
+    "future_as_of",
+    is_flag=True,
+    help="Purge as of an instant still to come (--as-of, or a saved plan's): records then go "
+    "before their period has passed. Without it such a run is refused (a dry run never is).",
+)
+@click.option(
     "--output",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -141,6 +149,7 @@ def run(
     plan_file: Path | None,
     tolerance: float,
     over_limit: tuple[str, ...],
+    future_as_of: bool,
     output: str,
     wide: bool,
     metrics_textfile: Path | None,
@@ -166,6 +175,8 @@ def run(
             raise UsageError("--plan-file fixes the rules and the instant: drop --rule/--as-of")
         rules = config.rules_named(saved.rules if saved else rule_names)
         moment = saved.as_of if saved else parse_as_of(as_of, config)
+        if not (dry_run or future_as_of):
+            refuse_future_as_of(moment, "the saved plan's as_of" if saved else "--as-of")
         config.rules_named(over_limit)
         if not (yes or dry_run) and not stdin_is_terminal():
             raise UsageError("standard input is not a terminal: pass --yes to purge (or --dry-run)")

@@ -166,6 +166,18 @@ def parse_as_of(text: str | None, config: Config) -> datetime:
     return moment
 
 
+def refuse_future_as_of(moment: datetime, source: str) -> None:
+    """A purge as of an instant still to come deletes records before their period has passed:
+    refused (UsageError) unless the operator says so (``run --allow-future-as-of``)."""
+    now = datetime.now(UTC)
+    if moment > now:
+        raise UsageError(
+            f"{source} {moment:%Y-%m-%d %H:%M} UTC is in the future (now is "
+            f"{now:%Y-%m-%d %H:%M} UTC): records would be purged before they are due; "
+            "use --dry-run to see that plan, or --allow-future-as-of to purge it anyway"
+        )
+
+
 def parse_instant(text: str, option: str, config: Config) -> datetime:
     """An option's ISO 8601 date or time, as an aware UTC instant; without an offset it is
     read on the calendar of settings.timezone."""
