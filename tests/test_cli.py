@@ -239,6 +239,12 @@ def test_a_purge_as_of_an_instant_to_come_is_refused_unless_asked_for(workdir: P
     assert refused.exit_code == ExitCode.USAGE, refused.output
     assert "is in the future" in refused.stderr
     assert "--allow-future-as-of" in refused.stderr
+    # The value as typed (a day on settings.timezone's calendar), then the instant in UTC.
+    typed_day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    refused_day = invoke("run", "--yes", "--as-of", typed_day, "--rule", "connection-logs")
+    assert refused_day.exit_code == ExitCode.USAGE, refused_day.output
+    assert f"--as-of {typed_day!r} (" in refused_day.stderr
+    assert " UTC) is in the future" in refused_day.stderr
     assert database.read_bytes() == before
 
     looked_ahead = invoke("run", "--dry-run", "--as-of", future, "--rule", "connection-logs")

@@ -176,7 +176,7 @@ def run(
         rules = config.rules_named(saved.rules if saved else rule_names)
         moment = saved.as_of if saved else parse_as_of(as_of, config)
         if not (dry_run or future_as_of):
-            refuse_future_as_of(moment, "the saved plan's as_of" if saved else "--as-of")
+            refuse_future_as_of(moment, "the saved plan's as_of" if saved else f"--as-of {as_of!r}")
         config.rules_named(over_limit)
         if not (yes or dry_run) and not stdin_is_terminal():
             raise UsageError("standard input is not a terminal: pass --yes to purge (or --dry-run)")

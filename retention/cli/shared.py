@@ -168,11 +168,13 @@ def parse_as_of(text: str | None, config: Config) -> datetime:
 
 def refuse_future_as_of(moment: datetime, source: str) -> None:
     """A purge as of an instant still to come deletes records before their period has passed:
-    refused (UsageError) unless the operator says so (``run --allow-future-as-of``)."""
+    refused (UsageError) unless the operator says so (``run --allow-future-as-of``).
+    ``source`` names where the instant came from as the operator wrote it (``--as-of
+    '2099-01-01'``); the instant is then given in UTC, as the rest of the run reports it."""
     now = datetime.now(UTC)
     if moment > now:
         raise UsageError(
-            f"{source} {moment:%Y-%m-%d %H:%M} UTC is in the future (now is "
+            f"{source} ({moment:%Y-%m-%d %H:%M} UTC) is in the future (now is "
             f"{now:%Y-%m-%d %H:%M} UTC): records would be purged before they are due; "
             "use --dry-run to see that plan, or --allow-future-as-of to purge it anyway"
         )
