@@ -434,7 +434,7 @@ def test_a_partition_intent_without_its_identity_is_reconciled_by_its_name_as_be
     key = (audit.parent / "audit-keys" / "hmac.key").read_bytes().strip()
     crashed = _run(path, "after_commit")
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
-    pending = list((audit / "pending").glob("*.json"))
+    pending = _acknowledged_pending(audit)
     assert pending
     for file in pending:
         content = json.loads(file.read_text())
@@ -446,6 +446,7 @@ def test_a_partition_intent_without_its_identity_is_reconciled_by_its_name_as_be
     assert _remaining(partitioned_url) == KEPT
     expected = {record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE}
     assert sorted(_claimed(audit)) == sorted(expected), "each deleted row, exactly once"
+    assert not list((audit / "pending").iterdir())
     _verified(audit)
 
 
@@ -478,7 +479,7 @@ def test_a_pending_file_naming_another_partition_claims_the_dropped_rows_all_the
             may = upper_identity(partition)
     engine.dispose()
     edited = 0
-    for file in (audit / "pending").glob("*[0-9].json"):
+    for file in _acknowledged_pending(audit):
         content = json.loads(file.read_text())
         if content["partition"] != "events_2024_01":
             # February's, recorded while January was dropped: February is still there.
@@ -494,7 +495,29 @@ def test_a_pending_file_naming_another_partition_claims_the_dropped_rows_all_the
     assert _remaining(partitioned_url) == KEPT
     expected = {record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE}
     assert sorted(_claimed(audit)) == sorted(expected), "each deleted row, exactly once"
+    assert not list((audit / "pending").iterdir())
     _verified(audit)
+
+
+def _acknowledged_pending(audit: Path) -> list[Path]:
+    """The pending files (of keys) whose intent is in the trail. The drop that crashes runs in
+    a thread while the next partition is recorded, so the SIGKILL can land while that one's
+    files are created and not yet written: its pending file is then empty or cut short, with
+    no intent (written in place, docs/audit.md "Crash reconciliation"), and the next run drops
+    it. The pending files of intents in the trail are whole (json.loads would say otherwise)."""
+    intents = {
+        stored.content["seq"]
+        for stored in read_entries(audit)
+        if stored.content["type"] == "batch.intent"
+    }
+    acknowledged = []
+    for file in sorted((audit / "pending").glob("*[0-9].json")):
+        if int(file.stem) in intents:
+            acknowledged.append(file)
+            continue
+        # Unacknowledged (whole or not): only the one being written when the process died.
+        assert int(file.stem) > max(intents), file.name
+    return acknowledged
 
 
 def _claimed(audit: Path) -> list[bytes]:
