@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -158,12 +159,20 @@ def _aware(value: datetime | None) -> datetime | None:
 class StateDatabase:
     """The state database of one deployment."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """Given its URL, open it and make its missing tables; ``read_only`` (a plan, a dry
+        run), write nothing: a table not made yet reads as empty."""
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database:
+        sqlite = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, ":memory:")
+        self._file = Path(parsed.database or "") if sqlite else None
+        self.read_only = read_only
+        self._present = frozenset() if read_only else frozenset(metadata.tables)
+        if self._file is not None and not read_only:
             # Created where it is first written, so that read-only commands leave no trace.
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        if read_only:
+            return
         try:
             with self.engine.begin() as connection:
                 if self.engine.dialect.name == "postgresql":
@@ -174,11 +183,19 @@ class StateDatabase:
         except sa_exc.OperationalError as error:
             raise StoreUnavailable(f"the state database is unreachable: {error.orig}") from error
 
+    def has(self, table: Table) -> bool:
+        """Given one of its tables, return whether it is there to read: opened read-only, only
+        once something else made it (looked up again until then: a run may make it meanwhile)."""
+        if table.name not in self._present and (self._file is None or self._file.exists()):
+            self._present = frozenset(inspect(self.engine).get_table_names())
+        return table.name in self._present
+
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
+        assert not self.read_only, "opened read-only: a plan or a dry run writes nothing"
         with self.engine.begin() as connection:
             yield connection
 
@@ -374,6 +391,8 @@ class StateDatabase:
             .order_by(runs.c.id.desc())
             .limit(1)
         )
+        if not self.has(runs):
+            return None
         with self.engine.connect() as connection:
             return _aware(connection.execute(query).scalar_one_or_none())
 

@@ -105,6 +105,8 @@ def release_hold(
 
 
 def list_holds(state: StateDatabase) -> list[Hold]:
+    if not state.has(holds):
+        return []
     with state.engine.connect() as connection:
         return [
             _hold(row._mapping) for row in connection.execute(select(holds).order_by(holds.c.id))
@@ -131,7 +133,7 @@ def load_holds(url: str) -> list[Hold]:
     (no SQLite file yet) has none; one that cannot be read raises StoreUnavailable."""
     if not state_exists(url):
         return []
-    state = StateDatabase(url)
+    state = StateDatabase(url, read_only=True)
     try:
         return read_holds(state)
     finally:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 
 from retention import recorded_batch
 from retention.app.holds import place_hold
@@ -342,3 +342,37 @@ def test_rows_an_earlier_rule_deletes_are_skipped_in_the_dry_run_as_in_the_run(
         for report in (dry, ran)
     ]
     assert counted[0] == counted[1] == [("logs", 5, 5, 0, 3), ("recent", 8, 3, 5, 2)]
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_on_a_fresh_install_plan_and_dry_run_create_no_state_and_no_trail(
+    database_url: str, tmp_path: Path, statements: list[tuple[str, str]]
+) -> None:
+    """No state database yet (no SQLite file, no tables), a trail with only its keys: plan and
+    run --dry-run read, and leave both as they found them; the run then makes them."""
+    data = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create_logs(data, {1: datetime(2020, 1, 1, tzinfo=UTC), 2: datetime(2026, 1, 1, tzinfo=UTC)})
+    config = tmp_path / "retention.toml"
+    audit = tmp_path / "audit"
+    config.write_text(config_text(data, logs_rule(), audit_directory=audit, state_url=database_url))
+    state_file = tmp_path / "test.sqlite"  # the sqlite_url fixture's, when it is the state's
+    trail = _files(audit)
+    statements.clear()
+    for command in (("plan",), ("run", "--dry-run"), ("run", "--dry-run", "--output", "json")):
+        result = _invoke("--config", str(config), *command)
+        assert result.exit_code == 0, result.output
+        assert "1 record" in result.stdout or '"deleted": 1' in result.stdout
+    assert not [sent for sent in statements if WRITES.search(sent[1])]
+    assert not state_file.exists(), "a plan or a dry run created the SQLite state database"
+    assert database_url.startswith("sqlite") or not _tables(database_url)
+    assert _files(audit) == trail, "a plan or a dry run wrote to the trail"
+    ran = _invoke("--config", str(config), "run", "--yes")
+    assert ran.exit_code == 0, ran.output
+    assert {"retention_runs", "retention_holds"} <= _tables(database_url)

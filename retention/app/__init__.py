@@ -248,7 +248,8 @@ def run_ledger(
     yield the database, for ``run_plan(state=...)``."""
     from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
 
-    state = StateDatabase(state_url(config.state))
+    # A dry run writes nothing, not even the state database's tables on a fresh install.
+    state = StateDatabase(state_url(config.state), read_only=dry_run)
     try:
         names = [] if dry_run else [rule_lease(rule.name) for rule in rules]
         with leased(state, names, lease_holder_name(), config.daemon.lease_ttl):

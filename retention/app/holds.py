@@ -38,7 +38,7 @@ def current_holds(
         if not opened:
             if not state_exists(url):
                 return []
-            opened.append(StateDatabase(url))
+            opened.append(StateDatabase(url, read_only=True))
         return [hold for hold in read_holds(opened[0]) if hold.rule == rule]
 
     try:
