@@ -39,7 +39,8 @@ def drop_whole_partitions(
     partition that changed or could not be locked is left to the row batches that follow."""
     dropping = getattr(store, "dropping_partitions", None)
     if dropping is None or only is not None:
-        return _row_by_row(only)
+        # A subjects' rule (``only``) was planned with none: the plan says why.
+        return WholePartitions()
     totals = WholePartitions()
     due = rule_plan.partitions
     with dropping() as drops:
@@ -167,7 +168,7 @@ def would_drop_whole_partitions(
     250,000 rows give ``batches == 4``, ``done == 250_010``."""
     dropping = getattr(store, "dropping_partitions", None)
     if dropping is None or only is not None:
-        return _row_by_row(only), rule_plan
+        return WholePartitions(), rule_plan
     intents = getattr(store, "partition_intents", lambda rows: 1)
     totals = WholePartitions()
     for partition in rule_plan.partitions:
@@ -186,18 +187,6 @@ def would_drop_whole_partitions(
         selection = replace(rule_plan.selection, whole_partitions=names)
         rule_plan = replace(rule_plan, selection=selection)
     return totals, rule_plan
-
-
-def _row_by_row(only: KeyFilter | None) -> WholePartitions:
-    """No partition goes whole: on a store that drops none, and for a subjects' rule, which
-    deletes only the rows whose objects went first."""
-    if only is None:
-        return WholePartitions()
-    return WholePartitions(
-        notes=(
-            "row batches: its objects' rule ran first, and only the rows whose objects went may go",
-        )
-    )
 
 
 def _kept_note(name: str, conflict: BatchConflict) -> WholePartitions:

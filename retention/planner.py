@@ -251,14 +251,37 @@ def build_plan(
                 rule, store_for, as_of, zone, hash_key, holds, show_keys, erasure, removed_before
             )
         )
+    followed = {
+        rule.objects.subjects.rule.name
+        for rule in rules
+        if rule.objects is not None and rule.objects.subjects is not None
+    }
     return Plan(
         as_of=as_of,
         config_digest=config.digest,
-        rules=tuple(rule_plans),
+        rules=tuple(
+            _by_row_batches(rule_plan) if rule_plan.rule.name in followed else rule_plan
+            for rule_plan in rule_plans
+        ),
         sample_hashing="keyed" if keyed else "ephemeral",
         shows_keys=show_keys,
         erasure=erasure,
     )
+
+
+# Why a subjects' rule drops no partition whole, in its plan and so in its run's report.
+SUBJECTS_NOTE = (
+    "row batches: its objects' rule runs first, and only the rows whose objects went may go"
+)
+
+
+def _by_row_batches(rule_plan: RulePlan) -> RulePlan:
+    """A subjects' rule, run after its cross-store rule, deletes only the rows whose objects
+    went: no partition of its table goes whole, however due."""
+    if not rule_plan.partitioned:
+        return rule_plan
+    notes = (*rule_plan.partition_notes, SUBJECTS_NOTE)
+    return replace(rule_plan, partitions=(), partition_notes=notes)
 
 
 def _plan_or_unreachable(

@@ -21,8 +21,10 @@ from retention import recorded_batch
 from retention.app.holds import place_hold
 from retention.cli import main
 from retention.config import parse_config
+from retention.planner import SUBJECTS_NOTE
 from retention.state import StateDatabase
 from retention.stores import partitions
+from tests.s3_proxy import make_bucket
 from tests.support import (
     config_text,
     copy_shipped_config,
@@ -376,3 +378,49 @@ def test_on_a_fresh_install_plan_and_dry_run_create_no_state_and_no_trail(
     ran = _invoke("--config", str(config), "run", "--yes")
     assert ran.exit_code == 0, ran.output
     assert {"retention_runs", "retention_holds"} <= _tables(database_url)
+
+
+def test_a_subjects_rule_plans_no_whole_partition_and_says_why_as_its_run_does(
+    events_url: str, tmp_path: Path, s3_server: str
+) -> None:
+    """A cross-store rule names ``events`` as its subjects: the run deletes only the rows whose
+    objects went, by row batches, and drops no partition whole. The plan and the dry run say
+    the same, with the same reason, and list no partition."""
+    bucket = make_bucket(s3_server, "subjects")
+    objects = f"""
+[stores.files]
+kind = "s3"
+bucket = "{bucket}"
+endpoint_url = "{s3_server}"
+region = "us-east-1"
+addressing_style = "path"
+timezone = "UTC"
+"""
+    follows = """
+[[rules]]
+name = "event-files"
+store = "files"
+subjects = "events"
+subject_prefix = "events/{id}/{logged_at}/"
+"""
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(events_url, RULE + follows, extra_stores=objects))
+    before = _partitions(events_url)
+    as_of = ("--as-of", AS_OF.isoformat())
+    planned = _invoke("--config", str(config), "plan", *as_of, "--output", "json")
+    assert planned.exit_code == 0, planned.output
+    rule = next(rule for rule in json.loads(planned.stdout)["rules"] if rule["rule"] == "events")
+    assert rule["due"] == len(DUE)
+    assert rule["partitions_due"] == []
+    assert rule["partition_notes"] == [SUBJECTS_NOTE]
+    shown = _invoke("--config", str(config), "plan", *as_of)
+    assert "events: 0 partitions dropped whole" in shown.stdout
+    assert SUBJECTS_NOTE in shown.stdout
+    dry = _rules("--config", str(config), "run", *as_of, "--dry-run")["events"]
+    ran = _rules("--config", str(config), "run", *as_of, "--yes")["events"]
+    assert dry == ran
+    assert ran["partitions_dropped"] == []
+    assert ran["partition_notes"] == rule["partition_notes"]
+    assert ran["deleted"] == len(DUE)
+    assert _partitions(events_url) == before, "no partition was dropped"
+    assert _remaining(events_url) == set(range(1, 56)) - DUE
