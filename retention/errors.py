@@ -96,6 +96,11 @@ _QUOTED = re.compile(
 _KEY_VALUE = re.compile(r"\)=\((?:[^()]|\([^()]*\))*\)")
 # PyMySQL's errors read "(1062, \"Duplicate entry 'jane@example.com' for key 'PRIMARY'\")".
 _MYSQL_TUPLE = re.compile(r"^\((\d+), (['\"])(.*)\2\)$", re.DOTALL)
+# A second net for messages whose words are the database user's (a trigger's, below): e-mail and
+# IPv4 addresses, the values most often quoted unquoted, wherever they stand.
+_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b(?:\d{1,3}\.){3}\d{1,3}\b")
+# MariaDB's SIGNAL and RESIGNAL (ER_SIGNAL_WARN, ER_SIGNAL_NOT_FOUND, ER_SIGNAL_EXCEPTION).
+_MYSQL_SIGNALLED = frozenset({1642, 1643, 1644})
 
 
 def without_values(message: str) -> str:
@@ -123,7 +128,55 @@ def without_values(message: str) -> str:
         quote = match.group(0)[0]
         return f"{quote}…{quote}"
 
-    return _QUOTED.sub(blank, line)
+    return _ADDRESS.sub("…", _QUOTED.sub(blank, line))
+
+
+def raised_by_database_code(error: BaseException) -> str | None:
+    """Given an exception (a driver's, or SQLAlchemy's around it), return its error code when
+    a trigger or function of the database raised it with a message of its own, else None: such
+    a message is the schema owner's words (``RAISE EXCEPTION 'refused %', OLD.email``), and
+    nothing in it tells a value from the words around it.
+
+    PostgreSQL: the SQLSTATE P0001 (``RAISE`` without a code), or an error PL/pgSQL raised
+    (psycopg's ``diag.source_file`` is ``pl_exec.c``: ``RAISE`` with any code). MariaDB/MySQL
+    (PyMySQL, mysqlclient): ``SIGNAL`` and ``RESIGNAL``'s error numbers 1642-1644.
+
+    Example: for PyMySQL's ``OperationalError(1644, "refused jane@example.com")`` it returns
+    ``"1644"``.
+    """
+    driver_error = getattr(error, "orig", None) or error
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    diagnostic = getattr(driver_error, "diag", None)
+    if sqlstate == "P0001" or getattr(diagnostic, "source_file", None) == "pl_exec.c":
+        return str(sqlstate)
+    module = type(driver_error).__module__
+    arguments = driver_error.args
+    if (
+        module.startswith(("pymysql", "MySQLdb"))
+        and arguments
+        and isinstance(arguments[0], int)
+        and arguments[0] in _MYSQL_SIGNALLED
+    ):
+        return str(arguments[0])
+    return None
+
+
+def message_without_values(error: BaseException) -> str:
+    """Given a driver's or a library's exception, return its message as ``without_values``
+    leaves it, or, when a trigger or function of the database raised it, a sentence that names
+    its code and leaves the whole message out.
+
+    Example: for psycopg's RaiseException of ``RAISE EXCEPTION 'refused %', OLD.email`` it
+    returns ``"a trigger or function of the database raised P0001 (its message is left out: it
+    may quote values)"``.
+    """
+    code = raised_by_database_code(error)
+    if code is not None:
+        return (
+            f"a trigger or function of the database raised {code} "
+            "(its message is left out: it may quote values)"
+        )
+    return without_values(str(error))
 
 
 def error_text(error: BaseException) -> str:
@@ -136,4 +189,4 @@ def error_text(error: BaseException) -> str:
     """
     if isinstance(error, RetentionError):
         return str(error)
-    return f"{type(error).__name__}: {without_values(str(error))}"
+    return f"{type(error).__name__}: {message_without_values(error)}"

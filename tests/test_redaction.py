@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, insert
+from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, create_engine, insert
 
 from retention.cli import main
 from retention.errors import ExitCode, error_text, without_values
@@ -56,9 +56,13 @@ def _people(url: str) -> None:
 
 
 def _run(tmp_path: Path, url: str) -> tuple[Result, Path]:
+    return _run_rule(tmp_path, url, WRONG_TYPE_RULE)
+
+
+def _run_rule(tmp_path: Path, url: str, rule: str) -> tuple[Result, Path]:
     state = tmp_path / "state.sqlite"
     config = tmp_path / "retention.toml"
-    config.write_text(config_text(url, WRONG_TYPE_RULE, state_url=f"sqlite:///{state}"))
+    config.write_text(config_text(url, rule, state_url=f"sqlite:///{state}"))
     result = CliRunner().invoke(
         main,
         ["--log-format", "json", "--config", str(config), "run", "--yes", "--as-of", "2026-01-01"],
@@ -193,3 +197,68 @@ def test_redacted_traceback_keeps_the_frames_and_the_chain() -> None:
     assert "test_redaction.py" in text
     assert text.endswith("KeyError: '…'")
     _assert_no_email(text)
+
+
+DELETE_RULE = """
+[[rules]]
+name = "people"
+store = "db"
+table = "people"
+key = "email"
+clock = "left_at"
+period = "1y"
+action = "delete"
+"""
+# Triggers that refuse a deletion with a message quoting the row's value unquoted: nothing in
+# the message tells a value from the words around it (%% is a literal % through the driver).
+POSTGRES_TRIGGERS = {
+    "raise": "RAISE EXCEPTION 'refusing to delete %%', OLD.email",
+    "raise with a constraint's code": (
+        "RAISE EXCEPTION USING ERRCODE = '23505', MESSAGE = 'refusing ' || OLD.email"
+    ),
+}
+
+
+@pytest.mark.parametrize("statement", POSTGRES_TRIGGERS.values(), ids=POSTGRES_TRIGGERS.keys())
+def test_a_postgres_trigger_quoting_a_value_unquoted_leaks_it_nowhere(
+    postgres_url: str, tmp_path: Path, statement: str
+) -> None:
+    _people(postgres_url)
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN {statement}; END $$"
+        )
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE DELETE ON people FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    engine.dispose()
+    result, state = _run_rule(tmp_path, postgres_url, DELETE_RULE)
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "a trigger or function of the database raised" in result.stdout
+    _assert_no_email(result.stdout, result.stderr, _ledger_text(state))
+
+
+def test_a_mariadb_trigger_quoting_a_value_unquoted_leaks_it_nowhere(
+    mariadb_url: str, tmp_path: Path
+) -> None:
+    _people(mariadb_url)
+    engine = create_engine(mariadb_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE DELETE ON people FOR EACH ROW BEGIN "
+            "DECLARE message VARCHAR(200) DEFAULT CONCAT('refusing to delete ', OLD.email); "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = message; END"
+        )
+    engine.dispose()
+    result, state = _run_rule(tmp_path, mariadb_url, DELETE_RULE)
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "a trigger or function of the database raised" in result.stdout
+    _assert_no_email(result.stdout, result.stderr, _ledger_text(state))
+
+
+def test_an_address_outside_quotes_is_left_out_of_any_message() -> None:
+    """The second net: a SIGNAL can borrow any error number, a message any words."""
+    message = "(1062, 'refusing to delete jane.doe@example.com from 192.168.10.4')"
+    assert without_values(message) == "(1062) refusing to delete … from …"

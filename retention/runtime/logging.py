@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import Any, Literal, TextIO
 
-from retention.errors import RetentionError, without_values
+from retention.errors import RetentionError, message_without_values
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -34,7 +34,7 @@ _CONTEXT = "\nDuring handling of the above exception, another exception occurred
 
 def redacted_traceback(error: BaseException) -> str:
     """Given an exception, return its traceback as Python prints it (causes and contexts
-    first), but with every exception's message passed through ``without_values``: a driver's
+    first), but with every exception's message passed through ``message_without_values``: a driver's
     message quotes the rows it refused, and a traceback is a log line like any other."""
     parts: list[str] = []
     seen: set[int] = set()
@@ -58,7 +58,7 @@ def redacted_traceback(error: BaseException) -> str:
             else f"{kind.__module__}.{kind.__qualname__}"
         )
         message = (
-            str(current) if isinstance(current, RetentionError) else without_values(str(current))
+            str(current) if isinstance(current, RetentionError) else message_without_values(current)
         )
         parts.append(f"{name}: {message}\n")
 

@@ -41,6 +41,8 @@ from retention.errors import (
     RetentionError,
     StoreUnavailable,
     error_text,
+    message_without_values,
+    raised_by_database_code,
     without_values,
 )
 from retention.selection import KeyValues, Selection
@@ -146,8 +148,13 @@ class SqlStore:
                 raise StoreUnavailable(
                     f"store {self.name!r} is unreachable: {reason(error)}"
                 ) from error
+            refused = (
+                message_without_values(error)
+                if raised_by_database_code(error)
+                else without_values(reason(error))
+            )
             raise RetentionError(
-                f"store {self.name!r}: the database refused it: {without_values(reason(error))}"
+                f"store {self.name!r}: the database refused it: {refused}"
             ) from error
         except sa_exc.StatementError as error:
             # Refused before it reached the database: a value the column's type cannot take.
