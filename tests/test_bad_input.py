@@ -477,3 +477,69 @@ def test_a_plan_file_that_never_ends_is_a_usage_error(sqlite_url: str, tmp_path:
     result = _bounded_cli("--config", str(config), "run", "--yes", "--plan-file", "/dev/zero")
     assert result.returncode == ExitCode.USAGE, result.stderr
     assert "error: /dev/zero is not a saved plan (longer than 64 MiB)" in result.stderr
+
+
+def _audited_trail(tmp_path: Path, url: str) -> tuple[Path, Path]:
+    """A config whose run wrote a trail; return the config and the audit directory."""
+    create_logs(url, {key: datetime(2020, 1, key) for key in (1, 2, 3)})
+    audit = tmp_path / "audit"
+    config = tmp_path / "retention.toml"
+    state = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    config.write_text(config_text(url, logs_rule(), state_url=state, audit_directory=audit))
+    result = CliRunner().invoke(main, ["--config", str(config), "run", "--yes"])
+    assert result.exit_code == ExitCode.OK, result.output
+    return config, audit
+
+
+def test_auditor_files_that_never_end_are_refused(sqlite_url: str, tmp_path: Path) -> None:
+    """What an auditor is handed (a public key file, anchors, a proof bundle) is read with a
+    limit: /dev/zero is a mistake to be told, not a MemoryError."""
+    _config, audit = _audited_trail(tmp_path, sqlite_url)
+    keys = str(audit / "public-keys.json")
+    verify = ("audit", "verify", "--dir", str(audit))
+    result = _bounded_cli(*verify, "--keys", "/dev/zero")
+    assert result.returncode == ExitCode.BAD_CONFIG, result.stderr
+    assert "error: '/dev/zero' is not a public key file: longer than 16 MiB" in result.stderr
+    result = _bounded_cli(*verify, "--keys", keys, "--anchor", "/dev/zero")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "'/dev/zero' holds more than 1 MiB: not an anchor" in result.stderr
+    result = _bounded_cli("audit", "check-proof", "--keys", keys, "/dev/zero")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "'/dev/zero' holds more than 64 MiB: not a proof bundle" in result.stderr
+
+
+def test_a_signing_key_that_never_ends_is_a_bad_config(sqlite_url: str, tmp_path: Path) -> None:
+    config, _audit = _audited_trail(tmp_path, sqlite_url)
+    text = config.read_text()
+    signing = next(line for line in text.splitlines() if line.startswith("signing_key_file"))
+    config.write_text(text.replace(signing, 'signing_key_file = "/dev/zero"'))
+    result = _bounded_cli("--config", str(config), "run", "--yes")
+    assert result.returncode == ExitCode.BAD_CONFIG, result.stderr
+    assert "the signing key '/dev/zero' holds more than 64 KiB: not a key" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("/dev/zero", "holds more than 64 KiB: not a URL"), (None, "is not UTF-8")],
+)
+def test_a_url_credential_that_is_no_url_is_a_bad_config(
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str | None,
+    message: str,
+) -> None:
+    config = _logs_config(tmp_path, sqlite_url)
+    text = config.read_text().replace(f'url = "{sqlite_url}"', 'url_credential = "app-db-url"')
+    config.write_text(text)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    if target is None:
+        (credentials / "app-db-url").write_bytes(b"\xff\xfesqlite:///x")
+    else:
+        (credentials / "app-db-url").symlink_to(target)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    result = _bounded_cli("--config", str(config), "plan")
+    assert result.returncode == ExitCode.BAD_CONFIG, result.stderr
+    assert "stores.db.url_credential: " in result.stderr
+    assert message in result.stderr

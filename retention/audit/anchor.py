@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from retention.audit.entries import StoredEntry
+from retention.config import read_at_most
 from retention.errors import AuditFailure, StoreUnavailable, UsageError
 
 S3_SCHEME = "s3://"
@@ -222,6 +223,11 @@ def _load_s3(url: str, endpoint_url: str | None) -> list[tuple[str, bytes]]:
     return found
 
 
+# An anchor is one checkpoint entry, under a kilobyte; past this the file is something else
+# (/dev/zero never ends).
+LONGEST_ANCHOR_BYTES = 2**20
+
+
 def load_anchors(source: str, endpoint_url: str | None = None) -> list[tuple[str, bytes]]:
     """Given ``--anchor`` (a file, a directory of anchors, or an s3:// URL of one anchor or a
     prefix), return (source, bytes) of each anchored checkpoint found there."""
@@ -231,7 +237,16 @@ def load_anchors(source: str, endpoint_url: str | None = None) -> list[tuple[str
     files = sorted(path.glob(f"*{ANCHOR_SUFFIX}")) if path.is_dir() else [path]
     if not files:
         raise UsageError(f"--anchor {source}: no anchor (*{ANCHOR_SUFFIX}) in that directory")
-    try:
-        return [(str(file), file.read_bytes()) for file in files]
-    except OSError as error:
-        raise UsageError(f"--anchor {source}: cannot read it: {error.strerror}") from error
+    anchors = []
+    for file in files:
+        try:
+            content = read_at_most(file, LONGEST_ANCHOR_BYTES)
+        except OSError as error:
+            raise UsageError(f"--anchor {source}: cannot read it: {error.strerror}") from error
+        if content is None:
+            raise UsageError(
+                f"--anchor {source}: {str(file)!r} holds more than "
+                f"{LONGEST_ANCHOR_BYTES // 2**20} MiB: not an anchor"
+            )
+        anchors.append((str(file), content))
+    return anchors

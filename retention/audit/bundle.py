@@ -38,6 +38,7 @@ from retention.audit.merkle import (
     verify_inclusion,
 )
 from retention.audit.prove import Proof, Search
+from retention.config import read_at_most
 from retention.errors import AuditFailure, UsageError
 
 BUNDLE_FORMAT = "retention-proof"
@@ -254,12 +255,22 @@ def _check_settlement(
     return settlement
 
 
+# A bundle holds one record's path and its batch's leaves not purged (a batch holds at most
+# 100,000 records); past this the file is something else (/dev/zero never ends).
+LONGEST_BUNDLE_BYTES = 64 * 2**20
+
+
 def read_bundle(path: Path) -> bytes:
     """Given a bundle's path, return its bytes; UsageError when it cannot be read."""
     try:
-        return path.read_bytes()
+        content = read_at_most(path, LONGEST_BUNDLE_BYTES)
     except OSError as error:
         raise UsageError(f"cannot read {str(path)!r}: {error.strerror}") from error
+    if content is None:
+        raise UsageError(
+            f"{str(path)!r} holds more than {LONGEST_BUNDLE_BYTES // 2**20} MiB: not a proof bundle"
+        )
+    return content
 
 
 def render_checked(checked: CheckedProof) -> str:

@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from retention.config import read_at_most
 from retention.errors import ExitCode, RetentionError
 
 
@@ -96,13 +97,26 @@ def generate_hmac_key(path: Path) -> None:
     _write_private(path, (os.urandom(32).hex() + "\n").encode())
 
 
+# Past these sizes a file is not what it was named for: /dev/zero or /dev/urandom never ends. A
+# PEM key is a few hundred bytes; a public key entry as many, one more per rotation.
+LONGEST_SIGNING_KEY_BYTES = 64 * 1024
+LONGEST_PUBLIC_KEYS_BYTES = 16 * 2**20
+
+
 def load_signer(path: Path) -> Signer:
     try:
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        content = read_at_most(path, LONGEST_SIGNING_KEY_BYTES)
     except OSError as error:
         raise AuditKeyError(
             f"cannot read the signing key {str(path)!r}: {error.strerror}"
         ) from error
+    if content is None:
+        raise AuditKeyError(
+            f"the signing key {str(path)!r} holds more than "
+            f"{LONGEST_SIGNING_KEY_BYTES // 1024} KiB: not a key"
+        )
+    try:
+        private = serialization.load_pem_private_key(content, password=None)
     except ValueError as error:
         raise AuditKeyError(f"{str(path)!r} is not a PEM private key") from error
     if not isinstance(private, Ed25519PrivateKey):
@@ -138,7 +152,10 @@ def load_public_keys(path: Path) -> tuple[PublicKey, ...]:
     """Given the public key file, return its keys; raise AuditKeyError when it cannot be read,
     or has a field it does not know or lacks one."""
     try:
-        document = json.loads(path.read_text())
+        content = read_at_most(path, LONGEST_PUBLIC_KEYS_BYTES)
+        if content is None:
+            raise ValueError(f"longer than {LONGEST_PUBLIC_KEYS_BYTES // 2**20} MiB")
+        document = json.loads(content)
         if not isinstance(document, dict) or set(document) != {"keys"}:
             raise ValueError('the file must be an object with one field, "keys"')
         if not isinstance(document["keys"], list):

@@ -141,7 +141,7 @@ def resolve_url(store: SqlStoreConfig | StateSettings, key_path: str) -> str:
     assert store.url_credential is not None
     path = credential_path(store.url_credential, f"{key_path}.url_credential")
     try:
-        return resolve_sqlite_url(path.read_text().strip(), store.base_directory)
+        content = read_at_most(path, LONGEST_KEY_FILE_BYTES)
     except OSError as error:
         raise ConfigError(
             [
@@ -150,3 +150,12 @@ def resolve_url(store: SqlStoreConfig | StateSettings, key_path: str) -> str:
                 )
             ]
         ) from error
+    issue_path = f"{key_path}.url_credential"
+    if content is None:
+        too_long = f"{str(path)!r} holds more than {LONGEST_KEY_FILE_BYTES // 1024} KiB: not a URL"
+        raise ConfigError([ConfigIssue(issue_path, too_long)])
+    try:
+        url = content.decode().strip()
+    except UnicodeDecodeError as error:
+        raise ConfigError([ConfigIssue(issue_path, f"{str(path)!r} is not UTF-8")]) from error
+    return resolve_sqlite_url(url, store.base_directory)
