@@ -18,7 +18,7 @@ from sqlalchemy import MetaData, update
 
 from retention.app import make_plan, run_plan
 from retention.audit.trail import TrailWriter
-from retention.errors import LockHeld, StoreUnavailable
+from retention.errors import ExitCode, LockHeld, StoreUnavailable
 from retention.state import StateDatabase, lease_holder_name, leased, leases, rule_lease
 from retention.stores import open_stores
 from tests.support import (
@@ -338,3 +338,45 @@ def test_a_run_whose_ledger_cannot_record_its_end_says_it_ran(tmp_path: Path) ->
         assert record.status == "running"  # until the next run marks it interrupted
     finally:
         state.close()
+
+
+BRAKED_RULE = logs_rule(extra="max_delete = 1", name="logs-braked")
+
+
+def test_a_run_whose_ledger_cannot_record_its_end_keeps_its_own_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of the run itself (here a brake, 3; a full disk under the trail, 70) says more
+    than the ledger's (69, "store unreachable, retry later"), and the report of what the run
+    purged is still printed: only the trail and the output hold it then."""
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    url = f"sqlite:///{tmp_path}/app.sqlite"
+    _logs(url)
+    state_path = tmp_path / "state.sqlite"
+    StateDatabase(f"sqlite:///{state_path}").close()  # its tables made
+    config_file = tmp_path / "retention.toml"
+    config_file.write_text(
+        config_text(
+            url,
+            RULE + BRAKED_RULE,
+            audit_directory=tmp_path / "audit",
+            state_url=f"sqlite:///{state_path}?timeout=0.1",
+        )
+    )
+    progress = _LockTheLedgerAtTheFirstBatch(state_path)
+
+    @contextmanager
+    def locking_progress(_stream: object = None) -> Iterator[_LockTheLedgerAtTheFirstBatch]:
+        yield progress
+
+    monkeypatch.setattr("retention.runtime.progress.terminal_progress", locking_progress)
+    with progress.lock:
+        result = CliRunner().invoke(main, ["--config", str(config_file), "run", "--yes"])
+    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
+    assert "error: the run finished (exit 3; its batches are in the audit trail)" in result.stderr
+    assert "logs-braked: " in result.stdout  # the report, with the braked rule's reason
+    assert "purged 25 records" in result.stdout
+    assert "Traceback" not in result.output

@@ -189,7 +189,15 @@ def _run_plan(
 
 
 class LedgerNotWritten(StoreUnavailable):
-    """A run ended, but the run ledger could not record its outcome."""
+    """A run ended, but the run ledger could not record its outcome: the run's report, and its
+    exit code unless the run itself succeeded (a failed rule, 3, or the trail's failure, 70,
+    says more than the ledger's 69)."""
+
+    def __init__(self, message: str, report: RunReport) -> None:
+        super().__init__(message)
+        self.report = report
+        if report.exit_code != ExitCode.OK:
+            self.exit_code = report.exit_code
 
 
 @contextmanager
@@ -224,7 +232,8 @@ def in_ledger(
         except StoreUnavailable as error:
             raise LedgerNotWritten(
                 f"the run finished (exit {int(report.exit_code)}; its batches are in the audit "
-                f"trail), but {error}: `retention status` shows it running until the next run"
+                f"trail), but {error}: `retention status` shows it running until the next run",
+                report,
             ) from error
 
     try:

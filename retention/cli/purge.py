@@ -155,7 +155,7 @@ def run(
     metrics_textfile: Path | None,
 ) -> None:
     """Purge what is due now: batch by batch, each rule on its own."""
-    from retention.app import make_plan, run_ledger, write_metrics_textfile
+    from retention.app import LedgerNotWritten, make_plan, run_ledger, write_metrics_textfile
     from retention.render import render_plan
     from retention.runtime.checkins import Checkins
     from retention.runtime.logging import get_logger
@@ -205,8 +205,11 @@ def run(
                     write_metrics_textfile(
                         config, report, state, metrics_textfile, datetime.now(UTC)
                     )
-        except BaseException:
+        except BaseException as error:
             checkins.finished(False)
+            if isinstance(error, LedgerNotWritten):
+                # What the run purged, which only the trail holds now; the error follows.
+                echo_report(error.report, the_plan, output, wide)
             raise
         finally:
             checkins.wait()
