@@ -543,3 +543,30 @@ def test_a_url_credential_that_is_no_url_is_a_bad_config(
     assert result.returncode == ExitCode.BAD_CONFIG, result.stderr
     assert "stores.db.url_credential: " in result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("reason", "refused"),
+    [
+        ("L-17\n   9  released  logs  1 key  by root@vm: forged", "holds control characters"),
+        ("L-17 \x1b[2J\x1b[31mcleared", "holds control characters"),
+        ("L-17 \u202edlo", "holds control characters"),
+        ("L-" + "7" * 201, "longer than 200 characters"),
+    ],
+    ids=["newline", "terminal escape", "bidi override", "too long"],
+)
+def test_hold_add_refuses_a_reason_that_would_rewrite_its_listing(
+    sqlite_url: str, tmp_path: Path, reason: str, refused: str
+) -> None:
+    """A reason is printed as written by `hold list`, `audit show` and the report: a newline
+    forged a line of the listing, an escape sequence rewrote the terminal."""
+    config = _logs_config(tmp_path, sqlite_url)
+    result = invoke(config, "hold", "add", "--rule", "logs", "--key", "1", "--reason", reason)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"--reason {refused}" in result.stderr
+    assert "no holds" in invoke(config, "hold", "list", "--all").stdout
+    added = invoke(config, "hold", "add", "--rule", "logs", "--key", "1", "--reason", "L-17")
+    assert added.exit_code == ExitCode.OK, added.output
+    released = invoke(config, "hold", "release", "1", "--reason", reason)
+    assert released.exit_code == ExitCode.USAGE, released.output
+    assert f"--reason {refused}" in released.stderr

@@ -179,7 +179,24 @@ def _hold_trail(
         yield record
 
 
+# As an erasure request's reference: a case or ticket reference, not a letter.
+MAX_REASON_LENGTH = 200
+
+
 def _check_reason(reason: str) -> None:
-    """A reason goes into the audit trail as written: refuse one holding an e-mail address or
-    an IP address, and say what to write instead."""
+    """A reason goes into the audit trail as written, and `hold list`, `audit show` and the
+    report print it so: refuse one longer than a reference, one with control characters (a
+    newline forged a line of the listing, an escape sequence rewrote the terminal, a bidi
+    override reversed the text), one holding an e-mail address or an IP address, and say what
+    to write instead."""
+    if len(reason) > MAX_REASON_LENGTH:
+        raise UsageError(
+            f"--reason longer than {MAX_REASON_LENGTH} characters: give a case or ticket "
+            "reference (e.g. 'litigation hold L-17')"
+        )
+    if not reason.isprintable():
+        raise UsageError(
+            "--reason holds control characters (a newline, an escape sequence, a bidi "
+            "override): it is printed as written; give a case or ticket reference"
+        )
     refuse_personal_data("--reason", reason, "'litigation hold L-17'")
