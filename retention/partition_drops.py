@@ -88,17 +88,18 @@ def drop_whole_partitions(
                     _unresolved(audit, store, intents)
                     raise
                 flight = _InFlight(partition.name, rule_plan, intents, None)
-                if in_flight is not None:
-                    previous, in_flight = in_flight, None
-                    try:
+                going = False
+                try:
+                    if in_flight is not None:
+                        previous, in_flight = in_flight, None
                         totals = totals.plus(_settled(previous, audit, store, logger))
-                    except BaseException:
-                        # Recorded, never dropped: its intents say so.
+                    going = not stop_requested()
+                finally:
+                    if not going:
+                        # Recorded, never dropped (the previous drop failed, or a stop came):
+                        # its intents say so.
                         _kept(audit, logger, rule_plan, partition.name, intents, None)
-                        raise
-                if stop_requested():
-                    # Recorded, never dropped: its intents say so.
-                    _kept(audit, logger, rule_plan, partition.name, intents, None)
+                if not going:
                     break
                 started = drops.finish(rule_plan.selection, recorded)
                 in_flight = _InFlight(flight.name, flight.rule_plan, flight.intents, started)
