@@ -16,7 +16,8 @@ from retention.audit import trail as trail_module
 from retention.audit.entries import read_entries
 from retention.audit.keys import PublicKey, Signer
 from retention.audit.merkle import MerkleFrontier, leaf_hash, merkle_root, root_from_leaf_hashes
-from retention.audit.trail import TAIL_STATE, TrailWriter
+from retention.audit.tail_state import TAIL_STATE, tail_state_mac
+from retention.audit.trail import TrailWriter
 from retention.audit.verify import verify_trail
 
 START = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -166,8 +167,7 @@ def test_a_forged_frontier_is_not_trusted_and_the_next_checkpoint_verifies(
         del state["mac"]
     else:
         state["subtrees"][0] = "ab" * 32
-        forger = TrailWriter(tmp_path, b"x" * 32, signer, lambda: next(TICKS))
-        state["mac"] = forger._tail_state_mac(state)
+        state["mac"] = tail_state_mac(b"x" * 32, state)
     state_path.write_text(json.dumps(state))
     with _writer(tmp_path, signer) as writer:
         writer.checkpoint()

@@ -10,7 +10,8 @@ from typing import Any
 
 from retention.audit.batch_detail import counted_detail, detail_of_pending
 from retention.audit.entries import FORMAT_VERSION, read_entries, read_leaves
-from retention.audit.trail import TrailWriter, UnauthenticNote, UnauthenticPending
+from retention.audit.pending_files import UnauthenticNote, UnauthenticPending
+from retention.audit.trail import TrailWriter
 from retention.config import S3_KEY
 from retention.errors import AuditFailure, StoreUnavailable
 from retention.runtime.logging import get_logger

@@ -19,6 +19,7 @@ from typing import Any
 from retention.audit.batch_detail import counted_detail, pending_detail
 from retention.audit.leaves import integer_key_lines, subject_digest
 from retention.audit.opening import identity, open_trail
+from retention.audit.pending_files import UnauthenticPending
 from retention.audit.reconcile import (
     CHAINED,
     SETTLED_BY,
@@ -28,7 +29,7 @@ from retention.audit.reconcile import (
     reconcile_one,
 )
 from retention.audit.rule_definition import batch_method, rule_definition
-from retention.audit.trail import TrailWriter, UnauthenticPending
+from retention.audit.trail import TrailWriter
 from retention.config import S3_KEY, Config
 from retention.errors import AuditFailure, StoreUnavailable, error_text
 from retention.planner import Plan, RulePlan

@@ -12,14 +12,15 @@ Layout of the audit directory (0700; files 0600)::
     pending/<seq>.not_done.json   those its transaction did not purge (written before it commits)
     lock                     held (flock) by the one process writing
     tail.json                where the writer stopped (a cache: checked, else rebuilt)
+
+The pending files are pending_files.py's, the tail state tail_state.py's; the writer holds the
+lock and the key they are written under.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import hmac
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +33,6 @@ from typing import Any
 from retention.audit.durable import (
     ends_torn,
     fsync_directory,
-    last_line,
     write_all,
     write_durably,
     write_new_files,
@@ -52,19 +52,21 @@ from retention.audit.entries import (
 from retention.audit.keys import Signer
 from retention.audit.leaves import RecordHasher, leaves_root, leaves_text, refuse_repeated
 from retention.audit.merkle import MerkleFrontier, leaf_hash
+from retention.audit.pending_files import (
+    authentic_pending,
+    clear_pending,
+    clear_unfinished_pending,
+    not_done_keys,
+    pending_keys,
+    pending_mac,
+    pending_path,
+    pending_text,
+    write_not_done,
+)
+from retention.audit.tail_state import TailState, resumed_tail, save_tail_state
 from retention.errors import AuditFailure, LockHeld
 
 SEGMENT_LIMIT_BYTES = 64 * 1024 * 1024
-TAIL_STATE = "tail.json"
-
-
-class UnauthenticNote(AuditFailure):
-    """A note of the keys a batch did not purge whose HMAC does not check: not to be believed."""
-
-
-class UnauthenticPending(AuditFailure):
-    """A pending file whose HMAC (in its intent's entry) does not check, or whose keys are not
-    those its intent's leaves name: edited, or another's; nothing it says is believed."""
 
 
 @dataclass
@@ -155,8 +157,12 @@ class TrailWriter:
                     handle.truncate(len(kept))
                     os.fsync(handle.fileno())
         self._segment = existing[-1] if existing else None
-        if self._segment is not None and self._resume(self._segment):
-            return
+        if self._segment is not None:
+            resumed = resumed_tail(self.directory, self.hmac_key, self._segment)
+            if resumed is not None:
+                self._frontier, self._prev = resumed.frontier, resumed.prev
+                self._seq, self.last_config_digest = resumed.next_seq, resumed.last_config_digest
+                return
         # No usable tail state: one pass over the whole trail, then save it for the next open.
         for stored in read_entries(self.directory):
             self._frontier.add(leaf_hash(stored.raw))
@@ -166,70 +172,13 @@ class TrailWriter:
                 self.last_config_digest = stored.content.get("config_digest")
         self._save_tail_state()
 
-    def _resume(self, segment: Path) -> bool:
-        """Take the saved tail state if it describes this trail's end exactly: the last segment
-        at its current length, ending with the entry whose hash is ``prev``, and its MAC (under
-        the audit HMAC key) checks, so that its Merkle frontier is the one this writer saved
-        after that very entry. A state that does not match is ignored: the trail is read
-        instead."""
-        try:
-            state = json.loads((self.directory / TAIL_STATE).read_text())
-            if not hmac.compare_digest(str(state["mac"]), self._tail_state_mac(state)):
-                return False
-            if (state["segment"], state["segment_bytes"]) != (segment.name, segment.stat().st_size):
-                return False
-            last = last_line(segment)
-            if last is None or entry_hash(last) != state["prev"]:
-                return False
-            if json.loads(last).get("seq") != state["next_seq"] - 1:
-                return False
-            frontier = MerkleFrontier(
-                state["size"], [bytes.fromhex(subtree) for subtree in state["subtrees"]]
-            )
-            if frontier.size != state["next_seq"]:
-                return False
-            digest = state["last_config_digest"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return False
-        self._frontier, self._prev, self._seq = frontier, state["prev"], state["next_seq"]
-        self.last_config_digest = digest
-        return True
-
-    def _tail_state_mac(self, state: dict[str, Any]) -> str:
-        """The HMAC, under the audit key, of a tail state without its ``mac``: whoever edits
-        the file (a subtree, the size) without the key cannot make the writer sign a wrong
-        root; the writer reads the trail instead."""
-        content = canonical({name: value for name, value in state.items() if name != "mac"})
-        return hmac.digest(self.hmac_key, b"retention tail state\x00" + content, "sha256").hex()
-
     def _save_tail_state(self) -> None:
-        """Save where the trail ends, so that the next writer need not read it all. Best effort:
-        a state that is missing or behind is detected and rebuilt."""
+        """Save where the trail ends, so that the next writer need not read it all."""
         if self._segment is None:
             return
-        temporary = self.directory / f"{TAIL_STATE}.tmp"
-        try:
-            state = {
-                "segment": self._segment.name,
-                "segment_bytes": self._segment.stat().st_size,
-                "next_seq": self._seq,
-                "prev": self._prev,
-                "size": self._frontier.size,
-                "subtrees": [subtree.hex() for subtree in self._frontier.subtrees],
-                "last_config_digest": self.last_config_digest,
-            }
-            state["mac"] = self._tail_state_mac(state)
-            self._saved_seq = self._seq
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(descriptor, json.dumps(state).encode())
-            finally:
-                os.close(descriptor)
-            os.replace(temporary, self.directory / TAIL_STATE)
-        except OSError:
-            # A stale state is detected on the next open anyway; removing it saves that check.
-            with suppress(OSError):
-                (self.directory / TAIL_STATE).unlink(missing_ok=True)
+        tail = TailState(self._seq, self._prev, self._frontier, self.last_config_digest)
+        if save_tail_state(self.directory, self.hmac_key, self._segment, tail):
+            self._saved_seq = tail.next_seq
 
     @property
     def size(self) -> int:
@@ -392,11 +341,11 @@ class TrailWriter:
             files.append((versions_path(self.directory, seq), lambda: listed))
         written: list[bytes] = []
 
-        def pending_text() -> bytes:
-            written.append(_pending_text(pending, key_values))
+        def pending_content() -> bytes:
+            written.append(pending_text(pending, key_values))
             return written[0]
 
-        files.append((self._pending_path(seq), pending_text))
+        files.append((pending_path(self.directory, seq), pending_content))
         try:
             write_new_files(files, self._threads())
         except OSError as error:
@@ -407,33 +356,11 @@ class TrailWriter:
                 f"cannot write the leaves and pending keys of entry {seq}: {error}"
             ) from error
         digest = hashlib.sha256(listed).hexdigest() if versions is not None else None
-        return self._pending_mac(seq, written[0]), digest
-
-    def _pending_mac(self, seq: int, content: bytes) -> str:
-        """The HMAC, under the audit key, of intent ``seq``'s pending file (its bytes)."""
-        message = b"retention pending\x00%d\x00" % seq + content
-        return hmac.digest(self.hmac_key, message, "sha256").hex()
+        return pending_mac(self.hmac_key, seq, written[0]), digest
 
     def authentic_pending(self, seq: int, mac: str) -> dict[str, Any]:
-        """Given intent ``seq`` and the ``pending_mac`` its entry records, return its pending
-        file's content, read from the bytes that HMAC was checked against.
-        UnauthenticPending when it does not check (the file edited, or another intent's) or
-        is not a JSON object."""
-        try:
-            content = self._pending_path(seq).read_bytes()
-        except OSError as error:
-            raise AuditFailure(f"cannot read the pending keys of entry {seq}: {error}") from error
-        if not hmac.compare_digest(mac, self._pending_mac(seq, content)):
-            raise UnauthenticPending(
-                f"pending/{seq:08d}.json is not the file its intent's pending_mac names (edited)"
-            )
-        try:
-            parsed = json.loads(content)
-        except ValueError as error:
-            raise UnauthenticPending(f"pending/{seq:08d}.json is not JSON") from error
-        if not isinstance(parsed, dict):
-            raise UnauthenticPending(f"pending/{seq:08d}.json is not a JSON object")
-        return parsed
+        """``pending_files.authentic_pending`` in this trail, under its key."""
+        return authentic_pending(self.directory, self.hmac_key, seq, mac)
 
     def write_versions(self, seq: int, versions: Sequence[object]) -> str:
         """Given a batch of object versions, write their version ids (sorted, each once,
@@ -450,60 +377,16 @@ class TrailWriter:
         return hashlib.sha256(text).hexdigest()
 
     def clear_pending(self, seq: int) -> None:
-        try:
-            # The note first: a crash between the two leaves no note without its pending keys
-            # (an intent cleared is settled, so its note is never read).
-            self._not_done_path(seq).unlink(missing_ok=True)
-            self._pending_path(seq).unlink(missing_ok=True)
-        except OSError as error:
-            raise AuditFailure(f"cannot clear the pending keys of entry {seq}: {error}") from error
+        """``pending_files.clear_pending`` in this trail."""
+        clear_pending(self.directory, seq)
 
     def write_not_done(self, seq: int, keys: Sequence[Sequence[object]]) -> None:
-        """Given intent ``seq`` and the keys of it that its batch's transaction did not purge,
-        write them durably beside its pending keys (each an array, spelled as they are), before
-        that transaction commits, with their HMAC under the audit key (``not_done_keys``)."""
-        keys_text = json.dumps([list(key) for key in keys], default=str)
-        mac = self._not_done_mac(seq, keys_text)
-        text = f'{{"mac": "{mac}", "keys": {keys_text}}}'.encode()
-        try:
-            write_durably(self._not_done_path(seq), text)
-        except OSError as error:
-            raise AuditFailure(
-                f"cannot write the keys entry {seq} did not purge: {error}"
-            ) from error
+        """``pending_files.write_not_done`` in this trail, under its key."""
+        write_not_done(self.directory, self.hmac_key, seq, keys)
 
     def not_done_keys(self, seq: int) -> list[tuple[Any, ...]] | None:
-        """The keys ``write_not_done`` wrote for intent ``seq``, as tuples; None if it wrote
-        none (its batch's transaction purged all of them, or never committed).
-        UnauthenticNote when the note's HMAC does not check (edited, or written for another
-        intent): the pending files are not chained, so only the audit key vouches for it."""
-        try:
-            content = json.loads(self._not_done_path(seq).read_bytes())
-        except FileNotFoundError:
-            return None
-        except OSError as error:
-            raise AuditFailure(
-                f"cannot read the keys entry {seq} did not purge: {error}"
-            ) from error
-        except ValueError as error:
-            raise UnauthenticNote(
-                f"the note of the keys entry {seq} did not purge is not JSON"
-            ) from error
-        keys = content.get("keys") if isinstance(content, dict) else None
-        mac = content.get("mac") if isinstance(content, dict) else None
-        if not isinstance(keys, list) or not all(isinstance(key, list) for key in keys):
-            raise UnauthenticNote(f"the note of the keys entry {seq} did not purge is malformed")
-        if not isinstance(mac, str) or not hmac.compare_digest(
-            mac, self._not_done_mac(seq, json.dumps(keys))
-        ):
-            raise UnauthenticNote(f"the note of the keys entry {seq} did not purge does not check")
-        return [tuple(key) for key in keys]
-
-    def _not_done_mac(self, seq: int, keys_text: str) -> str:
-        """The HMAC, under the audit key, of intent ``seq``'s note of keys not purged (their
-        JSON text, as ``json.dumps`` spells it on writing and again on reading)."""
-        message = b"retention not done\x00%d\x00" % seq + keys_text.encode()
-        return hmac.digest(self.hmac_key, message, "sha256").hex()
+        """``pending_files.not_done_keys`` in this trail, under its key."""
+        return not_done_keys(self.directory, self.hmac_key, seq)
 
     def settle_pending(self, seq: int) -> None:
         """Given an intent whose result was appended, remove its pending keys once that result
@@ -533,43 +416,11 @@ class TrailWriter:
         return self._beside
 
     def pending(self) -> list[tuple[int, dict[str, Any] | None]]:
-        """The raw keys of every batch in flight, by the seq of its intent; None for a file
-        that is empty or torn (its writing never finished, so it was never acknowledged)."""
+        """The raw keys of every batch in flight (``pending_files.pending_keys``), once the
+        pending keys being removed are gone."""
         self._wait_clearing()
-        found: list[tuple[int, dict[str, Any] | None]] = []
-        for path in sorted((self.directory / "pending").glob("*.json")):
-            if not path.stem.isdigit():
-                continue
-            try:
-                content = json.loads(path.read_bytes())
-            except ValueError:
-                content = None
-            readable = isinstance(content, dict) and any(
-                isinstance(content.get(name), kind)
-                for name, kind in (("keys", list), ("key_values", list), ("partition", str))
-            )
-            found.append((int(path.stem), content if readable else None))
-        return found
+        return pending_keys(self.directory)
 
     def clear_unfinished_pending(self) -> None:
-        """Remove the temporary files of pending keys whose writing a crash cut short: never
-        renamed into place, so their intent was never appended."""
-        try:
-            for path in (self.directory / "pending").glob("*.json.tmp"):
-                path.unlink(missing_ok=True)
-        except OSError as error:
-            raise AuditFailure(f"cannot clear unfinished pending keys: {error}") from error
-
-    def _pending_path(self, seq: int) -> Path:
-        return self.directory / "pending" / f"{seq:08d}.json"
-
-    def _not_done_path(self, seq: int) -> Path:
-        return self.directory / "pending" / f"{seq:08d}.not_done.json"
-
-
-def _pending_text(pending: dict[str, Any], key_values: bytes | None) -> bytes:
-    """The pending file's JSON: ``pending``, plus ``key_values`` spelled already (an array)."""
-    text = json.dumps(pending, default=str).encode()
-    if key_values is None:
-        return text
-    return text[:-1] + b', "key_values": ' + key_values + b"}"
+        """``pending_files.clear_unfinished_pending`` in this trail."""
+        clear_unfinished_pending(self.directory)
