@@ -35,7 +35,7 @@ CHILD_TABLES = ("orders", "order_lines", "notes", "mails")
 # children any more by then. Accounts go a year after they closed, customers only, with their
 # orders (and the orders' lines), their remaining notes, and the mails sent to their address
 # (a references column that is not unique: two accounts share one).
-RULES = """
+OLD_NOTES_RULE = """
 [[rules]]
 name = "old-notes"
 store = "db"
@@ -44,7 +44,8 @@ key = "id"
 clock = "written_at"
 period = "1y"
 action = "delete"
-
+"""
+ACCOUNTS_RULE = """
 [[rules]]
 name = "accounts"
 store = "db"
@@ -75,6 +76,7 @@ table = "mails"
 foreign_key = "address"
 references = "email"
 """
+RULES = OLD_NOTES_RULE + ACCOUNTS_RULE
 
 # id: (closed_at, kind, email). Due: 1, 5, 6 (2 is held; 3 closed recently; 4 is staff; 7 open).
 ACCOUNTS = {

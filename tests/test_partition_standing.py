@@ -54,8 +54,31 @@ def _kept(logs: list[dict[str, Any]]) -> dict[str, str]:
     return {line["partition"]: line["reason"] for line in logs if line["event"] == "partition.kept"}
 
 
-def _key(audit: Path) -> bytes:
-    return (audit.parent / "audit-keys" / "hmac.key").read_bytes().strip()
+def _run_changing_february(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, statements: list[str]
+) -> tuple[dict[str, str], Path]:
+    """Purge the events table (audited), ``statements`` run from another session once
+    February's keys are recorded, just before its drop; check the run ended ok, deleted every
+    due row and left a trail that verifies. Return the partitions kept (with why) and the
+    audit directory."""
+    create_events(url)
+    audit = tmp_path / "audit"
+    config = make_config(url, RULE, audit_directory=audit)
+    _before_the_drop_of(monkeypatch, "events_2024_02", url, statements)
+    with capture_logs() as logs:
+        _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert _remaining(url) == set(ROWS) - DUE
+    _verified(audit)
+    return _kept(logs), audit
+
+
+def _claimed_as(audit: Path, ids: set[int]) -> None:
+    """The trail claims exactly the rows ``ids``, each once."""
+    key = (audit.parent / "audit-keys" / "hmac.key").read_bytes().strip()
+    assert sorted(_claimed(audit)) == sorted(
+        record_leaf(key, "db", "events", (i, ROWS[i])) for i in ids
+    )
 
 
 def test_a_partition_detached_once_its_keys_are_recorded_is_kept_and_the_run_goes_on(
@@ -66,19 +89,8 @@ def test_a_partition_detached_once_its_keys_are_recorded_is_kept_and_the_run_goe
     before a DETACH of a table not attached would fail the run), its intent is rolled back,
     and the other partitions still go whole. Its rows are no longer the table's: none is
     claimed."""
-    create_events(postgres_url)
-    audit = tmp_path / "audit"
-    config = make_config(postgres_url, RULE, audit_directory=audit)
-    _before_the_drop_of(
-        monkeypatch,
-        "events_2024_02",
-        postgres_url,
-        ["ALTER TABLE events DETACH PARTITION events_2024_02"],
-    )
-    with capture_logs() as logs:
-        _, report = plan_and_run(config, AS_OF)
-    assert report.outcomes[0].status == "ok", report.outcomes[0].error
-    kept = _kept(logs)
+    detach = "ALTER TABLE events DETACH PARTITION events_2024_02"
+    kept, audit = _run_changing_february(postgres_url, tmp_path, monkeypatch, [detach])
     assert list(kept) == ["events_2024_02"]
     assert "was changed while its keys were recorded" in kept["events_2024_02"]
     assert not {"events_2024_01", "events_2024_03"} & _partitions(postgres_url)
@@ -87,12 +99,7 @@ def test_a_partition_detached_once_its_keys_are_recorded_is_kept_and_the_run_goe
         detached = connection.execute(text("SELECT count(*) FROM events_2024_02")).scalar_one()
     engine.dispose()
     assert detached == len(FEBRUARY)
-    assert _remaining(postgres_url) == set(ROWS) - DUE
-    key = _key(audit)
-    assert sorted(_claimed(audit)) == sorted(
-        record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE - FEBRUARY
-    )
-    _verified(audit)
+    _claimed_as(audit, DUE - FEBRUARY)
 
 
 def test_a_partition_attached_again_with_another_bound_is_kept(
@@ -101,32 +108,16 @@ def test_a_partition_attached_again_with_another_bound_is_kept(
     """February is detached and attached again with another range (still holding its rows)
     after its keys are recorded: the same relation, attached, but not with the bound its keys
     were read under: kept, its rows deleted by row batches, each named once."""
-    create_events(postgres_url)
-    audit = tmp_path / "audit"
-    config = make_config(postgres_url, RULE, audit_directory=audit)
-    _before_the_drop_of(
-        monkeypatch,
-        "events_2024_02",
-        postgres_url,
-        [
-            "ALTER TABLE events DETACH PARTITION events_2024_02",
-            "ALTER TABLE events ATTACH PARTITION events_2024_02 "
-            "FOR VALUES FROM ('2024-02-01') TO ('2024-02-20')",
-        ],
-    )
-    with capture_logs() as logs:
-        _, report = plan_and_run(config, AS_OF)
-    assert report.outcomes[0].status == "ok", report.outcomes[0].error
-    kept = _kept(logs)
+    statements = [
+        "ALTER TABLE events DETACH PARTITION events_2024_02",
+        "ALTER TABLE events ATTACH PARTITION events_2024_02 "
+        "FOR VALUES FROM ('2024-02-01') TO ('2024-02-20')",
+    ]
+    kept, audit = _run_changing_february(postgres_url, tmp_path, monkeypatch, statements)
     assert list(kept) == ["events_2024_02"]
     assert "was changed while its keys were recorded" in kept["events_2024_02"]
     assert "events_2024_02" in _partitions(postgres_url)
-    assert _remaining(postgres_url) == set(ROWS) - DUE
-    key = _key(audit)
-    assert sorted(_claimed(audit)) == sorted(
-        record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE
-    )
-    _verified(audit)
+    _claimed_as(audit, DUE)
 
 
 def test_a_foreign_key_created_after_the_plan_keeps_the_partition(
@@ -135,25 +126,12 @@ def test_a_foreign_key_created_after_the_plan_keeps_the_partition(
     """A foreign key referencing the table is created once February's keys are recorded (the
     plan saw none): the check under February's lock sees it, and February is kept (its rows go
     by row batches, as a referenced table's always do)."""
-    create_events(postgres_url)
-    audit = tmp_path / "audit"
-    config = make_config(postgres_url, RULE, audit_directory=audit)
-    _before_the_drop_of(
-        monkeypatch,
-        "events_2024_02",
-        postgres_url,
-        [
-            "CREATE TABLE event_notes (id integer, logged_at timestamp, "
-            "FOREIGN KEY (id, logged_at) REFERENCES events (id, logged_at))"
-        ],
+    reference = (
+        "CREATE TABLE event_notes (id integer, logged_at timestamp, "
+        "FOREIGN KEY (id, logged_at) REFERENCES events (id, logged_at))"
     )
-    with capture_logs() as logs:
-        _, report = plan_and_run(config, AS_OF)
-    assert report.outcomes[0].status == "ok", report.outcomes[0].error
-    kept = _kept(logs)
+    kept, _audit = _run_changing_february(postgres_url, tmp_path, monkeypatch, [reference])
     assert "events_2024_02" in kept
     assert "a foreign key references the table now" in kept["events_2024_02"]
     assert "events_2024_02" in _partitions(postgres_url)
     assert "events_2024_01" not in _partitions(postgres_url)
-    assert _remaining(postgres_url) == set(ROWS) - DUE
-    _verified(audit)

@@ -32,43 +32,13 @@ from sqlalchemy import (
 
 from retention.audit.entries import read_entries
 from tests.support import claimed_leaves, config_text, create_tables
-from tests.test_child_counts import _database
+from tests.test_child_counts import ACCOUNTS_RULE, _database
 
 pytestmark = pytest.mark.postgres
 
-CHILDREN_RULE = """
-[[rules]]
-name = "accounts"
-store = "db"
-table = "accounts"
-key = "id"
-clock = "closed_at"
-period = "1y"
-where = ["kind = 'customer'"]
-action = "delete"
-batch_size = 2
 
-[[rules.children]]
-table = "orders"
-foreign_key = "account_id"
-
-[[rules.children.children]]
-table = "order_lines"
-foreign_key = "order_id"
-references = "id"
-
-[[rules.children]]
-table = "notes"
-foreign_key = "account_id"
-
-[[rules.children]]
-table = "mails"
-foreign_key = "address"
-references = "email"
-"""
-
-# What the rule deletes (test_child_counts' accounts 1, 2, 5 and 6, no hold, notes kept by no
-# rule of their own); the first batch holds accounts 1 and 2.
+# What test_child_counts' accounts rule deletes, alone (its accounts 1, 2, 5 and 6, no hold,
+# notes kept by no rule of their own); the first batch holds accounts 1 and 2.
 CHILDREN_DELETED = {
     "accounts": {1, 2, 5, 6},
     "orders": {10, 11, 20, 50, 60, 61},
@@ -187,7 +157,7 @@ def test_a_batch_with_child_rows_that_never_committed_claims_none_another_sessio
     audit = _crash_then(
         postgres_url,
         tmp_path,
-        CHILDREN_RULE,
+        ACCOUNTS_RULE,
         "mid_batch",
         _execute("DELETE FROM order_lines WHERE id = 101", "DELETE FROM mails WHERE id = 3"),
     )
@@ -213,7 +183,7 @@ def test_a_batch_with_child_rows_that_committed_claims_a_row_that_came_back_sinc
     audit = _crash_then(
         postgres_url,
         tmp_path,
-        CHILDREN_RULE,
+        ACCOUNTS_RULE,
         "after_commit",
         _execute(
             "INSERT INTO mails VALUES (1, 'z@example.com')",

@@ -151,6 +151,25 @@ main()
 """
 
 
+def modules_loaded(
+    modules: tuple[str, ...], arguments: list[str], directory: Path
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run `retention ARGS...` in a fresh interpreter in ``directory``; check it exits 0;
+    return its result and its ``modules: `` lines (which of ``modules`` it loaded)."""
+    code = MODULES_WRAPPER.format(modules=modules, arguments=arguments)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("modules: ")]
+    return result, lines
+
+
 def test_validating_a_sqlite_store_imports_only_what_the_check_needs(tmp_path: Path) -> None:
     import sqlite3
 
@@ -184,23 +203,10 @@ period = "30d"
 action = "delete"
 """
     )
-    code = MODULES_WRAPPER.format(
-        modules=UNNEEDED_FOR_VALIDATE,
-        arguments=["--config", str(config), "config", "validate"],
-    )
+    arguments = ["--config", str(config), "config", "validate"]
+    result, lines = modules_loaded(UNNEEDED_FOR_VALIDATE, arguments, tmp_path)
 
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-    )
-
-    assert result.returncode == 0, result.stderr
     assert "valid (1 rule, 1 store)" in result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.startswith("modules: ")]
     assert lines == ["modules: "], result.stderr
 
 
@@ -232,21 +238,9 @@ def test_planning_a_postgresql_partitioned_table_does_not_load_the_mysql_dialect
     create_events(postgres_url)
     config = tmp_path / "retention.toml"
     config.write_text(config_text(postgres_url, RULE))
-    code = MODULES_WRAPPER.format(
-        modules=("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql"),
-        arguments=["--config", str(config), "plan", "--as-of", "2025-04-15T00:00:00Z"],
-    )
+    dialects = ("sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.mysql")
+    arguments = ["--config", str(config), "plan", "--as-of", "2025-04-15T00:00:00Z"]
+    result, lines = modules_loaded(dialects, arguments, tmp_path)
 
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=120,
-    )
-
-    assert result.returncode == 0, result.stderr
     assert "events_2024_01" in result.stdout, "the plan shows the partitions due whole"
-    lines = [line for line in result.stderr.splitlines() if line.startswith("modules: ")]
     assert lines == ["modules: sqlalchemy.dialects.postgresql"], result.stderr
