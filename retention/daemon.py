@@ -53,7 +53,8 @@ from retention.scheduler import (
     scheduler_alive,
 )
 from retention.secret_checks import check_secrets
-from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
+from retention.state import StateDatabase, lease_holder_name
+from retention.state_leases import leased, rule_lease
 from retention.stores import open_stores
 from retention.wording import counted
 

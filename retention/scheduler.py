@@ -26,7 +26,8 @@ from retention.config import Config, Rule, Schedule
 from retention.documents import iso_instant
 from retention.layout import wrap
 from retention.runtime.secrets import state_url
-from retention.state import DaemonBeat, RunRecord, StateDatabase, rule_lease
+from retention.state import DaemonBeat, RunRecord, StateDatabase
+from retention.state_leases import rule_lease
 
 PURGES = "purges"
 STATUS_SCHEMA_VERSION = 1

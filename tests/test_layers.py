@@ -51,6 +51,7 @@ SQL_EDGES = {
     "retention/stores/sql_cascades.py",
     "retention/state.py",
     "retention/state_holds.py",
+    "retention/state_leases.py",
     "retention/demo/schema.py",
     "retention/demo/database.py",
     "retention/demo/objects.py",

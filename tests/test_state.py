@@ -19,7 +19,8 @@ from sqlalchemy import MetaData, update
 from retention.app import make_plan, run_plan
 from retention.audit.trail import TrailWriter
 from retention.errors import ExitCode, LockHeld, StoreUnavailable
-from retention.state import StateDatabase, lease_holder_name, leased, leases, rule_lease
+from retention.state import StateDatabase, lease_holder_name, leases
+from retention.state_leases import leased, rule_lease
 from retention.stores import open_stores
 from tests.support import (
     config_text,

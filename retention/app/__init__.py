@@ -255,7 +255,8 @@ def run_ledger(
     """Given the rules a run is about, open the state database and, unless ``dry_run``, hold each
     rule's lease while the block runs (LockHeld, exit 75, when a daemon or another run has one);
     yield the database, for ``run_plan(state=...)``."""
-    from retention.state import StateDatabase, lease_holder_name, leased, rule_lease
+    from retention.state import StateDatabase, lease_holder_name
+    from retention.state_leases import leased, rule_lease
 
     # A dry run writes nothing, not even the state database's tables on a fresh install.
     state = StateDatabase(state_url(config.state), read_only=dry_run)
