@@ -418,12 +418,25 @@ def lease_holder_name() -> str:
     return f"{_machine()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+# The boot id tells this machine, this boot; where it is hidden (systemd's ProcSubset=pid, which
+# deploy/systemd's unit sets), the machine id tells the machine: a holder's process that does not
+# exist here is gone whichever boot it ran in, and one that exists may be a reused pid (the lease
+# then expires). Hosts sharing a host name would otherwise both read "unknown" and each take the
+# other's leases at once. Without either, no holder is known to be of this machine.
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+MACHINE_ID_FILE = "/etc/machine-id"
+UNKNOWN_MACHINE = "unknown"
+
+
 def _machine() -> str:
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
-    except OSError:
-        boot = "unknown"
-    return f"{socket.gethostname()}/{boot}"
+    for file, mark in ((BOOT_ID_FILE, ""), (MACHINE_ID_FILE, "m")):
+        try:
+            identity = Path(file).read_text().strip()[:8]
+        except OSError:
+            continue
+        if identity:
+            return f"{socket.gethostname()}/{mark}{identity}"
+    return f"{socket.gethostname()}/{UNKNOWN_MACHINE}"
 
 
 def _gone_from_this_machine(holder: str) -> bool:
@@ -431,7 +444,7 @@ def _gone_from_this_machine(holder: str) -> bool:
     boot, that no longer exists."""
     machine, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
-    if machine != _machine() or not pid.isdigit():
+    if machine != _machine() or machine.endswith(f"/{UNKNOWN_MACHINE}") or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)

@@ -3,6 +3,7 @@ and the run ledger that `run` and the daemon write."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -381,3 +382,46 @@ def test_a_run_whose_ledger_cannot_record_its_end_keeps_its_own_exit_code(
     assert "logs-braked: " in result.stdout  # the report, with the braked rule's reason
     assert "purged 25 records" in result.stdout
     assert "Traceback" not in result.output
+
+
+def test_without_the_boot_id_a_lease_of_a_namesake_host_is_not_taken_at_once(
+    state: StateDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Under the unit's ProcSubset=pid the boot id cannot be read: two hosts of one host name
+    (cloned VMs) each took the other's lease at once when its pid did not exist here, and ran
+    the rule together. The machine id tells them apart; without it, leases expire."""
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = finished.stdout.strip()
+    machine_id = tmp_path / "machine-id"
+    machine_id.write_text("0123456789abcdef0123456789abcdef\n")
+    real_path = Path
+
+    def hidden(path: str | Path) -> Path:
+        if str(path) == "/proc/sys/kernel/random/boot_id":
+            return tmp_path / "hidden"  # as ProcSubset=pid: no such file
+        if str(path) == "/etc/machine-id":
+            return machine_id
+        return real_path(path)
+
+    monkeypatch.setattr("retention.state.Path", hidden)
+    host = socket.gethostname()
+    # The holder names the other host would write, with or without its machine id.
+    for other in (f"{host}/unknown:{dead_pid}:aaaaaa", f"{host}/mfedcba98:{dead_pid}:bbbbbb"):
+        assert state.acquire_lease(f"rule:{other}", other, T0, TTL)
+        assert not state.acquire_lease(f"rule:{other}", "here", T0 + timedelta(seconds=1), TTL)
+    # A dead process of this machine is still known for one, and its lease taken at once.
+    mine = f"{lease_holder_name().split(':')[0]}:{dead_pid}:cccccc"
+    assert mine.startswith(f"{host}/m01234567:")
+    assert state.acquire_lease("rule:mine", mine, T0, TTL)
+    assert state.acquire_lease("rule:mine", "restarted", T0 + timedelta(seconds=1), TTL)
+    # Without a machine id either, none is: every lease waits for its expiry.
+    machine_id.unlink()
+    unknown = f"{lease_holder_name().split(':')[0]}:{dead_pid}:dddddd"
+    assert unknown.startswith(f"{host}/unknown:")
+    assert state.acquire_lease("rule:unknown", unknown, T0, TTL)
+    assert not state.acquire_lease("rule:unknown", "here", T0 + timedelta(seconds=1), TTL)
