@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 PRELUDE = """
 import json, os, signal, sys, time
 from retention.errors import ConfigError, ConfigIssue, RetentionError, StoreUnavailable
-from retention.runtime.forked import ChildFailed, can_fork, forked
+from retention.runtime.forked import ChildFailed, can_fork, forked, forked_awaiting
 assert can_fork()
 """
 
@@ -50,6 +50,50 @@ print(json.dumps({**found, "me": os.getpid()}))
     )
     assert reported["pid"] != reported["me"]
     assert reported["parent"] == reported["me"]
+
+
+def test_an_awaiting_child_starts_before_its_input_and_gets_what_the_parent_sends(
+    tmp_path: Path,
+) -> None:
+    started = tmp_path / "started"
+    reported = run_case(
+        f"""
+from types import MappingProxyType
+def work(receive):
+    open({str(started)!r}, "w").close()
+    value = receive()
+    return {{"kind": type(value["stores"]).__name__, "stores": dict(value["stores"])}}
+with forked_awaiting(work, "a test") as child:
+    deadline = time.monotonic() + 30
+    while not os.path.exists({str(started)!r}) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    began = os.path.exists({str(started)!r})
+    child.send({{"stores": MappingProxyType({{"content": "s3"}})}})
+    found = child.result()
+print(json.dumps({{**found, "began before the input": began}}))
+"""
+    )
+    assert reported == {
+        "kind": "mappingproxy",
+        "stores": {"content": "s3"},
+        "began before the input": True,
+    }
+
+
+def test_an_awaiting_child_never_sent_its_input_is_ended_with_the_block() -> None:
+    reported = run_case(
+        """
+with forked_awaiting(lambda receive: receive(), "a test") as child:
+    pid = child.pid
+try:
+    os.kill(pid, 0)
+    alive = True
+except ProcessLookupError:
+    alive = False
+print(json.dumps({"alive": alive}))
+"""
+    )
+    assert reported == {"alive": False}
 
 
 def test_an_expected_error_of_the_child_is_raised_in_the_parent_as_it_was() -> None:

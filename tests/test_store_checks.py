@@ -219,3 +219,79 @@ def test_an_earlier_rules_error_here_wins_over_a_later_one_in_the_child(
     assert "stores.app.url_env: environment variable" in stderr
     assert "credentials_file" not in stderr
     assert in_two[:3] == validate(config, one_process=True)[:3]
+
+
+# Runs `retention ARGS...`; at its first fork, says whether the config's modules were imported.
+FORK_WRAPPER = """
+import os, sys
+fork = os.fork
+def noted_fork():
+    sys.__stderr__.write(f"config read at the fork: {{'retention.config' in sys.modules}}\\n")
+    return fork()
+os.fork = noted_fork
+sys.argv = ["retention", *{arguments!r}]
+from retention.cli import main
+main()
+"""
+
+
+def test_the_s3_child_starts_before_the_config_is_read(tmp_path: Path, s3_server: str) -> None:
+    config = write_config(
+        tmp_path,
+        s3_server,
+        s3_rule("exports", "content") + sql_rule("logs", "created_at"),
+        {"content": new_bucket(s3_server).name},
+    )
+    code = FORK_WRAPPER.format(arguments=["--config", str(config), "config", "validate"])
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "valid (2 rules, 2 stores)" in result.stdout
+    assert result.stderr.splitlines() == ["config read at the fork: False"]
+
+
+def test_a_config_that_fails_to_load_fails_as_it_would_in_one_process(
+    tmp_path: Path, s3_server: str
+) -> None:
+    config = write_config(
+        tmp_path,
+        s3_server,
+        s3_rule("exports", "content") + sql_rule("logs", "created_at") + "colour = 'blue'\n",
+        {"content": new_bucket(s3_server).name},
+    )
+
+    in_two = validate(config, one_process=False)
+
+    code, _stdout, stderr, botocore_here = in_two
+    assert code == 78, stderr
+    assert "colour" in stderr
+    assert not botocore_here
+    assert in_two[:3] == validate(config, one_process=True)[:3]
+
+
+def test_a_config_read_from_a_pipe_is_read_once(tmp_path: Path, s3_server: str) -> None:
+    config = write_config(
+        tmp_path,
+        s3_server,
+        s3_rule("exports", "content") + sql_rule("logs", "created_at"),
+        {"content": new_bucket(s3_server).name},
+    )
+    code = WRAPPER.format(
+        one_process=False, arguments=["--config", "/dev/stdin", "config", "validate"]
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=config.read_text(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "valid (2 rules, 2 stores)" in result.stdout

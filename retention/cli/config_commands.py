@@ -10,6 +10,7 @@ from retention.cli.shared import (
     Context,
     collector_paused,
     expected_errors,
+    resolve_config_path,
 )
 from retention.errors import ConfigError, ExitCode
 from retention.wording import counted
@@ -31,16 +32,19 @@ def config_group() -> None:
 def config_validate(context: Context, offline: bool) -> None:
     """Load the config and check every rule against the live schema; print every error."""
     with expected_errors(), collector_paused():
-        config = context.config()
         if offline:
+            config = context.config()
             click.echo(
                 f"{config.source}: valid as a file ({counted(len(config.rules), 'rule')}, "
                 f"{counted(len(config.stores), 'store')}; stores and secrets not checked)"
             )
             return
-        from retention.store_checks import check_live
+        from retention.store_checks import live_checks
 
-        issues, unreachable = check_live(config)
+        # The S3 stores' child, if any, starts before the config is read (store_checks.py).
+        with live_checks(resolve_config_path(context.config_path)) as check_live:
+            config = context.config()
+            issues, unreachable = check_live(config)
         for reason in unreachable.values():
             click.echo(f"error: {reason}", err=True)
         if issues:

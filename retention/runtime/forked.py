@@ -8,10 +8,15 @@ through a pipe; any other exception comes back as its traceback, raised as Child
 outlives the parent: it ends when its parent dies (a second pipe reaches end of file) and is
 killed when the parent abandons it (an error, Ctrl-C). Ctrl-C reaches both, one process group:
 the child dies of it, the parent raises KeyboardInterrupt as it would have alone.
+
+A child started with ``forked_awaiting`` can begin before its input exists (its imports, say)
+and then wait for it: the parent sends it once (``Forked.send``), pickled through a third pipe.
 """
 
 from __future__ import annotations
 
+import copyreg
+import io
 import os
 import pickle
 import signal
@@ -20,11 +25,13 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, NoReturn, TypeVar
+from types import MappingProxyType
+from typing import Any, Generic, NoReturn, TypeVar
 
 from retention.errors import RetentionError
 
 Result = TypeVar("Result")
+Input = TypeVar("Input")
 
 
 class ChildFailed(Exception):
@@ -33,14 +40,23 @@ class ChildFailed(Exception):
 
 
 class Forked(Generic[Result]):
-    """A child process doing some work; ``result`` waits for what it found."""
+    """A child process doing some work; ``result`` waits for what it found; ``send`` hands a
+    child of ``forked_awaiting`` its input."""
 
-    def __init__(self, pid: int, results: int, lifeline: int, doing: str) -> None:
+    def __init__(self, pid: int, results: int, lifeline: int, doing: str, inbox: int = -1) -> None:
         self.pid = pid
         self._results = results
         self._lifeline = lifeline
+        self._inbox = inbox
         self._doing = doing
         self._reaped = False
+
+    def send(self, value: object) -> None:
+        """Hand the child its input (once): ``value``, pickled (read-only mappings as dicts that
+        the child turns back into read-only mappings)."""
+        inbox, self._inbox = self._inbox, -1
+        with open(inbox, "wb") as pipe:
+            pipe.write(_pickled(value))
 
     def result(self) -> Result:
         """Wait for the child; return its result, or raise the RetentionError it raised
@@ -69,9 +85,10 @@ class Forked(Generic[Result]):
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
             self._reaped = True
-        if self._results >= 0:
-            os.close(self._results)
-            self._results = -1
+        for name in ("_results", "_inbox"):
+            if getattr(self, name) >= 0:
+                os.close(getattr(self, name))
+                setattr(self, name, -1)
         self._close_lifeline()
 
     def _close_lifeline(self) -> None:
@@ -96,11 +113,32 @@ def forked(work: Callable[[], Result], doing: str) -> Iterator[Forked[Result] | 
     """Given some work and what it does (for messages), start it in a child process and yield
     the child (None where ``can_fork`` says no: then do the work here). A child whose result
     was not waited for when the block ends is killed."""
+    with _started(work, doing, awaits=False) as child:
+        yield child
+
+
+@contextmanager
+def forked_awaiting(
+    work: Callable[[Callable[[], Any]], Result], doing: str
+) -> Iterator[Forked[Result] | None]:
+    """As ``forked``, for work that can start before its input exists: the child calls
+    ``work(receive)``, and ``receive()`` waits for what the parent hands it with
+    ``Forked.send`` (it raises ChildFailed in the child if the parent closes without
+    sending)."""
+    with _started(work, doing, awaits=True) as child:
+        yield child
+
+
+@contextmanager
+def _started(
+    work: Callable[..., Result], doing: str, *, awaits: bool
+) -> Iterator[Forked[Result] | None]:
     if not can_fork():
         yield None
         return
     results_read, results_write = os.pipe()
     lifeline_read, lifeline_write = os.pipe()
+    inbox_read, inbox_write = os.pipe() if awaits else (-1, -1)
     # What the parent buffered would otherwise be written twice, once by each process.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -108,14 +146,44 @@ def forked(work: Callable[[], Result], doing: str) -> Iterator[Forked[Result] | 
     if pid == 0:  # the child: never returns
         os.close(results_read)
         os.close(lifeline_write)
-        _child(work, results_write, lifeline_read)
+        if not awaits:
+            _child(work, results_write, lifeline_read)
+        os.close(inbox_write)
+        _child(lambda: work(lambda: _received(inbox_read)), results_write, lifeline_read)
     os.close(results_write)
     os.close(lifeline_read)
-    child: Forked[Result] = Forked(pid, results_read, lifeline_write, doing)
+    if awaits:
+        os.close(inbox_read)
+    child: Forked[Result] = Forked(pid, results_read, lifeline_write, doing, inbox_write)
     try:
         yield child
     finally:
         child.abandon()
+
+
+def _mapping_proxy(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    return MappingProxyType(mapping)
+
+
+def _pickled(value: object) -> bytes:
+    """``value`` pickled, its read-only mappings (frozen value objects hold them) included."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer)
+    pickler.dispatch_table = {
+        **copyreg.dispatch_table,
+        MappingProxyType: lambda mapping: (_mapping_proxy, (dict(mapping),)),
+    }
+    pickler.dump(value)
+    return buffer.getvalue()
+
+
+def _received(inbox: int) -> Any:
+    with open(inbox, "rb") as pipe:
+        data = pipe.read()
+    if not data:
+        raise ChildFailed("the parent closed without handing the child its input")
+    # Written by this process's parent, through a pipe only the two of them hold.
+    return pickle.loads(data)  # noqa: S301
 
 
 def _child(work: Callable[[], object], results: int, lifeline: int) -> NoReturn:
