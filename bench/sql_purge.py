@@ -17,7 +17,10 @@ With ``--peers`` (MariaDB) it also times pt-archiver ``--purge --bulk-delete --c
 --primary-key-only`` at the same batch size on a fresh copy (installing Debian's
 ``percona-toolkit`` with apt-get when it is missing); with ``--bare`` the bare keyset loop
 below; with ``--both`` retention with the trail on and off; ``--rounds N`` repeats every
-contender N times, interleaved, on the big table.
+contender N times, interleaved, on the big table, each round starting with the next contender
+in turn (pt-archiver, the bare loop, retention with the trail on, then off). Before each timed
+contender PostgreSQL checkpoints; MariaDB writes the fresh copy's pages and waits for InnoDB to
+purge what the contender before deleted.
 
 It prints rows/s for each, retention's ratios to the raw DELETE, pt-archiver and the bare loop
 (whole processes, start-up included, measured in the same run), the longest retention
@@ -124,6 +127,11 @@ POSTGRES = Backend(
     refresh_statistics="VACUUM ANALYZE {table}",
     before_timing=("CHECKPOINT",),
 )
+
+# Before each timed contender on MariaDB: InnoDB's history list (undo records not yet purged)
+# back under this, waiting at most this long.
+INNODB_QUIET_HISTORY = 1000
+INNODB_QUIET_SECONDS = 60.0
 
 MARIADB = Backend(
     name="mariadb",
@@ -296,15 +304,32 @@ def copy_base(connection: Connection, backend: Backend, table: str) -> None:
     execute(connection, backend.refresh_statistics.format(table=table))
 
 
-def before_timing(connection: Connection, backend: Backend) -> None:
-    """Put the server in the same state before each timed operation (PostgreSQL: CHECKPOINT)."""
+def before_timing(connection: Connection, backend: Backend, table: str) -> None:
+    """Put the server in the same state before each timed operation on ``table``: PostgreSQL a
+    CHECKPOINT; MariaDB the table's pages written (the copy just made leaves them dirty, for
+    the page cleaner to write during whatever runs next) and InnoDB's purge of what the
+    contender before deleted waited for (its history list back under INNODB_QUIET_HISTORY,
+    at most INNODB_QUIET_SECONDS)."""
     for statement in backend.before_timing:
         execute(connection, statement)
+    if backend is MARIADB:
+        execute(connection, f"FLUSH TABLES {table} FOR EXPORT")
+        execute(connection, "UNLOCK TABLES")
+        deadline = time.monotonic() + INNODB_QUIET_SECONDS
+        while time.monotonic() < deadline and (
+            scalar(
+                connection,
+                "SELECT count FROM information_schema.INNODB_METRICS "
+                "WHERE name = 'trx_rseg_history_len'",
+            )
+            > INNODB_QUIET_HISTORY
+        ):
+            time.sleep(0.1)
 
 
 def raw_delete(connection: Connection, backend: Backend) -> tuple[int, float]:
     """Time the one-statement DELETE on RAW_TABLE; return (rows deleted, seconds)."""
-    before_timing(connection, backend)
+    before_timing(connection, backend, RAW_TABLE)
     started = time.perf_counter()
     result = connection.execute(text(f"DELETE FROM {RAW_TABLE} WHERE logged_at <= {cutoff_sql()}"))
     seconds = time.perf_counter() - started
@@ -587,7 +612,7 @@ def measure_size(
         def contender(what: str, purge: Callable[[], tuple[int, float]]) -> float:
             """Purge a fresh copy with ``purge``; return its rows/s."""
             copy_base(connection, backend, RETENTION_TABLE)
-            before_timing(connection, backend)
+            before_timing(connection, backend, RETENTION_TABLE)
             deleted, seconds = purge()
             left = scalar(connection, f"SELECT COUNT(*) FROM {RETENTION_TABLE}")
             check_same(f"{name} {what}", (deleted, left), (raw_deleted, raw_left))
@@ -599,25 +624,17 @@ def measure_size(
         big = rows == max(options.sizes)
         for round_number in range(1, options.rounds + 1 if big else 2):
             for batch_size in options.batch_sizes:
-                peer_rate = bare_rate = None
-                if options.peers and backend is MARIADB and big:
-                    peer_rate = contender(
-                        f"pt-archiver, batch {batch_size}",
-                        lambda batch_size=batch_size: peer_purge(database, batch_size),
-                    )
-                if options.bare and big:
-                    bare_rate = contender(
-                        f"bare driver loop, batch {batch_size}",
-                        lambda batch_size=batch_size: bare_purge(backend, database, batch_size),
-                    )
-                for audited in options.trails:
+
+                def timed_retention(
+                    audited: bool, batch_size: int = batch_size, round_number: int = round_number
+                ) -> RetentionRun:
                     copy_base(connection, backend, RETENTION_TABLE)
                     if options.explain and big and round_number == 1:
                         explain_batch(connection, batch_size)
                     config = write_config(
                         Path(scratch), backend, database, rows, batch_size, audited
                     )
-                    before_timing(connection, backend)
+                    before_timing(connection, backend, RETENTION_TABLE)
                     run = run_retention(config, Path(scratch))
                     left = scalar(connection, f"SELECT COUNT(*) FROM {RETENTION_TABLE}")
                     check_same(
@@ -626,6 +643,43 @@ def measure_size(
                         (raw_deleted, raw_left),
                     )
                     execute(connection, f"DROP TABLE {RETENTION_TABLE}")
+                    return run
+
+                contenders: list[tuple[str | bool, Callable[[], Any]]] = []
+                if options.peers and backend is MARIADB and big:
+                    contenders.append(
+                        (
+                            "peer",
+                            lambda batch_size=batch_size: contender(
+                                f"pt-archiver, batch {batch_size}",
+                                lambda: peer_purge(database, batch_size),
+                            ),
+                        )
+                    )
+                if options.bare and big:
+                    contenders.append(
+                        (
+                            "bare",
+                            lambda batch_size=batch_size: contender(
+                                f"bare driver loop, batch {batch_size}",
+                                lambda: bare_purge(backend, database, batch_size),
+                            ),
+                        )
+                    )
+                contenders += [
+                    (audited, lambda audited=audited: timed_retention(audited))
+                    for audited in options.trails
+                ]
+                # Each round starts with the next contender: none always runs first after the
+                # table's build, or always right after the same other one.
+                turn = (round_number - 1) % len(contenders)
+                results = {key: timed() for key, timed in contenders[turn:] + contenders[:turn]}
+                rates = {key: results.get(key) for key in ("peer", "bare")}
+                runs: dict[bool, RetentionRun] = {
+                    audited: results[audited] for audited in options.trails
+                }
+                for audited in options.trails:
+                    run = runs[audited]
                     measurement = Measurement(
                         name,
                         rows,
@@ -633,10 +687,10 @@ def measure_size(
                         raw_deleted,
                         raw_seconds,
                         run,
-                        bare_rate,
+                        rates["bare"],
                         audited=audited,
                         round=round_number,
-                        peer_rate=peer_rate,
+                        peer_rate=rates["peer"],
                     )
                     measurements.append(measurement)
                     peers = "".join(
