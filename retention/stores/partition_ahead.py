@@ -15,8 +15,9 @@ the result of the partition before: the trail's order, and what a crash leaves, 
   parent: its transaction, open until its keys are recorded, then holds a lock on that
   partition only, which the DETACH of the one before (the parent's ACCESS EXCLUSIVE lock) does
   not wait for; through the parent it would, ``LOCK_TIMEOUT_MS``, then give up.
-- MariaDB: the thread reads the partition's keys, joined with their checksum in one statement
-  (``GROUP_CONCAT``), and ends its transaction; the drop of the partition before waits for
+- MariaDB: the thread reads the partition's keys, joined into one string (``GROUP_CONCAT``)
+  whose SHA-256 Python takes as it comes (the check under the lock compares SHA2 of the same
+  string), and ends its transaction; the drop of the partition before waits for
   that (``Ahead.settle``) before it locks the table: an open transaction that read the table
   holds a metadata lock which LOCK TABLES … WRITE and DROP PARTITION wait for. Only a partition
   the plan counted within one chunk is read ahead (its keys held whole, one chunk); a larger
@@ -54,7 +55,6 @@ from retention.stores.partition_keys import (
     postgres_pieces,
     spellable,
 )
-from retention.stores.partition_survey import key_hash
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -79,11 +79,12 @@ class PostgresSnapshot:
 
 @dataclass(frozen=True)
 class MariadbKeys:
-    """MariaDB: a partition's keys read in one snapshot, now ended, and their checksum (None
-    when the read could not sum it along: then the partition is read again in its turn)."""
+    """MariaDB: a partition's keys read in one snapshot, now ended, and the digest of their
+    joined string (``Checksum.digest``; None when they did not come as one: then the partition
+    is read again in its turn)."""
 
     keys: tuple[Keys, ...]
-    checksum: int | None
+    checksum: str | None
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,8 @@ def start_reading(
         Partition(name, None, None),
         dialect.name,
     )
-    checksum = Checksum(key_hash(store, selection))
+    # One joined string: its digest, not a hash per row (``Checksum``).
+    checksum = Checksum()
     reading = _mariadb_reading(
         engine, keys_query, key_columns, checksum, planned_rows, chunk, after
     )
@@ -247,7 +249,7 @@ def _mariadb_reading(
     chunk: int,
     after: Future[Any] | None,
 ) -> Iterator[MariadbKeys]:
-    """The thread's work on MariaDB: the partition's keys and their checksum, read in one
+    """The thread's work on MariaDB: the partition's keys and their digest, read in one
     snapshot once ``after`` has ended (a drop holding LOCK TABLES), given once that snapshot's
     transaction has ended."""
     if after is not None:
@@ -255,8 +257,7 @@ def _mariadb_reading(
     snapshot = engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with snapshot as connection, connection.begin():
         keys = tuple(key_chunks(connection, keys_query, key_columns, chunk, checksum, planned_rows))
-    total = None if checksum.total is None else int(checksum.total)
-    yield MariadbKeys(keys, total)
+    yield MariadbKeys(keys, checksum.digest)
 
 
 __all__ = [

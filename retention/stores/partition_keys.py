@@ -27,6 +27,7 @@ post-processes (``_PLAIN_KEY_TYPES`` excluded) always go through SQLAlchemy's ow
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import threading
@@ -56,7 +57,7 @@ from retention.store_protocol import Keys, SpelledKeys
 _PLAIN_KEY_TYPES = (Integer, String, DateTime, Date)
 # GROUP_CONCAT's limit for one chunk's string (MariaDB's default is 1 MB): CHUNK keys of up to
 # 20 digits and a datetime with microseconds take under 5 MB at 100,000 keys.
-_JOINED_LIMIT = 64 * 1024 * 1024
+JOINED_LIMIT = 64 * 1024 * 1024
 # About how many keys PostgreSQL spells in one piece (what one thread step reads ahead).
 PIECE = 25_000
 # What the database's text of spellable keys may hold: digits, "-" (dates, negative integers),
@@ -73,12 +74,16 @@ T = TypeVar("T")
 
 @dataclass
 class Checksum:
-    """A per-row expression to sum over the keys streamed, in the same read (MariaDB's joined
-    keys): ``total`` is that sum, or None when the stream could not take it along (then count
-    it apart)."""
+    """What MariaDB's check under the lock compares the keys streamed with, taken in the same
+    read. Keys that come as one joined string (a partition within one chunk): ``digest``, the
+    SHA-256 of that string as the server spelled it, which ``joined_keys`` under SHA2 gives
+    again while nothing changed (no expression per row). Keys in several chunks: ``total``,
+    the sum of ``expression`` per row (a keyed hash), or None when the stream could not take
+    it along (then count it apart)."""
 
-    expression: ColumnElement[Any]
+    expression: ColumnElement[Any] | None = None
     total: Any = None
+    digest: str | None = None
 
 
 def spellable(key_columns: Sequence[Column[Any]]) -> bool:
@@ -121,7 +126,7 @@ def key_chunks(
         # A partition the plan counted within one chunk is read as one group: numbering its
         # rows to cut them into chunks costs the server twice the read (measured on MariaDB
         # 10.11, 85,000 keys: 140 ms against 60-70 ms). Grown since, it is still one chunk,
-        # its string bounded by _JOINED_LIMIT (a longer one is cut: BatchConflict).
+        # its string bounded by JOINED_LIMIT (a longer one is cut: BatchConflict).
         whole = 0 < rows <= chunk
         joined = _joined_chunks(connection, keys_query, key_columns, chunk, checksum, whole)
         try:
@@ -296,9 +301,11 @@ def _joined_chunks(
     whole: bool = False,
 ) -> Iterator[SpelledKeys]:
     """MariaDB: ``chunk`` keys a row (``whole``: all of them in one row), spelled and joined by
-    the server (a key's parts by "/", the keys by ","), with their count to check the split
-    (and the sum of ``checksum`` over them)."""
-    summed = checksum.expression if checksum is not None else literal(0)
+    the server (``joined_keys``), with their count to check the split; and ``checksum``: the
+    digest of the one string where ``whole``, else the sum of its expression over them."""
+    summed: ColumnElement[Any] = literal(0)
+    if checksum is not None and checksum.expression is not None and not whole:
+        summed = checksum.expression
     numbered = () if whole else (_row_number().label("n"),)
     labeled = keys_query.with_only_columns(
         *[column.label(f"k{index}") for index, column in enumerate(key_columns)],
@@ -306,11 +313,8 @@ def _joined_chunks(
         summed.label("c"),
     )
     compiled = labeled.compile(dialect=connection.dialect)
-    joined = ", '/', ".join(f"`k{index}`" for index in range(len(key_columns)))
-    statement = (
-        f"SELECT COUNT(*), SUM(`c`), GROUP_CONCAT({joined} SEPARATOR ',') "
-        f"FROM ({compiled}) AS numbered"
-    )
+    joined = joined_keys([f"`k{index}`" for index in range(len(key_columns))])
+    statement = f"SELECT COUNT(*), SUM(`c`), {joined} FROM ({compiled}) AS numbered"
     if not whole:
         statement += f" GROUP BY (`n` - 1) DIV {int(chunk)}"
     driver = connection.connection.driver_connection
@@ -319,7 +323,7 @@ def _joined_chunks(
 
     cursor = driver.cursor(pymysql.cursors.SSCursor)
     try:
-        cursor.execute(f"SET SESSION group_concat_max_len = {_JOINED_LIMIT}")
+        cursor.execute(f"SET SESSION group_concat_max_len = {JOINED_LIMIT}")
         try:
             cursor.execute(statement, compiled.params)
         except pymysql.err.ProgrammingError as error:
@@ -334,12 +338,24 @@ def _joined_chunks(
             if spelled.count(b"\n") + 1 != int(count):
                 raise BatchConflict("a chunk of its keys did not read back whole")
             total += summed_here
+            if whole and checksum is not None:
+                # What SHA2 of the same GROUP_CONCAT gives under the lock: its bytes as read.
+                checksum.digest = hashlib.sha256(text).hexdigest()
             yield SpelledKeys([spelled])
-        if checksum is not None:
+        if checksum is not None and checksum.expression is not None and not whole:
             checksum.total = total
     finally:
         cursor.close()
         connection.exec_driver_sql("SET SESSION group_concat_max_len = DEFAULT")
+
+
+def joined_keys(columns: Sequence[str]) -> str:
+    """MariaDB: the SQL that joins the keys of the rows read into one string, given their
+    columns as SQL: each key's parts joined by "/", the keys by ",", in the order the rows are
+    read. The keys read ahead come this way, and under the lock SHA2 of the same string is
+    compared with theirs; only keys the server spells without "/" or "," (``spellable``)."""
+    parts = ", '/', ".join(columns)
+    return f"GROUP_CONCAT({parts} SEPARATOR ',')"
 
 
 class _NoWindowFunctions(Exception):
@@ -351,9 +367,11 @@ def _row_number() -> Any:
 
 
 __all__ = [
+    "JOINED_LIMIT",
     "PIECE",
     "Checksum",
     "ReadAhead",
+    "joined_keys",
     "key_chunks",
     "postgres_pieces",
     "spellable",

@@ -6,6 +6,11 @@ partition's rows, due rows, held rows and a checksum of its keys, and record its
 under ``LOCK TABLES`` count again (anything changed: nothing dropped) and ``ALTER TABLE … DROP
 PARTITION`` (atomic DDL). That lock covers the whole table and grows with the partition's rows
 (docs/operations.md).
+
+The checksum: for keys read as one joined string (a partition within one chunk, read ahead),
+the SHA-256 of that string, taken by Python as it comes and by the server's SHA2 of the same
+``GROUP_CONCAT`` under the lock: one hash of the string, no expression per row. For keys read
+in several chunks, or row by row, the sum of a keyed hash of each key (``key_hash``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from retention.stores.partition_catalog import (
     read_partitioning,
     upper_identity,
 )
-from retention.stores.partition_keys import Checksum
+from retention.stores.partition_keys import JOINED_LIMIT, Checksum
 from retention.stores.partition_records import (
     LOCK_TIMEOUT_MS,
     Dropped,
@@ -61,6 +66,7 @@ def record_mariadb(
     if ahead is not None:
         found = next(ahead.reading)
         ahead.close()
+    first: tuple[int, int, int, int | str]
     if found is not None and found.checksum is not None:
         rows = recorded_count(found.keys, before_write, name, upper_identity(partition))
         first = (rows, rows, 0, found.checksum)
@@ -107,13 +113,17 @@ def finish_mariadb(
     if now is None or name not in uppers or uppers[name] != partition.upper:
         raise BatchConflict(f"partition {name!r} was changed while its keys were recorded")
     partitioning = now
+    # Keys read as one string: the same string's digest under the lock (``keys_digest``).
+    digest = isinstance(recorded.counted[3], str)
     with store.write_connection() as connection:
         seconds = max(1, LOCK_TIMEOUT_MS // 1000)
         connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}")
+        if digest:
+            connection.exec_driver_sql(f"SET SESSION group_concat_max_len = {JOINED_LIMIT}")
         connection.exec_driver_sql(f"LOCK TABLES {locks}")
         locked = time.monotonic()
         try:
-            again = count_partition(store, connection, selection, partitioning, partition)
+            again = count_partition(store, connection, selection, partitioning, partition, digest)
             if again[1:3] != (again[0], 0):
                 raise BatchConflict(f"partition {name!r}: not every row in it is due now")
             if again != recorded.counted:
@@ -123,6 +133,8 @@ def finish_mariadb(
         finally:
             connection.exec_driver_sql("UNLOCK TABLES")
             connection.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+            if digest:
+                connection.exec_driver_sql("SET SESSION group_concat_max_len = DEFAULT")
     return Dropped(recorded.rows, locked, locked)
 
 
@@ -134,8 +146,8 @@ def _mariadb_in_turn(
     before_write: BeforeDrop | None,
     planned_rows: int,
     chunk: int,
-) -> tuple[int, tuple[int, int, int, int]]:
-    """Keys not read ahead: in one snapshot, read and record them, and sum their checksum (as
+) -> tuple[int, tuple[int, int, int, int | str]]:
+    """Keys not read ahead: in one snapshot, read and record them, and take their checksum (as
     they are read, or by a count of the partition); return how many there were and the
     partition's rows, due rows, held rows and checksum in that snapshot."""
     # The keys' checksum, summed as they are read where the driver can (else counted apart).
@@ -155,6 +167,8 @@ def _mariadb_in_turn(
             rows=planned_rows,
             identity=upper_identity(partition),
         )
+        if checksum.digest is not None:
+            return rows, (rows, rows, 0, checksum.digest)
         if checksum.total is None:
             return rows, count_partition(store, connection, selection, partitioning, partition)
         return rows, (rows, rows, 0, int(checksum.total))
