@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from retention.app import make_plan
 from retention.audit.leaves import record_leaf
-from retention.stores import open_stores, partition_survey
+from retention.stores import open_stores, partition_keys
 from retention.stores.partition_ahead import start_reading
 from retention.stores.partition_catalog import read_partitioning
 from retention.stores.partition_keys import JOINED_LIMIT
@@ -179,13 +179,16 @@ def test_keys_read_under_the_lock_in_another_order_keep_the_partition(
     same keys give another digest, and every partition is kept, none dropped unchecked; their
     rows go by row batches, each named once."""
     create_events(mariadb_url)
-    original = partition_survey.joined_keys
+    original = partition_keys._joined_statement
 
-    def reversed_keys(columns: list[str]) -> str:
-        descending = ", ".join(f"{column} DESC" for column in columns)
-        return original(columns).replace(" SEPARATOR", f" ORDER BY {descending} SEPARATOR")
+    def reversed_under_the_lock(*args: Any, digest: bool = False) -> tuple[str, Any]:
+        statement, parameters = original(*args, digest=digest)
+        if digest:
+            order = " ORDER BY `k0` DESC, `k1` DESC SEPARATOR"
+            statement = statement.replace(" SEPARATOR", order)
+        return statement, parameters
 
-    monkeypatch.setattr(partition_survey, "joined_keys", reversed_keys)
+    monkeypatch.setattr(partition_keys, "_joined_statement", reversed_under_the_lock)
     audit = tmp_path / "audit"
     config = make_config(mariadb_url, RULE, audit_directory=audit)
     with capture_logs() as logs:
@@ -199,4 +202,43 @@ def test_keys_read_under_the_lock_in_another_order_keep_the_partition(
     assert len(claimed) == len(set(claimed))
     key = _key(audit)
     assert set(claimed) == {record_leaf(key, "db", "events", (i, ROWS[i])) for i in DUE}
+    _verified(audit)
+
+
+def test_a_rule_with_a_condition_drops_partitions_whose_keys_an_index_covers(
+    mariadb_url: str, tmp_path: Path
+) -> None:
+    """A secondary index covers the key columns (the read ahead scans it: the keys in its
+    order) and the rule's condition reads a column it does not hold: the pass under the lock
+    that takes the digest still reads the keys the same way (the read ahead's statement), so
+    the partition goes whole, every row named (the code before took the digest in the count's
+    pass, which read the table in its key order, and kept the partition)."""
+    _create(
+        mariadb_url,
+        "id int NOT NULL, logged_at datetime NOT NULL, note text, PRIMARY KEY (id, logged_at), "
+        "KEY events_by_time (logged_at)",
+        ["id", "logged_at"],
+        [((key,), datetime(2024, 1, 20 - key)) for key in range(1, 7)],
+    )
+    engine = create_engine(mariadb_url)
+    with engine.connect() as connection:
+        plan_text = " ".join(
+            str(row)
+            for row in connection.execute(
+                text("EXPLAIN SELECT id, logged_at FROM events PARTITION (events_2024_01)")
+            )
+        )
+    engine.dispose()
+    assert "events_by_time" in plan_text, "the keys are read through the index"
+    audit = tmp_path / "audit"
+    rule = RULE + 'where_sql = "note IS NULL"\n'
+    config = make_config(mariadb_url, rule, audit_directory=audit)
+    with capture_logs() as logs:
+        _, report = plan_and_run(config, AS_OF)
+    assert report.outcomes[0].status == "ok", report.outcomes[0].error
+    assert not [line for line in logs if line["event"] == "partition.kept"]
+    assert "events_2024_01" not in _partitions(mariadb_url)
+    key = _key(audit)
+    rows = {key_id: datetime(2024, 1, 20 - key_id) for key_id in range(1, 7)}
+    assert set(_claimed(audit)) == {record_leaf(key, "db", "events", (i, rows[i])) for i in rows}
     _verified(audit)

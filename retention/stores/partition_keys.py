@@ -306,17 +306,9 @@ def _joined_chunks(
     summed: ColumnElement[Any] = literal(0)
     if checksum is not None and checksum.expression is not None and not whole:
         summed = checksum.expression
-    numbered = () if whole else (_row_number().label("n"),)
-    labeled = keys_query.with_only_columns(
-        *[column.label(f"k{index}") for index, column in enumerate(key_columns)],
-        *numbered,
-        summed.label("c"),
+    statement, parameters = _joined_statement(
+        connection, keys_query, key_columns, summed, None if whole else chunk
     )
-    compiled = labeled.compile(dialect=connection.dialect)
-    joined = joined_keys([f"`k{index}`" for index in range(len(key_columns))])
-    statement = f"SELECT COUNT(*), SUM(`c`), {joined} FROM ({compiled}) AS numbered"
-    if not whole:
-        statement += f" GROUP BY (`n` - 1) DIV {int(chunk)}"
     driver = connection.connection.driver_connection
     assert driver is not None
     import pymysql.cursors
@@ -325,7 +317,7 @@ def _joined_chunks(
     try:
         cursor.execute(f"SET SESSION group_concat_max_len = {JOINED_LIMIT}")
         try:
-            cursor.execute(statement, compiled.params)
+            cursor.execute(statement, parameters)
         except pymysql.err.ProgrammingError as error:
             raise _NoWindowFunctions from error
         total = 0
@@ -347,6 +339,52 @@ def _joined_chunks(
     finally:
         cursor.close()
         connection.exec_driver_sql("SET SESSION group_concat_max_len = DEFAULT")
+
+
+def _joined_statement(
+    connection: Connection,
+    keys_query: Any,
+    key_columns: list[Column[Any]],
+    summed: ColumnElement[Any],
+    chunk: int | None,
+    digest: bool = False,
+) -> tuple[str, Any]:
+    """MariaDB: the statement that reads the keys of ``keys_query`` joined (``joined_keys``),
+    ``chunk`` keys a row (None: all of them in one row), with their count and the sum of
+    ``summed`` over them; with ``digest``, the string's SHA2 in its place. Its parameters."""
+    numbered = () if chunk is None else (_row_number().label("n"),)
+    labeled = keys_query.with_only_columns(
+        *[column.label(f"k{index}") for index, column in enumerate(key_columns)],
+        *numbered,
+        summed.label("c"),
+    )
+    compiled = labeled.compile(dialect=connection.dialect)
+    joined = joined_keys([f"`k{index}`" for index in range(len(key_columns))])
+    if digest:
+        joined = f"SHA2({joined}, 256)"
+    statement = f"SELECT COUNT(*), SUM(`c`), {joined} FROM ({compiled}) AS numbered"
+    if chunk is not None:
+        statement += f" GROUP BY (`n` - 1) DIV {int(chunk)}"
+    return statement, compiled.params
+
+
+def joined_digest(
+    connection: Connection,
+    keys_query: Any,
+    key_columns: list[Column[Any]],
+    summed: ColumnElement[Any],
+) -> tuple[int, int, str | None]:
+    """MariaDB, given a connection (under the lock), the query of a partition's keys and its
+    key columns, and a per-row expression that reads no other column: the keys' count, the
+    sum of ``summed`` over them and the SHA-256 of their joined string (None over no row). The
+    statement is the one that read them whole (``key_chunks``) but for SHA2 around the
+    string: the server reads the same columns of the same rows, the same way (its index), so
+    the same keys give the digest Python took of that string (``Checksum.digest``)."""
+    statement, parameters = _joined_statement(
+        connection, keys_query, key_columns, summed, None, digest=True
+    )
+    rows, summed_rows, digest = connection.exec_driver_sql(statement, parameters).one()
+    return int(rows), int(summed_rows or 0), None if digest is None else str(digest)
 
 
 def joined_keys(columns: Sequence[str]) -> str:
@@ -371,6 +409,7 @@ __all__ = [
     "PIECE",
     "Checksum",
     "ReadAhead",
+    "joined_digest",
     "joined_keys",
     "key_chunks",
     "postgres_pieces",
