@@ -155,6 +155,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(backend)
 
 
+@pytest.fixture(autouse=True)
+def _no_terminal_size_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text output fits $COLUMNS when it is set (cli/shared.py ``output_width``): the tests that
+    check a width set it themselves. pytest-xdist's workers start with COLUMNS=80 and LINES=24
+    in their environment (as a shell may export them), which folded the tables other tests read
+    by column."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture(scope="session")
 def postgres_admin() -> Iterator[Engine]:
     """AUTOCOMMIT engine on the PostgreSQL admin URL (skips/fails if unreachable)."""
