@@ -153,13 +153,17 @@ def key_chunks(
         cursor.close()
 
 
-def _respelled(text: bytes, separator: bytes) -> bytes:
+def _respelled(text: bytes, separator: bytes, zero_dates: bool = True) -> bytes:
     """Given keys as the database spelled them (each part's text, joined by "/"; the keys by
     ``separator``), return each key's locator end as ``record_locator`` spells the values the
     driver gives, joined by newlines: fractional seconds as Python writes them (six digits,
     none when zero), " " and ":" quoted. BatchConflict when a key holds what no such value
-    spells (a zero date, a year BC, an infinity)."""
-    if text.translate(None, _SPELLED_BYTES) or any(zero in text for zero in _ZERO_DATES):
+    spells (a year BC, an infinity; with ``zero_dates``, MariaDB's zero dates too)."""
+    if text.translate(None, _SPELLED_BYTES):
+        raise BatchConflict("one of its keys cannot be spelled exactly")
+    # PostgreSQL has no zero date (no year 0, month 00 or day 00): searching a piece for one
+    # cost 0.7 ms of its 3 ms here (600 KB), with the GIL held, in the reading thread.
+    if zero_dates and any(zero in text for zero in _ZERO_DATES):
         raise BatchConflict("one of its keys cannot be spelled exactly")
     if b"." in text:
         text = _FRACTION.sub(_microseconds, text)
@@ -199,7 +203,7 @@ def postgres_pieces(
             cursor.execute(f"SELECT string_agg({line}, E'\\n') FROM {partition} WHERE {bounds}")
             (text,) = cursor.fetchone()
             if text:
-                yield _respelled(text.encode("ascii", "replace"), b"\n")
+                yield _respelled(text.encode("ascii", "replace"), b"\n", zero_dates=False)
 
 
 class ReadAhead(Generic[T]):
