@@ -147,8 +147,9 @@ def pending_keys(directory: Path) -> list[tuple[int, dict[str, Any] | None]]:
 
 
 def clear_unfinished_pending(directory: Path) -> None:
-    """Remove the temporary files of pending keys whose writing a crash cut short: never
-    renamed into place, so their intent was never appended."""
+    """Remove the temporary files of pending keys whose writing a crash cut short (an older
+    version wrote them aside, then renamed them): never renamed into place, so their intent
+    was never appended."""
     try:
         for path in (directory / "pending").glob("*.json.tmp"):
             path.unlink(missing_ok=True)

@@ -274,9 +274,10 @@ def pending_rejected(seq: int, intent: Mapping[str, Any], error: UnauthenticPend
 def _unreadable_pending(
     writer: TrailWriter, seq: int, intent: dict[str, Any], settled: bool
 ) -> None:
-    """An empty or torn pending file (a full disk, with a version that did not write it
-    atomically) was never acknowledged: its writing failed, so the intent after it was never
-    appended and nothing was written to the store. Drop it. Only when an unsettled intent of
+    """An empty or torn pending file (a crash or a full disk while it was written: a batch's
+    files are created at once and written in place, then fsynced, before its intent) was never
+    acknowledged: its writing failed, so the intent after it was never appended and nothing
+    was written to the store. Drop it. Only when an unsettled intent of
     that seq is in the trail (a short write that went unnoticed) can its records have gone:
     without their keys nobody can tell which, so the file stays, the intent stays unsettled
     (``audit show`` counts it), and every run says so, rather than claim anything."""
