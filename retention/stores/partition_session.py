@@ -73,24 +73,27 @@ def dropping_partitions(store: SqlStore) -> AbstractContextManager[PartitionDrop
 # alternated pairs at load 5.5-8: the rule 1.72 -> 1.34 s median, every pair faster.
 SWITCH_INTERVAL_SECONDS = 0.0005
 _switch_lock = threading.Lock()
-_switch_users: list[float] = []  # per drop session in progress, the interval before the first
+_switch_users = 0  # drop sessions in progress
+_switch_before = 0.0  # the interval before the first of them
 
 
 @contextmanager
 def _quick_handovers() -> Iterator[None]:
     """Shorten the GIL's switch interval until the last session that shortened it ends, then
     restore the one before."""
+    global _switch_users, _switch_before
     with _switch_lock:
-        _switch_users.append(sys.getswitchinterval())
-        if len(_switch_users) == 1:
-            sys.setswitchinterval(min(SWITCH_INTERVAL_SECONDS, _switch_users[0]))
+        if _switch_users == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(SWITCH_INTERVAL_SECONDS, _switch_before))
+        _switch_users += 1
     try:
         yield
     finally:
         with _switch_lock:
-            before = _switch_users.pop()
-            if not _switch_users:
-                sys.setswitchinterval(before)
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 @contextmanager
