@@ -277,9 +277,10 @@ def _local(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
 
 
 def load_status(config: Config, now: datetime) -> tuple[list[RuleStatus], list[DaemonBeat]]:
-    """Given the config and now, open the state database and return each rule's status and
-    every daemon heartbeat (alive or stale)."""
-    state = StateDatabase(state_url(config.state))
+    """Given the config and now, open the state database read-only (a fresh install's is not
+    made: status writes nothing) and return each rule's status and every daemon heartbeat
+    (alive or stale)."""
+    state = StateDatabase(state_url(config.state), read_only=True)
     try:
         daemons = state.daemon_beats(now)
         return rule_statuses(config, state, now, daemons), daemons

@@ -260,6 +260,8 @@ class StateDatabase:
     def lease_holders(self, now: datetime) -> dict[str, tuple[str, datetime]]:
         """Given now, return each lease still in force: its holder and expiry."""
         query = select(leases).where(leases.c.expires_at > self._stored(now))
+        if not self.has(leases):
+            return {}
         with self.engine.connect() as connection:
             return {
                 row.name: (row.holder, _aware(row.expires_at) or now)
@@ -319,6 +321,8 @@ class StateDatabase:
         """Given now, return every daemon heartbeat recorded, the latest first, each alive when
         it beat within its last ``STALE_BEATS`` intervals."""
         query = select(daemons).order_by(daemons.c.beat_at.desc())
+        if not self.has(daemons):
+            return []
         with self.engine.connect() as connection:
             rows = [row._mapping for row in connection.execute(query)]
         beats = []
@@ -380,6 +384,8 @@ class StateDatabase:
     def last_runs(self, rule: str, limit: int = 1) -> list[RunRecord]:
         """Given a rule, return its most recent runs, newest first."""
         query = select(runs).where(runs.c.rule == rule).order_by(runs.c.id.desc()).limit(limit)
+        if not self.has(runs):
+            return []
         with self.engine.connect() as connection:
             return [_run_record(row._mapping) for row in connection.execute(query)]
 

@@ -216,3 +216,18 @@ def test_heartbeats_round_trip_and_go_stale_after_three_intervals(
         assert state.daemon_beats(later) == []
     finally:
         state.close()
+
+
+def test_status_on_a_fresh_install_writes_nothing(tmp_path: Path, state_url: str) -> None:
+    """A read-only command: before any run, status shows every rule as never run, and leaves
+    no state database file (SQLite) and no table (PostgreSQL) behind."""
+    data_url = f"sqlite:///{tmp_path}/data.sqlite"
+    config = write_config(tmp_path, data_url, rule("logs"), state_url=state_url)
+
+    document = status_json(config)
+
+    assert [entry["last_run"] for entry in document["rules"]] == [None]
+    assert document["daemons"] == []
+    assert "never" in status_text(config)
+    assert not (tmp_path / "state.sqlite").exists()
+    assert inspect(create_engine(state_url)).get_table_names() == []
