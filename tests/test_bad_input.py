@@ -515,7 +515,7 @@ def test_a_signing_key_that_never_ends_is_a_bad_config(sqlite_url: str, tmp_path
     config.write_text(text.replace(signing, 'signing_key_file = "/dev/zero"'))
     result = _bounded_cli("--config", str(config), "run", "--yes")
     assert result.returncode == ExitCode.BAD_CONFIG, result.stderr
-    assert "the signing key '/dev/zero' holds more than 64 KiB: not a key" in result.stderr
+    assert "the signing key: '/dev/zero' holds more than 64 KiB: not a key" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from retention.audit.entries import StoredEntry
-from retention.config import read_at_most
+from retention.config import read_within
 from retention.errors import AuditFailure, StoreUnavailable, UsageError
 
 S3_SCHEME = "s3://"
@@ -237,16 +237,10 @@ def load_anchors(source: str, endpoint_url: str | None = None) -> list[tuple[str
     files = sorted(path.glob(f"*{ANCHOR_SUFFIX}")) if path.is_dir() else [path]
     if not files:
         raise UsageError(f"--anchor {source}: no anchor (*{ANCHOR_SUFFIX}) in that directory")
-    anchors = []
-    for file in files:
-        try:
-            content = read_at_most(file, LONGEST_ANCHOR_BYTES)
-        except OSError as error:
-            raise UsageError(f"--anchor {source}: cannot read it: {error.strerror}") from error
-        if content is None:
-            raise UsageError(
-                f"--anchor {source}: {str(file)!r} holds more than "
-                f"{LONGEST_ANCHOR_BYTES // 2**20} MiB: not an anchor"
-            )
-        anchors.append((str(file), content))
-    return anchors
+
+    def error(message: str) -> UsageError:
+        return UsageError(f"--anchor {source}: {message}")
+
+    return [
+        (str(file), read_within(file, LONGEST_ANCHOR_BYTES, "an anchor", error)) for file in files
+    ]

@@ -38,7 +38,7 @@ from retention.audit.merkle import (
     verify_inclusion,
 )
 from retention.audit.prove import Proof, Search
-from retention.config import read_at_most
+from retention.config import read_within
 from retention.errors import AuditFailure, UsageError
 
 BUNDLE_FORMAT = "retention-proof"
@@ -262,15 +262,7 @@ LONGEST_BUNDLE_BYTES = 64 * 2**20
 
 def read_bundle(path: Path) -> bytes:
     """Given a bundle's path, return its bytes; UsageError when it cannot be read."""
-    try:
-        content = read_at_most(path, LONGEST_BUNDLE_BYTES)
-    except OSError as error:
-        raise UsageError(f"cannot read {str(path)!r}: {error.strerror}") from error
-    if content is None:
-        raise UsageError(
-            f"{str(path)!r} holds more than {LONGEST_BUNDLE_BYTES // 2**20} MiB: not a proof bundle"
-        )
-    return content
+    return read_within(path, LONGEST_BUNDLE_BYTES, "a proof bundle", UsageError)
 
 
 def render_checked(checked: CheckedProof) -> str:

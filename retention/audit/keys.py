@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from retention.config import read_at_most
+from retention.config import read_at_most, read_within
 from retention.errors import ExitCode, RetentionError
 
 
@@ -104,17 +104,12 @@ LONGEST_PUBLIC_KEYS_BYTES = 16 * 2**20
 
 
 def load_signer(path: Path) -> Signer:
-    try:
-        content = read_at_most(path, LONGEST_SIGNING_KEY_BYTES)
-    except OSError as error:
-        raise AuditKeyError(
-            f"cannot read the signing key {str(path)!r}: {error.strerror}"
-        ) from error
-    if content is None:
-        raise AuditKeyError(
-            f"the signing key {str(path)!r} holds more than "
-            f"{LONGEST_SIGNING_KEY_BYTES // 1024} KiB: not a key"
-        )
+    content = read_within(
+        path,
+        LONGEST_SIGNING_KEY_BYTES,
+        "a key",
+        lambda message: AuditKeyError(f"the signing key: {message}"),
+    )
     try:
         private = serialization.load_pem_private_key(content, password=None)
     except ValueError as error:

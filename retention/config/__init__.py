@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 
@@ -64,7 +65,7 @@ from retention.config.settings import (
 from retention.config.stores import read_stores
 from retention.config.table_rules import read_rule
 from retention.config.validation import validate_document
-from retention.errors import ConfigError, ConfigIssue
+from retention.errors import ConfigError, ConfigIssue, RetentionError
 
 __all__ = [
     "DAILY",
@@ -107,6 +108,7 @@ __all__ = [
     "parse_config",
     "parse_schedule",
     "read_at_most",
+    "read_within",
     "resolve_path",
     "resolve_sqlite_url",
 ]
@@ -125,6 +127,23 @@ def read_at_most(path: Path, limit: int) -> bytes | None:
     with path.open("rb") as handle:
         content = handle.read(limit + 1)
     return None if len(content) > limit else content
+
+
+def read_within(path: Path, limit: int, noun: str, error: Callable[[str], RetentionError]) -> bytes:
+    """Given a file, the most bytes it may hold, what it should be and the error to raise,
+    return its content; raise ``error(message)`` when it cannot be read or holds more.
+
+    Example: ``read_within(Path("/dev/zero"), 2**20, "an anchor", UsageError)`` raises
+    ``UsageError("'/dev/zero' holds more than 1 MiB: not an anchor")``.
+    """
+    try:
+        content = read_at_most(path, limit)
+    except OSError as failure:
+        raise error(f"cannot read {str(path)!r}: {failure.strerror}") from failure
+    if content is None:
+        size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
+        raise error(f"{str(path)!r} holds more than {size}: not {noun}")
+    return content
 
 
 def load_config(path: Path) -> Config:

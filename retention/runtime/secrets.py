@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from retention.config import (
     Settings,
     SqlStoreConfig,
     StateSettings,
-    read_at_most,
+    read_within,
     resolve_sqlite_url,
 )
 from retention.errors import ConfigError, ConfigIssue
@@ -49,6 +50,10 @@ def secret_path(file: Path | None, credential: str | None, credential_key_path: 
 LONGEST_KEY_FILE_BYTES = 64 * 1024
 
 
+def _issue_at(key_path: str) -> Callable[[str], ConfigError]:
+    return lambda message: ConfigError([ConfigIssue(key_path, message)])
+
+
 def read_secret(
     file: Path | None, credential: str | None, file_key_path: str, credential_key_path: str
 ) -> bytes | None:
@@ -58,15 +63,7 @@ def read_secret(
     if path is None:
         return None
     key_path = credential_key_path if credential else file_key_path
-    try:
-        content = read_at_most(path, LONGEST_KEY_FILE_BYTES)
-    except OSError as error:
-        raise ConfigError(
-            [ConfigIssue(key_path, f"cannot read {str(path)!r}: {error.strerror}")]
-        ) from error
-    if content is None:
-        too_long = f"{str(path)!r} holds more than {LONGEST_KEY_FILE_BYTES // 1024} KiB: not a key"
-        raise ConfigError([ConfigIssue(key_path, too_long)])
+    content = read_within(path, LONGEST_KEY_FILE_BYTES, "a key", _issue_at(key_path))
     key = content.strip()
     if len(key) < MINIMUM_KEY_BYTES:
         raise ConfigError(
@@ -140,20 +137,8 @@ def resolve_url(store: SqlStoreConfig | StateSettings, key_path: str) -> str:
         return resolve_sqlite_url(value, store.base_directory)
     assert store.url_credential is not None
     path = credential_path(store.url_credential, f"{key_path}.url_credential")
-    try:
-        content = read_at_most(path, LONGEST_KEY_FILE_BYTES)
-    except OSError as error:
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    f"{key_path}.url_credential", f"cannot read {str(path)!r}: {error.strerror}"
-                )
-            ]
-        ) from error
     issue_path = f"{key_path}.url_credential"
-    if content is None:
-        too_long = f"{str(path)!r} holds more than {LONGEST_KEY_FILE_BYTES // 1024} KiB: not a URL"
-        raise ConfigError([ConfigIssue(issue_path, too_long)])
+    content = read_within(path, LONGEST_KEY_FILE_BYTES, "a URL", _issue_at(issue_path))
     try:
         url = content.decode().strip()
     except UnicodeDecodeError as error:
