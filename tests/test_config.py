@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from textwrap import dedent
@@ -488,6 +489,49 @@ def test_config_error_messages_say_what_is_wrong_and_what_is_expected(
 
     for fragment in fragments:
         assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("where_sql", "fragment"),
+    [
+        ("1=1 --", "comment (--)"),
+        ("note = 'a' /* why */", "comment (/*)"),
+        ("note = 'a' # why", "comment (#)"),
+        ("note = 'a')) OR ((1=1", "closes a parenthesis it did not open"),
+        ("(note = 'a'", "leaves a parenthesis open"),
+        ("note = 'a'; DELETE FROM logs", "semicolon"),
+        ("note = 'it''s", "quote (') open"),
+        # PostgreSQL reads one string then OR; MariaDB ends the first string later, and the
+        # parentheses after it are outside: the comment would hide the rest of the predicate.
+        ("note = 'C:\\' OR note = ')) OR ((1=1 -- '", "backslash escapes"),
+    ],
+)
+def test_a_where_sql_that_would_not_stay_one_term_of_the_predicate_is_refused(
+    where_sql: str, fragment: str
+) -> None:
+    """The predicate ANDs ``(where_sql)``: a comment would swallow its closing parenthesis (the
+    plan then failed on a config that validated), a stray one would let an OR escape it."""
+    rule = VALID_RULE + f"where_sql = {json.dumps(where_sql)}\n"
+
+    messages = messages_by_path(HEADER + rule)
+
+    assert list(messages) == ["rules[0].where_sql"]
+    assert fragment in messages["rules[0].where_sql"]
+
+
+@pytest.mark.parametrize(
+    "where_sql",
+    [
+        "length(note) > 3",
+        "note = '-- not a comment' OR note = \"a;b\"",
+        "id <> 5 OR status = 'o''brien'",
+        "NOT EXISTS (SELECT 1 FROM invoices WHERE (invoices.client_id = logs.id))",
+    ],
+)
+def test_a_where_sql_of_one_expression_is_accepted(where_sql: str) -> None:
+    rule = VALID_RULE + f"where_sql = {json.dumps(where_sql)}\n"
+
+    assert parse(HEADER + rule).rules[0].where_sql == where_sql
 
 
 def test_a_config_with_errors_still_checks_the_valid_rules_it_holds() -> None:

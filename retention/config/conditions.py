@@ -108,3 +108,60 @@ def _split_list(text: str, whole: str) -> Iterator[str]:
     if not "".join(current).strip() and not text.strip():
         raise ValueError(f"{whole!r}: IN needs at least one value")
     yield "".join(current)
+
+
+def where_sql_problem(sql: str) -> str | None:
+    """Given a rule's where_sql, return why it cannot be spliced into the rule's predicate as
+    one parenthesised term (None when it can).
+
+    It is ANDed as ``(where_sql)``: a comment would swallow the closing parenthesis (and what
+    follows), a stray parenthesis would let an OR escape its term, a semicolon would start
+    another statement. Quotes are read both with and without backslash escapes (MariaDB's and
+    PostgreSQL's strings), and either reading must hold. Example:
+    ``where_sql_problem("1=1 --")`` returns ``"holds a comment (--) outside quotes..."``.
+    """
+    for backslash_escapes in (False, True):
+        problem = _splice_problem(sql, backslash_escapes)
+        if problem is not None:
+            return (
+                f"read as MariaDB reads it (a backslash escapes), {problem}"
+                if backslash_escapes
+                else problem
+            )
+    return None
+
+
+def _splice_problem(sql: str, backslash_escapes: bool) -> str | None:
+    depth = 0
+    quote = ""
+    index = 0
+    while index < len(sql):
+        character = sql[index]
+        following = sql[index : index + 2]
+        index += 1
+        if quote:
+            if backslash_escapes and character == "\\":
+                index += 1
+            elif character == quote:
+                quote = ""
+        elif character in "'\"`":
+            quote = character
+        elif following in ("--", "/*") or character == "#":
+            shown = following if following in ("--", "/*") else character
+            return (
+                f"holds a comment ({shown}) outside quotes: write the condition alone (a "
+                "comment can swallow the parenthesis that closes it in the rule's predicate)"
+            )
+        elif character == ";":
+            return "holds a semicolon outside quotes: one expression, not statements"
+        elif character == "(":
+            depth += 1
+        elif character == ")":
+            depth -= 1
+            if depth < 0:
+                return "closes a parenthesis it did not open: it must be one expression"
+    if quote:
+        return f"leaves a quote ({quote}) open"
+    if depth:
+        return "leaves a parenthesis open"
+    return None

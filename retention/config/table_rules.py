@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from retention.anonymise import Strategy, parse_strategy
-from retention.config.conditions import read_conditions
+from retention.config.conditions import read_conditions, where_sql_problem
 from retention.config.limits import read_period, read_run_limits
 from retention.config.model import (
     Action,
@@ -66,6 +66,8 @@ def read_rule(
         reader.error(f"{path}.period_unit", "only makes sense with period_column")
     conditions = read_conditions(reader, raw.get("where", []), f"{path}.where", join_names)
     where_sql = text(raw, "where_sql")
+    if where_sql is not None and (problem := where_sql_problem(where_sql)) is not None:
+        reader.error(f"{path}.where_sql", problem)
     action, anonymise, marker_column = _read_action(reader, raw, path)
     # A key the declaration refused says nothing of what children reference.
     parent_key = key if "key" not in reader.rejected_keys(path) else ("",)

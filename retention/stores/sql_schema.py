@@ -139,7 +139,11 @@ def check_rule(store: SqlStore, rule: Rule) -> list[ConfigIssue]:
         try:
             with store.engine.connect() as connection:
                 connection.execute(
-                    select(literal(1)).select_from(table).where(text(rule.where_sql)).limit(0)
+                    # Parenthesised as the rule's predicate splices it.
+                    select(literal(1))
+                    .select_from(table)
+                    .where(text(f"({rule.where_sql})"))
+                    .limit(0)
                 )
         except sa_exc.DBAPIError as error:
             problem("where_sql", f"the database refuses it: {reason(error)}")
