@@ -348,6 +348,13 @@ def compile_date_pattern(text: str) -> DatePattern:
         elif directive in _DATE_DIRECTIVES and directive not in seen:
             parts.append(_DATE_DIRECTIVES[directive])
             seen.add(directive)
+        elif directive in seen:
+            raise ValueError(
+                f"{text!r}: %{directive} appears twice; a date is read from one place, so each "
+                "of %Y %m %d %H %M %S appears at most once"
+            )
+        elif not directive:
+            raise ValueError(f"{text!r}: ends with a lone %; write %% for a percent sign")
         else:
             raise ValueError(
                 f"{text!r}: %{directive} is not supported here (use %Y %m %d, optionally "

@@ -398,7 +398,11 @@ def test_a_date_pattern_with_hours_reads_a_wall_time() -> None:
     [
         ("%Y-%m", "needs %Y, %m and %d"),
         ("%Y-%m-%d-%b", "%b is not supported"),
-        ("%Y-%m-%d-%Y", "each once"),
+        # A repeated directive is not "not supported": it says which, and why once.
+        ("%Y%Y-%m-%d", "%Y appears twice"),
+        ("%Y-%m-%d-%Y", "%Y appears twice"),
+        ("%Y-%m-%d %H%H", "%H appears twice"),
+        ("%Y-%m-%d%", "ends with a lone %"),
         ("%Y-%m-%dT%M", "%M and %S need %H"),
     ],
 )
