@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from click.testing import CliRunner
+from sqlalchemy import create_engine
+from sqlalchemy import text as sql
 
 from retention.cli import main
 from retention.render import render_plan, render_report
@@ -245,3 +247,33 @@ def test_rich_is_not_imported_at_start_up() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def test_text_written_by_someone_else_cannot_drive_the_terminal(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A policy (from the config, then from the trail an auditor does not trust) and a hold's
+    condition reach the terminal as visible escapes, never as the escape sequences, carriage
+    returns or bidi overrides they hold; newlines and French spaces stay as they are."""
+    create_logs(sqlite_url, {1: datetime(2020, 1, 1), 2: datetime(2026, 11, 1)})
+    with create_engine(sqlite_url).begin() as connection:
+        connection.execute(sql("ALTER TABLE logs ADD COLUMN note TEXT"))
+    hostile = "\\u001b]0;pwned\\u0007\\u001b[2J\\r\\u009b31m\\u202eP-7 « 1\\u00a0an »"
+    path = tmp_path / "retention.toml"
+    rule = _logs_rule(f'policy = "{hostile}"')
+    path.write_text(config_text(sqlite_url, rule, audit_directory=tmp_path / "audit"))
+
+    def invoke(*arguments: str) -> str:
+        # color=True: click strips some escape sequences when its output is not a terminal.
+        result = CliRunner().invoke(main, ["--config", str(path), *arguments], color=True)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    invoke("run", "--yes", "--as-of", AS_OF.isoformat())
+    invoke("hold", "add", "--rule", "logs", "--where", "note = '\x1b[8m'", "--reason", "L-17")
+    shown = invoke("audit", "show") + invoke("hold", "list")
+
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", shown), repr(shown)
+    escaped = "\\u001b]0;pwned\\u0007\\u001b[2J\\u000d\\u009b31m\\u202eP-7 « 1\u00a0an »"
+    assert f"logs: {escaped}" in shown
+    assert "note = '\\u001b[8m'" in shown

@@ -17,7 +17,7 @@ from retention.cli.demo import demo
 from retention.cli.holds import hold_group
 from retention.cli.purge import erase, plan, run
 from retention.cli.service import daemon, status
-from retention.cli.shared import Context, freeze_start_up
+from retention.cli.shared import Context, echo, freeze_start_up
 
 
 def show_version(context: click.Context, given: bool) -> None:
@@ -26,7 +26,7 @@ def show_version(context: click.Context, given: bool) -> None:
         return
     from retention import __version__
 
-    click.echo(f"retention, version {__version__}")
+    echo(f"retention, version {__version__}")
     context.exit()
 
 

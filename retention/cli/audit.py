@@ -11,6 +11,7 @@ import click
 from retention.cli.shared import (
     Context,
     complete_rule_names,
+    echo,
     expected_errors,
     output_width,
     wide_option,
@@ -40,7 +41,7 @@ def audit_keygen(context: Context, rotate: bool) -> None:
         if config.audit is None or not config.audit.enabled:
             raise UsageError("the config has no enabled [audit] table")
         for line in create_audit_keys(config.audit, datetime.now(UTC), rotate=rotate):
-            click.echo(line)
+            echo(line)
 
 
 audit_dir_option = click.option(
@@ -103,7 +104,7 @@ def audit_verify(
         result = verify_trail(directory, keys, loaded)
         if result.problem is not None:
             raise AuditFailure(f"invalid audit trail: {result.problem}")
-    click.echo(render_verification(result))
+    echo(render_verification(result))
 
 
 @audit_group.command("anchor")
@@ -167,12 +168,12 @@ def audit_anchor(
         if receipt.retained_until
         else ""
     )
-    click.echo(
+    echo(
         f"anchored checkpoint seq {content['seq']} (size {content['size']}, key "
         f"{content['key_id']}) to {receipt.location}{retained}"
     )
     if receipt.warning:
-        click.echo(f"warning: {receipt.warning}", err=True)
+        echo(f"warning: {receipt.warning}", err=True)
 
 
 def _audit_report(
@@ -200,7 +201,11 @@ def _audit_report(
             rules=rules,
             config_rules=config_rules,
         )
-    click.echo(render(rows, output, width), nl=False)
+    if output == "csv":
+        # A machine format, its lines ending in CRLF: written as the trail holds it.
+        click.echo(render(rows, output, width), nl=False)
+    else:
+        echo(render(rows, output, width), nl=False)
 
 
 since_option = click.option("--since", help="Only runs started at or after (ISO 8601; UTC).")
@@ -228,7 +233,7 @@ def _note_anchor(directory: Path, seq: int) -> None:
     try:
         record_anchor(directory, seq, datetime.now(UTC))
     except OSError as error:
-        click.echo(f"warning: cannot note the anchor's time in {directory}: {error}", err=True)
+        echo(f"warning: cannot note the anchor's time in {directory}: {error}", err=True)
 
 
 @audit_group.command("show")
@@ -359,7 +364,7 @@ def audit_report(
         purged = sum(
             count for name, count in overall.items() if name not in ("bytes", "child_rows")
         )
-        click.echo(
+        echo(
             f"report written to {output_file}: {counted(purged, 'record')} purged and "
             f"{counted(overall['child_rows'], 'child row')} with them in signed entries, "
             f"{counted(len(document['not_yet_signed']), 'entry')} not yet signed"

@@ -15,6 +15,7 @@ from retention.cli.audit import (
 )
 from retention.cli.shared import (
     Context,
+    echo,
     expected_errors,
     subject_given,
 )
@@ -74,11 +75,11 @@ def audit_prove(
         if output == "json":
             from retention.audit.documents import proof_document
 
-            click.echo(json.dumps(proof_document(search), indent=2, ensure_ascii=False))
+            echo(json.dumps(proof_document(search), indent=2, ensure_ascii=False))
         else:
-            click.echo(render_search(search))
+            echo(render_search(search))
             if note and not search.proofs:
-                click.echo(f"note: {note}")
+                echo(f"note: {note}")
         if search.proofs and not search.proven:
             raise AuditFailure("the inclusion proof does not verify: the trail was altered")
         if bundle_file is not None:
@@ -95,7 +96,7 @@ def audit_prove(
                     target.write_bytes(bundle + b"\n")
                 except OSError as error:
                     raise UsageError(f"cannot write {str(target)!r}: {error.strerror}") from error
-                click.echo(f"bundle     {target} (batch seq {proof.seq}; check: audit check-proof)")
+                echo(f"bundle     {target} (batch seq {proof.seq}; check: audit check-proof)")
     if not search.proofs:
         sys.exit(int(ExitCode.PARTIAL_FAILURE))
 
@@ -124,7 +125,7 @@ def audit_check_proof(bundle_file: Path, keys_file: Path) -> None:
     with expected_errors():
         keys = load_verification_keys(keys_file)
         checked = check_bundle(read_bundle(bundle_file), keys)
-    click.echo(render_checked(checked))
+    echo(render_checked(checked))
 
 
 @audit_group.command("erasures")
@@ -158,8 +159,8 @@ def audit_erasures(context: Context, subject: str, directory: Path | None, outpu
     if output == "json":
         from retention.audit.documents import erasures_document
 
-        click.echo(json.dumps(erasures_document(erasures), indent=2, ensure_ascii=False))
+        echo(json.dumps(erasures_document(erasures), indent=2, ensure_ascii=False))
     else:
-        click.echo(render_erasures(erasures))
+        echo(render_erasures(erasures))
     if not erasures:
         sys.exit(int(ExitCode.PARTIAL_FAILURE))

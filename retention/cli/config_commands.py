@@ -9,6 +9,7 @@ import click
 from retention.cli.shared import (
     Context,
     collector_paused,
+    echo,
     expected_errors,
     resolve_config_path,
 )
@@ -34,7 +35,7 @@ def config_validate(context: Context, offline: bool) -> None:
     with expected_errors(), collector_paused():
         if offline:
             config = context.config()
-            click.echo(
+            echo(
                 f"{config.source}: valid as a file ({counted(len(config.rules), 'rule')}, "
                 f"{counted(len(config.stores), 'store')}; stores and secrets not checked)"
             )
@@ -46,12 +47,12 @@ def config_validate(context: Context, offline: bool) -> None:
             config = context.config()
             issues, unreachable = check_live(config)
         for reason in unreachable.values():
-            click.echo(f"error: {reason}", err=True)
+            echo(f"error: {reason}", err=True)
         if issues:
             raise ConfigError(issues)
         if unreachable:
             sys.exit(int(ExitCode.STORE_UNAVAILABLE))
-        click.echo(
+        echo(
             f"{config.source}: valid ({counted(len(config.rules), 'rule')}, "
             f"{counted(len(config.stores), 'store')})"
         )
@@ -67,7 +68,7 @@ def config_schema() -> None:
     # pydantic is imported here, by the commands that need it, not by every start.
     from retention.config.compile import json_schema
 
-    click.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+    echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
 
 
 @config_group.command("example")
@@ -75,4 +76,4 @@ def config_example() -> None:
     """Print a sample config: every key, commented with what it does. Reads no config file."""
     from retention.config.example import config_example as sample
 
-    click.echo(sample(), nl=False)
+    echo(sample(), nl=False)

@@ -10,6 +10,7 @@ import click
 
 from retention.cli.shared import (
     Context,
+    echo,
     expected_errors,
     parse_as_of,
     resolve_config_path,
@@ -73,14 +74,14 @@ def demo(
         )
         key_path = config.settings.hash_key_file
         if key_path and write_new_key(key_path):
-            click.echo(f"wrote a new hash key to {key_path} (mode 0600)")
+            echo(f"wrote a new hash key to {key_path} (mode 0600)")
         if config.audit and config.audit.enabled and config.audit.signing_key_file:
             for line in create_audit_keys(
                 config.audit, datetime.now(UTC), rotate=False, quiet=True
             ):
-                click.echo(line)
+                echo(line)
         total = sum(counts.values())
-        click.echo(
+        echo(
             f"demo database {database}: {counted(total, 'row')} in "
             f"{counted(len(counts), 'table')}, "
             f"as of {moment:%Y-%m-%d %H:%M} UTC"
@@ -88,7 +89,7 @@ def demo(
         for line in create_demo_objects(
             config, as_of=moment, seed=seed, database_url=f"sqlite:///{database}"
         ):
-            click.echo(line)
+            echo(line)
 
 
 def refuse_foreign_s3_servers(config: Config, config_path: Path) -> None:

@@ -10,6 +10,7 @@ import click
 from retention.cli.shared import (
     Context,
     complete_rule_names,
+    echo,
     expected_errors,
     output_width,
     parse_until,
@@ -63,7 +64,7 @@ def hold_add(
             now=now,
             by=operator(),
         )
-    click.echo(f"hold {hold.id} on rule {hold.rule}: {hold.target} ({hold.reason})")
+    echo(f"hold {hold.id} on rule {hold.rule}: {hold.target} ({hold.reason})")
 
 
 @hold_group.command("list")
@@ -82,10 +83,10 @@ def hold_list(context: Context, show_all: bool, output: str, wide: bool) -> None
         now = datetime.now(UTC)
         holds = [h for h in load_holds(state_url(config.state)) if show_all or h.in_force(now)]
     if output == "json":
-        click.echo(json.dumps(holds_document(holds, now), indent=2, ensure_ascii=False))
+        echo(json.dumps(holds_document(holds, now), indent=2, ensure_ascii=False))
         return
     if not holds:
-        click.echo("no holds" if show_all else "no holds in force")
+        echo("no holds" if show_all else "no holds in force")
     for hold in holds:
         state = hold_state(hold, now)
         until = f" until {hold.until:%Y-%m-%d %H:%M}" if hold.until else ""
@@ -94,7 +95,7 @@ def hold_list(context: Context, show_all: bool, output: str, wide: bool) -> None
             f"by {hold.created_by} on {hold.created_at:%Y-%m-%d}: {hold.reason}"
         )
         for part in wrap([line], output_width(wide)):
-            click.echo(part)
+            echo(part)
 
 
 @hold_group.command("release")
@@ -108,9 +109,7 @@ def hold_release(context: Context, hold_id: int, reason: str) -> None:
     with expected_errors():
         config = context.config()
         hold = lift_hold(config, hold_id, reason=reason, now=datetime.now(UTC), by=operator())
-    click.echo(
-        f"released hold {hold.id} on rule {hold.rule}; its records are due from the next run"
-    )
+    echo(f"released hold {hold.id} on rule {hold.rule}; its records are due from the next run")
 
 
 def operator() -> str:

@@ -15,6 +15,7 @@ from retention.cli.shared import (
     as_of_option,
     complete_rule_names,
     confirm_plan_id,
+    echo,
     expected_errors,
     output_width,
     parse_as_of,
@@ -82,9 +83,9 @@ def plan(
         if save is not None:
             save_plan(the_plan, save, config)
     if output == "json":
-        click.echo(json.dumps(plan_document(the_plan), indent=2, ensure_ascii=False))
+        echo(json.dumps(plan_document(the_plan), indent=2, ensure_ascii=False))
     else:
-        click.echo(render_plan(the_plan, config.settings.timezone.key, output_width(wide)))
+        echo(render_plan(the_plan, config.settings.timezone.key, output_width(wide)))
     if any(rule_plan.error for rule_plan in the_plan.rules):
         all_unreachable = all(
             rule_plan.unavailable for rule_plan in the_plan.rules if rule_plan.error
@@ -193,7 +194,7 @@ def run(
                     check_saved_plan(saved, the_plan, tolerance)
                 if not (yes or dry_run):
                     zone = config.settings.timezone.key
-                    click.echo(render_plan(the_plan, zone, output_width(wide)))
+                    echo(render_plan(the_plan, zone, output_width(wide)))
                     confirm_plan_id(the_plan.plan_id, "\nTo purge", "nothing was purged")
                 started()
                 checkins.ping("start")
@@ -252,9 +253,9 @@ def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> N
 
     if output == "json":
         document = report_document(report, plan_document(the_plan))
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        click.echo(render_report(report, output_width(wide)))
+        echo(render_report(report, output_width(wide)))
 
 
 @click.command()
@@ -324,8 +325,8 @@ def erase(
             the_plan = make_plan(config, rules, store_for, datetime.now(UTC), erasure=request)
             if output == "text":
                 width = output_width(wide)
-                click.echo(render_plan(the_plan, config.settings.timezone.key, width))
-                click.echo("\n" + render_erasure_scope(rules, left_out, width) + "\n")
+                echo(render_plan(the_plan, config.settings.timezone.key, width))
+                echo("\n" + render_erasure_scope(rules, left_out, width) + "\n")
             if not (yes or dry_run):
                 confirm_plan_id(the_plan.plan_id, "To erase", "nothing was erased")
             started()

@@ -10,6 +10,7 @@ import click
 
 from retention.cli.shared import (
     Context,
+    echo,
     expected_errors,
     freeze_start_up,
     output_width,
@@ -48,6 +49,6 @@ def status(context: Context, output: str, wide: bool) -> None:
         config = context.config()
         statuses, daemons = load_status(config, datetime.now(UTC))
     if output == "json":
-        click.echo(json.dumps(status_document(statuses, daemons), indent=2))
+        echo(json.dumps(status_document(statuses, daemons), indent=2))
     else:
-        click.echo(render_status(statuses, config.daemon.timezone, daemons, output_width(wide)))
+        echo(render_status(statuses, config.daemon.timezone, daemons, output_width(wide)))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from retention.errors import ConfigError, RetentionError, UsageError
+from retention.wording import printable
 
 if TYPE_CHECKING:
     from retention.config import Config
@@ -33,6 +34,13 @@ class Context:
         from retention.config import load_config
 
         return load_config(resolve_config_path(self.config_path))
+
+
+def echo(message: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Given a message for standard output (or ``err``or), print it with what a terminal would
+    act on escaped (``printable``): plans, listings and errors quote policies, holds, trail
+    entries and database messages written by someone else."""
+    click.echo(printable(message), err=err, nl=nl)
 
 
 def freeze_start_up() -> None:
@@ -122,10 +130,10 @@ wide_option = click.option(
 def fail(error: RetentionError) -> NoReturn:
     if isinstance(error, ConfigError):
         for issue in error.issues:
-            click.echo(f"error: {issue}", err=True)
-        click.echo(f"{error} (exit {int(error.exit_code)})", err=True)
+            echo(f"error: {issue}", err=True)
+        echo(f"{error} (exit {int(error.exit_code)})", err=True)
     else:
-        click.echo(f"error: {error}", err=True)
+        echo(f"error: {error}", err=True)
     sys.exit(int(error.exit_code))
 
 
