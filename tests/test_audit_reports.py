@@ -129,6 +129,24 @@ def test_show_prints_each_run_its_rules_counts_and_policies(built: Trail) -> Non
     assert customers[4:7] == ["3", "12", "12"]  # batches, selected, done
 
 
+def test_show_names_a_category_only_where_the_rule_has_one(tmp_path: Path) -> None:
+    """Rules without a category (or without a policy) read as such, not "(category: )"."""
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create_database(url)
+    rules = RULES.replace('category = "customer accounts"\n', "").replace(
+        'policy = "P-7 §4: orders are deleted after six months"\n', ""
+    )
+    plan_and_run(make_config(url, rules, audit_directory=tmp_path / "audit"), FIRST_RUN)
+
+    result = invoke("show", "--dir", str(tmp_path / "audit"))
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "  stale-customers: P-7 §2: customers are deleted a year after their last visit" in lines
+    assert "  old-orders: (no policy) (category: orders)" in lines
+    assert "(category: )" not in result.stdout
+
+
 def test_filters_by_rule_and_by_run_start(built: Trail) -> None:
     rows = export(built)
     first, second = run_ids(built)

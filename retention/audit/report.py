@@ -414,8 +414,9 @@ def render_text(rows: Sequence[RuleRun], width: int | None = None) -> str:
         lines += [f"  {line}" for line in fitted]
         lines.append("")
         for row in run_rows:
-            if row.policy:
-                lines.append(f"  {row.rule}: {row.policy} (category: {row.category})")
+            if row.policy or row.category:
+                category = f" (category: {row.category})" if row.category else ""
+                lines.append(f"  {row.rule}: {row.policy or '(no policy)'}{category}")
                 lines.append(
                     f"    batches {_seconds(row.first_batch)} to {_seconds(row.last_batch)}"
                 )
