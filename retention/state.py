@@ -39,6 +39,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
 
 from retention.errors import StoreUnavailable
+from retention.runtime.ownership import hand_over
 
 metadata = MetaData()
 
@@ -166,6 +167,7 @@ class StateDatabase:
         self._file = Path(parsed.database or "") if sqlite else None
         self.read_only = read_only
         self._present = frozenset() if read_only else frozenset(metadata.tables)
+        new_file = self._file is not None and not read_only and not self._file.exists()
         if self._file is not None and not read_only:
             # Created where it is first written, so that read-only commands leave no trace.
             self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -181,6 +183,9 @@ class StateDatabase:
                 metadata.create_all(connection)
         except sa_exc.OperationalError as error:
             raise StoreUnavailable(f"the state database is unreachable: {error.orig}") from error
+        if new_file and self._file is not None:
+            # Made by an admin's command run as root: the service must still write it.
+            hand_over(self._file, self._file.parent)
 
     def has(self, table: Table) -> bool:
         """Given one of its tables, return whether it is there to read: opened read-only, only

@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine
 
 from retention.audit.keys import add_public_key, generate_hmac_key, generate_signer
+from retention.cli import main
 from retention.config import (
     FilesStoreConfig,
     S3StoreConfig,
@@ -27,7 +29,13 @@ from retention.config import (
 )
 from retention.errors import ConfigError, ExitCode
 from retention.runtime.secrets import read_hash_key, state_url, store_url
-from tests.support import copy_shipped_config, create_logs, logs_rule, remaining_ids
+from tests.support import (
+    config_text,
+    copy_shipped_config,
+    create_logs,
+    logs_rule,
+    remaining_ids,
+)
 
 SCRUBBED = ("STATE_DIRECTORY", "CREDENTIALS_DIRECTORY", "RETENTION_CONFIG", "NOTIFY_SOCKET")
 
@@ -344,3 +352,39 @@ def test_a_plain_demo_without_a_sqlite_store_asks_for_a_database(tmp_path: Path)
     assert refused.stderr.startswith("error: "), refused.stderr
     assert "give --database FILE" in refused.stderr
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="an admin's command run as root")
+def test_what_root_makes_in_the_service_s_folder_goes_to_the_service_s_user(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """An admin runs `hold add` and `run` as root on the service's host: the state database,
+    the audit folders, its lock, segment, leaves and tail state they make in the folder the
+    service's user owns go to that user (root-owned, they stopped the next run: exit 70)."""
+    service = tmp_path / "service"
+    service.mkdir()
+    create_logs(sqlite_url, {1: datetime(2020, 1, 1), 2: datetime(2020, 1, 2)})
+    text = config_text(
+        sqlite_url,
+        logs_rule(),
+        audit_directory=service / "audit",
+        state_url=f"sqlite:///{service / 'state.sqlite'}",
+    )
+    path = tmp_path / "retention.toml"
+    path.write_text(text)
+    nobody = 65534
+    for made in (service, *service.rglob("*")):
+        os.chown(made, nobody, nobody)
+
+    for arguments in (
+        ["hold", "add", "--rule", "logs", "--key", "2", "--reason", "L-17"],
+        ["run", "--yes", "--as-of", "2026-01-01T00:00:00Z"],
+    ):
+        result = CliRunner().invoke(main, ["--config", str(path), *arguments])
+        assert result.exit_code == 0, result.output
+
+    made = {str(found.relative_to(service)) for found in service.rglob("*")}
+    assert {"state.sqlite", "audit/lock", "audit/trail/00000001.jsonl"} <= made
+    assert any(name.startswith("audit/leaves/") for name in made), made
+    owners = {str(found.relative_to(service)): found.lstat().st_uid for found in service.rglob("*")}
+    assert {name for name, owner in owners.items() if owner != nobody} == set()

@@ -11,6 +11,8 @@ from concurrent.futures import Executor, Future
 from contextlib import suppress
 from pathlib import Path
 
+from retention.runtime.ownership import hand_over
+
 
 def ends_torn(path: Path) -> bool:
     """Whether a segment's last line lacks its newline (read from its last byte only)."""
@@ -60,6 +62,7 @@ def write_all(descriptor: int, content: bytes) -> None:
 def write_file(path: Path, content: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        hand_over(descriptor, path.parent)
         write_all(descriptor, content)
         os.fsync(descriptor)
     finally:
@@ -87,6 +90,7 @@ def write_new_files(files: Sequence[tuple[Path, Callable[[], bytes]]], beside: E
         for path, _content in files:
             try:
                 descriptors.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+                hand_over(descriptors[-1], path.parent)
             except OSError as error:
                 raise OSError(error.errno, error.strerror, str(path)) from error
         for directory in dict.fromkeys(path.parent for path, _content in files):

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from retention.audit.entries import segments
+from retention.runtime.ownership import hand_over
 
 ANCHORED = "anchored.json"
 # A checkpoint further back than this from the trail's end is not looked for: a scrape must stay
@@ -62,6 +63,7 @@ def record_anchor(directory: Path, seq: int, moment: datetime) -> None:
     temporary = directory / f".{ANCHORED}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
+        hand_over(descriptor, directory)
         os.write(descriptor, json.dumps({"seq": seq, "time": moment.isoformat()}).encode())
     finally:
         os.close(descriptor)

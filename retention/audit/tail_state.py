@@ -16,6 +16,7 @@ from typing import Any
 from retention.audit.durable import last_line
 from retention.audit.entries import canonical, entry_hash
 from retention.audit.merkle import MerkleFrontier
+from retention.runtime.ownership import hand_over
 
 TAIL_STATE = "tail.json"
 
@@ -88,6 +89,7 @@ def save_tail_state(directory: Path, hmac_key: bytes, segment: Path, tail: TailS
         made = True
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            hand_over(descriptor, directory)
             os.write(descriptor, json.dumps(state).encode())
         finally:
             os.close(descriptor)

@@ -65,6 +65,7 @@ from retention.audit.pending_files import (
 )
 from retention.audit.tail_state import TailState, resumed_tail, save_tail_state
 from retention.errors import AuditFailure, LockHeld
+from retention.runtime.ownership import hand_over
 
 SEGMENT_LIMIT_BYTES = 64 * 1024 * 1024
 
@@ -104,10 +105,14 @@ class TrailWriter:
     def __enter__(self) -> TrailWriter:
         try:
             for sub in ("", "trail", "leaves", "pending"):
-                (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+                folder = self.directory / sub
+                if not folder.is_dir():
+                    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    hand_over(folder, folder.resolve().parent)
             # mkdir's mode does not apply to a directory that already existed.
             os.chmod(self.directory, 0o700)
             self._lock_descriptor = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            hand_over(self._lock_descriptor, self.directory)
         except OSError as error:
             raise AuditFailure(
                 f"cannot open the audit directory {str(self.directory)!r}: {error}"
@@ -254,7 +259,11 @@ class TrailWriter:
             self.sync()
             number = len(segments(self.directory)) + 1
             segment = self.directory / "trail" / f"{number:08d}.jsonl"
-            os.close(os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            descriptor = os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                hand_over(descriptor, segment.parent)
+            finally:
+                os.close(descriptor)
             fsync_directory(segment.parent)
             self._segment = segment
         return segment
