@@ -407,3 +407,21 @@ def test_an_older_versions_pending_file_is_checked_by_its_intents_leaves(
         assert "audit.pending_rejected" not in finished.stderr
         assert sorted(claimed) == sorted(_leaves(tmp_path, DUE))
     _verified(audit)
+
+
+def test_a_torn_last_line_dropped_by_the_next_run_is_logged(tmp_path: Path) -> None:
+    """A crash or a full disk cut the trail's last line: the next run drops it (it was never
+    acknowledged) and says so, instead of truncating the trail silently."""
+    config, _url, audit = _setup(tmp_path)
+    assert _run(config).returncode == 0
+    (segment,) = sorted((audit / "trail").iterdir())
+    with segment.open("ab") as handle:
+        handle.write(b'{"v":1,"seq":')
+
+    finished = _run(config)
+
+    assert finished.returncode == 0, finished.stderr
+    events = [json.loads(line) for line in finished.stderr.splitlines() if line.startswith("{")]
+    (dropped,) = [event for event in events if event["event"] == "audit.torn_write_dropped"]
+    assert dropped["bytes"] == len(b'{"v":1,"seq":')
+    assert dropped["level"] == "warning"

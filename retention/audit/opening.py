@@ -14,6 +14,7 @@ import retention
 from retention.audit.keys import AuditKeyError, load_public_keys, load_signer
 from retention.config import AuditSettings
 from retention.errors import AuditFailure, ConfigError, ConfigIssue
+from retention.runtime.logging import get_logger
 from retention.runtime.secrets import read_secret, secret_path
 
 if TYPE_CHECKING:
@@ -77,4 +78,11 @@ def open_trail(settings: AuditSettings, clock: Callable[[], datetime]) -> Iterat
             "its checkpoints would not verify (rotate with `retention audit keygen --rotate`)"
         )
     with TrailWriter(settings.directory, hmac_key, signer, clock) as writer:
+        if writer.recovered_bytes:
+            # Never acknowledged, so nothing acted on it; but the operator hears of the crash.
+            get_logger().warning(
+                "audit.torn_write_dropped",
+                bytes=writer.recovered_bytes,
+                note="the last line of the trail was cut by a crash or a full disk",
+            )
         yield writer
