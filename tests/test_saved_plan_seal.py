@@ -155,3 +155,69 @@ def test_without_any_key_a_plan_is_saved_unsealed_and_must_match_its_id(
         assert result.exit_code == ExitCode.USAGE, result.output
         assert "does not match its plan id" in result.stderr
         assert _remaining(database_url) == DUE | NOT_YET
+
+
+def _huge_count(document: dict[str, object]) -> None:
+    (rule,) = document["rules"]  # type: ignore[misc]
+    rule["due"] = 10**30  # past JSON's safe integers: canonical JSON refuses it
+
+
+HOSTILE = {
+    "a count past 2**53": (True, _huge_count, "does not match its seal"),
+    "an infinite schema": (True, lambda d: d.update(schema_version=float("inf")), "its seal"),
+    "no plan_id, unsealed": (False, lambda d: d.pop("plan_id"), "not a saved plan (no 'plan_id')"),
+    "a rule that is a list, unsealed": (
+        False,
+        lambda d: d.update(rules=[["logs"]]),
+        "not a saved plan (a field of the wrong type)",
+    ),
+    "children that are a list, unsealed": (
+        False,
+        lambda d: d["rules"][0].update(children=[1]),  # type: ignore[index]
+        "not a saved plan (a field of the wrong type)",
+    ),
+}
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+def test_a_hostile_plan_file_is_refused_with_a_message_not_a_traceback(
+    tmp_path: Path, hostile: str
+) -> None:
+    """Edits that broke the loader: canonical JSON raised on a huge count (a traceback, exit
+    1), a list for a rule said 'list indices must be integers', a missing field '(plan_id)'."""
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    sealed, edit, message = HOSTILE[hostile]
+    if sealed:
+        config = _setup(tmp_path, url)
+    else:
+        create_logs(url, {key: datetime(2020, 1, 1) for key in DUE})
+        config = tmp_path / "retention.toml"
+        config.write_text(config_text(url, logs_rule()))
+    saved = tmp_path / "plan.json"
+    document = _save(config, saved)
+    edit(document)
+    saved.write_text(json.dumps(document))
+
+    refused = _cli(config, "run", "--yes", "--plan-file", str(saved))
+
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert message in refused.stderr
+    assert _remaining(url) >= DUE
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[]", "not a JSON object"), ("[" * 100_000, "nested too deep"), ("{", "not a saved plan")],
+)
+def test_a_plan_file_that_is_no_plan_at_all_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    config = _setup(tmp_path, url)
+    saved = tmp_path / "plan.json"
+    saved.write_text(text)
+
+    refused = _cli(config, "run", "--yes", "--plan-file", str(saved))
+
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert message in refused.stderr

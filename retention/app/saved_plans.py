@@ -68,6 +68,18 @@ def seal_key(config: Config) -> bytes | None:
     return read_hash_key(config.settings)
 
 
+def _sealed(document: dict[str, Any], seal: object, key: bytes) -> bool:
+    """Whether ``seal`` is the seal of ``document`` under ``key``; False too for a document
+    JSON canonicalisation refuses (an integer past 2**53, a float past its range: edited)."""
+    if not isinstance(seal, str):
+        return False
+    try:
+        expected = _seal(document, key)
+    except (ValueError, RecursionError):
+        return False
+    return hmac.compare_digest(seal, expected)
+
+
 def _seal(document: dict[str, Any], key: bytes) -> str:
     content = canonical({name: value for name, value in document.items() if name != SEAL})
     return hmac.digest(key, b"retention saved plan\x00" + content, "sha256").hex()
@@ -82,6 +94,20 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
         if content is None:
             raise ValueError(f"longer than {LONGEST_PLAN_BYTES // 2**20} MiB")
         document = json.loads(content)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path} is not a saved plan ({error})") from error
+    except RecursionError as error:
+        raise UsageError(f"{path} is not a saved plan (nested too deep)") from error
+    if not isinstance(document, dict):
+        raise UsageError(f"{path} is not a saved plan (not a JSON object)")
+    # The seal first: a plan edited by hand is refused as such, whatever it was made to hold.
+    key, seal = seal_key(config), document.get(SEAL)
+    if key is not None and not _sealed(document, seal, key):
+        raise UsageError(
+            f"{path} does not match its seal: it was edited since `plan --save` wrote it, "
+            "sealed with another key, or never sealed; nothing was purged; plan again"
+        )
+    try:
         saved = SavedPlan(
             plan_id=document["plan_id"],
             as_of=datetime.fromisoformat(document["as_of"]),
@@ -96,8 +122,10 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
                 for rule in document["rules"]
             },
         )
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"{path} is not a saved plan ({error})") from error
+    except KeyError as error:
+        raise UsageError(f"{path} is not a saved plan (no {error.args[0]!r})") from error
+    except (ValueError, TypeError, AttributeError) as error:
+        raise UsageError(f"{path} is not a saved plan (a field of the wrong type)") from error
     if saved.as_of.tzinfo is None or not EARLIEST_AS_OF <= saved.as_of < LATEST_AS_OF:
         raise UsageError(
             f"{path} is not a saved plan: as_of {document['as_of']!r} is not an instant with an "
@@ -105,14 +133,6 @@ def load_saved_plan(path: Path, config: Config) -> SavedPlan:
         )
     if document.get("schema_version") != PLAN_SCHEMA_VERSION:
         raise UsageError(f"{path} has plan schema {document.get('schema_version')!r}")
-    key, seal = seal_key(config), document.get(SEAL)
-    if key is not None and (
-        not isinstance(seal, str) or not hmac.compare_digest(seal, _seal(document, key))
-    ):
-        raise UsageError(
-            f"{path} does not match its seal: it was edited since `plan --save` wrote it, "
-            "sealed with another key, or never sealed; nothing was purged; plan again"
-        )
     summary = [
         (name, saved.due[name], saved.cutoffs[name], tuple(saved.children[name].items()))
         for name in saved.rules
