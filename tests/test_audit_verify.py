@@ -729,3 +729,39 @@ def test_s3_anchor_to_a_bucket_without_object_lock(trail: Trail, s3: S3) -> None
     assert unlocked.exit_code == 0, unlocked.output
     assert "warning: bucket 'plain-anchors' has no Object Lock" in unlocked.stderr
     assert s3.client.list_objects_v2(Bucket="plain-anchors", Prefix="x/")["KeyCount"] == 1
+
+
+DEEP = b"[" * 100_000  # past the JSON parser's recursion depth
+
+
+def test_a_line_nested_too_deep_is_invalid_not_a_crash(trail: Trail, tmp_path: Path) -> None:
+    """An auditor's commands on a trail with a forged line nested past the parser's depth:
+    the RecursionError escaped every `except ValueError` (a traceback, exit 1); now the line
+    is invalid like any that is not JSON (exit 70), and `show` still lists the runs."""
+    write_lines(trail, [*lines(trail), DEEP])
+    keys = str(trail.keys_file)
+
+    assert_invalid(verify(trail), len(lines(trail)) - 1, "not a JSON object")
+    for arguments, code in (
+        (["verify", "--keys", keys], ExitCode.AUDIT_FAILURE),
+        (["report", "--keys", keys, "-o", str(tmp_path / "report.html")], ExitCode.AUDIT_FAILURE),
+        (["show"], 0),
+        (["export"], 0),
+    ):
+        result = CliRunner().invoke(main, ["audit", *arguments, "--dir", str(trail.directory)])
+        assert result.exit_code == code, (arguments, result.output)
+        assert not isinstance(result.exception, RecursionError)
+
+
+def test_a_public_key_file_or_bundle_nested_too_deep_is_refused(trail: Trail) -> None:
+    deep = trail.root / "deep.json"
+    deep.write_bytes(b'{"keys": ' + DEEP)
+    result = CliRunner().invoke(
+        main, ["audit", "verify", "--dir", str(trail.directory), "--keys", str(deep)]
+    )
+    assert result.exit_code == ExitCode.BAD_CONFIG, result.output
+    assert "nested too deep" in result.stderr
+
+    checked = CliRunner().invoke(main, ["audit", "check-proof", str(deep), "--keys", str(deep)])
+    assert checked.exit_code != 1, checked.output
+    assert not isinstance(checked.exception, RecursionError)

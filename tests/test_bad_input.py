@@ -570,3 +570,17 @@ def test_hold_add_refuses_a_reason_that_would_rewrite_its_listing(
     released = invoke(config, "hold", "release", "1", "--reason", reason)
     assert released.exit_code == ExitCode.USAGE, released.output
     assert f"--reason {refused}" in released.stderr
+
+
+@pytest.mark.parametrize("nested", ["a = " + "[" * 100_000, "a = " + "{ b = " * 100_000])
+def test_a_config_nested_past_the_parser_s_depth_is_a_config_error(
+    tmp_path: Path, nested: str
+) -> None:
+    """tomllib's RecursionError was no TOMLDecodeError: a traceback, exit 1."""
+    path = tmp_path / "retention.toml"
+    path.write_text(nested)
+
+    result = invoke(path, "config", "validate", "--offline")
+
+    assert result.exit_code == ExitCode.BAD_CONFIG, result.output
+    assert "not valid TOML: nested too deep" in result.stderr

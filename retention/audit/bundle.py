@@ -13,7 +13,6 @@ takes the HMAC key, which only the operator holds (``audit prove`` prints the re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from retention.audit.entries import (
     FORMAT_VERSIONS,
     canonical,
     leaves_per_chunk,
+    parse_json,
     read_entries,
     read_leaves,
 )
@@ -97,7 +97,7 @@ def make_bundle(directory: Path, search: Search, proof: Proof) -> bytes:
         bundle["settlement_inclusion"] = _path(
             proof.settled_by, size, hashed_inclusion_proof(hashes[:size], proof.settled_by)
         )
-        if "not_done_root" in json.loads(settlement):
+        if "not_done_root" in parse_json(settlement):
             bundle["not_done_leaves"] = [
                 leaf.hex() for leaf in read_leaves(directory, proof.settled_by)
             ]

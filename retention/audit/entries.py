@@ -58,6 +58,17 @@ class StoredEntry:
     content: dict[str, Any]
 
 
+def parse_json(raw: bytes | str) -> Any:
+    """Given JSON text read from a file anyone may have written (a trail line, a bundle, a key
+    file), return what it holds; ValueError when it is not JSON, nested too deep included (the
+    parser's RecursionError escaped every ``except ValueError``: a traceback).
+    Example: ``parse_json(b"[" * 100_000)`` raises ValueError("nested too deep")."""
+    try:
+        return json.loads(raw)
+    except RecursionError as error:
+        raise ValueError("nested too deep") from error
+
+
 def segments(directory: Path) -> list[Path]:
     return sorted((directory / "trail").glob(SEGMENT_GLOB))
 
@@ -70,7 +81,7 @@ def read_entries(directory: Path) -> Iterator[StoredEntry]:
             for number, line in enumerate(handle, start=1):
                 raw = line.rstrip(b"\n")
                 try:
-                    content = json.loads(raw)
+                    content = parse_json(raw)
                 except ValueError:
                     content = {}
                 yield StoredEntry(

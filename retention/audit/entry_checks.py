@@ -6,13 +6,12 @@ proof taken away).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from retention.audit.entries import checkpoint_payload
+from retention.audit.entries import checkpoint_payload, parse_json
 from retention.audit.keys import AuditKeyError, PublicKey, key_id_of, load_public_keys
 from retention.audit.merkle import MerkleFrontier, leaf_hash
 
@@ -197,7 +196,7 @@ def leaves_summary(path: Path, per_chunk: int = 1) -> tuple[int, bytes] | str:
 
 def json_object(raw: bytes) -> dict[str, Any]:
     """Given a line, return the JSON object it holds; ValueError when it holds none."""
-    content = json.loads(raw)
+    content = parse_json(raw)
     if not isinstance(content, dict):
         raise ValueError("not a JSON object")
     return content

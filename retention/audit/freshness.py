@@ -13,7 +13,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from retention.audit.entries import segments
+from retention.audit.entries import parse_json, segments
 from retention.runtime.ownership import hand_over
 
 ANCHORED = "anchored.json"
@@ -50,7 +50,7 @@ def _last_checkpoint(tail: bytes, *, whole_first_line: bool) -> datetime | None:
         if _CHECKPOINT not in line:
             continue
         try:
-            return datetime.fromisoformat(json.loads(line)["time"])
+            return datetime.fromisoformat(parse_json(line)["time"])
         except (ValueError, KeyError, TypeError):
             continue
     return None
@@ -74,6 +74,6 @@ def last_anchor_time(directory: Path) -> datetime | None:
     """Given an audit directory, return when `audit anchor` last exported a checkpoint from it,
     or None when it never did (or the note is unreadable)."""
     try:
-        return datetime.fromisoformat(json.loads((directory / ANCHORED).read_text())["time"])
+        return datetime.fromisoformat(parse_json((directory / ANCHORED).read_text())["time"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

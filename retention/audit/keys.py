@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from retention.audit.entries import parse_json
 from retention.config import read_at_most, read_within
 from retention.errors import ExitCode, RetentionError
 
@@ -150,7 +151,7 @@ def load_public_keys(path: Path) -> tuple[PublicKey, ...]:
         content = read_at_most(path, LONGEST_PUBLIC_KEYS_BYTES)
         if content is None:
             raise ValueError(f"longer than {LONGEST_PUBLIC_KEYS_BYTES // 2**20} MiB")
-        document = json.loads(content)
+        document = parse_json(content)
         if not isinstance(document, dict) or set(document) != {"keys"}:
             raise ValueError('the file must be an object with one field, "keys"')
         if not isinstance(document["keys"], list):

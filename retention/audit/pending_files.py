@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.durable import write_durably
+from retention.audit.entries import parse_json
 from retention.errors import AuditFailure
 
 
@@ -60,7 +61,7 @@ def authentic_pending(directory: Path, hmac_key: bytes, seq: int, mac: str) -> d
             f"pending/{seq:08d}.json is not the file its intent's pending_mac names (edited)"
         )
     try:
-        parsed = json.loads(content)
+        parsed = parse_json(content)
     except ValueError as error:
         raise UnauthenticPending(f"pending/{seq:08d}.json is not JSON") from error
     if not isinstance(parsed, dict):
@@ -100,7 +101,7 @@ def not_done_keys(directory: Path, hmac_key: bytes, seq: int) -> list[tuple[Any,
     UnauthenticNote when the note's HMAC does not check (edited, or written for another
     intent): the pending files are not chained, so only the audit key vouches for it."""
     try:
-        content = json.loads(not_done_path(directory, seq).read_bytes())
+        content = parse_json(not_done_path(directory, seq).read_bytes())
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -135,7 +136,7 @@ def pending_keys(directory: Path) -> list[tuple[int, dict[str, Any] | None]]:
         if not path.stem.isdigit():
             continue
         try:
-            content = json.loads(path.read_bytes())
+            content = parse_json(path.read_bytes())
         except ValueError:
             content = None
         readable = isinstance(content, dict) and any(

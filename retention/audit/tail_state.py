@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.durable import last_line
-from retention.audit.entries import canonical, entry_hash
+from retention.audit.entries import canonical, entry_hash, parse_json
 from retention.audit.merkle import MerkleFrontier
 from retention.runtime.ownership import hand_over
 
@@ -39,7 +39,7 @@ def resumed_tail(directory: Path, hmac_key: bytes, segment: Path) -> TailState |
     so that its Merkle frontier is the one the writer saved after that very entry. None for a
     state that does not match: the trail is read instead."""
     try:
-        state = json.loads((directory / TAIL_STATE).read_text())
+        state = parse_json((directory / TAIL_STATE).read_text())
         if not hmac.compare_digest(str(state["mac"]), tail_state_mac(hmac_key, state)):
             return None
         if (state["segment"], state["segment_bytes"]) != (segment.name, segment.stat().st_size):
@@ -47,7 +47,7 @@ def resumed_tail(directory: Path, hmac_key: bytes, segment: Path) -> TailState |
         last = last_line(segment)
         if last is None or entry_hash(last) != state["prev"]:
             return None
-        if json.loads(last).get("seq") != state["next_seq"] - 1:
+        if parse_json(last).get("seq") != state["next_seq"] - 1:
             return None
         frontier = MerkleFrontier(
             state["size"], [bytes.fromhex(subtree) for subtree in state["subtrees"]]

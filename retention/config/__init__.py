@@ -180,6 +180,8 @@ def parse_config(
         raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
     except ValueError as error:  # an integer of more digits than Python converts
         raise ConfigError([ConfigIssue(source, f"not valid TOML: {error}")]) from error
+    except RecursionError as error:  # arrays or inline tables nested past the parser's depth
+        raise ConfigError([ConfigIssue(source, "not valid TOML: nested too deep")]) from error
     # Keys, types, ranges and the rules between the keys of a table: the declaration's; what
     # it refuses is taken out of the document, which the readers then turn into value objects,
     # checking what a schema cannot see.
