@@ -292,8 +292,28 @@ def test_an_as_of_off_the_calendar_is_a_usage_error(
     for command in (["plan"], ["run", "--dry-run"]):
         result = invoke(config, *command, "--as-of", as_of)
         assert result.exit_code == ExitCode.USAGE, result.output
-        assert f"--as-of {as_of!r} is out of range" in result.stderr
+        assert f"--as-of {as_of!r}" in result.stderr
+        assert "is out of range" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_an_as_of_just_before_the_epoch_in_the_policy_zone_says_so_in_utc(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """'1970-01-01' read on the Paris calendar is 1969-12-31 23:00 UTC: the message said
+    'give an instant from 1970-01-01' to someone who had given 1970-01-01."""
+    config = _logs_config(tmp_path, sqlite_url)
+    config.write_text(
+        config.read_text().replace('timezone = "UTC"', 'timezone = "Europe/Paris"', 1)
+    )
+
+    result = invoke(config, "plan", "--as-of", "1970-01-01")
+
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert (
+        "--as-of '1970-01-01' (1969-12-31 23:00:00 UTC) is out of range: give an instant "
+        "from 1970-01-01 00:00 UTC to before 9999-01-01 00:00 UTC"
+    ) in result.stderr
 
 
 def test_a_config_path_that_is_a_directory_is_a_bad_config(tmp_path: Path) -> None:

@@ -167,9 +167,10 @@ def parse_as_of(text: str | None, config: Config) -> datetime:
         return datetime.now(UTC)
     moment = parse_instant(text, "--as-of", config)
     if not EARLIEST_AS_OF <= moment < LATEST_AS_OF:
+        # The instant in UTC too: '1970-01-01' read in Paris is 1969-12-31 23:00 UTC.
         raise UsageError(
-            f"--as-of {text!r} is out of range: give an instant from "
-            f"{EARLIEST_AS_OF:%Y-%m-%d} to before {LATEST_AS_OF:%Y-%m-%d}"
+            f"--as-of {text!r} ({moment:%Y-%m-%d %H:%M:%S} UTC) is out of range: give an instant "
+            f"from {EARLIEST_AS_OF:%Y-%m-%d %H:%M} UTC to before {LATEST_AS_OF:%Y-%m-%d %H:%M} UTC"
         )
     return moment
 
