@@ -14,14 +14,22 @@ from retention.audit import trail as trail_module
 from retention.audit.bundle import check_bundle, make_bundle
 from retention.audit.entries import LEAVES_PER_CHUNK, leaves_path, read_entries
 from retention.audit.entry_checks import load_verification_keys
-from retention.audit.leaves import record_leaf
+from retention.audit.leaves import (
+    PackedLeaves,
+    leaves_root,
+    leaves_text,
+    record_leaf,
+    refuse_repeated,
+)
 from retention.audit.merkle import (
     chunked_inclusion_proof,
     chunked_root,
     merkle_root,
+    packed_chunked_root,
     verify_chunked_inclusion,
 )
 from retention.audit.prove import prove_record
+from retention.errors import AuditFailure
 from tests.support import plan_and_run
 from tests.test_audit_verify import (
     FIRST_RUN,
@@ -178,3 +186,29 @@ def test_a_batch_entry_relabelled_to_another_format_is_caught(tmp_path: Path) ->
     relabelled = intent.raw.replace(b'"v":3', b'"v":2')
     intent.segment.write_bytes(content.replace(intent.raw, relabelled))
     assert_invalid(verify(built), intent.content["seq"], "altered")
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 129, 1000])
+@pytest.mark.parametrize("per_chunk", [1, LEAVES_PER_CHUNK])
+def test_packed_leaves_give_the_root_file_and_checks_of_the_same_leaves(
+    size: int, per_chunk: int
+) -> None:
+    """A partition's leaves held as one bytes object (``PackedLeaves``) have the root, the
+    leaves file and the repeat check of the same leaves as a list."""
+    batch = leaves(size)
+    packed = PackedLeaves(b"".join(batch))
+    assert len(packed) == size
+    assert list(packed) == batch
+    assert packed == batch
+    assert packed[-1:] == batch[-1:]
+    assert packed_chunked_root(packed.data, 32, per_chunk) == chunked_root(batch, per_chunk)
+    for version in (1, 2, 3):
+        assert leaves_root(packed, version) == leaves_root(batch, version)
+    assert leaves_text(packed) == leaves_text(batch)
+    refuse_repeated(1, packed)
+    if size:
+        twice = PackedLeaves(b"".join(sorted(batch + batch[:1])))
+        with pytest.raises(AuditFailure, match="repeat 1 record"):
+            refuse_repeated(1, twice)
+    with pytest.raises(ValueError, match="32 bytes"):
+        PackedLeaves(b"x" * 33)

@@ -134,3 +134,42 @@ def test_the_compiled_sort_orders_leaves_that_share_their_first_bytes(count: int
     leaves += leaves[: count // 3]  # and repeats
     data = _leaves.sorted_leaves(b"".join(leaves))
     assert [data[index : index + 32] for index in range(0, len(data), 32)] == sorted(leaves)
+
+
+@given(
+    key=st.binary(min_size=1, max_size=32),
+    prefix=st.binary(max_size=80).filter(lambda prefix: b"\n" not in prefix),
+    lines=st.lists(
+        st.binary(max_size=140).filter(lambda line: b"\n" not in line), min_size=1, max_size=8
+    ),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_compiled_packed_leaves_are_the_leaves_in_the_lines_order(
+    key: bytes, prefix: bytes, lines: list[bytes]
+) -> None:
+    """``blake2s_packed`` gives hashlib's leaves in the lines' order, joined; sorted by
+    ``sorted_leaves`` they are ``blake2s_leaves``'s."""
+    _leaves = _compiled()
+    joined = b"\n".join(lines)
+    packed = _leaves.blake2s_packed(key, LEAF_PERSON, prefix, joined)
+    expected = [
+        hashlib.blake2s(prefix + line, key=key, person=LEAF_PERSON).digest() for line in lines
+    ]
+    assert packed == b"".join(expected)
+    sorted_packed = _leaves.sorted_leaves(packed)
+    assert sorted_packed == b"".join(_leaves.blake2s_leaves(key, LEAF_PERSON, prefix, joined))
+    with pytest.raises(ValueError, match="key"):
+        _leaves.blake2s_packed(b"", LEAF_PERSON, prefix, joined)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 65, 300])
+def test_the_compiled_module_counts_the_repeated_leaves(count: int) -> None:
+    _leaves = _compiled()
+    generator = random.Random(count)
+    leaves = sorted(generator.randbytes(32) for _ in range(count))
+    assert _leaves.repeated_leaves(b"".join(leaves)) == 0
+    if count:
+        twice = sorted(leaves + leaves[: (count + 1) // 2])
+        assert _leaves.repeated_leaves(b"".join(twice)) == (count + 1) // 2
+    with pytest.raises(ValueError, match="32 bytes"):
+        _leaves.repeated_leaves(b"x" * 33)

@@ -237,4 +237,4 @@ def test_spelled_leaves_are_the_leaves_of_their_records(
     pieces = [b"\n".join(tails[start : start + 150]) for start in range(0, len(tails), 150)]
     hasher = leaves_module.RecordHasher(b"k" * 40, version)
     expected = sorted(record_leaf(b"k" * 40, "db", "events", key, version) for key in keys)
-    assert hasher.spelled_leaves("db", "events", pieces) == expected
+    assert list(hasher.spelled_leaves("db", "events", pieces)) == expected

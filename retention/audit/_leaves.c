@@ -8,6 +8,13 @@
  *   prefix  bytes every locator starts with;  lines  the rest of each locator, joined by "\n"
  *           (a locator never holds a newline: its key parts are percent-encoded)
  * returns the 32-byte leaves of prefix + line for each line, sorted.
+ *
+ * blake2s_packed(key, person, prefix, lines) -> bytes
+ *   the same leaves in the lines' order, concatenated (no object per leaf);
+ * sorted_leaves(data) -> bytes          those leaves (of many pieces, joined) sorted;
+ * repeated_leaves(data) -> int          how many sorted leaves equal the one before.
+ * A whole partition's leaves stay one bytes object from its keys to its leaves file
+ * (retention/audit/leaves.py, PackedLeaves).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -119,6 +126,86 @@ static void finish(state_t *s, uint8_t *out) {
     for (int i = 0; i < 8; i++) store32(out + 4 * i, s->h[i]);
 }
 
+/* Many records at once: where the compiler has vector types (GCC, Clang), LANES records whose
+ * locators end within the block after the prefix are hashed side by side, each in its own
+ * lane of the same instructions (one final compression each, from the same keyed state); on
+ * x86-64 with AVX2 (chosen as the module loads) eight lanes are one register. A longer
+ * locator is hashed alone. The same bytes either way (tests/test_audit_leaf_batches.py). */
+#if defined(__GNUC__)
+#define LANES 8
+typedef uint32_t lanes_t __attribute__((vector_size(4 * LANES)));
+
+#define VROT(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+#define VG(a, b, c, d, x, y)         \
+    do {                             \
+        a = a + b + (x);             \
+        d = VROT(d ^ a, 16);         \
+        c = c + d;                   \
+        b = VROT(b ^ c, 12);         \
+        a = a + b + (y);             \
+        d = VROT(d ^ a, 8);          \
+        c = c + d;                   \
+        b = VROT(b ^ c, 7);          \
+    } while (0)
+#define VROUND(r)                                                           \
+    do {                                                                    \
+        VG(v[0], v[4], v[8], v[12], m[SIGMA[r][0]], m[SIGMA[r][1]]);        \
+        VG(v[1], v[5], v[9], v[13], m[SIGMA[r][2]], m[SIGMA[r][3]]);        \
+        VG(v[2], v[6], v[10], v[14], m[SIGMA[r][4]], m[SIGMA[r][5]]);       \
+        VG(v[3], v[7], v[11], v[15], m[SIGMA[r][6]], m[SIGMA[r][7]]);       \
+        VG(v[0], v[5], v[10], v[15], m[SIGMA[r][8]], m[SIGMA[r][9]]);       \
+        VG(v[1], v[6], v[11], v[12], m[SIGMA[r][10]], m[SIGMA[r][11]]);     \
+        VG(v[2], v[7], v[8], v[13], m[SIGMA[r][12]], m[SIGMA[r][13]]);      \
+        VG(v[3], v[4], v[9], v[14], m[SIGMA[r][14]], m[SIGMA[r][15]]);      \
+    } while (0)
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+/* The final compression of LANES records from the same state h (after its counter t), each
+ * record's last block in blocks (its bytes counted in lengths), each leaf into out[lane]. */
+static void compress_lanes(const uint32_t h[8], const uint32_t t[2], const uint8_t *blocks,
+                           const uint32_t lengths[LANES], uint8_t *const out[LANES]) {
+    lanes_t m[16], v[16];
+    uint32_t words[16][LANES];
+    for (int lane = 0; lane < LANES; lane++)
+        for (int i = 0; i < 16; i++) words[i][lane] = load32(blocks + lane * BLOCK + 4 * i);
+    memcpy(m, words, sizeof m);
+    uint32_t low[LANES], high[LANES];
+    for (int lane = 0; lane < LANES; lane++) {
+        low[lane] = t[0] + lengths[lane];
+        high[lane] = t[1] + (low[lane] < t[0]);
+    }
+    for (int i = 0; i < 8; i++) {
+        v[i] = (lanes_t){0} + h[i];
+        v[i + 8] = (lanes_t){0} + IV[i];
+    }
+    lanes_t counter;
+    memcpy(&counter, low, sizeof counter);
+    v[12] ^= counter;
+    memcpy(&counter, high, sizeof counter);
+    v[13] ^= counter;
+    v[14] = ~v[14];
+    VROUND(0);
+    VROUND(1);
+    VROUND(2);
+    VROUND(3);
+    VROUND(4);
+    VROUND(5);
+    VROUND(6);
+    VROUND(7);
+    VROUND(8);
+    VROUND(9);
+    uint32_t result[8][LANES];
+    for (int i = 0; i < 8; i++) {
+        lanes_t word = ((lanes_t){0} + h[i]) ^ v[i] ^ v[i + 8];
+        memcpy(result[i], &word, sizeof word);
+    }
+    for (int lane = 0; lane < LANES; lane++)
+        for (int i = 0; i < 8; i++) store32(out[lane] + 4 * i, result[i][lane]);
+}
+#endif
+
 static uint64_t load64_big(const uint8_t *p) {
     uint64_t v = 0;
     for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
@@ -184,43 +271,97 @@ static void sort_leaves(uint8_t *leaves, size_t count) {
     }
 }
 
+/* Check the key and person; return the number of lines (newlines + 1), or -1 with an error set. */
+static Py_ssize_t lines_to_hash(const Py_buffer *key, const Py_buffer *person, const Py_buffer *lines) {
+    if (key->len < 1 || key->len > 32 || person->len > 8) {
+        PyErr_SetString(PyExc_ValueError, "a key of 1 to 32 bytes and a person of at most 8");
+        return -1;
+    }
+    Py_ssize_t total = 1;
+    const uint8_t *text = (const uint8_t *)lines->buf, *end = text + lines->len;
+    while ((text = memchr(text, '\n', (size_t)(end - text))) != NULL) {
+        total++;
+        text++;
+    }
+    return total;
+}
+
+/* The leaf of prefix + each of the total lines, in their order, into leaves (total * OUT
+ * bytes). Runs without the GIL: it touches no Python object. */
+static void hash_lines(const Py_buffer *key, const Py_buffer *person, const Py_buffer *prefix,
+                       const Py_buffer *lines, Py_ssize_t total, uint8_t *leaves) {
+    /* The parameter block: digest length, key length, fanout 1, depth 1, personalisation. */
+    uint8_t parameters[32] = {OUT, (uint8_t)key->len, 1, 1};
+    memcpy(parameters + 24, person->buf, (size_t)person->len);
+    state_t keyed;
+    memset(&keyed, 0, sizeof keyed);
+    for (int i = 0; i < 8; i++) keyed.h[i] = IV[i] ^ load32(parameters + 4 * i);
+    memcpy(keyed.buffer, key->buf, (size_t)key->len);
+    keyed.filled = BLOCK;
+    update(&keyed, (const uint8_t *)prefix->buf, (size_t)prefix->len);
+    const uint8_t *start = (const uint8_t *)lines->buf, *end = start + lines->len;
+#if defined(LANES)
+    /* The records in lanes: each one's last block, built from the prefix's end and its line. */
+    uint8_t blocks[LANES * BLOCK];
+    uint32_t lengths[LANES];
+    uint8_t *out[LANES];
+    int filled = 0;
+#endif
+    for (Py_ssize_t index = 0; index < total; index++) {
+        const uint8_t *stop = memchr(start, '\n', (size_t)(end - start));
+        if (stop == NULL) stop = end;
+        size_t length = (size_t)(stop - start);
+        uint8_t *leaf = leaves + (size_t)index * OUT;
+#if defined(LANES)
+        if (keyed.filled + length <= BLOCK) {
+            uint8_t *block = blocks + filled * BLOCK;
+            memcpy(block, keyed.buffer, keyed.filled);
+            memcpy(block + keyed.filled, start, length);
+            memset(block + keyed.filled + length, 0, BLOCK - keyed.filled - length);
+            lengths[filled] = (uint32_t)(keyed.filled + length);
+            out[filled++] = leaf;
+            if (filled == LANES) {
+                compress_lanes(keyed.h, keyed.t, blocks, lengths, out);
+                filled = 0;
+            }
+            start = stop + 1;
+            continue;
+        }
+#endif
+        state_t record = keyed;
+        update(&record, start, length);
+        finish(&record, leaf);
+        start = stop + 1;
+    }
+#if defined(LANES)
+    if (filled > 0) {
+        /* The last lanes: empty ones repeat the first record, their leaves written to a spare. */
+        uint8_t spare[OUT];
+        for (int lane = filled; lane < LANES; lane++) {
+            memcpy(blocks + lane * BLOCK, blocks, BLOCK);
+            lengths[lane] = lengths[0];
+            out[lane] = spare;
+        }
+        compress_lanes(keyed.h, keyed.t, blocks, lengths, out);
+    }
+#endif
+}
+
 static PyObject *blake2s_leaves(PyObject *module, PyObject *args) {
     Py_buffer key, person, prefix, lines;
     (void)module;
     if (!PyArg_ParseTuple(args, "y*y*y*y*", &key, &person, &prefix, &lines)) return NULL;
     PyObject *result = NULL;
     uint8_t *leaves = NULL;
-    if (key.len < 1 || key.len > 32 || person.len > 8) {
-        PyErr_SetString(PyExc_ValueError, "a key of 1 to 32 bytes and a person of at most 8");
-        goto done;
-    }
-    Py_ssize_t total = 1;
-    const uint8_t *text = (const uint8_t *)lines.buf;
-    for (Py_ssize_t i = 0; i < lines.len; i++) total += text[i] == '\n';
+    Py_ssize_t total = lines_to_hash(&key, &person, &lines);
+    if (total < 0) goto done;
     leaves = (uint8_t *)malloc((size_t)total * OUT);
     if (leaves == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    /* The parameter block: digest length, key length, fanout 1, depth 1, personalisation. */
-    uint8_t parameters[32] = {OUT, (uint8_t)key.len, 1, 1};
-    memcpy(parameters + 24, person.buf, (size_t)person.len);
-    state_t keyed;
-    memset(&keyed, 0, sizeof keyed);
-    for (int i = 0; i < 8; i++) keyed.h[i] = IV[i] ^ load32(parameters + 4 * i);
-    memcpy(keyed.buffer, key.buf, (size_t)key.len);
-    keyed.filled = BLOCK;
-    update(&keyed, (const uint8_t *)prefix.buf, (size_t)prefix.len);
-    const uint8_t *start = text, *end = text + lines.len;
-    for (Py_ssize_t index = 0; index < total; index++) {
-        const uint8_t *stop = memchr(start, '\n', (size_t)(end - start));
-        if (stop == NULL) stop = end;
-        state_t record = keyed;
-        update(&record, start, (size_t)(stop - start));
-        finish(&record, leaves + (size_t)index * OUT);
-        start = stop + 1;
-    }
+    hash_lines(&key, &person, &prefix, &lines, total, leaves);
     sort_leaves(leaves, (size_t)total);
     Py_END_ALLOW_THREADS
     result = PyList_New(total);
@@ -242,6 +383,29 @@ done:
     return result;
 }
 
+/* The same leaves as blake2s_leaves, in the lines' order (not sorted), as one bytes object:
+ * no object per leaf (sorted_leaves sorts them, a batch's pieces joined, in one call). */
+static PyObject *blake2s_packed(PyObject *module, PyObject *args) {
+    Py_buffer key, person, prefix, lines;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &key, &person, &prefix, &lines)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t total = lines_to_hash(&key, &person, &lines);
+    if (total >= 0) result = PyBytes_FromStringAndSize(NULL, total * OUT);
+    if (result != NULL) {
+        /* Not shared with anyone before it is returned: written in place, without the GIL. */
+        uint8_t *leaves = (uint8_t *)PyBytes_AS_STRING(result);
+        Py_BEGIN_ALLOW_THREADS
+        hash_lines(&key, &person, &prefix, &lines, total, leaves);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&person);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&lines);
+    return result;
+}
+
 static PyObject *sorted_leaves(PyObject *module, PyObject *args) {
     Py_buffer data;
     (void)module;
@@ -251,8 +415,30 @@ static PyObject *sorted_leaves(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "leaves of 32 bytes each");
     } else {
         result = PyBytes_FromStringAndSize((const char *)data.buf, data.len);
-        if (result != NULL && data.len > 0)
-            sort_leaves((uint8_t *)PyBytes_AS_STRING(result), (size_t)(data.len / OUT));
+        if (result != NULL && data.len > 0) {
+            uint8_t *leaves = (uint8_t *)PyBytes_AS_STRING(result);
+            Py_BEGIN_ALLOW_THREADS
+            sort_leaves(leaves, (size_t)(data.len / OUT));
+            Py_END_ALLOW_THREADS
+        }
+    }
+    PyBuffer_Release(&data);
+    return result;
+}
+
+static PyObject *repeated_leaves(PyObject *module, PyObject *args) {
+    Py_buffer data;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*", &data)) return NULL;
+    PyObject *result = NULL;
+    if (data.len % OUT != 0) {
+        PyErr_SetString(PyExc_ValueError, "leaves of 32 bytes each");
+    } else {
+        const uint8_t *leaves = (const uint8_t *)data.buf;
+        Py_ssize_t count = data.len / OUT, repeated = 0;
+        for (Py_ssize_t i = 1; i < count; i++)
+            repeated += memcmp(leaves + (i - 1) * OUT, leaves + i * OUT, OUT) == 0;
+        result = PyLong_FromSsize_t(repeated);
     }
     PyBuffer_Release(&data);
     return result;
@@ -262,8 +448,14 @@ static PyMethodDef methods[] = {
     {"blake2s_leaves", blake2s_leaves, METH_VARARGS,
      "blake2s_leaves(key, person, prefix, lines) -> the sorted keyed BLAKE2s-256 of prefix + "
      "each newline-separated line."},
+    {"blake2s_packed", blake2s_packed, METH_VARARGS,
+     "blake2s_packed(key, person, prefix, lines) -> the keyed BLAKE2s-256 of prefix + each "
+     "newline-separated line, concatenated, in the lines' order."},
     {"sorted_leaves", sorted_leaves, METH_VARARGS,
-     "sorted_leaves(data) -> the 32-byte leaves of data, concatenated, sorted (for tests)."},
+     "sorted_leaves(data) -> the 32-byte leaves of data, concatenated, sorted."},
+    {"repeated_leaves", repeated_leaves, METH_VARARGS,
+     "repeated_leaves(data) -> how many of the sorted 32-byte leaves of data equal the one "
+     "before."},
     {NULL, NULL, 0, NULL},
 };
 

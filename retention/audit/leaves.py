@@ -12,11 +12,11 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from itertools import islice, repeat
 from operator import eq
-from typing import Any
+from typing import Any, overload
 
 from retention.anonymise import record_locator
 from retention.audit.entries import FORMAT_VERSION, leaves_per_chunk
-from retention.audit.merkle import chunked_root
+from retention.audit.merkle import chunked_root, packed_chunked_root
 from retention.errors import AuditFailure
 from retention.wording import counted
 
@@ -65,11 +65,60 @@ def record_leaf(
     raise ValueError(f"no record leaf is defined for trail format {version!r}")
 
 
+# Every leaf's size, in every format (SHA-256 or BLAKE2s-256).
+LEAF_SIZE = 32
+
+
+class PackedLeaves(Sequence[bytes]):
+    """A batch's sorted leaves held as one bytes object, ``LEAF_SIZE`` bytes each: a whole
+    partition's leaves (about 85,000) go from their hash to their root and their file
+    without an object per leaf (making, sorting, joining and checking those cost more than
+    hashing them). As a sequence, each leaf is its 32 bytes."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % LEAF_SIZE:
+            raise ValueError(f"leaves of {LEAF_SIZE} bytes each")
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data) // LEAF_SIZE
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError(index)
+        return self.data[index * LEAF_SIZE : (index + 1) * LEAF_SIZE]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedLeaves):
+            return self.data == other.data
+        if isinstance(other, Sequence) and not isinstance(other, bytes | str):
+            return len(other) == len(self) and all(map(eq, self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def leaves_root(leaves: Sequence[bytes], version: int = FORMAT_VERSION) -> str:
     """Given a batch's sorted leaves and the format of the entry that records them, return its
     hex leaves_root: the RFC 6962 root over single leaves in format 1, over chunks of
     ``LEAVES_PER_CHUNK`` leaves since format 2."""
-    return chunked_root(leaves, leaves_per_chunk({"v": version})).hex()
+    per_chunk = leaves_per_chunk({"v": version})
+    if isinstance(leaves, PackedLeaves):
+        return packed_chunked_root(leaves.data, LEAF_SIZE, per_chunk).hex()
+    return chunked_root(leaves, per_chunk).hex()
 
 
 def subject_digest(hmac_key: bytes, subject: str) -> str:
@@ -170,34 +219,35 @@ class RecordHasher:
         leaves.sort()
         return leaves
 
-    def spelled_leaves(self, store: str, dataset: str, pieces: Iterable[bytes]) -> list[bytes]:
+    def spelled_leaves(self, store: str, dataset: str, pieces: Iterable[bytes]) -> Sequence[bytes]:
         """Given a store, a dataset and record keys spelled as the ends of their locators (what
         follows ``store/dataset/``), in pieces of lines joined by newlines, return their leaves,
-        sorted. Each piece is hashed as it comes, while its store reads the next (the compiled
-        module lets go of the GIL as it hashes)."""
+        sorted (``PackedLeaves`` where the compiled module hashes them). Each piece is hashed
+        as it comes, while its store reads the next (the compiled module lets go of the GIL as
+        it hashes and sorts)."""
         head = f"{store}/{dataset}/".encode()
-        leaves: list[bytes] = []
         if self._outer is None and _native is not None and b"\n" not in head:
-            for piece in pieces:
-                leaves += _native.blake2s_leaves(self._key, LEAF_PERSON, head, piece)
-        else:
-            state = self._state.copy()
-            state.update(head)
-            for piece in pieces:
-                rests = piece.split(b"\n")
-                if self._outer is None:
-                    kind = type(state)
-                    states = list(map(kind.copy, repeat(state, len(rests))))
-                    deque(map(kind.update, states, rests), maxlen=0)
-                    leaves += map(kind.digest, states)
-                    continue
-                for rest in rests:
-                    inner = state.copy()
-                    inner.update(rest)
-                    outer = self._outer.copy()
-                    outer.update(inner.digest())
-                    leaves.append(outer.digest())
-        # The pieces' sorted runs, merged.
+            hashed = [
+                _native.blake2s_packed(self._key, LEAF_PERSON, head, piece) for piece in pieces
+            ]
+            return PackedLeaves(_native.sorted_leaves(b"".join(hashed)))
+        leaves: list[bytes] = []
+        state = self._state.copy()
+        state.update(head)
+        for piece in pieces:
+            rests = piece.split(b"\n")
+            if self._outer is None:
+                kind = type(state)
+                states = list(map(kind.copy, repeat(state, len(rests))))
+                deque(map(kind.update, states, rests), maxlen=0)
+                leaves += map(kind.digest, states)
+                continue
+            for rest in rests:
+                inner = state.copy()
+                inner.update(rest)
+                outer = self._outer.copy()
+                outer.update(inner.digest())
+                leaves.append(outer.digest())
         leaves.sort()
         return leaves
 
@@ -242,7 +292,7 @@ def _locator(prefix: str, store: str, dataset: str, key: Sequence[object]) -> by
 
 def leaves_text(leaves: Sequence[bytes]) -> bytes:
     """Given leaves, return the leaves file's bytes: each in hex on its own line."""
-    joined = b"".join(leaves)
+    joined = leaves.data if isinstance(leaves, PackedLeaves) else b"".join(leaves)
     if len(joined) == 32 * len(leaves):
         # One hex conversion for the whole batch instead of one per leaf.
         return binascii.hexlify(joined, b"\n", 32) + b"\n" if leaves else b""
@@ -256,7 +306,10 @@ def _plain_time(value: object) -> bool:
 
 def refuse_repeated(seq: int, leaves: Sequence[bytes]) -> None:
     """AuditFailure when a batch's sorted leaves repeat one (one record twice in a batch)."""
-    repeated = sum(map(eq, leaves, islice(leaves, 1, None)))
+    if isinstance(leaves, PackedLeaves) and _native is not None:
+        repeated = _native.repeated_leaves(leaves.data)
+    else:
+        repeated = sum(map(eq, leaves, islice(leaves, 1, None)))
     if repeated:
         raise AuditFailure(
             f"the leaves of entry {seq} repeat {counted(repeated, 'record')}: "

@@ -10,7 +10,7 @@ written, so that a crash can be reconciled against the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -108,6 +108,7 @@ class TrailRecorder:
         rule = rule_plan.rule
         values: tuple[KeyValues, ...]
         lines: bytes | None = None
+        leaves: Sequence[bytes]
         if isinstance(keys, SpelledKeys):
             # A partition's keys, as its database spelled them: hashed piece by piece as they
             # are read (nothing else of them is recorded), then counted.
@@ -123,9 +124,11 @@ class TrailRecorder:
         if detail.children:
             # The child rows that go with the parents are leaves of the same batch, so that
             # each can be proven; their locators name their own table.
+            every = list(leaves)
             for child in detail.children:
-                leaves += self.writer.record_leaves(rule.store, child.table, child.keys)
-            leaves.sort()
+                every += self.writer.record_leaves(rule.store, child.table, child.keys)
+            every.sort()
+            leaves = every
         root = self.writer.leaves_root(leaves)
         seq = self.writer.next_seq
         pending: dict[str, Any] = {

@@ -299,7 +299,7 @@ class TrailWriter:
 
     def record_spelled_leaves(
         self, store: str, dataset: str, pieces: Iterable[bytes]
-    ) -> list[bytes]:
+    ) -> Sequence[bytes]:
         """Given a store, a dataset and record keys spelled as the ends of their locators (in
         pieces, see ``SpelledKeys``), return the sorted leaves that an entry written now holds
         for them."""
