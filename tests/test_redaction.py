@@ -20,7 +20,7 @@ from tests.support import config_text, create_tables
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 PEOPLE = ("jane.doe@example.com", "john.roe@example.org")
-WRONG_TYPE_RULE = """
+PEOPLE_RULE = """
 [[rules]]
 name = "people"
 store = "db"
@@ -28,12 +28,16 @@ table = "people"
 key = "email"
 clock = "left_at"
 period = "1y"
-action = "anonymise"
+"""
+WRONG_TYPE_RULE = (
+    PEOPLE_RULE
+    + """action = "anonymise"
 marker_column = "anonymised_at"
 
 [rules.anonymise]
 hired = { fixed = "abc" }
 """
+)
 
 
 def _people(url: str) -> None:
@@ -199,16 +203,7 @@ def test_redacted_traceback_keeps_the_frames_and_the_chain() -> None:
     _assert_no_email(text)
 
 
-DELETE_RULE = """
-[[rules]]
-name = "people"
-store = "db"
-table = "people"
-key = "email"
-clock = "left_at"
-period = "1y"
-action = "delete"
-"""
+DELETE_RULE = PEOPLE_RULE + 'action = "delete"\n'
 # Triggers that refuse a deletion with a message quoting the row's value unquoted: nothing in
 # the message tells a value from the words around it (%% is a literal % through the driver).
 POSTGRES_TRIGGERS = {
@@ -223,36 +218,37 @@ POSTGRES_TRIGGERS = {
 def test_a_postgres_trigger_quoting_a_value_unquoted_leaks_it_nowhere(
     postgres_url: str, tmp_path: Path, statement: str
 ) -> None:
-    _people(postgres_url)
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN {statement}; END $$"
-        )
-        connection.exec_driver_sql(
-            "CREATE TRIGGER refuse BEFORE DELETE ON people FOR EACH ROW EXECUTE FUNCTION refuse()"
-        )
-    engine.dispose()
-    result, state = _run_rule(tmp_path, postgres_url, DELETE_RULE)
-    assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
-    assert "a trigger or function of the database raised" in result.stdout
-    _assert_no_email(result.stdout, result.stderr, _ledger_text(state))
+    _refused_by_a_trigger_leaking_nothing(
+        tmp_path,
+        postgres_url,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN {statement}; END $$",
+        "CREATE TRIGGER refuse BEFORE DELETE ON people FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
 
 
 def test_a_mariadb_trigger_quoting_a_value_unquoted_leaks_it_nowhere(
     mariadb_url: str, tmp_path: Path
 ) -> None:
-    _people(mariadb_url)
-    engine = create_engine(mariadb_url)
+    _refused_by_a_trigger_leaking_nothing(
+        tmp_path,
+        mariadb_url,
+        "CREATE TRIGGER refuse BEFORE DELETE ON people FOR EACH ROW BEGIN "
+        "DECLARE message VARCHAR(200) DEFAULT CONCAT('refusing to delete ', OLD.email); "
+        "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = message; END",
+    )
+
+
+def _refused_by_a_trigger_leaking_nothing(tmp_path: Path, url: str, *statements: str) -> None:
+    """The people's deletion refused by the trigger that ``statements`` create: the rule fails
+    saying so, and no e-mail address is in the output, the logs or the ledger."""
+    _people(url)
+    engine = create_engine(url)
     with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "CREATE TRIGGER refuse BEFORE DELETE ON people FOR EACH ROW BEGIN "
-            "DECLARE message VARCHAR(200) DEFAULT CONCAT('refusing to delete ', OLD.email); "
-            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = message; END"
-        )
+        for statement in statements:
+            connection.exec_driver_sql(statement)
     engine.dispose()
-    result, state = _run_rule(tmp_path, mariadb_url, DELETE_RULE)
+    result, state = _run_rule(tmp_path, url, DELETE_RULE)
     assert result.exit_code == ExitCode.PARTIAL_FAILURE, result.output
     assert "a trigger or function of the database raised" in result.stdout
     _assert_no_email(result.stdout, result.stderr, _ledger_text(state))

@@ -41,6 +41,17 @@ def imported(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0].removeprefix("imported: ")
 
 
+def _unaudited_config(folder: Path, stores_and_rules: str) -> Path:
+    """A config in ``folder`` of these stores and rules, in UTC, without a trail, its state
+    database in ``folder``."""
+    config = folder / "retention.toml"
+    config.write_text(
+        f'[settings]\ntimezone = "UTC"\n\n[audit]\nenabled = false\n\n'
+        f'[state]\nurl = "sqlite:///{folder}/state.sqlite"\n{stores_and_rules}'
+    )
+    return config
+
+
 def test_help_imports_no_store_library(tmp_path: Path) -> None:
     result = run_retention(["--help"], tmp_path)
 
@@ -54,18 +65,9 @@ def test_validating_a_config_without_sql_or_s3_stores_imports_neither_library(
 ) -> None:
     backups = tmp_path / "backups"
     backups.mkdir()
-    config = tmp_path / "retention.toml"
-    config.write_text(
+    config = _unaudited_config(
+        tmp_path,
         f"""
-[settings]
-timezone = "UTC"
-
-[audit]
-enabled = false
-
-[state]
-url = "sqlite:///{tmp_path}/state.sqlite"
-
 [stores.backups]
 kind = "files"
 root = "{backups}"
@@ -74,7 +76,7 @@ root = "{backups}"
 name = "old-dumps"
 store = "backups"
 period = "30d"
-"""
+""",
     )
 
     result = run_retention(["--config", str(config), "config", "validate"], tmp_path)
@@ -177,18 +179,9 @@ def test_validating_a_sqlite_store_imports_only_what_the_check_needs(tmp_path: P
     with sqlite3.connect(database) as connection:
         connection.execute("CREATE TABLE logs (id INTEGER PRIMARY KEY, created_at TIMESTAMP)")
     connection.close()
-    config = tmp_path / "retention.toml"
-    config.write_text(
+    config = _unaudited_config(
+        tmp_path,
         f"""
-[settings]
-timezone = "UTC"
-
-[audit]
-enabled = false
-
-[state]
-url = "sqlite:///{tmp_path}/state.sqlite"
-
 [stores.app]
 kind = "sql"
 url = "sqlite:///{database}"
@@ -201,7 +194,7 @@ key = "id"
 clock = "created_at"
 period = "30d"
 action = "delete"
-"""
+""",
     )
     arguments = ["--config", str(config), "config", "validate"]
     result, lines = modules_loaded(UNNEEDED_FOR_VALIDATE, arguments, tmp_path)

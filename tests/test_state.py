@@ -187,6 +187,21 @@ def _logs(url: str) -> None:
     create_logs(url, {key: datetime(2020, 1, 1) for key in range(25)})
 
 
+def _logs_and_state(tmp_path: Path, rules: str) -> tuple[str, Path, Path]:
+    """25 expired logs in an SQLite database, a state database with its tables, and a config
+    of ``rules`` over them whose state database gives up waiting for a lock after 0.1 s: the
+    database's URL, the state database's path, the config's."""
+    url = f"sqlite:///{tmp_path}/app.sqlite"
+    _logs(url)
+    state_path = tmp_path / "state.sqlite"
+    StateDatabase(f"sqlite:///{state_path}").close()  # its tables made
+    config_file = tmp_path / "retention.toml"
+    state_url = f"sqlite:///{state_path}?timeout=0.1"
+    audit = tmp_path / "audit"
+    config_file.write_text(config_text(url, rules, audit_directory=audit, state_url=state_url))
+    return url, state_path, config_file
+
+
 def test_run_plan_records_each_rule_in_the_ledger(tmp_path: Path, sqlite_url: str) -> None:
     _logs(sqlite_url)
     state_url = f"sqlite:///{tmp_path}/state.sqlite"
@@ -274,19 +289,7 @@ def test_a_run_whose_ledger_cannot_be_written_exits_69_before_purging(tmp_path: 
 
     from retention.cli import main
 
-    url = f"sqlite:///{tmp_path}/app.sqlite"
-    _logs(url)
-    state_path = tmp_path / "state.sqlite"
-    StateDatabase(f"sqlite:///{state_path}").close()  # its tables made
-    config_file = tmp_path / "retention.toml"
-    config_file.write_text(
-        config_text(
-            url,
-            RULE,
-            audit_directory=tmp_path / "audit",
-            state_url=f"sqlite:///{state_path}?timeout=0.1",
-        )
-    )
+    url, state_path, config_file = _logs_and_state(tmp_path, RULE)
     with _written_by_another(state_path):
         result = CliRunner().invoke(main, ["--config", str(config_file), "run", "--yes"])
     assert result.exit_code == 69, result.output
@@ -355,19 +358,7 @@ def test_a_run_whose_ledger_cannot_record_its_end_keeps_its_own_exit_code(
 
     from retention.cli import main
 
-    url = f"sqlite:///{tmp_path}/app.sqlite"
-    _logs(url)
-    state_path = tmp_path / "state.sqlite"
-    StateDatabase(f"sqlite:///{state_path}").close()  # its tables made
-    config_file = tmp_path / "retention.toml"
-    config_file.write_text(
-        config_text(
-            url,
-            RULE + BRAKED_RULE,
-            audit_directory=tmp_path / "audit",
-            state_url=f"sqlite:///{state_path}?timeout=0.1",
-        )
-    )
+    _url, state_path, config_file = _logs_and_state(tmp_path, RULE + BRAKED_RULE)
     progress = _LockTheLedgerAtTheFirstBatch(state_path)
 
     @contextmanager
