@@ -173,3 +173,12 @@ def test_the_compiled_module_counts_the_repeated_leaves(count: int) -> None:
         assert _leaves.repeated_leaves(b"".join(twice)) == (count + 1) // 2
     with pytest.raises(ValueError, match="32 bytes"):
         _leaves.repeated_leaves(b"x" * 33)
+
+
+@given(st.lists(st.integers(), min_size=1, max_size=50))
+def test_integer_keys_are_spelled_as_str_spells_them(values: list[int]) -> None:
+    keys = [(value,) for value in values]
+    spelled = "\n".join(str(value) for value in values).encode()
+    assert leaves_module.integer_key_lines(keys) == spelled
+    assert leaves_module.integer_key_lines([*keys, (True,)]) is None
+    assert leaves_module.integer_key_lines([*keys, (1, 2)]) is None

@@ -277,7 +277,9 @@ def integer_key_lines(keys: Sequence[Sequence[object]]) -> bytes | None:
         return None
     if set(map(type, values)) != {int}:
         return None
-    return "\n".join(map(str, values)).encode()
+    # The list's repr spells every int as str() does, ", " between them: one C call for the
+    # batch, half the time of a str() per key (issue 17).
+    return repr(values)[1:-1].replace(", ", "\n").encode()
 
 
 def _locator(prefix: str, store: str, dataset: str, key: Sequence[object]) -> bytes:
