@@ -30,6 +30,7 @@ SQL_EDGES = {
     "retention/stores/__init__.py",
     "retention/stores/sql.py",
     "retention/stores/sql_dialect.py",
+    "retention/stores/sql_held.py",
     "retention/stores/sql_keys.py",
     "retention/stores/sql_predicate.py",
     "retention/stores/sql_purge.py",

@@ -154,6 +154,54 @@ def test_a_row_gone_since_its_batch_was_read_is_not_claimed(
     )
 
 
+def test_the_batches_keep_their_connections_and_a_failed_one_is_given_back(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Five due rows in batches of 1: the DELETEs run on one connection and the probes on
+    another, both kept from batch to batch (two check-outs from the pool, not two a batch).
+    A batch whose DELETE fails gives its connection back: the next run's batches check out a
+    fresh one and purge the rest."""
+    from retention.app import make_plan, run_plan
+    from retention.stores import open_stores
+
+    engine = _leap_logs(postgres_url)
+    audit = tmp_path / "audit"
+    config = make_config(postgres_url, logs_rule(extra="batch_size = 1"), audit_directory=audit)
+    checkouts: list[int] = []
+    deletes: list[int] = []
+    checked_out_by_then: list[int] = []
+
+    def checkout(dbapi_connection: Any, *_args: Any) -> None:
+        checkouts.append(id(dbapi_connection))
+
+    def statement(_connection: Any, cursor: Any, sql: str, *_args: Any) -> None:
+        if sql.startswith("DELETE FROM logs"):
+            deletes.append(id(cursor.connection))
+            if len(deletes) == 3:
+                checked_out_by_then.append(len(checkouts))
+                raise RuntimeError("the third DELETE fails")
+
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
+        store_engine = store_for("db").engine  # type: ignore[attr-defined]
+        event.listen(store_engine, "checkout", checkout)
+        event.listen(store_engine, "before_cursor_execute", statement)
+        failed = run_plan(config, the_plan, store_for, dry_run=False)
+        assert failed.outcomes[0].deleted == 2
+        # Three batches: the probes on one connection, the DELETEs on another.
+        assert checked_out_by_then == [2]
+        assert len(set(deletes)) == 1
+        event.remove(store_engine, "before_cursor_execute", statement)
+        the_plan = make_plan(config, config.rules, store_for, LEAP_AS_OF)
+        checkouts.clear()
+        report = run_plan(config, the_plan, store_for, dry_run=False)
+
+    assert report.outcomes[0].deleted == len(LEAP_DUE) - 2
+    assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
+    # The probes' connection is still held; the DELETEs' was given back and checked out again.
+    assert len(checkouts) == 1
+
+
 # A `retention run` in a child process whose first DELETE of logs is preceded, on another
 # connection, by the delete of one row that the batch's probe read (argv: url, id, then the
 # CLI's arguments); RETENTION_CRASH_AT then kills it where the test says.

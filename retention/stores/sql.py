@@ -62,6 +62,7 @@ from retention.stores.sql_dialect import (
     is_connect_failure,
     reason,
 )
+from retention.stores.sql_held import HeldConnection
 from retention.stores.sql_keys import fitted, key_in
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ class SqlStore:
         self._beside: ThreadPoolExecutor | None = None
         # Where each rule's walk by spans of its key stands, between its batches (sql_spans).
         self.span_walks: dict[str, sql_spans.SpanWalk] = {}
+        # PostgreSQL's probed batches: their DELETEs' connection and their probes', kept
+        # between batches (sql_held).
+        self.held_writer = HeldConnection(self.write_connection)
+        self.held_reader = HeldConnection(
+            lambda: self.engine.connect().execution_options(postgresql_readonly=True)
+        )
 
     @property
     def name(self) -> str:
@@ -105,6 +112,8 @@ class SqlStore:
         if self._beside is not None:
             self._beside.shutdown()
             self._beside = None
+        self.held_writer.close()
+        self.held_reader.close()
         self.engine.dispose()
 
     def beside(self) -> ThreadPoolExecutor:

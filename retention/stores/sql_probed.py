@@ -79,7 +79,7 @@ def delete_probed(
     key_columns = store.key_columns(selection.rule)
     statement = range_delete(store, selection, after, keys[-1])
     started = time.monotonic()
-    with store.reachable(), store.write_connection() as connection, connection.begin():
+    with store.reachable(), store.held_writer.use() as connection, connection.begin():
         # The transaction's id is read beside, first thing on its connection: the intent
         # waits for it only once its keys are hashed.
         transaction: Future[int] | None = None
@@ -150,10 +150,13 @@ def _read_keys(
 
 
 def _read_query(store: SqlStore, query: Any) -> tuple[KeyValues, ...]:
-    """The keys a probe reads, in a read-only transaction of its own."""
-    with store.engine.connect().execution_options(postgresql_readonly=True) as connection:
-        result = connection.execute(query)
-        return tuple(result_keys(result, store.plain_integer_keys(query.selected_columns)))
+    """The keys a probe reads, in a read-only transaction of its own (rolled back)."""
+    with store.held_reader.use() as connection:
+        try:
+            result = connection.execute(query)
+            return tuple(result_keys(result, store.plain_integer_keys(query.selected_columns)))
+        finally:
+            connection.rollback()
 
 
 def _deleted_keys(
