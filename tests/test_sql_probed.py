@@ -158,7 +158,8 @@ def test_the_batches_keep_their_connections_and_a_failed_one_is_given_back(
     postgres_url: str, tmp_path: Path
 ) -> None:
     """Five due rows in batches of 1: the DELETEs run on one connection and the probes on
-    another, both kept from batch to batch (two check-outs from the pool, not two a batch).
+    another, both kept from batch to batch (two check-outs from the pool, not two a batch),
+    with the GIL handed over within 0.5 ms while the store's threads run.
     A batch whose DELETE fails gives its connection back: the next run's batches check out a
     fresh one and purge the rest."""
     from retention.app import make_plan, run_plan
@@ -170,6 +171,8 @@ def test_the_batches_keep_their_connections_and_a_failed_one_is_given_back(
     checkouts: list[int] = []
     deletes: list[int] = []
     checked_out_by_then: list[int] = []
+    intervals: list[float] = []
+    interval_before = sys.getswitchinterval()
 
     def checkout(dbapi_connection: Any, *_args: Any) -> None:
         checkouts.append(id(dbapi_connection))
@@ -177,6 +180,7 @@ def test_the_batches_keep_their_connections_and_a_failed_one_is_given_back(
     def statement(_connection: Any, cursor: Any, sql: str, *_args: Any) -> None:
         if sql.startswith("DELETE FROM logs"):
             deletes.append(id(cursor.connection))
+            intervals.append(sys.getswitchinterval())
             if len(deletes) == 3:
                 checked_out_by_then.append(len(checkouts))
                 raise RuntimeError("the third DELETE fails")
@@ -200,6 +204,10 @@ def test_the_batches_keep_their_connections_and_a_failed_one_is_given_back(
     assert remaining_ids(engine, "logs") == set(LEAP_ROWS) - LEAP_DUE
     # The probes' connection is still held; the DELETEs' was given back and checked out again.
     assert len(checkouts) == 1
+    # The DELETEs' thread got the GIL back within 0.5 ms; the store closed, the interval is
+    # the process's own again.
+    assert max(intervals) <= 0.0005 < interval_before
+    assert sys.getswitchinterval() == interval_before
 
 
 # A `retention run` in a child process whose first DELETE of logs is preceded, on another

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ from retention.errors import (
     raised_by_database_code,
     without_values,
 )
+from retention.runtime.handovers import quick_handovers
 from retention.selection import KeyValues, Selection
 from retention.store_protocol import (
     Batch,
@@ -92,6 +93,7 @@ class SqlStore:
         # and the threads that read them and run a batch's DELETE beside its intent.
         self._probe: Probe | None = None
         self._beside: ThreadPoolExecutor | None = None
+        self._handovers = ExitStack()
         # Where each rule's walk by spans of its key stands, between its batches (sql_spans).
         self.span_walks: dict[str, sql_spans.SpanWalk] = {}
         # PostgreSQL's probed batches: their DELETEs' connection and their probes', kept
@@ -112,13 +114,16 @@ class SqlStore:
         if self._beside is not None:
             self._beside.shutdown()
             self._beside = None
+        self._handovers.close()
         self.held_writer.close()
         self.held_reader.close()
         self.engine.dispose()
 
     def beside(self) -> ThreadPoolExecutor:
-        """Threads for a batch's statements that run beside the calling thread's work."""
+        """Threads for a batch's statements that run beside the calling thread's work; while
+        they exist, the GIL is handed over quickly (runtime/handovers.py)."""
         if self._beside is None:
+            self._handovers.enter_context(quick_handovers())
             self._beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sql-beside")
         return self._beside
 
