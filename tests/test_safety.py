@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from retention.app.holds import lift_hold, place_hold
 from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.config import Config
-from retention.errors import AuditFailure, ConfigError, ExitCode, UsageError
+from retention.errors import AuditFailure, ConfigError, ExitCode, LockHeld, UsageError
 from retention.runtime.secrets import state_url
 from retention.state import StateDatabase
 from retention.state_holds import list_holds
@@ -290,6 +292,34 @@ def test_a_clock_in_the_future_is_never_due_and_is_reported(database_url: str) -
     the_plan, _ = plan_and_run(config, AS_OF)
     assert the_plan.rules[0].future == 3
     assert remaining_ids(engine, "logs") == {26, 27, 28}
+
+
+def test_a_hold_while_a_run_writes_the_trail_says_how_to_place_it_now(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A run holds the trail's writer lock for its whole length: a hold cannot be recorded
+    then, so it is not placed (exit 75, nothing in the state database), and the message says
+    to stop the run rather than to retry later, while the run's batches go on."""
+    _logs(sqlite_url)
+    audit = tmp_path / "audit"
+    config = make_config(sqlite_url, RULE, audit_directory=audit)
+    _hold(config, keys=("13",))  # makes the trail and its lock
+    running = os.open(audit / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(LockHeld) as caught:
+            _hold(config, keys=("14",))
+    finally:
+        os.close(running)
+    assert caught.value.exit_code == ExitCode.LOCK_HELD
+    assert "another process is writing the audit trail" in str(caught.value)
+    assert "Stop that run" in str(caught.value)
+    assert "systemctl stop retention" in str(caught.value)
+    state = StateDatabase(state_url(config.state))
+    try:
+        assert [hold.keys for hold in list_holds(state)] == [(("13",),)]
+    finally:
+        state.close()
 
 
 # --- saved plans, through the command line ------------------------------------------------

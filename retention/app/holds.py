@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from retention.app.trail_text import refuse_personal_data
 from retention.audit.opening import identity, open_trail
 from retention.config import Config, Rule
-from retention.errors import UsageError
+from retention.errors import LockHeld, UsageError
 from retention.holds import Hold, parse_hold_target
 from retention.runtime.secrets import state_url
 from retention.state import StateDatabase
@@ -155,7 +155,17 @@ def _hold_trail(
     if config.audit is None or not config.audit.enabled:
         yield lambda entry_type, hold, value: None
         return
-    with open_trail(config.audit, lambda: now) as writer:
+    with ExitStack() as stack:
+        try:
+            writer = stack.enter_context(open_trail(config.audit, lambda: now))
+        except LockHeld as error:
+            # The run's writer holds the trail for its whole length; its batches would go on
+            # without the hold, so say how to get it in now rather than "retry later".
+            raise LockHeld(
+                f"{error}: a run is under way, and a hold change the trail cannot record does "
+                "not happen. Stop that run (SIGTERM, or `systemctl stop retention` for the "
+                "daemon: it stops after its current batch), change the hold, start it again"
+            ) from error
 
         def record(entry_type: str, hold: Hold, value: dict[str, Any]) -> None:
             writer.append(
