@@ -24,6 +24,12 @@ import json, os, signal, sys, time
 from retention.errors import ConfigError, ConfigIssue, RetentionError, StoreUnavailable
 from retention.runtime.forked import ChildFailed, can_fork, forked, forked_awaiting
 assert can_fork()
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 """
 
 
@@ -85,12 +91,7 @@ def test_an_awaiting_child_never_sent_its_input_is_ended_with_the_block() -> Non
         """
 with forked_awaiting(lambda receive: receive(), "a test") as child:
     pid = child.pid
-try:
-    os.kill(pid, 0)
-    alive = True
-except ProcessLookupError:
-    alive = False
-print(json.dumps({"alive": alive}))
+print(json.dumps({"alive": alive(pid)}))
 """
     )
     assert reported == {"alive": False}
@@ -181,12 +182,7 @@ def test_a_child_whose_result_is_not_wanted_is_ended_with_the_block() -> None:
         """
 with forked(lambda: time.sleep(60), "a test") as child:
     pid = child.pid
-try:
-    os.kill(pid, 0)
-    alive = True
-except ProcessLookupError:
-    alive = False
-print(json.dumps({"alive": alive}))
+print(json.dumps({"alive": alive(pid)}))
 """
     )
     assert reported == {"alive": False}
