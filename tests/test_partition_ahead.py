@@ -21,6 +21,7 @@ from retention.app.holds import place_hold
 from retention.audit.entries import read_entries
 from retention.audit.leaves import record_leaf
 from retention.executor import execute
+from retention.runtime import handovers
 from retention.stores import (
     open_stores,
     partition_ahead,
@@ -461,7 +462,7 @@ def test_the_gil_is_handed_over_quickly_only_while_postgresql_partitions_are_dro
     interval before comes back when the drops end, after an error too, and nested sessions
     keep it short until the last one ends. MariaDB's drops leave it alone."""
     before = sys.getswitchinterval()
-    short = partition_session.SWITCH_INTERVAL_SECONDS
+    short = handovers.SWITCH_INTERVAL_SECONDS
     config = make_config(postgres_url if server == "postgres" else mariadb_url, RULE)
     expected = short if server == "postgres" else before
     seen: list[float] = []

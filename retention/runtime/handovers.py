@@ -18,21 +18,24 @@ from contextlib import contextmanager
 
 SWITCH_INTERVAL_SECONDS = 0.0005
 _lock = threading.Lock()
-_users: list[float] = []  # per user in progress, the interval before the first
+_users = 0  # users in progress
+_before = 0.0  # the interval before the first of them
 
 
 @contextmanager
 def quick_handovers() -> Iterator[None]:
     """Shorten the GIL's switch interval to SWITCH_INTERVAL_SECONDS (never lengthen it) until
     the last user that shortened it ends, then restore the one before."""
+    global _users, _before
     with _lock:
-        _users.append(sys.getswitchinterval())
-        if len(_users) == 1:
-            sys.setswitchinterval(min(SWITCH_INTERVAL_SECONDS, _users[0]))
+        if _users == 0:
+            _before = sys.getswitchinterval()
+            sys.setswitchinterval(min(SWITCH_INTERVAL_SECONDS, _before))
+        _users += 1
     try:
         yield
     finally:
         with _lock:
-            before = _users.pop()
-            if not _users:
-                sys.setswitchinterval(before)
+            _users -= 1
+            if _users == 0:
+                sys.setswitchinterval(_before)

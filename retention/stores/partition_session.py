@@ -12,14 +12,13 @@ on PostgreSQL) waits for the drop before to end first.
 
 from __future__ import annotations
 
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from retention.runtime.handovers import quick_handovers
 from retention.selection import Selection
 from retention.store_protocol import Batch, BeforeDrop
 from retention.stores import partitions
@@ -64,42 +63,19 @@ def dropping_partitions(store: SqlStore) -> AbstractContextManager[PartitionDrop
     return _dropping(store)
 
 
-# PostgreSQL: how long a thread that wants the GIL waits, at most, for one that runs Python
-# (sys.setswitchinterval; Python's default is 5 ms) while partitions are dropped. The thread
-# reading the next partition's keys (psycopg) takes the GIL back after each wait on the server,
-# several times per piece, while the recording thread hashes, merges and writes in Python: with
-# 5 ms per handover the read, and so the recording waiting for it, fell behind. Measured with
-# `retention run` on bench/partition_purge.py's table (1,001,369 rows, 12 partitions), 5
-# alternated pairs at load 5.5-8: the rule 1.72 -> 1.34 s median, every pair faster.
-SWITCH_INTERVAL_SECONDS = 0.0005
-_switch_lock = threading.Lock()
-_switch_users = 0  # drop sessions in progress
-_switch_before = 0.0  # the interval before the first of them
-
-
-@contextmanager
-def _quick_handovers() -> Iterator[None]:
-    """Shorten the GIL's switch interval until the last session that shortened it ends, then
-    restore the one before."""
-    global _switch_users, _switch_before
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_before = sys.getswitchinterval()
-            sys.setswitchinterval(min(SWITCH_INTERVAL_SECONDS, _switch_before))
-        _switch_users += 1
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_before)
+# PostgreSQL: the GIL handed over quickly while partitions are dropped (runtime/handovers.py).
+# The thread reading the next partition's keys (psycopg) takes the GIL back after each wait on
+# the server, several times per piece, while the recording thread hashes, merges and writes in
+# Python: with 5 ms per handover the read, and so the recording waiting for it, fell behind.
+# Measured with `retention run` on bench/partition_purge.py's table (1,001,369 rows, 12
+# partitions), 5 alternated pairs at load 5.5-8: the rule 1.72 -> 1.34 s median, every pair
+# faster.
 
 
 @contextmanager
 def _dropping(store: SqlStore) -> Iterator[PartitionDrops]:
     if store.engine.dialect.name == "postgresql":
-        with _quick_handovers():
+        with quick_handovers():
             yield from _dropping_here(store)
     else:
         yield from _dropping_here(store)
