@@ -270,7 +270,7 @@ def test_a_key_changed_while_the_partition_is_recorded_is_never_dropped_unnamed(
 ) -> None:
     """A key rewritten in the partition while its keys are recorded (the same number of rows,
     all due): PostgreSQL sees a row version written since the keys' snapshot, MariaDB a
-    checksum of the keys (summed as they were read) unlike the one under the lock: nothing
+    digest of the keys (taken as they were read) unlike the one under the lock: nothing
     dropped, the rows go by row batches, each named as it is (the new key)."""
     audit = tmp_path / "audit"
     config = make_config(events_url, RULE, audit_directory=audit)
@@ -321,7 +321,7 @@ def test_mariadb_text_keys_are_read_row_by_row_and_counted_in_the_same_snapshot(
     mariadb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A text key column cannot come joined (a comma could be in it): those keys come row by
-    row, and the partition is counted, checksum included, in the keys' own snapshot; a row
+    row, and the partition is counted, digest included, in the keys' own snapshot; a row
     inserted while they are recorded is seen under the lock, and nothing is dropped."""
     engine = create_engine(mariadb_url)
     rows = {f"a,{i}": datetime(2024, 1, 5 + i) for i in range(1, 6)}

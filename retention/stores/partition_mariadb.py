@@ -7,10 +7,15 @@ under ``LOCK TABLES`` count again (anything changed: nothing dropped) and ``ALTE
 PARTITION`` (atomic DDL). That lock covers the whole table and grows with the partition's rows
 (docs/operations.md).
 
-The checksum: for keys read as one joined string (a partition within one chunk, read ahead),
-the SHA-256 of that string, taken by Python as it comes and by the server's SHA2 of the same
-``GROUP_CONCAT`` under the lock: one hash of the string, no expression per row. For keys read
-in several chunks, or row by row, the sum of a keyed hash of each key (``key_hash``).
+The checksum (``KeysDigest``), SHA-256 and no secret: for keys read as one joined string (a
+partition within one chunk), the SHA-256 of that string, taken by Python as it comes and by the
+server's SHA2 of the same ``GROUP_CONCAT`` under the lock: one hash of the string, no expression
+per row. For keys read in several chunks, or row by row (keys the server cannot spell, a server
+without window functions), the server takes it in the keys' snapshot by the statement it runs
+again under the lock: the keys split into buckets of about a chunk each by CRC32 of their text,
+each bucket's count and the SHA2 of its keys joined (keys that are not integers or dates as
+the hex digits of their bytes: a text key holding "," or "/" cannot pass for other keys). A
+string the server cut (its limits) fails the check, never passes it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from retention.stores.partition_catalog import (
     read_partitioning,
     upper_identity,
 )
-from retention.stores.partition_keys import JOINED_LIMIT, Checksum
+from retention.stores.partition_keys import Checksum, KeysDigest, digest_buckets
 from retention.stores.partition_records import (
     LOCK_TIMEOUT_MS,
     Dropped,
@@ -40,7 +45,7 @@ from retention.stores.partition_records import (
     record_keys,
     recorded_count,
 )
-from retention.stores.partition_survey import count_partition, key_hash
+from retention.stores.partition_survey import count_partition
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -55,8 +60,8 @@ def record_mariadb(
     ahead: Ahead | None,
     chunk: int,
 ) -> Recorded:
-    """In one snapshot, record the partition's keys (chunks of ``chunk``) and sum a checksum of
-    them (as they are read, or by a count of the partition): all of them due, or BatchConflict.
+    """In one snapshot, record the partition's keys (chunks of ``chunk``) and take their digest
+    (as they are read, or by the server's pass): all of them due, or BatchConflict.
     Keys read ahead were read in a snapshot already ended: they are recorded after it."""
     with store.engine.connect() as connection:
         partitioning = read_partitioning(connection, selection.rule.table)
@@ -66,10 +71,10 @@ def record_mariadb(
     if ahead is not None:
         found = next(ahead.reading)
         ahead.close()
-    first: tuple[int, int, int, int | str]
+    first: tuple[int, int, int, KeysDigest | None]
     if found is not None and found.checksum is not None:
         rows = recorded_count(found.keys, before_write, name, upper_identity(partition))
-        first = (rows, rows, 0, found.checksum)
+        first = (rows, rows, 0, KeysDigest(1, found.checksum))
     else:
         rows, first = _mariadb_in_turn(
             store, selection, partitioning, partition, before_write, planned_rows, chunk
@@ -113,17 +118,17 @@ def finish_mariadb(
     if now is None or name not in uppers or uppers[name] != partition.upper:
         raise BatchConflict(f"partition {name!r} was changed while its keys were recorded")
     partitioning = now
-    # Keys read as one string: the same string's digest under the lock (``keys_digest``).
-    digest = isinstance(recorded.counted[3], str)
+    # The keys' digest in as many buckets as in their snapshot (one: the string read whole).
+    digest: KeysDigest = recorded.counted[3]
     with store.write_connection() as connection:
         seconds = max(1, LOCK_TIMEOUT_MS // 1000)
         connection.exec_driver_sql(f"SET SESSION lock_wait_timeout = {seconds}")
-        if digest:
-            connection.exec_driver_sql(f"SET SESSION group_concat_max_len = {JOINED_LIMIT}")
         connection.exec_driver_sql(f"LOCK TABLES {locks}")
         locked = time.monotonic()
         try:
-            again = count_partition(store, connection, selection, partitioning, partition, digest)
+            again = count_partition(
+                store, connection, selection, partitioning, partition, digest.buckets
+            )
             if again[1:3] != (again[0], 0):
                 raise BatchConflict(f"partition {name!r}: not every row in it is due now")
             if again != recorded.counted:
@@ -133,8 +138,6 @@ def finish_mariadb(
         finally:
             connection.exec_driver_sql("UNLOCK TABLES")
             connection.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
-            if digest:
-                connection.exec_driver_sql("SET SESSION group_concat_max_len = DEFAULT")
     return Dropped(recorded.rows, locked, locked)
 
 
@@ -146,12 +149,12 @@ def _mariadb_in_turn(
     before_write: BeforeDrop | None,
     planned_rows: int,
     chunk: int,
-) -> tuple[int, tuple[int, int, int, int | str]]:
-    """Keys not read ahead: in one snapshot, read and record them, and take their checksum (as
-    they are read, or by a count of the partition); return how many there were and the
-    partition's rows, due rows, held rows and checksum in that snapshot."""
-    # The keys' checksum, summed as they are read where the driver can (else counted apart).
-    checksum = Checksum(key_hash(store, selection))
+) -> tuple[int, tuple[int, int, int, KeysDigest | None]]:
+    """Keys not read ahead: in one snapshot, read and record them, and take their digest (as
+    they are read whole, else by the server's pass in buckets of about ``chunk`` keys); return
+    how many there were and the partition's rows, due rows, held rows and digest in that
+    snapshot."""
+    checksum = Checksum()
     snapshot = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with snapshot as connection, connection.begin():
         # One snapshot for the keys and what they are checked against.
@@ -168,10 +171,9 @@ def _mariadb_in_turn(
             identity=upper_identity(partition),
         )
         if checksum.digest is not None:
-            return rows, (rows, rows, 0, checksum.digest)
-        if checksum.total is None:
-            return rows, count_partition(store, connection, selection, partitioning, partition)
-        return rows, (rows, rows, 0, int(checksum.total))
+            return rows, (rows, rows, 0, KeysDigest(1, checksum.digest))
+        buckets = digest_buckets(rows, chunk)
+        return rows, count_partition(store, connection, selection, partitioning, partition, buckets)
 
 
 __all__ = ["finish_mariadb", "record_mariadb"]

@@ -19,7 +19,6 @@ expired: no expression is evaluated per row (MariaDB evaluates them slowly; meas
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,12 +27,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
-    String,
     case,
-    cast,
     func,
     literal,
-    literal_column,
     not_,
     null,
     or_,
@@ -52,18 +48,13 @@ from retention.stores.partition_catalog import (
     outside_partitions,
     read_partitioning,
 )
-from retention.stores.partition_keys import joined_digest
+from retention.stores.partition_keys import KeysDigest, joined_digest
 from retention.stores.sql_predicate import expired_all, rule_clock
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
 
 PARTITION_DIALECTS = ("postgresql", "mysql", "mariadb")
-# MariaDB: a secret of this process that each key's text follows into MD5 (``key_hash``). A sum
-# of hashes anyone can compute can be matched by keys chosen for it (CRC32's at once, any
-# other's by a generalized birthday search over a few rows); without the secret nobody can
-# compute one.
-_KEY_HASH_SECRET = secrets.token_hex(16)
 
 
 @dataclass(frozen=True)
@@ -127,8 +118,8 @@ def survey_partitions(
             first_smallest = smallest if first else first_smallest
             held = 0
         else:
-            rows, due_rows, held, _checksum = connection.execute(
-                partition_counts(store, selection, partitioning, partition, checksum=False)
+            rows, due_rows, held = connection.execute(
+                partition_counts(store, selection, partitioning, partition)
             ).one()
             kept = rows - due_rows
         if rows and not kept:
@@ -137,8 +128,8 @@ def survey_partitions(
             whole.append(partition)
         elif rows:
             if by_range:
-                rows, due_rows, held, _checksum = connection.execute(
-                    partition_counts(store, selection, partitioning, partition, checksum=False)
+                rows, due_rows, held = connection.execute(
+                    partition_counts(store, selection, partitioning, partition)
                 ).one()
                 kept = rows - due_rows
             why = (
@@ -294,69 +285,21 @@ def _upper_text(store: SqlStore, selection: Selection, upper: date | datetime | 
     return iso_instant(store.instant(upper, kind)) or ""
 
 
-def key_text(store: SqlStore, selection: Selection) -> ColumnElement[Any]:
-    """A row's key as one text (its columns joined by "|"), for a checksum of the keys.
-    MariaDB converts each column to its text itself, as CAST would (its MD5 takes text):
-    the same sums without the casts, in two thirds of the time (85,000 rows, 10.11)."""
-    columns: list[ColumnElement[Any]] = list(store.key_columns(selection.rule))
-    if store.engine.dialect.name == "postgresql":
-        columns = [cast(column, String) for column in columns]
-    return columns[0] if len(columns) == 1 else func.concat_ws(literal("|"), *columns)
-
-
 def count_partition(
     store: SqlStore,
     connection: Connection,
     selection: Selection,
     partitioning: Partitioning,
     partition: Partition,
-    digest: bool = False,
-) -> tuple[int, int, int, Any]:
-    """Given a partition, return its rows, its due rows, its held rows and the checksum of its
-    keys (``partition_counts``; with ``digest``, ``keys_digest``), read with ``connection``.
-    Where the rule's due rows are a range of its clock, the rows not due are counted apart, by
-    the negated range, which the server prunes to nothing for a partition wholly expired but
-    the table's first (MariaDB keeps a zero date, or a NULL, there: that one is counted in the
-    checksum's pass): no expression per row but the checksum's (MariaDB, 85,000 rows: 18 ms
-    against 33 ms)."""
-    if digest:
-        return _digest_counts(store, connection, selection, partitioning, partition)
-    if not due_by_clock_range(store, selection):
-        rows, due_rows, held, checksum = connection.execute(
-            partition_counts(store, selection, partitioning, partition)
-        ).one()
-        return int(rows), int(due_rows), int(held), int(checksum)
-    table = store.table(selection.rule.table)
-    kept_condition = not_due(store, selection)
-    first = partition.name == partitioning.partitions[0].name
-    summed = partition_counts(store, selection, partitioning, partition).with_only_columns(
-        func.count(),
-        func.coalesce(_keys_sum(store, selection), 0),
-        func.coalesce(func.sum(case((kept_condition, 1), else_=0)), 0) if first else literal(0),
-    )
-    rows, checksum, kept_rows = connection.execute(summed).one()
-    if not first:
-        kept = select(func.count()).select_from(table).where(kept_condition)
-        dialect = store.engine.dialect.name
-        kept_rows = connection.execute(
-            in_partition(kept, table, partitioning, partition, dialect)
-        ).scalar_one()
-    return int(rows), int(rows) - int(kept_rows), 0, int(checksum)
-
-
-def _digest_counts(
-    store: SqlStore,
-    connection: Connection,
-    selection: Selection,
-    partitioning: Partitioning,
-    partition: Partition,
-) -> tuple[int, int, int, str | None]:
-    """MariaDB, the partition's keys read whole: its rows, due rows, held rows and the SHA-256
-    of its keys joined (``joined_digest``: as they were read, the same columns of the same
-    rows in the same order). Where the rule's due rows are a range of its clock and the clock
-    is a key column, the rows not due are counted in the same pass (the table's first
-    partition), or by the negated range the server prunes; else in a pass of their own, which
-    reads other columns (so that the digest's pass reads only the keys')."""
+    buckets: int = 1,
+) -> tuple[int, int, int, KeysDigest | None]:
+    """MariaDB, given a partition (in its keys' snapshot, or under the lock): its rows, due
+    rows, held rows and the digest of its keys in ``buckets`` buckets (``joined_digest``: with
+    one, as they were read whole, the same columns of the same rows in the same order). Where
+    the rule's due rows are a range of its clock and the clock is a key column, the rows not
+    due are counted in the same pass (the table's first partition), or by the negated range
+    the server prunes; else in a pass of their own, which reads other columns (so that the
+    digest's pass reads only the keys')."""
     rule = selection.rule
     table = store.table(rule.table)
     dialect = store.engine.dialect.name
@@ -370,10 +313,10 @@ def _digest_counts(
     kept_condition = not_due(store, selection)
     in_pass = by_range and first and clock_keyed
     flag: Any = case((kept_condition, 1), else_=0) if in_pass else literal(0)
-    rows, kept_rows, digest = joined_digest(connection, keys_query, key_columns, flag)
+    rows, kept_rows, digest = joined_digest(connection, keys_query, key_columns, flag, buckets)
     if not by_range:
-        counted, due_rows, held, _none = connection.execute(
-            partition_counts(store, selection, partitioning, partition, checksum=False)
+        counted, due_rows, held = connection.execute(
+            partition_counts(store, selection, partitioning, partition)
         ).one()
         return int(counted), int(due_rows), int(held), digest
     if not in_pass:
@@ -382,27 +325,6 @@ def _digest_counts(
             in_partition(kept, table, partitioning, partition, dialect)
         ).scalar_one()
     return rows, rows - int(kept_rows), 0, digest
-
-
-def key_hash(store: SqlStore, selection: Selection) -> ColumnElement[Any]:
-    """A row's key hashed, to sum over a partition's keys: a key that leaves or arrives
-    changes the sum. PostgreSQL: hashtextextended (its check under the lock is by row
-    version, not by this sum). MariaDB: the first 64 bits of the MD5 of ``_KEY_HASH_SECRET``
-    and the key's text, as an unsigned integer (summed exactly, as a DECIMAL). It was CRC32:
-    a key deleted and another inserted whose CRC32s (or two whose sums) match went unseen,
-    and whoever may insert rows can choose such keys."""
-    keys = key_text(store, selection)
-    if store.engine.dialect.name == "postgresql":
-        return func.hashtextextended(keys, 0)
-    digest = func.md5(func.concat(literal_column(f"'{_KEY_HASH_SECRET}'"), keys))
-    # Imported here: the MySQL dialect is loaded only where a MySQL store is open.
-    from sqlalchemy.dialects.mysql import BIGINT
-
-    return cast(func.conv(func.left(digest, 16), 16, 10), BIGINT(unsigned=True))
-
-
-def _keys_sum(store: SqlStore, selection: Selection) -> Any:
-    return func.sum(key_hash(store, selection))
 
 
 def not_due(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
@@ -416,24 +338,16 @@ def not_due(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
 
 
 def partition_counts(
-    store: SqlStore,
-    selection: Selection,
-    partitioning: Partitioning,
-    partition: Partition,
-    checksum: bool = True,
+    store: SqlStore, selection: Selection, partitioning: Partitioning, partition: Partition
 ) -> Any:
-    """One pass over the partition: its rows, its due rows, its held rows and a checksum of its
-    keys (``key_hash`` summed; 0 without ``checksum``): a row
-    that arrives or leaves changes it."""
+    """One pass over the partition: its rows, its due rows and its held rows."""
     table = store.table(selection.rule.table)
     due = store.predicate(selection)
     held = store.held(selection)
-    keys_sum = _keys_sum(store, selection) if checksum else literal(0)
     query = select(
         func.count(),
         func.coalesce(func.sum(case((due, 1), else_=0)), 0),
         func.coalesce(func.sum(case((held, 1), else_=0)), 0) if held is not None else literal(0),
-        func.coalesce(keys_sum, 0),
     ).select_from(table)
     return in_partition(query, table, partitioning, partition, store.engine.dialect.name)
 
@@ -444,8 +358,6 @@ __all__ = [
     "count_partition",
     "due_by_clock_range",
     "expired_partitions",
-    "key_hash",
-    "key_text",
     "not_due",
     "partition_counts",
     "survey_partitions",
