@@ -183,9 +183,15 @@ class StateDatabase:
                 metadata.create_all(connection)
         except sa_exc.OperationalError as error:
             raise StoreUnavailable(f"the state database is unreachable: {error.orig}") from error
-        if new_file and self._file is not None:
-            # Made by an admin's command run as root: the service must still write it.
-            hand_over(self._file, self._file.parent)
+        if new_file and self._file is not None and os.geteuid() == 0:
+            # Made by an admin's command run as root: the service must still write it. Opened
+            # without following a symlink put in its place (ELOOP: not handed over).
+            with suppress(OSError):
+                descriptor = os.open(self._file, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    hand_over(self._file, descriptor)
+                finally:
+                    os.close(descriptor)
 
     def has(self, table: Table) -> bool:
         """Given one of its tables, return whether it is there to read: opened read-only, only

@@ -388,3 +388,46 @@ def test_what_root_makes_in_the_service_s_folder_goes_to_the_service_s_user(
     assert any(name.startswith("audit/leaves/") for name in made), made
     owners = {str(found.relative_to(service)): found.lstat().st_uid for found in service.rglob("*")}
     assert {name for name, owner in owners.items() if owner != nobody} == set()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="an admin's command run as root")
+def test_root_hands_over_no_file_that_a_link_in_the_service_s_folder_points_at(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """The service's user (compromised) puts links where root creates files in its folder:
+    root's open followed them (writing through them), and handing what it opened over gave
+    that user a file of root's (here standing in for /etc/shadow). The trail's files are now
+    opened without following a link, and only the file of that very name, with no other link,
+    is handed over."""
+    service = tmp_path / "service"
+    (service / "audit").mkdir(parents=True)
+    create_logs(sqlite_url, {1: datetime(2020, 1, 1)})
+    text = config_text(
+        sqlite_url,
+        logs_rule(),
+        audit_directory=service / "audit",
+        state_url=f"sqlite:///{service / 'state.sqlite'}",
+    )
+    path = tmp_path / "retention.toml"
+    path.write_text(text)
+    shadow, tail_shadow = tmp_path / "shadow", tmp_path / "tail-shadow"
+    shadow.write_text("root's\n")
+    tail_shadow.write_text("root's\n")
+    (service / "audit" / "tail.json.tmp").symlink_to(tail_shadow)
+    nobody = 65534
+    for made in (service, *service.rglob("*")):
+        os.chown(made, nobody, nobody, follow_symlinks=False)
+    hold = ["hold", "add", "--rule", "logs", "--key", "1", "--reason", "L"]
+
+    placed = CliRunner().invoke(main, ["--config", str(path), *hold])
+    (service / "audit" / "lock").unlink()
+    (service / "audit" / "lock").symlink_to(shadow)
+    refused = CliRunner().invoke(main, ["--config", str(path), *hold])
+
+    # The tail state is a cache: not written through the link, the hold still goes in.
+    assert placed.exit_code == 0, placed.output
+    # A lock that is a link is no lock: the trail is not opened, nothing changes.
+    assert refused.exit_code == ExitCode.AUDIT_FAILURE, refused.output
+    assert (shadow.stat().st_uid, tail_shadow.stat().st_uid) == (0, 0)
+    assert shadow.read_text() == tail_shadow.read_text() == "root's\n"
+    assert (service / "state.sqlite").stat().st_uid == nobody

@@ -60,9 +60,9 @@ def write_all(descriptor: int, content: bytes) -> None:
 
 
 def write_file(path: Path, content: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        hand_over(descriptor, path.parent)
+        hand_over(path, descriptor)
         write_all(descriptor, content)
         os.fsync(descriptor)
     finally:
@@ -89,8 +89,10 @@ def write_new_files(files: Sequence[tuple[Path, Callable[[], bytes]]], beside: E
     try:
         for path, _content in files:
             try:
-                descriptors.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-                hand_over(descriptors[-1], path.parent)
+                descriptors.append(
+                    os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                )
+                hand_over(path, descriptors[-1])
             except OSError as error:
                 raise OSError(error.errno, error.strerror, str(path)) from error
         for directory in dict.fromkeys(path.parent for path, _content in files):

@@ -61,9 +61,9 @@ def record_anchor(directory: Path, seq: int, moment: datetime) -> None:
     ``anchored.json`` there (readable by the daemon's metrics). Best effort: OSError when the
     directory is not writable, for the caller to warn about."""
     temporary = directory / f".{ANCHORED}.tmp"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     try:
-        hand_over(descriptor, directory)
+        hand_over(temporary, descriptor)
         os.write(descriptor, json.dumps({"seq": seq, "time": moment.isoformat()}).encode())
     finally:
         os.close(descriptor)

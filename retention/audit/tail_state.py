@@ -87,9 +87,11 @@ def save_tail_state(directory: Path, hmac_key: bytes, segment: Path, tail: TailS
         }
         state["mac"] = tail_state_mac(hmac_key, state)
         made = True
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600
+        )
         try:
-            hand_over(descriptor, directory)
+            hand_over(temporary, descriptor)
             os.write(descriptor, json.dumps(state).encode())
         finally:
             os.close(descriptor)

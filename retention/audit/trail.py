@@ -108,11 +108,13 @@ class TrailWriter:
                 folder = self.directory / sub
                 if not folder.is_dir():
                     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    hand_over(folder, folder.resolve().parent)
+                    hand_over(folder.resolve())
             # mkdir's mode does not apply to a directory that already existed.
             os.chmod(self.directory, 0o700)
-            self._lock_descriptor = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-            hand_over(self._lock_descriptor, self.directory)
+            self._lock_descriptor = os.open(
+                self.directory / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
+            )
+            hand_over(self.directory / "lock", self._lock_descriptor)
         except OSError as error:
             raise AuditFailure(
                 f"cannot open the audit directory {str(self.directory)!r}: {error}"
@@ -213,7 +215,9 @@ class TrailWriter:
         raw = canonical(entry)
         try:
             segment = self._writable_segment(len(raw) + 1)
-            descriptor = os.open(segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            descriptor = os.open(
+                segment, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600
+            )
             try:
                 write_all(descriptor, raw + b"\n")
                 if durable:
@@ -261,7 +265,7 @@ class TrailWriter:
             segment = self.directory / "trail" / f"{number:08d}.jsonl"
             descriptor = os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                hand_over(descriptor, segment.parent)
+                hand_over(segment, descriptor)
             finally:
                 os.close(descriptor)
             fsync_directory(segment.parent)
