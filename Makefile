@@ -15,7 +15,7 @@ TEST_WORKERS ?= auto
 
 .PHONY: demo demo-stop test lint setup clean bench
 
-$(STAMP): pyproject.toml setup.py retention/audit/_leaves.c
+$(STAMP): pyproject.toml setup.py retention/audit/_leaves.c retention/stores/_keys.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -52,6 +52,11 @@ from sqlalchemy import (
 from retention.errors import BatchConflict
 from retention.store_protocol import Keys, SpelledKeys
 
+try:
+    from retention.stores import _keys as _native
+except ImportError:  # not compiled (setup.py): the server spells PostgreSQL's keys as text
+    _native = None  # type: ignore[assignment]
+
 # Key columns whose values the driver returns exactly as SQLAlchemy would (no result
 # processor): their rows can be read from the driver's cursor as they come.
 _PLAIN_KEY_TYPES = (Integer, String, DateTime, Date)
@@ -194,10 +199,14 @@ def postgres_pieces(
     driver: Any, partition: str, names: Sequence[str], rows: int
 ) -> Iterator[bytes]:
     """PostgreSQL: the keys (their columns' quoted ``names``) of the partition of ``rows``
-    rows spelled by the server, one range of its pages at a time (about ``PIECE`` keys), in
-    this transaction's snapshot; the last range open-ended, so that a page added since the
-    size was read is read too."""
+    rows spelled, one range of its pages at a time (about ``PIECE`` keys), in this
+    transaction's snapshot; the last range open-ended, so that a page added since the size was
+    read is read too. The server sends each key column of a range as one binary array, which
+    the compiled module spells (``_keys.c``); without it, or for a column type it does not
+    spell, the server spells the keys as text."""
     line = " || '/' || ".join(f"{name}::text" for name in names)
+    arrays = ", ".join(f"array_send(array_agg({name}))" for name in names)
+    binary = _native is not None
     with driver.cursor() as cursor:
         # ISO: dates and times as YYYY-MM-DD HH:MM:SS.ffffff (trailing zeros cut).
         cursor.execute("SET LOCAL DateStyle = 'ISO'")
@@ -211,6 +220,21 @@ def postgres_pieces(
             bounds = f"ctid >= '({start},0)'::tid"
             if start + step < pages:
                 bounds += f" AND ctid < '({start + step},0)'::tid"
+            if binary:
+                # Two thirds of the server's time per key went to writing its values as text.
+                cursor.execute(f"SELECT {arrays} FROM {partition} WHERE {bounds}", binary=True)
+                found = cursor.fetchone()
+                if found[0] is None:
+                    continue
+                try:
+                    spelled = _native.spelled_arrays(tuple(found))
+                except TypeError:
+                    binary = False  # a column type not spelled there: as text from now on
+                except ValueError as error:
+                    raise BatchConflict("one of its keys cannot be spelled exactly") from error
+                else:
+                    yield spelled
+                    continue
             cursor.execute(f"SELECT string_agg({line}, E'\\n') FROM {partition} WHERE {bounds}")
             (text,) = cursor.fetchone()
             if text:
