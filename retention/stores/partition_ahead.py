@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Dialect, Engine, select, text
@@ -68,13 +68,24 @@ class PostgresSnapshot:
     """PostgreSQL: a partition as its keys' snapshot saw it: the table's partitioning, the
     partition, the snapshot's xmin (``reference``), its row versions' fingerprint (their
     count, the sum of a hash of each one's ``xmin``: ``xmin_fingerprint``) and its identity
-    (``snapshot_identity``)."""
+    (``snapshot_identity``). Read ahead, the fingerprint is taken piece by piece with the
+    keys, in the same scans: ``summed`` holds it once the last piece is read."""
 
     partitioning: Partitioning
     partition: Partition
     reference: int
     versions: tuple[Any, ...]
     identity: str
+    summed: list[int] = field(default_factory=list)
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """The row versions' count and sum: read at once, or summed over the pieces of the
+        keys (BatchConflict if they were not all read)."""
+        if self.versions:
+            return self.versions
+        if len(self.summed) != 2:
+            raise BatchConflict(f"partition {self.partition.name!r}: its keys were not all read")
+        return tuple(self.summed)
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,9 @@ def start_reading(
         names = [dialect.identifier_preparer.quote(column.name) for column in key_columns]
         # Pieces of about PIECE keys: as many as make a chunk wait, and the one being read.
         depth = max(1, chunk // max(1, partition_keys.PIECE)) + 1
-        reading = _postgres_reading(engine, selection.rule.table, name, names, catalog)
+        reading = _postgres_reading(
+            engine, selection.rule.table, name, names, catalog, planned_rows
+        )
         return Ahead(name, ReadAhead(reading, depth, _thread_name(name)), dialect.name)
     if not 0 < planned_rows <= chunk:
         return None
@@ -187,11 +200,14 @@ def _postgres_reading(
     name: str,
     names: Sequence[str],
     catalog: Partitioning | None,
+    planned_rows: int = 0,
 ) -> Iterator[Any]:
     """The thread's work on PostgreSQL: the partition's ``PostgresSnapshot``, then its keys
-    (their columns' quoted ``names``) spelled, a piece at a time, all in that snapshot. The
-    partition is ``catalog``'s (the table's partitioning read once for all its partitions),
-    else the catalog is read here."""
+    (their columns' quoted ``names``) spelled, a piece at a time, all in that snapshot, the
+    row versions' fingerprint summed along (``PostgresSnapshot.summed``, complete once the
+    last piece is read: one scan of the partition, not two). The partition is ``catalog``'s
+    (the table's partitioning read once for all its partitions), else the catalog is read
+    here; ``planned_rows`` (the plan's count) sizes the pieces."""
     partitioning = catalog
     if partitioning is None:
         with engine.connect() as connection:
@@ -212,14 +228,12 @@ def _postgres_reading(
         connection.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
         connection.exec_driver_sql("SET LOCAL constraint_exclusion = partition")
         reference = snapshot_xmin(connection)
-        count, summed = xmin_fingerprint(reference)
-        versions = tuple(
-            connection.execute(text(f"SELECT {count}, {summed} FROM {qualified}")).one()
-        )
         identity = snapshot_identity(connection, table, partition)
-        yield PostgresSnapshot(partitioning, partition, reference, versions, identity)
+        taken = PostgresSnapshot(partitioning, partition, reference, (), identity)
+        yield taken
         driver = connection.connection.driver_connection
-        yield from postgres_pieces(driver, qualified, names, int(versions[0]))
+        summing = xmin_fingerprint(reference)
+        yield from postgres_pieces(driver, qualified, names, planned_rows, summing, taken.summed)
 
 
 def snapshot_identity(connection: Connection, table: str, partition: Partition) -> str:

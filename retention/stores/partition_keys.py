@@ -196,16 +196,25 @@ def _microseconds(found: re.Match[bytes]) -> bytes:
 
 
 def postgres_pieces(
-    driver: Any, partition: str, names: Sequence[str], rows: int
+    driver: Any,
+    partition: str,
+    names: Sequence[str],
+    rows: int,
+    fingerprint: tuple[str, str] | None = None,
+    summed: list[int] | None = None,
 ) -> Iterator[bytes]:
-    """PostgreSQL: the keys (their columns' quoted ``names``) of the partition of ``rows``
-    rows spelled, one range of its pages at a time (about ``PIECE`` keys), in this
+    """PostgreSQL: the keys (their columns' quoted ``names``) of the partition of about
+    ``rows`` rows spelled, one range of its pages at a time (about ``PIECE`` keys), in this
     transaction's snapshot; the last range open-ended, so that a page added since the size was
     read is read too. The server sends each key column of a range as one binary array, which
     the compiled module spells (``_keys.c``); without it, or for a column type it does not
-    spell, the server spells the keys as text."""
+    spell, the server spells the keys as text. With a ``fingerprint`` (the SQL of two
+    aggregates), each range's are read with its keys and their sums left in ``summed`` once
+    the last range is read."""
     line = " || '/' || ".join(f"{name}::text" for name in names)
     arrays = ", ".join(f"array_send(array_agg({name}))" for name in names)
+    counted = "0, 0" if fingerprint is None else ", ".join(fingerprint)
+    totals = [0, 0]
     binary = _native is not None
     with driver.cursor() as cursor:
         # ISO: dates and times as YYYY-MM-DD HH:MM:SS.ffffff (trailing zeros cut).
@@ -222,23 +231,36 @@ def postgres_pieces(
                 bounds += f" AND ctid < '({start + step},0)'::tid"
             if binary:
                 # Two thirds of the server's time per key went to writing its values as text.
-                cursor.execute(f"SELECT {arrays} FROM {partition} WHERE {bounds}", binary=True)
-                found = cursor.fetchone()
+                cursor.execute(
+                    f"SELECT {counted}, {arrays} FROM {partition} WHERE {bounds}", binary=True
+                )
+                count, hashed, *found = cursor.fetchone()
+                totals[0] += int(count)
+                totals[1] += int(hashed)
                 if found[0] is None:
                     continue
                 try:
                     spelled = _native.spelled_arrays(tuple(found))
                 except TypeError:
-                    binary = False  # a column type not spelled there: as text from now on
+                    # A column type not spelled there: this range again, and the rest, as text.
+                    binary = False
+                    totals[0] -= int(count)
+                    totals[1] -= int(hashed)
                 except ValueError as error:
                     raise BatchConflict("one of its keys cannot be spelled exactly") from error
                 else:
                     yield spelled
                     continue
-            cursor.execute(f"SELECT string_agg({line}, E'\\n') FROM {partition} WHERE {bounds}")
-            (text,) = cursor.fetchone()
+            cursor.execute(
+                f"SELECT {counted}, string_agg({line}, E'\\n') FROM {partition} WHERE {bounds}"
+            )
+            count, hashed, text = cursor.fetchone()
+            totals[0] += int(count)
+            totals[1] += int(hashed)
             if text:
                 yield _respelled(text.encode("ascii", "replace"), b"\n", zero_dates=False)
+    if summed is not None:
+        summed[:] = totals
 
 
 class ReadAhead(Generic[T]):

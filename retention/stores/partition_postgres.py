@@ -82,7 +82,7 @@ def record_postgres(
         ahead.close()
     else:
         snapshot, rows = _postgres_in_turn(store, selection, name, before_write, chunk)
-    before = snapshot.versions
+    before = snapshot.fingerprint()
     if rows != before[0]:
         raise BatchConflict(f"partition {name!r}: {rows:,} keys read, {before[0]:,} counted")
     return Recorded(
