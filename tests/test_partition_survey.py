@@ -82,6 +82,38 @@ def test_the_plan_counts_what_row_batches_alone_would(
     assert dropping.oldest is not None
 
 
+@pytest.mark.parametrize(
+    "extra",
+    ["", 'where_sql = "id <> 12"\n', 'where_sql = "id <= 10 OR id > 50"\n'],
+    ids=["plain", "a-row-out-of-scope", "most-rows-out-of-scope"],
+)
+def test_the_counts_by_ranges_are_those_of_one_pass_over_a_plain_table(
+    events_url: str, extra: str
+) -> None:
+    """A table partitioned by the clock is counted one range at a time (the server prunes the
+    partitions each range misses); the same rows in a table that is not partitioned, without
+    an index on the clock, are counted in one pass of CASEs. The two give the same plan."""
+    engine = create_engine(events_url)
+    with engine.begin() as connection:
+        spelled = "timestamp" if engine.dialect.name == "postgresql" else "datetime"
+        connection.execute(
+            text(
+                f"CREATE TABLE events_plain (id integer NOT NULL, logged_at {spelled} NOT NULL, "
+                "note text, PRIMARY KEY (id, logged_at))"
+            )
+        )
+        connection.execute(text("INSERT INTO events_plain SELECT * FROM events"))
+    engine.dispose()
+    plain_rule = RULE.replace('table = "events"', 'table = "events_plain"')
+    assert plain_rule != RULE
+    partitioned = plan(make_config(events_url, RULE + extra), AS_OF).rules[0]
+    one_pass = plan(make_config(events_url, plain_rule + extra), AS_OF).rules[0]
+    assert partitioned.partitions
+    assert not one_pass.partitions
+    assert _counts(partitioned) == _counts(one_pass)
+    assert partitioned.future == len(FUTURE)
+
+
 def test_a_hold_is_counted_as_row_batches_count_it(events_url: str) -> None:
     config = make_config(events_url, RULE)
     place_hold(
