@@ -1,4 +1,5 @@
-"""APScheduler 3.x wiring: when each rule runs, and what `retention status` says about it.
+"""APScheduler 3.x wiring: when each rule runs (what `retention status` says about it is in
+status.py).
 
 Jobs are built from the config at every start (memory job store: nothing pickled, nothing shared
 between processes); hosts coordinate through leases in the state database, not the job store.
@@ -10,11 +11,8 @@ clock of the daemon's time zone.
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -22,15 +20,9 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from retention.config import Config, Rule, Schedule
-from retention.documents import iso_instant
-from retention.layout import wrap
-from retention.runtime.secrets import state_url
-from retention.state import DaemonBeat, RunRecord, StateDatabase
-from retention.state_leases import rule_lease
+from retention.config import Rule, Schedule
 
 PURGES = "purges"
-STATUS_SCHEMA_VERSION = 1
 DEFAULT_EXECUTOR = "default"
 
 
@@ -215,201 +207,3 @@ def scheduler_alive(scheduler: BackgroundScheduler) -> bool:
     """Given a started scheduler, return whether its thread is still running."""
     thread = getattr(scheduler, "_thread", None)
     return bool(scheduler.running and thread is not None and thread.is_alive())
-
-
-# --- status: what `retention status` shows -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RuleStatus:
-    """One rule as the run ledger sees it."""
-
-    rule: str
-    schedule: str
-    last_run: RunRecord | None
-    last_success: datetime | None
-    next_run: datetime | None
-    overdue: bool
-    running_on: str | None
-    # When a daemon alive runs the rule next (its scheduler's own time, postponements included);
-    # None when no daemon is alive.
-    daemon_next_run: datetime | None = None
-
-
-def rule_statuses(
-    config: Config, state: StateDatabase, now: datetime, daemons: Sequence[DaemonBeat] = ()
-) -> list[RuleStatus]:
-    """Given the config, the state database, now and the daemons' heartbeats, return each
-    rule's status in config order: last run, last success, next scheduled run, whether it is
-    overdue, who runs it now, and when a daemon alive runs it next."""
-    zone = config.daemon.timezone
-    holders = state.lease_holders(now)
-    alive = [daemon for daemon in daemons if daemon.alive]
-    statuses = []
-    for rule in config.rules:
-        last = state.last_runs(rule.name, 1)
-        success = state.last_success(rule.name)
-        holder = holders.get(rule_lease(rule.name))
-        scheduled = _local(next_run(rule.schedule, zone, now), zone)
-        # Objects run with their subjects' rule, on its job; a rule the daemon does not know
-        # yet (before a reload) runs on its schedule.
-        subjects = rule.objects.subjects if rule.objects else None
-        job = subjects.rule.name if subjects is not None else rule.name
-        daemon_times = [daemon.next_runs.get(job, scheduled) for daemon in alive]
-        known = [moment for moment in daemon_times if moment is not None]
-        statuses.append(
-            RuleStatus(
-                rule=rule.name,
-                schedule=rule.schedule.text,
-                last_run=last[0] if last else None,
-                last_success=success,
-                next_run=scheduled,
-                overdue=is_overdue(rule.schedule, zone, success, now),
-                running_on=holder[0] if holder else None,
-                daemon_next_run=_local(min(known), zone) if known else None,
-            )
-        )
-    return statuses
-
-
-def _local(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
-    return moment.astimezone(zone) if moment else None
-
-
-def load_status(config: Config, now: datetime) -> tuple[list[RuleStatus], list[DaemonBeat]]:
-    """Given the config and now, open the state database read-only (a fresh install's is not
-    made: status writes nothing) and return each rule's status and every daemon heartbeat
-    (alive or stale)."""
-    state = StateDatabase(state_url(config.state), read_only=True)
-    try:
-        daemons = state.daemon_beats(now)
-        return rule_statuses(config, state, now, daemons), daemons
-    finally:
-        state.close()
-
-
-def status_document(
-    statuses: list[RuleStatus], daemons: Sequence[DaemonBeat] = ()
-) -> dict[str, Any]:
-    """Given rule statuses and the daemons' heartbeats, return them as a JSON-ready document."""
-
-    moment = iso_instant
-
-    rules = []
-    for status in statuses:
-        last = status.last_run
-        rules.append(
-            {
-                "rule": status.rule,
-                "schedule": status.schedule,
-                "last_run": None
-                if last is None
-                else {
-                    "run_id": last.run_id,
-                    "started_at": moment(last.started_at),
-                    "finished_at": moment(last.finished_at),
-                    "outcome": last.status,
-                    "due": last.due,
-                    "deleted": last.deleted,
-                    "anonymised": last.anonymised,
-                    "skipped": last.skipped,
-                    "host": last.host,
-                    "error": last.error,
-                },
-                "last_success": moment(status.last_success),
-                "next_run": moment(status.next_run),
-                "overdue": status.overdue,
-                "running_on": status.running_on,
-                "daemon_next_run": moment(status.daemon_next_run),
-            }
-        )
-    return {
-        "schema_version": STATUS_SCHEMA_VERSION,
-        "daemons": [
-            {
-                "host": daemon.host,
-                "pid": daemon.pid,
-                "holder": daemon.holder,
-                "since": moment(daemon.started_at),
-                "last_beat": moment(daemon.beat_at),
-                "beat_seconds": daemon.beat_seconds,
-                "alive": daemon.alive,
-            }
-            for daemon in daemons
-        ],
-        "rules": rules,
-    }
-
-
-def render_status(
-    statuses: list[RuleStatus],
-    zone: ZoneInfo,
-    daemons: Sequence[DaemonBeat] = (),
-    width: int | None = None,
-) -> str:
-    """Given rule statuses, the time zone to show times in and the daemons' heartbeats, return
-    a table for people, under a line per daemon alive (or one saying none is); fit to ``width``
-    columns (None: no limit), the notes going under their row when the table is wider."""
-
-    def local(value: datetime | None) -> str:
-        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M") if value else "-"
-
-    def beat_time(value: datetime) -> str:
-        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
-
-    alive = [daemon for daemon in daemons if daemon.alive]
-    heading = [
-        f"daemon alive on {daemon.host} (pid {daemon.pid}) since {local(daemon.started_at)}, "
-        f"last heartbeat {beat_time(daemon.beat_at)}"
-        for daemon in alive
-    ]
-    if not alive:
-        stale = (
-            f" (last heartbeat {beat_time(daemons[0].beat_at)} from {daemons[0].host}, "
-            f"pid {daemons[0].pid})"
-            if daemons
-            else ""
-        )
-        heading.append(f"no daemon alive{stale}")
-
-    header = ("rule", "last run", "outcome", "due", "done", "skipped", "next run", "")
-    rows = [header]
-    for status in statuses:
-        last = status.last_run
-        notes = []
-        if status.running_on:
-            notes.append(f"running on {status.running_on}")
-        elif status.overdue and status.daemon_next_run is not None:
-            notes.append(f"overdue: the daemon runs it at {local(status.daemon_next_run)}")
-        elif status.overdue:
-            notes.append("overdue" if alive else "overdue: runs when the daemon starts")
-        if last is not None and last.error:
-            notes.append(last.error)
-        rows.append(
-            (
-                status.rule,
-                local(last.started_at) if last else "never",
-                last.status if last else "-",
-                f"{last.due:,}" if last else "-",
-                f"{last.deleted + last.anonymised:,}" if last else "-",
-                f"{last.skipped:,}" if last else "-",
-                local(status.daemon_next_run or status.next_run),
-                "; ".join(notes),
-            )
-        )
-    lines = _columns(rows)
-    if width is not None and max(len(line) for line in lines) > width:
-        lines = []
-        for row, line in zip(rows, _columns([row[:-1] for row in rows]), strict=True):
-            lines.append(line)
-            lines += textwrap.wrap(row[-1], width, initial_indent="    ", subsequent_indent="    ")
-    footer = f"(times in {zone.key})"
-    return "\n".join(wrap([*heading, *lines, footer], width))
-
-
-def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(size) for cell, size in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]

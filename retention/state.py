@@ -8,8 +8,6 @@ Tables are created on first use. Times are stored as aware UTC (naive UTC on SQL
 from __future__ import annotations
 
 import os
-import secrets
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -39,6 +37,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
 
 from retention.errors import StoreUnavailable
+from retention.runtime.holders import gone_from_this_machine
+from retention.runtime.holders import lease_holder_name as lease_holder_name
 from retention.runtime.ownership import hand_over
 
 metadata = MetaData()
@@ -231,7 +231,7 @@ class StateDatabase:
         with self.engine.connect() as connection:
             previous = connection.execute(current).scalar_one_or_none()
         free = leases.c.expires_at <= self._stored(now)
-        if previous is not None and _gone_from_this_machine(previous):
+        if previous is not None and gone_from_this_machine(previous):
             free = free | (leases.c.holder == previous)
         with self.transaction() as connection:
             taken = connection.execute(
@@ -270,13 +270,21 @@ class StateDatabase:
 
     def lease_holders(self, now: datetime) -> dict[str, tuple[str, datetime]]:
         """Given now, return each lease still in force: its holder and expiry."""
-        query = select(leases).where(leases.c.expires_at > self._stored(now))
+        return {
+            name: (holder, expires_at)
+            for name, (holder, expires_at) in self.recorded_leases().items()
+            if expires_at > now
+        }
+
+    def recorded_leases(self) -> dict[str, tuple[str, datetime]]:
+        """Return every lease row, expired or not (a holder that died keeps its row until the
+        next holder takes it): its holder and expiry."""
         if not self.has(leases):
             return {}
         with self.engine.connect() as connection:
             return {
-                row.name: (row.holder, _aware(row.expires_at) or now)
-                for row in connection.execute(query)
+                row.name: (row.holder, _aware(row.expires_at) or datetime.min.replace(tzinfo=UTC))
+                for row in connection.execute(select(leases))
             }
 
     # --- daemon heartbeats ------------------------------------------------------------------
@@ -427,46 +435,3 @@ def _run_record(row: Any) -> RunRecord:
         error=row["error"],
         host=row["host"],
     )
-
-
-def lease_holder_name() -> str:
-    """Return a name for this process as a lease holder: its machine (host name and boot), its
-    process id and a random tag, e.g. ``db1/3f2a9c1e:4242:a1b2c3``."""
-    return f"{_machine()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-# The boot id tells this machine, this boot; where it is hidden (systemd's ProcSubset=pid, which
-# deploy/systemd's unit sets), the machine id tells the machine: a holder's process that does not
-# exist here is gone whichever boot it ran in, and one that exists may be a reused pid (the lease
-# then expires). Hosts sharing a host name would otherwise both read "unknown" and each take the
-# other's leases at once. Without either, no holder is known to be of this machine.
-BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
-MACHINE_ID_FILE = "/etc/machine-id"
-UNKNOWN_MACHINE = "unknown"
-
-
-def _machine() -> str:
-    for file, mark in ((BOOT_ID_FILE, ""), (MACHINE_ID_FILE, "m")):
-        try:
-            identity = Path(file).read_text().strip()[:8]
-        except OSError:
-            continue
-        if identity:
-            return f"{socket.gethostname()}/{mark}{identity}"
-    return f"{socket.gethostname()}/{UNKNOWN_MACHINE}"
-
-
-def _gone_from_this_machine(holder: str) -> bool:
-    """Given a lease holder, return whether it is a process of this machine, since its last
-    boot, that no longer exists."""
-    machine, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if machine != _machine() or machine.endswith(f"/{UNKNOWN_MACHINE}") or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

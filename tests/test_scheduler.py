@@ -21,14 +21,12 @@ from retention.scheduler import (
     new_scheduler,
     next_run,
     postpone,
-    render_status,
     rule_job_id,
-    rule_statuses,
     schedule_rule,
     schedule_trigger,
-    status_document,
 )
 from retention.state import StateDatabase
+from retention.status import render_status, rule_statuses, status_document
 from tests.support import logs_rule
 
 PARIS = ZoneInfo("Europe/Paris")

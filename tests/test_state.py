@@ -399,7 +399,7 @@ def test_without_the_boot_id_a_lease_of_a_namesake_host_is_not_taken_at_once(
             return machine_id
         return real_path(path)
 
-    monkeypatch.setattr("retention.state.Path", hidden)
+    monkeypatch.setattr("retention.runtime.holders.Path", hidden)
     host = socket.gethostname()
     # The holder names the other host would write, with or without its machine id.
     for other in (f"{host}/unknown:{dead_pid}:aaaaaa", f"{host}/mfedcba98:{dead_pid}:bbbbbb"):

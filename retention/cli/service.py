@@ -43,7 +43,7 @@ def daemon(context: click.Context) -> None:
 @click.pass_obj
 def status(context: Context, output: str, wide: bool) -> None:
     """Show each rule's last run, outcome, counts and next run, from the run ledger."""
-    from retention.scheduler import load_status, render_status, status_document
+    from retention.status import load_status, render_status, status_document
 
     with expected_errors():
         config = context.config()
