@@ -34,6 +34,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from retention.app import in_ledger, make_plan, overdue_counts, run_plan
+from retention.app.hold_records import record_unrecorded
 from retention.audit.opening import open_trail
 from retention.config import Config, Rule, load_config
 from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError
@@ -359,6 +360,15 @@ def heartbeat(daemon: Daemon) -> None:
         return
     try:
         with open_trail(audit, daemon.clock) as writer:
+            # Holds placed while a run held the trail, and left unrecorded by it (killed);
+            # if they cannot be recorded now, they stay in force and the checkpoint goes on.
+            try:
+                recorded = record_unrecorded(writer, daemon.state)
+            except RetentionError as error:
+                log.warning("audit.holds_not_recorded", error=str(error))
+            else:
+                if recorded:
+                    log.info("audit.holds_recorded", holds=recorded)
             seq = writer.checkpoint()
         log.info("audit.heartbeat", seq=seq)
     except LockHeld as held:

@@ -165,6 +165,7 @@ def holds_document(holds: Sequence[Hold], now: datetime) -> dict[str, object]:
                 "created_at": iso_instant(hold.created_at),
                 "until": iso_instant(hold.until),
                 "released_at": iso_instant(hold.released_at),
+                "recorded": hold.recorded,
             }
             for hold in holds
         ],

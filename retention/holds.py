@@ -4,7 +4,7 @@ database (retention/state.py) so that legal staff never edit the deployment's co
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -33,6 +33,11 @@ class Hold:
     prefix: str | None = None
     until: datetime | None = None
     released_at: datetime | None = None
+    # False while its hold.added entry is not yet in the audit trail (placed while a run held
+    # the trail): in force all the same. Not part of what the hold is (equality, a plan's holds).
+    recorded: bool = field(default=True, compare=False)
+    # When not recorded: what held the trail when it was placed (which run, whose).
+    placed_while: str | None = field(default=None, compare=False)
 
     def in_force(self, now: datetime) -> bool:
         """Given the time, return whether the hold still protects its records."""

@@ -100,6 +100,23 @@ holds = Table(
     Column("release_reason", Text),
 )
 
+# A hold placed while another process held the audit trail's writer lock (a run): in force
+# from its commit, its hold.added entry not yet in the trail. The lock's next holder appends
+# it and deletes the row; ``recording_seq`` is the seq it was being appended at, so that a
+# crash between the append and the delete neither drops nor repeats it. A table of its own
+# rather than a column of retention_holds: create_all adds it to a state database made before
+# it (as retention_daemons), and an older database's holds, having no row here, are recorded.
+holds_unrecorded = Table(
+    "retention_holds_unrecorded",
+    metadata,
+    Column("hold_id", Integer, primary_key=True, autoincrement=False),
+    # Who placed it, as the trail names a writer: tool, host, user.
+    Column("placed_by", JSON, nullable=False),
+    # What held the trail then (the lock's message, the leases in force), for `hold list`.
+    Column("writer", Text),
+    Column("recording_seq", Integer),
+)
+
 
 @dataclass(frozen=True)
 class RunRecord:

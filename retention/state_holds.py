@@ -3,19 +3,21 @@ cannot be read, nothing is planned (a missing hold could mean deleting what a co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert, select, update
 from sqlalchemy.engine import make_url
 
 from retention.config import parse_condition
 from retention.errors import StoreUnavailable, UsageError, without_values
 from retention.holds import Hold, HoldKind
-from retention.state import StateDatabase, holds
+from retention.state import StateDatabase, holds, holds_unrecorded
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -24,7 +26,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _hold(row: Any) -> Hold:
+def _hold(row: Any, recorded: bool = True, placed_while: str | None = None) -> Hold:
     value = row["value"]
     return Hold(
         id=row["id"],
@@ -38,6 +40,8 @@ def _hold(row: Any) -> Hold:
         prefix=value.get("prefix"),
         until=_aware(row["until"]),
         released_at=_aware(row["released_at"]),
+        recorded=recorded,
+        placed_while=None if recorded else placed_while,
     )
 
 
@@ -52,9 +56,12 @@ def add_hold(
     by: str,
     until: datetime | None,
     before_commit: Callable[[Hold], None] = lambda hold: None,
+    unrecorded: tuple[dict[str, str], str] | None = None,
 ) -> Hold:
     """Given a hold's rule, target, reason and author, store it and return it; ``before_commit``
-    sees the hold before it is committed, and an exception from it leaves no hold."""
+    sees the hold before it is committed, and an exception from it leaves no hold. With
+    ``unrecorded`` (who placed it: tool, host, user; and what held the trail), the hold is
+    stored in force but not yet recorded, in the same transaction (``record_unrecorded``)."""
     with state.transaction() as connection:
         result = connection.execute(
             insert(holds).values(
@@ -68,8 +75,17 @@ def add_hold(
             )
         )
         hold_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        if unrecorded is not None:
+            placed_by, writer = unrecorded
+            connection.execute(
+                insert(holds_unrecorded).values(hold_id=hold_id, placed_by=placed_by, writer=writer)
+            )
         row = connection.execute(select(holds).where(holds.c.id == hold_id)).one()
-        added = _hold(row._mapping)
+        added = _hold(
+            row._mapping,
+            recorded=unrecorded is None,
+            placed_while=unrecorded[1] if unrecorded is not None else None,
+        )
         before_commit(added)
     return added
 
@@ -105,12 +121,89 @@ def release_hold(
 
 
 def list_holds(state: StateDatabase) -> list[Hold]:
+    """Given the state database, return every hold, each saying whether it is recorded in the
+    audit trail yet (a database made before the table of unrecorded holds: all are)."""
     if not state.has(holds):
         return []
+    if not state.has(holds_unrecorded):
+        with state.engine.connect() as connection:
+            query = select(holds).order_by(holds.c.id)
+            return [_hold(row._mapping) for row in connection.execute(query)]
+    query = (
+        select(
+            holds,
+            holds_unrecorded.c.hold_id.label("unrecorded_id"),
+            holds_unrecorded.c.writer.label("placed_while"),
+        )
+        .outerjoin(holds_unrecorded, holds_unrecorded.c.hold_id == holds.c.id)
+        .order_by(holds.c.id)
+    )
     with state.engine.connect() as connection:
         return [
-            _hold(row._mapping) for row in connection.execute(select(holds).order_by(holds.c.id))
+            _hold(row._mapping, row.unrecorded_id is None, row.placed_while)
+            for row in connection.execute(query)
         ]
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """A hold in force whose hold.added entry is not in the audit trail yet: what it names (its
+    stored value, for the entry's digest), who placed it (tool, host, user) and the seq its
+    entry was being appended at, if a writer got that far."""
+
+    hold: Hold
+    value: dict[str, Any]
+    placed_by: dict[str, str]
+    recording_seq: int | None
+
+
+def unrecorded_holds(state: StateDatabase) -> list[Unrecorded]:
+    """Given the state database, return the holds not yet recorded in the audit trail, oldest
+    first."""
+    if not state.has(holds_unrecorded):
+        return []
+    query = (
+        select(holds, holds_unrecorded.c.placed_by, holds_unrecorded.c.recording_seq)
+        .join(holds_unrecorded, holds_unrecorded.c.hold_id == holds.c.id)
+        .order_by(holds.c.id)
+    )
+    with _state_errors("read the holds not yet recorded"), state.engine.connect() as connection:
+        rows = [row._mapping for row in connection.execute(query)]
+    return [
+        Unrecorded(
+            _hold(row, recorded=False),
+            dict(row["value"]),
+            dict(row["placed_by"]),
+            row["recording_seq"],
+        )
+        for row in rows
+    ]
+
+
+@contextmanager
+def _state_errors(doing: str) -> Iterator[None]:
+    """A state database that cannot be read or written here is StoreUnavailable (exit 69)."""
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        reason = without_values(str(error.orig))
+        raise StoreUnavailable(f"cannot {doing}: {reason}") from error
+
+
+def mark_recording(state: StateDatabase, hold_id: int, seq: int) -> None:
+    """Given an unrecorded hold and the seq its entry is about to be appended at, note it."""
+    with _state_errors("note a hold being recorded"), state.transaction() as connection:
+        connection.execute(
+            update(holds_unrecorded)
+            .where(holds_unrecorded.c.hold_id == hold_id)
+            .values(recording_seq=seq)
+        )
+
+
+def mark_recorded(state: StateDatabase, hold_id: int) -> None:
+    """Given a hold whose hold.added entry is in the trail, durably, mark it recorded."""
+    with _state_errors("mark a hold recorded"), state.transaction() as connection:
+        connection.execute(delete(holds_unrecorded).where(holds_unrecorded.c.hold_id == hold_id))
 
 
 def state_exists(url: str) -> bool:

@@ -8,6 +8,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,24 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, event, insert
 
+import retention.app.hold_records as hold_records
 import retention.app.holds as holds_module
 from retention.app import make_plan, run_plan
 from retention.app.holds import lift_hold, place_hold
 from retention.audit.entries import read_entries
+from retention.audit.entry_checks import load_verification_keys
+from retention.audit.verify import verify_trail
 from retention.cli import main
 from retention.config import Config
-from retention.errors import AuditFailure, ConfigError, ExitCode, LockHeld, UsageError
+from retention.config.model import StateSettings
+from retention.errors import (
+    AuditFailure,
+    ConfigError,
+    ExitCode,
+    LockHeld,
+    StoreUnavailable,
+    UsageError,
+)
 from retention.runtime.secrets import state_url
 from retention.state import StateDatabase
 from retention.state_holds import list_holds
@@ -32,6 +44,7 @@ from tests.support import (
     create_tables,
     logs_rule,
     make_config,
+    plan,
     plan_and_run,
     remaining_ids,
 )
@@ -294,32 +307,148 @@ def test_a_clock_in_the_future_is_never_due_and_is_reported(database_url: str) -
     assert remaining_ids(engine, "logs") == {26, 27, 28}
 
 
-def test_a_hold_while_a_run_writes_the_trail_says_how_to_place_it_now(
+def _trail_held_by_a_run(audit: Path) -> Any:
+    """Hold the trail's writer lock as a run does (its lock file made by an earlier writer)."""
+
+    @contextmanager
+    def held() -> Iterator[None]:
+        running = os.open(audit / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield
+        finally:
+            os.close(running)
+
+    return held()
+
+
+def _holds_of(config: Config) -> list[Any]:
+    state = StateDatabase(state_url(config.state))
+    try:
+        return list_holds(state)
+    finally:
+        state.close()
+
+
+def test_a_hold_while_a_run_writes_the_trail_is_in_force_and_recorded_by_the_next_writer(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    """A run holds the trail's writer lock for its whole length: a hold cannot be recorded
-    then, so it is not placed (exit 75, nothing in the state database), and the message says
-    to stop the run rather than to retry later, while the run's batches go on."""
+    """A run holds the trail's writer lock for its whole length: a hold placed then goes in at
+    once, in force and not yet recorded; its release then is refused (exit 75, in force); the
+    trail's next writer records it first, once, with when it was placed."""
     _logs(sqlite_url)
     audit = tmp_path / "audit"
     config = make_config(sqlite_url, RULE, audit_directory=audit)
-    _hold(config, keys=("13",))  # makes the trail and its lock
-    running = os.open(audit / "lock", os.O_RDWR)
-    try:
-        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    first = _hold(config, keys=("13",))  # makes the trail and its lock
+    with _trail_held_by_a_run(audit):
+        placed = place_hold(
+            config,
+            rule_name="logs",
+            keys=("14",),
+            where=None,
+            prefix=None,
+            reason="case 2026-0043",
+            until=None,
+            now=NOW,
+            by="legal@test",
+        )
+        assert not placed.recorded
+        assert "another process is writing the audit trail" in (placed.placed_while or "")
         with pytest.raises(LockHeld) as caught:
-            _hold(config, keys=("14",))
-    finally:
-        os.close(running)
-    assert caught.value.exit_code == ExitCode.LOCK_HELD
-    assert "another process is writing the audit trail" in str(caught.value)
-    assert "Stop that run" in str(caught.value)
-    assert "systemctl stop retention" in str(caught.value)
-    state = StateDatabase(state_url(config.state))
+            lift_hold(config, placed.id, reason="closed", now=NOW, by="legal@test")
+        assert caught.value.exit_code == ExitCode.LOCK_HELD
+        assert "stays in force" in str(caught.value)
+        assert "systemctl stop retention" in str(caught.value)
+    assert [(hold.id, hold.recorded, hold.released_at) for hold in _holds_of(config)] == [
+        (first, True, None),
+        (placed.id, False, None),
+    ]
+    assert [entry.content["hold_id"] for entry in read_entries(audit)] == [first]
+    # Not recorded, in force all the same: planned as held.
+    assert plan(config, AS_OF).rules[0].held == 2
+
+    later = _hold(config, keys=("15",))
+    entries = [stored.content for stored in read_entries(audit)]
+    assert [(entry["type"], entry["hold_id"]) for entry in entries] == [
+        ("hold.added", first),
+        ("hold.added", placed.id),
+        ("hold.added", later),
+    ]
+    recorded = entries[1]
+    assert recorded["placed_at"] == NOW.isoformat()
+    assert recorded["reason"] == "case 2026-0043"
+    assert recorded["recorded_by"].count("@") == 1
+    assert "placed_at" not in entries[2]
+    assert all(hold.recorded for hold in _holds_of(config))
+    assert verify_trail(audit, load_verification_keys(audit / "public-keys.json")).valid
+
+
+def test_a_hold_recorded_but_not_marked_so_is_not_recorded_twice(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that appended a hold's entry and died before the state database heard of it:
+    the next writer finds the entry at the seq noted and only marks the hold recorded."""
+    _logs(sqlite_url)
+    audit = tmp_path / "audit"
+    config = make_config(sqlite_url, RULE, audit_directory=audit)
+    _hold(config, keys=("13",))
+    with _trail_held_by_a_run(audit):
+        pending = _hold(config, keys=("14",))
+    real_mark_recorded = hold_records.mark_recorded
+
+    def dies_before_marking(*_: Any) -> None:
+        raise StoreUnavailable("the state database cannot be written: disk I/O error")
+
+    monkeypatch.setattr(hold_records, "mark_recorded", dies_before_marking)
+    with pytest.raises(StoreUnavailable):
+        lift_hold(config, pending, reason="closed", now=NOW, by="legal@test")
+    monkeypatch.setattr(hold_records, "mark_recorded", real_mark_recorded)
+    assert [hold.recorded for hold in _holds_of(config)] == [True, False]
+
+    lift_hold(config, pending, reason="closed", now=NOW, by="legal@test")
+    entries = [
+        (stored.content["type"], stored.content["hold_id"]) for stored in read_entries(audit)
+    ]
+    assert entries == [("hold.added", 1), ("hold.added", pending), ("hold.released", pending)]
+    assert all(hold.recorded for hold in _holds_of(config))
+    assert verify_trail(audit, load_verification_keys(audit / "public-keys.json")).valid
+
+
+def test_a_state_database_made_before_unrecorded_holds_upgrades(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A state database with holds, made before the table of unrecorded holds: read as it is
+    (every hold recorded), and given the table by the first writer."""
+    engine = _logs(sqlite_url)
+    state_file = tmp_path / "old-state.sqlite"
+    with sqlite3.connect(state_file) as old:
+        old.execute(
+            "CREATE TABLE retention_holds (id INTEGER PRIMARY KEY, rule VARCHAR(100) NOT NULL, "
+            "kind VARCHAR(10) NOT NULL, value JSON NOT NULL, reason TEXT NOT NULL, "
+            "created_at DATETIME NOT NULL, created_by VARCHAR(255) NOT NULL, until DATETIME, "
+            "released_at DATETIME, released_by VARCHAR(255), release_reason TEXT)"
+        )
+        old.execute(
+            "INSERT INTO retention_holds (rule, kind, value, reason, created_at, created_by) "
+            "VALUES ('logs', 'key', '{\"keys\": [[\"3\"]]}', 'case 1', "
+            "'2026-11-01 00:00:00', 'legal@old')"
+        )
+    old.close()
+    url = f"sqlite:///{state_file}"
+    read_only = StateDatabase(url, read_only=True)
     try:
-        assert [hold.keys for hold in list_holds(state)] == [(("13",),)]
+        assert [(hold.id, hold.recorded) for hold in list_holds(read_only)] == [(1, True)]
     finally:
-        state.close()
+        read_only.close()
+    config = replace(
+        make_config(sqlite_url, RULE, audit_directory=tmp_path / "audit"),
+        state=StateSettings(url=url),
+    )
+    _hold(config, keys=("4",))
+    assert [(hold.id, hold.recorded) for hold in _holds_of(config)] == [(1, True), (2, True)]
+    plan_and_run(config, AS_OF)
+    assert {3, 4} <= remaining_ids(engine, "logs")
+    assert 5 not in remaining_ids(engine, "logs")
 
 
 # --- saved plans, through the command line ------------------------------------------------
@@ -448,3 +577,36 @@ def test_hold_on_the_demo_is_respected_end_to_end(demo_dir: Path) -> None:
             ).fetchone()[0]
             == 1
         )
+
+
+def test_the_daemons_idle_heartbeat_records_a_hold_left_unrecorded(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A hold placed while a run held the trail, which that run never recorded (killed): the
+    daemon's next idle heartbeat records it before its checkpoint."""
+    from zoneinfo import ZoneInfo
+
+    from retention.daemon import Daemon, heartbeat
+    from retention.scheduler import new_scheduler
+
+    _logs(sqlite_url)
+    audit = tmp_path / "audit"
+    config = make_config(sqlite_url, RULE, audit_directory=audit)
+    _hold(config, keys=("13",))
+    with _trail_held_by_a_run(audit):
+        pending = _hold(config, keys=("14",))
+    state = StateDatabase(state_url(config.state))
+    try:
+        heartbeat(
+            Daemon(tmp_path / "retention.toml", config, state, new_scheduler(ZoneInfo("UTC")))
+        )
+    finally:
+        state.close()
+    entries = [stored.content for stored in read_entries(audit)]
+    assert [(entry["type"], entry.get("hold_id")) for entry in entries] == [
+        ("hold.added", 1),
+        ("hold.added", pending),
+        ("checkpoint", None),
+    ]
+    assert all(hold.recorded for hold in _holds_of(config))
+    assert verify_trail(audit, load_verification_keys(audit / "public-keys.json")).valid

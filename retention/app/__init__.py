@@ -25,12 +25,12 @@ from retention.errors import (
     ConfigError,
     ConfigIssue,
     ExitCode,
+    RetentionError,
     StoreUnavailable,
     UsageError,
     error_text,
 )
 from retention.executor import execute
-from retention.holds import Hold
 from retention.planner import Plan, build_plan
 from retention.rule_checks import check_against_stores
 from retention.run_ports import Progress
@@ -42,6 +42,7 @@ from retention.selection import ErasureRequest
 from retention.store_protocol import RecordStore
 
 if TYPE_CHECKING:
+    from retention.app.hold_records import CurrentHolds
     from retention.state import StateDatabase
 
 # The state database and the stores (SQLAlchemy, boto3) are imported where a use case opens
@@ -135,7 +136,7 @@ def _run_plan(
     stop_requested: Callable[[], bool],
     run_id: str,
     allow_over_limit: frozenset[str],
-    holds_for: Callable[[str], list[Hold]],
+    holds_for: CurrentHolds,
     progress: Progress | None,
     stopped_by: Callable[[], ExitCode | None],
 ) -> RunReport:
@@ -152,6 +153,11 @@ def _run_plan(
             ]
         )
     with recording(config, plan, run_id, store_for, now) if audited else nullcontext() as recorder:
+        if recorder is not None:
+            # Holds placed while the trail was held (by an earlier run, killed before it
+            # recorded them), then at every batch boundary those placed during this run.
+            holds_for.writer = recorder.writer
+            holds_for.record()
         report = execute(
             plan,
             store_for,
@@ -171,6 +177,12 @@ def _run_plan(
         if (signal_code := stopped_by()) is not None:
             report = replace(report, stopped_by=signal_code)
         if recorder is not None and report.exit_code != ExitCode.AUDIT_FAILURE:
+            # A hold placed during the last batch is recorded by this run, not the next; one
+            # that cannot be now stays in force, for the trail's next writer to record.
+            try:
+                holds_for.record()
+            except RetentionError as error:
+                logger.warning("hold.not_recorded", error=str(error))
             recorder.run_finished(report)
     counters: dict[str, Any] = {}
     for outcome in report.outcomes:

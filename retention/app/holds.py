@@ -3,49 +3,44 @@ each change recorded in the audit trail, and read again before every batch of a 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from retention.app.hold_records import (
+    CurrentHolds,
+    hold_fields,
+    placed_while,
+    record_unrecorded,
+)
 from retention.app.trail_text import refuse_personal_data
 from retention.audit.opening import identity, open_trail
 from retention.config import Config, Rule
-from retention.errors import LockHeld, UsageError
+from retention.errors import LockHeld, RetentionError, UsageError
 from retention.holds import Hold, parse_hold_target
 from retention.runtime.secrets import state_url
 from retention.state import StateDatabase
-from retention.state_holds import add_hold, read_holds, release_hold, state_exists
+from retention.state_holds import add_hold, list_holds, release_hold
 from retention.stores import open_stores
 from retention.stores.sql import SqlStore
 
+if TYPE_CHECKING:
+    from retention.audit.trail import TrailWriter
+
 
 @contextmanager
-def current_holds(
-    config: Config, state: StateDatabase | None = None
-) -> Iterator[Callable[[str], list[Hold]]]:
+def current_holds(config: Config, state: StateDatabase | None = None) -> Iterator[CurrentHolds]:
     """Given a config (and the run's state database, when it has one), yield a function giving
     a rule's holds as the state database has them now: the executor asks before every batch.
+    Once the run's trail is open (``writer``), it also records the holds placed meanwhile.
     One engine serves the whole run, and one opened here is closed with it."""
-    url = state_url(config.state)
-    opened: list[StateDatabase] = [state] if state is not None else []
-
-    def holds_of(rule: str) -> list[Hold]:
-        if not opened:
-            if not state_exists(url):
-                return []
-            opened.append(StateDatabase(url, read_only=True))
-        return [hold for hold in read_holds(opened[0]) if hold.rule == rule]
-
+    holds_of = CurrentHolds(config, state)
     try:
         yield holds_of
     finally:
-        if opened and opened[0] is not state:
-            opened[0].close()
+        holds_of.close()
 
 
 def place_hold(
@@ -86,10 +81,12 @@ def place_hold(
         else {"prefix": parsed_prefix}
     )
     # The trail is opened before the state changes, and the entry appended before the change
-    # commits: a hold the trail cannot record is not placed.
-    with _hold_trail(config, now) as record:
-        state = StateDatabase(state_url(config.state))
-        try:
+    # commits: a hold the trail cannot record is not placed. But while a run holds the trail,
+    # the hold goes in at once, in force and marked unrecorded; the run (or the trail's next
+    # writer) records it. In force before it is recorded can only keep more records.
+    state = StateDatabase(state_url(config.state))
+    try:
+        with _hold_trail(config, state, now, waiting=True) as trail:
             hold = add_hold(
                 state,
                 rule=rule.name,
@@ -99,10 +96,17 @@ def place_hold(
                 now=now,
                 by=by,
                 until=until,
-                before_commit=lambda added: record("hold.added", added, value),
+                before_commit=lambda added: trail.record("hold.added", added, value, reason),
+                unrecorded=None if trail.held is None else (identity(), trail.held),
             )
-        finally:
-            state.close()
+        if trail.held is not None:
+            # The run may have ended meanwhile: then record the hold now rather than wait.
+            # Anything else failing there leaves it as it is: in force, recorded later.
+            with suppress(RetentionError), _hold_trail(config, state, now):
+                pass
+            hold = next(held for held in list_holds(state) if held.id == hold.id)
+    finally:
+        state.close()
     return hold
 
 
@@ -128,65 +132,82 @@ def lift_hold(config: Config, hold_id: int, *, reason: str, now: datetime, by: s
     _check_reason(reason)
     # A release the trail cannot record would let records go with nothing saying why: the
     # entry is appended before the release commits, and a failure keeps the hold in force.
-    with _hold_trail(config, now) as record:
-        state = StateDatabase(state_url(config.state))
-        try:
+    # While a run holds the trail, LockHeld: the hold stays in force (the run would keep it
+    # anyway, until its end).
+    state = StateDatabase(state_url(config.state))
+    try:
+        with _hold_trail(config, state, now) as trail:
             return release_hold(
                 state,
                 hold_id,
                 reason=reason,
                 now=now,
                 by=by,
-                before_commit=lambda released: record(
-                    "hold.released", released, {"release_reason": reason}
+                before_commit=lambda released: trail.record(
+                    "hold.released", released, {"release_reason": reason}, reason
                 ),
             )
-        finally:
-            state.close()
+    finally:
+        state.close()
+
+
+@dataclass
+class _Trail:
+    """The trail as a hold command has it: ``record`` appends a hold change (a no-op without
+    a trail, or while another process holds it: then ``held`` says what holds it)."""
+
+    writer: TrailWriter | None = None
+    held: str | None = None
+
+    def record(self, entry_type: str, hold: Hold, value: dict[str, Any], reason: str) -> None:
+        if self.writer is not None:
+            self.writer.append(
+                entry_type, hold_fields(self.writer, hold, value, reason, identity())
+            )
 
 
 @contextmanager
 def _hold_trail(
-    config: Config, now: datetime
-) -> Iterator[Callable[[str, Hold, dict[str, Any]], None]]:
-    """Given a config, yield a function that records a hold change in the audit trail (a no-op
-    without a trail). Hold changes go in with their reason; what they name (record keys, a
-    condition that may quote personal data) only as a keyed digest."""
+    config: Config, state: StateDatabase, now: datetime, *, waiting: bool = False
+) -> Iterator[_Trail]:
+    """Given a config and the state database, open the audit trail for a hold change and
+    record first the holds placed while it was held; yield it. Without a trail, a no-op. While
+    another process holds its lock: LockHeld, or, ``waiting`` (a hold being placed), a trail
+    that records nothing and says what holds it. Hold changes go in with their reason; what
+    they name (record keys, a condition that may quote personal data) only as a keyed
+    digest."""
     if config.audit is None or not config.audit.enabled:
-        yield lambda entry_type, hold, value: None
+        yield _Trail()
         return
     with ExitStack() as stack:
+        held = None
         try:
             writer = stack.enter_context(open_trail(config.audit, lambda: now))
         except LockHeld as error:
-            # The run's writer holds the trail for its whole length; its batches would go on
-            # without the hold, so say how to get it in now rather than "retry later".
-            raise LockHeld(
-                f"{error}: a run is under way, and a hold change the trail cannot record does "
-                "not happen. Stop that run (SIGTERM, or `systemctl stop retention` for the "
-                "daemon: it stops after its current batch), change the hold, start it again"
-            ) from error
+            if not waiting:
+                # The run's writer holds the trail for its whole length, and keeps the hold
+                # until its end anyway: say how to release it now rather than "retry later".
+                raise LockHeld(
+                    f"{error}: a run is under way, and a hold's release must be in the trail "
+                    "before its records can go, so the hold stays in force. Release it when "
+                    "the run has ended, or stop that run (SIGTERM, or `systemctl stop "
+                    "retention` for the daemon: it stops after its current batch), release "
+                    "it, start it again"
+                ) from error
+            held = placed_while(str(error), _leases(state, now))
+        if held is not None:
+            yield _Trail(held=held)
+            return
+        record_unrecorded(writer, state)
+        yield _Trail(writer)
 
-        def record(entry_type: str, hold: Hold, value: dict[str, Any]) -> None:
-            writer.append(
-                entry_type,
-                {
-                    "hold_id": hold.id,
-                    "rule": hold.rule,
-                    "kind": hold.kind,
-                    "target_count": len(hold.keys) if hold.kind == "key" else 1,
-                    "target_digest": hmac.new(
-                        writer.hmac_key, json.dumps(value, sort_keys=True).encode(), hashlib.sha256
-                    ).hexdigest(),
-                    "reason": hold.reason
-                    if entry_type == "hold.added"
-                    else value["release_reason"],
-                    "until": hold.until.isoformat() if hold.until else None,
-                    **identity(),
-                },
-            )
 
-        yield record
+def _leases(state: StateDatabase, now: datetime) -> dict[str, tuple[str, datetime]]:
+    """The leases in force, to name the run that holds the trail (none if unreadable)."""
+    try:
+        return state.lease_holders(now)
+    except RetentionError:
+        return {}
 
 
 # As an erasure request's reference: a case or ticket reference, not a letter.

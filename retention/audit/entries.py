@@ -89,6 +89,30 @@ def read_entries(directory: Path) -> Iterator[StoredEntry]:
                 )
 
 
+def entry_at(directory: Path, seq: int) -> dict[str, Any] | None:
+    """Given an audit directory and a seq, return the content of the entry with that seq, or
+    None. Reads back from the last segment: what the writer appended lately is found at once.
+    Example: ``entry_at(directory, 0)["prev"]`` is ``GENESIS``."""
+    for segment in reversed(segments(directory)):
+        with segment.open("rb") as handle:
+            first: int | None = None
+            for line in handle:
+                try:
+                    content = parse_json(line.rstrip(b"\n"))
+                except ValueError:
+                    continue
+                if not isinstance(content, dict) or not isinstance(content.get("seq"), int):
+                    continue
+                first = content["seq"] if first is None else first
+                if content["seq"] == seq:
+                    return content
+                if first > seq:
+                    break
+        if first is not None and first <= seq:
+            return None  # this segment holds that seq's place, and no entry with it
+    return None
+
+
 def leaves_path(directory: Path, seq: int) -> Path:
     return directory / "leaves" / f"{seq:08d}.leaves"
 

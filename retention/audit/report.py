@@ -39,6 +39,7 @@ _TIMES = (
     "last_batch",
     "time",
     "hold_until",
+    "hold_placed",
 )
 
 
@@ -92,6 +93,9 @@ class RuleRun:
     hold_targets: int | None = None
     hold_reason: str | None = None
     hold_until: str | None = None
+    # hold.added: when the hold was placed; later than ``time`` never, earlier when a run held
+    # the trail then and recorded it at its next batch (the entry's ``placed_at``).
+    hold_placed: str | None = None
 
 
 @dataclass
@@ -198,6 +202,9 @@ class _Collector:
             hold_targets=content.get("target_count"),
             hold_reason=content.get("reason"),
             hold_until=utc_text(content.get("until")),
+            hold_placed=utc_text(content.get("placed_at") or content.get("time"))
+            if content["type"] == "hold.added"
+            else None,
         )
         self.rows[("hold", str(content.get("seq")))] = row
         self.touch(row, content)
@@ -449,10 +456,13 @@ def _render_holds(holds: Sequence[RuleRun]) -> list[str]:
         verb = "placed" if hold.entry == "hold.added" else "released"
         until = f", until {_seconds(hold.hold_until)}" if hold.hold_until else ""
         unsigned = " (NOT YET SIGNED)" if not hold.signed else ""
+        late = ""
+        if hold.hold_placed and hold.hold_placed != hold.time:
+            late = f" (placed {_seconds(hold.hold_placed)}, while a run wrote the trail)"
         lines.append(
             f"  {_seconds(hold.time)}  hold {hold.hold_id} {verb} on {hold.rule} "
             f"({hold.hold_kind}, {counted(hold.hold_targets or 0, 'target')}{until}) by "
-            f"{hold.user or '?'}@{hold.host or '?'}: {hold.hold_reason}{unsigned}"
+            f"{hold.user or '?'}@{hold.host or '?'}: {hold.hold_reason}{late}{unsigned}"
         )
     return [*lines, ""]
 

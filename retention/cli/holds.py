@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from retention.cli.shared import (
     wide_option,
 )
 from retention.layout import wrap
+
+if TYPE_CHECKING:
+    from retention.holds import Hold
 
 
 @click.group("hold")
@@ -47,7 +51,11 @@ def hold_add(
     reason: str,
     until: str | None,
 ) -> None:
-    """Hold records: they are never deleted nor anonymised while the hold is in force."""
+    """Hold records: they are never deleted nor anonymised while the hold is in force.
+
+    During a run (the daemon's too), the hold is in force at once, from the run's next batch
+    on, and the run records it in the audit trail at that batch (exit 0; `hold list` shows it
+    "not yet in the audit trail" until then)."""
     from retention.app.holds import place_hold
 
     with expected_errors():
@@ -65,6 +73,19 @@ def hold_add(
             by=operator(),
         )
     echo(f"hold {hold.id} on rule {hold.rule}: {hold.target} ({hold.reason})")
+    if not hold.recorded:
+        for part in wrap([unrecorded_note(hold)], output_width(False)):
+            echo(part)
+
+
+def unrecorded_note(hold: Hold) -> str:
+    """What `hold add` says of a hold placed while a run held the audit trail."""
+    return (
+        f"in force now: its records are kept from the running purge's next batch on. Not yet "
+        f"in the audit trail: {hold.placed_while}; that process records it at its next batch "
+        "(or, if it stops first, the trail's next writer: a run, the daemon's heartbeat, a "
+        "hold command). `retention hold list` shows it as not yet recorded until then"
+    )
 
 
 @hold_group.command("list")
@@ -90,9 +111,10 @@ def hold_list(context: Context, show_all: bool, output: str, wide: bool) -> None
     for hold in holds:
         state = hold_state(hold, now)
         until = f" until {hold.until:%Y-%m-%d %H:%M}" if hold.until else ""
+        pending = "" if hold.recorded else "  [not yet in the audit trail]"
         line = (
             f"{hold.id:>4}  {state:<8}  {hold.rule}  {hold.target}{until}  "
-            f"by {hold.created_by} on {hold.created_at:%Y-%m-%d}: {hold.reason}"
+            f"by {hold.created_by} on {hold.created_at:%Y-%m-%d}: {hold.reason}{pending}"
         )
         for part in wrap([line], output_width(wide)):
             echo(part)
@@ -103,7 +125,10 @@ def hold_list(context: Context, show_all: bool, output: str, wide: bool) -> None
 @click.option("--reason", required=True, help="Why the hold ends.")
 @click.pass_obj
 def hold_release(context: Context, hold_id: int, reason: str) -> None:
-    """Release a hold: its records become due again from the next run on."""
+    """Release a hold: its records become due again from the next run on.
+
+    During a run (the daemon's too) it exits 75 and the hold stays in force: a release must be
+    in the audit trail before its records can go. Release it after the run."""
     from retention.app.holds import lift_hold
 
     with expected_errors():
