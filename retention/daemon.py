@@ -37,7 +37,7 @@ from retention.app import in_ledger, make_plan, overdue_counts, run_plan
 from retention.app.hold_records import record_unrecorded
 from retention.audit.opening import open_trail
 from retention.config import Config, Rule, load_config
-from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError
+from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError, StoreUnavailable
 from retention.rule_checks import check_against_stores
 from retention.run_report import RunReport
 from retention.runtime import metrics as prom
@@ -360,11 +360,12 @@ def heartbeat(daemon: Daemon) -> None:
         return
     try:
         with open_trail(audit, daemon.clock) as writer:
-            # Holds placed while a run held the trail, and left unrecorded by it (killed);
-            # if they cannot be recorded now, they stay in force and the checkpoint goes on.
+            # Holds placed while a run held the trail, and left unrecorded by it (killed); if
+            # the state database cannot mark them now, they stay in force and the checkpoint
+            # goes on (a trail that fails fails the heartbeat, below).
             try:
                 recorded = record_unrecorded(writer, daemon.state)
-            except RetentionError as error:
+            except StoreUnavailable as error:
                 log.warning("audit.holds_not_recorded", error=str(error))
             else:
                 if recorded:

@@ -25,7 +25,6 @@ from retention.errors import (
     ConfigError,
     ConfigIssue,
     ExitCode,
-    RetentionError,
     StoreUnavailable,
     UsageError,
     error_text,
@@ -178,10 +177,11 @@ def _run_plan(
             report = replace(report, stopped_by=signal_code)
         if recorder is not None and report.exit_code != ExitCode.AUDIT_FAILURE:
             # A hold placed during the last batch is recorded by this run, not the next; one
-            # that cannot be now stays in force, for the trail's next writer to record.
+            # the state database cannot mark now stays in force, for the trail's next writer.
+            # (A trail that fails here fails the run, exit 70: nothing more is appended.)
             try:
                 holds_for.record()
-            except RetentionError as error:
+            except StoreUnavailable as error:
                 logger.warning("hold.not_recorded", error=str(error))
             recorder.run_finished(report)
     counters: dict[str, Any] = {}
