@@ -170,6 +170,12 @@ def _hold_during_a_run(tmp_path: Path, url: str, state_url: str | None = None) -
     document = json.loads(_retention(config, "audit", "show", "--format", "json").stdout)
     (row,) = [row for row in document["runs"] if row["entry"] == "hold.added"]
     assert row["hold_placed"] < row["time"]
+    report = config.parent / "report.json"
+    written = _retention(config, "audit", "report", "--format", "json", "-o", str(report))
+    assert written.returncode == 0, written.stdout + written.stderr
+    (change,) = json.loads(report.read_text())["holds"]["changes"]
+    assert (change["change"], change["hold_id"]) == ("placed", 1)
+    assert change["placed"] < change["time"]
 
 
 def test_a_hold_placed_during_a_run_on_sqlite(tmp_path: Path, sqlite_url: str) -> None:

@@ -291,6 +291,11 @@ def _holds(walk: _Pass) -> dict[str, Any]:
             **{k: hold.get(k) for k in ("hold_id", "rule", "kind", "target_count", "reason")},
             "until": utc_text(hold.get("until")),
             "by": f"{hold.get('user', '?')}@{hold.get('host', '?')}",
+            # Placed: when it went in force; earlier than its time when a run held the trail
+            # then and recorded it at its next batch. None for a release.
+            "placed": utc_text(hold.get("placed_at") or hold.get("time"))
+            if hold.get("type") == "hold.added"
+            else None,
         }
         for hold in walk.holds
         if walk.in_period(hold.get("time"))

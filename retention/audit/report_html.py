@@ -290,11 +290,15 @@ def render_report_html(document: dict[str, Any]) -> str:
         ),
         f"<h2>Legal holds</h2><p>{holds['placed']:,} placed, {holds['released']:,} released.</p>",
         _table(
-            ["Time", "Change", "Hold", "Rule", "Kind", "Targets", "Until", "Reason", "By"],
+            [
+                *("Time", "Change", "Placed", "Hold", "Rule"),
+                *("Kind", "Targets", "Until", "Reason", "By"),
+            ],
             [
                 [
                     h["time"],
                     h["change"],
+                    h["placed"] if h["placed"] != h["time"] else "",
                     h["hold_id"],
                     h["rule"],
                     h["kind"],
@@ -305,7 +309,7 @@ def render_report_html(document: dict[str, Any]) -> str:
                 ]
                 for h in holds["changes"]
             ],
-            {2, 5},
+            {3, 6},
             "holds",
         ),
         "<h2>Erasure requests</h2>",
