@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +152,3 @@ def placed_while(lock_message: str, leases: dict[str, tuple[str, datetime]]) -> 
     holders = sorted({holder for _rule, holder in runs})
     names = ", ".join(rule for rule, _holder in runs)
     return f"{lock_message} (a run of {names} by {', '.join(holders)})"
-
-
-Recorder = Callable[[str, Hold, dict[str, Any]], None]
