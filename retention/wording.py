@@ -40,3 +40,50 @@ def printable(text: str) -> str:
     escape instead: its line breaks and tabs stay, and JSON stays JSON. Example:
     ``printable("a\\x1b[2Jb")`` is ``"a\\\\u001b[2Jb"``."""
     return _UNSHOWABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+# What str.isprintable() refuses among the characters Unicode 14 assigns: C0 and C1 controls
+# (newline and tab included), format characters (bidi overrides and isolates, zero widths, the
+# soft hyphen, the BOM), private use, and every separator but the ASCII space (no-break spaces,
+# line and paragraph separators). As (first, last) code points.
+UNPRINTABLE_RANGES = (
+    (0x0000, 0x001F),
+    (0x007F, 0x00A0),
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x1680, 0x1680),
+    (0x180E, 0x180E),
+    (0x2000, 0x200F),
+    (0x2028, 0x202F),
+    (0x205F, 0x2064),
+    (0x2066, 0x206F),
+    (0x3000, 0x3000),
+    (0xE000, 0xF8FF),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x13438),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+    (0xF0000, 0xFFFFD),
+    (0x100000, 0x10FFFD),
+)
+
+
+def printable_class(but: str = "") -> str:
+    """Given characters to leave out too (none: every printable one), return a regular
+    expression class of every character but those and those of ``UNPRINTABLE_RANGES``,
+    written as the characters themselves (the engines that read a config's patterns,
+    pydantic-core's, Python's and an editor's, read those alike). Example:
+    ``re.fullmatch(printable_class() + "*", "Données – 3 ans")`` matches, and not with a
+    ``"\\u202e"`` in it."""
+    ranges = (chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in UNPRINTABLE_RANGES)
+    return "[^" + "".join(ranges) + but + "]"

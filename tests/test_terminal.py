@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import termios
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import text as sql
 
 from retention.cli import main
+from retention.config import parse_config
 from retention.render import render_plan, render_report
 from retention.wording import counted, plural
 from tests.support import config_text, create_logs, make_config, plan, plan_and_run
@@ -252,16 +254,21 @@ def test_rich_is_not_imported_at_start_up() -> None:
 def test_text_written_by_someone_else_cannot_drive_the_terminal(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    """A policy (from the config, then from the trail an auditor does not trust) and a hold's
-    condition reach the terminal as visible escapes, never as the escape sequences, carriage
-    returns or bidi overrides they hold; newlines and French spaces stay as they are."""
+    """A policy (from the trail an auditor does not trust) and a hold's condition reach the
+    terminal as visible escapes, never as the escape sequences, carriage returns or bidi
+    overrides they hold; newlines and French spaces stay as they are. (A config refuses such a
+    policy: test_config_labels.py. The trail's is written here as an older version, or a
+    forger, could have written it.)"""
     create_logs(sqlite_url, {1: datetime(2020, 1, 1), 2: datetime(2026, 11, 1)})
     with create_engine(sqlite_url).begin() as connection:
         connection.execute(sql("ALTER TABLE logs ADD COLUMN note TEXT"))
-    hostile = "\\u001b]0;pwned\\u0007\\u001b[2J\\r\\u009b31m\\u202eP-7 « 1\\u00a0an »"
+    hostile = "\x1b]0;pwned\x07\x1b[2J\r\x9b31m\u202eP-7 « 1\u00a0an »"
     path = tmp_path / "retention.toml"
-    rule = _logs_rule(f'policy = "{hostile}"')
+    rule = _logs_rule('policy = "P-7"')
     path.write_text(config_text(sqlite_url, rule, audit_directory=tmp_path / "audit"))
+    config = parse_config(path.read_bytes())
+    (logs,) = config.rules
+    plan_and_run(replace(config, rules=(replace(logs, policy=hostile),)), AS_OF)
 
     def invoke(*arguments: str) -> str:
         # color=True: click strips some escape sequences when its output is not a terminal.
@@ -269,7 +276,6 @@ def test_text_written_by_someone_else_cannot_drive_the_terminal(
         assert result.exit_code == 0, result.output
         return result.stdout
 
-    invoke("run", "--yes", "--as-of", AS_OF.isoformat())
     invoke("hold", "add", "--rule", "logs", "--where", "note = '\x1b[8m'", "--reason", "L-17")
     shown = invoke("audit", "show") + invoke("hold", "list")
 

@@ -29,6 +29,7 @@ from retention.config.model import (
     MAX_BATCH_SIZE,
 )
 from retention.config.object_rules import DEFAULT_OBJECT_BATCH_SIZE
+from retention.wording import printable_class
 
 # The readers' own patterns, anchored: JSON Schema patterns match anywhere in the string.
 IDENTIFIER = f"^{model.IDENTIFIER.pattern}$"
@@ -50,6 +51,21 @@ Identifier = Annotated[
     Expect(_PLAIN, mismatch="{value} is not " + _PLAIN),
 ]
 Text = Annotated[str, StringConstraints(pattern=NOT_BLANK), Expect("a string")]
+# Words that plans, `audit show`, the reports and the audit trail print as written: refused with
+# what str.isprintable() refuses (as hold reasons are), so that no newline forges a line, no
+# escape sequence rewrites the terminal and no bidi override or invisible character hides text.
+_SHOWN = printable_class()
+Label = Annotated[
+    str,
+    # Printable characters, one of them at least not a space.
+    StringConstraints(pattern=f"^{_SHOWN}*{printable_class(but=' ')}{_SHOWN}*$"),
+    Expect(
+        "a string",
+        mismatch="{value} holds a control or invisible character (a newline or tab, an escape "
+        "sequence, a bidi override, a zero-width or no-break space): it is printed and audited "
+        "as written; write it on one line, with ordinary spaces",
+    ),
+]
 Duration = Annotated[
     str,
     StringConstraints(pattern=DURATION),
@@ -353,9 +369,9 @@ class _RuleLimits(Table):
         Expect("a rule name", mismatch="{value}: use lower-case letters, digits, '-', '_' or '.'"),
     ] = Field(examples=["logs"])
     """A unique name: lower-case letters, digits, '-', '_' and '.'."""
-    policy: Text | None = Field(None, examples=["002 §6.1: « Log de connexion : 1 an »"])
+    policy: Label | None = Field(None, examples=["002 §6.1: « Log de connexion : 1 an »"])
     """The policy reference and its quote, shown in plans."""
-    category: Text | None = Field(None, examples=["connection logs"])
+    category: Label | None = Field(None, examples=["connection logs"])
     """The data category, shown in plans."""
     store: Text = Field(examples=["app"])
     """A store declared as [stores.NAME]."""
