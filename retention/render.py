@@ -291,6 +291,8 @@ def render_erasure_scope(
 def _detail(name: str, value: int) -> str:
     if name == "bytes":
         return f"{_size(value)}"
+    if name == "not_regular_files":
+        return f"{value:,} skipped: not a regular file (FIFO, socket or device)"
     singular = _DETAIL_NOUNS.get(name)
     if singular is None:  # an adjective: "3 locked", "1 unmatched"
         return f"{value:,} {name.replace('_', ' ')}"
@@ -320,9 +322,10 @@ def _size(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def render_report(report: RunReport, width: int | None = None) -> str:
+def render_report(report: RunReport, width: int | None = None, plan: Plan | None = None) -> str:
     """Given a RunReport, return the per-rule summary table and a closing total line, fit to
-    ``width`` columns (None: no limit)."""
+    ``width`` columns (None: no limit); given the plan it ran, also what its folders' rules
+    passed over (symlinks, FIFOs, sockets, devices, ...: left in place, as the plan counted)."""
     headers = [
         "RULE",
         "STATUS",
@@ -371,7 +374,28 @@ def render_report(report: RunReport, width: int | None = None) -> str:
         heading = "would be deleted" if report.dry_run else "deleted"
         lines += ["", f"Child rows {heading} with them:", *_child_counts(with_children)]
     lines += _partitions_dropped(report)
+    lines += _passed_over(plan, report.dry_run)
     return "\n".join(wrap(lines, width))
+
+
+# What a folder's survey counts without purging it: never deleted, so a run says so too.
+_PASSED_OVER = (
+    "symlinks_skipped",
+    "not_regular_files",
+    "unreadable_directories",
+    "undecodable_names",
+)
+
+
+def _passed_over(plan: Plan | None, dry_run: bool) -> list[str]:
+    lines = []
+    for rule_plan in plan.rules if plan is not None else ():
+        counts = [(name, value) for name, value in rule_plan.details if name in _PASSED_OVER]
+        if any(value for _name, value in counts):
+            shown = ", ".join(_detail(name, value) for name, value in counts if value)
+            lines.append(f"  {rule_plan.rule.name}: {shown}")
+    heading = "Would be left in place" if dry_run else "Left in place"
+    return ["", f"{heading}, not purged (as the plan counted them):", *lines] if lines else []
 
 
 def _partitions_dropped(report: RunReport) -> list[str]:

@@ -255,7 +255,7 @@ def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> N
         document = report_document(report, plan_document(the_plan))
         echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        echo(render_report(report, output_width(wide)))
+        echo(render_report(report, output_width(wide), the_plan))
 
 
 @click.command()

@@ -20,7 +20,9 @@ one left, which holds one open directory descriptor per level and one sorted dir
 per level in memory (a directory of a million names costs those names while it is walked). A
 file added to a directory already listed waits for the next run. A batch keeps only its own
 keys. Names that are not valid UTF-8 are kept and counted (their keys could not be recorded in
-the audit trail), and so are directories that cannot be listed.
+the audit trail), and so are directories that cannot be listed, and FIFOs, sockets and devices
+(never opened: a FIFO's open would wait for a writer; never deleted: only regular files are
+backups).
 """
 
 from __future__ import annotations
@@ -222,6 +224,7 @@ class FilesStore:
             for name, value in (
                 ("unmatched", counts["unmatched"]),
                 ("symlinks_skipped", tally.symlinks),
+                ("not_regular_files", tally.not_regular),
                 ("unreadable_directories", tally.unreadable_directories),
                 ("undecodable_names", tally.undecodable_names),
             )

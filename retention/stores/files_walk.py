@@ -2,8 +2,10 @@
 descriptors opened component by component with O_NOFOLLOW from the root's own, so a symlink (to
 a file or a directory, inside the root or out) is never followed, and a directory swapped for a
 symlink after listing is not entered. Files come in code-point order of their root-relative
-paths (a keyset order). Names that are not valid UTF-8 and directories that cannot be listed
-are counted, not yielded."""
+paths (a keyset order). Names that are not valid UTF-8, directories that cannot be listed, and
+entries the glob matches that are no regular file (FIFOs, sockets, devices) are counted, not
+yielded: nothing here opens an entry that is not a directory (a FIFO's open blocks until a
+writer comes), it is looked at with lstat only."""
 
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ class Tally:
     symlinks: int = 0
     unreadable_directories: int = 0
     undecodable_names: int = 0
+    # FIFOs, sockets, block and character devices the glob matches (neither listed nor deleted).
+    not_regular: int = 0
 
 
 def walk_directory(
@@ -81,6 +85,8 @@ def walk_directory(
                     tally.symlinks += 1
                 continue
             if kind == "other":
+                if glob.matches(path):
+                    tally.not_regular += 1
                 continue
             if not _is_utf8(name):
                 tally.undecodable_names += 1
@@ -112,6 +118,8 @@ def walk_directory(
                 continue
             if stat.S_ISREG(status.st_mode):
                 yield Listed(path, status)
+            elif not stat.S_ISDIR(status.st_mode) and not stat.S_ISLNK(status.st_mode):
+                tally.not_regular += 1  # listed as a file, a FIFO or a socket by now
     finally:
         os.close(descriptor)
 
