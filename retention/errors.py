@@ -161,6 +161,25 @@ def raised_by_database_code(error: BaseException) -> str | None:
     return None
 
 
+def refused_by_foreign_key(error: BaseException) -> bool:
+    """Given an exception (a driver's, or SQLAlchemy's around it), return whether the database
+    refused the statement because a foreign key still references a row it deletes or changes:
+    PostgreSQL's SQLSTATE 23503, MariaDB/MySQL's errors 1451 and 1217.
+
+    Example: for PyMySQL's ``IntegrityError(1451, "Cannot delete or update a parent row: ...")``
+    it returns True.
+    """
+    driver_error = getattr(error, "orig", None) or error
+    if getattr(driver_error, "sqlstate", None) == "23503":
+        return True
+    arguments = driver_error.args
+    return (
+        type(driver_error).__module__.startswith(("pymysql", "MySQLdb"))
+        and bool(arguments)
+        and arguments[0] in (1451, 1217)
+    )
+
+
 def message_without_values(error: BaseException) -> str:
     """Given a driver's or a library's exception, return its message as ``without_values``
     leaves it, or, when a trigger or function of the database raised it, a sentence that names

@@ -36,6 +36,7 @@ from tests.support import (
 from tests.test_partitions import (
     AS_OF,
     DUE,
+    REPLIED_RULE,
     RULE,
     _partitions,
     _remaining,
@@ -275,7 +276,8 @@ def test_a_referenced_table_goes_by_rows_in_the_dry_run_as_in_the_run(
             )
         )
     engine.dispose()
-    dry, ran = _dry_then_run(_config(tmp_path, postgres_url), statements, tmp_path / "audit")
+    config = _config(tmp_path, postgres_url, REPLIED_RULE)
+    dry, ran = _dry_then_run(config, statements, tmp_path / "audit")
     assert dry == ran
     assert ran["events"]["partition_notes"] == ["row batches: a foreign key references the table"]
 

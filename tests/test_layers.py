@@ -49,7 +49,7 @@ SQL_EDGES = {
     "retention/stores/partition_session.py",
     "retention/stores/partition_survey.py",
     "retention/stores/sql_columns.py",
-    "retention/stores/sql_cascades.py",
+    "retention/stores/sql_references.py",
     "retention/state.py",
     "retention/state_holds.py",
     "retention/state_leases.py",

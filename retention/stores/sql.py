@@ -43,6 +43,7 @@ from retention.errors import (
     error_text,
     message_without_values,
     raised_by_database_code,
+    refused_by_foreign_key,
     without_values,
 )
 from retention.runtime.handovers import quick_handovers
@@ -167,6 +168,11 @@ class SqlStore:
                 if raised_by_database_code(error)
                 else without_values(reason(error))
             )
+            if refused_by_foreign_key(error) and not raised_by_database_code(error):
+                refused += (
+                    ": a row of the batch is still referenced; list the referencing table in "
+                    "the rule's children by that key, or keep such rows out with where_sql"
+                )
             raise RetentionError(
                 f"store {self.name!r}: the database refused it: {refused}"
             ) from error

@@ -12,9 +12,9 @@ from sqlalchemy.sql import sqltypes
 
 from retention.config import Child, ColumnRef, Condition, Rule
 from retention.errors import ConfigIssue
-from retention.stores.sql_cascades import cascades_into
 from retention.stores.sql_columns import column_value, strategy_problem
 from retention.stores.sql_dialect import clock_kind, reason
+from retention.stores.sql_reference_checks import check_references
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -134,7 +134,7 @@ def check_rule(store: SqlStore, rule: Rule) -> list[ConfigIssue]:
             problem("marker_column", f"{rule.marker_column!r} must be a date or timestamp")
     _check_children(store, rule, table, rule.children, "children", problem, (rule.table,))
     if rule.action == "delete" and not issues:
-        _check_cascades(store, rule, problem)
+        check_references(store, rule, problem)
     if rule.where_sql and not issues:
         try:
             with store.engine.connect() as connection:
@@ -199,37 +199,6 @@ def _check_children(
             problem,
             (*above, child.table),
         )
-
-
-def _check_cascades(store: SqlStore, rule: Rule, problem: Any) -> None:
-    """Every table whose rows the rule deletes (its own, its children's) must list, as its
-    children, each table that references it with ON DELETE CASCADE, by that foreign key: the
-    rows the database would delete along are then deleted, and recorded, first."""
-    listed: list[tuple[str, str, tuple[Child, ...], str]] = [
-        (rule.table, "table", rule.children, "children")
-    ]
-    quote = store.engine.dialect.identifier_preparer.quote
-    with store.reachable(), store.engine.connect() as connection:
-        while listed:
-            table, path, children, children_path = listed.pop(0)
-            named = {(child.table, (child.foreign_key,)) for child in children}
-            for cascade in cascades_into(connection, table, quote(table)):
-                if (cascade.table, cascade.columns) not in named:
-                    problem(
-                        path,
-                        f"{cascade.table!r} references {table!r} ({', '.join(cascade.columns)}) "
-                        "with ON DELETE CASCADE: the database would delete its rows unrecorded; "
-                        f"list it in {children_path} (table, foreign_key) or drop the cascade",
-                    )
-            listed += [
-                (
-                    child.table,
-                    f"{children_path}[{index}].table",
-                    child.children,
-                    f"{children_path}[{index}].children",
-                )
-                for index, child in enumerate(children)
-            ]
 
 
 def _literals(condition: Condition) -> tuple[Any, ...]:
