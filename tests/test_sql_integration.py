@@ -29,9 +29,11 @@ from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
 from retention.anonymise import keyed_hash
+from retention.app import make_plan, run_plan
 from retention.documents import plan_document
-from retention.errors import ExitCode
+from retention.errors import ConfigError, ExitCode
 from retention.render import render_plan
+from retention.stores import open_stores
 from tests.support import (
     claimed_leaves,
     create_tables,
@@ -454,8 +456,9 @@ references = "id"
 
 
 def test_undeclared_child_makes_the_rule_fail_alone(database_url: str) -> None:
-    """A foreign key the rule does not know about: that rule fails (exit 3), nothing of it is
-    half-deleted, and the next rule still runs."""
+    """A foreign key the rule does not know about: the checks refuse the rule before anything
+    goes (tests/test_foreign_keys.py); one created after them (here, after the plan) makes
+    that rule fail (exit 3), nothing of it half-deleted, and the next rule still runs."""
     if database_url.startswith("sqlite"):
         pytest.skip("SQLite does not enforce foreign keys unless asked to")
     metadata = MetaData()
@@ -469,7 +472,7 @@ def test_undeclared_child_makes_the_rule_fail_alone(database_url: str) -> None:
         "actions",
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("prospect_id", Integer, ForeignKey("prospects.id"), nullable=False),
+        Column("prospect_id", Integer, nullable=False),
     )
     logs = _logs_table(metadata)
     engine = create_tables(database_url, metadata)
@@ -486,12 +489,26 @@ def test_undeclared_child_makes_the_rule_fail_alone(database_url: str) -> None:
         .replace('"logged_at"', '"collected_at"')
         + LOG_RULE,
     )
-    _, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    as_of = datetime(2026, 11, 23, tzinfo=UTC)
+    with open_stores(config, read_only=False) as store_for:
+        the_plan = make_plan(config, config.rules, store_for, as_of)
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "ALTER TABLE actions ADD CONSTRAINT actions_prospect_fk "
+                    "FOREIGN KEY (prospect_id) REFERENCES prospects (id)"
+                )
+            )
+        report = run_plan(config, the_plan, store_for, dry_run=False)
     statuses = {outcome.rule: outcome.status for outcome in report.outcomes}
     assert statuses == {"prospects": "failed", "logs": "ok"}
     assert report.exit_code == ExitCode.PARTIAL_FAILURE
     assert remaining_ids(engine, "prospects") == {1, 2}
     assert remaining_ids(engine, "logs") == set()
+    with pytest.raises(ConfigError) as refused:
+        plan(config, as_of)
+    assert [issue.path for issue in refused.value.issues] == ["rules[0].table"]
+    assert "'actions' references 'prospects' (prospect_id)" in refused.value.issues[0].message
 
 
 def test_anonymise_rewrites_listed_columns_marks_rows_and_leaves_the_rest(
