@@ -1,5 +1,5 @@
 """What a SQL store reads of the live schema before a run's first batch: every column with its
-type and NULLability, the primary key and the unique keys, the cascades into the table; and
+type and NULLability, the primary key and the unique keys, the foreign keys into the table; and
 not more than that (issue 17: the fixed cost of `retention run`)."""
 
 from __future__ import annotations
