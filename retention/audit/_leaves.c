@@ -286,8 +286,18 @@ static Py_ssize_t lines_to_hash(const Py_buffer *key, const Py_buffer *person, c
     return total;
 }
 
+/* Whether the buffers' bytes cannot change while the GIL is let go: those of bytes objects.
+ * A bytearray (or a view of one) that another thread rewrites meanwhile would be hashed in
+ * neither state, its lines no longer those counted (a line gone: a read past its end). */
+static int unchanging(const Py_buffer *const buffers[], int count) {
+    for (int i = 0; i < count; i++)
+        if (buffers[i]->obj == NULL || !PyBytes_CheckExact(buffers[i]->obj)) return 0;
+    return 1;
+}
+
 /* The leaf of prefix + each of the total lines, in their order, into leaves (total * OUT
- * bytes). Runs without the GIL: it touches no Python object. */
+ * bytes). Runs without the GIL: it touches no Python object (its buffers those of bytes
+ * objects, unchanging). */
 static void hash_lines(const Py_buffer *key, const Py_buffer *person, const Py_buffer *prefix,
                        const Py_buffer *lines, Py_ssize_t total, uint8_t *leaves) {
     /* The parameter block: digest length, key length, fanout 1, depth 1, personalisation. */
@@ -308,6 +318,7 @@ static void hash_lines(const Py_buffer *key, const Py_buffer *person, const Py_b
     int filled = 0;
 #endif
     for (Py_ssize_t index = 0; index < total; index++) {
+        if (start > end) start = end; /* fewer lines than counted: never past the end */
         const uint8_t *stop = memchr(start, '\n', (size_t)(end - start));
         if (stop == NULL) stop = end;
         size_t length = (size_t)(stop - start);
@@ -360,10 +371,11 @@ static PyObject *blake2s_leaves(PyObject *module, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS
+    const Py_buffer *const given[] = {&key, &person, &prefix, &lines};
+    PyThreadState *released = unchanging(given, 4) ? PyEval_SaveThread() : NULL;
     hash_lines(&key, &person, &prefix, &lines, total, leaves);
     sort_leaves(leaves, (size_t)total);
-    Py_END_ALLOW_THREADS
+    if (released != NULL) PyEval_RestoreThread(released);
     result = PyList_New(total);
     if (result == NULL) goto done;
     for (Py_ssize_t index = 0; index < total; index++) {
@@ -395,9 +407,10 @@ static PyObject *blake2s_packed(PyObject *module, PyObject *args) {
     if (result != NULL) {
         /* Not shared with anyone before it is returned: written in place, without the GIL. */
         uint8_t *leaves = (uint8_t *)PyBytes_AS_STRING(result);
-        Py_BEGIN_ALLOW_THREADS
+        const Py_buffer *const given[] = {&key, &person, &prefix, &lines};
+        PyThreadState *released = unchanging(given, 4) ? PyEval_SaveThread() : NULL;
         hash_lines(&key, &person, &prefix, &lines, total, leaves);
-        Py_END_ALLOW_THREADS
+        if (released != NULL) PyEval_RestoreThread(released);
     }
     PyBuffer_Release(&key);
     PyBuffer_Release(&person);
