@@ -71,6 +71,13 @@ PIECE = 25_000
 # " ", ":" and "." (times), "/" between a key's parts, "," or "\n" between keys. A year BC, an
 # infinity or anything else has a letter or another sign.
 _SPELLED_BYTES = b"0123456789-:. /,\n"
+# Those bytes by class: each digit as "0", anything else not spelled as "?". A year after 9999
+# (PostgreSQL's run to 294276) is then "00000-", which nothing else spells: an integer key part
+# ends at "/" or a separator, a month or day has two digits.
+_SPELLED_CLASSES = bytes(
+    ord("0") if byte in b"0123456789" else byte if byte in _SPELLED_BYTES else ord("?")
+    for byte in range(256)
+)
 _FRACTION = re.compile(rb"\.([0-9]+)")
 # MariaDB's zero dates: a zero month or day, a year 0. No valid date, time or integer is
 # spelled with these (a year is 0001 to 9999, an integer has no leading zero).
@@ -174,8 +181,11 @@ def _respelled(text: bytes, separator: bytes, zero_dates: bool = True) -> bytes:
     ``separator``), return each key's locator end as ``record_locator`` spells the values the
     driver gives, joined by newlines: fractional seconds as Python writes them (six digits,
     none when zero), " " and ":" quoted. BatchConflict when a key holds what no such value
-    spells (a year BC, an infinity; with ``zero_dates``, MariaDB's zero dates too)."""
-    if text.translate(None, _SPELLED_BYTES):
+    spells (a year BC or after 9999, an infinity; with ``zero_dates``, MariaDB's zero dates
+    too)."""
+    # One pass for both (1.6 ms for 25,000 keys; a regular expression for the year took 12).
+    classes = text.translate(_SPELLED_CLASSES)
+    if b"?" in classes or b"00000-" in classes:
         raise BatchConflict("one of its keys cannot be spelled exactly")
     # PostgreSQL has no zero date (no year 0, month 00 or day 00): searching a piece for one
     # cost 0.7 ms of its 3 ms here (600 KB), with the GIL held, in the reading thread.
