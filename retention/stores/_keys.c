@@ -51,7 +51,9 @@ static int open_column(column_t *column, const uint8_t *data, Py_ssize_t length)
     column->type = load_big32(data + 8);
     if (dimensions != 1 || nulls != 0) return -1;
     column->count = (int32_t)load_big32(data + 12);
-    if (column->count < 0) return -1;
+    /* Each element takes its 4-byte length at least: a count its buffer cannot hold is no
+     * array (not 33 bytes a value allocated for 2^31 values, a MemoryError). */
+    if (column->count < 0 || column->count > (length - 20) / 4) return -1;
     switch (column->type) {
     case INT2OID: case INT4OID: case INT8OID: case DATEOID: case TIMESTAMPOID: break;
     default: return -2;
@@ -191,7 +193,12 @@ static PyObject *spelled_arrays(PyObject *module, PyObject *args) {
     if (result == NULL) goto done;
     char *start = PyBytes_AS_STRING(result), *out = start;
     int failed = 0;
-    Py_BEGIN_ALLOW_THREADS
+    /* Without the GIL only over bytes: a bytearray another thread rewrote meanwhile would be
+     * spelled half before, half after (keys of neither). */
+    int unchanging = 1;
+    for (Py_ssize_t index = 0; index < columns; index++)
+        unchanging &= buffers[index].obj != NULL && PyBytes_CheckExact(buffers[index].obj);
+    PyThreadState *released = unchanging ? PyEval_SaveThread() : NULL;
     for (int64_t row = 0; row < rows && !failed; row++) {
         for (Py_ssize_t index = 0; index < columns; index++) {
             if (index) *out++ = '/';
@@ -205,7 +212,7 @@ static PyObject *spelled_arrays(PyObject *module, PyObject *args) {
     }
     for (Py_ssize_t index = 0; index < columns && !failed; index++)
         failed = parsed[index].next != parsed[index].end;
-    Py_END_ALLOW_THREADS
+    if (released != NULL) PyEval_RestoreThread(released);
     if (failed) {
         Py_CLEAR(result);
         PyErr_SetString(PyExc_ValueError, "one of its keys cannot be spelled exactly");
