@@ -77,7 +77,16 @@ def test_each_line_length_alone_and_in_a_full_lane(length: int) -> None:
 
 @pytest.mark.parametrize(
     "joined",
-    [b"", b"\n", b"\n\n", b"1\n", b"\n1", b"1\n\n2", b"\xe2\x82\xac\n\x00\n\xff", b"a" * 64 + b"\n"],
+    [
+        b"",
+        b"\n",
+        b"\n\n",
+        b"1\n",
+        b"\n1",
+        b"1\n\n2",
+        b"\xe2\x82\xac\n\x00\n\xff",
+        b"a" * 64 + b"\n",
+    ],
 )
 def test_empty_lines_and_a_trailing_newline_are_records(joined: bytes) -> None:
     """Each newline ends a record: a trailing one is a last, empty record (as split says)."""
@@ -175,7 +184,7 @@ def _functions_with_vex(library: Path) -> set[str]:
     for line in listing.splitlines():
         if line.endswith(">:"):
             function = line.split("<", 1)[1][:-2]
-        elif "%ymm" in line or "\tv" in line and "%xmm" in line:
+        elif "%ymm" in line or ("\tv" in line and "%xmm" in line):
             found.add(function)
     return found
 
