@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine, insert
+from sqlalchemy import create_engine
 
 from retention.audit.entries import read_entries
 from retention.audit.entry_checks import load_verification_keys
 from retention.audit.verify import verify_trail
 from retention.errors import ExitCode
-from tests.support import config_text, create_tables, logs_rule, remaining_ids
+from tests.support import config_text, create_logs, logs_rule, remaining_ids
 
 ROWS = 400
 # Far enough in key order that the batches after the hold would reach them.
@@ -30,20 +30,7 @@ HELD = (351, 377)
 
 
 def _setup(tmp_path: Path, url: str, state_url: str | None = None) -> tuple[Path, Path]:
-    metadata = MetaData()
-    logs = Table(
-        "logs",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("logged_at", DateTime, index=True),
-    )
-    engine = create_tables(url, metadata)
-    with engine.begin() as connection:
-        connection.execute(
-            insert(logs),
-            [{"id": key, "logged_at": datetime(2020, 1, 1)} for key in range(1, ROWS + 1)],
-        )
-    engine.dispose()
+    create_logs(url, dict.fromkeys(range(1, ROWS + 1), datetime(2020, 1, 1)))
     audit = tmp_path / "audit"
     state = state_url or f"sqlite:///{tmp_path}/state.sqlite"
     config = tmp_path / "retention.toml"
