@@ -111,6 +111,80 @@ def test_a_seeded_random_batch_of_every_shape_is_hashlibs() -> None:
         _every_entry_point(native, key, person, head, lines)
 
 
+# int64's ends and the values around each power of ten's spelling change, both signs.
+_EDGES = [0, 1, -1, 9, 10, -10, 2**31, -(2**31), 2**63 - 1, -(2**63)] + [
+    sign * (10**power + shift) for power in range(19) for shift in (-1, 0) for sign in (1, -1)
+]
+
+
+def test_integer_lines_spell_every_int64_as_str_does() -> None:
+    native = _compiled()
+    generator = random.Random(20261204)
+    values = _EDGES + [generator.randint(-(2**63), 2**63 - 1) for _ in range(5000)]
+    for keys in ([(value,) for value in values], tuple((value,) for value in values)):
+        assert native.integer_lines(keys) == "\n".join(map(str, values)).encode()
+    for value in _EDGES:
+        assert native.integer_lines([(value,)]) == str(value).encode()
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],
+        [(2**63,)],
+        [(5,), (-(2**63) - 1,)],
+        [(True,)],
+        [(5,), (1.0,)],
+        [(5,), ("6",)],
+        [(5, 6)],
+        [()],
+        [[5]],
+        [(5,), None],
+        iter([(5,)]),
+        {(5,)},
+    ],
+    ids=[
+        "empty",
+        "past-int64",
+        "below-int64",
+        "a-bool",
+        "a-float",
+        "a-text",
+        "two-columns",
+        "no-column",
+        "a-list-key",
+        "not-a-key",
+        "an-iterator",
+        "a-set",
+    ],
+)
+def test_integer_lines_leave_every_other_keys_to_python(keys: object) -> None:
+    """Anything but a list or tuple of 1-tuples of 64-bit ints is None: the Python spelling
+    (integer_key_lines) then decides, as it did before the compiled one."""
+    assert _compiled().integer_lines(keys) is None
+
+
+def test_integer_key_lines_are_the_same_with_and_without_the_compiled_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from retention.audit import leaves
+
+    _compiled()
+    batches: list[list[tuple[object, ...]]] = [
+        [(4,), (17,)],
+        [(value,) for value in _EDGES],
+        [(2**70,), (-(2**70),), (3,)],
+        [(True,)],
+        [(4,), ("x",)],
+        [],
+    ]
+    compiled = [leaves.integer_key_lines(keys) for keys in batches]
+    monkeypatch.setattr(leaves, "_native", None)
+    assert [leaves.integer_key_lines(keys) for keys in batches] == compiled
+    assert compiled[0] == b"4\n17"
+    assert compiled[2] == f"{2**70}\n{-(2**70)}\n3".encode()
+
+
 def test_the_record_hasher_with_the_compiled_module_is_record_leaf() -> None:
     """Through the leaves the trail records: spelled pieces and integer keys."""
     _compiled()

@@ -13,6 +13,7 @@
  *   the same leaves in the lines' order, concatenated (no object per leaf);
  * sorted_leaves(data) -> bytes          those leaves (of many pieces, joined) sorted;
  * repeated_leaves(data) -> int          how many sorted leaves equal the one before.
+ * integer_lines(keys) -> bytes | None   a batch's integer ids spelled as its locators' ends.
  * A whole partition's leaves stay one bytes object from its keys to its leaves file
  * (retention/audit/leaves.py, PackedLeaves).
  */
@@ -457,6 +458,55 @@ static PyObject *repeated_leaves(PyObject *module, PyObject *args) {
     return result;
 }
 
+/* integer_lines(keys) -> bytes | None: the keys' values spelled in decimal, joined by "\n",
+ * when keys is a non-empty list or tuple of 1-tuples each holding an int (exactly int, not a
+ * bool) between -2^63 and 2^63 - 1; else None, and the caller spells them itself. The same
+ * bytes as str() of each value joined by newlines (retention/audit/leaves.py,
+ * integer_key_lines). Every object is read with the GIL held. */
+static PyObject *integer_lines(PyObject *module, PyObject *args) {
+    PyObject *keys;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O", &keys)) return NULL;
+    if (!PyList_CheckExact(keys) && !PyTuple_CheckExact(keys)) Py_RETURN_NONE;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(keys);
+    if (count == 0 || count > PY_SSIZE_T_MAX / 21) Py_RETURN_NONE;
+    /* At most 20 characters a value ("-9223372036854775808") and a newline. */
+    char *text = PyMem_Malloc((size_t)count * 21);
+    if (text == NULL) return PyErr_NoMemory();
+    PyObject **items = PySequence_Fast_ITEMS(keys);
+    size_t length = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *key = items[i];
+        if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 1) goto unhandled;
+        PyObject *value = PyTuple_GET_ITEM(key, 0);
+        if (!PyLong_CheckExact(value)) goto unhandled;
+        int overflow = 0;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow != 0) goto unhandled;
+        if (number == -1 && PyErr_Occurred()) {
+            PyMem_Free(text);
+            return NULL;
+        }
+        if (i > 0) text[length++] = '\n';
+        unsigned long long magnitude =
+            number < 0 ? 0ULL - (unsigned long long)number : (unsigned long long)number;
+        char digits[20];
+        int used = 0;
+        do {
+            digits[used++] = (char)('0' + magnitude % 10);
+            magnitude /= 10;
+        } while (magnitude != 0);
+        if (number < 0) text[length++] = '-';
+        while (used > 0) text[length++] = digits[--used];
+    }
+    PyObject *result = PyBytes_FromStringAndSize(text, (Py_ssize_t)length);
+    PyMem_Free(text);
+    return result;
+unhandled:
+    PyMem_Free(text);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"blake2s_leaves", blake2s_leaves, METH_VARARGS,
      "blake2s_leaves(key, person, prefix, lines) -> the sorted keyed BLAKE2s-256 of prefix + "
@@ -469,6 +519,9 @@ static PyMethodDef methods[] = {
     {"repeated_leaves", repeated_leaves, METH_VARARGS,
      "repeated_leaves(data) -> how many of the sorted 32-byte leaves of data equal the one "
      "before."},
+    {"integer_lines", integer_lines, METH_VARARGS,
+     "integer_lines(keys) -> the values of 1-tuples of int64 ints in decimal, joined by "
+     "newlines; None for any other keys."},
     {NULL, NULL, 0, NULL},
 };
 
