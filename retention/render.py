@@ -391,8 +391,7 @@ def _passed_over(plan: Plan | None, dry_run: bool) -> list[str]:
     lines = []
     for rule_plan in plan.rules if plan is not None else ():
         counts = [(name, value) for name, value in rule_plan.details if name in _PASSED_OVER]
-        if any(value for _name, value in counts):
-            shown = ", ".join(_detail(name, value) for name, value in counts if value)
+        if shown := ", ".join(_detail(name, value) for name, value in counts if value):
             lines.append(f"  {rule_plan.rule.name}: {shown}")
     heading = "Would be left in place" if dry_run else "Left in place"
     return ["", f"{heading}, not purged (as the plan counted them):", *lines] if lines else []

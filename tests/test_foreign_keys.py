@@ -36,6 +36,8 @@ from retention.cli import main
 from retention.errors import ExitCode
 from retention.stores.sql_reference_checks import reads_table
 from tests.support import config_text, create_tables, remaining_ids
+from tests.test_redaction import EMAIL, PEOPLE
+from tests.test_redaction import PEOPLE_RULE as REDACTED_PEOPLE_RULE
 
 OLD = datetime(2020, 1, 1)
 
@@ -289,17 +291,10 @@ def enforcing_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
-PEOPLE = ("jane.doe@example.com", "john.roe@example.org")
-PEOPLE_RULE = """
-[[rules]]
-name = "people"
-store = "db"
-table = "people"
-key = "email"
-clock = "left_at"
-period = "1y"
-action = "delete"
+# The redaction tests' people and rule, with an erasure and a foreign key kept out.
+PEOPLE_RULE = (
+    REDACTED_PEOPLE_RULE
+    + """action = "delete"
 erase_by = "email"
 where_sql = "{kept_out}"
 
@@ -307,8 +302,9 @@ where_sql = "{kept_out}"
 table = "notes"
 foreign_key = "person"
 """.format(
-    kept_out="NOT EXISTS (SELECT 1 FROM letters "
-    "WHERE letters.person = people.email AND letters.kept = 1)"
+        kept_out="NOT EXISTS (SELECT 1 FROM letters "
+        "WHERE letters.person = people.email AND letters.kept = 1)"
+    )
 )
 
 
