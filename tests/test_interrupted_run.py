@@ -1,7 +1,9 @@
 """Ctrl-C (SIGINT) and SIGTERM in the middle of `run` or `erase`: the purge stops after its
 current batch, as the daemon's does. Every deleted record is in a committed, audited batch, the
 run is signed (run.finished, checkpoint) and recorded as stopped, and the command exits 130 (143
-for SIGTERM). Real subprocesses, on every database."""
+for SIGTERM). Before the purge begins (leases taken, plan not yet counted), the same signals
+unwind the command: leases given back, nothing deleted nor written to the trail, the same exit
+codes. Real subprocesses, on every database."""
 
 from __future__ import annotations
 
@@ -57,10 +59,13 @@ def _setup(tmp_path: Path, url: str) -> tuple[Path, Path, str]:
     return config, audit, state_url
 
 
-def _start(config: Path, *command: str) -> subprocess.Popen[str]:
+def _start(
+    config: Path, *command: str, environment_extra: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     environment = {
         name: value for name, value in os.environ.items() if name != "RETENTION_CRASH_AT"
     }
+    environment.update(environment_extra or {})
     return subprocess.Popen(
         [sys.executable, "-m", "retention", "--config", str(config), *command, "--yes"],
         stdout=subprocess.PIPE,
@@ -155,3 +160,65 @@ def test_ctrl_c_mid_erase_stops_after_the_batch_signed(tmp_path: Path, database_
     code, output = _interrupt_mid_purge(process, audit, signal.SIGINT)
     assert code == ExitCode.INTERRUPTED, output
     _assert_every_deletion_audited_and_signed(tmp_path, audit, database_url)
+
+
+def _paused_before_plan(config: Path, tmp_path: Path, *command: str) -> subprocess.Popen[str]:
+    """Start the command and return once it waits at the pause point before its plan, its
+    stores opened and its leases taken (runtime/faults.py)."""
+    pause = tmp_path / "pause"
+    pause.touch()
+    process = _start(
+        config,
+        *command,
+        environment_extra={"RETENTION_PAUSE_AT": "before_plan", "RETENTION_PAUSE_FILE": str(pause)},
+    )
+    reached = tmp_path / "pause.reached"
+    deadline = time.monotonic() + 60
+    while not reached.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            output, errors = process.communicate()
+            raise AssertionError(f"the command did not reach its plan: {output}{errors}")
+        time.sleep(0.01)
+    return process
+
+
+@pytest.mark.parametrize(
+    ("command", "number", "nothing_done"),
+    [
+        (("run",), signal.SIGTERM, "nothing was deleted"),
+        (("run",), signal.SIGINT, "nothing was deleted"),
+        (("erase", "--subject", SUBJECT, "--request", "T-1"), signal.SIGTERM, "nothing was erased"),
+    ],
+)
+def test_a_signal_before_the_purge_unwinds_the_command_and_gives_its_leases_back(
+    tmp_path: Path,
+    database_url: str,
+    command: tuple[str, ...],
+    number: signal.Signals,
+    nothing_done: str,
+) -> None:
+    """SIGTERM's default action used to kill the process where it stood: its leases stayed
+    until they expired (`status` said "holder gone"). Now the command unwinds."""
+    config, audit, state_url = _setup(tmp_path, database_url)
+    process = _paused_before_plan(config, tmp_path, *command)
+    state = StateDatabase(state_url)
+    try:
+        assert state.recorded_leases(), "the command holds its leases at the pause"
+        process.send_signal(number)
+        output, errors = process.communicate(timeout=60)
+        assert process.returncode == 128 + number, output + errors
+        assert f"{number.name}: stopped before the purge began: {nothing_done}" in errors
+        assert "Traceback" not in output + errors
+        assert "Aborted!" not in output + errors
+        assert state.recorded_leases() == {}, "the leases were given back"
+        assert state.last_runs("logs") == []
+    finally:
+        state.close()
+    assert _deleted_ids(database_url) == set()
+    assert not [entry for entry in _entries(audit) if entry["type"].startswith("batch.")]
+    # Nothing is left to recover: the next run purges everything due.
+    finished = _start(config, "run")
+    output, errors = finished.communicate(timeout=120)
+    assert finished.returncode == 0, output + errors
+    assert _deleted_ids(database_url) == set(range(1, ROWS + 1))

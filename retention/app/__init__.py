@@ -34,6 +34,7 @@ from retention.planner import Plan, build_plan
 from retention.rule_checks import check_against_stores
 from retention.run_ports import Progress
 from retention.run_report import FAILED, RunReport
+from retention.runtime.faults import pause_point
 from retention.runtime.logging import get_logger
 from retention.runtime.secrets import read_hash_key, state_url
 from retention.runtime.subject_set import SubjectsOnDisk
@@ -62,6 +63,7 @@ def make_plan(
     with ``show_keys``; of one person's records with ``erasure``)."""
     from retention.state_holds import load_holds
 
+    pause_point("before_plan")
     issues, _unreachable = check_against_stores(rules, store_for)
     if issues:
         raise ConfigError(issues)

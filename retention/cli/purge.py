@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,12 +35,30 @@ if TYPE_CHECKING:
     from retention.config import Config
     from retention.planner import Plan
     from retention.run_report import RunReport
+    from retention.runtime.signals import StopRequest
     from retention.state import StateDatabase
     from retention.store_protocol import RecordStore
 
 
 def stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
+
+
+@contextmanager
+def stop_requests(nothing_done: str) -> Iterator[StopRequest]:
+    """SIGINT and SIGTERM for a whole purge command (runtime/signals.py): until the purge
+    begins they unwind it, giving its leases back, and it exits 130 or 143 with a line ending in
+    ``nothing_done`` ("nothing was deleted"); afterwards they stop it after its batch."""
+    from retention.runtime.signals import StoppedBeforePurge, stop_on_signals
+
+    try:
+        with stop_on_signals() as stop:
+            yield stop
+    except StoppedBeforePurge as stopped:
+        if stdin_is_terminal():  # off the line of a prompt, or of the ^C the terminal echoed
+            echo(err=True)
+        echo(f"{stopped.received.name}: stopped before the purge began: {nothing_done}", err=True)
+        sys.exit(int(stopped.exit_code))
 
 
 @click.command()
@@ -162,7 +182,11 @@ def run(
     from retention.runtime.logging import get_logger
     from retention.stores import open_stores
 
-    with expected_errors(), start_up_uncollected() as started:
+    with (
+        stop_requests("nothing was deleted") as stop,
+        expected_errors(),
+        start_up_uncollected() as started,
+    ):
         if output == "json" and not (yes or dry_run):
             raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
         config = context.config()
@@ -199,7 +223,13 @@ def run(
                 started()
                 checkins.ping("start")
                 report = purge_until_stopped(
-                    config, the_plan, store_for, dry_run=dry_run, over_limit=over_limit, state=state
+                    config,
+                    the_plan,
+                    store_for,
+                    stop,
+                    dry_run=dry_run,
+                    over_limit=over_limit,
+                    state=state,
                 )
                 checkins.finished(report.exit_code == ExitCode.OK)
                 if metrics_textfile is not None:
@@ -222,18 +252,20 @@ def purge_until_stopped(
     config: Config,
     the_plan: Plan,
     store_for: Callable[[str], RecordStore],
+    stop: StopRequest,
     *,
     dry_run: bool,
     over_limit: Sequence[str],
     state: StateDatabase | None = None,
 ) -> RunReport:
-    """Run the plan with progress on a terminal; SIGINT or SIGTERM stop it after its current
-    batch, and the report then carries the signal's exit code (130 or 143)."""
+    """Run the plan with progress on a terminal; from here SIGINT or SIGTERM (``stop``, armed
+    now) stop it after its current batch, and the report then carries the signal's exit code
+    (130 or 143)."""
     from retention.app import run_plan
     from retention.runtime.progress import terminal_progress
-    from retention.runtime.signals import stop_on_signals
 
-    with terminal_progress() as progress, stop_on_signals() as stop:
+    stop.arm()
+    with terminal_progress() as progress:
         return run_plan(
             config,
             the_plan,
@@ -309,7 +341,11 @@ def erase(
     from retention.render import render_erasure_scope, render_plan
     from retention.stores import open_stores
 
-    with expected_errors(), start_up_uncollected() as started:
+    with (
+        stop_requests("nothing was erased") as stop,
+        expected_errors(),
+        start_up_uncollected() as started,
+    ):
         if output == "json" and not (yes or dry_run):
             raise UsageError("--output json prints no plan to confirm: pass --yes (or --dry-run)")
         config = context.config()
@@ -332,7 +368,7 @@ def erase(
             started()
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
             report = purge_until_stopped(
-                config, the_plan, store_for, dry_run=dry_run, over_limit=over_limit
+                config, the_plan, store_for, stop, dry_run=dry_run, over_limit=over_limit
             )
     echo_report(report, the_plan, output, wide)
     sys.exit(int(report.exit_code))

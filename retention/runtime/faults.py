@@ -8,7 +8,8 @@ state database not yet told).
 With RETENTION_PAUSE_AT=<point> and RETENTION_PAUSE_FILE=<file>, the process waits at that
 point while <file> exists, having written <file>.reached (once), so that a test can act while,
 say, a run holds the audit trail; RETENTION_PAUSE_SKIP=<n> lets the first n passes through.
-Points: batch_boundary (before the holds are read for a rule's next batch).
+Points: batch_boundary (before the holds are read for a rule's next batch), before_plan (the
+stores opened and, for `run` and `erase`, the leases taken; nothing counted yet).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ CRASH_POINTS = (
 )
 # Not a batch's: reached only when a run records a hold placed while it held the trail.
 HOLD_CRASH_POINTS = ("after_hold_recorded",)
-PAUSE_POINTS = ("batch_boundary",)
+PAUSE_POINTS = ("batch_boundary", "before_plan")
 _passes: dict[str, int] = {}
 
 
