@@ -32,10 +32,12 @@ class RetentionError(Exception):
 
 @dataclass(frozen=True)
 class ConfigIssue:
-    """One problem in the configuration, at a key path such as ``rules[3].period``."""
+    """One problem in the configuration, at a key path such as ``rules[3].period``; or, with
+    ``warning``, a caution that `config validate` prints and nothing refuses."""
 
     path: str
     message: str
+    warning: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

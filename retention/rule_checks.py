@@ -50,8 +50,8 @@ def combined_checks(
     checks: Iterable[tuple[Rule, RuleCheck]],
 ) -> tuple[list[ConfigIssue], dict[str, str]]:
     """Given each rule with what checking it found, in the rules' order, return every schema
-    problem and the stores that could not be reached (name -> reason); the first error raises.
-    """
+    problem, warnings too (``ConfigIssue.warning``), and the stores that could not be reached
+    (name -> reason); the first error raises."""
     issues: list[ConfigIssue] = []
     unreachable: dict[str, str] = {}
     for rule, check in checks:
@@ -69,5 +69,7 @@ def check_against_stores(
     """Given rules and a way to reach stores, return every schema problem of every rule, and the
     stores that could not be reached (name -> reason). Example: a rule naming a missing column
     gives ``[ConfigIssue("rules[2].clock", "no column 'loged_at' in 'connection_logs'")], {}``.
-    """
-    return combined_checks(zip(rules, check_rules(rules, store_for), strict=False))
+    Warnings are left out: `config validate` prints them (``combined_checks``), nothing
+    refuses on them."""
+    issues, unreachable = combined_checks(zip(rules, check_rules(rules, store_for), strict=False))
+    return [issue for issue in issues if not issue.warning], unreachable

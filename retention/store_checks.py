@@ -56,14 +56,15 @@ def live_checks(config_path: Path) -> Iterator[LiveCheck]:
 def check_live(
     config: Config, child: Forked[ChildChecks] | None = None
 ) -> tuple[list[ConfigIssue], dict[str, str]]:
-    """Given a config, open its stores read-only and return every schema problem of its rules,
-    then every secret it names that cannot be read, and the stores that could not be reached
-    (name -> reason); the first expected error of a rule, in the rules' order, raises. The
-    answer of ``check_against_stores`` then ``secret_checks.check_secrets``, whether or not the
+    """Given a config, open its stores read-only and return every schema problem of its rules
+    (and their warnings, ``ConfigIssue.warning``), then every secret it names that cannot be
+    read, and the stores that could not be reached (name -> reason); the first expected error
+    of a rule, in the rules' order, raises. The answer of ``combined_checks`` (warnings
+    kept) then ``secret_checks.check_secrets``, whether or not the
     S3 stores were checked in a child process (``child``: one started by ``live_checks``,
     waiting for the config, which reads the secrets too). Otherwise the secrets
     (cryptography's import) are read here, after the other stores."""
-    from retention.rule_checks import check_against_stores
+    from retention.rule_checks import check_rules, combined_checks
 
     if child is not None:
         child.send(config)
@@ -80,7 +81,8 @@ def check_live(
     from retention.stores import open_stores
 
     with open_stores(config, read_only=True) as store_for:
-        issues, unreachable = check_against_stores(config.rules, store_for)
+        checks = zip(config.rules, check_rules(config.rules, store_for), strict=False)
+        issues, unreachable = combined_checks(checks)
     return issues + _secret_issues(config), unreachable
 
 

@@ -198,6 +198,13 @@ def mariadb_url(mariadb_admin: Engine) -> Iterator[str]:
 
 
 @pytest.fixture
+def mariadb_second_url(mariadb_admin: Engine) -> Iterator[str]:
+    """URL of another fresh MariaDB database on the same server, dropped after the test."""
+    with _throwaway_database(MARIADB, mariadb_admin) as url:
+        yield url
+
+
+@pytest.fixture
 def postgres_non_utc_url(postgres_admin: Engine) -> Iterator[str]:
     """Like ``postgres_url``, but sessions default to TimeZone America/New_York."""
     setup = [f"ALTER DATABASE {{db}} SET timezone TO '{NON_UTC_POSTGRES_TIMEZONE}'"]

@@ -35,6 +35,7 @@ from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.errors import ExitCode
 from retention.stores.sql_reference_checks import reads_table
+from retention.stores.sql_references import Reference
 from tests.support import config_text, create_tables, remaining_ids
 from tests.test_redaction import EMAIL, PEOPLE
 from tests.test_redaction import PEOPLE_RULE as REDACTED_PEOPLE_RULE
@@ -398,15 +399,106 @@ def test_a_batch_still_refused_by_a_key_fails_whole_naming_the_constraint_and_no
     assert remaining_ids(engine, "notes") == {0, 1}
 
 
+def test_validate_warns_of_a_key_an_erasure_meets_that_only_where_sql_keeps_out(
+    database_url: str, tmp_path: Path
+) -> None:
+    """An erasing rule (erase_by) whose refusing keys only its where_sql accounts for: the
+    tickets' key into clients and the payments' into the child invoices. `config validate`
+    passes (exit 0) with one warning per key, at the key path of the table it references,
+    naming the constraint: an erasure ignores where_sql. plan warns of nothing and runs as
+    before. Listing the tickets as a child silences its warning; without erase_by there is
+    none. SQLite enforces no key: no warning there."""
+    _clients(database_url)
+    kept_out = KEEPS_TICKETED.replace(
+        'clients.id)"',
+        "clients.id) AND NOT EXISTS (SELECT 1 FROM invoices i JOIN payments p ON "
+        'p.invoice_id = i.id WHERE i.client_id = clients.id)"',
+    )
+    erasing = kept_out + 'erase_by = "id"\n'
+    config = _config(tmp_path, database_url, extra=erasing)
+    validated = _cli(config, "config", "validate")
+    assert validated.exit_code == 0, validated.output
+    warnings = sorted(line for line in validated.stderr.splitlines() if line.startswith("warning:"))
+    assert "error:" not in validated.stderr
+    if database_url.startswith("sqlite"):
+        assert warnings == []
+        return
+    assert len(warnings) == 2, validated.stderr
+    payments, tickets = warnings
+    assert payments.startswith(
+        "warning: rules[0].children[0].table: 'payments' references 'invoices' (invoice_id) "
+        "with ON DELETE RESTRICT (constraint "
+    )
+    assert re.match(
+        r"warning: rules\[0\]\.table: 'tickets' references 'clients' \(client_id\) with ON "
+        r"DELETE (NO ACTION|RESTRICT) \(constraint \w+\): only where_sql keeps the rows it "
+        r"references out, and an erasure \(erase_by\) ignores it: the erasure of a subject "
+        r"whose row it still references fails, rolled back; list it in children \(table, "
+        r"foreign_key\), so that its rows go first, recorded$",
+        tickets,
+    ), tickets
+    assert "list it in children[0].children (table, foreign_key)" in payments
+    planned = _cli(config, "plan")
+    assert planned.exit_code == 0, planned.output
+    assert "warning:" not in planned.stderr
+    listed = erasing + '[[rules.children]]\ntable = "tickets"\nforeign_key = "client_id"\n'
+    validated = _cli(_config(tmp_path, database_url, extra=listed), "config", "validate")
+    assert validated.exit_code == 0, validated.output
+    assert validated.stderr.count("warning:") == 1, validated.stderr
+    # The tickets come first in the file: the invoices are the second child now.
+    assert "warning: rules[0].children[1].table: 'payments'" in validated.stderr
+    validated = _cli(_config(tmp_path, database_url, extra=kept_out), "config", "validate")
+    assert validated.exit_code == 0, validated.output
+    assert "warning:" not in validated.stderr
+
+
+def test_an_erasure_warning_quotes_no_value(enforcing_url: str, tmp_path: Path) -> None:
+    """The people rule erases by e-mail address, jane's still referenced by a letter: the
+    warning names the rule's key path and the constraint, never an address."""
+    _people(enforcing_url)
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(enforcing_url, PEOPLE_RULE, audit_directory=tmp_path / "a"))
+    validated = _cli(config, "config", "validate")
+    assert validated.exit_code == 0, validated.output
+    (warning,) = [line for line in validated.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(
+        "warning: rules[0].table: 'letters' references 'people' (person) with ON DELETE "
+    )
+    assert "(constraint letters_person_fk): only where_sql keeps" in warning
+    found = EMAIL.search(validated.output)
+    assert found is None, f"{found.group(0)!r} leaked in:\n{validated.output}"
+
+
+def _invoices(schema: str = "public", *, local: bool = True, name: str = "invoices") -> Reference:
+    spelled = name if local else f"{schema}.{name}"
+    return Reference(spelled, ("client_id",), "invoices_fk", "no action", schema, name, local)
+
+
 def test_reads_table_finds_a_table_after_from_or_join_never_in_a_value() -> None:
-    reads: Callable[[str], bool] = lambda sql: reads_table(sql, "invoices")  # noqa: E731
+    reads: Callable[[str], bool] = lambda sql: reads_table(sql, _invoices())  # noqa: E731
     assert reads("NOT EXISTS (SELECT 1 FROM invoices i WHERE i.client_id = clients.id)")
     assert reads("id NOT IN (SELECT c.id FROM clients c join Invoices ON x = y)")
     assert reads('NOT EXISTS (SELECT 1 FROM public."invoices" WHERE 1 = 1)')
     assert reads("NOT EXISTS (SELECT 1 FROM `invoices` WHERE 1 = 1)")
-    assert reads_table("NOT EXISTS (SELECT 1 FROM invoices)", 'app."invoices"')
     assert not reads("note = 'from invoices'")
     assert not reads("note = 'it''s from invoices'")
     assert not reads("NOT EXISTS (SELECT 1 FROM invoices_archive WHERE 1 = 1)")
     assert not reads("invoices_count = 0")
-    assert not reads_table(None, "invoices")
+    assert not reads_table(None, _invoices())
+
+
+def test_reads_table_takes_a_schema_only_the_tables_own() -> None:
+    """Another schema's (database's) table of that name is another table; one the store does
+    not reach by its name alone is read only when qualified with its own; a quoted name is as
+    written, case and spaces included."""
+    assert not reads_table("NOT EXISTS (SELECT 1 FROM archive.invoices)", _invoices())
+    archived = _invoices("archive", local=False)
+    assert not reads_table("NOT EXISTS (SELECT 1 FROM invoices)", archived)
+    assert not reads_table("NOT EXISTS (SELECT 1 FROM public.invoices)", archived)
+    assert reads_table("NOT EXISTS (SELECT 1 FROM archive.invoices)", archived)
+    assert reads_table('NOT EXISTS (SELECT 1 FROM "archive" . "invoices")', archived)
+    spaced = _invoices(name="Order Items")
+    assert reads_table('NOT EXISTS (SELECT 1 FROM "Order Items" o)', spaced)
+    assert reads_table("NOT EXISTS (SELECT 1 FROM `Order Items` o)", spaced)
+    assert not reads_table('NOT EXISTS (SELECT 1 FROM "order items" o)', spaced)
+    assert not reads_table("NOT EXISTS (SELECT 1 FROM Order o)", spaced)

@@ -68,7 +68,11 @@ def place_hold(
     if condition is not None:
         with open_stores(config, read_only=True) as store_for:
             held_rule = replace(rule, conditions=(condition,))
-            issues = [i for i in store_for(rule.store).check_rule(held_rule) if ".where" in i.path]
+            issues = [
+                issue
+                for issue in store_for(rule.store).check_rule(held_rule)
+                if ".where" in issue.path and not issue.warning
+            ]
         if issues:
             raise UsageError(f"--where: {issues[0].message}")
     if kind == "key" and rule.objects is None:

@@ -46,10 +46,14 @@ def config_validate(context: Context, offline: bool) -> None:
         with live_checks(resolve_config_path(context.config_path)) as check_live:
             config = context.config()
             issues, unreachable = check_live(config)
+        for issue in issues:
+            if issue.warning:
+                echo(f"warning: {issue}", err=True)
         for reason in unreachable.values():
             echo(f"error: {reason}", err=True)
-        if issues:
-            raise ConfigError(issues)
+        errors = [issue for issue in issues if not issue.warning]
+        if errors:
+            raise ConfigError(errors)
         if unreachable:
             sys.exit(int(ExitCode.STORE_UNAVAILABLE))
         echo(

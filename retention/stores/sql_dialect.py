@@ -97,6 +97,9 @@ def _ordered_limit_sql(element: _OrderedLimit, compiler: Any, **kw: Any) -> str:
     return f"ORDER BY {order} LIMIT {compiler.process(element.limit, literal_execute=True, **kw)}"
 
 
+READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+
+
 def create_sql_engine(url: str, *, read_only: bool) -> Engine:
     """Given a SQLAlchemy URL, return an engine; read-only engines cannot write by construction.
 
@@ -110,10 +113,15 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
     if backend == "sqlite":
         return _sqlite_engine(parsed.database or "", read_only=read_only)
     if backend == "postgresql":
-        options = "-c default_transaction_read_only=on" if read_only else ""
         connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-        if options:
-            connect_args["options"] = options
+        if read_only:
+            # Added to the URL's own options (a search_path), which connect_args would
+            # replace: a read-only check must resolve the rule's tables as the run does. Last,
+            # so that the URL cannot turn it off.
+            given = parsed.query.get("options", ())
+            connect_args["options"] = " ".join(
+                [*((given,) if isinstance(given, str) else given), READ_ONLY_OPTION]
+            )
         engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         if parsed.get_driver_name() == "psycopg":
             event.listen(engine, "connect", _read_timestamps_off_the_calendar)

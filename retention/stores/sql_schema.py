@@ -24,11 +24,16 @@ SHARED_VALUE_STRATEGIES = ("fixed", "mask_email", "truncate_ip", "year_only")
 
 
 def check_rule(store: SqlStore, rule: Rule) -> list[ConfigIssue]:
-    """Given a rule, return every way it does not fit the live schema (empty: it fits)."""
+    """Given a rule, return every way it does not fit the live schema (empty: it fits), then
+    its warnings (``ConfigIssue.warning``: it fits, but an erasure can fail on it)."""
     issues: list[ConfigIssue] = []
+    cautions: list[ConfigIssue] = []
 
     def problem(key: str, message: str) -> None:
         issues.append(ConfigIssue(f"{rule.path}.{key}", message))
+
+    def caution(key: str, message: str) -> None:
+        cautions.append(ConfigIssue(f"{rule.path}.{key}", message, warning=True))
 
     tables = {}
     for key, table_name in [("table", rule.table)] + [
@@ -134,7 +139,7 @@ def check_rule(store: SqlStore, rule: Rule) -> list[ConfigIssue]:
             problem("marker_column", f"{rule.marker_column!r} must be a date or timestamp")
     _check_children(store, rule, table, rule.children, "children", problem, (rule.table,))
     if rule.action == "delete" and not issues:
-        check_references(store, rule, problem)
+        check_references(store, rule, problem, caution)
     if rule.where_sql and not issues:
         try:
             with store.engine.connect() as connection:
@@ -147,7 +152,7 @@ def check_rule(store: SqlStore, rule: Rule) -> list[ConfigIssue]:
                 )
         except sa_exc.DBAPIError as error:
             problem("where_sql", f"the database refuses it: {reason(error)}")
-    return issues
+    return issues + cautions
 
 
 def _check_children(
