@@ -21,21 +21,12 @@ from retention.cli import main
 from retention.errors import ExitCode
 from retention.stores.sql_dialect import create_sql_engine
 from tests.support import config_text, remaining_ids
+from tests.test_foreign_keys import CLIENTS_RULE as INVOICED_CLIENTS_RULE
 
-CLIENTS_RULE = """
-[[rules]]
-name = "clients"
-store = "db"
-table = "clients"
-key = "id"
-clock = "ended_at"
-period = "1y"
-action = "delete"
-{extra}
-[[rules.children]]
-table = "orders"
-foreign_key = "client_id"
-{more_children}"""
+# The foreign-key tests' clients rule, its child the orders (its grandchild more children).
+CLIENTS_RULE = INVOICED_CLIENTS_RULE.replace('table = "invoices"', 'table = "orders"').replace(
+    "{grandchild}", "{more_children}"
+)
 COMMANDS = (["config", "validate"], ["plan"], ["run", "--yes", "--dry-run"], ["run", "--yes"])
 
 
@@ -48,6 +39,17 @@ def _config(tmp_path: Path, url: str, *, extra: str = "", more_children: str = "
     rule = CLIENTS_RULE.format(extra=extra, more_children=more_children)
     config.write_text(config_text(url, rule, audit_directory=tmp_path / "audit"))
     return config
+
+
+def _refused_everywhere(config: Path) -> list[str]:
+    """The one error at which validate, plan, a dry run and a run each stop (exit 78)."""
+    errors = []
+    for command in COMMANDS:
+        result = _cli(config, *command)
+        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
+        (error,) = _errors(result)
+        errors.append(error)
+    return errors
 
 
 def _errors(result: Result) -> list[str]:
@@ -95,10 +97,7 @@ def test_a_key_from_another_database_is_refused_it_cannot_be_a_child(
     database and saying it cannot be a child; nothing goes, in either database."""
     store, other, elsewhere = _mariadb_clients(mariadb_url, mariadb_second_url, on_delete)
     config = _config(tmp_path, mariadb_url)
-    for command in COMMANDS:
-        result = _cli(config, *command)
-        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
-        (error,) = _errors(result)
+    for error in _refused_everywhere(config):
         assert error.startswith(
             f"error: rules[0].table: '{elsewhere}.orders' references 'clients' (client_id) "
             f"with ON DELETE {on_delete} (constraint orders_elsewhere_fk): "
@@ -217,10 +216,7 @@ def test_a_child_is_the_table_its_name_reaches_quoted_or_not_and_no_other(
     take ("Order Items") is refused, saying why."""
     engine = _postgres_clients(postgres_url)
     config = _config(tmp_path, postgres_url, more_children=ITEMS)
-    for command in COMMANDS:
-        result = _cli(config, *command)
-        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
-        (error,) = _errors(result)
+    for error in _refused_everywhere(config):
         assert error.startswith(
             "error: rules[0].table: 'archive.orders' references 'clients' (client_id) with ON "
             "DELETE CASCADE (constraint archive_orders_fk): the database would delete its rows "
@@ -263,10 +259,7 @@ def test_the_store_urls_search_path_says_which_table_a_child_is(
     )
     kept_out = 'where_sql = "NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_id = clients.id)"\n'
     config = _config(tmp_path, url, extra=kept_out, more_children=ITEMS)
-    for command in COMMANDS:
-        result = _cli(config, *command)
-        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
-        (error,) = _errors(result)
+    for error in _refused_everywhere(config):
         assert error.startswith(
             "error: rules[0].table: 'public.orders' references 'clients' (client_id) with ON "
             "DELETE NO ACTION (constraint public_orders_fk): a row it still references "
