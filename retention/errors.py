@@ -103,6 +103,70 @@ _MYSQL_TUPLE = re.compile(r"^\((\d+), (['\"])(.*)\2\)$", re.DOTALL)
 _ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b(?:\d{1,3}\.){3}\d{1,3}\b")
 # MariaDB's SIGNAL and RESIGNAL (ER_SIGNAL_WARN, ER_SIGNAL_NOT_FOUND, ER_SIGNAL_EXCEPTION).
 _MYSQL_SIGNALLED = frozenset({1642, 1643, 1644})
+# PostgreSQL's procedural languages, where RAISE, plpy.error, elog and error are the function's
+# own words: PL/pgSQL, PL/Python, PL/Perl, PL/Tcl.
+_PROCEDURAL_SOURCES = re.compile(r"^(?:pl_exec|plpy_\w+|plperl|pltcl)\.c$")
+# MariaDB's and PyMySQL's own messages, as the server and the driver spell them (% marks what
+# they fill in). A SIGNAL can borrow any error number (SET MYSQL_ERRNO = 1062) with a message
+# of its own, so a MariaDB message is shown only when every word outside its quotes is one of
+# these messages' words; otherwise it is left out whole and only its number is shown.
+_MARIADB_MESSAGES = (
+    "Duplicate entry '%s' for key '%s'",
+    "Cannot delete or update a parent row: a foreign key constraint fails (%s CONSTRAINT %s "
+    "FOREIGN KEY (%s) REFERENCES %s (%s) ON DELETE CASCADE SET NULL NO ACTION RESTRICT "
+    "ON UPDATE)",
+    "Cannot add or update a child row: a foreign key constraint fails (%s)",
+    "Column '%s' cannot be null",
+    "Field '%s' doesn't have a default value",
+    "CONSTRAINT %s failed for %s",
+    "Data too long for column '%s' at row %d",
+    "Data truncated for column '%s' at row %d",
+    "Out of range value for column '%s' at row %d",
+    "BIGINT UNSIGNED DOUBLE DECIMAL value is out of range in '%s'",
+    "Incorrect integer decimal double date time datetime timestamp string value: '%s' for "
+    "column %s at row %d",
+    "Truncated incorrect INTEGER DOUBLE DECIMAL datetime date time value: '%s'",
+    "Incorrect %s value: '%s' for function %s",
+    "Unknown column '%s' in 'field list' 'where clause' 'on clause' 'order clause'",
+    "Table '%s' doesn't exist",
+    "Unknown table '%s' in %s",
+    "Unknown database '%s'",
+    "Lock wait timeout exceeded; try restarting transaction",
+    "Deadlock found when trying to get lock; try restarting transaction",
+    "Record has changed since last read in table '%s'",
+    "Query execution was interrupted (max_statement_time exceeded)",
+    "Connection was killed",
+    "Subquery returns more than 1 row",
+    "Operand should contain %d column(s)",
+    "Column count doesn't match value count at row %d",
+    "Illegal mix of collations (%s,IMPLICIT COERCIBLE EXPLICIT NONE) and (%s) for operation '%s'",
+    "You have an error in your SQL syntax; check the manual that corresponds to your MariaDB "
+    "MySQL server version for the right syntax to use near '%s' at line %d",
+    "Cannot execute statement in a READ ONLY transaction",
+    "The MariaDB server is running with the --read-only option so it cannot execute this statement",
+    "%s command denied to user '%s'@'%s' for table %s column routine",
+    "Access denied for user '%s'@'%s' (using password: YES NO) to database '%s'",
+    "Access denied; you need (at least one of) the %s privilege(s) for this operation",
+    "Can't connect to MySQL server on '%s' ([Errno %d] Connection refused timed out)",
+    "Can't connect to local server through socket '%s' (%d)",
+    "Lost connection to MySQL server during query ([Errno %d] Connection reset by peer timed out)",
+    "Lost connection to server at '%s', system error: %d",
+    "MySQL server has gone away (BrokenPipeError ConnectionResetError TimeoutError (%d, '%s'))",
+    "Server has gone away",
+    "Too many connections",
+    "Packet sequence number wrong - got %d expected %d",
+    "Unknown system variable '%s'",
+    "Variable '%s' can't be set to the value of '%s'",
+    "Table definition has changed, please retry transaction",
+    "Invalid default value for '%s'",
+)
+_WORD = re.compile(r"[A-Za-z]+")
+_MARIADB_WORDS = frozenset(
+    word.lower() for message in _MARIADB_MESSAGES for word in _WORD.findall(message)
+)
+# What stands outside the words: quoted text (blanked, or a name kept), backquoted names,
+# numbers such as an error number or "at row 3".
+_NOT_WORDS = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|`[^`]*`|\d+")
 
 
 def without_values(message: str) -> str:
@@ -117,7 +181,10 @@ def without_values(message: str) -> str:
     text = message.strip()
     mysql = _MYSQL_TUPLE.match(text)
     if mysql:
-        text = f"({mysql.group(1)}) {mysql.group(3).strip()}"
+        number, text = mysql.group(1), mysql.group(3).strip()
+        if not reads_as_mariadb_own(text):
+            return f"({number}) {_NOT_THE_SERVERS}"
+        text = f"({number}) {text}"
     lines = text.splitlines()
     line = lines[0] if lines else ""
     for marker in ("[SQL:", "[parameters:"):
@@ -131,6 +198,24 @@ def without_values(message: str) -> str:
         return f"{quote}…{quote}"
 
     return _ADDRESS.sub("…", _QUOTED.sub(blank, line))
+
+
+_NOT_THE_SERVERS = (
+    "its message is left out: it does not read as MariaDB's own "
+    "(a trigger's SIGNAL can borrow a server error's number)"
+)
+
+
+def reads_as_mariadb_own(message: str) -> bool:
+    """Given the text of a MariaDB or PyMySQL error (without its number), return whether every
+    word outside its quotes, backquotes and numbers is a word of MariaDB's or PyMySQL's own
+    messages: a SIGNAL's message text (``CONCAT('refusing ', OLD.name)``) is not.
+
+    Example: ``reads_as_mariadb_own("Duplicate entry 'a@b.c' for key 'PRIMARY'")`` returns
+    True, ``reads_as_mariadb_own("refusing Jane Doe")`` False.
+    """
+    words = _WORD.findall(_NOT_WORDS.sub(" ", message))
+    return all(word.lower() in _MARIADB_WORDS for word in words)
 
 
 def raised_by_database_code(error: BaseException) -> str | None:
@@ -149,7 +234,10 @@ def raised_by_database_code(error: BaseException) -> str | None:
     driver_error = getattr(error, "orig", None) or error
     sqlstate = getattr(driver_error, "sqlstate", None)
     diagnostic = getattr(driver_error, "diag", None)
-    if sqlstate == "P0001" or getattr(diagnostic, "source_file", None) == "pl_exec.c":
+    source_file = getattr(diagnostic, "source_file", None)
+    if sqlstate == "P0001" or (
+        isinstance(source_file, str) and _PROCEDURAL_SOURCES.match(source_file)
+    ):
         return str(sqlstate)
     module = type(driver_error).__module__
     arguments = driver_error.args
@@ -191,6 +279,12 @@ def message_without_values(error: BaseException) -> str:
     returns ``"a trigger or function of the database raised P0001 (its message is left out: it
     may quote values)"``.
     """
+    driver_error = getattr(error, "orig", None)
+    if isinstance(driver_error, BaseException):
+        # SQLAlchemy's wrapper: its text is "(module.Type) " and the driver's, then the
+        # statement and its parameters; the driver's own error says more, and is checked whole.
+        kind = type(driver_error)
+        return f"({kind.__module__}.{kind.__qualname__}) {message_without_values(driver_error)}"
     code = raised_by_database_code(error)
     if code is not None:
         return (

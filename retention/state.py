@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
 
-from retention.errors import StoreUnavailable
+from retention.errors import StoreUnavailable, message_without_values
 from retention.runtime.holders import gone_from_this_machine
 from retention.runtime.holders import lease_holder_name as lease_holder_name
 from retention.runtime.ownership import hand_over
@@ -163,7 +163,7 @@ def _written(what: str) -> Iterator[None]:
         yield
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
         raise StoreUnavailable(
-            f"the state database cannot be written ({what}): {error.orig or error}"
+            f"the state database cannot be written ({what}): {message_without_values(error)}"
         ) from error
 
 
@@ -188,7 +188,7 @@ class StateDatabase:
         if self._file is not None and not read_only:
             # Created where it is first written, so that read-only commands leave no trace.
             self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         if read_only:
             return
         try:
@@ -199,7 +199,9 @@ class StateDatabase:
                     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 7231})
                 metadata.create_all(connection)
         except sa_exc.OperationalError as error:
-            raise StoreUnavailable(f"the state database is unreachable: {error.orig}") from error
+            raise StoreUnavailable(
+                f"the state database is unreachable: {message_without_values(error)}"
+            ) from error
         if new_file and self._file is not None and os.geteuid() == 0:
             # Made by an admin's command run as root: the service must still write it. Opened
             # without following a symlink put in its place (ELOOP: not handed over).

@@ -55,6 +55,8 @@ _MESSAGES = {
     "InternalError": "We encountered an internal error. Please try again.",
     "ServiceUnavailable": "Service is unable to handle request.",
     "AccessDenied": "Access Denied",
+    # As some S3-compatible servers word it: the object's key, unquoted, in the message.
+    "InvalidObjectState": "The object {key} is archived and cannot be deleted",
 }
 
 
@@ -158,7 +160,7 @@ def delete_entries(body: bytes) -> list[tuple[bytes, DeleteEntry]]:
 def error_entry(entry: DeleteEntry, code: str) -> bytes:
     """An ``<Error>`` element of a DeleteObjects response."""
     version = f"<VersionId>{escape(entry.version_id)}</VersionId>" if entry.version_id else ""
-    message = _MESSAGES.get(code, code)
+    message = escape(_MESSAGES.get(code, code).replace("{key}", entry.key))
     return (
         f"<Error><Key>{escape(entry.key)}</Key>{version}<Code>{code}</Code>"
         f"<Message>{message}</Message></Error>"

@@ -15,6 +15,7 @@ from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, creat
 from retention.cli import main
 from retention.errors import ExitCode, error_text, without_values
 from retention.runtime.logging import redacted_traceback
+from retention.stores.s3_client import short
 from retention.stores.sql import SqlStore
 from tests.support import config_text, create_tables
 
@@ -255,6 +256,48 @@ def _refused_by_a_trigger_leaking_nothing(tmp_path: Path, url: str, *statements:
 
 
 def test_an_address_outside_quotes_is_left_out_of_any_message() -> None:
-    """The second net: a SIGNAL can borrow any error number, a message any words."""
-    message = "(1062, 'refusing to delete jane.doe@example.com from 192.168.10.4')"
-    assert without_values(message) == "(1062) refusing to delete … from …"
+    """The second net, for messages whose words may be anyone's (a trigger's)."""
+    message = "refusing to delete jane.doe@example.com from 192.168.10.4"
+    assert without_values(message) == "refusing to delete … from …"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "(1062, 'refusing to delete Jane Doe')",
+        "(1451, 'Cannot delete Jane Doe: a foreign key constraint fails')",
+        "(9999, 'Lock wait timeout exceeded for Jane')",
+    ],
+)
+def test_a_mariadb_message_not_in_the_servers_words_is_left_out_whole(message: str) -> None:
+    """A SIGNAL can borrow any error number (SET MYSQL_ERRNO = 1062) with words of its own."""
+    number = message[1:5]
+    assert without_values(message) == (
+        f"({number}) its message is left out: it does not read as MariaDB's own "
+        "(a trigger's SIGNAL can borrow a server error's number)"
+    )
+
+
+@pytest.mark.parametrize("source_file", ["pl_exec.c", "plpy_elog.c", "plperl.c", "pltcl.c"])
+def test_an_error_a_procedural_language_raised_is_left_out_whole(source_file: str) -> None:
+    """Only PL/pgSQL is installed on the test server: the others by their source file."""
+
+    class Diagnostic:
+        pass
+
+    class DriverError(Exception):
+        sqlstate = "XX000"
+        diag = Diagnostic()
+
+    DriverError.diag.source_file = source_file  # type: ignore[attr-defined]
+    assert error_text(DriverError("refusing Jane Doe")) == (
+        "DriverError: a trigger or function of the database raised XX000 "
+        "(its message is left out: it may quote values)"
+    )
+
+
+def test_an_s3_message_about_an_object_leaves_its_key_out() -> None:
+    key = "exports/Jane Doe/2024 taxes.csv"
+    assert short(f"The object {key} is archived", key) == "The object … is archived"
+    assert short("Cannot delete exports/Jane%20Doe/x", key) == "Cannot delete …/…/x"
+    assert short("Please reduce your request rate.", key) == "Please reduce your request rate."

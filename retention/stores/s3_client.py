@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import botocore.loaders  # type: ignore[import-untyped]
 import botocore.session  # type: ignore[import-untyped]
@@ -272,9 +273,22 @@ def error_of(error: Any) -> tuple[str, str]:
     return code, short(str(details.get("Message") or ""))
 
 
-def short(message: str) -> str:
+def short(message: str, key: str = "") -> str:
     """A message of S3 or botocore, which can quote a key or a parameter's value, without
-    values and at most 200 characters long."""
+    values and at most 200 characters long; ``key``, the object's key when the message is
+    about one, is left out wherever the message spells it (whole, URL-encoded, or any of its
+    /-separated parts), quoted or not: a key can name a person.
+
+    Example: ``short("The object a/jane doe.csv is archived", "a/jane doe.csv")`` returns
+    ``"The object … is archived"``.
+    """
+    if key:
+        parts = {key, *key.split("/")}
+        spellings = {spelled for part in parts for spelled in (part, quote(part), quote_plus(part))}
+        for spelling in sorted(
+            (part for part in spellings if len(part) > 2), key=len, reverse=True
+        ):
+            message = message.replace(spelling, "…")
     return without_values(message)[:200]
 
 

@@ -76,7 +76,7 @@ def delete_chunk(client: Any, bucket: str, entries: Sequence[Entry]) -> Deleted:
             record = (error.get("Key", ""), error.get("VersionId") or NULL_VERSION)
             entry = by_record.get(record) or next((e for e in pending if e.key == record[0]), None)
             code = error.get("Code", "?")
-            message = short(error.get("Message", ""))
+            message = short(error.get("Message", ""), record[0])
             refused += 1
             if code in RETRYABLE_CODES and attempt < KEY_RETRIES and entry is not None:
                 retry.append(entry)

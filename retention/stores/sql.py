@@ -41,10 +41,8 @@ from retention.errors import (
     RetentionError,
     StoreUnavailable,
     error_text,
-    message_without_values,
     raised_by_database_code,
     refused_by_foreign_key,
-    without_values,
 )
 from retention.runtime.handovers import quick_handovers
 from retention.selection import KeyValues, Selection
@@ -163,11 +161,7 @@ class SqlStore:
                 raise StoreUnavailable(
                     f"store {self.name!r} is unreachable: {reason(error)}"
                 ) from error
-            refused = (
-                message_without_values(error)
-                if raised_by_database_code(error)
-                else without_values(reason(error))
-            )
+            refused = reason(error)
             if refused_by_foreign_key(error) and not raised_by_database_code(error):
                 refused += (
                     ": a row of the batch is still referenced; list the referencing table in "

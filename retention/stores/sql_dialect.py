@@ -33,7 +33,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from retention.errors import StoreUnavailable
+from retention.errors import StoreUnavailable, message_without_values
 
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
@@ -122,13 +122,18 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
             connect_args["options"] = " ".join(
                 [*((given,) if isinstance(given, str) else given), READ_ONLY_OPTION]
             )
-        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        engine = create_engine(
+            url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True
+        )
         if parsed.get_driver_name() == "psycopg":
             event.listen(engine, "connect", _read_timestamps_off_the_calendar)
         return engine
     if backend in ("mysql", "mariadb"):
         engine = create_engine(
-            url, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}, pool_pre_ping=True
+            url,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            pool_pre_ping=True,
+            hide_parameters=True,
         )
         statements = ["SET time_zone = '+00:00'"]
         if read_only:
@@ -192,7 +197,7 @@ def _sqlite_engine(path: str, *, read_only: bool) -> Engine:
         # its DELETE are one transaction (pysqlite would otherwise begin only at the DELETE).
         return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
 
-    engine = create_engine("sqlite://", creator=connect)
+    engine = create_engine("sqlite://", creator=connect, hide_parameters=True)
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
@@ -305,4 +310,6 @@ def is_connect_failure(error: sa_exc.DBAPIError) -> bool:
 
 
 def reason(error: sa_exc.DBAPIError) -> str:
-    return str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    """Given a database error, return the driver's message as a report may show it: its first
+    line, values left out (``message_without_values``)."""
+    return message_without_values(error.orig if error.orig is not None else error)
