@@ -162,8 +162,9 @@ def _written(what: str) -> Iterator[None]:
     try:
         yield
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        reason = message_without_values(error.orig or error)
         raise StoreUnavailable(
-            f"the state database cannot be written ({what}): {message_without_values(error)}"
+            f"the state database cannot be written ({what}): {reason}"
         ) from error
 
 
@@ -200,7 +201,7 @@ class StateDatabase:
                 metadata.create_all(connection)
         except sa_exc.OperationalError as error:
             raise StoreUnavailable(
-                f"the state database is unreachable: {message_without_values(error)}"
+                f"the state database is unreachable: {message_without_values(error.orig or error)}"
             ) from error
         if new_file and self._file is not None and os.geteuid() == 0:
             # Made by an admin's command run as root: the service must still write it. Opened
