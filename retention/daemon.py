@@ -35,6 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from retention.app import in_ledger, make_plan, overdue_counts, run_plan
 from retention.app.hold_records import record_unrecorded
+from retention.audit.freshness import trail_moments
 from retention.audit.opening import open_trail
 from retention.config import Config, Rule, load_config
 from retention.errors import ConfigError, ExitCode, LockHeld, RetentionError, StoreUnavailable
@@ -130,7 +131,10 @@ def serve(config_path: Path) -> int:
         address, port = config.daemon.metrics_address, config.daemon.metrics_port
         if port is not None:
             daemon.metrics = prom.new_metrics(
-                (rule.name for rule in config.rules), lambda: daemon.config, daemon.clock
+                (rule.name for rule in config.rules),
+                lambda: daemon.config,
+                daemon.clock,
+                trail_moments,
             )
             prom.set_config_loaded(daemon.metrics, True, daemon.clock())
             prom.set_last_successes(

@@ -292,6 +292,7 @@ def write_metrics_textfile(
     overdue records (read-only plan as of now minus [daemon].overdue_grace), the audit trail's
     last checkpoint and anchor."""
     # prometheus-client costs every other command 60 ms to import.
+    from retention.audit.freshness import trail_moments
     from retention.runtime.metrics import write_run_textfile
     from retention.stores import open_stores
 
@@ -306,6 +307,7 @@ def write_metrics_textfile(
         replace(config, rules=rules),
         {name: state.last_success(name) for name in names},
         overdue,
+        trail_moments,
     )
 
 

@@ -70,6 +70,13 @@ def record_anchor(directory: Path, seq: int, moment: datetime) -> None:
     os.replace(temporary, directory / ANCHORED)
 
 
+def trail_moments(directory: Path) -> tuple[datetime | None, datetime | None]:
+    """Given an audit directory, return when its last signed checkpoint was written and when
+    `audit anchor` last exported one, each None when unknown (what the metrics serve), e.g.
+    ``(datetime(2026, 5, 10, 4, 0, tzinfo=UTC), None)`` for a trail never anchored."""
+    return last_checkpoint_time(directory), last_anchor_time(directory)
+
+
 def last_anchor_time(directory: Path) -> datetime | None:
     """Given an audit directory, return when `audit anchor` last exported a checkpoint from it,
     or None when it never did (or the note is unreadable)."""

@@ -29,10 +29,13 @@ from prometheus_client import write_to_textfile as _write_to_textfile
 from prometheus_client.core import GaugeMetricFamily
 
 from retention import __version__
-from retention.audit.freshness import last_anchor_time, last_checkpoint_time
 from retention.config import Config, Rule
 from retention.run_report import FAILED, RunReport, Status
 from retention.scheduler import next_run, previous_run
+
+# Given an audit directory, when its trail last wrote a signed checkpoint and when one was last
+# anchored. The caller hands in the audit trail's own reading: the trail sits above this module.
+TrailMoments = Callable[[Path], tuple[datetime | None, datetime | None]]
 
 # A `_created` sample per counter doubles the series and says nothing an alert uses.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -62,15 +65,16 @@ def new_metrics(
     rules: Iterable[str],
     config: Callable[[], Config] | None = None,
     clock: Callable[[], datetime] | None = None,
+    trail_moments: TrailMoments | None = None,
 ) -> Metrics:
     """Given the rule names, return fresh metrics, every per-rule counter present at 0 (so that
     a rate or an increase is defined from the first scrape). With ``config`` (the config in
-    force, asked at each scrape) and ``clock``, also each rule's previous and next scheduled run
-    and the audit trail's last checkpoint and anchor."""
+    force, asked at each scrape) and ``clock``, also each rule's previous and next scheduled run;
+    with ``trail_moments`` too, the audit trail's last checkpoint and anchor."""
     registry = CollectorRegistry()
     _build_info(registry)
     if config is not None and clock is not None:
-        registry.register(ScheduleCollector(config, clock))
+        registry.register(ScheduleCollector(config, clock, trail_moments))
     metrics = Metrics(
         registry=registry,
         last_success=_last_success_gauge(registry),
@@ -189,11 +193,18 @@ def _build_info(registry: CollectorRegistry) -> None:
 
 class ScheduleCollector:
     """The gauges read at each scrape: every rule's previous and next scheduled run (without
-    jitter) from the config in force, and the audit trail's last checkpoint and anchor."""
+    jitter) from the config in force, and, given ``trail_moments``, the audit trail's last
+    checkpoint and anchor."""
 
-    def __init__(self, config: Callable[[], Config], clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        clock: Callable[[], datetime],
+        trail_moments: TrailMoments | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.trail_moments = trail_moments
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         config, now = self.config(), self.clock()
@@ -218,18 +229,19 @@ class ScheduleCollector:
                 following.add_metric([rule.name], after.timestamp())
         yield previous
         yield following
-        if config.audit is None or not config.audit.enabled:
+        if self.trail_moments is None or config.audit is None or not config.audit.enabled:
             return
+        last_checkpoint, last_anchor = self.trail_moments(config.audit.directory)
         for name, text, moment in (
             (
                 "retention_audit_last_checkpoint_timestamp_seconds",
                 "When the audit trail's last signed checkpoint was written (Unix time).",
-                last_checkpoint_time(config.audit.directory),
+                last_checkpoint,
             ),
             (
                 "retention_audit_last_anchor_timestamp_seconds",
                 "When `retention audit anchor` last exported a checkpoint (Unix time).",
-                last_anchor_time(config.audit.directory),
+                last_anchor,
             ),
         ):
             family = GaugeMetricFamily(name, text)
@@ -259,16 +271,18 @@ def write_run_textfile(
     config: Config,
     successes: Mapping[str, datetime | None],
     overdue: Mapping[str, int],
+    trail_moments: TrailMoments,
 ) -> None:
     """Given a path in node-exporter's textfile directory, a one-off run's report, when it
-    finished, the config of its rules, their last successes and overdue counts, write there
+    finished, the config of its rules, their last successes and overdue counts, and the reading
+    of the audit trail's freshness, write there
     atomically: the run's counts as gauges ``retention_last_run_*{rule}`` (a textfile holds one
     run: counters would go back to 0 at each run, which rate() reads as a reset), each rule's
     last success, overdue records, previous and next scheduled run, the build and the audit
     trail's last checkpoint and anchor."""
     registry = CollectorRegistry()
     _build_info(registry)
-    registry.register(ScheduleCollector(lambda: config, lambda: finished_at))
+    registry.register(ScheduleCollector(lambda: config, lambda: finished_at, trail_moments))
     last_success = _last_success_gauge(registry)
     for rule, moment in successes.items():
         if moment is not None:
