@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from retention.config.validation import cut_short
 from retention.errors import ConfigIssue
 from retention.rules import parse_zone
 from retention.subject_prefix import (
@@ -21,7 +20,9 @@ DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 # A daemon interval or a jitter of more than a year means a typo, and past it the scheduler's
 # arithmetic (now + interval) could leave the calendar.
 LONGEST_DURATION = timedelta(days=366)
-
+# A message quotes at most this many characters of a value: enough to find it in the file, and
+# a 5,000-digit period is not echoed whole.
+LONGEST_SHOWN = 60
 
 # A value quoted in a message. Every quoted value is matched, short or long, so that the text
 # between two of them ("'9y' is longer ... (e.g. '1000y')") is never taken for one.
@@ -36,6 +37,14 @@ def cut_long_values(message: str) -> str:
     time zone '"`` followed by 56 A's and ``"..."``.
     """
     return _QUOTED.sub(lambda match: cut_short(match.group(0)), message)
+
+
+def cut_short(text: str) -> str:
+    """Given a value as a message quotes it, return it cut to ``LONGEST_SHOWN`` characters.
+
+    Example: ``cut_short("'" + "A" * 99 + "'")`` returns ``"'"`` and 56 A's and ``"..."``.
+    """
+    return text if len(text) <= LONGEST_SHOWN else text[: LONGEST_SHOWN - 3] + "..."
 
 
 def resolve_path(value: str, base_directory: Path | None) -> Path:

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from retention.config.reader import cut_short
 from retention.errors import ConfigIssue
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ _TYPE_ERRORS = frozenset(
     }
 )
 _CONTAINERS = frozenset({"typed-dict", "list", "dict"})
-LONGEST_SHOWN = 60
 
 Location = tuple[str | int, ...]
 
@@ -290,14 +290,6 @@ def _shown(value: object) -> str:
     except ValueError:  # an integer past Python's digit limit for str()
         return "a number too long to show"
     return cut_short(text)
-
-
-def cut_short(text: str) -> str:
-    """Given a value as a message quotes it, return it cut to ``LONGEST_SHOWN`` characters.
-
-    Example: ``cut_short("'" + "A" * 99 + "'")`` returns ``"'"`` and 56 A's and ``"..."``.
-    """
-    return text if len(text) <= LONGEST_SHOWN else text[: LONGEST_SHOWN - 3] + "..."
 
 
 def _dotted(parts: list[str | int] | Location) -> str:
