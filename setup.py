@@ -2,7 +2,7 @@
 (retention/audit/_leaves.c), and a PostgreSQL partition's keys spelled from the server's binary
 arrays (retention/stores/_keys.c). Everything else is in pyproject.toml. Where they cannot be
 built, retention hashes the same leaves in Python (retention/audit/leaves.py) and has the server
-spell the keys as text (retention/stores/partition_keys.py), more slowly."""
+spell the keys as text (retention/stores/partition_keys_postgres.py), more slowly."""
 
 from setuptools import Extension, setup
 

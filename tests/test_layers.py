@@ -45,6 +45,8 @@ SQL_EDGES = {
     "retention/stores/partition_mariadb.py",
     "retention/stores/partition_catalog.py",
     "retention/stores/partition_keys.py",
+    "retention/stores/partition_keys_mariadb.py",
+    "retention/stores/partition_key_spelling.py",
     "retention/stores/partition_ahead.py",
     "retention/stores/partition_session.py",
     "retention/stores/partition_survey.py",

@@ -25,7 +25,7 @@ from retention.runtime import handovers
 from retention.stores import (
     open_stores,
     partition_ahead,
-    partition_keys,
+    partition_keys_postgres,
     partition_session,
     partitions,
 )
@@ -159,7 +159,7 @@ def _events_with_a_long_february(url: str, monkeypatch: pytest.MonkeyPatch) -> N
             )
     finally:
         engine.dispose()
-    monkeypatch.setattr(partition_keys, "PIECE", 100)
+    monkeypatch.setattr(partition_keys_postgres, "PIECE", 100)
     monkeypatch.setattr(partitions, "CHUNK", 200)
 
 

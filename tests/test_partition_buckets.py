@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from structlog.testing import capture_logs
 
 from retention.audit.leaves import record_leaf
-from retention.stores import partition_keys, partition_survey, partitions
+from retention.stores import partition_keys_mariadb, partition_survey, partitions
 from tests.support import make_config, plan_and_run
 from tests.test_partition_drops import _key, _update
 from tests.test_partitions import (
@@ -228,7 +228,7 @@ def test_a_joined_string_the_server_cut_fails_the_check(
     and the lock would cut the same string alike, and their digests would match over keys
     never compared): the check fails, nothing is dropped whole, every row goes by row
     batches, each named."""
-    monkeypatch.setattr(partition_keys, "JOINED_LIMIT", 8)
+    monkeypatch.setattr(partition_keys_mariadb, "JOINED_LIMIT", 8)
     january = [(f"code-{i}", f"2024-01-{5 + i:02} 00:00:00") for i in range(4)]
     _create_coded(mariadb_url, [*january, ("a", FEBRUARY)])
     audit = tmp_path / "audit"

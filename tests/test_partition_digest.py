@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from retention.app import make_plan
 from retention.audit.leaves import record_leaf
-from retention.stores import open_stores, partition_keys
+from retention.stores import open_stores, partition_keys_mariadb
 from retention.stores.partition_ahead import start_reading
 from retention.stores.partition_catalog import read_partitioning
 from retention.stores.partition_survey import count_partition
@@ -178,7 +178,7 @@ def test_keys_read_under_the_lock_in_another_order_keep_the_partition(
     same keys give another digest, and every partition is kept, none dropped unchecked; their
     rows go by row batches, each named once."""
     create_events(mariadb_url)
-    original = partition_keys._joined_statement
+    original = partition_keys_mariadb._joined_statement
 
     def reversed_under_the_lock(*args: Any, digest: bool = False, **more: Any) -> tuple[str, Any]:
         statement, parameters = original(*args, digest=digest, **more)
@@ -187,7 +187,7 @@ def test_keys_read_under_the_lock_in_another_order_keep_the_partition(
             statement = statement.replace(" SEPARATOR", order)
         return statement, parameters
 
-    monkeypatch.setattr(partition_keys, "_joined_statement", reversed_under_the_lock)
+    monkeypatch.setattr(partition_keys_mariadb, "_joined_statement", reversed_under_the_lock)
     audit = tmp_path / "audit"
     config = make_config(mariadb_url, RULE, audit_directory=audit)
     with capture_logs() as logs:

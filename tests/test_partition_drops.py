@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from retention.audit.entries import read_entries, read_leaves
 from retention.audit.leaves import record_leaf
 from retention.audit.recorder import TrailRecorder
-from retention.stores import partition_keys, partition_session, partitions
+from retention.stores import partition_keys_mariadb, partition_session, partitions
 from tests.support import make_config, plan_and_run
 from tests.test_partitions import (
     AS_OF,
@@ -380,7 +380,7 @@ def test_mariadb_without_window_functions_reads_the_keys_row_by_row(
     MariaDB before 10.2; here its statement made unreadable) still gets its partitions dropped,
     each key read row by row and recorded."""
     monkeypatch.setattr(
-        partition_keys, "_row_number", lambda: literal_column("ROW_NUMBER() OVER (")
+        partition_keys_mariadb, "_row_number", lambda: literal_column("ROW_NUMBER() OVER (")
     )
     create_events(mariadb_url)
     audit = tmp_path / "audit"

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from retention.anonymise import record_locator
 from retention.errors import BatchConflict
-from retention.stores import partition_keys
+from retention.stores import partition_keys_postgres
 from tests.test_partition_spelling import _keys_compiled, _pieces
 
 INT2, INT4, INT8, DATE, TIMESTAMP = 21, 23, 20, 1082, 1114
@@ -28,7 +28,7 @@ REFUSED = r"key columns|cannot be spelled exactly"
 
 def _native() -> ModuleType:
     _keys_compiled()
-    return partition_keys._native  # type: ignore[no-any-return]
+    return partition_keys_postgres._native  # type: ignore[no-any-return]
 
 
 def _array(element_type: int, values: list[bytes | None], dims: int = 1, nulls: int = 0) -> bytes:
@@ -251,7 +251,7 @@ def test_extremes_spelled_from_binary_arrays_or_text_are_their_values_locators(
     if compiled:
         _native()
     else:
-        monkeypatch.setattr(partition_keys, "_native", None)
+        monkeypatch.setattr(partition_keys_postgres, "_native", None)
     days = [date(1899, 12, 1) + timedelta(days=step) for step in range(100)]
     days += [date(2023, 12, 31) + timedelta(days=step) for step in range(400)]
     engine = create_engine(postgres_url)
@@ -306,7 +306,7 @@ def test_a_value_python_cannot_hold_is_refused_both_ways(
     if compiled:
         _native()
     else:
-        monkeypatch.setattr(partition_keys, "_native", None)
+        monkeypatch.setattr(partition_keys_postgres, "_native", None)
     engine = create_engine(postgres_url)
     with engine.begin() as connection:
         connection.execute(text(f"CREATE TABLE keyed (id bigint NOT NULL, t {column} NOT NULL)"))

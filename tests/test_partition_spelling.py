@@ -20,7 +20,7 @@ from retention.audit.entries import read_entries, read_leaves
 from retention.audit.leaves import record_leaf
 from retention.audit.prove import prove_record
 from retention.errors import BatchConflict
-from retention.stores import open_stores, partition_keys
+from retention.stores import open_stores, partition_key_spelling, partition_keys_postgres
 from tests.support import make_config, plan_and_run
 from tests.test_partitions import AS_OF, _partitions, _verified
 
@@ -175,7 +175,7 @@ def test_spelled_keys_read_as_their_values_locators(
     """Fractional seconds as str() writes them (six digits, none when zero), " " and ":"
     quoted as record_locator quotes them."""
     expected = [record_locator("db", "events", key)[len("db/events/") :].encode() for key in keys]
-    assert partition_keys._respelled(spelled, separator) == b"\n".join(expected)
+    assert partition_key_spelling.respelled(spelled, separator) == b"\n".join(expected)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_spelled_keys_read_as_their_values_locators(
 )
 def test_a_key_no_python_value_spells_is_refused(spelled: bytes) -> None:
     with pytest.raises(BatchConflict, match=r"cannot be spelled exactly|more than microseconds"):
-        partition_keys._respelled(spelled, b"\n")
+        partition_key_spelling.respelled(spelled, b"\n")
 
 
 def test_a_mariadb_zero_date_keeps_its_partition(mariadb_url: str, tmp_path: Path) -> None:
@@ -245,7 +245,7 @@ def test_spelled_leaves_are_the_leaves_of_their_records(
 
 def _keys_compiled() -> None:
     """Skip where retention/stores/_keys.c was not built, but fail under ``CI=true``."""
-    if partition_keys._native is None:
+    if partition_keys_postgres._native is None:
         message = "retention/stores/_keys.c is not built: run make setup (gcc, Python headers)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
@@ -259,7 +259,7 @@ def _pieces(url: str, table: str, names: list[str]) -> list[bytes]:
         with engine.connect() as connection, connection.begin():
             driver = connection.connection.driver_connection
             rows = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-            return list(partition_keys.postgres_pieces(driver, table, names, rows))
+            return list(partition_keys_postgres.postgres_pieces(driver, table, names, rows))
     finally:
         engine.dispose()
 
@@ -273,7 +273,7 @@ def test_postgres_keys_spelled_from_binary_arrays_or_text_are_their_values_locat
     the values the driver reads, for every integer width, dates and times (fractions, years 1
     and 9999, before 1970 and 2000); a column of another type (oid) is read as text."""
     if not compiled:
-        monkeypatch.setattr(partition_keys, "_native", None)
+        monkeypatch.setattr(partition_keys_postgres, "_native", None)
     else:
         _keys_compiled()
     engine = create_engine(postgres_url)
@@ -319,7 +319,7 @@ def _refused(
     postgres_url: str, compiled: bool, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not compiled:
-        monkeypatch.setattr(partition_keys, "_native", None)
+        monkeypatch.setattr(partition_keys_postgres, "_native", None)
     else:
         _keys_compiled()
     engine = create_engine(postgres_url)

@@ -14,7 +14,7 @@ from retention.app import make_plan, run_plan
 from retention.app.holds import place_hold
 from retention.audit.entries import read_entries
 from retention.planner import RulePlan
-from retention.stores import open_stores, partition_keys
+from retention.stores import open_stores, partition_keys_postgres
 from tests.support import make_config, plan
 from tests.test_partitions import (
     AS_OF,
@@ -161,7 +161,7 @@ def test_a_partition_grown_past_its_chunk_since_the_plan_still_goes_whole(
     # MariaDB reads the partition as one piece (the plan's count fitted one chunk), PostgreSQL
     # in chunks by its own count. Either way every row goes with it, each in the trail.
     monkeypatch.setattr("retention.stores.partitions.CHUNK", 25)
-    monkeypatch.setattr(partition_keys, "PIECE", 25)
+    monkeypatch.setattr(partition_keys_postgres, "PIECE", 25)
     audit = tmp_path / "audit"
     config = make_config(events_url, RULE, audit_directory=audit)
     with open_stores(config, read_only=False) as store_for:

@@ -1,8 +1,8 @@
 /* PostgreSQL keys spelled as the ends of their records' locators, from the server's binary
- * arrays (retention/stores/partition_keys.py): the server aggregates each key column of a
- * piece of a partition into one array, sent in binary (array_send); this spells each row's
- * key as record_locator spells the values psycopg gives (str() of an integer, a date or a
- * naive datetime, percent-encoded: " " as %20, ":" as %3A), its parts joined by "/", the
+ * arrays (retention/stores/partition_keys_postgres.py): the server aggregates each key column
+ * of a piece of a partition into one array, sent in binary (array_send); this spells each
+ * row's key as record_locator spells the values psycopg gives (str() of an integer, a date or
+ * a naive datetime, percent-encoded: " " as %20, ":" as %3A), its parts joined by "/", the
  * rows by "\n". The server then never writes a value as text (two thirds of its time per key
  * when it did).
  *

@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Dialect, Engine, select, text
 from retention.errors import BatchConflict
 from retention.selection import Selection
 from retention.store_protocol import Keys
-from retention.stores import partition_keys
+from retention.stores import partition_keys_postgres
 from retention.stores.partition_catalog import (
     Partition,
     Partitioning,
@@ -48,13 +48,11 @@ from retention.stores.partition_catalog import (
     stands_as_read,
 )
 from retention.stores.partition_catalog import read_partitioning as read_catalog
-from retention.stores.partition_keys import (
-    Checksum,
-    ReadAhead,
-    key_chunks,
-    postgres_pieces,
-    spellable,
-)
+from retention.stores.partition_key_spelling import spellable
+from retention.stores.partition_keys import key_chunks
+from retention.stores.partition_keys_mariadb import Checksum
+from retention.stores.partition_keys_postgres import postgres_pieces
+from retention.stores.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -164,7 +162,7 @@ def start_reading(
             return None
         names = [dialect.identifier_preparer.quote(column.name) for column in key_columns]
         # Pieces of about PIECE keys: as many as make a chunk wait, and the one being read.
-        depth = max(1, chunk // max(1, partition_keys.PIECE)) + 1
+        depth = max(1, chunk // max(1, partition_keys_postgres.PIECE)) + 1
         reading = _postgres_reading(
             engine, selection.rule.table, name, names, catalog, planned_rows
         )

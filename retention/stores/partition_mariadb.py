@@ -36,7 +36,7 @@ from retention.stores.partition_catalog import (
     read_partitioning,
     upper_identity,
 )
-from retention.stores.partition_keys import Checksum, KeysDigest, digest_buckets
+from retention.stores.partition_keys_mariadb import Checksum, KeysDigest, digest_buckets
 from retention.stores.partition_records import (
     LOCK_TIMEOUT_MS,
     Dropped,

@@ -47,7 +47,7 @@ from retention.stores.partition_catalog import (
     standing,
     stands_as_read,
 )
-from retention.stores.partition_keys import spelled_chunks
+from retention.stores.partition_key_spelling import spelled_chunks
 from retention.stores.partition_records import (
     LOCK_TIMEOUT_MS,
     Dropped,

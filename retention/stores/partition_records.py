@@ -15,7 +15,8 @@ from retention.errors import BatchConflict
 from retention.selection import Selection
 from retention.store_protocol import BeforeDrop, Keys, SpelledKeys
 from retention.stores.partition_catalog import Partition, Partitioning, in_partition
-from retention.stores.partition_keys import Checksum, key_chunks
+from retention.stores.partition_keys import key_chunks
+from retention.stores.partition_keys_mariadb import Checksum
 from retention.stores.partition_survey import expired_partitions, table_fallback
 
 if TYPE_CHECKING:

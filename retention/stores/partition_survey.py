@@ -48,7 +48,7 @@ from retention.stores.partition_catalog import (
     outside_partitions,
     read_partitioning,
 )
-from retention.stores.partition_keys import KeysDigest, joined_digest
+from retention.stores.partition_keys_mariadb import KeysDigest, joined_digest
 from retention.stores.sql_predicate import expired_all, rule_clock
 
 if TYPE_CHECKING:
