@@ -4,8 +4,10 @@ RESTRICT) would fail the rule at every run, one that rewrites the rows (SET NULL
 would change them unrecorded. `config validate`, `plan` and `run` refuse the rule first, with
 the key path; a refusing key passes when the rule's where_sql reads its table (how a rule
 keeps the rows still referenced out), and a batch that still hits one fails whole, its message
-naming the constraint and no value. SQLite's connections enforce no foreign key: nothing is
-refused there, and the run leaves the referencing rows as they are."""
+naming the constraint and no value. SQLite's connections enforce no foreign key, but the keys
+its tables declare are read and refused alike (deleting what they reference would leave rows
+pointing at rows that are gone); a where_sql that misses a row still referenced there is not
+caught at run time."""
 
 from __future__ import annotations
 
@@ -144,22 +146,12 @@ def test_keys_that_refuse_the_delete_are_reported_with_their_key_paths(
     """An unlisted NO ACTION key into the rule's table and a RESTRICT key into its child: each
     is an error at the path of the table it references, naming the referencing table, its
     column and constraint and what to do, from validate, plan, a dry run and a run alike (exit
-    78), before any row goes. On SQLite nothing is enforced: validate passes, and the run
-    deletes the clients and their invoices, the ticket and the payment left pointing at them."""
+    78), before any row goes. On SQLite, whose connections enforce none of them, the keys its
+    tables declare are refused alike, the message saying what an unenforced key leaves behind."""
     engine = _clients(database_url)
     config = _config(tmp_path, database_url)
     commands = (["config", "validate"], ["plan"], ["run", "--yes", "--dry-run"], ["run", "--yes"])
-    if database_url.startswith("sqlite"):
-        assert _cli(config, "config", "validate").exit_code == 0
-        ran = _cli(config, "run", "--yes")
-        assert ran.exit_code == 0, ran.output
-        assert _left(engine) == {
-            "clients": set(),
-            "invoices": set(),
-            "payments": {100},
-            "tickets": {20},
-        }
-        return
+    sqlite = database_url.startswith("sqlite")
     for command in commands:
         result = _cli(config, *command)
         assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
@@ -172,9 +164,19 @@ def test_keys_that_refuse_the_delete_are_reported_with_their_key_paths(
         assert child.startswith(
             "error: rules[0].table: 'tickets' references 'clients' (client_id) with ON DELETE "
         )
-        # MariaDB's InnoDB reads NO ACTION as RESTRICT, and says so in its catalog.
-        assert re.search(r"ON DELETE (NO ACTION|RESTRICT) \(constraint \w+\)", child)
-        assert "the batch holding one fails, at every run" in child
+        # MariaDB's InnoDB reads NO ACTION as RESTRICT, and says so in its catalog; SQLite
+        # names no constraint (its pragma gives none) but the key's table and number.
+        constraint = r"foreign key 0 of tickets" if sqlite else r"\w+"
+        assert re.search(rf"ON DELETE (NO ACTION|RESTRICT) \(constraint {constraint}\)", child)
+        if sqlite:
+            assert (
+                "which the store's connections do not enforce (SQLite): deleting a row it "
+                "references would leave its rows pointing at a row that is gone, where an "
+                "application that enforces it expects the delete refused; " in child
+            )
+            assert "the batch holding one fails" not in child
+        else:
+            assert "the batch holding one fails, at every run" in child
         assert "list it in children (table, foreign_key)" in child
         assert "where_sql that reads tickets" in child
         assert _left(engine) == EVERYTHING
@@ -214,15 +216,15 @@ def test_a_key_that_rewrites_rows_is_refused_even_with_a_where_sql(
     )
     config = _config(tmp_path, database_url, extra=keeps_visited, grandchild=PAYMENTS)
     result = _cli(config, "config", "validate")
-    if database_url.startswith("sqlite"):
-        assert result.exit_code == 0, result.output
-        return
     assert result.exit_code == ExitCode.BAD_CONFIG, result.output
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert error.startswith(
         f"error: rules[0].table: 'visits' references 'clients' (client_id) with ON DELETE {action}"
     )
-    assert "the database would rewrite its rows (client_id) unrecorded" in error
+    if database_url.startswith("sqlite"):
+        assert "expects them rewritten; " in error
+    else:
+        assert "the database would rewrite its rows (client_id) unrecorded" in error
     assert "list it in children (table, foreign_key), so that they go first, recorded" in error
     assert _cli(config, "run", "--yes").exit_code == ExitCode.BAD_CONFIG
     assert _left(engine) == EVERYTHING
@@ -262,15 +264,12 @@ action = "delete"
     config = tmp_path / "retention.toml"
     config.write_text(config_text(database_url, rule))
     refused = _cli(config, "config", "validate")
-    if not database_url.startswith("sqlite"):
-        assert refused.exit_code == ExitCode.BAD_CONFIG, refused.output
-        assert (
-            "error: rules[0].table: 'comments' references 'comments' (reply_to)" in refused.stderr
-        )
-        assert "list it in" not in refused.stderr
-        assert "keep the rows it references out with a where_sql that reads comments" in (
-            refused.stderr
-        )
+    assert refused.exit_code == ExitCode.BAD_CONFIG, refused.output
+    assert "error: rules[0].table: 'comments' references 'comments' (reply_to)" in refused.stderr
+    assert "list it in" not in refused.stderr
+    assert "keep the rows it references out with a where_sql that reads comments" in (
+        refused.stderr
+    )
     answered = (
         'where_sql = "NOT EXISTS (SELECT 1 FROM comments r WHERE r.reply_to = comments.id)"\n'
     )
@@ -407,7 +406,8 @@ def test_validate_warns_of_a_key_an_erasure_meets_that_only_where_sql_keeps_out(
     passes (exit 0) with one warning per key, at the key path of the table it references,
     naming the constraint: an erasure ignores where_sql. plan warns of nothing and runs as
     before. Listing the tickets as a child silences its warning; without erase_by there is
-    none. SQLite enforces no key: no warning there."""
+    none. On SQLite, whose connections enforce no key, the warning says what the erasure
+    leaves behind instead of its failure."""
     _clients(database_url)
     kept_out = KEEPS_TICKETED.replace(
         'clients.id)"',
@@ -420,20 +420,25 @@ def test_validate_warns_of_a_key_an_erasure_meets_that_only_where_sql_keeps_out(
     assert validated.exit_code == 0, validated.output
     warnings = sorted(line for line in validated.stderr.splitlines() if line.startswith("warning:"))
     assert "error:" not in validated.stderr
-    if database_url.startswith("sqlite"):
-        assert warnings == []
-        return
     assert len(warnings) == 2, validated.stderr
     payments, tickets = warnings
     assert payments.startswith(
         "warning: rules[0].children[0].table: 'payments' references 'invoices' (invoice_id) "
         "with ON DELETE RESTRICT (constraint "
     )
+    sqlite = database_url.startswith("sqlite")
+    constraint = r"foreign key 0 of tickets" if sqlite else r"\w+"
+    outcome = (
+        r"leaves its rows pointing at a row that is gone \(the store's connections do not "
+        r"enforce the key: SQLite\)"
+        if sqlite
+        else "fails, rolled back"
+    )
     assert re.match(
         r"warning: rules\[0\]\.table: 'tickets' references 'clients' \(client_id\) with ON "
-        r"DELETE (NO ACTION|RESTRICT) \(constraint \w+\): only where_sql keeps the rows it "
-        r"references out, and an erasure \(erase_by\) ignores it: the erasure of a subject "
-        r"whose row it still references fails, rolled back; list it in children \(table, "
+        rf"DELETE (NO ACTION|RESTRICT) \(constraint {constraint}\): only where_sql keeps the rows "
+        r"it references out, and an erasure \(erase_by\) ignores it: the erasure of a subject "
+        rf"whose row it still references {outcome}; list it in children \(table, "
         r"foreign_key\), so that its rows go first, recorded$",
         tickets,
     ), tickets
@@ -502,3 +507,84 @@ def test_reads_table_takes_a_schema_only_the_tables_own() -> None:
     assert reads_table("NOT EXISTS (SELECT 1 FROM `Order Items` o)", spaced)
     assert not reads_table('NOT EXISTS (SELECT 1 FROM "order items" o)', spaced)
     assert not reads_table("NOT EXISTS (SELECT 1 FROM Order o)", spaced)
+
+
+def test_sqlite_keys_declared_but_not_enforced_are_accounted_for_or_refused(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """An application that turns SQLite's foreign keys on expects its CASCADE to delete the
+    sessions along with their client; the store's connections do not enforce it, so deleting
+    the clients alone would leave sessions pointing at them, for ever. The key is refused
+    (a table whose name is not a plain identifier, "Order Items", cannot be listed: drop the
+    cascade); once sessions is listed and the other key dropped, the run deletes each client's
+    sessions first, recorded, and leaves no row pointing at a client that is gone."""
+
+    def create(with_order_items: bool) -> Engine:
+        engine = create_tables(sqlite_url, MetaData())
+        with engine.begin() as connection:
+            for statement in (
+                'DROP TABLE IF EXISTS "Order Items"',
+                "DROP TABLE IF EXISTS sessions",
+                "DROP TABLE IF EXISTS clients",
+                "CREATE TABLE clients (id INTEGER PRIMARY KEY, ended_at DATETIME NOT NULL)",
+                "CREATE TABLE sessions (id INTEGER PRIMARY KEY,"
+                " client_id INTEGER REFERENCES clients (id) ON DELETE CASCADE)",
+                "INSERT INTO clients VALUES (1, '2020-01-01'), (2, '2099-01-01')",
+                "INSERT INTO sessions VALUES (10, 1), (20, 2)",
+            ):
+                connection.execute(text(statement))
+            if with_order_items:
+                connection.execute(
+                    text(
+                        'CREATE TABLE "Order Items" (id INTEGER PRIMARY KEY,'
+                        " client INTEGER REFERENCES clients ON DELETE CASCADE)"
+                    )
+                )
+        return engine
+
+    rule = """
+[[rules]]
+name = "clients"
+store = "db"
+table = "clients"
+key = "id"
+clock = "ended_at"
+period = "1y"
+action = "delete"
+"""
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(sqlite_url, rule, audit_directory=tmp_path / "audit"))
+    engine = create(with_order_items=True)
+    refused = _cli(config, "config", "validate")
+    assert refused.exit_code == ExitCode.BAD_CONFIG, refused.output
+    order_items, sessions = sorted(
+        line for line in refused.stderr.splitlines() if line.startswith("error:")
+    )
+    assert order_items.startswith(
+        "error: rules[0].table: '\"Order Items\"' references 'clients' (client) with ON DELETE "
+        "CASCADE (constraint foreign key 0 of Order Items), which the store's connections do "
+        "not enforce (SQLite): "
+    )
+    assert order_items.endswith(
+        'expects them deleted along; drop the cascade ("Order Items" cannot be listed in '
+        "children: its name is not a plain identifier (letters, digits, _), as a child's must "
+        "be)"
+    )
+    assert sessions.startswith("error: rules[0].table: 'sessions' references 'clients' ")
+    assert sessions.endswith(
+        "expects them deleted along; list it in children (table, foreign_key) or drop the cascade"
+    )
+    assert _cli(config, "run", "--yes").exit_code == ExitCode.BAD_CONFIG
+    assert remaining_ids(engine, "clients") == {1, 2}
+    engine.dispose()
+
+    engine = create(with_order_items=False)
+    listed = rule + '[[rules.children]]\ntable = "sessions"\nforeign_key = "client_id"\n'
+    config.write_text(config_text(sqlite_url, listed, audit_directory=tmp_path / "audit"))
+    ran = _cli(config, "run", "--yes", "--output", "json")
+    assert ran.exit_code == 0, ran.output
+    (outcome,) = json.loads(ran.stdout)["rules"]
+    assert (outcome["deleted"], outcome["children"]) == (1, {"sessions": 1})
+    assert remaining_ids(engine, "clients") == {2}
+    assert remaining_ids(engine, "sessions") == {20}
+    assert _cli(config, "audit", "verify").exit_code == 0

@@ -75,24 +75,22 @@ def unaccounted(reference: Reference, table: str, children_path: str) -> str:
     ``clients``, the message starts ``'invoices' references 'clients' (client_id) with ON
     DELETE NO ACTION (constraint invoices_client_id_fkey): ...``.
     """
-    columns = ", ".join(reference.columns)
-    said = _said(reference, table)
+    said = _said(reference, table) + _consequence(reference)
     unlistable = why_unlistable(reference, table)
     listing = f"list it in {children_path} (table, foreign_key)"
     cannot = f" ({reference.table} cannot be listed in {children_path}: {unlistable})"
     if reference.on_delete == "cascade":
-        return f"{said}: the database would delete its rows unrecorded; " + (
+        return f"{said}; " + (
             f"{listing} or drop the cascade" if unlistable is None else f"drop the cascade{cannot}"
         )
     if reference.on_delete == "unknown":
         return (
-            f"{said}: it may delete or rewrite rows unrecorded; grant the store's user a "
-            f"privilege on database {reference.schema} as a whole (GRANT REFERENCES ON "
-            f"{reference.schema}.* will do) so that its ON DELETE can be read"
-            + ("" if unlistable is None else cannot)
+            f"{said}; grant the store's user a privilege on database {reference.schema} as a "
+            f"whole (GRANT REFERENCES ON {reference.schema}.* will do) so that its ON DELETE "
+            "can be read" + ("" if unlistable is None else cannot)
         )
     if reference.on_delete in ("set null", "set default"):
-        return f"{said}: the database would rewrite its rows ({columns}) unrecorded; " + (
+        return f"{said}; " + (
             f"{listing}, so that they go first, recorded, or change the key's ON DELETE"
             if unlistable is None
             else f"change the key's ON DELETE{cannot}"
@@ -101,15 +99,40 @@ def unaccounted(reference: Reference, table: str, children_path: str) -> str:
         f"keep the rows it references out with a where_sql that reads {reference.table} "
         f"(NOT EXISTS (SELECT 1 FROM {reference.table} WHERE ...))"
     )
-    return (
-        f"{said}: a row it still references cannot be deleted, and the batch holding one fails, "
-        "at every run; "
-        + (
-            f"{listing}, so that its rows go first, recorded, or {keep_out}"
-            if unlistable is None
-            else keep_out + cannot
-        )
+    return f"{said}; " + (
+        f"{listing}, so that its rows go first, recorded, or {keep_out}"
+        if unlistable is None
+        else keep_out + cannot
     )
+
+
+def _consequence(reference: Reference) -> str:
+    """What deleting a row the key references does, unless the rule accounts for the key."""
+    if not reference.enforced:
+        return (
+            ", which the store's connections do not enforce (SQLite): deleting a row it "
+            "references would leave its rows pointing at a row that is gone, where an "
+            "application that enforces it expects "
+            + _EXPECTED.get(reference.on_delete, "the delete refused")
+        )
+    if reference.on_delete == "cascade":
+        return ": the database would delete its rows unrecorded"
+    if reference.on_delete == "unknown":
+        return ": it may delete or rewrite rows unrecorded"
+    if reference.on_delete in ("set null", "set default"):
+        return f": the database would rewrite its rows ({', '.join(reference.columns)}) unrecorded"
+    return (
+        ": a row it still references cannot be deleted, and the batch holding one fails, at "
+        "every run"
+    )
+
+
+# What an application that enforces a key expects of a delete, by the key's ON DELETE.
+_EXPECTED = {
+    "cascade": "them deleted along",
+    "set null": "them rewritten",
+    "set default": "them rewritten",
+}
 
 
 def kept_out_by_where_sql(reference: Reference, table: str, children_path: str) -> str:
@@ -128,10 +151,16 @@ def kept_out_by_where_sql(reference: Reference, table: str, children_path: str) 
         else f"such an erasure waits until those rows go ({reference.table} cannot be listed "
         f"in {children_path}: {unlistable})"
     )
+    outcome = (
+        "fails, rolled back"
+        if reference.enforced
+        else "leaves its rows pointing at a row that is gone (the store's connections do not "
+        "enforce the key: SQLite)"
+    )
     return (
         f"{_said(reference, table)}: only where_sql keeps the rows it references out, and an "
         "erasure (erase_by) ignores it: the erasure of a subject whose row it still references "
-        f"fails, rolled back; {remedy}"
+        f"{outcome}; {remedy}"
     )
 
 

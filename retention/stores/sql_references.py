@@ -6,7 +6,11 @@ that deletes from the table must account for each of them before anything is del
 
 Every such key is read, wherever its table is: on PostgreSQL in any schema of the database,
 on MariaDB/MySQL in any database of the server that the store's user may see (a key declared
-in another database cascades into it all the same)."""
+in another database cascades into it all the same). On SQLite, every key declared in the
+database's tables: the store's connections do not enforce them (``PRAGMA foreign_keys`` is off
+unless a connection turns it on), but the application that declared them may, and expects what
+they say done; deleting the rows they reference without it would leave rows pointing at rows
+that are gone."""
 
 from __future__ import annotations
 
@@ -62,7 +66,15 @@ _MARIADB = text(
     "GROUP BY k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME "
     "ORDER BY 3 DESC, 1, 2, 4"
 )
-_MARIADB_ACTIONS: dict[str, OnDelete] = {
+# SQLite: the keys declared into a table, one row per column, from every table of the main
+# database (SQLite's table names are compared without case). The pragma names no constraint.
+_SQLITE = text(
+    'SELECT m.name, f.id, f."from", f.on_delete '
+    "FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f "
+    "WHERE m.type = 'table' AND f.\"table\" = :table COLLATE NOCASE "
+    "ORDER BY m.name, f.id, f.seq"
+)
+_ACTIONS_BY_NAME: dict[str, OnDelete] = {
     "CASCADE": "cascade",
     "SET NULL": "set null",
     "SET DEFAULT": "set default",
@@ -76,7 +88,8 @@ class Reference(NamedTuple):
     ``orders``, ``archive.orders``, ``"Order Items"``) and its columns, the constraint's name,
     what the database does to the referencing rows when a referenced row is deleted; and
     where that table is: its schema (its database on MariaDB/MySQL), its own name, and
-    whether the store's unqualified names reach it (``local``), as a rule's tables are named.
+    whether the store's unqualified names reach it (``local``), as a rule's tables are named;
+    and whether the store's connections enforce it (``enforced``: not on SQLite).
     """
 
     table: str
@@ -86,6 +99,7 @@ class Reference(NamedTuple):
     schema: str
     name: str
     local: bool
+    enforced: bool = True
 
 
 def references_into(connection: Connection, table: str, quoted_table: str) -> list[Reference]:
@@ -98,8 +112,8 @@ def references_into(connection: Connection, table: str, quoted_table: str) -> li
     "orders", False)``.
 
     SQLite enforces foreign keys only where a connection asks (``PRAGMA foreign_keys``), which
-    a store's connections do not: no key there cascades, rewrites or refuses anything, and the
-    list is empty.
+    a store's connections do not: its keys come back with ``enforced`` False, named by their
+    table and number (``foreign key 0 of tickets``).
     """
     dialect = connection.dialect.name
     if dialect == "postgresql":
@@ -118,14 +132,37 @@ def references_into(connection: Connection, table: str, quoted_table: str) -> li
                 tuple(columns.split(",")),
                 name,
                 # InnoDB's NO ACTION is its RESTRICT: it refuses the delete.
-                "unknown" if action is None else _MARIADB_ACTIONS.get(action.upper(), "no action"),
+                "unknown" if action is None else _ACTIONS_BY_NAME.get(action.upper(), "no action"),
                 schema,
                 relation,
                 bool(local),
             )
             for schema, relation, local, columns, name, action in rows
         ]
+    if dialect == "sqlite":
+        return _sqlite_references(connection, table)
     return []
+
+
+def _sqlite_references(connection: Connection, table: str) -> list[Reference]:
+    keys: dict[tuple[str, int], list[str]] = {}
+    actions: dict[tuple[str, int], str] = {}
+    for relation, number, column, action in connection.execute(_SQLITE, {"table": table}):
+        keys.setdefault((relation, number), []).append(column)
+        actions[(relation, number)] = action
+    return [
+        Reference(
+            relation if IDENTIFIER.fullmatch(relation) else '"' + relation.replace('"', '""') + '"',
+            tuple(columns),
+            f"foreign key {number} of {relation}",
+            _ACTIONS_BY_NAME.get(actions[(relation, number)].upper(), "no action"),
+            "main",
+            relation,
+            True,
+            enforced=False,
+        )
+        for (relation, number), columns in keys.items()
+    ]
 
 
 def _mariadb_spelled(schema: str, name: str, local: bool) -> str:
