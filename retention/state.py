@@ -34,9 +34,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection
 
-from retention.errors import StoreUnavailable, message_without_values
+from retention.errors import ConfigError, ConfigIssue, StoreUnavailable, message_without_values
+from retention.runtime.database_urls import UnusableUrl, engine_of, parsed_url
 from retention.runtime.holders import gone_from_this_machine
 from retention.runtime.holders import lease_holder_name as lease_holder_name
 from retention.runtime.ownership import hand_over
@@ -174,13 +175,26 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def parsed_state_url(url: str) -> URL:
+    """Given the state database's URL, return it parsed; ConfigError at ``state`` (the table:
+    the URL may come from url, url_env or url_credential) when no engine can be made on it."""
+    try:
+        return parsed_url(url)
+    except UnusableUrl as error:
+        raise _refused(error) from None
+
+
+def _refused(error: UnusableUrl) -> ConfigError:
+    return ConfigError([ConfigIssue("state", f"cannot use this database URL: {error}")])
+
+
 class StateDatabase:
     """The state database of one deployment."""
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         """Given its URL, open it and make its missing tables; ``read_only`` (a plan, a dry
         run), write nothing: a table not made yet reads as empty."""
-        parsed = make_url(url)
+        parsed = parsed_state_url(url)
         sqlite = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, ":memory:")
         self._file = Path(parsed.database or "") if sqlite else None
         self.read_only = read_only
@@ -189,7 +203,12 @@ class StateDatabase:
         if self._file is not None and not read_only:
             # Created where it is first written, so that read-only commands leave no trace.
             self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        try:
+            self.engine: Engine = engine_of(
+                create_engine, url, pool_pre_ping=True, hide_parameters=True
+            )
+        except UnusableUrl as error:
+            raise _refused(error) from None
         if read_only:
             return
         try:

@@ -12,12 +12,11 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 
 from retention.config import parse_condition
 from retention.errors import StoreUnavailable, UsageError, without_values
 from retention.holds import Hold, HoldKind
-from retention.state import StateDatabase, holds, holds_unrecorded
+from retention.state import StateDatabase, holds, holds_unrecorded, parsed_state_url
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -208,7 +207,7 @@ def mark_recorded(state: StateDatabase, hold_id: int) -> None:
 
 def state_exists(url: str) -> bool:
     """A SQLite state database that was never created holds no holds; any other may."""
-    parsed = make_url(url)
+    parsed = parsed_state_url(url)
     return parsed.get_backend_name() != "sqlite" or Path(parsed.database or "").exists()
 
 

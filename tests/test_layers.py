@@ -52,6 +52,7 @@ SQL_EDGES = {
     "retention/stores/partition_survey.py",
     "retention/stores/sql_columns.py",
     "retention/stores/sql_references.py",
+    "retention/runtime/database_urls.py",
     "retention/state.py",
     "retention/state_holds.py",
     "retention/state_leases.py",

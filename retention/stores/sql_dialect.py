@@ -24,7 +24,7 @@ from sqlalchemy import (
     not_,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import coercions, roles, sqltypes
 from sqlalchemy.sql.base import SyntaxExtension
@@ -34,6 +34,7 @@ from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from retention.errors import StoreUnavailable, message_without_values
+from retention.runtime.database_urls import engine_of, parsed_url
 
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
@@ -102,13 +103,14 @@ READ_ONLY_OPTION = "-c default_transaction_read_only=on"
 
 def create_sql_engine(url: str, *, read_only: bool) -> Engine:
     """Given a SQLAlchemy URL, return an engine; read-only engines cannot write by construction.
+    A URL no engine can be made on raises UnusableUrl (runtime/database_urls.py).
 
     SQLite files are opened with ``mode=ro`` (or ``mode=rw``, so a missing file is an error rather
     than a new empty database); PostgreSQL sessions get ``default_transaction_read_only``;
     MariaDB/MySQL sessions ``SET SESSION TRANSACTION READ ONLY``. MariaDB/MySQL sessions run in
     UTC so that TIMESTAMP columns read the same whatever the server's time_zone.
     """
-    parsed = make_url(url)
+    parsed = parsed_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed.database or "", read_only=read_only)
@@ -122,14 +124,15 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
             connect_args["options"] = " ".join(
                 [*((given,) if isinstance(given, str) else given), READ_ONLY_OPTION]
             )
-        engine = create_engine(
-            url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True
+        engine = engine_of(
+            create_engine, url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True
         )
         if parsed.get_driver_name() == "psycopg":
             event.listen(engine, "connect", _read_timestamps_off_the_calendar)
         return engine
     if backend in ("mysql", "mariadb"):
-        engine = create_engine(
+        engine = engine_of(
+            create_engine,
             url,
             connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
             pool_pre_ping=True,

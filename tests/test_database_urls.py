@@ -1,0 +1,112 @@
+"""A database URL no engine can be made on (a port that is not a number, or out of range; a
+query parameter its driver cannot take), for a store or the state database: every command
+refuses it as a config error (exit 78) at the key path of its table, saying which part is
+wrong and quoting nothing of the URL (it may hold a password). They used to end in a traceback
+(exit 1) from SQLAlchemy's ``int()`` of the port, or in "the database refused it" (exit 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from retention.cli import main
+from retention.errors import ExitCode
+from retention.runtime.database_urls import UnusableUrl, engine_of, parsed_url
+from tests.support import config_text, logs_rule
+
+PASSWORD = "s3cret-Pw"
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (f"postgresql+psycopg://app:{PASSWORD}@127.0.0.1:54x2/app", "its port is not a number"),
+        (
+            f"postgresql+psycopg://app:{PASSWORD}@127.0.0.1:99999999/app",
+            "its port is not a number from 1 to 65535",
+        ),
+        (
+            f"mysql+pymysql://app:{PASSWORD}@127.0.0.1:0/app",
+            "its port is not a number from 1 to 65535",
+        ),
+        (f"not a url {PASSWORD}", "it is not a database URL"),
+    ],
+)
+def test_an_unusable_url_says_which_part_without_quoting_it(url: str, said: str) -> None:
+    with pytest.raises(UnusableUrl) as raised:
+        parsed_url(url)
+    assert str(raised.value).startswith(said)
+    assert PASSWORD not in str(raised.value)
+
+
+def test_a_usable_url_is_parsed() -> None:
+    parsed = parsed_url(f"postgresql+psycopg://app:{PASSWORD}@db.example:65535/app")
+    assert (parsed.host, parsed.port, parsed.database) == ("db.example", 65535, "app")
+
+
+def test_a_query_parameter_the_dialect_refuses_is_said_without_its_value() -> None:
+    def refusing(_url: str, **_options: object) -> object:
+        raise TypeError(f"bad value {PASSWORD!r} for read_timeout")
+
+    with pytest.raises(UnusableUrl) as raised:
+        engine_of(refusing, "mysql+pymysql://app@h/app", pool_pre_ping=True)  # type: ignore[arg-type]
+    assert str(raised.value) == (
+        "a parameter of its query cannot be used: bad value '…' for read_timeout"
+    )
+
+
+def _cli(config: Path, *arguments: str) -> Result:
+    return CliRunner().invoke(main, ["--config", str(config), *arguments])
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            f"postgresql+psycopg://app:{PASSWORD}@127.0.0.1:notaport/app",
+            "its port is not a number",
+        ),
+        (
+            f"postgresql+psycopg://app:{PASSWORD}@127.0.0.1:99999999/app",
+            "its port is not a number from 1 to 65535",
+        ),
+        (
+            f"mysql+pymysql://app:{PASSWORD}@127.0.0.1:3306/app?read_timeout=soon",
+            "a parameter of its query cannot be used: invalid literal for int() with base 10: '…'",
+        ),
+    ],
+)
+def test_a_store_url_no_engine_can_be_made_on_is_a_config_error(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    config = tmp_path / "retention.toml"
+    config.write_text(config_text(url, logs_rule()))
+    for command in (["config", "validate"], ["plan"], ["run", "--yes"]):
+        result = _cli(config, *command)
+        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
+        assert f"error: stores.db.url: cannot use this database URL: {said}\n" in result.stderr
+        assert PASSWORD not in result.output
+        assert "Traceback" not in result.output
+
+
+def test_a_state_url_no_engine_can_be_made_on_is_a_config_error(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    config = tmp_path / "retention.toml"
+    state = f"postgresql+psycopg://app:{PASSWORD}@127.0.0.1:notaport/state"
+    config.write_text(config_text(sqlite_url, logs_rule(), state_url=state))
+    for command in (
+        ["plan"],
+        ["run", "--yes"],
+        ["status"],
+        ["hold", "list"],
+    ):
+        result = _cli(config, *command)
+        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
+        assert (
+            "error: state: cannot use this database URL: its port is not a number\n"
+            in result.stderr
+        ), command
+        assert PASSWORD not in result.output
