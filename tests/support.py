@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,3 +202,17 @@ def copy_shipped_config(directory: Path, s3_endpoint: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def wait_for_pause(process: subprocess.Popen[str], pause: Path, seconds: float) -> None:
+    """Given a retention process started with RETENTION_PAUSE_FILE=``pause``, return once it
+    waits at its pause point (runtime/faults.py: it wrote ``pause``.reached); kill it and fail
+    with what it printed if it ends, or has not got there within ``seconds``."""
+    reached = pause.with_name(pause.name + ".reached")
+    deadline = time.monotonic() + seconds
+    while not reached.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            output, errors = process.communicate()
+            raise AssertionError(f"the process did not reach its pause: {output}{errors}")
+        time.sleep(0.01)

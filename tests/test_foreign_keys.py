@@ -44,7 +44,7 @@ from tests.test_redaction import PEOPLE_RULE as REDACTED_PEOPLE_RULE
 
 OLD = datetime(2020, 1, 1)
 
-CLIENTS_RULE = """
+CLIENTS_RULE_ALONE = """
 [[rules]]
 name = "clients"
 store = "db"
@@ -53,11 +53,15 @@ key = "id"
 clock = "ended_at"
 period = "1y"
 action = "delete"
-{extra}
+"""
+CLIENTS_RULE = (
+    CLIENTS_RULE_ALONE
+    + """{extra}
 [[rules.children]]
 table = "invoices"
 foreign_key = "client_id"
 {grandchild}"""
+)
 PAYMENTS = """
 [[rules.children.children]]
 table = "payments"
@@ -542,16 +546,7 @@ def test_sqlite_keys_declared_but_not_enforced_are_accounted_for_or_refused(
                 )
         return engine
 
-    rule = """
-[[rules]]
-name = "clients"
-store = "db"
-table = "clients"
-key = "id"
-clock = "ended_at"
-period = "1y"
-action = "delete"
-"""
+    rule = CLIENTS_RULE_ALONE
     config = tmp_path / "retention.toml"
     config.write_text(config_text(sqlite_url, rule, audit_directory=tmp_path / "audit"))
     engine = create(with_order_items=True)

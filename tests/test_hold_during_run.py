@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from retention.audit.entries import read_entries
 from retention.audit.entry_checks import load_verification_keys
 from retention.audit.verify import verify_trail
 from retention.errors import ExitCode
-from tests.support import config_text, create_logs, logs_rule, remaining_ids
+from tests.support import config_text, create_logs, logs_rule, remaining_ids, wait_for_pause
 
 ROWS = 400
 # Far enough in key order that the batches after the hold would reach them.
@@ -76,14 +75,7 @@ def _paused_run(config: Path, skip: int, **extra: str) -> tuple[subprocess.Popen
         ),
         cwd=config.parent,
     )
-    reached = pause.with_name("pause.reached")
-    deadline = time.monotonic() + 120
-    while not reached.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            output, errors = process.communicate()
-            raise AssertionError(f"the run did not reach its pause: {output}{errors}")
-        time.sleep(0.01)
+    wait_for_pause(process, pause, 120)
     return process, pause
 
 

@@ -26,7 +26,13 @@ from retention.audit.leaves import record_leaf
 from retention.audit.verify import verify_trail
 from retention.errors import ExitCode
 from retention.state import StateDatabase
-from tests.support import config_text, create_tables, logs_rule, remaining_ids
+from tests.support import (
+    config_text,
+    create_tables,
+    logs_rule,
+    remaining_ids,
+    wait_for_pause,
+)
 
 ROWS = 3000
 SUBJECT = "alice@example.org"
@@ -172,14 +178,7 @@ def _paused_before_plan(config: Path, tmp_path: Path, *command: str) -> subproce
         *command,
         environment_extra={"RETENTION_PAUSE_AT": "before_plan", "RETENTION_PAUSE_FILE": str(pause)},
     )
-    reached = tmp_path / "pause.reached"
-    deadline = time.monotonic() + 60
-    while not reached.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            output, errors = process.communicate()
-            raise AssertionError(f"the command did not reach its plan: {output}{errors}")
-        time.sleep(0.01)
+    wait_for_pause(process, pause, 60)
     return process
 
 
