@@ -2,14 +2,17 @@
 query parameter its driver cannot take), for a store or the state database: every command
 refuses it as a config error (exit 78) at the key path of its table, saying which part is
 wrong and quoting nothing of the URL (it may hold a password). They used to end in a traceback
-(exit 1) from SQLAlchemy's ``int()`` of the port, or in "the database refused it" (exit 1)."""
+(exit 1) from SQLAlchemy's ``int()`` of the port, or in "the database refused it" (exit 1).
+A store whose URL is fine but that refuses the session is unreachable (69), not a bug (1)."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import Engine, make_url, text
 
 from retention.cli import main
 from retention.errors import ExitCode
@@ -110,3 +113,29 @@ def test_a_state_url_no_engine_can_be_made_on_is_a_config_error(
             in result.stderr
         ), command
         assert PASSWORD not in result.output
+
+
+def test_a_store_that_refuses_the_session_is_unreachable_not_a_bug(
+    tmp_path: Path, postgres_url: str, postgres_admin: Engine
+) -> None:
+    """A role that may not connect to the database ("permission denied for database"), and a
+    SQLite path the system cannot open as a file (a NUL byte): nothing can be done on either
+    store, as when it cannot be reached. Each used to be reported as "the database refused
+    it" with exit 1, the code of a bug."""
+    role = f"retention_no_connect_{secrets.token_hex(4)}"
+    database = make_url(postgres_url).database
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f"CREATE ROLE {role} LOGIN"))
+        connection.execute(text(f"REVOKE CONNECT ON DATABASE {database} FROM PUBLIC"))
+    try:
+        refused = make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
+        for url in (refused, "sqlite:///%00refused.sqlite"):
+            config = tmp_path / "retention.toml"
+            config.write_text(config_text(url, logs_rule()))
+            result = _cli(config, "config", "validate")
+            assert result.exit_code == ExitCode.STORE_UNAVAILABLE, (url, result.output)
+            assert "error: store 'db' is unreachable: " in result.stderr
+            assert "Traceback" not in result.output
+    finally:
+        with postgres_admin.connect() as connection:
+            connection.execute(text(f"DROP ROLE {role}"))

@@ -179,9 +179,16 @@ class SqlStore:
             ) from (error)
 
     def ping(self) -> None:
-        """Raise StoreUnavailable unless the database answers."""
-        with self.reachable(), self.engine.connect() as connection:
-            connection.execute(select(literal(1)))
+        """Raise StoreUnavailable unless the database answers ``SELECT 1``: whatever refuses
+        it (a SQLite path the system cannot open, a server refusing the session) leaves
+        nothing to do on the store, as when it cannot be reached at all."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(select(literal(1)))
+        except sa_exc.DBAPIError as error:
+            raise StoreUnavailable(
+                f"store {self.name!r} is unreachable: {reason(error)}"
+            ) from error
 
     # --- schema ---------------------------------------------------------------------------
 
