@@ -184,8 +184,25 @@ def parsed_state_url(url: str) -> URL:
         raise _refused(error) from None
 
 
+def state_url_issue(url: str) -> ConfigIssue | None:
+    """Given the state database's URL, return why no engine can be made on it, as every
+    command that opens it refuses it (None: one can); nothing is connected to. Example: for
+    ``postgresql+psycopg://retention@db:54x2/state``, the issue ``state: cannot use this
+    database URL: its port is not a number``."""
+    try:
+        parsed_url(url)
+        engine_of(create_engine, url).dispose()
+    except UnusableUrl as error:
+        return _issue(error)
+    return None
+
+
+def _issue(error: UnusableUrl) -> ConfigIssue:
+    return ConfigIssue("state", f"cannot use this database URL: {error}")
+
+
 def _refused(error: UnusableUrl) -> ConfigError:
-    return ConfigError([ConfigIssue("state", f"cannot use this database URL: {error}")])
+    return ConfigError([_issue(error)])
 
 
 class StateDatabase:

@@ -101,6 +101,7 @@ def test_a_state_url_no_engine_can_be_made_on_is_a_config_error(
     state = f"postgresql+psycopg://app:{PASSWORD}@127.0.0.1:notaport/state"
     config.write_text(config_text(sqlite_url, logs_rule(), state_url=state))
     for command in (
+        ["config", "validate"],
         ["plan"],
         ["run", "--yes"],
         ["status"],
@@ -139,3 +140,24 @@ def test_a_store_that_refuses_the_session_is_unreachable_not_a_bug(
     finally:
         with postgres_admin.connect() as connection:
             connection.execute(text(f"DROP ROLE {role}"))
+
+
+def test_a_state_url_from_a_variable_naming_a_driver_not_shipped_is_a_config_error(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config's own check of a URL's scheme never sees one read from a variable: a plain
+    ``mysql://`` there (MySQLdb, not installed) ended in a ModuleNotFoundError's traceback."""
+    config = tmp_path / "retention.toml"
+    text = config_text(sqlite_url, logs_rule(), state_url="sqlite:///unused.sqlite")
+    text = text.replace('url = "sqlite:///unused.sqlite"', 'url_env = "RETENTION_TEST_STATE_URL"')
+    assert 'url_env = "RETENTION_TEST_STATE_URL"' in text
+    config.write_text(text)
+    monkeypatch.setenv("RETENTION_TEST_STATE_URL", f"mysql://app:{PASSWORD}@127.0.0.1/state")
+    for command in (["config", "validate"], ["plan"], ["status"]):
+        result = _cli(config, *command)
+        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
+        assert (
+            "error: state: cannot use this database URL: use sqlite:///PATH, "
+            "postgresql+psycopg://... or mysql+pymysql://... (the drivers retention ships with)\n"
+        ) in result.stderr, command
+        assert PASSWORD not in result.output

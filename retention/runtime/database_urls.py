@@ -43,10 +43,17 @@ def parsed_url(url: str) -> URL:
 
 def engine_of(make: Callable[..., Engine], url: str, **options: Any) -> Engine:
     """Given SQLAlchemy's ``create_engine`` (or a stand-in), a URL and the engine's options,
-    return the engine, or raise UnusableUrl when the URL's query holds a value its dialect or
-    driver cannot take (``connect_timeout=soon``), the library's own words without the value."""
+    return the engine, or raise UnusableUrl when the URL names a dialect or driver that is not
+    installed (a URL from a variable or a credential, whose scheme the config's check never
+    saw), or its query holds a value its dialect or driver cannot take
+    (``connect_timeout=soon``), the library's own words without the value."""
     try:
         return make(url, **options)
+    except (ImportError, sa_exc.ArgumentError):
+        raise UnusableUrl(
+            "use sqlite:///PATH, postgresql+psycopg://... or mysql+pymysql://... (the drivers "
+            "retention ships with)"
+        ) from None
     except (ValueError, TypeError) as error:
         raise UnusableUrl(
             f"a parameter of its query cannot be used: {message_without_values(error)}"
