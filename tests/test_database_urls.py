@@ -34,7 +34,7 @@ PASSWORD = "s3cret-Pw"
             f"mysql+pymysql://app:{PASSWORD}@127.0.0.1:0/app",
             "its port is not a number from 1 to 65535",
         ),
-        (f"not a url {PASSWORD}", "it is not a database URL"),
+        (f"not a url {PASSWORD}", "use sqlite:///PATH, postgresql+psycopg://..."),
     ],
 )
 def test_an_unusable_url_says_which_part_without_quoting_it(url: str, said: str) -> None:
@@ -160,4 +160,24 @@ def test_a_state_url_from_a_variable_naming_a_driver_not_shipped_is_a_config_err
             "error: state: cannot use this database URL: use sqlite:///PATH, "
             "postgresql+psycopg://... or mysql+pymysql://... (the drivers retention ships with)\n"
         ) in result.stderr, command
+        assert PASSWORD not in result.output
+
+
+def test_a_store_url_from_a_variable_with_a_scheme_not_shipped_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheme no driver of retention reads, from url_env: refused as the same URL in the file
+    is (78, docs/exit-codes.md), not reported as an unreachable store (69)."""
+    config = tmp_path / "retention.toml"
+    text = config_text("sqlite:///unused.sqlite", logs_rule())
+    text = text.replace('url = "sqlite:///unused.sqlite"', 'url_env = "RETENTION_TEST_STORE_URL"')
+    config.write_text(text)
+    monkeypatch.setenv("RETENTION_TEST_STORE_URL", f"oracle://app:{PASSWORD}@db/app")
+    for command in (["config", "validate"], ["plan"]):
+        result = _cli(config, *command)
+        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
+        assert (
+            "error: stores.db.url: cannot use this database URL: use sqlite:///PATH, "
+            "postgresql+psycopg://... or mysql+pymysql://... (the drivers retention ships with)\n"
+        ) in result.stderr
         assert PASSWORD not in result.output

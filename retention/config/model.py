@@ -28,6 +28,11 @@ DEFAULT_MAX_FRACTION = 0.5
 PERIOD_UNITS = ("y", "mo", "w", "d")
 UTC_ZONE = ZoneInfo("UTC")
 SUPPORTED_URL = re.compile(r"(sqlite|postgresql\+psycopg|mysql\+pymysql|mariadb\+pymysql)://")
+# What a URL that SUPPORTED_URL refuses is told.
+SUPPORTED_URL_FORMS = (
+    "use sqlite:///PATH, postgresql+psycopg://... or mysql+pymysql://... "
+    "(the drivers retention ships with)"
+)
 
 Scalar = str | int | float | bool
 Operator = Literal["=", "!=", "<", "<=", ">", ">=", "is_null", "is_not_null", "in", "not_in"]

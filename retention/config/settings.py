@@ -13,6 +13,7 @@ from retention.config.model import (
     DEFAULT_MAX_DELETE,
     DEFAULT_MAX_FRACTION,
     SUPPORTED_URL,
+    SUPPORTED_URL_FORMS,
     AuditSettings,
     CheckinSettings,
     DaemonSettings,
@@ -81,9 +82,7 @@ def read_state(reader: Reader, table: Mapping[str, object]) -> StateSettings:
     sources = {key: text(table, key) for key in ("url", "url_env", "url_credential")}
     url = sources["url"]
     if url is not None and not SUPPORTED_URL.match(url):
-        reader.error(
-            f"{path}.url", "use sqlite:///PATH, postgresql+psycopg://... or mysql+pymysql://..."
-        )
+        reader.error(f"{path}.url", SUPPORTED_URL_FORMS)
     if url is not None:
         sources["url"] = resolve_sqlite_url(url, reader.base_directory)
     return StateSettings(**sources, base_directory=reader.base_directory)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from retention.config.model import (
     SUPPORTED_URL,
+    SUPPORTED_URL_FORMS,
     FilesStoreConfig,
     S3StoreConfig,
     SqlStoreConfig,
@@ -40,11 +41,7 @@ def _read_sql_store(
 ) -> SqlStoreConfig:
     url = text(raw, "url")
     if url is not None and not SUPPORTED_URL.match(url):
-        reader.error(
-            f"{path}.url",
-            "use sqlite:///PATH, postgresql+psycopg://... or mysql+pymysql://... "
-            "(the drivers retention ships with)",
-        )
+        reader.error(f"{path}.url", SUPPORTED_URL_FORMS)
     return SqlStoreConfig(
         name=name,
         timezone=reader.zone(raw, path),

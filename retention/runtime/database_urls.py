@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
+from retention.config.model import SUPPORTED_URL, SUPPORTED_URL_FORMS
 from retention.errors import message_without_values
 
 HIGHEST_PORT = 65535
@@ -22,17 +22,17 @@ class UnusableUrl(ValueError):
 
 
 def parsed_url(url: str) -> URL:
-    """Given a database URL, return it parsed, or raise UnusableUrl saying which part is wrong.
+    """Given a database URL, return it parsed, or raise UnusableUrl saying which part is wrong:
+    its scheme (one read from url_env or url_credential, which the config's check never saw),
+    or its port.
 
     Example: ``parsed_url("postgresql+psycopg://app:secret@db:5432/app").port`` returns
     ``5432``; with the port ``54x2`` it raises UnusableUrl("its port is not a number").
     """
+    if not SUPPORTED_URL.match(url):
+        raise UnusableUrl(SUPPORTED_URL_FORMS)
     try:
         parsed = make_url(url)
-    except sa_exc.ArgumentError:
-        raise UnusableUrl(
-            "it is not a database URL (dialect+driver://user:password@host:port/database)"
-        ) from None
     except ValueError:
         # SQLAlchemy reads the port with int(): its message quotes it.
         raise UnusableUrl("its port is not a number") from None
@@ -42,18 +42,12 @@ def parsed_url(url: str) -> URL:
 
 
 def engine_of(make: Callable[..., Engine], url: str, **options: Any) -> Engine:
-    """Given SQLAlchemy's ``create_engine`` (or a stand-in), a URL and the engine's options,
-    return the engine, or raise UnusableUrl when the URL names a dialect or driver that is not
-    installed (a URL from a variable or a credential, whose scheme the config's check never
-    saw), or its query holds a value its dialect or driver cannot take
-    (``connect_timeout=soon``), the library's own words without the value."""
+    """Given SQLAlchemy's ``create_engine`` (or a stand-in), a URL that ``parsed_url`` took and
+    the engine's options, return the engine, or raise UnusableUrl when the URL's query holds a
+    value its dialect or driver cannot take (``connect_timeout=soon``), the library's own words
+    without the value."""
     try:
         return make(url, **options)
-    except (ImportError, sa_exc.ArgumentError):
-        raise UnusableUrl(
-            "use sqlite:///PATH, postgresql+psycopg://... or mysql+pymysql://... (the drivers "
-            "retention ships with)"
-        ) from None
     except (ValueError, TypeError) as error:
         raise UnusableUrl(
             f"a parameter of its query cannot be used: {message_without_values(error)}"

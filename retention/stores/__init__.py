@@ -56,14 +56,12 @@ def _open(
         return open_files_store(store_config, read_only=read_only)
     # Each kind's library (SQLAlchemy, boto3) is imported when a store of that kind opens: a
     # command that reaches none of them starts without it (docs/performance.md, start-up).
-    from sqlalchemy.exc import ArgumentError
-
     from retention.runtime.database_urls import UnusableUrl
     from retention.stores.sql import SqlStore, create_sql_engine
 
     try:
         engine = create_sql_engine(store_url(store_config), read_only=read_only)
-    except (ArgumentError, ImportError, UnusableUrl) as error:
+    except UnusableUrl as error:
         raise ConfigError(
             [
                 ConfigIssue(

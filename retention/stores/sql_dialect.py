@@ -33,8 +33,9 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from retention.config.model import SUPPORTED_URL_FORMS
 from retention.errors import StoreUnavailable, message_without_values
-from retention.runtime.database_urls import engine_of, parsed_url
+from retention.runtime.database_urls import UnusableUrl, engine_of, parsed_url
 
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
@@ -149,7 +150,7 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
                     cursor.execute(statement)
 
         return engine
-    raise StoreUnavailable(f"unsupported database URL scheme {parsed.drivername!r}")
+    raise UnusableUrl(SUPPORTED_URL_FORMS)  # parsed_url refuses any other scheme first
 
 
 # PostgreSQL's -infinity and dates BC are before any Python date (infinity and years past 9999
