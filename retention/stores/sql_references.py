@@ -145,31 +145,34 @@ def references_into(connection: Connection, table: str, quoted_table: str) -> li
 
 
 def _sqlite_references(connection: Connection, table: str) -> list[Reference]:
-    keys: dict[tuple[str, int], list[str]] = {}
-    actions: dict[tuple[str, int], str] = {}
+    keys: dict[tuple[str, int], tuple[str, list[str]]] = {}
     for relation, number, column, action in connection.execute(_SQLITE, {"table": table}):
-        keys.setdefault((relation, number), []).append(column)
-        actions[(relation, number)] = action
+        keys.setdefault((relation, number), (action, []))[1].append(column)
     return [
         Reference(
-            relation if IDENTIFIER.fullmatch(relation) else '"' + relation.replace('"', '""') + '"',
+            _spelled((relation,), '"'),
             tuple(columns),
             f"foreign key {number} of {relation}",
-            _ACTIONS_BY_NAME.get(actions[(relation, number)].upper(), "no action"),
+            _ACTIONS_BY_NAME.get(action.upper(), "no action"),
             "main",
             relation,
             True,
             enforced=False,
         )
-        for (relation, number), columns in keys.items()
+        for (relation, number), (action, columns) in keys.items()
     ]
 
 
 def _mariadb_spelled(schema: str, name: str, local: bool) -> str:
     """``orders`` in the store's database, ``archive.orders`` in another, each part between
     backquotes where it is not a plain identifier."""
-    parts = (name,) if local else (schema, name)
+    return _spelled((name,) if local else (schema, name), "`")
+
+
+def _spelled(parts: tuple[str, ...], quote: str) -> str:
+    """The parts of a name joined by dots, each as it is where it is a plain identifier, else
+    between ``quote`` characters (one inside doubled)."""
     return ".".join(
-        part if IDENTIFIER.fullmatch(part) else "`" + part.replace("`", "``") + "`"
+        part if IDENTIFIER.fullmatch(part) else quote + part.replace(quote, quote * 2) + quote
         for part in parts
     )
