@@ -373,8 +373,8 @@ def test_a_batch_still_refused_by_a_key_fails_whole_naming_the_constraint_and_no
     assert "letters" in outcome["error"]
     assert outcome["error"].endswith(
         ": a row of the batch is still referenced; list the referencing table in the rule's "
-        "children by that key, or keep such rows out with where_sql (an erasure ignores "
-        "where_sql: for it, only children)"
+        "children by that key (where the store reaches it by its name alone), or keep such "
+        "rows out with where_sql (an erasure ignores where_sql: for it, only children)"
     )
     with engine.connect() as connection:
         assert {row[0] for row in connection.execute(text("SELECT email FROM people"))} == set(

@@ -165,8 +165,9 @@ class SqlStore:
             if refused_by_foreign_key(error) and not raised_by_database_code(error):
                 refused += (
                     ": a row of the batch is still referenced; list the referencing table in "
-                    "the rule's children by that key, or keep such rows out with where_sql "
-                    "(an erasure ignores where_sql: for it, only children)"
+                    "the rule's children by that key (where the store reaches it by its name "
+                    "alone), or keep such rows out with where_sql (an erasure ignores "
+                    "where_sql: for it, only children)"
                 )
             raise RetentionError(
                 f"store {self.name!r}: the database refused it: {refused}"
