@@ -56,6 +56,7 @@ def execute(
     row (and so stays findable) until the next run deletes its objects first.
     """
     outcomes: list[RuleOutcome] = []
+    walked: list[RulePlan] = []  # each rule as it ran: in a dry run, as its run would find it
     with subject_sets() as visited:
         for rule_plan in plan.rules:
             if stop_requested() or any(o.status == "audit_failed" for o in outcomes):
@@ -70,7 +71,7 @@ def execute(
             else:
                 rule_plan = keeping_subjects(rule_plan, plan, outcomes)
                 if dry_run:
-                    rule_plan = after_earlier_rules(rule_plan, plan, outcomes)
+                    rule_plan = after_earlier_rules(rule_plan, walked, outcomes)
                 objects = rule_plan.rule.objects
                 subjects_rule = objects.subjects.rule.name if objects and objects.subjects else None
                 seen = visited.get(rule_plan.rule.name)
@@ -94,6 +95,7 @@ def execute(
                     progress=progress,
                 )
             outcomes.append(outcome)
+            walked.append(rule_plan)
             if rule_plan.unreadable:
                 # Never due, so never overdue either: without this line an unattended daemon
                 # would keep these rows forever in silence.
@@ -135,18 +137,20 @@ def execute(
 
 
 def after_earlier_rules(
-    rule_plan: RulePlan, plan: Plan, outcomes: Sequence[RuleOutcome]
+    rule_plan: RulePlan, walked: Sequence[RulePlan], outcomes: Sequence[RuleOutcome]
 ) -> RulePlan:
-    """Given a rule's plan and the outcomes of the rules before it in a dry run, return it with
-    the rows those of its store that deleted rows to their end have taken out of its way
-    (``Selection.removed_before``): a dry run then walks the rows a run still finds, and
-    counts the rest as skipped, as the run does. Example: two rules on one table, the first
-    due 17 rows, the second 21 of which those 17: the second would delete 4, skip 17."""
+    """Given a rule's plan, and the rules before it in a dry run as they were walked with their
+    outcomes, return it with the rows those of its store that deleted rows to their end have
+    taken out of its way (``Selection.removed_before``, each with its own: a row an earlier
+    rule finds without a clock, its joined row gone, stays): a dry run then walks the rows a
+    run still finds, and counts the rest as skipped, as the run does. Example: two rules on
+    one table, the first due 17 rows, the second 21 of which those 17: the second would
+    delete 4, skip 17."""
     if rule_plan.selection is None:
         return rule_plan
     earlier = tuple(
         before.selection
-        for before, outcome in zip(plan.rules, outcomes, strict=False)
+        for before, outcome in zip(walked, outcomes, strict=True)
         if before.selection is not None
         and before.rule.store == rule_plan.rule.store
         and before.rule.action == "delete"

@@ -311,7 +311,7 @@ def _plan_or_unreachable(
         subject_store=subject_store,
         show_keys=show_keys,
         erasure=erasure,
-        removed_before=removed_before if rule.children else (),
+        removed_before=removed_before,
     )
 
 

@@ -44,7 +44,9 @@ class Selection:
     ``removed_before`` are the selections of the delete rules that run earlier in the same plan
     on the same store: the rows they delete (and their children) are gone by the time this rule
     runs, so they are not counted among this rule's children (the demo's `user-accounts`
-    children are a safety net that the row 7 rules empty first). Only counts use it.
+    children are a safety net that the row 7 rules empty first), nor do the rows of the
+    tables its joins reach still give a clock, a period or a condition (a row whose joined row
+    went has none: kept). Only counts and a dry run's batches use it.
 
     ``whole_partitions`` name the partitions of the rule's table that a run drops whole before
     its row batches: a dry run, which drops nothing, walks its row batches outside them, as the

@@ -426,3 +426,132 @@ subject_prefix = "events/{id}/{logged_at}/"
     assert ran["deleted"] == len(DUE)
     assert _partitions(events_url) == before, "no partition was dropped"
     assert _remaining(events_url) == set(range(1, 56)) - DUE
+
+
+# Contracts ended two years ago (1-3, due), half a year ago (4, kept) and not yet (5, NULL).
+ENDED = {1: datetime(2023, 5, 1), 2: datetime(2023, 5, 1), 3: datetime(2023, 5, 1)} | {
+    4: datetime(2024, 12, 1),
+    5: None,
+}
+CONTRACT_RULES = """
+[[rules]]
+name = "contracts"
+store = "db"
+table = "contracts"
+key = "id"
+clock = "ended_at"
+period = "1y"
+action = "delete"
+
+[[rules]]
+name = "content"
+store = "db"
+table = "content"
+key = "id"
+clock = "contract.ended_at"
+period = "1y"
+action = "delete"
+batch_size = 2
+[rules.joins.contract]
+table = "contracts"
+on = { contract_id = "id" }
+[[rules.children]]
+table = "replies"
+foreign_key = "content_id"
+
+[[rules]]
+name = "notes"
+store = "db"
+table = "notes"
+key = "id"
+clock = ["written_at", "contract.ended_at"]
+period = "1y"
+action = "delete"
+[rules.joins.contract]
+table = "contracts"
+on = { contract_id = "id" }
+
+[[rules]]
+name = "orphans"
+store = "db"
+table = "content"
+key = "id"
+clock = "created_at"
+period = "1y"
+where = ["contract.ended_at IS NULL"]
+action = "delete"
+[rules.joins.contract]
+table = "contracts"
+on = { contract_id = "id" }
+"""
+
+
+def test_rows_whose_joined_row_an_earlier_rule_deletes_are_walked_as_the_run_finds_them(
+    database_url: str, tmp_path: Path
+) -> None:
+    """An earlier rule deletes the contracts a later rule's join reads its clock (or a
+    condition) from: the run finds those rows without a clock (kept, skipped), a clock list
+    falling back on its other columns, a condition through the join changed. The dry run
+    walks what the run finds, not what the plan saw."""
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        for statement in (
+            "CREATE TABLE contracts (id integer PRIMARY KEY, ended_at timestamp NULL)",
+            "CREATE TABLE content (id integer PRIMARY KEY, contract_id integer, "
+            "created_at timestamp NULL)",
+            "CREATE TABLE notes (id integer PRIMARY KEY, contract_id integer, "
+            "written_at timestamp NULL)",
+            "CREATE TABLE replies (id integer PRIMARY KEY, content_id integer)",
+        ):
+            connection.execute(text(statement))
+        connection.execute(
+            text("INSERT INTO contracts VALUES (:id, :ended_at)"),
+            [{"id": key, "ended_at": ended} for key, ended in ENDED.items()],
+        )
+        # Two pieces of content per contract, created long ago.
+        connection.execute(
+            text("INSERT INTO content VALUES (:id, :contract_id, :created_at)"),
+            [
+                {"id": key, "contract_id": (key - 1) % 5 + 1, "created_at": datetime(2020, 1, 1)}
+                for key in range(1, 11)
+            ],
+        )
+        # On contract 1: a note written long ago (due either way), one never dated (due by the
+        # contract's end only); on contract 4, one written long ago (its contract is kept).
+        connection.execute(
+            text("INSERT INTO notes VALUES (:id, :contract_id, :written_at)"),
+            [
+                {"id": 1, "contract_id": 1, "written_at": datetime(2021, 1, 1)},
+                {"id": 2, "contract_id": 1, "written_at": None},
+                {"id": 3, "contract_id": 4, "written_at": datetime(2021, 1, 1)},
+            ],
+        )
+        # A reply to each piece of content of contracts 1 and 4.
+        connection.execute(
+            text("INSERT INTO replies VALUES (:id, :content_id)"),
+            [{"id": key, "content_id": key} for key in (1, 4, 6, 9)],
+        )
+    engine.dispose()
+    config = make_config(database_url, CONTRACT_RULES, audit_directory=tmp_path / "audit")
+    planned, dry = plan_and_run(config, now, dry_run=True)
+    _, ran = plan_and_run(config, now)
+    counted = [
+        [
+            (o.rule, o.due, o.deleted, o.skipped, o.batches, o.children_deleted)
+            for o in report.outcomes
+        ]
+        for report in (dry, ran)
+    ]
+    # The plan counts the child rows the run deletes: none, their parents kept.
+    assert [rule.children for rule in planned.rules][1] == (("replies", 0),)
+    assert counted[1] == [
+        ("contracts", 3, 3, 0, 1, 0),
+        # Their contracts gone, content 1-3 and 6-8 have no clock: kept, and their replies.
+        ("content", 6, 0, 6, 0, 0),
+        # Note 1 is still due by its own date; note 2 has no clock left.
+        ("notes", 2, 1, 1, 1, 0),
+        # Content of contracts gone or never ended: 5 and 10 as planned, 1-3 and 6-8 now too.
+        ("orphans", 2, 8, 0, 1, 0),
+    ]
+    assert counted[0] == counted[1]

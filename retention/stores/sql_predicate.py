@@ -5,7 +5,7 @@ run purges and a row touched since it was selected survives. Values are always b
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 # The one value below year one a MariaDB/MySQL TIMESTAMP can hold (see zero_in_date_expired).
 ZERO_TIMESTAMP = "0000-00-00 00:00:00"
 
+# Given a table's name, the condition true for its rows that a run still finds there when the
+# rule's turn comes (None: all of them): a dry run's view of the rows that the delete rules
+# before it take out of the way (sql_survey.still_there).
+Kept = Callable[[str], ColumnElement[bool] | None]
+
 
 @dataclass(frozen=True)
 class Clock:
@@ -54,7 +59,12 @@ class Clock:
     zero_in_date: bool = False
 
 
-def column_expression(store: SqlStore, rule: Rule, reference: ColumnRef) -> ColumnElement[Any]:
+def column_expression(
+    store: SqlStore, rule: Rule, reference: ColumnRef, kept: Kept | None = None
+) -> ColumnElement[Any]:
+    """Given a rule and one of its column references, return the column, or for a joined one
+    the value of the one row it reaches; with ``kept``, of a row still there (a row that an
+    earlier rule deletes reaches nothing: NULL, as the run finds it)."""
     table = store.table(rule.table)
     if reference.join is None:
         return table.c[reference.column]
@@ -62,23 +72,22 @@ def column_expression(store: SqlStore, rule: Rule, reference: ColumnRef) -> Colu
     remote = store.table(join.table)
     # A correlated scalar subquery rather than a JOIN: it works unchanged inside DELETE and
     # UPDATE on every dialect, where joins do not.
-    return (
-        select(remote.c[reference.column])
-        .where(
-            *(
-                remote.c[remote_column] == table.c[local_column]
-                for local_column, remote_column in zip(
-                    join.local_columns, join.remote_columns, strict=True
-                )
+    reached = select(remote.c[reference.column]).where(
+        *(
+            remote.c[remote_column] == table.c[local_column]
+            for local_column, remote_column in zip(
+                join.local_columns, join.remote_columns, strict=True
             )
         )
-        .correlate(table)
-        .scalar_subquery()
     )
+    still = None if kept is None else kept(join.table)
+    if still is not None:
+        reached = reached.where(still)
+    return reached.correlate(table).scalar_subquery()
 
 
-def rule_clock(store: SqlStore, rule: Rule) -> Clock:
-    columns = [column_expression(store, rule, reference) for reference in rule.clock]
+def rule_clock(store: SqlStore, rule: Rule, kept: Kept | None = None) -> Clock:
+    columns = [column_expression(store, rule, reference, kept) for reference in rule.clock]
     kind = clock_kind(columns[0], store.engine.dialect.name)
     if kind is None:
         raise RetentionError(f"{rule.clock_text} is not a date or timestamp")
@@ -210,14 +219,17 @@ def bound(store: SqlStore, instant: datetime, kind: ClockKind) -> datetime:
     return instant.astimezone(store.config.timezone).replace(tzinfo=None)
 
 
-def predicate(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
+def predicate(
+    store: SqlStore, selection: Selection, kept: Kept | None = None
+) -> ColumnElement[bool]:
     """Given a Selection, return the SQL condition that is true exactly for its due rows:
-    expired, in scope, and under no legal hold."""
+    expired, in scope, and under no legal hold; with ``kept``, as they are once the rows
+    that earlier rules delete are gone from the tables its joins reach."""
     rule = selection.rule
-    expired = expired_all(store, selection, rule_clock(store, rule))
-    holding = held(store, selection)
+    expired = expired_all(store, selection, rule_clock(store, rule, kept), kept)
+    holding = held(store, selection, kept)
     due = expired if holding is None else and_(expired, not_(holding))
-    return and_(due, scope(store, selection))
+    return and_(due, scope(store, selection, kept))
 
 
 def range_delete(
@@ -237,14 +249,14 @@ def range_delete(
     )
 
 
-def scope(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
+def scope(store: SqlStore, selection: Selection, kept: Kept | None = None) -> ColumnElement[bool]:
     """The rows a rule is about, whatever their clock: its conditions (not for an erasure,
     which is about everything a person left), not yet anonymised."""
     rule = selection.rule
     table = store.table(rule.table)
     parts: list[ColumnElement[bool]] = [true()]
     if selection.erasure is None:
-        parts += [_condition(store, rule, condition) for condition in rule.conditions]
+        parts += [_condition(store, rule, condition, kept) for condition in rule.conditions]
         if rule.where_sql:
             parts.append(text(f"({rule.where_sql})").self_group())  # type: ignore[arg-type]
     if rule.marker_column is not None:
@@ -252,7 +264,9 @@ def scope(store: SqlStore, selection: Selection) -> ColumnElement[bool]:
     return and_(*parts)
 
 
-def held(store: SqlStore, selection: Selection) -> ColumnElement[bool] | None:
+def held(
+    store: SqlStore, selection: Selection, kept: Kept | None = None
+) -> ColumnElement[bool] | None:
     """True for rows under a legal hold in force (None when the rule has none). A NULL in a
     hold's condition counts as held: not(NULL) selects nothing."""
     rule = selection.rule
@@ -266,18 +280,20 @@ def held(store: SqlStore, selection: Selection) -> ColumnElement[bool] | None:
             if keys:
                 parts.append(key_in(key_columns, keys))
         elif hold.kind == "where" and hold.condition is not None:
-            parts.append(_condition(store, rule, hold.condition))
+            parts.append(_condition(store, rule, hold.condition, kept))
     return or_(*parts) if parts else None
 
 
-def expired_all(store: SqlStore, selection: Selection, clock: Clock) -> ColumnElement[bool]:
+def expired_all(
+    store: SqlStore, selection: Selection, clock: Clock, kept: Kept | None = None
+) -> ColumnElement[bool]:
     rule = selection.rule
     if selection.erasure is not None:
         return _erased(store, rule, selection.erasure.subject)
     expired = _expired(store, clock, selection.default)
     if rule.period_column is None:
         return expired
-    period_column = column_expression(store, rule, rule.period_column)
+    period_column = column_expression(store, rule, rule.period_column, kept)
     return or_(
         and_(period_column.is_(None), expired),
         *(
@@ -312,8 +328,10 @@ def _erased(store: SqlStore, rule: Rule, subject_text: str) -> ColumnElement[boo
     return tuple_(*local).in_(remote)
 
 
-def _condition(store: SqlStore, rule: Rule, condition: Condition) -> ColumnElement[bool]:
-    column = column_expression(store, rule, condition.column)
+def _condition(
+    store: SqlStore, rule: Rule, condition: Condition, kept: Kept | None = None
+) -> ColumnElement[bool]:
+    column = column_expression(store, rule, condition.column, kept)
     # As check_rule checked it: ISO text becomes a date for a date column, and so on.
     value = cast("Scalar | tuple[Scalar, ...] | None", _bindable(store, rule, condition))
     match condition.operator:
@@ -376,13 +394,15 @@ def batch_query(
     after: KeyValues | None,
     limit: int,
     extra: Sequence[str] = (),
+    kept: Kept | None = None,
 ) -> Select[Any]:
-    """The one query that picks due rows in key order, after ``after``: keyset pagination."""
+    """The one query that picks due rows in key order, after ``after``: keyset pagination
+    (with ``kept``, as a dry run sees them: see ``predicate``)."""
     rule = selection.rule
     table = store.table(rule.table)
     keys = store.key_columns(rule)
     columns = keys + [table.c[name] for name in extra if name not in rule.key]
-    query = select(*columns).where(predicate(store, selection)).order_by(*keys).limit(limit)
+    query = select(*columns).where(predicate(store, selection, kept)).order_by(*keys).limit(limit)
     if after is not None:
         query = query.where(after_key(keys, after))
     return query

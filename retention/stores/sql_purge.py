@@ -50,7 +50,7 @@ from retention.stores.sql_dialect import (
 )
 from retention.stores.sql_keys import after_key, key_between, key_in, only_accepted, result_keys
 from retention.stores.sql_predicate import batch_query, bound, predicate, range_delete
-from retention.stores.sql_survey import count_children, kept_before
+from retention.stores.sql_survey import count_children, kept_before, still_there
 
 if TYPE_CHECKING:
     from retention.stores.sql import SqlStore
@@ -92,7 +92,10 @@ def purge_batch(
     extra = [child.references for child in rule.children]
     extra += [column for column, _strategy in rule.anonymise]
     if dry_run:
-        query: Select[Any] | None = batch_query(store, selection, after, limit, extra)
+        # Rows the rules before this one delete are gone when the run gets here: those of its
+        # table, and those its joins reach (leaving no clock, or a condition changed).
+        kept = still_there(store, selection)
+        query: Select[Any] | None = batch_query(store, selection, after, limit, extra, kept)
         with store.reachable(), store.engine.connect() as connection:
             if query is not None and selection.removed_before:
                 # Gone by the time the run gets here: an earlier rule of the run deleted them.
@@ -110,7 +113,9 @@ def purge_batch(
                 key_columns = store.key_columns(rule)
                 before = None
                 if after is not None:
-                    before = and_(predicate(store, selection), not_(after_key(key_columns, after)))
+                    before = and_(
+                        predicate(store, selection, kept), not_(after_key(key_columns, after))
+                    )
                 children = count_children(
                     store, connection, selection, key_in(key_columns, keys), before
                 )

@@ -30,6 +30,7 @@ from retention.store_protocol import Survey
 from retention.stores.partition_survey import PartitionSurvey, survey_partitions
 from retention.stores.sql_keys import not_true
 from retention.stores.sql_predicate import (
+    Kept,
     batch_query,
     bound,
     earliest_meaning,
@@ -135,7 +136,12 @@ def survey(store: SqlStore, selection: Selection, sample_size: int) -> Survey:
             rest = whole.outside(counting, store, rule.table)
             counts = _count(connection, rest, (0, 0, 0, 0, 0, 0, None))
         samples = connection.execute(batch_query(store, selection, None, sample_size)).all()
-        children = count_children(store, connection, selection, predicate(store, selection))
+        children: ChildCounts = ()
+        if rule.children:
+            # The parents as the run finds them: a row whose joined row an earlier rule
+            # deletes has no clock left, and keeps its children.
+            parents = predicate(store, selection, still_there(store, selection))
+            children = count_children(store, connection, selection, parents)
     in_scope, due_count, held_count, future_count, unreadable_count, invalid_count, oldest = counts
     # Every row of a partition that goes whole is in scope and due (and none held or future).
     in_scope, due_count = int(in_scope) + whole.rows, int(due_count) + whole.rows
@@ -264,14 +270,32 @@ def _child_rows(
 def kept_before(store: SqlStore, selection: Selection, table_name: str) -> ColumnElement[bool]:
     """True for the rows of ``table_name`` that no rule of ``removed_before`` deletes, as
     its rows due or as their children."""
+    kept = _kept(store, selection, table_name)
+    return true() if kept is None else kept
+
+
+def still_there(store: SqlStore, selection: Selection) -> Kept | None:
+    """Given a Selection, return what a run still finds of each table when the rule's turn
+    comes, the rows of ``removed_before`` gone (None when no earlier rule deletes anything):
+    for the tables its joins reach, whose rows gone leave no clock, no period or another
+    condition to the rows that reached them."""
+    if not selection.removed_before:
+        return None
+    return lambda table_name: _kept(store, selection, table_name)
+
+
+def _kept(store: SqlStore, selection: Selection, table_name: str) -> ColumnElement[bool] | None:
     gone: list[ColumnElement[bool]] = []
     for earlier in selection.removed_before:
+        # The earlier rule's rows as its own turn finds them: its joins may reach rows that
+        # rules before it deleted.
+        deleted = predicate(store, earlier, still_there(store, earlier))
         if earlier.rule.table == table_name:
-            gone.append(predicate(store, earlier))
+            gone.append(deleted)
         for _name, path in child_paths(earlier.rule.children):
             if path[-1].table == table_name:
-                gone.append(_child_rows(store, earlier, path, predicate(store, earlier))[1])
-    return not_true(or_(*gone)) if gone else true()
+                gone.append(_child_rows(store, earlier, path, deleted)[1])
+    return not_true(or_(*gone)) if gone else None
 
 
 def _unique_path(store: SqlStore, table_name: str, path: Sequence[Child]) -> bool:
