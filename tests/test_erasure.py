@@ -530,3 +530,31 @@ def test_erase_on_a_terminal_asks_for_the_plan_id(
     assert confirmed.exit_code == 0, confirmed.output
     assert asked[0].startswith("To erase, type the plan id (")
     assert remaining_ids(engine, "accounts") == {2}
+
+
+def _accounts_first() -> str:
+    """RULES with the accounts rule written before the rule that finds a person's logs
+    through their account."""
+    blocks = RULES.split("[[rules]]\n")[1:]
+    logs, accounts, rest = blocks[0], blocks[1], blocks[2:]
+    return "".join(f"[[rules]]\n{block}" for block in [accounts, logs, *rest])
+
+
+def test_a_rule_that_finds_its_person_through_a_join_is_erased_before_the_joined_rows(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Written after the rule that erases the accounts, the logs rule would look for Alice's
+    account once it is gone, find none, and keep her logs for ever (the dry run saying they
+    go): an erasure takes such a rule before the rules that erase what it reaches."""
+    engine = _people(database_url)
+    config = make_config(database_url, _accounts_first(), audit_directory=tmp_path / "audit")
+    rules, _left_out = erasure_rules(config)
+    assert [rule.name for rule in rules][:2] == ["connection-logs", "accounts"]
+    _, dry = _erase(config, ALICE, dry_run=True)
+    _, report = _erase(config, ALICE)
+    for outcomes in (dry.outcomes, report.outcomes):
+        logs = next(outcome for outcome in outcomes if outcome.rule == "connection-logs")
+        assert (logs.deleted, logs.skipped) == (5, 0)
+    assert report.exit_code == ExitCode.OK
+    assert remaining_ids(engine, "logs") == set(range(1, 11)) - _alice_log_ids()
+    assert remaining_ids(engine, "accounts") == {2}
