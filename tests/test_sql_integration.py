@@ -309,6 +309,79 @@ def test_clock_reached_through_a_join(database_url: str) -> None:
     assert remaining_ids(engine, "contracts") == {1, 2, 3}
 
 
+STAFF_RULE = """
+[[rules]]
+name = "reports"
+store = "db"
+table = "staff"
+key = "id"
+clock = "manager.left_on"
+period = "1y"
+where = ["manager.name != 'Keep'"]
+{action}
+
+[rules.joins.manager]
+table = "staff"
+on = {{ manager_id = "id" }}
+"""
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        'action = "delete"',
+        'action = "anonymise"\nmarker_column = "anonymised_at"\nanonymise = { name = "null" }',
+    ],
+    ids=["delete", "anonymise"],
+)
+def test_a_clock_through_a_join_to_the_rules_own_table_reads_the_other_row(
+    database_url: str, action: str, tmp_path: Path
+) -> None:
+    """A report goes a year after their manager left: the join reaches another row of the
+    same table, never the row itself (a subquery correlated with the row would read its own
+    columns, finding a clock only for someone who is their own manager)."""
+    metadata = MetaData()
+    staff = Table(
+        "staff",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("manager_id", Integer, nullable=True),
+        Column("left_on", Date, nullable=True),
+        Column("name", String(20), nullable=True),
+        Column("anonymised_at", DateTime, nullable=True),
+    )
+    engine = create_tables(database_url, metadata)
+    long_ago = date(2015, 1, 1)
+    _insert(
+        engine,
+        staff,
+        [
+            {"id": 1, "manager_id": None, "left_on": long_ago, "name": "Ann"},
+            {"id": 2, "manager_id": 1, "left_on": None, "name": "Bea"},
+            {"id": 3, "manager_id": 1, "left_on": None, "name": "Cid"},
+            {"id": 4, "manager_id": 5, "left_on": long_ago, "name": "Dan"},
+            {"id": 5, "manager_id": None, "left_on": None, "name": "Eve"},
+            {"id": 6, "manager_id": 6, "left_on": long_ago, "name": "Fay"},
+            {"id": 7, "manager_id": 8, "left_on": None, "name": "Gus"},
+            {"id": 8, "manager_id": None, "left_on": long_ago, "name": "Keep"},
+        ],
+    )
+    rule = STAFF_RULE.format(action=action)
+    config = make_config(database_url, rule, audit_directory=tmp_path / "audit")
+    the_plan, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    # Ann left long ago: Bea and Cid, her reports, go; Fay is her own manager; Gus's manager
+    # is kept out by the condition.
+    assert the_plan.rules[0].due == 3
+    assert report.outcomes[0].status == "ok"
+    assert report.outcomes[0].deleted + report.outcomes[0].anonymised == 3
+    with engine.connect() as connection:
+        named = {
+            row.id
+            for row in connection.execute(text("SELECT id FROM staff WHERE name IS NOT NULL"))
+        }
+    assert named == {1, 4, 5, 7, 8}
+
+
 def test_per_row_period_override(database_url: str) -> None:
     metadata = MetaData()
     campaigns = Table(

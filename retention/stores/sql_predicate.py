@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     Select,
     String,
     and_,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.sql.dml import ReturningDelete
+from sqlalchemy.sql.util import ClauseAdapter
 
 from retention.config import ColumnRef, Condition, Rule, Scalar
 from retention.errors import RetentionError, without_values
@@ -69,7 +71,7 @@ def column_expression(
     if reference.join is None:
         return table.c[reference.column]
     join = rule.join(reference.join)
-    remote = store.table(join.table)
+    remote = _joined(store, rule, join.table)
     # A correlated scalar subquery rather than a JOIN: it works unchanged inside DELETE and
     # UPDATE on every dialect, where joins do not.
     reached = select(remote.c[reference.column]).where(
@@ -82,8 +84,18 @@ def column_expression(
     )
     still = None if kept is None else kept(join.table)
     if still is not None:
+        if join.table == rule.table:
+            still = ClauseAdapter(remote).traverse(still)  # spelled on the table, not its alias
         reached = reached.where(still)
     return reached.correlate(table).scalar_subquery()
+
+
+def _joined(store: SqlStore, rule: Rule, table_name: str) -> FromClause:
+    """The table a join reaches, under a name of its own when it is the rule's own table (a
+    manager's date as a report's clock): correlated with the rule's row, the subquery would
+    otherwise read that row itself, not the one its join columns name."""
+    remote = store.table(table_name)
+    return remote.alias() if table_name == rule.table else remote
 
 
 def rule_clock(store: SqlStore, rule: Rule, kept: Kept | None = None) -> Clock:
