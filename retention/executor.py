@@ -20,7 +20,7 @@ from retention.recorded_batch import next_limit, purge_one_batch, with_current_h
 from retention.rule_gates import blocked_by_objects, brake_of, keeping_subjects, subject_sets
 from retention.run_ports import Audit, Logger, Progress, SubjectSet, SubjectsInMemory
 from retention.run_report import FAILED, RuleOutcome, RunReport, Status
-from retention.selection import KeyValues
+from retention.selection import KeyValues, Selection
 from retention.store_protocol import KeyFilter, RecordStore
 
 
@@ -143,21 +143,28 @@ def after_earlier_rules(
     outcomes, return it with the rows those of its store that deleted rows to their end have
     taken out of its way (``Selection.removed_before``, each with its own: a row an earlier
     rule finds without a clock, its joined row gone, stays): a dry run then walks the rows a
-    run still finds, and counts the rest as skipped, as the run does. Example: two rules on
-    one table, the first due 17 rows, the second 21 of which those 17: the second would
-    delete 4, skip 17."""
+    run still finds, and counts the rest as skipped, as the run does; a cross-store rule's
+    subjects likewise, on their store. Example: two rules on one table, the first due 17
+    rows, the second 21 of which those 17: the second would delete 4, skip 17."""
     if rule_plan.selection is None:
         return rule_plan
-    earlier = tuple(
-        before.selection
-        for before, outcome in zip(walked, outcomes, strict=True)
-        if before.selection is not None
-        and before.rule.store == rule_plan.rule.store
-        and before.rule.action == "delete"
-        and before.rule.objects is None
-        and outcome.status == "ok"
-    )
-    selection = replace(rule_plan.selection, removed_before=earlier)
+
+    def earlier_on(store: str) -> tuple[Selection, ...]:
+        return tuple(
+            before.selection
+            for before, outcome in zip(walked, outcomes, strict=True)
+            if before.selection is not None
+            and before.rule.store == store
+            and before.rule.action == "delete"
+            and before.rule.objects is None
+            and outcome.status == "ok"
+        )
+
+    selection = replace(rule_plan.selection, removed_before=earlier_on(rule_plan.rule.store))
+    subjects = selection.subjects
+    if subjects is not None:
+        subjects = replace(subjects, removed_before=earlier_on(subjects.rule.store))
+        selection = replace(selection, subjects=subjects)
     return replace(rule_plan, selection=selection)
 
 

@@ -24,7 +24,7 @@ from retention.config import parse_config
 from retention.planner import SUBJECTS_NOTE
 from retention.state import StateDatabase
 from retention.stores import partitions
-from tests.s3_proxy import make_bucket
+from tests.s3_proxy import make_bucket, put_objects, s3_client
 from tests.support import (
     config_text,
     copy_shipped_config,
@@ -555,3 +555,68 @@ def test_rows_whose_joined_row_an_earlier_rule_deletes_are_walked_as_the_run_fin
         ("orphans", 2, 8, 0, 1, 0),
     ]
     assert counted[0] == counted[1]
+
+
+def test_objects_whose_subjects_lose_their_clock_to_an_earlier_rule_stay_in_the_dry_run_too(
+    sqlite_url: str, tmp_path: Path, s3_server: str
+) -> None:
+    """A cross-store rule lists the objects of its subjects' due rows when it runs: rows whose
+    clock came through contracts an earlier rule deleted are no longer due, and their objects
+    stay. The dry run lists the subjects the run finds, not those the plan saw."""
+    engine = create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("CREATE TABLE contracts (id integer PRIMARY KEY, ended_at timestamp)")
+        )
+        connection.execute(
+            text("CREATE TABLE content (id integer PRIMARY KEY, contract_id integer)")
+        )
+        connection.execute(
+            text("INSERT INTO contracts VALUES (:id, :ended_at)"),
+            [{"id": key, "ended_at": ended} for key, ended in ENDED.items()],
+        )
+        connection.execute(
+            text("INSERT INTO content VALUES (:id, :contract_id)"),
+            [{"id": key, "contract_id": (key - 1) % 5 + 1} for key in range(1, 11)],
+        )
+    engine.dispose()
+    bucket = make_bucket(s3_server, "subjects")
+    put_objects(s3_server, bucket, [f"content/{key}/file.txt" for key in range(1, 11)])
+    objects = f"""
+[stores.files]
+kind = "s3"
+bucket = "{bucket}"
+endpoint_url = "{s3_server}"
+region = "us-east-1"
+addressing_style = "path"
+"""
+    rules = CONTRACT_RULES.split("[[rules]]")
+    files = """
+[[rules]]
+name = "content-files"
+store = "files"
+subjects = "content"
+subject_prefix = "content/{id}/"
+"""
+    # The contracts first, then the content's objects and the content (its replies aside).
+    content = rules[2].split("[[rules.children]]")[0]
+    config = make_config(
+        sqlite_url,
+        "[[rules]]" + rules[1] + files + "[[rules]]" + content,
+        extra_stores=objects,
+        audit_directory=tmp_path / "audit",
+    )
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    _, dry = plan_and_run(config, now, dry_run=True)
+    _, ran = plan_and_run(config, now)
+    counted = [
+        [(o.rule, o.due, o.deleted, o.skipped) for o in report.outcomes] for report in (dry, ran)
+    ]
+    assert counted[1] == [
+        ("contracts", 3, 3, 0),
+        ("content-files", 6, 0, 6),
+        ("content", 6, 0, 6),
+    ]
+    assert counted[0] == counted[1]
+    listed = s3_client(s3_server).list_objects_v2(Bucket=bucket)["Contents"]
+    assert len(listed) == 10

@@ -289,11 +289,16 @@ class SqlStore:
         self, selection: Selection, *, after: KeyValues | None, limit: int
     ) -> tuple[KeyValues, ...]:
         """Given a Selection, return up to ``limit`` due keys after ``after``, in key order: the
-        subjects of a cross-store rule, read with the run's own query, without locking."""
+        subjects of a cross-store rule, read with the run's own query, without locking (in a
+        dry run, without the rows the rules before it delete: ``Selection.removed_before``)."""
+        from retention.stores import sql_survey
+
+        kept = sql_survey.still_there(self, selection)
+        query = sql_predicate.batch_query(self, selection, after, limit, kept=kept)
+        if kept is not None:
+            query = query.where(sql_survey.kept_before(self, selection, selection.rule.table))
         with self.reachable(), self.engine.connect() as connection:
-            rows = connection.execute(
-                sql_predicate.batch_query(self, selection, after, limit)
-            ).all()
+            rows = connection.execute(query).all()
         return tuple(tuple(row) for row in rows)
 
     def survey(self, selection: Selection, sample_size: int) -> Survey:
