@@ -287,14 +287,16 @@ def still_there(store: SqlStore, selection: Selection) -> Kept | None:
 def _kept(store: SqlStore, selection: Selection, table_name: str) -> ColumnElement[bool] | None:
     gone: list[ColumnElement[bool]] = []
     for earlier in selection.removed_before:
+        paths = [path for _name, path in child_paths(earlier.rule.children)]
+        reached = [path for path in paths if path[-1].table == table_name]
+        if earlier.rule.table != table_name and not reached:
+            continue
         # The earlier rule's rows as its own turn finds them: its joins may reach rows that
         # rules before it deleted.
         deleted = predicate(store, earlier, still_there(store, earlier))
         if earlier.rule.table == table_name:
             gone.append(deleted)
-        for _name, path in child_paths(earlier.rule.children):
-            if path[-1].table == table_name:
-                gone.append(_child_rows(store, earlier, path, deleted)[1])
+        gone += [_child_rows(store, earlier, path, deleted)[1] for path in reached]
     return not_true(or_(*gone)) if gone else None
 
 
