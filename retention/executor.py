@@ -78,8 +78,10 @@ def execute(
                 collect = None
                 if subjects_rule is not None:
                     collect = visited[subjects_rule] = subject_set()
+                lifted = rule_plan.rule.name in allow_over_limit
                 outcome = _execute_rule(
                     rule_plan,
+                    None if lifted else rule_plan.rule.max_delete,
                     store_for,
                     now,
                     dry_run,
@@ -136,6 +138,31 @@ def execute(
     return RunReport(plan_id=plan.plan_id, dry_run=dry_run, outcomes=tuple(outcomes))
 
 
+def _still_due(
+    rule_plan: RulePlan,
+    store: RecordStore,
+    after: KeyValues | None,
+    now: Callable[[], datetime],
+    only: KeyFilter | None,
+) -> bool:
+    """Whether a record after ``after`` is still due, read without writing (a one-record dry
+    batch): a rule that reached its brake's count is braked only if something is left."""
+    probe = purge_one_batch(rule_plan, store, after, 1, now, True, None, None, only)
+    return bool(probe.keys or probe.done)
+
+
+def _braked_during_run(rule_plan: RulePlan, purged: int) -> str:
+    # max_fraction stays the plan's test: rows that enter the rule's scope during the run
+    # enlarge what it is a fraction of, which only the next plan counts.
+    rule = rule_plan.rule
+    return (
+        f"stopped at max_delete = {rule.max_delete:,} after {purged:,} purged: more became due "
+        f"during the run than the {rule_plan.due:,} its plan counted (an earlier rule's "
+        "deletions let them through); the next run's plan counts the rest (lift the brake for "
+        f"one manual run with --allow-over-limit {rule.name})"
+    )
+
+
 def after_earlier_rules(
     rule_plan: RulePlan, walked: Sequence[RulePlan], outcomes: Sequence[RuleOutcome]
 ) -> RulePlan:
@@ -183,6 +210,7 @@ def _outcome(rule_plan: RulePlan, status: Status, error: str | None = None) -> R
 
 def _execute_rule(
     rule_plan: RulePlan,
+    most_purged: int | None,  # max_delete, unless lifted for this run
     store_for: Callable[[str], RecordStore],
     now: Callable[[], datetime],
     dry_run: bool,
@@ -239,11 +267,16 @@ def _execute_rule(
         while status == "ok":
             if holds_for is not None:
                 rule_plan = with_current_holds(rule_plan, holds_for)
+            left = None if most_purged is None else most_purged - selected
+            if left is not None and left <= 0:
+                if _still_due(rule_plan, store, after, now, only):
+                    status, error = "braked", _braked_during_run(rule_plan, selected)
+                break
             batch = purge_one_batch(
                 rule_plan,
                 store,
                 after,
-                limit,
+                limit if left is None else min(limit, left),
                 now,
                 dry_run,
                 hash_key,
