@@ -35,6 +35,10 @@ def config_validate(context: Context, offline: bool) -> None:
     with expected_errors(), collector_paused():
         if offline:
             config = context.config()
+            from retention.clock_reach import clocks_cut_by_other_rules
+
+            for issue in clocks_cut_by_other_rules(config.rules):
+                echo(f"warning: {issue}", err=True)
             echo(
                 f"{config.source}: valid as a file ({counted(len(config.rules), 'rule')}, "
                 f"{counted(len(config.stores), 'store')}; stores and secrets not checked)"
@@ -46,7 +50,9 @@ def config_validate(context: Context, offline: bool) -> None:
         with live_checks(resolve_config_path(context.config_path)) as check_live:
             config = context.config()
             issues, unreachable = check_live(config)
-        for issue in issues:
+        from retention.clock_reach import clocks_cut_by_other_rules
+
+        for issue in clocks_cut_by_other_rules(config.rules) + issues:
             if issue.warning:
                 echo(f"warning: {issue}", err=True)
         for reason in unreachable.values():
