@@ -140,7 +140,8 @@ class RunRecord:
 class DaemonBeat:
     """A daemon's last heartbeat: who and where it is, since when it runs, when it last beat,
     how often it beats, when it runs each rule next, and whether it counts as alive (it beat
-    within the last ``STALE_BEATS`` intervals)."""
+    within the last ``STALE_BEATS`` intervals, and its process is not known to be gone from
+    this host)."""
 
     holder: str
     host: str
@@ -394,7 +395,9 @@ class StateDatabase:
 
     def daemon_beats(self, now: datetime) -> list[DaemonBeat]:
         """Given now, return every daemon heartbeat recorded, the latest first, each alive when
-        it beat within its last ``STALE_BEATS`` intervals."""
+        it beat within its last ``STALE_BEATS`` intervals and its process is not known to be
+        gone: one of this host whose pid no longer exists (killed, crashed) is not alive at once,
+        as a lease of its holder is taken over at once."""
         query = select(daemons).order_by(daemons.c.beat_at.desc())
         if not self.has(daemons):
             return []
@@ -416,7 +419,8 @@ class StateDatabase:
                         rule: datetime.fromisoformat(moment)
                         for rule, moment in (row["next_runs"] or {}).items()
                     },
-                    alive=now - beat_at <= STALE_BEATS * every,
+                    alive=now - beat_at <= STALE_BEATS * every
+                    and not gone_from_this_machine(row["holder"]),
                 )
             )
         return beats

@@ -52,10 +52,10 @@ def braked_rule() -> str:
 
 
 def start_with_an_overdue_rule(
-    tmp_path: Path, data_url: str, state_url: str, daemons: Daemons
+    tmp_path: Path, data_url: str, state_url: str, daemons: Daemons, beats: str = FAST_BEATS
 ) -> tuple[Path, DaemonProcess]:
     make_logs(data_url, "braked", old=20)
-    config = write_config(tmp_path, data_url, braked_rule(), state_url=state_url, daemon=FAST_BEATS)
+    config = write_config(tmp_path, data_url, braked_rule(), state_url=state_url, daemon=beats)
     daemon = daemons.start(config)
     assert daemon.notifications.wait_for("READY=1", START_TIMEOUT), daemon.output()
     finished = daemon.wait_for_event("run.finished", rule="braked")
@@ -123,22 +123,26 @@ def test_status_shows_the_live_daemon_and_when_it_runs_an_overdue_rule(
     assert "overdue: runs when the daemon starts" in text
 
 
-def test_a_killed_daemon_counts_as_alive_until_its_heartbeat_is_stale(
+def test_a_killed_daemon_of_this_host_is_not_alive_at_once(
     tmp_path: Path, sqlite_url: str, daemons: Daemons
 ) -> None:
+    """Its heartbeat is fresh, but its process is gone from this host (the pid no longer
+    exists): not alive, as a lease's holder gone from this host is not running, without
+    waiting for the heartbeat to go stale (another host's daemon: test_heartbeats_round_trip)."""
+    # Beats every 20 s, stale after a minute.
     config, daemon = start_with_an_overdue_rule(
-        tmp_path, sqlite_url, f"sqlite:///{tmp_path}/state.sqlite", daemons
+        tmp_path, sqlite_url, f"sqlite:///{tmp_path}/state.sqlite", daemons, 'lease_ttl = "60s"'
     )
     daemon.signal(signal.SIGKILL)
     daemon.process.wait(10)
-    killed_at = time.monotonic()
-    (beat,) = status_json(config)["daemons"]
-    assert (beat["pid"], beat["beat_seconds"]) == (daemon.process.pid, 1)
-    # Stale after STALE_BEATS missed beats (and a little, for the clocks' resolution).
-    time.sleep(max(0.0, STALE_BEATS * beat["beat_seconds"] + 1.5 - (time.monotonic() - killed_at)))
     document = status_json(config)
-    (stale,) = document["daemons"]
-    assert (stale["pid"], stale["alive"]) == (daemon.process.pid, False)
+    (gone,) = document["daemons"]
+    assert (gone["pid"], gone["beat_seconds"]) == (daemon.process.pid, 20)
+    # Well within its STALE_BEATS beats: only its process being gone makes it not alive.
+    assert datetime.now(UTC) - datetime.fromisoformat(gone["last_beat"]) < timedelta(
+        seconds=STALE_BEATS * gone["beat_seconds"]
+    )
+    assert gone["alive"] is False
     assert document["rules"][0]["daemon_next_run"] is None
     text = status_text(config)
     assert text.startswith("no daemon alive (last heartbeat ")
