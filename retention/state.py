@@ -170,6 +170,25 @@ def _written(what: str) -> Iterator[None]:
         ) from error
 
 
+@contextmanager
+def _read(what: str) -> Iterator[None]:
+    """A read of the state database that fails (its server down, the connection dropped, a
+    SQLite file or folder this user may not open: the service's, 0700) is an expected failure,
+    StoreUnavailable (exit 69), not a traceback."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        reason = message_without_values(error.orig or error)
+        raise StoreUnavailable(f"the state database cannot be read ({what}): {reason}") from error
+    except OSError as error:
+        # Path.exists() of the SQLite file, in a folder this user may not enter. Its path is
+        # the config's, no record's: named, so that the operator sees whose folder it is.
+        where = f": {error.filename}" if error.filename else ""
+        raise StoreUnavailable(
+            f"the state database cannot be read ({what}): {error.strerror or error}{where}"
+        ) from error
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -335,14 +354,18 @@ class StateDatabase:
 
     def recorded_leases(self) -> dict[str, tuple[str, datetime]]:
         """Return every lease row, expired or not (a holder that died keeps its row until the
-        next holder takes it): its holder and expiry."""
-        if not self.has(leases):
-            return {}
-        with self.engine.connect() as connection:
-            return {
-                row.name: (row.holder, _aware(row.expires_at) or datetime.min.replace(tzinfo=UTC))
-                for row in connection.execute(select(leases))
-            }
+        next holder takes it): its holder and expiry; StoreUnavailable when it cannot be read."""
+        with _read("the leases"):
+            if not self.has(leases):
+                return {}
+            with self.engine.connect() as connection:
+                return {
+                    row.name: (
+                        row.holder,
+                        _aware(row.expires_at) or datetime.min.replace(tzinfo=UTC),
+                    )
+                    for row in connection.execute(select(leases))
+                }
 
     # --- daemon heartbeats ------------------------------------------------------------------
 
@@ -397,12 +420,13 @@ class StateDatabase:
         """Given now, return every daemon heartbeat recorded, the latest first, each alive when
         it beat within its last ``STALE_BEATS`` intervals and its process is not known to be
         gone: one of this host whose pid no longer exists (killed, crashed) is not alive at once,
-        as a lease of its holder is taken over at once."""
+        as a lease of its holder is taken over at once. StoreUnavailable when it cannot be read."""
         query = select(daemons).order_by(daemons.c.beat_at.desc())
-        if not self.has(daemons):
-            return []
-        with self.engine.connect() as connection:
-            rows = [row._mapping for row in connection.execute(query)]
+        with _read("the daemons' heartbeats"):
+            if not self.has(daemons):
+                return []
+            with self.engine.connect() as connection:
+                rows = [row._mapping for row in connection.execute(query)]
         beats = []
         for row in rows:
             beat_at = _aware(row["beat_at"]) or now
@@ -461,24 +485,29 @@ class StateDatabase:
             )
 
     def last_runs(self, rule: str, limit: int = 1) -> list[RunRecord]:
-        """Given a rule, return its most recent runs, newest first."""
+        """Given a rule, return its most recent runs, newest first; StoreUnavailable when the
+        run ledger cannot be read."""
         query = select(runs).where(runs.c.rule == rule).order_by(runs.c.id.desc()).limit(limit)
-        if not self.has(runs):
-            return []
-        with self.engine.connect() as connection:
-            return [_run_record(row._mapping) for row in connection.execute(query)]
+        with _read("the run ledger"):
+            if not self.has(runs):
+                return []
+            with self.engine.connect() as connection:
+                return [_run_record(row._mapping) for row in connection.execute(query)]
 
     def last_success(self, rule: str) -> datetime | None:
+        """Given a rule, return when its last successful run finished (None: never);
+        StoreUnavailable when the run ledger cannot be read."""
         query = (
             select(runs.c.finished_at)
             .where(runs.c.rule == rule, runs.c.status == "ok")
             .order_by(runs.c.id.desc())
             .limit(1)
         )
-        if not self.has(runs):
-            return None
-        with self.engine.connect() as connection:
-            return _aware(connection.execute(query).scalar_one_or_none())
+        with _read("the run ledger"):
+            if not self.has(runs):
+                return None
+            with self.engine.connect() as connection:
+                return _aware(connection.execute(query).scalar_one_or_none())
 
 
 def _run_record(row: Any) -> RunRecord:

@@ -206,9 +206,19 @@ def mark_recorded(state: StateDatabase, hold_id: int) -> None:
 
 
 def state_exists(url: str) -> bool:
-    """A SQLite state database that was never created holds no holds; any other may."""
+    """A SQLite state database that was never created holds no holds; any other may. One in a
+    folder this user may not enter (the service's, 0700) may hold some: StoreUnavailable, never
+    read as none."""
     parsed = parsed_state_url(url)
-    return parsed.get_backend_name() != "sqlite" or Path(parsed.database or "").exists()
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    try:
+        return Path(parsed.database or "").exists()
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        raise StoreUnavailable(
+            f"cannot read legal holds: {error.strerror or error}{where}"
+        ) from error
 
 
 def read_holds(state: StateDatabase) -> list[Hold]:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from sqlalchemy import MetaData, update
 
 from retention.app import make_plan, run_plan
@@ -416,3 +417,70 @@ def test_without_the_boot_id_a_lease_of_a_namesake_host_is_not_taken_at_once(
     assert unknown.startswith(f"{host}/unknown:")
     assert state.acquire_lease("rule:unknown", unknown, T0, TTL)
     assert not state.acquire_lease("rule:unknown", "here", T0 + timedelta(seconds=1), TTL)
+
+
+def _read_only_commands(config_file: Path) -> dict[str, Result]:
+    """`status` (text and JSON), `hold list` and `plan` on a config, as an operator runs them."""
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    commands = {
+        "status": ["status"],
+        "status json": ["status", "--output", "json"],
+        "hold list": ["hold", "list"],
+        "plan": ["plan"],
+    }
+    return {
+        name: CliRunner().invoke(main, ["--config", str(config_file), *arguments])
+        for name, arguments in commands.items()
+    }
+
+
+def test_status_on_a_state_database_that_cannot_be_reached_exits_69_saying_so(
+    tmp_path: Path,
+) -> None:
+    """A shared PostgreSQL state database that is down (connection refused): `status` says the
+    state database cannot be read, exit 69, as `hold list` and `plan` do; no traceback."""
+    url = f"sqlite:///{tmp_path}/app.sqlite"
+    _logs(url)
+    config_file = tmp_path / "retention.toml"
+    refused = "postgresql+psycopg://retention@127.0.0.1:1/state?connect_timeout=3"
+    config_file.write_text(config_text(url, RULE, state_url=refused))
+
+    results = _read_only_commands(config_file)
+    for name, result in results.items():
+        assert result.exit_code == 69, f"{name}: {result.output}{result.exception!r}"
+        assert "Traceback" not in result.output, name
+    for name in ("status", "status json"):
+        assert results[name].output.startswith("error: the state database cannot be read ("), name
+        assert "Connection refused" in results[name].output, name
+    assert results["hold list"].output.startswith("error: cannot read legal holds: ")
+
+
+def test_commands_by_a_user_who_may_not_enter_the_state_folder_exit_69_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's state folder is 0700 (StateDirectoryMode=): an admin's own account, or a
+    monitoring agent, may not look inside. `status`, `hold list` and `plan` say so, naming the
+    file, and exit 69 (`plan` plans nothing: the holds cannot be read); no traceback."""
+    _url, state_path, config_file = _logs_and_state(tmp_path, RULE)
+    real_stat = Path.stat
+
+    def denied(path: Path, *arguments: object, **options: object) -> object:
+        # What the system says of a file in a folder this user may not enter (root may).
+        if path == state_path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *arguments, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "stat", denied)
+    results = _read_only_commands(config_file)
+    monkeypatch.undo()
+    for name, result in results.items():
+        assert result.exit_code == 69, f"{name}: {result.output}{result.exception!r}"
+        assert "Traceback" not in result.output, name
+        assert f"Permission denied: {state_path}" in result.output, name
+    for name in ("status", "status json"):
+        assert results[name].output.startswith("error: the state database cannot be read ("), name
+    for name in ("hold list", "plan"):
+        assert results[name].output.startswith("error: cannot read legal holds: "), name
