@@ -180,11 +180,18 @@ def _schedule(daemon: Daemon) -> None:
     for rule in config.rules:
         if rule.objects is not None and rule.objects.subjects is not None:
             continue  # it runs with its subjects' rule, on that rule's schedule
-        late = is_overdue(
-            rule.schedule, config.daemon.timezone, daemon.state.last_success(rule.name), now
-        )
-        if late:
-            log.info("rule.catching_up", rule=rule.name)
+        try:
+            last_success = daemon.state.last_success(rule.name)
+        except StoreUnavailable as error:
+            # A reload while the state database is down: whether the rule missed a run is the
+            # ledger's to say, and run_rule asks it again under the rule's lease (which cannot
+            # be taken while the database is down: nothing runs then). Run it now.
+            log.warning("rule.catching_up", rule=rule.name, reason=str(error))
+            late = True
+        else:
+            late = is_overdue(rule.schedule, config.daemon.timezone, last_success, now)
+            if late:
+                log.info("rule.catching_up", rule=rule.name)
         schedule_rule(
             scheduler,
             rule,

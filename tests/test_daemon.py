@@ -26,7 +26,18 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine, insert, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    create_engine,
+    insert,
+    make_url,
+    text,
+)
 
 from retention.audit.entries import read_entries
 from retention.cli import main
@@ -479,6 +490,40 @@ def test_a_rule_that_missed_its_run_during_an_outage_is_caught_up_at_start(
     assert [run.status for run in state.last_runs("missed", 5)] == ["ok", "ok"]
     assert len(state.last_runs("recent", 5)) == 1
     state.close()
+
+
+def test_a_reload_while_the_state_database_is_down_keeps_the_daemon_and_the_new_config(
+    tmp_path: Path, sqlite_url: str, postgres_url: str, postgres_admin: Engine, daemons: Daemons
+) -> None:
+    """SIGHUP while the shared PostgreSQL state database refuses connections: the daemon cannot
+    read when each rule last succeeded, so it schedules the rule now (its run asks the ledger
+    again, under the lease it cannot take while the database is down) and keeps running; it
+    used to die of the ledger's OperationalError (exit 1)."""
+    make_logs(sqlite_url, "logs", old=20)
+    config = write_config(tmp_path, sqlite_url, rule("logs"), state_url=postgres_url)
+    daemon = daemons.start(config)
+    assert daemon.notifications.wait_for("READY=1", START_TIMEOUT), daemon.output()
+    daemon.wait_for_event("run.finished", rule="logs")
+    database = make_url(postgres_url).database
+    with postgres_admin.connect() as admin:
+        admin.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'))
+        admin.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+            {"name": database},
+        )
+    try:
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_event("config.reloaded")
+        unread = daemon.wait_for_event("rule.catching_up", level="warning", rule="logs")
+        assert unread["reason"].startswith("the state database cannot be read (the run ledger): ")
+        daemon.wait_for_event("rule.failed", rule="logs", exit_code=69)
+        assert daemon.process.poll() is None, daemon.output()
+    finally:
+        with postgres_admin.connect() as admin:
+            admin.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
+    assert daemon.stop() == 0, daemon.output()
+    assert not [line for line in daemon.events() if line["event"] == "rule.crashed"]
+    assert count_rows(sqlite_url, "logs") == 0
 
 
 def test_two_daemons_sharing_a_postgres_state_purge_each_record_once(
