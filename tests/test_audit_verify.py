@@ -344,6 +344,35 @@ def test_verify_needs_no_config_with_dir_and_keys(
     assert "no configuration file" in without_keys.stderr
 
 
+def test_a_trail_this_user_may_not_look_into_is_exit_70_naming_it(
+    built: Trail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's state folder is 0700 (StateDirectoryMode=): an auditor's own account may
+    not enter it. verify, show and export say the trail cannot be read, naming the folder, and
+    exit 70; they ended in PermissionError's traceback (exit 1)."""
+    denied_folder = built.directory / "trail"
+    real_stat = Path.stat
+
+    def denied(path: Path, *arguments: object, **options: object) -> object:
+        # What the system says of a folder inside one this user may not enter (root may).
+        if path == denied_folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *arguments, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "stat", denied)
+    directory = ("--dir", str(built.directory))
+    for command in (
+        ("verify", *directory, "--keys", str(built.keys_file)),
+        ("show", *directory),
+        ("export", *directory),
+    ):
+        result = invoke("audit", *command)
+        assert result.exit_code == ExitCode.AUDIT_FAILURE, f"{command}: {result.exception!r}"
+        assert result.stderr == (
+            f"error: cannot read the audit trail: Permission denied: {denied_folder}\n"
+        ), command
+
+
 def test_entries_after_the_last_checkpoint_are_reported_as_not_yet_signed(trail: Trail) -> None:
     with TrailWriter(trail.directory, trail.hmac_key, None, lambda: datetime.now(UTC)) as writer:
         writer.append("config.changed", {"run_id": "r", "digest": "d", "previous_digest": None})

@@ -15,6 +15,8 @@ from urllib.parse import quote, unquote
 
 import rfc8785
 
+from retention.errors import AuditFailure, UsageError
+
 # Version 2: a batch's leaves_root is the RFC 6962 root over chunks of LEAVES_PER_CHUNK sorted
 # leaves (one tree leaf per chunk), not over single leaves as in version 1. Version 3: a record's
 # leaf is keyed BLAKE2s-256 of its locator, not HMAC-SHA256 (leaves.py). Entries of every version
@@ -67,6 +69,23 @@ def parse_json(raw: bytes | str) -> Any:
         return json.loads(raw)
     except RecursionError as error:
         raise ValueError("nested too deep") from error
+
+
+def require_trail(directory: Path) -> None:
+    """Given an audit directory, return if it holds a trail (its trail/ folder); UsageError if
+    it holds none; AuditFailure, naming the file, if this user may not look (the service's
+    state folder is 0700): a reader's answer, never a traceback. Example: for
+    ``/var/lib/retention/audit`` read by another user than the service's,
+    ``cannot read the audit trail: Permission denied: /var/lib/retention/audit/trail``."""
+    try:
+        present = (directory / "trail").is_dir()
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        raise AuditFailure(
+            f"cannot read the audit trail: {error.strerror or error}{where}"
+        ) from error
+    if not present:
+        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
 
 
 def segments(directory: Path) -> list[Path]:

@@ -25,12 +25,13 @@ from retention.audit.entries import (
     read_entries,
     read_leaves,
     read_versions,
+    require_trail,
 )
 from retention.audit.leaves import LEAF_FUNCTIONS, record_leaf, subject_digest
 from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
 from retention.audit.report import unknown_name, utc_text
 from retention.config import AuditSettings, Child, Config
-from retention.errors import AuditFailure, ConfigError, ConfigIssue, UsageError
+from retention.errors import AuditFailure, ConfigError, ConfigIssue
 from retention.runtime.secrets import read_secret
 
 
@@ -142,8 +143,7 @@ def prove_record(
     """Given an audit directory, the HMAC key and a record (store, dataset, key values), return
     every batch whose committed or reconciled leaves hold the record, with inclusion proofs, and
     the batches that selected it without purging it."""
-    if not (directory / "trail").is_dir():
-        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
+    require_trail(directory)
     # A record's leaf depends on the format of the entry whose leaves hold it (its ``v``).
     leaves_of: dict[tuple[tuple[str, ...], int], bytes] = {}
 
@@ -328,8 +328,7 @@ def find_erasures(directory: Path, hmac_key: bytes, subject: str) -> list[Erasur
     """Given an audit directory, the HMAC key and a subject, return every run that carried out
     an erasure request for that subject, in trail order. The trail only holds the subject's
     HMAC: without the key, nobody can tell whose requests they were."""
-    if not (directory / "trail").is_dir():
-        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
+    require_trail(directory)
     digest = subject_digest(hmac_key, subject)
     runs: dict[str, ErasureRun] = {}
     for stored in read_entries(directory):

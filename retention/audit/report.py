@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retention.audit.entries import read_entries
+from retention.audit.entries import read_entries, require_trail
 from retention.audit.entry_checks import parse_time
 from retention.documents import iso_instant
 from retention.errors import UsageError
@@ -299,8 +299,7 @@ def rule_runs(
     """Given an audit directory, return one row per run and rule, in trail order, keeping runs
     started in [since, until) and, when ``rules`` is given, only those rules. A rule named that
     neither the trail nor ``config_rules`` (None: no config was read) knows is a UsageError."""
-    if not (directory / "trail").is_dir():
-        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
+    require_trail(directory)
     collector = _Collector()
     for stored in read_entries(directory):
         collector.add(stored.content)

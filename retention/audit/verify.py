@@ -30,6 +30,7 @@ from retention.audit.entries import (
     leaves_path,
     leaves_per_chunk,
     read_entries,
+    require_trail,
     segments,
 )
 from retention.audit.entry_checks import (
@@ -42,7 +43,7 @@ from retention.audit.entry_checks import (
 )
 from retention.audit.keys import PublicKey
 from retention.audit.merkle import MerkleFrontier, leaf_hash
-from retention.errors import AuditFailure, UsageError
+from retention.errors import AuditFailure
 from retention.wording import counted
 
 BATCH_STATUSES = ("committed", "rolled_back")
@@ -424,8 +425,7 @@ def verify_trail(
     Raises UsageError when there is no trail there, AuditFailure when an anchor is not a validly
     signed checkpoint (nothing can be checked against it).
     """
-    if not (directory / "trail").is_dir():
-        raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
+    require_trail(directory)
     loaded = [_load_anchor(source, raw, keys) for source, raw in anchors]
     try:
         walker = _Walker(directory, keys, loaded, _torn_line(directory))

@@ -87,7 +87,8 @@ def audit_verify(
     \b
     Exit codes: 0 valid (a summary is printed); 70 invalid: the first bad entry is named
     (segment file, line, seq) with the reason, or an anchor is not a validly signed
-    checkpoint; 2 usage (no trail there, no such anchor); 69 S3 unreachable;
+    checkpoint, or the trail cannot be read (a folder this user may not enter); 2 usage (no
+    trail there, no such anchor); 69 S3 unreachable;
     78 unreadable public key file.
     """
     from retention.audit.anchor import load_anchors
@@ -258,7 +259,8 @@ def audit_show(
     skipped), and who ran it. Times are UTC. Needs no config with --dir.
 
     \b
-    Exit codes: 0; 2 usage (a bad date, no trail there, a --rule neither it nor the config knows).
+    Exit codes: 0; 2 usage (a bad date, no trail there, a --rule neither it nor the config knows);
+    70 the trail cannot be read (a folder this user may not enter).
     """
     _audit_report(context, directory, since, until, rules, output or "text", output_width(wide))
 
@@ -282,7 +284,8 @@ def audit_export(
     rule, every counter and time (ISO 8601 UTC) in its own field.
 
     \b
-    Exit codes: 0; 2 usage (a bad date, no trail there, a --rule neither it nor the config knows).
+    Exit codes: 0; 2 usage (a bad date, no trail there, a --rule neither it nor the config knows);
+    70 the trail cannot be read (a folder this user may not enter).
     """
     _audit_report(context, directory, since, until, rules, output or "jsonl")
 
