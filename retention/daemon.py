@@ -332,6 +332,7 @@ def _run_leased(daemon: Daemon, config: Config, rule: Rule, run_id: str) -> None
         # The daemon's pings go on in their threads: a purge never waits for one.
         checkins = Checkins(config.checkins, log)
         checkins.ping("start")
+        report: RunReport | None = None
         try:
             with (
                 in_ledger(state, names, run_id, clock) as finish,
@@ -352,10 +353,15 @@ def _run_leased(daemon: Daemon, config: Config, rule: Rule, run_id: str) -> None
         except BaseException:
             checkins.finished(False)
             raise
+        finally:
+            if report is not None:
+                # The run happened, whether or not the ledger could take its end (a lease lost
+                # to a state database that stopped answering cannot write it either): why it
+                # stopped, and what it deleted, are said and counted all the same.
+                if lost.is_set():
+                    log.error("rule.lease_lost")
+                _observe(daemon, report)
         checkins.finished(report.exit_code == ExitCode.OK)
-    if lost.is_set():
-        log.error("rule.lease_lost")
-    _observe(daemon, report)
 
 
 def _observe(daemon: Daemon, report: RunReport) -> None:

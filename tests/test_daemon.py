@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -524,6 +525,52 @@ def test_a_reload_while_the_state_database_is_down_keeps_the_daemon_and_the_new_
     assert daemon.stop() == 0, daemon.output()
     assert not [line for line in daemon.events() if line["event"] == "rule.crashed"]
     assert count_rows(sqlite_url, "logs") == 0
+
+
+def test_a_run_whose_state_database_locks_up_says_it_lost_its_lease_and_counts_its_deletions(
+    tmp_path: Path, sqlite_url: str, daemons: Daemons
+) -> None:
+    """Mid-purge, another process holds the SQLite state database's write lock: the lease
+    cannot be renewed, so the run stops after its batch (lost), and its end cannot be written to
+    the ledger either (rule.failed, 69). The daemon still says why it stopped (rule.lease_lost)
+    and counts what it deleted in its metrics; both went with the ledger's error before."""
+    make_logs(sqlite_url, "logs", old=100_000)
+    port = free_port()
+    state_path = tmp_path / "state.sqlite"
+    config = write_config(
+        tmp_path,
+        sqlite_url,
+        rule("logs"),
+        state_url=f"sqlite:///{state_path}?timeout=0.1",
+        daemon=f'lease_ttl = "3s"\nmetrics_port = {port}',
+    )
+    daemon = daemons.start(config)
+    assert daemon.notifications.wait_for("READY=1", START_TIMEOUT), daemon.output()
+    deadline = time.monotonic() + 20
+    while not any(
+        entry.get("type") == "batch.result" for entry in trail_entries(tmp_path / "audit")
+    ):
+        assert time.monotonic() < deadline, daemon.output()
+        assert daemon.process.poll() is None, daemon.output()
+        time.sleep(0.01)
+    other = sqlite3.connect(state_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        daemon.wait_for_event("rule.lease_lost", rule="logs")
+        failed = daemon.wait_for_event("rule.failed", rule="logs")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert failed["exit_code"] == 69
+    assert "the state database cannot be written (the run ledger)" in failed["error"]
+    finished = daemon.wait_for_event("rule.finished", rule="logs")
+    assert finished["status"] == "stopped"
+    deleted = 100_000 - count_rows(sqlite_url, "logs")
+    assert 0 < finished["deleted"] == deleted < 100_000
+    metrics = scrape(port)
+    assert sample(metrics, 'retention_records_deleted_total{rule="logs"}') == deleted
+    assert sample(metrics, 'retention_runs_total{outcome="stopped",rule="logs"}') == 1
+    assert daemon.stop() == 0, daemon.output()
 
 
 def test_two_daemons_sharing_a_postgres_state_purge_each_record_once(
