@@ -143,6 +143,33 @@ def test_run_writes_the_metrics_to_a_node_exporter_textfile(
     assert list(textfile.parent.iterdir()) == [textfile]  # written atomically, no leftovers
 
 
+def test_a_textfile_that_cannot_be_written_still_shows_the_run_and_says_why(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The textfile's folder is missing (or read-only to the unit: ProtectSystem=strict): the
+    purge is done, so its report is printed, then the error, exit 69 (a metrics file, as the
+    daemon's metrics port); it ended in the traceback of FileNotFoundError, exit 1, no report."""
+    now = datetime.now(UTC)
+    _logs(sqlite_url, {key: now - timedelta(days=800) for key in range(1, 8)})
+    config_file = tmp_path / "retention.toml"
+    config_file.write_text(
+        f'[settings]\ntimezone = "UTC"\n[stores.db]\nkind = "sql"\nurl = "{sqlite_url}"\n'
+        f'[state]\nurl = "sqlite:///{tmp_path}/state.sqlite"\n'
+        + audit_table(tmp_path / "audit")
+        + RULE
+    )
+    textfile = tmp_path / "no-such-folder" / "retention.prom"
+    result = CliRunner().invoke(
+        main, ["--config", str(config_file), "run", "--yes", "--metrics-textfile", str(textfile)]
+    )
+    assert result.exit_code == 69, f"{result.output}{result.exception!r}"
+    assert "purged 7 records; 0 of 1 rule failed." in result.stdout
+    assert result.stderr.endswith(
+        "error: the run finished (exit 0; its batches are in the audit trail), but its metrics "
+        f"cannot be written to {str(textfile)!r}: No such file or directory\n"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -202,16 +202,24 @@ def _run_plan(
     return report
 
 
-class LedgerNotWritten(StoreUnavailable):
-    """A run ended, but the run ledger could not record its outcome: the run's report, and its
-    exit code unless the run itself succeeded (a failed rule, 3, or the trail's failure, 70,
-    says more than the ledger's 69)."""
+class RunNotRecorded(StoreUnavailable):
+    """A run ended, but what records it could not be written: the run's report (to print), and
+    its exit code unless the run itself succeeded (a failed rule, 3, or the trail's failure, 70,
+    says more than this 69)."""
 
     def __init__(self, message: str, report: RunReport) -> None:
         super().__init__(message)
         self.report = report
         if report.exit_code != ExitCode.OK:
             self.exit_code = report.exit_code
+
+
+class LedgerNotWritten(RunNotRecorded):
+    """The run ledger could not record a run's outcome."""
+
+
+class MetricsNotWritten(RunNotRecorded):
+    """A run's metrics textfile (`run --metrics-textfile`) could not be written."""
 
 
 @contextmanager
@@ -298,17 +306,27 @@ def write_metrics_textfile(
 
     names = [outcome.rule for outcome in report.outcomes]
     rules = config.rules_named(tuple(names))
-    with open_stores(config, read_only=True) as store_for:
-        overdue = overdue_counts(config, rules, store_for, now, config.daemon.overdue_grace)
-    write_run_textfile(
-        path,
-        report,
-        now,
-        replace(config, rules=rules),
-        {name: state.last_success(name) for name in names},
-        overdue,
-        trail_moments,
-    )
+    try:
+        with open_stores(config, read_only=True) as store_for:
+            overdue = overdue_counts(config, rules, store_for, now, config.daemon.overdue_grace)
+        write_run_textfile(
+            path,
+            report,
+            now,
+            replace(config, rules=rules),
+            {name: state.last_success(name) for name in names},
+            overdue,
+            trail_moments,
+        )
+    except (OSError, StoreUnavailable) as error:
+        # The run is over (a folder that does not exist or is read-only to the unit, a full
+        # disk, a store gone since): its report is still printed, the error after it.
+        reason = f"{error.strerror}" if isinstance(error, OSError) and error.strerror else error
+        raise MetricsNotWritten(
+            f"the run finished (exit {int(report.exit_code)}; its batches are in the audit "
+            f"trail), but its metrics cannot be written to {str(path)!r}: {reason}",
+            report,
+        ) from error
 
 
 def overdue_counts(

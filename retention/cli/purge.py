@@ -176,7 +176,7 @@ def run(
     metrics_textfile: Path | None,
 ) -> None:
     """Purge what is due now: batch by batch, each rule on its own."""
-    from retention.app import LedgerNotWritten, make_plan, run_ledger, write_metrics_textfile
+    from retention.app import RunNotRecorded, make_plan, run_ledger, write_metrics_textfile
     from retention.render import render_plan
     from retention.runtime.checkins import Checkins
     from retention.runtime.logging import get_logger
@@ -238,8 +238,9 @@ def run(
                     )
         except BaseException as error:
             checkins.finished(False)
-            if isinstance(error, LedgerNotWritten):
-                # What the run purged, which only the trail holds now; the error follows.
+            if isinstance(error, RunNotRecorded):
+                # What the run purged, which only the trail holds now (the ledger could not take
+                # it), or that its metrics file lacks; the error follows.
                 echo_report(error.report, the_plan, output, wide)
             raise
         finally:
