@@ -236,10 +236,11 @@ class StateDatabase:
         self._file = Path(parsed.database or "") if sqlite else None
         self.read_only = read_only
         self._present = frozenset() if read_only else frozenset(metadata.tables)
-        new_file = self._file is not None and not read_only and not self._file.exists()
-        if self._file is not None and not read_only:
-            # Created where it is first written, so that read-only commands leave no trace.
-            self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _read("opening its file"):
+            new_file = self._file is not None and not read_only and not self._file.exists()
+            if self._file is not None and not read_only:
+                # Created where it is first written, so that read-only commands leave no trace.
+                self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.engine: Engine = engine_of(
                 create_engine, url, pool_pre_ping=True, hide_parameters=True

@@ -463,8 +463,9 @@ def test_commands_by_a_user_who_may_not_enter_the_state_folder_exit_69_saying_so
 ) -> None:
     """The service's state folder is 0700 (StateDirectoryMode=): an admin's own account, or a
     monitoring agent, may not look inside. `status`, `hold list` and `plan` say so, naming the
-    file, and exit 69 (`plan` plans nothing: the holds cannot be read); no traceback."""
-    _url, state_path, config_file = _logs_and_state(tmp_path, RULE)
+    file, and exit 69 (`plan` plans nothing: the holds cannot be read); so does `run` (the
+    service's own, given a folder left to root), deleting nothing; no traceback."""
+    url, state_path, config_file = _logs_and_state(tmp_path, RULE)
     real_stat = Path.stat
 
     def denied(path: Path, *arguments: object, **options: object) -> object:
@@ -475,6 +476,13 @@ def test_commands_by_a_user_who_may_not_enter_the_state_folder_exit_69_saying_so
 
     monkeypatch.setattr(Path, "stat", denied)
     results = _read_only_commands(config_file)
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    # The service itself, given a state folder it may not enter (left to root): 69, as the
+    # daemon's `daemon.cannot_start`, and nothing deleted.
+    results["run"] = CliRunner().invoke(main, ["--config", str(config_file), "run", "--yes"])
     monkeypatch.undo()
     for name, result in results.items():
         assert result.exit_code == 69, f"{name}: {result.output}{result.exception!r}"
@@ -484,3 +492,9 @@ def test_commands_by_a_user_who_may_not_enter_the_state_folder_exit_69_saying_so
         assert results[name].output.startswith("error: the state database cannot be read ("), name
     for name in ("hold list", "plan"):
         assert results[name].output.startswith("error: cannot read legal holds: "), name
+    assert results["run"].output.startswith(
+        "error: the state database cannot be read (opening its file): "
+    )
+    engine = create_tables(url, MetaData())
+    assert len(remaining_ids(engine, "logs")) == 25
+    engine.dispose()
