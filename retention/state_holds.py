@@ -16,7 +16,8 @@ from sqlalchemy import exc as sa_exc
 from retention.config import parse_condition
 from retention.errors import StoreUnavailable, UsageError, without_values
 from retention.holds import Hold, HoldKind
-from retention.state import StateDatabase, holds, holds_unrecorded, parsed_state_url
+from retention.state import StateDatabase, parsed_state_url
+from retention.state_tables import holds, holds_unrecorded
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 
 from retention.cli import main
-from retention.state import STALE_BEATS, StateDatabase, holds, leases, runs
+from retention.state import STALE_BEATS, StateDatabase
+from retention.state_tables import holds, leases, runs
 from tests.test_daemon import (
     START_TIMEOUT,
     DaemonProcess,

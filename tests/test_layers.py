@@ -56,6 +56,7 @@ SQL_EDGES = {
     "retention/state.py",
     "retention/state_holds.py",
     "retention/state_leases.py",
+    "retention/state_tables.py",
     "retention/demo/schema.py",
     "retention/demo/database.py",
     "retention/demo/objects.py",

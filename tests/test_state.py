@@ -21,8 +21,9 @@ from sqlalchemy import MetaData, update
 from retention.app import make_plan, run_plan
 from retention.audit.trail import TrailWriter
 from retention.errors import ExitCode, LockHeld, StoreUnavailable
-from retention.state import StateDatabase, lease_holder_name, leases
+from retention.state import StateDatabase, lease_holder_name
 from retention.state_leases import leased, rule_lease
+from retention.state_tables import leases
 from retention.stores import open_stores
 from tests.support import (
     config_text,
