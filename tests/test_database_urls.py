@@ -79,6 +79,20 @@ def _cli(config: Path, *arguments: str) -> Result:
             f"mysql+pymysql://app:{PASSWORD}@127.0.0.1:3306/app?read_timeout=soon",
             "a parameter of its query cannot be used: invalid literal for int() with base 10: '…'",
         ),
+        # PyMySQL reads these only as it connects: each was a traceback (AttributeError,
+        # ValueError, FileNotFoundError) from every command, config validate included.
+        (
+            f"mysql+pymysql://app:{PASSWORD}@127.0.0.1:3306/app?charset=nosuch",
+            "a parameter of its query cannot be used: '…' object has no attribute '…'",
+        ),
+        (
+            f"mysql+pymysql://app:{PASSWORD}@127.0.0.1:3306/app?read_timeout=0",
+            "a parameter of its query cannot be used: read_timeout should be > 0",
+        ),
+        (
+            f"mysql+pymysql://app:{PASSWORD}@127.0.0.1:3306/app?ssl_ca=/nonexistent/ca.pem",
+            "a parameter of its query cannot be used: [Errno 2] No such file or directory",
+        ),
     ],
 )
 def test_a_store_url_no_engine_can_be_made_on_is_a_config_error(
@@ -112,6 +126,23 @@ def test_a_state_url_no_engine_can_be_made_on_is_a_config_error(
         assert (
             "error: state: cannot use this database URL: its port is not a number\n"
             in result.stderr
+        ), command
+        assert PASSWORD not in result.output
+
+
+def test_a_state_url_whose_driver_refuses_its_query_is_a_config_error(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """PyMySQL read ?charset= only as it connected: every command that opens the state
+    database (status, hold list) failed with a traceback, and config validate said nothing."""
+    config = tmp_path / "retention.toml"
+    state = f"mysql+pymysql://app:{PASSWORD}@127.0.0.1:3306/state?charset=nosuch"
+    config.write_text(config_text(sqlite_url, logs_rule(), state_url=state))
+    for command in (["config", "validate"], ["plan"], ["status"], ["hold", "list"]):
+        result = _cli(config, *command)
+        assert result.exit_code == ExitCode.BAD_CONFIG, (command, result.output)
+        assert "error: state: cannot use this database URL: a parameter of its query" in (
+            result.stderr
         ), command
         assert PASSWORD not in result.output
 

@@ -47,8 +47,28 @@ def engine_of(make: Callable[..., Engine], url: str, **options: Any) -> Engine:
     value its dialect or driver cannot take (``connect_timeout=soon``), the library's own words
     without the value."""
     try:
-        return make(url, **options)
+        engine = make(url, **options)
     except (ValueError, TypeError) as error:
+        raise UnusableUrl(
+            f"a parameter of its query cannot be used: {message_without_values(error)}"
+        ) from None
+    _check_driver_options(engine)
+    return engine
+
+
+def _check_driver_options(engine: Engine) -> None:
+    """Given an engine, raise UnusableUrl when its driver would refuse the URL's query as it
+    connects: PyMySQL reads some of it only then (``charset=nosuch`` an AttributeError,
+    ``read_timeout=0`` a ValueError, a missing ``ssl_ca`` an OSError), a traceback from every
+    command. Its connection object, made without connecting, checks them and asks no server."""
+    dialect = getattr(engine, "dialect", None)
+    if getattr(dialect, "driver", None) != "pymysql":
+        return
+    arguments, keywords = dialect.create_connect_args(engine.url)  # type: ignore[union-attr]
+    try:
+        dialect.loaded_dbapi.connect(*arguments, **keywords, defer_connect=True)  # type: ignore[union-attr]
+    except (ValueError, TypeError, AttributeError, LookupError, OSError) as error:
+        engine.dispose()
         raise UnusableUrl(
             f"a parameter of its query cannot be used: {message_without_values(error)}"
         ) from None
