@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 # Nouns whose plural is not the singular plus "s".
@@ -40,6 +41,15 @@ def printable(text: str) -> str:
     escape instead: its line breaks and tabs stay, and JSON stays JSON. Example:
     ``printable("a\\x1b[2Jb")`` is ``"a\\\\u001b[2Jb"``."""
     return _UNSHOWABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def shown_path(path: os.PathLike[str] | str) -> str:
+    """Given a path found on disk (whose name anyone who can write its directory chose),
+    return it to print: bytes that are not UTF-8 as ``\\xNN``, line breaks, tabs and what
+    ``printable`` escapes as escapes, so that it stays on its line and can be written out.
+    Example: ``shown_path("trail/a\\nb.jsonl")`` is ``"trail/a\\\\nb.jsonl"``."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return printable(text.replace("\n", "\\n").replace("\t", "\\t"))
 
 
 # What str.isprintable() refuses among the characters Unicode 14 assigns: C0 and C1 controls

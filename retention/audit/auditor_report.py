@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from retention.audit.entries import read_entries
 from retention.audit.entry_checks import parse_time
+from retention.audit.entry_shape import readable_entries
 from retention.audit.keys import PublicKey
 from retention.audit.report import utc_text
 from retention.audit.verify import Verification
@@ -394,7 +394,7 @@ def report_document(
     """Given an audit directory, its verification, the public keys and a period [start, end),
     return the report as one JSON-ready document (``schema_version`` first)."""
     walk = _Pass(start, end)
-    for stored in read_entries(directory):
+    for stored in readable_entries(directory):
         walk.add(stored.content)
     last = walk.checkpoints[-1]["seq"] if walk.checkpoints else -1
     unsigned = [entry for entry in walk.entries if isinstance(entry["seq"], int)]

@@ -151,7 +151,13 @@ def read_versions(directory: Path, seq: int) -> list[str]:
 
 
 def read_leaves(directory: Path, seq: int) -> list[bytes]:
-    return [bytes.fromhex(line) for line in leaves_path(directory, seq).read_text().split()]
+    """Given an audit directory and a batch's seq, return its leaves; ValueError when its file
+    holds anything but hex (a byte that is not ASCII included)."""
+    content = leaves_path(directory, seq).read_bytes()
+    try:
+        return [bytes.fromhex(line) for line in content.decode("ascii").split()]
+    except ValueError as error:
+        raise ValueError(f"leaves file {seq:08d}.leaves holds a line that is not hex") from error
 
 
 def versions_text(versions: Sequence[object]) -> bytes:

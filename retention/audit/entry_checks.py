@@ -7,7 +7,7 @@ proof taken away).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +85,29 @@ def hex_problem(content: dict[str, Any]) -> str | None:
     return None
 
 
+def in_utc(moment: datetime) -> bool:
+    """Given an aware datetime, return whether UTC can hold it (years 1 to 9999 there too).
+
+    Example: ``in_utc(datetime.fromisoformat("9999-12-31T23:00:00-14:00"))`` is False.
+    """
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 def parse_time(value: object) -> datetime | None:
     """Given an entry's time field, return it as an aware datetime, or None if it is not an
-    ISO 8601 time with an offset."""
+    ISO 8601 time with an offset, or one that UTC cannot hold (every reader turns it to UTC:
+    ``9999-12-31T23:00:00-14:00`` would overflow there)."""
     if not isinstance(value, str):
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else None
+    return moment if moment.tzinfo is not None and in_utc(moment) else None
 
 
 def load_verification_keys(path: Path) -> tuple[PublicKey, ...]:
@@ -108,6 +121,11 @@ def load_verification_keys(path: Path) -> tuple[PublicKey, ...]:
             if moment is not None and moment.tzinfo is None:
                 raise AuditKeyError(
                     f"{str(path)!r}: the window of key {key.key_id} has a time without an offset"
+                )
+            if moment is not None and not in_utc(moment):
+                raise AuditKeyError(
+                    f"{str(path)!r}: the window of key {key.key_id} has a time that UTC cannot "
+                    "hold (past the years 1 to 9999)"
                 )
     return keys
 

@@ -22,11 +22,11 @@ from retention.audit.entries import (
     FORMAT_VERSIONS,
     leaves_path,
     leaves_per_chunk,
-    read_entries,
     read_leaves,
     read_versions,
     require_trail,
 )
+from retention.audit.entry_shape import readable_entries
 from retention.audit.leaves import LEAF_FUNCTIONS, record_leaf, subject_digest
 from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
 from retention.audit.report import unknown_name, utc_text
@@ -165,7 +165,7 @@ def prove_record(
     intents: dict[int, dict[str, Any]] = {}
     settlements: dict[int, dict[str, Any]] = {}
     checkpoints: list[int] = []
-    for stored in read_entries(directory):
+    for stored in readable_entries(directory):
         content = stored.content
         entry_type = content.get("type")
         if entry_type == "checkpoint":
@@ -201,9 +201,10 @@ def prove_record(
                         search, directory, content, (candidate, index), intents, settlements,
                         checkpoints, partial(leaf_in, locator_key),
                     )  # fmt: skip
-        except OSError as error:
+        except (OSError, ValueError) as error:
+            # ValueError: a leaves file that holds anything but hex leaves (verify names it).
             raise AuditFailure(
-                f"cannot read the leaves of entry {content.get('seq')}: {error}"
+                f"cannot read the leaves of entry {content.get('seq')}: {error}; run `audit verify`"
             ) from error
     return search
 
@@ -331,7 +332,7 @@ def find_erasures(directory: Path, hmac_key: bytes, subject: str) -> list[Erasur
     require_trail(directory)
     digest = subject_digest(hmac_key, subject)
     runs: dict[str, ErasureRun] = {}
-    for stored in read_entries(directory):
+    for stored in readable_entries(directory):
         content = stored.content
         run_id = str(content.get("run_id"))
         if content.get("type") == "run.started":

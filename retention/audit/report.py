@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retention.audit.entries import read_entries, require_trail
+from retention.audit.entries import require_trail
 from retention.audit.entry_checks import parse_time
+from retention.audit.entry_shape import readable_entries
 from retention.documents import iso_instant
 from retention.errors import UsageError
 from retention.layout import wrap
@@ -301,7 +302,7 @@ def rule_runs(
     neither the trail nor ``config_rules`` (None: no config was read) knows is a UsageError."""
     require_trail(directory)
     collector = _Collector()
-    for stored in read_entries(directory):
+    for stored in readable_entries(directory):
         collector.add(stored.content)
     collector.mark_signed()
     known = {row.rule for row in collector.rows.values()} | set(config_rules or ())

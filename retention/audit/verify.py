@@ -41,10 +41,11 @@ from retention.audit.entry_checks import (
     parse_time,
     signature_problem,
 )
+from retention.audit.entry_shape import shape_problem
 from retention.audit.keys import PublicKey
 from retention.audit.merkle import MerkleFrontier, leaf_hash
 from retention.errors import AuditFailure
-from retention.wording import counted
+from retention.wording import counted, shown_path
 
 BATCH_STATUSES = ("committed", "rolled_back")
 
@@ -59,7 +60,7 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        where = f"{self.segment} line {self.line}" if self.segment else "the trail"
+        where = f"{shown_path(self.segment)} line {self.line}" if self.segment else "the trail"
         return f"{where} (seq {self.seq}): {self.reason}"
 
 
@@ -207,12 +208,8 @@ class _Walker:
         entry_type = content.get("type")
         if entry_type not in ENTRY_FIELDS:
             return self._problem(stored, f"unknown entry type {entry_type!r}")
-        if parse_time(content.get("time")) is None:
-            return self._problem(
-                stored, f"time {content.get('time')!r} is not ISO 8601 with offset"
-            )
         reason = (
-            field_problem(content) or self._check_type(content, seq) or self._check_anchor(stored)
+            shape_problem(content) or self._check_type(content, seq) or self._check_anchor(stored)
         )
         return self._problem(stored, reason) if reason else None
 

@@ -260,7 +260,8 @@ def audit_show(
 
     \b
     Exit codes: 0; 2 usage (a bad date, no trail there, a --rule neither it nor the config knows);
-    70 the trail cannot be read (a folder this user may not enter).
+    70 the trail or a segment cannot be read (a folder this user may not enter). A malformed
+    entry is left out, with a warning.
     """
     _audit_report(context, directory, since, until, rules, output or "text", output_width(wide))
 
@@ -285,7 +286,8 @@ def audit_export(
 
     \b
     Exit codes: 0; 2 usage (a bad date, no trail there, a --rule neither it nor the config knows);
-    70 the trail cannot be read (a folder this user may not enter).
+    70 the trail or a segment cannot be read (a folder this user may not enter). A malformed
+    entry is left out, with a warning.
     """
     _audit_report(context, directory, since, until, rules, output or "jsonl")
 
