@@ -19,6 +19,9 @@ from retention.holds import Hold, HoldKind
 from retention.state import StateDatabase, parsed_state_url
 from retention.state_tables import holds, holds_unrecorded
 
+# The largest id a hold can have (a 64-bit integer, SQLite's widest).
+LAST_HOLD_ID = 2**63 - 1
+
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
@@ -102,6 +105,9 @@ def release_hold(
     """Given a hold id, release it (its records become due on the next run); return it.
     ``before_commit`` sees the released hold before the release is committed, and an exception
     from it leaves the hold in force."""
+    if not 1 <= hold_id <= LAST_HOLD_ID:
+        # Ids count from 1; SQLite cannot bind an id past 64 bits (OverflowError).
+        raise UsageError(f"no hold {hold_id}")
     with state.transaction() as connection:
         row = connection.execute(select(holds).where(holds.c.id == hold_id)).one_or_none()
         if row is None:

@@ -348,6 +348,17 @@ def test_hold_until_must_be_an_instant_in_the_future(sqlite_url: str, tmp_path: 
     assert invoke(config, *hold, future).exit_code == 0
 
 
+@pytest.mark.parametrize("hold_id", ["0", str(2**63), str(10**30)])
+def test_hold_release_of_an_id_no_hold_can_have_is_no_hold(
+    sqlite_url: str, tmp_path: Path, hold_id: str
+) -> None:
+    """An id past SQLite's 64 bits was a traceback (OverflowError binding it)."""
+    config = _logs_config(tmp_path, sqlite_url)
+    result = invoke(config, "hold", "release", hold_id, "--reason", "case 7")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"error: no hold {hold_id}\n" in result.stderr
+
+
 def test_log_level_is_one_of_the_levels(sqlite_url: str, tmp_path: Path) -> None:
     config = _logs_config(tmp_path, sqlite_url)
     bogus = invoke(config, "--log-level", "bogus", "plan", "--as-of", AS_OF_TEXT)
