@@ -266,3 +266,24 @@ def test_a_key_window_utc_cannot_hold_is_a_malformed_key_file(trail: Trail, tmp_
         result = audit(*arguments, *directory, *keys)
         assert result.exit_code == ExitCode.BAD_CONFIG, (arguments, result.output)
         assert "has a time that UTC cannot hold" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["report", "--to", "9999-12-31"],
+        ["report", "--from", TOO_LATE_FOR_UTC],
+        ["show", "--since", TOO_EARLY_FOR_UTC],
+        ["export", "--until", TOO_LATE_FOR_UTC],
+    ],
+)
+def test_a_period_bound_utc_cannot_hold_is_a_usage_error(
+    trail: Trail, tmp_path: Path, arguments: list[str]
+) -> None:
+    """report --to 9999-12-31 (the whole day: up to 10000-01-01) was a traceback
+    (OverflowError); the other bounds were taken, and the report's period said null."""
+    if arguments[0] == "report":
+        arguments = [*arguments, "-o", str(tmp_path / "r.html"), "--keys", str(trail.keys_file)]
+    result = audit(*arguments, "--dir", str(trail.directory))
+    assert result.exit_code == ExitCode.USAGE, (result.output, result.exception)
+    assert f"{arguments[1]} '{arguments[2]}' is out of range" in result.stderr

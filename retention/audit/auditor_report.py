@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from retention.audit.entry_checks import parse_time
+from retention.audit.entry_checks import in_utc, parse_time
 from retention.audit.entry_shape import readable_entries
 from retention.audit.keys import PublicKey
 from retention.audit.report import utc_text
@@ -66,7 +66,14 @@ def parse_period_bound(text: str | None, option: str, *, end: bool) -> datetime 
         raise UsageError(f"{option} {text!r} is not an ISO 8601 date or time") from error
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     is_date = len(text) == 10
-    return moment + timedelta(days=1) if end and is_date else moment
+    out_of_range = UsageError(f"{option} {text!r} is out of range (years 1 to 9999 in UTC)")
+    try:
+        moment = moment + timedelta(days=1) if end and is_date else moment
+    except OverflowError:
+        raise out_of_range from None
+    if not in_utc(moment):
+        raise out_of_range
+    return moment
 
 
 def _counters() -> dict[str, int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.entries import require_trail
-from retention.audit.entry_checks import parse_time
+from retention.audit.entry_checks import in_utc, parse_time
 from retention.audit.entry_shape import readable_entries
 from retention.documents import iso_instant
 from retention.errors import UsageError
@@ -124,7 +124,10 @@ def parse_bound(text: str | None, option: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError as error:
         raise UsageError(f"{option} {text!r} is not an ISO 8601 date or time") from error
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not in_utc(moment):
+        raise UsageError(f"{option} {text!r} is out of range (years 1 to 9999 in UTC)")
+    return moment
 
 
 class _Collector:
