@@ -9,7 +9,7 @@ from retention.config import Rule
 from retention.layout import table, wrap
 from retention.planner import UNREADABLE_CLOCK, UNREADABLE_CLOCK_DOCS, Plan, RulePlan
 from retention.run_report import FAILED, RunReport
-from retention.wording import counted
+from retention.wording import counted, one_line
 
 
 def _moment(value: datetime | date | None) -> str:
@@ -134,7 +134,8 @@ def render_plan(plan: Plan, zone_name: str, width: int | None = None) -> str:
             lines += ["", f"Sample keys of due records ({kind} hashes, never raw values):"]
         name_width = max(len(rule_plan.rule.name) for rule_plan in with_samples)
         lines += [
-            f"  {rule_plan.rule.name.ljust(name_width)}  {' '.join(rule_plan.samples)}"
+            f"  {rule_plan.rule.name.ljust(name_width)}  "
+            + " ".join(one_line(sample) for sample in rule_plan.samples)
             for rule_plan in with_samples
         ]
     warnings = [

@@ -48,7 +48,13 @@ def shown_path(path: os.PathLike[str] | str) -> str:
     return it to print: bytes that are not UTF-8 as ``\\xNN``, line breaks, tabs and what
     ``printable`` escapes as escapes, so that it stays on its line and can be written out.
     Example: ``shown_path("trail/a\\nb.jsonl")`` is ``"trail/a\\\\nb.jsonl"``."""
-    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return one_line(os.fsencode(path).decode("utf-8", "backslashreplace"))
+
+
+def one_line(text: str) -> str:
+    """Given a value to print among others on one line (a sample key, a file's name), return it
+    as ``printable`` does, its line breaks and tabs escaped too: a name cannot start a line of
+    its own. Example: ``one_line("db-\\nfake")`` is ``"db-\\\\nfake"``."""
     return printable(text.replace("\n", "\\n").replace("\t", "\\t"))
 
 

@@ -696,3 +696,16 @@ def test_the_audit_trail_records_every_batch_and_verifies(tmp_path: Path, root: 
     assert {entry["dataset"] for entry in intents} == {str(root)}
     verified = cli(config, "audit", "verify")
     assert verified.exit_code == 0, verified.output
+
+
+def test_a_file_name_with_a_line_break_stays_on_its_line_in_the_plan(
+    tmp_path: Path, root: Path
+) -> None:
+    """plan --show-keys printed a due file's name as it is: a name with a line break began a
+    line of its own in the plan, which could read as another rule's or the plan's own."""
+    make_file(root, "nightly/db-\n0 records due.\tx.tar", OLD)
+    config = write_config(tmp_path, root, backup_rule())
+    result = cli(config, "plan", "--as-of", AS_OF_TEXT, "--show-keys")
+    assert result.exit_code == 0, result.output
+    samples = result.stdout.split("Sample keys of due records")[1].splitlines()[1:]
+    assert samples == ["  backups  nightly/db-\\n0 records due.\\tx.tar"]
