@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from retention.config import Condition, Rule, parse_condition
-from retention.wording import counted
+from retention.wording import counted, one_line
 
 HoldKind = Literal["key", "where", "prefix"]
 
@@ -49,7 +49,7 @@ class Hold:
             return counted(len(self.keys), "key")
         if self.kind == "where":
             return self.condition.text if self.condition else ""
-        return f"prefix {self.prefix}"
+        return f"prefix {one_line(self.prefix or '')}"
 
 
 def parse_hold_target(

@@ -709,3 +709,22 @@ def test_a_file_name_with_a_line_break_stays_on_its_line_in_the_plan(
     assert result.exit_code == 0, result.output
     samples = result.stdout.split("Sample keys of due records")[1].splitlines()[1:]
     assert samples == ["  backups  nightly/db-\\n0 records due.\\tx.tar"]
+
+
+def test_a_hold_prefix_with_a_line_break_stays_on_its_line(tmp_path: Path, root: Path) -> None:
+    """hold add and hold list printed a prefix as it is: a line break in it began a line of
+    its own in the listing."""
+    make_file(root, "clients/42\n/a.tar", OLD)
+    config = write_config(tmp_path, root, backup_rule(), audit=tmp_path / "audit")
+    added = cli(
+        config, "hold", "add", "--rule", "backups", "--prefix", "clients/42\n", "--reason", "case 1"
+    )
+    assert added.exit_code == 0, added.output
+    assert added.stdout == "hold 1 on rule backups: prefix clients/42\\n (case 1)\n"
+    listed = cli(config, "hold", "list")
+    assert listed.exit_code == 0, listed.output
+    assert len(listed.stdout.splitlines()) == 1, listed.stdout
+    assert "prefix clients/42\\n" in listed.stdout
+    assert files_under(root) == {"clients/42\n/a.tar"}
+    assert run(config).exit_code == 0
+    assert files_under(root) == {"clients/42\n/a.tar"}
