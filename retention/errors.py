@@ -270,6 +270,25 @@ def refused_by_foreign_key(error: BaseException) -> bool:
     )
 
 
+def refused_by_row_lock(error: BaseException) -> bool:
+    """Given an exception (a driver's, or SQLAlchemy's around it), return whether the statement
+    gave up waiting for a row another session holds locked: PostgreSQL's SQLSTATE 55P03
+    (lock_timeout), MariaDB/MySQL's error 1205 (innodb_lock_wait_timeout).
+
+    Example: for PyMySQL's ``OperationalError(1205, "Lock wait timeout exceeded; ...")`` it
+    returns True.
+    """
+    driver_error = getattr(error, "orig", None) or error
+    if getattr(driver_error, "sqlstate", None) == "55P03":
+        return True
+    arguments = driver_error.args
+    return (
+        type(driver_error).__module__.startswith(("pymysql", "MySQLdb"))
+        and bool(arguments)
+        and arguments[0] == 1205
+    )
+
+
 def message_without_values(error: BaseException) -> str:
     """Given a driver's or a library's exception, return its message as ``without_values``
     leaves it, or, when a trigger or function of the database raised it, a sentence that names

@@ -43,6 +43,7 @@ from retention.errors import (
     error_text,
     raised_by_database_code,
     refused_by_foreign_key,
+    refused_by_row_lock,
 )
 from retention.runtime.handovers import quick_handovers
 from retention.selection import KeyValues, Selection
@@ -54,7 +55,7 @@ from retention.store_protocol import (
     KeyFilter,
     Survey,
 )
-from retention.stores import sql_predicate, sql_probed, sql_schema
+from retention.stores import sql_dialect, sql_predicate, sql_probed, sql_schema
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
     ClockKind,
@@ -168,6 +169,12 @@ class SqlStore:
                     "the rule's children by that key (where the store reaches it by its name "
                     "alone), or keep such rows out with where_sql (an erasure ignores "
                     "where_sql: for it, only children)"
+                )
+            if refused_by_row_lock(error):
+                refused += (
+                    ": a row of the batch stayed locked by another session for "
+                    f"{sql_dialect.ROW_LOCK_TIMEOUT_SECONDS} s; the batch was rolled back, and "
+                    "the next run tries it again"
                 )
             raise RetentionError(
                 f"store {self.name!r}: the database refused it: {refused}"

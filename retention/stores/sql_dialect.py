@@ -100,6 +100,11 @@ def _ordered_limit_sql(element: _OrderedLimit, compiler: Any, **kw: Any) -> str:
 
 
 READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+# The longest a batch's write waits for a row another session holds locked (an application's
+# open transaction). Past it the batch is rolled back and its rule fails, picked up again by
+# the next run, rather than waiting without end: a stop (SIGTERM, Ctrl-C) is served only
+# between statements, and systemd's TimeoutStopSec would end in SIGKILL.
+ROW_LOCK_TIMEOUT_SECONDS = 5
 
 
 def create_sql_engine(url: str, *, read_only: bool) -> Engine:
@@ -130,6 +135,8 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
         )
         if parsed.get_driver_name() == "psycopg":
             event.listen(engine, "connect", _read_timestamps_off_the_calendar)
+        if not read_only:
+            event.listen(engine, "begin", _write_lock_timeout)
         return engine
     if backend in ("mysql", "mariadb"):
         engine = engine_of(
@@ -142,6 +149,8 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
         statements = ["SET time_zone = '+00:00'"]
         if read_only:
             statements.append("SET SESSION TRANSACTION READ ONLY")
+        else:
+            statements.append(f"SET SESSION innodb_lock_wait_timeout = {ROW_LOCK_TIMEOUT_SECONDS}")
 
         @event.listens_for(engine, "connect")
         def _session_setup(dbapi_connection: Any, _record: Any) -> None:
@@ -151,6 +160,12 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
 
         return engine
     raise UnusableUrl(SUPPORTED_URL_FORMS)  # parsed_url refuses any other scheme first
+
+
+def _write_lock_timeout(connection: Connection) -> None:
+    # SET LOCAL: this transaction only; a partition's drop sets a shorter one after it.
+    if connection.get_execution_options().get(WRITE_OPTION, False):
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{ROW_LOCK_TIMEOUT_SECONDS}s'")
 
 
 # PostgreSQL's -infinity and dates BC are before any Python date (infinity and years past 9999
