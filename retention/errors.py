@@ -232,23 +232,46 @@ def raised_by_database_code(error: BaseException) -> str | None:
     ``"1644"``.
     """
     driver_error = getattr(error, "orig", None) or error
-    sqlstate = getattr(driver_error, "sqlstate", None)
+    sqlstate, number = driver_codes(error)
     diagnostic = getattr(driver_error, "diag", None)
     source_file = getattr(diagnostic, "source_file", None)
     if sqlstate == "P0001" or (
         isinstance(source_file, str) and _PROCEDURAL_SOURCES.match(source_file)
     ):
         return str(sqlstate)
-    module = type(driver_error).__module__
-    arguments = driver_error.args
-    if (
-        module.startswith(("pymysql", "MySQLdb"))
-        and arguments
-        and isinstance(arguments[0], int)
-        and arguments[0] in _MYSQL_SIGNALLED
-    ):
-        return str(arguments[0])
+    if number in _MYSQL_SIGNALLED:
+        return str(number)
     return None
+
+
+def driver_codes(error: BaseException) -> tuple[str | None, int | None]:
+    """Given an exception (a driver's, or SQLAlchemy's around it), return its SQLSTATE
+    (psycopg's) and its MariaDB/MySQL error number (PyMySQL's, mysqlclient's), each None where
+    the driver gives none.
+
+    Example: for PyMySQL's ``OperationalError(1205, "Lock wait timeout exceeded; ...")`` it
+    returns ``(None, 1205)``.
+    """
+    driver_error = getattr(error, "orig", None) or error
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    arguments = driver_error.args
+    number = (
+        arguments[0]
+        if type(driver_error).__module__.startswith(("pymysql", "MySQLdb"))
+        and arguments
+        and type(arguments[0]) is int
+        else None
+    )
+    return (sqlstate if isinstance(sqlstate, str) else None), number
+
+
+def os_error_said(error: OSError) -> str:
+    """Given an OSError, return its reason and the file it names, as a message may end: the
+    path is the config's or the trail's, never a record's. Example: for ``open`` of a file in
+    a folder this user may not enter, ``"Permission denied: /var/lib/retention/state.sqlite"``.
+    """
+    where = f": {error.filename}" if error.filename else ""
+    return f"{error.strerror or error}{where}"
 
 
 def refused_by_foreign_key(error: BaseException) -> bool:
@@ -259,15 +282,8 @@ def refused_by_foreign_key(error: BaseException) -> bool:
     Example: for PyMySQL's ``IntegrityError(1451, "Cannot delete or update a parent row: ...")``
     it returns True.
     """
-    driver_error = getattr(error, "orig", None) or error
-    if getattr(driver_error, "sqlstate", None) == "23503":
-        return True
-    arguments = driver_error.args
-    return (
-        type(driver_error).__module__.startswith(("pymysql", "MySQLdb"))
-        and bool(arguments)
-        and arguments[0] in (1451, 1217)
-    )
+    sqlstate, number = driver_codes(error)
+    return sqlstate == "23503" or number in (1451, 1217)
 
 
 def refused_by_row_lock(error: BaseException) -> bool:
@@ -278,15 +294,8 @@ def refused_by_row_lock(error: BaseException) -> bool:
     Example: for PyMySQL's ``OperationalError(1205, "Lock wait timeout exceeded; ...")`` it
     returns True.
     """
-    driver_error = getattr(error, "orig", None) or error
-    if getattr(driver_error, "sqlstate", None) == "55P03":
-        return True
-    arguments = driver_error.args
-    return (
-        type(driver_error).__module__.startswith(("pymysql", "MySQLdb"))
-        and bool(arguments)
-        and arguments[0] == 1205
-    )
+    sqlstate, number = driver_codes(error)
+    return sqlstate == "55P03" or number == 1205
 
 
 def message_without_values(error: BaseException) -> str:

@@ -30,7 +30,13 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection
 
-from retention.errors import ConfigError, ConfigIssue, StoreUnavailable, message_without_values
+from retention.errors import (
+    ConfigError,
+    ConfigIssue,
+    StoreUnavailable,
+    message_without_values,
+    os_error_said,
+)
 from retention.runtime.database_urls import UnusableUrl, engine_of, parsed_url
 from retention.runtime.holders import gone_from_this_machine
 from retention.runtime.holders import lease_holder_name as lease_holder_name
@@ -102,9 +108,8 @@ def _read(what: str) -> Iterator[None]:
     except OSError as error:
         # Path.exists() of the SQLite file, in a folder this user may not enter. Its path is
         # the config's, no record's: named, so that the operator sees whose folder it is.
-        where = f": {error.filename}" if error.filename else ""
         raise StoreUnavailable(
-            f"the state database cannot be read ({what}): {error.strerror or error}{where}"
+            f"the state database cannot be read ({what}): {os_error_said(error)}"
         ) from error
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from retention.config import parse_condition
-from retention.errors import StoreUnavailable, UsageError, without_values
+from retention.errors import StoreUnavailable, UsageError, os_error_said, without_values
 from retention.holds import Hold, HoldKind
 from retention.state import StateDatabase, parsed_state_url
 from retention.state_tables import holds, holds_unrecorded
@@ -222,10 +222,7 @@ def state_exists(url: str) -> bool:
     try:
         return Path(parsed.database or "").exists()
     except OSError as error:
-        where = f": {error.filename}" if error.filename else ""
-        raise StoreUnavailable(
-            f"cannot read legal holds: {error.strerror or error}{where}"
-        ) from error
+        raise StoreUnavailable(f"cannot read legal holds: {os_error_said(error)}") from error
 
 
 def read_holds(state: StateDatabase) -> list[Hold]:

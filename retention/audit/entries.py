@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 
 import rfc8785
 
-from retention.errors import AuditFailure, UsageError
+from retention.errors import AuditFailure, UsageError, os_error_said
 
 # Version 2: a batch's leaves_root is the RFC 6962 root over chunks of LEAVES_PER_CHUNK sorted
 # leaves (one tree leaf per chunk), not over single leaves as in version 1. Version 3: a record's
@@ -80,10 +80,7 @@ def require_trail(directory: Path) -> None:
     try:
         present = (directory / "trail").is_dir()
     except OSError as error:
-        where = f": {error.filename}" if error.filename else ""
-        raise AuditFailure(
-            f"cannot read the audit trail: {error.strerror or error}{where}"
-        ) from error
+        raise AuditFailure(f"cannot read the audit trail: {os_error_said(error)}") from error
     if not present:
         raise UsageError(f"no audit trail in {str(directory)!r} (no trail/ directory)")
 
