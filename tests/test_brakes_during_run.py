@@ -16,29 +16,17 @@ from retention.audit.entries import read_entries
 from retention.cli import main
 from retention.errors import ExitCode
 from tests.support import config_text, create_tables, remaining_ids
+from tests.test_dry_run import CONTRACTS_RULE
+from tests.test_foreign_keys import CLIENTS_RULE_ALONE
 
-RULES = """
-[[rules]]
-name = "contracts"
-store = "db"
-table = "contracts"
-key = "id"
-clock = "ended_at"
-period = "1y"
-action = "delete"
-
-[[rules]]
-name = "clients"
-store = "db"
-table = "clients"
-key = "id"
-clock = "ended_at"
-period = "1y"
-action = "delete"
-batch_size = 2
+RULES = (
+    CONTRACTS_RULE
+    + CLIENTS_RULE_ALONE
+    + """batch_size = 2
 max_delete = 3
 where_sql = "NOT EXISTS (SELECT 1 FROM contracts WHERE contracts.client_id = clients.id)"
 """
+)
 
 
 def _clients(url: str) -> Engine:

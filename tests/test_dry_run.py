@@ -433,7 +433,7 @@ ENDED = {1: datetime(2023, 5, 1), 2: datetime(2023, 5, 1), 3: datetime(2023, 5, 
     4: datetime(2024, 12, 1),
     5: None,
 }
-CONTRACT_RULES = """
+CONTRACTS_RULE = """
 [[rules]]
 name = "contracts"
 store = "db"
@@ -442,7 +442,10 @@ key = "id"
 clock = "ended_at"
 period = "1y"
 action = "delete"
-
+"""
+CONTRACT_RULES = (
+    CONTRACTS_RULE
+    + """
 [[rules]]
 name = "content"
 store = "db"
@@ -484,6 +487,7 @@ action = "delete"
 table = "contracts"
 on = { contract_id = "id" }
 """
+)
 
 
 def test_rows_whose_joined_row_an_earlier_rule_deletes_are_walked_as_the_run_finds_them(
