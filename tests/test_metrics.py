@@ -102,10 +102,8 @@ def test_overdue_counts_records_past_their_cutoff_by_more_than_the_grace(sqlite_
         assert overdue_counts(config, config.rules, store_for, NOW, timedelta(0)) == {"logs": 3}
 
 
-def test_run_writes_the_metrics_to_a_node_exporter_textfile(
-    tmp_path: Path, sqlite_url: str
-) -> None:
-    now = datetime.now(UTC)
+def _seven_due(tmp_path: Path, sqlite_url: str, now: datetime) -> Path:
+    """Seven logs due as of ``now``, and the config file of their rule, audited."""
     _logs(sqlite_url, {key: now - timedelta(days=800) for key in range(1, 8)})
     config_file = tmp_path / "retention.toml"
     config_file.write_text(
@@ -114,6 +112,14 @@ def test_run_writes_the_metrics_to_a_node_exporter_textfile(
         + audit_table(tmp_path / "audit")
         + RULE
     )
+    return config_file
+
+
+def test_run_writes_the_metrics_to_a_node_exporter_textfile(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    now = datetime.now(UTC)
+    config_file = _seven_due(tmp_path, sqlite_url, now)
     textfile = tmp_path / "textfile" / "retention.prom"
     textfile.parent.mkdir()
     result = CliRunner().invoke(
@@ -150,14 +156,7 @@ def test_a_textfile_that_cannot_be_written_still_shows_the_run_and_says_why(
     purge is done, so its report is printed, then the error, exit 69 (a metrics file, as the
     daemon's metrics port); it ended in the traceback of FileNotFoundError, exit 1, no report."""
     now = datetime.now(UTC)
-    _logs(sqlite_url, {key: now - timedelta(days=800) for key in range(1, 8)})
-    config_file = tmp_path / "retention.toml"
-    config_file.write_text(
-        f'[settings]\ntimezone = "UTC"\n[stores.db]\nkind = "sql"\nurl = "{sqlite_url}"\n'
-        f'[state]\nurl = "sqlite:///{tmp_path}/state.sqlite"\n'
-        + audit_table(tmp_path / "audit")
-        + RULE
-    )
+    config_file = _seven_due(tmp_path, sqlite_url, now)
     textfile = tmp_path / "no-such-folder" / "retention.prom"
     result = CliRunner().invoke(
         main, ["--config", str(config_file), "run", "--yes", "--metrics-textfile", str(textfile)]
