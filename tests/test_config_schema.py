@@ -134,6 +134,7 @@ BEYOND_A_SCHEMA = (
     "expected 5 fields",
     "goes backwards",
     "is not a positive number",
+    "is not below the field's",
     "a step goes with",
     "never happens",
     "day of week 'funday'",

@@ -75,9 +75,16 @@ def _cron_field(text: str, spec: _CronField, whole: str) -> tuple[int, ...]:
     values: set[int] = set()
     for item in text.split(","):
         base, slash, step_text = item.partition("/")
-        if slash and not (step_text.isdigit() and int(step_text) > 0):
+        if slash and not (step_text.isascii() and step_text.isdigit() and int(step_text) > 0):
             raise ValueError(f"{whole!r}: {name} step {step_text!r} is not a positive number")
         step = int(step_text) if slash else 1
+        width = spec.star_highest - spec.lowest + 1
+        if step >= width:
+            # `*/90` in the minute field reads as "every 90 minutes" but fires hourly at :00.
+            raise ValueError(
+                f"{whole!r}: {name} step {step_text!r} is not below the field's "
+                f"{width} values: it would pick only the first"
+            )
         if base == "*":
             start, end = spec.lowest, spec.star_highest
         else:
@@ -93,7 +100,7 @@ def _cron_field(text: str, spec: _CronField, whole: str) -> tuple[int, ...]:
 
 
 def _cron_value(text: str, spec: _CronField, whole: str) -> int:
-    if text.isdigit() and spec.lowest <= int(text) <= spec.highest:
+    if text.isascii() and text.isdigit() and spec.lowest <= int(text) <= spec.highest:
         return int(text)
     if text.lower() in spec.names:
         return spec.names.index(text.lower()) + spec.lowest
