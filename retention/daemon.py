@@ -89,6 +89,9 @@ class Daemon:
     # The audit trail has one writer at a time, in this process too: purges and the heartbeat
     # take turns.
     trail_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The rule whose run is under way, if any: a reload does not schedule it to catch up, as
+    # the running job would only be skipped (APScheduler's max_instances) with a raw warning.
+    running_rule: str | None = None
 
 
 def load_checked(path: Path) -> Config:
@@ -180,18 +183,8 @@ def _schedule(daemon: Daemon) -> None:
     for rule in config.rules:
         if rule.objects is not None and rule.objects.subjects is not None:
             continue  # it runs with its subjects' rule, on that rule's schedule
-        try:
-            last_success = daemon.state.last_success(rule.name)
-        except StoreUnavailable as error:
-            # A reload while the state database is down: whether the rule missed a run is the
-            # ledger's to say, and run_rule asks it again under the rule's lease (which cannot
-            # be taken while the database is down: nothing runs then). Run it now.
-            log.warning("rule.catching_up", rule=rule.name, reason=str(error))
-            late = True
-        else:
-            late = is_overdue(rule.schedule, config.daemon.timezone, last_success, now)
-            if late:
-                log.info("rule.catching_up", rule=rule.name)
+        # A rule whose run is under way is not late: that run decides for itself.
+        late = rule.name != daemon.running_rule and _late(daemon, rule, now)
         schedule_rule(
             scheduler,
             rule,
@@ -240,6 +233,22 @@ def _wait_for_signals(daemon: Daemon) -> int:
                 return int(ExitCode.BUG)
         elif interval is not None:
             notify("WATCHDOG=1")
+
+
+def _late(daemon: Daemon, rule: Rule, now: datetime) -> bool:
+    """Given a rule, return whether it missed a run (logged as catching up)."""
+    try:
+        last_success = daemon.state.last_success(rule.name)
+    except StoreUnavailable as error:
+        # A reload while the state database is down: whether the rule missed a run is the
+        # ledger's to say, and run_rule asks it again under the rule's lease (which cannot
+        # be taken while the database is down: nothing runs then). Run it now.
+        log.warning("rule.catching_up", rule=rule.name, reason=str(error))
+        return True
+    late = is_overdue(rule.schedule, daemon.config.daemon.timezone, last_success, now)
+    if late:
+        log.info("rule.catching_up", rule=rule.name)
+    return late
 
 
 def reload(daemon: Daemon) -> None:
@@ -294,6 +303,7 @@ def run_rule(daemon: Daemon, name: str) -> None:
     run_id = uuid.uuid4().hex
     with structlog.contextvars.bound_contextvars(run_id=run_id, rule=name), daemon.trail_lock:
         notify(f"STATUS=purging {name}")
+        daemon.running_rule = name
         try:
             _run_leased(daemon, config, rule, run_id)
         except LockHeld as held:
@@ -308,6 +318,7 @@ def run_rule(daemon: Daemon, name: str) -> None:
             if daemon.metrics is not None:
                 prom.observe_failure(daemon.metrics, name)
         finally:
+            daemon.running_rule = None
             notify(f"STATUS={_status_line(daemon)}")
     if daemon.metrics is not None and not daemon.stopping.is_set():
         refresh_overdue(daemon, (rule,))

@@ -493,6 +493,42 @@ def test_a_rule_that_missed_its_run_during_an_outage_is_caught_up_at_start(
     state.close()
 
 
+def test_a_reload_during_a_run_does_not_schedule_that_rule_to_catch_up(
+    tmp_path: Path, sqlite_url: str, daemons: Daemons
+) -> None:
+    """SIGHUP while a rule that never succeeded runs: the rule is still "late" in the ledger,
+    and scheduling it to catch up made APScheduler skip the job, as it was running, with its raw
+    "maximum number of running instances reached" warning in the log."""
+    make_logs(sqlite_url, "logs", old=20)
+    state_url = f"sqlite:///{tmp_path}/state.sqlite"
+    config = write_config(tmp_path, sqlite_url, rule("logs", batch_size=5), state_url=state_url)
+    pause = tmp_path / "pause"
+    pause.touch()
+    daemon = daemons.start(
+        config,
+        RETENTION_PAUSE_AT="batch_boundary",
+        RETENTION_PAUSE_FILE=str(pause),
+        RETENTION_PAUSE_SKIP="1",
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while not pause.with_name("pause.reached").exists():
+        assert time.monotonic() < deadline, daemon.output()
+        assert daemon.process.poll() is None, daemon.output()
+        time.sleep(0.01)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_event("config.reloaded")
+    time.sleep(0.5)  # the job a catch-up would have fired at once
+    pause.unlink()
+    daemon.wait_for_event("run.finished", rule="logs")
+    assert daemon.stop() == 0, daemon.output()
+
+    assert "maximum number of running instances" not in daemon.output()
+    assert [line["event"] for line in daemon.events() if line["event"] == "rule.catching_up"] == [
+        "rule.catching_up"  # at start only
+    ]
+    assert count_rows(sqlite_url, "logs") == 0
+
+
 def test_a_reload_while_the_state_database_is_down_keeps_the_daemon_and_the_new_config(
     tmp_path: Path, sqlite_url: str, postgres_url: str, postgres_admin: Engine, daemons: Daemons
 ) -> None:
