@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
-from retention.audit.entries import canonical
+from retention.audit.entries import LONGEST_ENTRY_BYTES, canonical
 from retention.cli import main
 from retention.cli.shared import Context
 from retention.errors import ExitCode
@@ -25,6 +26,7 @@ from tests.test_audit_verify import (
     copy_trail,
     customer_code,
     lines,
+    segment,
     verify,
     write_lines,
 )
@@ -287,3 +289,26 @@ def test_a_period_bound_utc_cannot_hold_is_a_usage_error(
     result = audit(*arguments, "--dir", str(trail.directory))
     assert result.exit_code == ExitCode.USAGE, (result.output, result.exception)
     assert f"{arguments[1]} '{arguments[2]}' is out of range" in result.stderr
+
+
+def test_a_line_past_the_longest_entry_is_named_not_read_whole(
+    trail: Trail, tmp_path: Path
+) -> None:
+    """Anyone who can write the audit directory could append a line of gigabytes: every reader
+    read each line whole, taking as much memory (MemoryError, a traceback, or the host's OOM
+    killer). A line past LONGEST_ENTRY_BYTES is now skipped in bounded reads and named."""
+    existing = lines(trail)
+    seq = len(existing)
+    with segment(trail).open("ab") as handle:
+        for _ in range(LONGEST_ENTRY_BYTES // 2**20 + 36):
+            handle.write(b"x" * 2**20)
+        handle.write(b"\n")
+    tracemalloc.start()
+    try:
+        result = verify(trail)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_invalid(result, seq, "longer than 64 MiB: not an entry (not read)")
+    assert peak < LONGEST_ENTRY_BYTES + 16 * 2**20, peak
+    assert_every_reader_answers(trail, tmp_path, report_code=ExitCode.AUDIT_FAILURE)

@@ -44,6 +44,30 @@ def last_line(path: Path) -> bytes | None:
         return tail.rstrip(b"\n")
 
 
+def complete_lines_end(path: Path) -> int:
+    """Given a segment, return where its last complete line ends (0: none does), reading
+    backwards from the end in bounded pieces."""
+    with path.open("rb") as handle:
+        position = handle.seek(0, os.SEEK_END)
+        while position > 0:
+            step = min(2**20, position)
+            position -= step
+            handle.seek(position)
+            newline = handle.read(step).rfind(b"\n")
+            if newline >= 0:
+                return position + newline + 1
+        return 0
+
+
+def count_lines(path: Path) -> int:
+    """Given a file, return how many newlines it holds, read in bounded pieces."""
+    count = 0
+    with path.open("rb") as handle:
+        while piece := handle.read(2**20):
+            count += piece.count(b"\n")
+    return count
+
+
 def fsync_directory(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
 
 import rfc8785
@@ -58,6 +58,8 @@ class StoredEntry:
     line: int
     raw: bytes
     content: dict[str, Any]
+    # Past LONGEST_ENTRY_BYTES: raw is empty, content too (the line was skipped, not read).
+    too_long: bool = False
 
 
 def parse_json(raw: bytes | str) -> Any:
@@ -89,12 +91,44 @@ def segments(directory: Path) -> list[Path]:
     return sorted((directory / "trail").glob(SEGMENT_GLOB))
 
 
+# An entry holds counts, hashes and at most one rule's definition (a config is at most 16 MiB);
+# a bundle, which carries entries, is at most as long. A longer line is something else, and read
+# whole it would take as much memory as the host's attacker chose to write.
+LONGEST_ENTRY_BYTES = 64 * 2**20
+
+
+def _lines(handle: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """Given a file, yield each line (with its newline, if any) and whether it was longer than
+    LONGEST_ENTRY_BYTES: then the line is empty, read in bounded pieces and let go."""
+    while True:
+        pieces: list[bytes] = []
+        size = 0
+        while piece := handle.readline(2**20):
+            size += len(piece)
+            pieces.append(piece)
+            if piece.endswith(b"\n") or size > LONGEST_ENTRY_BYTES:
+                break
+        if not pieces:
+            return
+        if size <= LONGEST_ENTRY_BYTES or pieces[-1].endswith(b"\n"):
+            yield b"".join(pieces), False
+            continue
+        pieces.clear()
+        while (rest := handle.readline(2**20)) and not rest.endswith(b"\n"):
+            pass
+        yield b"", True
+
+
 def read_entries(directory: Path) -> Iterator[StoredEntry]:
-    """Given an audit directory, yield every entry in order. A line that is not JSON yields an
-    entry whose content is empty, so that verification can name it."""
+    """Given an audit directory, yield every entry in order. A line that is not JSON, or is
+    longer than LONGEST_ENTRY_BYTES, yields an entry whose content is empty, so that
+    verification can name it."""
     for segment in segments(directory):
         with segment.open("rb") as handle:
-            for number, line in enumerate(handle, start=1):
+            for number, (line, too_long) in enumerate(_lines(handle), start=1):
+                if too_long:
+                    yield StoredEntry(segment, number, b"", {}, too_long=True)
+                    continue
                 raw = line.rstrip(b"\n")
                 try:
                     content = parse_json(raw)
@@ -112,7 +146,7 @@ def entry_at(directory: Path, seq: int) -> dict[str, Any] | None:
     for segment in reversed(segments(directory)):
         with segment.open("rb") as handle:
             first: int | None = None
-            for line in handle:
+            for line, _too_long in _lines(handle):
                 try:
                     content = parse_json(line.rstrip(b"\n"))
                 except ValueError:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from retention.audit.entries import StoredEntry, canonical, read_entries
+from retention.audit.entries import LONGEST_ENTRY_BYTES, StoredEntry, canonical, read_entries
 from retention.audit.entry_checks import ENTRY_FIELDS, field_problem, parse_time
 from retention.errors import AuditFailure
 from retention.runtime.logging import get_logger
@@ -179,10 +179,13 @@ def readable_entries(directory: Path) -> Iterator[StoredEntry]:
 def _checked_entries(directory: Path) -> Iterator[StoredEntry]:
     for stored in read_entries(directory):
         content = stored.content
-        if content.get("type") not in ENTRY_FIELDS:
+        if stored.too_long:
+            problem: str | None = f"longer than {LONGEST_ENTRY_BYTES // 2**20} MiB: not an entry"
+        elif content.get("type") not in ENTRY_FIELDS:
             yield stored
             continue
-        problem = shape_problem(content) or surrogate_problem(stored.raw, content)
+        else:
+            problem = shape_problem(content) or surrogate_problem(stored.raw, content)
         if problem is None:
             yield stored
             continue

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.durable import (
+    complete_lines_end,
     ends_torn,
     fsync_directory,
     write_all,
@@ -156,12 +157,11 @@ class TrailWriter:
         if existing:
             last = existing[-1]
             if ends_torn(last):
-                content = last.read_bytes()
                 # A torn write: that entry was never acknowledged, so nothing acted on it.
-                kept = content[: content.rfind(b"\n") + 1]
-                self.recovered_bytes = len(content) - len(kept)
+                kept = complete_lines_end(last)
+                self.recovered_bytes = last.stat().st_size - kept
                 with last.open("r+b") as handle:
-                    handle.truncate(len(kept))
+                    handle.truncate(kept)
                     os.fsync(handle.fileno())
         self._segment = existing[-1] if existing else None
         if self._segment is not None:

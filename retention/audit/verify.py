@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from retention.audit.batch_detail import children_count, detail_problem, versions_problem
+from retention.audit.durable import count_lines, ends_torn
 from retention.audit.entries import (
     FORMAT_VERSIONS,
     GENESIS,
+    LONGEST_ENTRY_BYTES,
     StoredEntry,
     canonical,
     entry_hash,
@@ -185,6 +187,10 @@ class _Walker:
         if self.torn == (stored.segment, stored.line):
             return self._problem(
                 stored, "no newline at the end: a torn write (the next run drops it)"
+            )
+        if stored.too_long:
+            return self._problem(
+                stored, f"longer than {LONGEST_ENTRY_BYTES // 2**20} MiB: not an entry (not read)"
             )
         if not content:
             return self._problem(stored, "not a JSON object")
@@ -405,12 +411,9 @@ class _Walker:
 def _torn_line(directory: Path) -> tuple[Path, int] | None:
     """Given an audit directory, return (segment, line) of a last line without its newline."""
     existing = segments(directory)
-    if not existing:
+    if not existing or not ends_torn(existing[-1]):
         return None
-    content = existing[-1].read_bytes()
-    if not content or content.endswith(b"\n"):
-        return None
-    return existing[-1], content.count(b"\n") + 1
+    return existing[-1], count_lines(existing[-1]) + 1
 
 
 def verify_trail(
