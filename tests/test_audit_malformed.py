@@ -312,3 +312,24 @@ def test_a_line_past_the_longest_entry_is_named_not_read_whole(
     assert_invalid(result, seq, "longer than 64 MiB: not an entry (not read)")
     assert peak < LONGEST_ENTRY_BYTES + 16 * 2**20, peak
     assert_every_reader_answers(trail, tmp_path, report_code=ExitCode.AUDIT_FAILURE)
+
+
+def test_a_leaves_file_with_a_line_of_a_hundred_mib_is_malformed_not_read_whole(
+    trail: Trail,
+) -> None:
+    """verify streamed a leaves file line by line, but a line was read whole, however long."""
+    path = sorted((trail.directory / "leaves").glob("*.leaves"))[0]
+    with path.open("ab") as handle:
+        for _ in range(100):
+            handle.write(b"f" * 2**20)
+        handle.write(b"\n")
+    tracemalloc.start()
+    try:
+        result = verify(trail)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.problem is not None
+    assert f"leaves file {path.name} line " in result.problem.reason, result.problem
+    assert "is not a 32-byte hex leaf" in result.problem.reason, result.problem
+    assert peak < 64 * 2**20, peak  # it was 3.5 times the line

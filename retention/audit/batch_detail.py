@@ -72,7 +72,8 @@ def versions_problem(directory: Path, seq: int, content: dict[str, Any]) -> str 
         return None
     path = versions_path(directory, seq)
     try:
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        with path.open("rb") as handle:
+            actual = hashlib.file_digest(handle, "sha256").hexdigest()
     except FileNotFoundError:
         return f"its versions file {path.name} is missing"
     except OSError as error:

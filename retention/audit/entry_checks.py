@@ -182,7 +182,9 @@ def leaves_summary(path: Path, per_chunk: int = 1) -> tuple[int, bytes] | str:
     count = 0
     try:
         with path.open("rb") as handle:
-            for number, line in enumerate(handle, start=1):
+            # A line is 64 hex digits and a newline; a longer one is not read past that.
+            lines = iter(lambda: handle.readline(2 * LEAF_BYTES + 2), b"")
+            for number, line in enumerate(lines, start=1):
                 text = line[:-1]
                 try:
                     leaf = bytes.fromhex(text.decode("ascii"))
