@@ -131,7 +131,8 @@ def _leaf_index(path: Path, leaf: bytes) -> int | None:
     """Given a leaves file and a leaf, stream the file and return the leaf's index, or None."""
     wanted = leaf.hex().encode() + b"\n"
     with path.open("rb") as handle:
-        for index, line in enumerate(handle):
+        # No line longer than a leaf is read whole (verify names such a file as malformed).
+        for index, line in enumerate(iter(lambda: handle.readline(len(wanted)), b"")):
             if line == wanted:
                 return index
     return None
