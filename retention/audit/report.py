@@ -349,13 +349,26 @@ def render_json(rows: Iterable[RuleRun]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
+# What a spreadsheet takes for the start of a formula (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def render_csv(rows: Iterable[RuleRun]) -> str:
-    """Given rows, return them as CSV with a header line (empty cell: not recorded)."""
+    """Given rows, return them as CSV with a header line (empty cell: not recorded). A text
+    that a spreadsheet would run as a formula (a hold's reason, an erasure's reference, a
+    policy, or any text of an entry not yet signed) starts with ``'`` (``'=HYPERLINK(…)``)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(RuleRun)])
     writer.writeheader()
     for row in rows:
-        writer.writerow(asdict(row))
+        writer.writerow(
+            {
+                name: f"'{value}"
+                if isinstance(value, str) and value.startswith(FORMULA_STARTS)
+                else value
+                for name, value in asdict(row).items()
+            }
+        )
     return buffer.getvalue()
 
 
