@@ -18,7 +18,8 @@ from retention.audit.leaves import record_leaf
 from retention.audit.merkle import verify_chunked_inclusion
 from retention.audit.prove import prove_record
 from retention.audit.recorder import TrailRecorder
-from retention.audit.report import RuleRun, render_csv, render_jsonl
+from retention.audit.report import RuleRun
+from retention.audit.report_render import render_csv, render_jsonl
 from retention.cli import Context, main
 from retention.errors import ExitCode
 from tests.support import make_config, plan_and_run

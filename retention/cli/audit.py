@@ -188,7 +188,8 @@ def _audit_report(
 ) -> None:
     """show and export: the same rows, in the chosen format."""
     from retention.audit.locations import audit_directory
-    from retention.audit.report import parse_bound, render, rule_runs
+    from retention.audit.report import parse_bound, rule_runs
+    from retention.audit.report_render import render
 
     with expected_errors():
         config_rules = None
