@@ -267,6 +267,11 @@ def _execute_rule(
         while status == "ok":
             if holds_for is not None:
                 rule_plan = with_current_holds(rule_plan, holds_for)
+            # Asked again as late as can be before the batch: a process frozen since the last
+            # ask (SIGSTOP, a paused VM) may have lost its lease to another run meanwhile.
+            if stop_requested():
+                status = "stopped"
+                break
             left = None if most_purged is None else most_purged - selected
             if left is not None and left <= 0:
                 if _still_due(rule_plan, store, after, now, only):

@@ -172,6 +172,27 @@ def test_a_lease_taken_over_is_reported_lost_while_the_work_runs(state: StateDat
     assert state.lease_holders(datetime.now(UTC) - timedelta(minutes=1))["rule:a"][0] == "thief"
 
 
+def test_a_holder_frozen_past_its_lease_finds_it_lost_at_once_when_taken(
+    state: StateDatabase,
+) -> None:
+    """A process frozen (SIGSTOP) past its lease's expiry asks, before its next batch, whether
+    the lease is lost: it used to answer from the renewal thread's last finding (not lost), so
+    that the batch ran under a lease another holder had taken meanwhile."""
+    moment = [T0]
+    with leased(state, ["rule:a"], "me", TTL, clock=lambda: moment[0]) as lost:
+        moment[0] = T0 + TTL / 3
+        assert not lost.is_set()  # recently renewed (or taken): nothing asked of the database
+        # Frozen past the expiry, nobody took it: renewed now, the work goes on.
+        moment[0] = T0 + TTL * 2
+        assert not lost.is_set()
+        assert state.lease_holders(moment[0])["rule:a"] == ("me", T0 + TTL * 3)
+        # Frozen again, and taken over meanwhile: lost before the next batch.
+        moment[0] = T0 + TTL * 4
+        assert state.acquire_lease("rule:a", "thief", moment[0], TTL)
+        assert lost.is_set()
+    assert state.lease_holders(moment[0])["rule:a"][0] == "thief"
+
+
 def test_runs_left_running_by_a_dead_process_are_marked_interrupted(
     state: StateDatabase,
 ) -> None:

@@ -273,10 +273,11 @@ def in_ledger(
 @contextmanager
 def run_ledger(
     config: Config, rules: tuple[Rule, ...], *, dry_run: bool
-) -> Iterator[StateDatabase]:
+) -> Iterator[tuple[StateDatabase, Callable[[], bool]]]:
     """Given the rules a run is about, open the state database and, unless ``dry_run``, hold each
     rule's lease while the block runs (LockHeld, exit 75, when a daemon or another run has one);
-    yield the database, for ``run_plan(state=...)``."""
+    yield the database, for ``run_plan(state=...)``, and whether a lease was lost since (taken
+    over after this process was frozen past its expiry): the purge must stop then."""
     from retention.state import StateDatabase, lease_holder_name
     from retention.state_leases import leased, rule_lease
 
@@ -284,10 +285,10 @@ def run_ledger(
     state = StateDatabase(state_url(config.state), read_only=dry_run)
     try:
         names = [] if dry_run else [rule_lease(rule.name) for rule in rules]
-        with leased(state, names, lease_holder_name(), config.daemon.lease_ttl):
+        with leased(state, names, lease_holder_name(), config.daemon.lease_ttl) as lost:
             for rule in () if dry_run else rules:
                 state.mark_interrupted(rule.name)
-            yield state
+            yield state, lost.is_set
     finally:
         state.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,7 +208,7 @@ def run(
         checkins = Checkins(config.checkins, get_logger(), enabled=not dry_run)
         try:
             with (
-                run_ledger(config, rules, dry_run=dry_run) as state,
+                run_ledger(config, rules, dry_run=dry_run) as (state, lease_lost),
                 open_stores(config, read_only=dry_run) as store_for,
             ):
                 the_plan = make_plan(config, rules, store_for, moment)
@@ -230,6 +230,7 @@ def run(
                     dry_run=dry_run,
                     over_limit=over_limit,
                     state=state,
+                    lease_lost=lease_lost,
                 )
                 checkins.finished(report.exit_code == ExitCode.OK)
                 if metrics_textfile is not None:
@@ -258,26 +259,48 @@ def purge_until_stopped(
     dry_run: bool,
     over_limit: Sequence[str],
     state: StateDatabase | None = None,
+    lease_lost: Callable[[], bool] = lambda: False,
 ) -> RunReport:
     """Run the plan with progress on a terminal; from here SIGINT or SIGTERM (``stop``, armed
     now) stop it after its current batch, and the report then carries the signal's exit code
-    (130 or 143)."""
+    (130 or 143). A rule's lease lost (another run or host took it over while this process was
+    frozen past its expiry) stops it before its next batch too, exit 75."""
     from retention.app import run_plan
     from retention.runtime.progress import terminal_progress
 
+    lost: list[bool] = []
+
+    def stop_requested() -> bool:
+        if stop():
+            return True
+        if not lost and lease_lost():
+            lost.append(True)
+        return bool(lost)
+
+    def stopped_by() -> ExitCode | None:
+        return stop.exit_code or (ExitCode.LOCK_HELD if lost else None)
+
     stop.arm()
     with terminal_progress() as progress:
-        return run_plan(
+        report = run_plan(
             config,
             the_plan,
             store_for,
             dry_run=dry_run,
-            stop_requested=stop,
-            stopped_by=lambda: stop.exit_code,
+            stop_requested=stop_requested,
+            stopped_by=stopped_by,
             allow_over_limit=frozenset(over_limit),
             state=state,
             progress=progress,
         )
+    if lost:
+        echo(
+            "error: this run's lease was taken over (another run or daemon holds the rule now, "
+            "as after this process was frozen past its lease_ttl): it stopped before its next "
+            "batch; what it purged is in the audit trail, the other holder purges the rest",
+            err=True,
+        )
+    return report
 
 
 def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> None:
@@ -356,7 +379,7 @@ def erase(
         if not (yes or dry_run) and not stdin_is_terminal():
             raise UsageError("standard input is not a terminal: pass --yes to erase (or --dry-run)")
         with (
-            run_ledger(config, rules, dry_run=dry_run),
+            run_ledger(config, rules, dry_run=dry_run) as (_state, lease_lost),
             open_stores(config, read_only=dry_run) as store_for,
         ):
             the_plan = make_plan(config, rules, store_for, datetime.now(UTC), erasure=request)
@@ -369,7 +392,13 @@ def erase(
             started()
             # No run ledger: an erasure is not a rule's scheduled run (its last success).
             report = purge_until_stopped(
-                config, the_plan, store_for, stop, dry_run=dry_run, over_limit=over_limit
+                config,
+                the_plan,
+                store_for,
+                stop,
+                dry_run=dry_run,
+                over_limit=over_limit,
+                lease_lost=lease_lost,
             )
     echo_report(report, the_plan, output, wide)
     sys.exit(int(report.exit_code))

@@ -1,0 +1,128 @@
+"""A purge frozen (SIGSTOP, a VM paused, a swap storm) past its lease's expiry, whose rule another
+host or run then took over, must not go on deleting when it thaws: before its next batch it finds
+the lease no longer its own and stops. `retention run` used to ignore a lost lease altogether,
+and the daemon's renewal thread raced the purge's next batch. Real processes: two `run`s on one
+state database (each with its own audit trail, as two hosts have), on SQLite and PostgreSQL
+targets with a PostgreSQL state database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+
+from retention.audit.entries import read_entries
+from retention.audit.entry_checks import load_verification_keys
+from retention.audit.verify import verify_trail
+from retention.errors import ExitCode
+from retention.state import StateDatabase
+from tests.support import (
+    claimed_leaves,
+    config_text,
+    create_logs,
+    logs_rule,
+    remaining_ids,
+    wait_for_pause,
+)
+
+ROWS = 300
+TTL_SECONDS = 2
+
+
+def _config(tmp_path: Path, name: str, url: str, state_url: str) -> tuple[Path, Path]:
+    audit = tmp_path / f"audit-{name}"
+    config = tmp_path / f"{name}.toml"
+    text = config_text(
+        url, logs_rule(extra="batch_size = 10"), audit_directory=audit, state_url=state_url
+    )
+    config.write_text(text + f'\n[daemon]\nlease_ttl = "{TTL_SECONDS}s"\n')
+    return config, audit
+
+
+def _paused(config: Path, point: str, pause: Path, skip: int = 0) -> subprocess.Popen[str]:
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("RETENTION_")
+    }
+    environment.update(
+        RETENTION_PAUSE_AT=point, RETENTION_PAUSE_FILE=str(pause), RETENTION_PAUSE_SKIP=str(skip)
+    )
+    pause.touch()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retention", "--config", str(config), "run", "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        cwd=config.parent,
+    )
+    wait_for_pause(process, pause, 60)
+    return process
+
+
+def _entries(audit: Path) -> list[dict[str, Any]]:
+    return [stored.content for stored in read_entries(audit) if stored.content]
+
+
+def _verified(audit: Path) -> None:
+    result = verify_trail(audit, load_verification_keys(audit / "public-keys.json"))
+    assert result.valid, result.problem
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgres"])
+def test_a_run_frozen_past_its_lease_stops_when_another_took_the_rule(
+    tmp_path: Path, sqlite_url: str, postgres_url: str, target: str
+) -> None:
+    url = sqlite_url if target == "sqlite" else postgres_url
+    state_url = postgres_url  # its own tables (retention_*) beside the target's
+    create_logs(url, dict.fromkeys(range(1, ROWS + 1), datetime(2020, 1, 1)))
+    first_config, first_audit = _config(tmp_path, "first", url, state_url)
+    second_config, second_audit = _config(tmp_path, "second", url, state_url)
+    engine = create_engine(url)
+    state = StateDatabase(state_url)
+    try:
+        # The first run stops at its fourth batch's boundary (three committed), frozen there.
+        first_pause = tmp_path / "first-pause"
+        first = _paused(first_config, "batch_boundary", first_pause, skip=3)
+        deleted_before = ROWS - len(remaining_ids(engine, "logs"))
+        assert deleted_before == 30
+        first.send_signal(signal.SIGSTOP)
+        (holder, until) = state.recorded_leases()["rule:logs"]
+        while datetime.now(UTC) <= until:
+            time.sleep(0.05)
+        # Expired: the second run takes the rule over, and waits before its plan.
+        second_pause = tmp_path / "second-pause"
+        second = _paused(second_config, "before_plan", second_pause)
+        assert state.recorded_leases()["rule:logs"][0] != holder
+        # Thawed, the first run must not delete another batch under the second's lease.
+        first.send_signal(signal.SIGCONT)
+        first_pause.unlink()
+        output, errors = first.communicate(timeout=60)
+        assert ROWS - len(remaining_ids(engine, "logs")) == deleted_before, output + errors
+        assert first.returncode == ExitCode.LOCK_HELD, output + errors
+        assert "lease" in errors, errors
+        assert "Traceback" not in output + errors
+        (outcome,) = _entries(first_audit)[-2]["outcomes"]
+        assert (outcome["status"], outcome["deleted"]) == ("stopped", deleted_before)
+        _verified(first_audit)
+        # The second run purges the rest, and gives its lease back.
+        second_pause.unlink()
+        output, errors = second.communicate(timeout=60)
+        assert second.returncode == 0, output + errors
+        assert remaining_ids(engine, "logs") == set()
+        assert "rule:logs" not in state.recorded_leases()
+        _verified(second_audit)
+        both = claimed_leaves(first_audit) + claimed_leaves(second_audit)
+        assert len(both) == len(set(both)) == ROWS
+        runs = [(run.status, run.deleted) for run in state.last_runs("logs", 5)]
+        assert sorted(runs) == sorted([("stopped", deleted_before), ("ok", ROWS - deleted_before)])
+    finally:
+        state.close()
+        engine.dispose()
