@@ -203,3 +203,43 @@ def test_every_link_between_the_docs_resolves() -> None:
             if not resolves:
                 broken.append(f"{document.name}: {target}")
     assert not broken, f"links to no file or heading: {broken}"
+
+
+def test_the_examples_per_commitment_are_the_shipped_rules() -> None:
+    """docs/config.md says its rules for rows 1-12 are quoted from config/retention.toml, less
+    their schedule, jitter and erase_by (and the joins only erase_by reads): a user copies them,
+    so a key left out (`match_all`, refused without it; `max_fraction`, braked without it) makes
+    a rule that the config refuses or that never purges."""
+    import tomllib
+
+    text = (ROOT / "docs" / "config.md").read_text()
+    section = text.split("## One example per commitment\n")[1].split("\n### Row 13")[0]
+    shipped = tomllib.loads((ROOT / "config" / "retention.toml").read_text())
+    shipped_rules = {rule["name"]: rule for rule in shipped["rules"]}
+    quoted = [tomllib.loads(block) for block in re.findall(r"```toml\n(.*?)```", section, re.S)]
+    assert len(quoted) >= 12
+    differences = []
+    for document in quoted:
+        for name, store in document.get("stores", {}).items():
+            if store != shipped["stores"][name]:
+                differences.append(f"stores.{name}")
+        for rule in document.get("rules", []):
+            expected = dict(shipped_rules[rule["name"]])
+            expected.pop("schedule", None)
+            expected.pop("jitter", None)
+            if "erase_by" not in rule:
+                erase_by = str(expected.pop("erase_by", ""))
+                joins = {
+                    join: definition
+                    for join, definition in expected.pop("joins", {}).items()
+                    if not erase_by.startswith(f"{join}.")
+                    or str(expected.get("clock")).startswith(f"{join}.")
+                }
+                if joins:
+                    expected["joins"] = joins
+            differences += [
+                f"{rule['name']}.{key}"
+                for key in sorted(set(expected) | set(rule))
+                if expected.get(key) != rule.get(key)
+            ]
+    assert not differences, f"docs/config.md differs from config/retention.toml: {differences}"
