@@ -243,3 +243,42 @@ def test_the_examples_per_commitment_are_the_shipped_rules() -> None:
                 if expected.get(key) != rule.get(key)
             ]
     assert not differences, f"docs/config.md differs from config/retention.toml: {differences}"
+
+
+def _console_blocks(section: str) -> list[str]:
+    return re.findall(r"```console\n(.*?)```", section, re.S)
+
+
+def test_the_validation_examples_are_what_config_validate_prints(tmp_path: Path) -> None:
+    """docs/config.md shows `config validate` on a copy of the shipped config with three static
+    mistakes, then with two schema mistakes: the first is run here as described, and each line
+    of the second names the rule (by index) whose table it names."""
+    import tomllib
+
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    text = (ROOT / "docs" / "config.md").read_text()
+    section = text.split("## Validation: every error at once\n")[1].split("\n## ")[0]
+    static, schema = _console_blocks(section)[:2]
+
+    shipped = (ROOT / "config" / "retention.toml").read_text()
+    rules = tomllib.loads(shipped)["rules"]
+    names = [rule["name"] for rule in rules]
+    copy = shipped
+    logs = copy.index('name = "connection-logs"')
+    copy = copy[:logs] + copy[logs:].replace('period = "1y"', 'period = "365"', 1)
+    copy = copy.replace("""where = ["status = 'sent'"]""", """where = ["status == 'sent'"]""", 1)
+    applicants = copy.index('name = "job-applicants"\n')
+    copy = copy[:applicants] + copy[applicants:].replace("\n", '\nkeep_for = "2y"\n', 1)
+    config = tmp_path / "x.toml"
+    config.write_text(copy)
+    result = CliRunner().invoke(main, ["--config", str(config), "config", "validate"])
+    expected = [line for line in static.splitlines() if not line.startswith(("$", "78"))]
+    assert result.exit_code == 78
+    assert result.stderr.splitlines() == expected
+    assert static.splitlines()[-1] == "78"
+
+    for index, table in re.findall(r"^error: rules\[(\d+)\]\.[^:]*: .* in '(\w+)'$", schema, re.M):
+        assert rules[int(index)]["table"] == table, f"rules[{index}] is {names[int(index)]}"
