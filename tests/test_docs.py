@@ -282,3 +282,25 @@ def test_the_validation_examples_are_what_config_validate_prints(tmp_path: Path)
 
     for index, table in re.findall(r"^error: rules\[(\d+)\]\.[^:]*: .* in '(\w+)'$", schema, re.M):
         assert rules[int(index)]["table"] == table, f"rules[{index}] is {names[int(index)]}"
+
+
+def test_config_validate_reports_a_short_hash_key_as_the_docs_say(tmp_path: Path) -> None:
+    """docs/config.md and exit-codes.md: `config validate` reads the hash key (it once said
+    only plan and run did); `--offline` reads no secret."""
+    from click.testing import CliRunner
+
+    from retention.cli import main
+
+    assert (
+        "`config validate` reads the secrets the file names"
+        in (ROOT / "docs" / "config.md").read_text()
+    )
+    (tmp_path / "hash.key").write_text("short\n")
+    config = tmp_path / "retention.toml"
+    config.write_text('[settings]\nhash_key_file = "hash.key"\n[audit]\nenabled = false\n')
+    result = CliRunner().invoke(main, ["--config", str(config), "config", "validate"])
+    assert result.exit_code == 78
+    assert "error: settings.hash_key_file: " in result.stderr
+    assert "shorter than 16 bytes" in result.stderr
+    offline = CliRunner().invoke(main, ["--config", str(config), "config", "validate", "--offline"])
+    assert offline.exit_code == 0, offline.output
