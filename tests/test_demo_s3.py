@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,10 +42,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def demo_s3(checkout: Path, command: str, port: int) -> subprocess.CompletedProcess[str]:
+def demo_s3(checkout: Path, command: str, port: int | None) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/demo-s3 COMMAND`` in the checkout, with DEMO_S3_PORT=port (None: unset,
+    as `make demo-stop` runs it)."""
+    environment = {key: value for key, value in os.environ.items() if key != "DEMO_S3_PORT"}
+    if port is not None:
+        environment["DEMO_S3_PORT"] = str(port)
     return subprocess.run(
         [str(checkout / "scripts" / "demo-s3"), command],
-        env={**os.environ, "DEMO_S3_PORT": str(port)},
+        env=environment,
         capture_output=True,
         text=True,
         check=False,
@@ -111,6 +117,28 @@ def test_the_demo_starts_its_own_server_reuses_it_and_stops_it(
     assert not (checkout / "var" / "demo-s3.pid").exists()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_stop_without_the_port_stops_the_server_started_on_another_port(checkout: Path) -> None:
+    """README: `DEMO_S3_PORT=4567 make demo`, then `make demo-stop` (no DEMO_S3_PORT) stops it:
+    the port is the one recorded in var/. It once looked on 4566, found nothing, and deleted the
+    record, leaving the server running with nothing left to stop it by."""
+    port = free_port()
+    started = demo_s3(checkout, "start", port)
+    assert started.returncode == 0, started.stderr
+    pid = int((checkout / "var" / "demo-s3.pid").read_text())
+    try:
+        status = demo_s3(checkout, "status", None)
+        assert f"this checkout's server answers on http://127.0.0.1:{port}" in status.stdout
+        stopped = demo_s3(checkout, "stop", None)
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"stopped moto (pid {pid})" in stopped.stdout
+        assert not (checkout / "var" / "demo-s3.pid").exists()
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGTERM)
 
 
 def retention_demo(checkout: Path, *options: str) -> subprocess.CompletedProcess[str]:
