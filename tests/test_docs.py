@@ -304,3 +304,34 @@ def test_config_validate_reports_a_short_hash_key_as_the_docs_say(tmp_path: Path
     assert "shorter than 16 bytes" in result.stderr
     offline = CliRunner().invoke(main, ["--config", str(config), "config", "validate", "--offline"])
     assert offline.exit_code == 0, offline.output
+
+
+def test_every_command_line_option_is_documented() -> None:
+    """Each option of each command (`--help` shows them) is named in README.md or docs/*.md:
+    an option that only `--help` knows is one an operator never learns of."""
+    import click
+
+    from retention.cli import main
+
+    documented = (ROOT / "README.md").read_text() + "".join(
+        path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))
+    )
+
+    def commands(command: click.Command, path: str) -> list[tuple[str, click.Command]]:
+        if isinstance(command, click.Group):
+            return [
+                found
+                for name, sub in sorted(command.commands.items())
+                for found in commands(sub, f"{path} {name}")
+            ]
+        return [(path, command)]
+
+    missing = [
+        f"{path} {option}"
+        for path, command in [("retention", main), *commands(main, "retention")]
+        for parameter in command.params
+        if isinstance(parameter, click.Option)
+        for option in parameter.opts
+        if option.startswith("--") and option != "--help" and option not in documented
+    ]
+    assert not missing, f"options in no doc: {missing}"
