@@ -80,6 +80,30 @@ def test_the_install_script_puts_everything_in_place_and_keeps_what_is_there(
     assert (etc / "credentials" / "audit-signing-key.pem").read_bytes() == key
 
 
+def test_the_install_script_puts_retention_on_the_path_the_docs_type_it_from(
+    tmp_path: Path,
+) -> None:
+    """deploy/systemd/README.md and operations.md have the admin type `retention status`,
+    `retention hold add`: the script links /usr/local/bin/retention to the program (it once
+    left it in /opt/retention/venv/bin alone: `retention: command not found`), and keeps
+    another `retention` found there."""
+    root = tmp_path / "root"
+    result = install(root)
+    link = root / "usr" / "local" / "bin" / "retention"
+    assert link.is_symlink()
+    assert os.readlink(link) == "/opt/retention/venv/bin/retention"
+    assert "linked /usr/local/bin/retention to /opt/retention/venv/bin/retention" in result.stdout
+    guide = (ROOT / "deploy" / "systemd" / "README.md").read_text()
+    assert "retention --config /etc/retention/retention.toml status" in guide
+
+    other = tmp_path / "other"
+    (other / "usr" / "local" / "bin").mkdir(parents=True)
+    (other / "usr" / "local" / "bin" / "retention").write_text("#!/bin/sh\n")
+    kept = install(other)
+    assert (other / "usr" / "local" / "bin" / "retention").read_text() == "#!/bin/sh\n"
+    assert "kept /usr/local/bin/retention, which is not a link" in kept.stdout
+
+
 def test_the_installed_unit_loads_exactly_the_credentials_the_config_names_and_it_validates(
     tmp_path: Path,
 ) -> None:
