@@ -143,6 +143,60 @@ def test_the_installed_unit_loads_exactly_the_credentials_the_config_names_and_i
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_an_admin_places_a_hold_on_the_installed_config_with_its_credentials_by_id(
+    tmp_path: Path,
+) -> None:
+    """operations.md, Day to day: from a root shell, `hold add` on the installed config needs
+    the credentials it names (exit 78 without), given as a folder of links under their ids."""
+    root = tmp_path / "root"
+    install(root)
+    etc = root / "etc" / "retention"
+    database = tmp_path / "app.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TABLE connection_logs (id INTEGER PRIMARY KEY, logged_at TIMESTAMP)"
+        )
+    (etc / "credentials" / "app-db-url").write_text(f"sqlite:///{database}")
+    state = tmp_path / "var" / "lib" / "retention"
+    state.mkdir(parents=True)
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        (etc / "retention.toml")
+        .read_text()
+        .replace("/var/lib/retention", str(state))
+        .replace("/etc/retention", str(etc))
+    )
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    recipe = operations.split("## Day to day")[1].split("```sh\n")[2].split("```")[0]
+    folder = tmp_path / "run" / "retention-admin"
+    script = recipe.replace("/run/retention-admin", str(folder)).replace("/etc/retention", str(etc))
+    hold = ["hold", "add", "--rule", "connection-logs", "--key", "1", "--reason", "case 1"]
+    environment = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+
+    refused = subprocess.run(
+        [str(PROGRAM), "--config", str(config), *hold],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 78, refused.stdout + refused.stderr
+    assert "needs $CREDENTIALS_DIRECTORY to be set" in refused.stderr
+
+    links = "\n".join(line for line in script.splitlines() if not line.startswith("CREDENTIALS"))
+    subprocess.run(["bash", "-euc", links], check=True)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    placed = subprocess.run(
+        [str(PROGRAM), "--config", str(config), *hold],
+        env={**environment, "CREDENTIALS_DIRECTORY": str(folder)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert placed.returncode == 0, placed.stdout + placed.stderr
+    assert "hold 1 on rule connection-logs" in placed.stdout
+
+
 def test_the_installed_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip(
