@@ -40,6 +40,9 @@ class LeaseWatch:
         self._lost = threading.Event()
         self._lock = threading.Lock()
         self.renewed_at = clock()
+        # Why it was lost: another holder has it (True), or the state database did not answer
+        # until it expired (False).
+        self.taken = False
 
     def renew(self) -> bool:
         """Push every lease's expiry to now + ttl; return False (lost) when one is someone
@@ -52,10 +55,12 @@ class LeaseWatch:
             if renewed:
                 self.renewed_at = now
             else:
+                self.taken = True
                 self._lost.set()
             return renewed
 
     def set(self) -> None:
+        """The lease is lost: the state database did not answer until it expired."""
         self._lost.set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -71,7 +76,7 @@ class LeaseWatch:
         except sa_exc.SQLAlchemyError:
             # The lease may have expired by now: no batch can start under it.
             if self._clock() - self.renewed_at >= self._ttl:
-                self._lost.set()
+                self.set()
                 return True
             return False
 

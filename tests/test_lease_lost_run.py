@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -126,3 +127,37 @@ def test_a_run_frozen_past_its_lease_stops_when_another_took_the_rule(
     finally:
         state.close()
         engine.dispose()
+
+
+def test_a_run_whose_state_database_locks_up_past_its_lease_stops_and_says_why(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The SQLite state database is write-locked by another process past the lease's expiry:
+    the lease cannot be renewed, so the run stops before its next batch, exit 69 (the state
+    database, not another holder: it used to say "taken over" and exit 75)."""
+    create_logs(sqlite_url, dict.fromkeys(range(1, ROWS + 1), datetime(2020, 1, 1)))
+    state_path = tmp_path / "state.sqlite"
+    config, audit = _config(tmp_path, "only", sqlite_url, f"sqlite:///{state_path}?timeout=0.1")
+    engine = create_engine(sqlite_url)
+    pause = tmp_path / "pause"
+    process = _paused(config, "batch_boundary", pause, skip=3)
+    other = sqlite3.connect(state_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        time.sleep(TTL_SECONDS * 1.2)
+        pause.unlink()
+        output, errors = process.communicate(timeout=60)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    try:
+        assert ROWS - len(remaining_ids(engine, "logs")) == 30, output + errors
+    finally:
+        engine.dispose()
+    assert process.returncode == ExitCode.STORE_UNAVAILABLE, output + errors
+    assert "lease was not renewable: the state database did not answer" in errors, errors
+    assert "taken over" not in errors
+    assert "Traceback" not in output + errors
+    (outcome,) = _entries(audit)[-2]["outcomes"]
+    assert (outcome["status"], outcome["deleted"]) == ("stopped", 30)
+    _verified(audit)

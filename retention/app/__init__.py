@@ -44,6 +44,7 @@ from retention.store_protocol import RecordStore
 if TYPE_CHECKING:
     from retention.app.hold_records import CurrentHolds
     from retention.state import StateDatabase
+    from retention.state_leases import LeaseWatch
 
 # The state database and the stores (SQLAlchemy, boto3) are imported where a use case opens
 # them; `config validate` needs none of this module (its secrets: secret_checks.py).
@@ -273,11 +274,12 @@ def in_ledger(
 @contextmanager
 def run_ledger(
     config: Config, rules: tuple[Rule, ...], *, dry_run: bool
-) -> Iterator[tuple[StateDatabase, Callable[[], bool]]]:
+) -> Iterator[tuple[StateDatabase, LeaseWatch]]:
     """Given the rules a run is about, open the state database and, unless ``dry_run``, hold each
     rule's lease while the block runs (LockHeld, exit 75, when a daemon or another run has one);
-    yield the database, for ``run_plan(state=...)``, and whether a lease was lost since (taken
-    over after this process was frozen past its expiry): the purge must stop then."""
+    yield the database, for ``run_plan(state=...)``, and the leases' watch: whether one was lost
+    since (taken over after this process was frozen past its expiry, or not renewable while the
+    state database did not answer), when the purge must stop."""
     from retention.state import StateDatabase, lease_holder_name
     from retention.state_leases import leased, rule_lease
 
@@ -288,7 +290,7 @@ def run_ledger(
         with leased(state, names, lease_holder_name(), config.daemon.lease_ttl) as lost:
             for rule in () if dry_run else rules:
                 state.mark_interrupted(rule.name)
-            yield state, lost.is_set
+            yield state, lost
     finally:
         state.close()
 

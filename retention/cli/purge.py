@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from retention.run_report import RunReport
     from retention.runtime.signals import StopRequest
     from retention.state import StateDatabase
+    from retention.state_leases import LeaseWatch
     from retention.store_protocol import RecordStore
 
 
@@ -208,7 +209,7 @@ def run(
         checkins = Checkins(config.checkins, get_logger(), enabled=not dry_run)
         try:
             with (
-                run_ledger(config, rules, dry_run=dry_run) as (state, lease_lost),
+                run_ledger(config, rules, dry_run=dry_run) as (state, leases),
                 open_stores(config, read_only=dry_run) as store_for,
             ):
                 the_plan = make_plan(config, rules, store_for, moment)
@@ -230,7 +231,7 @@ def run(
                     dry_run=dry_run,
                     over_limit=over_limit,
                     state=state,
-                    lease_lost=lease_lost,
+                    leases=leases,
                 )
                 checkins.finished(report.exit_code == ExitCode.OK)
                 if metrics_textfile is not None:
@@ -259,12 +260,13 @@ def purge_until_stopped(
     dry_run: bool,
     over_limit: Sequence[str],
     state: StateDatabase | None = None,
-    lease_lost: Callable[[], bool] = lambda: False,
+    leases: LeaseWatch | None = None,
 ) -> RunReport:
     """Run the plan with progress on a terminal; from here SIGINT or SIGTERM (``stop``, armed
     now) stop it after its current batch, and the report then carries the signal's exit code
-    (130 or 143). A rule's lease lost (another run or host took it over while this process was
-    frozen past its expiry) stops it before its next batch too, exit 75."""
+    (130 or 143). A rule's lease lost (``leases``: another run or daemon took it over while
+    this process was frozen past its expiry, exit 75; or the state database did not answer
+    until it expired, exit 69) stops it before its next batch too."""
     from retention.app import run_plan
     from retention.runtime.progress import terminal_progress
 
@@ -273,34 +275,47 @@ def purge_until_stopped(
     def stop_requested() -> bool:
         if stop():
             return True
-        if not lost and lease_lost():
+        if not lost and leases is not None and leases.is_set():
             lost.append(True)
         return bool(lost)
 
     def stopped_by() -> ExitCode | None:
-        return stop.exit_code or (ExitCode.LOCK_HELD if lost else None)
+        if stop.exit_code is not None or not lost or leases is None:
+            return stop.exit_code
+        return ExitCode.LOCK_HELD if leases.taken else ExitCode.STORE_UNAVAILABLE
 
     stop.arm()
-    with terminal_progress() as progress:
-        report = run_plan(
-            config,
-            the_plan,
-            store_for,
-            dry_run=dry_run,
-            stop_requested=stop_requested,
-            stopped_by=stopped_by,
-            allow_over_limit=frozenset(over_limit),
-            state=state,
-            progress=progress,
-        )
-    if lost:
-        echo(
-            "error: this run's lease was taken over (another run or daemon holds the rule now, "
-            "as after this process was frozen past its lease_ttl): it stopped before its next "
-            "batch; what it purged is in the audit trail, the other holder purges the rest",
-            err=True,
-        )
-    return report
+    try:
+        with terminal_progress() as progress:
+            return run_plan(
+                config,
+                the_plan,
+                store_for,
+                dry_run=dry_run,
+                stop_requested=stop_requested,
+                stopped_by=stopped_by,
+                allow_over_limit=frozenset(over_limit),
+                state=state,
+                progress=progress,
+            )
+    finally:
+        # Also before the ledger's error, when the state database that cost the lease cannot
+        # take the run's end either.
+        if lost and leases is not None:
+            echo(_lease_lost_message(leases.taken), err=True)
+
+
+def _lease_lost_message(taken: bool) -> str:
+    why = (
+        "taken over (another run or daemon holds the rule now, as after this process was "
+        "frozen past its lease_ttl)"
+        if taken
+        else "not renewable: the state database did not answer before it expired"
+    )
+    return (
+        f"error: this run's lease was {why}: it stopped before its next batch; what it purged "
+        "is in the audit trail, the next holder purges the rest"
+    )
 
 
 def echo_report(report: RunReport, the_plan: Plan, output: str, wide: bool) -> None:
@@ -379,7 +394,7 @@ def erase(
         if not (yes or dry_run) and not stdin_is_terminal():
             raise UsageError("standard input is not a terminal: pass --yes to erase (or --dry-run)")
         with (
-            run_ledger(config, rules, dry_run=dry_run) as (_state, lease_lost),
+            run_ledger(config, rules, dry_run=dry_run) as (_state, leases),
             open_stores(config, read_only=dry_run) as store_for,
         ):
             the_plan = make_plan(config, rules, store_for, datetime.now(UTC), erasure=request)
@@ -398,7 +413,7 @@ def erase(
                 stop,
                 dry_run=dry_run,
                 over_limit=over_limit,
-                lease_lost=lease_lost,
+                leases=leases,
             )
     echo_report(report, the_plan, output, wide)
     sys.exit(int(report.exit_code))
