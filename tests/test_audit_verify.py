@@ -794,3 +794,51 @@ def test_a_public_key_file_or_bundle_nested_too_deep_is_refused(trail: Trail) ->
     checked = CliRunner().invoke(main, ["audit", "check-proof", str(deep), "--keys", str(deep)])
     assert checked.exit_code != 1, checked.output
     assert not isinstance(checked.exception, RecursionError)
+
+
+def test_a_line_read_while_the_writer_appends_it_is_not_reported_as_tampering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`audit verify` beside a running daemon: a reader can see an append before its last bytes
+    (Linux copies a write into the page cache piece by piece), so the trail's last line was
+    read without its end and reported as a torn write, exit 70, on a sound trail. Here the
+    writer ends the line just after verify's first walk read it half-written."""
+    from retention.audit import verify as verify_module
+    from tests.support import audit_table
+
+    audit = tmp_path / "audit"
+    audit_table(audit)
+    keys_dir = tmp_path / "audit-keys"
+    hmac_key = (keys_dir / "hmac.key").read_bytes().strip()
+    with TrailWriter(
+        audit, hmac_key, load_signer(keys_dir / "signing.pem"), lambda: datetime.now(UTC)
+    ) as writer:
+        for _ in range(3):
+            writer.checkpoint()
+    (segment,) = sorted((audit / "trail").glob("*.jsonl"))
+    content = segment.read_bytes()
+    last = content[:-1].rfind(b"\n") + 1
+    segment.write_bytes(content[: last + (len(content) - last) // 2])
+    rest = content[len(segment.read_bytes()) :]
+    walks = []
+    read = verify_module.read_entries
+
+    def read_while_written(directory: Path) -> Any:
+        walks.append(directory)
+        try:
+            yield from read(directory)
+        finally:
+            if len(walks) == 1:
+                with segment.open("ab") as handle:
+                    handle.write(rest)  # the writer's append ends after the first walk
+
+    monkeypatch.setattr(verify_module, "read_entries", read_while_written)
+    result = verify_trail(audit, load_verification_keys(audit / "public-keys.json"))
+    assert result.problem is None, result.problem
+    assert result.entries == 3
+    # Torn for good (a crash), the line is still reported, whatever the walks.
+    monkeypatch.setattr(verify_module, "read_entries", read)
+    segment.write_bytes(content[: last + 10])
+    result = verify_trail(audit, load_verification_keys(audit / "public-keys.json"))
+    assert result.problem is not None
+    assert "torn write" in result.problem.reason

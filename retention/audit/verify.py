@@ -428,9 +428,26 @@ def verify_trail(
     require_trail(directory)
     loaded = [_load_anchor(source, raw, keys) for source, raw in anchors]
     try:
-        walker = _Walker(directory, keys, loaded, _torn_line(directory))
-        result = walker.walk(read_entries(directory))
-        result.segments = len(segments(directory))
+        for _walk in range(WALKS_WHILE_WRITTEN):
+            before = _trail_end(directory)
+            walker = _Walker(directory, keys, loaded, _torn_line(directory))
+            result = walker.walk(read_entries(directory))
+            result.segments = len(segments(directory))
+            # A writer appending meanwhile: its line may have been read half-written (a reader
+            # can see an append before its last bytes), so a problem is looked for again; one
+            # that stays is the trail's own.
+            if result.problem is None or _trail_end(directory) == before:
+                break
     except OSError as error:
         raise AuditFailure(f"cannot read the audit trail: {error}") from error
     return result
+
+
+# How many times a trail that a writer appends to while it is verified is walked, at most.
+WALKS_WHILE_WRITTEN = 3
+
+
+def _trail_end(directory: Path) -> tuple[str, int] | None:
+    """Given an audit directory, return its last segment's name and size (None: none yet)."""
+    existing = segments(directory)
+    return (existing[-1].name, existing[-1].stat().st_size) if existing else None
