@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from retention.config import Condition, Rule, parse_condition
-from retention.wording import counted, one_line
+from retention.wording import counted, is_text, one_line
 
 HoldKind = Literal["key", "where", "prefix"]
 
@@ -66,6 +66,10 @@ def parse_hold_target(
     ]
     if len(given) != 1:
         raise ValueError("give exactly one of --key (repeatable), --where or --prefix")
+    # Stored as given, such a value would fail every later plan and run of the rule.
+    for value in (*keys, where or "", prefix or ""):
+        if not is_text(value):
+            raise ValueError(f"{given[0]} holds bytes that are not UTF-8: no record has them")
     if rule.objects is not None:
         return _object_hold_target(rule, keys, where, prefix)
     if keys:

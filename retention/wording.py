@@ -43,6 +43,17 @@ def printable(text: str) -> str:
     return _UNSHOWABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
+def is_text(value: str) -> bool:
+    """Given a value from the command line or standard input, return whether it is text: bytes
+    that are not UTF-8 arrive as lone surrogates, which no database, hash or audit entry takes.
+    Example: ``is_text("caf\\udce9")`` (``café`` in Latin-1) is false."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def shown_path(path: os.PathLike[str] | str) -> str:
     """Given a path found on disk (whose name anyone who can write its directory chose),
     return it to print: bytes that are not UTF-8 as ``\\xNN``, line breaks, tabs and what

@@ -369,6 +369,105 @@ def test_log_level_is_one_of_the_levels(sqlite_url: str, tmp_path: Path) -> None
     assert "[debug|info|warning|error|critical]" in CliRunner().invoke(main, ["--help"]).stdout
 
 
+# --- bytes that are not UTF-8 on the command line or standard input -------------------------
+
+# What Python makes of the Latin-1 bytes b"caf\xe9" in argv (or a lenient stdin): no database,
+# hash or audit entry takes it, and binding it was a UnicodeEncodeError (a traceback, exit 1).
+NOT_UTF8 = "caf\udce9"
+
+PEOPLE_RULE = """
+[[rules]]
+name = "people"
+store = "db"
+table = "people"
+key = "email"
+clock = "left_at"
+period = "1y"
+action = "delete"
+erase_by = "email"
+"""
+
+
+def _people_config(tmp_path: Path, url: str) -> Path:
+    """An audited config for a `people` table keyed by e-mail, after a run that purged one."""
+    metadata = MetaData()
+    people = Table(
+        "people",
+        metadata,
+        Column("email", String(100), primary_key=True),
+        Column("left_at", DateTime),
+    )
+    engine = create_tables(url, metadata)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(people),
+            [
+                {"email": "gone@example.org", "left_at": datetime(2020, 1, 1)},
+                {"email": "here@example.org", "left_at": datetime(2026, 11, 1)},
+            ],
+        )
+    engine.dispose()
+    path = tmp_path / "retention.toml"
+    state = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    path.write_text(
+        config_text(url, PEOPLE_RULE, state_url=state, audit_directory=tmp_path / "audit")
+    )
+    assert invoke(path, "run", "--yes").exit_code == ExitCode.OK
+    return path
+
+
+@pytest.mark.parametrize(
+    ("target", "option"),
+    [
+        (("--key", NOT_UTF8), "--key"),
+        (("--where", f"email = '{NOT_UTF8}'"), "--where"),
+    ],
+    ids=["key", "where"],
+)
+def test_a_hold_on_bytes_that_are_not_utf8_is_refused(
+    sqlite_url: str, tmp_path: Path, target: tuple[str, str], option: str
+) -> None:
+    """Such a --where was stored, and every plan and run of its rule then died binding it."""
+    config = _people_config(tmp_path, sqlite_url)
+    result = invoke(config, "hold", "add", "--rule", "people", *target, "--reason", "case 7")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"error: {option} holds bytes that are not UTF-8: no record has them" in result.stderr
+    assert "no holds" in invoke(config, "hold", "list", "--all").stdout
+    assert invoke(config, "plan").exit_code == ExitCode.OK
+
+
+@pytest.mark.parametrize(
+    ("arguments", "given"),
+    [
+        (("erase", "--subject", NOT_UTF8, "--request", "DSR-1", "--dry-run"), None),
+        (("erase", "--subject", "-", "--request", "DSR-1", "--dry-run"), b"caf\xe9\n"),
+        (("audit", "erasures", "--subject", NOT_UTF8), None),
+        (("audit", "erasures", "--subject", "-"), b"caf\xe9\n"),
+    ],
+    ids=["erase", "erase from stdin", "audit erasures", "audit erasures from stdin"],
+)
+def test_a_subject_that_is_not_utf8_is_refused(
+    sqlite_url: str, tmp_path: Path, arguments: tuple[str, ...], given: bytes | None
+) -> None:
+    """From argv it failed hashing or binding it; from a strict standard input (a UTF-8
+    locale, as CliRunner's) reading it. Both were a traceback."""
+    config = _people_config(tmp_path, sqlite_url)
+    result = CliRunner().invoke(main, ["--config", str(config), *arguments], input=given)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "error: --subject holds bytes that are not UTF-8" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--store", "--table", "--key"])
+def test_audit_prove_of_bytes_that_are_not_utf8_is_refused(
+    sqlite_url: str, tmp_path: Path, option: str
+) -> None:
+    config = _people_config(tmp_path, sqlite_url)
+    named = {"--store": "db", "--table": "people", "--key": "gone@example.org", option: NOT_UTF8}
+    result = invoke(config, "audit", "prove", *(part for pair in named.items() for part in pair))
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"error: {option} holds bytes that are not UTF-8: no record has them" in result.stderr
+
+
 # --- hold reasons and erasure references: no IPv6 address either --------------------------
 
 IPV6_WRITTEN = [

@@ -9,6 +9,7 @@ from retention.app.trail_text import refuse_personal_data
 from retention.config import Config, Rule
 from retention.errors import UsageError
 from retention.selection import ErasureRequest
+from retention.wording import is_text
 
 MAX_REFERENCE_LENGTH = 200
 
@@ -118,13 +119,15 @@ def erasure_request(subject: str, reference: str) -> ErasureRequest:
 
 def erasure_subject(text: str) -> str:
     """Given a subject as typed (or read from standard input), return it without surrounding
-    blanks; UsageError (exit 2) when nothing is left.
+    blanks; UsageError (exit 2) when nothing is left, or when it is not UTF-8 text.
 
     Example: ``erasure_subject("alice@example.com\\n")`` is ``"alice@example.com"``.
     """
     subject = text.strip()
     if not subject:
         raise UsageError("--subject is empty: an erasure request names one person")
+    if not is_text(subject):
+        raise UsageError("--subject holds bytes that are not UTF-8: no record names such a person")
     return subject
 
 

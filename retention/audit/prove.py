@@ -31,8 +31,9 @@ from retention.audit.leaves import LEAF_FUNCTIONS, record_leaf, subject_digest
 from retention.audit.merkle import chunked_inclusion_proof, verify_chunked_inclusion
 from retention.audit.report import unknown_name, utc_text
 from retention.config import AuditSettings, Child, Config
-from retention.errors import AuditFailure, ConfigError, ConfigIssue
+from retention.errors import AuditFailure, ConfigError, ConfigIssue, UsageError
 from retention.runtime.secrets import read_secret
+from retention.wording import is_text
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,12 @@ def prove_record(
 ) -> Search:
     """Given an audit directory, the HMAC key and a record (store, dataset, key values), return
     every batch whose committed or reconciled leaves hold the record, with inclusion proofs, and
-    the batches that selected it without purging it."""
+    the batches that selected it without purging it. UsageError (exit 2) for a name or key
+    that is not UTF-8 text: no record's locator holds one."""
+    given = (("--store", store), ("--table", dataset), *(("--key", part) for part in key))
+    for option, value in given:
+        if not is_text(value):
+            raise UsageError(f"{option} holds bytes that are not UTF-8: no record has them")
     require_trail(directory)
     # A record's leaf depends on the format of the entry whose leaves hold it (its ``v``).
     leaves_of: dict[tuple[tuple[str, ...], int], bytes] = {}

@@ -147,7 +147,14 @@ def expected_errors() -> Iterator[None]:
 
 def subject_given(option: str) -> str:
     """A --subject as given: '-' reads it from standard input (out of the shell history)."""
-    return sys.stdin.readline() if option == "-" else option
+    if option != "-":
+        return option
+    try:
+        return sys.stdin.readline()
+    except UnicodeDecodeError as error:  # a strict stdin (a UTF-8 locale) reads no such bytes
+        raise UsageError(
+            "--subject holds bytes that are not UTF-8: no record names such a person"
+        ) from error
 
 
 def confirm_plan_id(plan_id: str, doing: str, refused: str) -> None:
