@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import (
     Boolean,
     Column,
@@ -30,12 +31,14 @@ from structlog.testing import capture_logs
 
 from retention.anonymise import keyed_hash
 from retention.app import make_plan, run_plan
+from retention.cli import main
 from retention.documents import plan_document
 from retention.errors import ConfigError, ExitCode
 from retention.render import render_plan
 from retention.stores import open_stores
 from tests.support import (
     claimed_leaves,
+    config_text,
     create_tables,
     due_counts,
     logs_rule,
@@ -465,6 +468,58 @@ action = "delete"
     )
     plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
     assert remaining_ids(engine, "applicants") == {2, 3, 4}
+
+
+def _notes(url: str) -> Engine:
+    """Three due notes (2020): 1 'see :ref', 2 '100%', 3 'plain'."""
+    metadata = MetaData()
+    notes = Table(
+        "notes",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", DateTime),
+        Column("note", String(20)),
+    )
+    engine = create_tables(url, metadata)
+    texts = {1: "see :ref", 2: "100%", 3: "plain"}
+    _insert(
+        engine,
+        notes,
+        [
+            {"id": key, "logged_at": datetime(2020, 1, 1), "note": note}
+            for key, note in texts.items()
+        ],
+    )
+    return engine
+
+
+def _notes_rule(where_sql: str) -> str:
+    return logs_rule(f"where_sql = {where_sql!r}", name="notes").replace(
+        'table = "logs"', 'table = "notes"'
+    )
+
+
+def test_a_where_sql_is_sent_as_written(database_url: str) -> None:
+    """A colon before a word, even quoted, was a bind parameter to SQLAlchemy's text(): no
+    statement could be built (StatementError, a traceback in validate, plan and run)."""
+    engine = _notes(database_url)
+    config = make_config(database_url, _notes_rule("note <> 'see :ref' AND note <> '100%'"))
+    with open_stores(config, read_only=True) as store_for:
+        assert store_for("db").check_rule(config.rules[0]) == []
+    plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    assert remaining_ids(engine, "notes") == {1, 2}
+
+
+def test_a_where_sql_with_a_parameter_the_database_refuses_is_a_config_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    _notes(database_url)
+    path = tmp_path / "retention.toml"
+    path.write_text(config_text(database_url, _notes_rule("id > :id")))
+    for command in (("config", "validate"), ("plan",)):
+        result = CliRunner().invoke(main, ["--config", str(path), *command])
+        assert result.exit_code == ExitCode.BAD_CONFIG, result.output
+        assert "error: rules[0].where_sql: the database refuses it: " in result.stderr
 
 
 def test_children_and_grandchildren_go_first_in_the_same_transaction(database_url: str) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    literal_column,
     not_,
 )
 from sqlalchemy import exc as sa_exc
@@ -53,6 +54,14 @@ class greatest(GenericFunction[Any]):
 @compiles(greatest, "sqlite")
 def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
     return f"max({compiler.process(element.clauses, **kw)})"
+
+
+def raw_sql_term(where_sql: str) -> ColumnElement[bool]:
+    """Given a rule's where_sql, return it as one parenthesised term of a WHERE clause, sent as
+    written. Not text(): it reads ``:name`` as a bind parameter, even inside quotes (``note <>
+    'see :ref'``), and then no statement could be built (a traceback); here the database reads
+    it, and refuses what it must (config validate: exit 78)."""
+    return literal_column(f"({where_sql})")
 
 
 def one_statement_delete(dialect: Dialect) -> OneStatementDelete | None:

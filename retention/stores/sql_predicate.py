@@ -23,7 +23,6 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    text,
     true,
     tuple_,
 )
@@ -35,7 +34,13 @@ from retention.errors import RetentionError, without_values
 from retention.rules import Expired
 from retention.selection import KeyValues, Selection
 from retention.stores.sql_columns import column_value
-from retention.stores.sql_dialect import ClockKind, clock_kind, greatest, sqlite_time_text
+from retention.stores.sql_dialect import (
+    ClockKind,
+    clock_kind,
+    greatest,
+    raw_sql_term,
+    sqlite_time_text,
+)
 from retention.stores.sql_keys import after_key, coerce, fitted, key_in, key_up_to
 
 if TYPE_CHECKING:
@@ -270,7 +275,7 @@ def scope(store: SqlStore, selection: Selection, kept: Kept | None = None) -> Co
     if selection.erasure is None:
         parts += [_condition(store, rule, condition, kept) for condition in rule.conditions]
         if rule.where_sql:
-            parts.append(text(f"({rule.where_sql})").self_group())  # type: ignore[arg-type]
+            parts.append(raw_sql_term(rule.where_sql))
     if rule.marker_column is not None:
         parts.append(table.c[rule.marker_column].is_(None))
     return and_(*parts)

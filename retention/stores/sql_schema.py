@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, ColumnElement, Table, literal, select, text
+from sqlalchemy import Column, ColumnElement, Table, literal, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import sqltypes
 
 from retention.config import Child, ColumnRef, Condition, Rule
 from retention.errors import ConfigIssue
 from retention.stores.sql_columns import column_value, strategy_problem
-from retention.stores.sql_dialect import clock_kind, reason
+from retention.stores.sql_dialect import clock_kind, raw_sql_term, reason
 from retention.stores.sql_reference_checks import check_references
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def check_rule(store: SqlStore, rule: Rule) -> list[ConfigIssue]:
                     # Parenthesised as the rule's predicate splices it.
                     select(literal(1))
                     .select_from(table)
-                    .where(text(f"({rule.where_sql})"))
+                    .where(raw_sql_term(rule.where_sql))
                     .limit(0)
                 )
         except sa_exc.DBAPIError as error:
