@@ -200,6 +200,70 @@ def test_a_result_claiming_fewer_than_no_records_is_invalid(trail: Trail, tmp_pa
     assert_every_reader_answers(trail, tmp_path, report_code=ExitCode.AUDIT_FAILURE)
 
 
+@pytest.mark.parametrize("forged_type", [[], {}, ["hold.added"]], ids=["list", "object", "listed"])
+def test_an_entry_type_that_is_no_string_fails_no_reader(
+    trail: Trail, tmp_path: Path, forged_type: object
+) -> None:
+    """A type of [] or {} was looked up in the table of known types: TypeError (unhashable),
+    a traceback in verify, show, export, report, prove and erasures."""
+    seq = append(trail, a_hold(trail, type=forged_type))
+    assert_invalid(verify(trail), seq, f"unknown entry type {forged_type!r}")
+    directory = ["--dir", str(trail.directory)]
+    answers = {
+        "show": (audit("show", *directory), 0),
+        "export": (audit("export", *directory), 0),
+        "report": (
+            audit(
+                "report", "-o", str(tmp_path / "r.html"), *directory, "--keys", str(trail.keys_file)
+            ),
+            ExitCode.AUDIT_FAILURE,
+        ),
+        "prove": (audit("prove", *PROVE, *directory), 0),
+        "erasures": (audit("erasures", "--subject", "someone@example.com", *directory), 3),
+    }
+    for name, (result, code) in answers.items():
+        assert result.exit_code == code, (name, result.output, result.exception)
+
+
+def test_an_entry_without_its_seq_is_left_out_by_every_reader(trail: Trail, tmp_path: Path) -> None:
+    """A batch.intent without seq passed the readers' shape check, and show, export and report
+    failed on it with a traceback (KeyError)."""
+    existing = lines(trail)
+    intent = {
+        **last_of(trail, "batch.intent"),
+        "run_id": "d" * 32,
+        "prev": hashlib.sha256(existing[-1]).hexdigest(),
+    }
+    del intent["seq"]
+    seq = append(trail, intent, canonical(intent))
+    assert_invalid(verify(trail), seq, "seq is None where")
+    assert_every_reader_answers(trail, tmp_path, report_code=ExitCode.AUDIT_FAILURE)
+
+
+def test_no_bundle_is_written_when_an_entry_before_its_checkpoint_was_removed(
+    trail: Trail, tmp_path: Path
+) -> None:
+    """The proof of a batch holds (it checks leaves), but the bundle took its entries by their
+    place in the file: one line removed between the batch and its checkpoint was a traceback
+    (KeyError) instead of the trail's alteration being named."""
+    proof = json.loads(
+        audit("prove", *PROVE, "--dir", str(trail.directory), "--output", "json").stdout
+    )
+    settled = proof["proofs"][0]["settled_by"]
+    entries = contents(trail)
+    checkpoint = next(e["seq"] for e in entries if e["type"] == "checkpoint" and e["seq"] > settled)
+    assert checkpoint > settled + 1, "the trail has an entry to remove between the two"
+    existing = lines(trail)
+    write_lines(trail, existing[: settled + 1] + existing[settled + 2 :])
+    bundle = tmp_path / "bundle.json"
+    result = audit("prove", *PROVE, "--dir", str(trail.directory), "--bundle", str(bundle))
+    assert result.exit_code == ExitCode.AUDIT_FAILURE, (result.output, result.exception)
+    assert f"error: the trail's entry at seq {checkpoint} is missing or holds another seq" in (
+        result.stderr
+    )
+    assert not bundle.exists()
+
+
 def test_half_a_surrogate_pair_in_a_string_fails_no_reader(trail: Trail, tmp_path: Path) -> None:
     """JSON may escape half of a UTF-16 pair; no UTF-8 output can write it: show, export and
     prove failed with a traceback (UnicodeEncodeError). verify names it as not canonical."""

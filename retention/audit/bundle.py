@@ -65,20 +65,34 @@ def _path(index: int, size: int, path: Sequence[bytes]) -> dict[str, Any]:
 
 def make_bundle(directory: Path, search: Search, proof: Proof) -> bytes:
     """Given an audit directory, a search and one of its verified proofs, return the bundle's
-    bytes (canonical JSON); AuditFailure when no signed checkpoint covers the proof yet."""
+    bytes (canonical JSON); AuditFailure when no signed checkpoint covers the proof yet, or when
+    the entries it names are not where their seq says (the trail was altered)."""
     if proof.checkpoint is None or not proof.verified:
         raise AuditFailure(
             f"batch seq {proof.seq} is not yet covered by a signed checkpoint: no bundle written"
         )
     hashes: list[bytes] = []
     lines: dict[int, bytes] = {}
-    wanted = {proof.seq, proof.checkpoint} | ({proof.settled_by} - {None})
+    wanted = {proof.seq, proof.checkpoint} | (
+        set() if proof.settled_by is None else {proof.settled_by}
+    )
     for stored in read_entries(directory):
         if len(hashes) > proof.checkpoint:
             break
         if len(hashes) in wanted:
             lines[len(hashes)] = stored.raw
         hashes.append(leaf_hash(stored.raw))
+    # The proof found its entries by the seq they hold; a line removed before them (which the
+    # proof, checking leaves, does not see) leaves them elsewhere in the file than their seq.
+    misplaced = sorted(
+        seq for seq in wanted if seq not in lines or parse_json(lines[seq]).get("seq") != seq
+    )
+    if misplaced:
+        raise AuditFailure(
+            f"the trail's entry at seq {misplaced[0]} is missing or holds another seq: it was "
+            "altered (an entry removed or inserted; run `retention audit verify`): no bundle "
+            "written"
+        )
     size = proof.checkpoint
     bundle: dict[str, Any] = {
         "format": BUNDLE_FORMAT,

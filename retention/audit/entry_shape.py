@@ -127,6 +127,8 @@ def shape_problem(content: dict[str, Any]) -> str | None:
     problem = field_problem(content)
     if problem is not None:
         return problem
+    if not _is_count(content.get("seq")):
+        return "field 'seq' is missing or not a whole number >= 0"
     for name in TIME_FIELDS:
         if content.get(name) is not None and parse_time(content[name]) is None:
             return f"field {name!r} is not null nor ISO 8601 with offset (in years 1 to 9999 UTC)"
@@ -179,9 +181,10 @@ def readable_entries(directory: Path) -> Iterator[StoredEntry]:
 def _checked_entries(directory: Path) -> Iterator[StoredEntry]:
     for stored in read_entries(directory):
         content = stored.content
+        entry_type = content.get("type")
         if stored.too_long:
             problem: str | None = f"longer than {LONGEST_ENTRY_BYTES // 2**20} MiB: not an entry"
-        elif content.get("type") not in ENTRY_FIELDS:
+        elif not isinstance(entry_type, str) or entry_type not in ENTRY_FIELDS:
             yield stored
             continue
         else:

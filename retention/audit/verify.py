@@ -212,7 +212,8 @@ class _Walker:
         if content.get("prev") != self.prev:
             return self._broken_link(stored)
         entry_type = content.get("type")
-        if entry_type not in ENTRY_FIELDS:
+        # Not hashed first: a forged type of [] or {} is no key of ENTRY_FIELDS either.
+        if not isinstance(entry_type, str) or entry_type not in ENTRY_FIELDS:
             return self._problem(stored, f"unknown entry type {entry_type!r}")
         reason = (
             shape_problem(content) or self._check_type(content, seq) or self._check_anchor(stored)
