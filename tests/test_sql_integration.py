@@ -1373,6 +1373,35 @@ def test_sqlite_clock_values_shaped_as_dates_but_off_the_calendar_are_kept(
     assert remaining_ids(engine, "logs") == (set(LEAP_ROWS) - LEAP_DUE) | set(off_the_calendar)
 
 
+@pytest.mark.parametrize("clock_type", [Date, DateTime], ids=["date", "datetime"])
+def test_sqlite_clock_text_with_a_nul_character_is_kept(sqlite_url: str, clock_type: type) -> None:
+    """SQLite's GLOB and date functions stop at a NUL: '2020-01-01\\0' passed for a date, and
+    reading it back as the oldest due clock failed (ValueError, a traceback in plan and run)."""
+    metadata = MetaData()
+    Table(
+        "logs",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("logged_at", clock_type()),
+    )
+    engine = create_tables(sqlite_url, metadata)
+    values = {
+        1: "2020-01-01",
+        2: "2020-01-01\0",
+        3: "2020-01-01\0 00:00:00",
+        4: "2020-01-01 00:00:00\0",
+    }
+    with engine.begin() as connection:
+        for key, value in values.items():
+            connection.execute(
+                text("INSERT INTO logs (id, logged_at) VALUES (:id, :at)"), {"id": key, "at": value}
+            )
+    the_plan, report = plan_and_run(make_config(sqlite_url, LOG_RULE), LEAP_AS_OF)
+    assert (the_plan.rules[0].due, the_plan.rules[0].unreadable) == (1, 3)
+    assert report.outcomes[0].deleted == 1
+    assert remaining_ids(engine, "logs") == {2, 3, 4}
+
+
 def test_batches_shrink_when_their_transactions_run_long(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -270,7 +270,9 @@ def sqlite_time_text(column: ColumnElement[Any], *, date_only: bool) -> ColumnEl
     def glob(value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
         return value.op("GLOB", is_comparison=True)(pattern)
 
-    is_text = func.typeof(column) == "text"
+    # GLOB, length() and the date functions stop at a NUL character; instr() does not, and a
+    # value with one ('2020-01-01\0') is no date Python can read (a traceback in plan and run).
+    is_text = and_(func.typeof(column) == "text", func.instr(column, func.char(0)) == 0)
     # The shape is not enough: 2020-13-45 or 2020-02-30 would compare as due. SQLite's own
     # functions give NULL for a month 13 and, with a modifier, move 02-30 to 03-01: a value
     # they give back unchanged is on the calendar.
