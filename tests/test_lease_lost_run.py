@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from tests.support import (
     remaining_ids,
     wait_for_pause,
 )
+from tests.test_daemon import Daemons, count_rows, make_logs, write_config
+from tests.test_daemon import rule as daemon_rule
 
 ROWS = 300
 TTL_SECONDS = 2
@@ -161,3 +164,84 @@ def test_a_run_whose_state_database_locks_up_past_its_lease_stops_and_says_why(
     (outcome,) = _entries(audit)[-2]["outcomes"]
     assert (outcome["status"], outcome["deleted"]) == ("stopped", 30)
     _verified(audit)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    running = Daemons(tmp_path)
+    try:
+        yield running
+    finally:
+        running.kill_all()
+
+
+def test_a_daemon_frozen_past_its_lease_stops_when_another_host_took_the_rule(
+    tmp_path: Path, sqlite_url: str, postgres_url: str, daemons: Daemons
+) -> None:
+    """The same with two daemons, two hosts sharing a PostgreSQL state database: the frozen one
+    used to delete its next batch when thawed, before its renewal thread found the lease taken."""
+    make_logs(sqlite_url, "logs", old=ROWS)
+    configs = [
+        write_config(
+            tmp_path,
+            sqlite_url,
+            daemon_rule("logs"),
+            state_url=postgres_url,
+            daemon=f'lease_ttl = "{TTL_SECONDS}s"',
+            audit=f"audit-{host}",
+            name=f"{host}.toml",
+        )
+        for host in ("first", "second")
+    ]
+    state = StateDatabase(postgres_url)
+    try:
+        first_pause, second_pause = tmp_path / "first-pause", tmp_path / "second-pause"
+        first_pause.touch()
+        first = daemons.start(
+            configs[0],
+            name="first",
+            RETENTION_PAUSE_AT="batch_boundary",
+            RETENTION_PAUSE_FILE=str(first_pause),
+            RETENTION_PAUSE_SKIP="3",
+        )
+        _wait_for(first_pause, first.process, first.output)
+        deleted_before = ROWS - count_rows(sqlite_url, "logs")
+        assert deleted_before == 30
+        first.signal(signal.SIGSTOP)
+        holder, until = state.recorded_leases()["rule:logs"]
+        while datetime.now(UTC) <= until:
+            time.sleep(0.05)
+        second_pause.touch()
+        second = daemons.start(
+            configs[1],
+            name="second",
+            RETENTION_PAUSE_AT="before_plan",
+            RETENTION_PAUSE_FILE=str(second_pause),
+        )
+        _wait_for(second_pause, second.process, second.output)
+        assert state.recorded_leases()["rule:logs"][0] != holder
+        first.signal(signal.SIGCONT)
+        first_pause.unlink()
+        first.wait_for_event("rule.lease_lost", rule="logs")
+        finished = first.wait_for_event("rule.finished", rule="logs")
+        assert (finished["status"], finished["deleted"]) == ("stopped", deleted_before)
+        assert ROWS - count_rows(sqlite_url, "logs") == deleted_before
+        second_pause.unlink()
+        done = second.wait_for_event("rule.finished", rule="logs")
+        assert (done["status"], done["deleted"]) == ("ok", ROWS - deleted_before)
+        assert count_rows(sqlite_url, "logs") == 0
+        for daemon in (first, second):
+            assert daemon.stop() == 0, daemon.output()
+    finally:
+        state.close()
+    for host in ("first", "second"):
+        _verified(tmp_path / f"audit-{host}")
+
+
+def _wait_for(pause: Path, process: subprocess.Popen[bytes], output: Callable[[], str]) -> None:
+    reached = pause.with_name(pause.name + ".reached")
+    deadline = time.monotonic() + 60
+    while not reached.exists():
+        assert process.poll() is None, output()
+        assert time.monotonic() < deadline, output()
+        time.sleep(0.01)
