@@ -353,6 +353,22 @@ def test_store_errors_name_their_key_path(store: str, path: str, fragment: str) 
     assert fragment in issues_of(text)[path]
 
 
+@pytest.mark.parametrize(
+    "root", ['root = "/"', 'root = "/tmp/.."', 'root = "backups"', 'root = "a\\u0000b"', ""]
+)
+def test_a_refused_backup_root_is_one_error_not_one_more_per_rule(root: str) -> None:
+    """docs/config.md: one mistake is one error. A backup folder whose root is refused was left
+    out of the stores, and each rule on it said `no store named 'bad' (declare it as
+    [stores.bad])`, of a store declared a few lines above."""
+    text = (
+        f'[settings]\ntimezone = "UTC"\n[stores.bad]\nkind = "files"\n{root}\n'
+        '[[rules]]\nname = "dumps"\nstore = "bad"\nglob = "*.gz"\nperiod = "7d"\n'
+        '[[rules]]\nname = "logs"\nstore = "bad"\nglob = "*.log"\nperiod = "30d"\n'
+    )
+
+    assert list(issues_of(text)) == ["stores.bad.root"]
+
+
 # --- ordering -----------------------------------------------------------------------------------
 
 

@@ -37,6 +37,8 @@ def read_rule(
     name = text(raw, "name")
     store = text(raw, "store")
     if store is not None and store not in stores:
+        if reader.has_issues_under(f"stores.{store}"):
+            return None  # declared, but refused (a backup folder's root): said there, once
         reader.error(f"{path}.store", f"no store named {store!r} (declare it as [stores.{store}])")
     store_config = stores.get(store) if store is not None else None
     if isinstance(store_config, S3StoreConfig | FilesStoreConfig):
