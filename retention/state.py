@@ -37,7 +37,7 @@ from retention.errors import (
     message_without_values,
     os_error_said,
 )
-from retention.runtime.database_urls import UnusableUrl, engine_of, parsed_url
+from retention.runtime.database_urls import UnusableUrl, engine_of, parsed_url, postgres_options
 from retention.runtime.holders import gone_from_this_machine
 from retention.runtime.holders import lease_holder_name as lease_holder_name
 from retention.runtime.ownership import hand_over
@@ -149,6 +149,14 @@ def _refused(error: UnusableUrl) -> ConfigError:
     return ConfigError([_issue(error)])
 
 
+# A shared PostgreSQL state database: how long a connection may take, and a statement wait
+# for a row another session holds locked (an admin's open transaction on the leases). Past it
+# the statement fails as the database being unavailable, rather than stalling a purge, its
+# lease renewals and a stop without end.
+STATE_CONNECT_TIMEOUT_SECONDS = 10
+STATE_LOCK_TIMEOUT_SECONDS = 5
+
+
 class StateDatabase:
     """The state database of one deployment."""
 
@@ -165,9 +173,21 @@ class StateDatabase:
             if self._file is not None and not read_only:
                 # Created where it is first written, so that read-only commands leave no trace.
                 self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql":
+            connect_args = {
+                "connect_timeout": STATE_CONNECT_TIMEOUT_SECONDS,
+                "options": postgres_options(
+                    parsed, f"-c lock_timeout={STATE_LOCK_TIMEOUT_SECONDS}s"
+                ),
+            }
         try:
             self.engine: Engine = engine_of(
-                create_engine, url, pool_pre_ping=True, hide_parameters=True
+                create_engine,
+                url,
+                pool_pre_ping=True,
+                hide_parameters=True,
+                connect_args=connect_args,
             )
         except UnusableUrl as error:
             raise _refused(error) from None

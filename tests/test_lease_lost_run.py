@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from retention.audit.entries import read_entries
 from retention.audit.entry_checks import load_verification_keys
@@ -163,6 +163,43 @@ def test_a_run_whose_state_database_locks_up_past_its_lease_stops_and_says_why(
     assert "Traceback" not in output + errors
     (outcome,) = _entries(audit)[-2]["outcomes"]
     assert (outcome["status"], outcome["deleted"]) == ("stopped", 30)
+    _verified(audit)
+
+
+def test_a_run_whose_lease_row_another_session_keeps_locked_stops_and_says_why(
+    tmp_path: Path, sqlite_url: str, postgres_url: str
+) -> None:
+    """On a shared PostgreSQL state database, another session (an admin's open transaction)
+    holds the run's lease row locked for 30 s: the run's renewal waited as long (no lock timeout
+    on the state database), and the run with it, deaf to a stop. Now the renewal gives up after
+    STATE_LOCK_TIMEOUT_SECONDS and the run stops before its next batch, exit 69."""
+    create_logs(sqlite_url, dict.fromkeys(range(1, ROWS + 1), datetime(2020, 1, 1)))
+    config, audit = _config(tmp_path, "only", sqlite_url, postgres_url)
+    engine = create_engine(sqlite_url)
+    pause = tmp_path / "pause"
+    process = _paused(config, "batch_boundary", pause, skip=3)
+    admin = create_engine(postgres_url)
+    try:
+        with admin.connect() as holding:
+            holding.begin()
+            holding.execute(text("SELECT * FROM retention_leases FOR UPDATE")).all()
+            time.sleep(TTL_SECONDS * 0.6)
+            pause.unlink()
+            started = time.monotonic()
+            try:
+                output, errors = process.communicate(timeout=30)
+            finally:
+                waited = time.monotonic() - started
+                holding.rollback()
+                process.kill()
+        assert waited < 20, waited
+        assert ROWS - len(remaining_ids(engine, "logs")) == 30, output + errors
+    finally:
+        engine.dispose()
+        admin.dispose()
+    assert process.returncode == ExitCode.STORE_UNAVAILABLE, output + errors
+    assert "the state database did not answer" in errors, errors
+    assert "Traceback" not in output + errors
     _verified(audit)
 
 

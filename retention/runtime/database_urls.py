@@ -72,3 +72,13 @@ def _check_driver_options(engine: Engine) -> None:
         raise UnusableUrl(
             f"a parameter of its query cannot be used: {message_without_values(error)}"
         ) from None
+
+
+def postgres_options(parsed: URL, *settings: str) -> str:
+    """Given a PostgreSQL URL and server settings (``-c name=value``), return the ``options``
+    to connect with: the URL's own (a search_path) first, then these, so that the URL cannot
+    turn them off (connect_args' options would otherwise replace the URL's). Example: for
+    ``postgresql+psycopg://h/db?options=-csearch_path%3Dapp`` and ``-c lock_timeout=5s``,
+    ``"-csearch_path=app -c lock_timeout=5s"``."""
+    given = parsed.query.get("options", ())
+    return " ".join([*((given,) if isinstance(given, str) else given), *settings])

@@ -36,7 +36,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from retention.config.model import SUPPORTED_URL_FORMS
 from retention.errors import StoreUnavailable, message_without_values
-from retention.runtime.database_urls import UnusableUrl, engine_of, parsed_url
+from retention.runtime.database_urls import UnusableUrl, engine_of, parsed_url, postgres_options
 
 ClockKind = Literal["date", "aware", "naive", "utc_naive"]
 CONNECT_TIMEOUT_SECONDS = 10
@@ -135,10 +135,7 @@ def create_sql_engine(url: str, *, read_only: bool) -> Engine:
             # Added to the URL's own options (a search_path), which connect_args would
             # replace: a read-only check must resolve the rule's tables as the run does. Last,
             # so that the URL cannot turn it off.
-            given = parsed.query.get("options", ())
-            connect_args["options"] = " ".join(
-                [*((given,) if isinstance(given, str) else given), READ_ONLY_OPTION]
-            )
+            connect_args["options"] = postgres_options(parsed, READ_ONLY_OPTION)
         engine = engine_of(
             create_engine, url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True
         )
