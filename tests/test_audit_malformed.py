@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from retention.audit.entries import LONGEST_ENTRY_BYTES, canonical
+from retention.audit.verify import Verification
 from retention.cli import main
 from retention.cli.shared import Context
 from retention.errors import ExitCode
@@ -355,24 +356,33 @@ def test_a_period_bound_utc_cannot_hold_is_a_usage_error(
     assert f"{arguments[1]} '{arguments[2]}' is out of range" in result.stderr
 
 
+def _append_a_line(path: Path, mebibytes: int) -> None:
+    """Append one line of ``mebibytes`` MiB of hex digits, written a MiB at a time."""
+    with path.open("ab") as handle:
+        for _ in range(mebibytes):
+            handle.write(b"f" * 2**20)
+        handle.write(b"\n")
+
+
+def _verified_with_peak(trail: Trail) -> tuple[Verification, int]:
+    """verify's result, and the most memory Python allocated while it ran."""
+    tracemalloc.start()
+    try:
+        result = verify(trail)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_line_past_the_longest_entry_is_named_not_read_whole(
     trail: Trail, tmp_path: Path
 ) -> None:
     """Anyone who can write the audit directory could append a line of gigabytes: every reader
     read each line whole, taking as much memory (MemoryError, a traceback, or the host's OOM
     killer). A line past LONGEST_ENTRY_BYTES is now skipped in bounded reads and named."""
-    existing = lines(trail)
-    seq = len(existing)
-    with segment(trail).open("ab") as handle:
-        for _ in range(LONGEST_ENTRY_BYTES // 2**20 + 36):
-            handle.write(b"x" * 2**20)
-        handle.write(b"\n")
-    tracemalloc.start()
-    try:
-        result = verify(trail)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    seq = len(lines(trail))
+    _append_a_line(segment(trail), LONGEST_ENTRY_BYTES // 2**20 + 36)
+    result, peak = _verified_with_peak(trail)
     assert_invalid(result, seq, "longer than 64 MiB: not an entry (not read)")
     assert peak < LONGEST_ENTRY_BYTES + 16 * 2**20, peak
     assert_every_reader_answers(trail, tmp_path, report_code=ExitCode.AUDIT_FAILURE)
@@ -383,16 +393,8 @@ def test_a_leaves_file_with_a_line_of_a_hundred_mib_is_malformed_not_read_whole(
 ) -> None:
     """verify streamed a leaves file line by line, but a line was read whole, however long."""
     path = sorted((trail.directory / "leaves").glob("*.leaves"))[0]
-    with path.open("ab") as handle:
-        for _ in range(100):
-            handle.write(b"f" * 2**20)
-        handle.write(b"\n")
-    tracemalloc.start()
-    try:
-        result = verify(trail)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    _append_a_line(path, 100)
+    result, peak = _verified_with_peak(trail)
     assert result.problem is not None
     assert f"leaves file {path.name} line " in result.problem.reason, result.problem
     assert "is not a 32-byte hex leaf" in result.problem.reason, result.problem
