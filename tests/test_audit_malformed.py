@@ -241,8 +241,9 @@ def test_an_entry_without_its_seq_is_left_out_by_every_reader(trail: Trail, tmp_
     assert_every_reader_answers(trail, tmp_path, report_code=ExitCode.AUDIT_FAILURE)
 
 
+@pytest.mark.parametrize("in_its_place", [None, b"[]", b'"text"'])
 def test_no_bundle_is_written_when_an_entry_before_its_checkpoint_was_removed(
-    trail: Trail, tmp_path: Path
+    trail: Trail, tmp_path: Path, in_its_place: bytes | None
 ) -> None:
     """The proof of a batch holds (it checks leaves), but the bundle took its entries by their
     place in the file: one line removed between the batch and its checkpoint was a traceback
@@ -255,7 +256,11 @@ def test_no_bundle_is_written_when_an_entry_before_its_checkpoint_was_removed(
     checkpoint = next(e["seq"] for e in entries if e["type"] == "checkpoint" and e["seq"] > settled)
     assert checkpoint > settled + 1, "the trail has an entry to remove between the two"
     existing = lines(trail)
-    write_lines(trail, existing[: settled + 1] + existing[settled + 2 :])
+    altered = existing[: settled + 1] + existing[settled + 2 :]
+    if in_its_place is not None:
+        # Where the checkpoint was, now a line that is JSON but no entry (a traceback too).
+        altered.insert(checkpoint, in_its_place)
+    write_lines(trail, altered)
     bundle = tmp_path / "bundle.json"
     result = audit("prove", *PROVE, "--dir", str(trail.directory), "--bundle", str(bundle))
     assert result.exit_code == ExitCode.AUDIT_FAILURE, (result.output, result.exception)

@@ -73,6 +73,7 @@ def make_bundle(directory: Path, search: Search, proof: Proof) -> bytes:
         )
     hashes: list[bytes] = []
     lines: dict[int, bytes] = {}
+    seqs: dict[int, object] = {}
     wanted = {proof.seq, proof.checkpoint} | (
         set() if proof.settled_by is None else {proof.settled_by}
     )
@@ -81,12 +82,11 @@ def make_bundle(directory: Path, search: Search, proof: Proof) -> bytes:
             break
         if len(hashes) in wanted:
             lines[len(hashes)] = stored.raw
+            seqs[len(hashes)] = stored.content.get("seq")
         hashes.append(leaf_hash(stored.raw))
     # The proof found its entries by the seq they hold; a line removed before them (which the
     # proof, checking leaves, does not see) leaves them elsewhere in the file than their seq.
-    misplaced = sorted(
-        seq for seq in wanted if seq not in lines or parse_json(lines[seq]).get("seq") != seq
-    )
+    misplaced = sorted(seq for seq in wanted if seq not in lines or seqs[seq] != seq)
     if misplaced:
         raise AuditFailure(
             f"the trail's entry at seq {misplaced[0]} is missing or holds another seq: it was "
