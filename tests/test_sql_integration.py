@@ -1469,3 +1469,66 @@ def test_mariadb_survey_counts_by_the_clocks_index_when_it_has_one(
     assert (len(counting), any("CASE WHEN" in statement for statement in counting)) == (
         (4, False) if indexed else (1, True)
     )
+
+
+def test_an_impossible_date_in_a_sqlite_column_to_anonymise_does_not_stop_the_rule(
+    sqlite_url: str,
+) -> None:
+    """SQLite keeps any text in a DATE or DATETIME column: one client's '1990-02-30' made the
+    driver's date reader fail the whole batch (ValueError: day is out of range for month), at
+    every run, and no client of the rule was anonymised. Such a value is now read as the text
+    it is: year_only keeps its year, a value with no year becomes NULL; the others are written
+    as before, in SQLAlchemy's own format."""
+    metadata = MetaData()
+    Table(
+        "clients",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("left_at", DateTime, nullable=True),
+        Column("birth_date", Date, nullable=True),
+        Column("seen_at", DateTime, nullable=True),
+        Column("anonymised_at", DateTime, nullable=True),
+    )
+    engine = create_tables(sqlite_url, metadata)
+    with engine.begin() as connection:
+        for key, birth, seen in (
+            (1, "1990-07-14", "2001-05-06 07:08:09.000000"),
+            (2, "1990-02-30", "2001-13-06 07:08:09"),
+            (3, "not a date", "garbage"),
+            (4, None, None),
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO clients VALUES (:id, '2010-01-01 00:00:00.000000', :b, :s, NULL)"
+                ),
+                {"id": key, "b": birth, "s": seen},
+            )
+    config = make_config(
+        sqlite_url,
+        """
+[[rules]]
+name = "clients"
+store = "db"
+table = "clients"
+key = "id"
+clock = "left_at"
+period = "5y"
+action = "anonymise"
+marker_column = "anonymised_at"
+anonymise = { birth_date = "year_only", seen_at = "year_only" }
+""",
+    )
+    _, report = plan_and_run(config, datetime(2026, 11, 23, tzinfo=UTC))
+    (outcome,) = report.outcomes
+    assert (outcome.status, outcome.anonymised, outcome.error) == ("ok", 4, None)
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT id, birth_date, seen_at FROM clients ORDER BY id")
+        ).all()
+    assert [tuple(row) for row in stored] == [
+        (1, "1990-01-01", "2001-01-01 00:00:00"),
+        (2, "1990-01-01", "2001-01-01 00:00:00"),
+        (3, None, None),
+        (4, None, None),
+    ]
+    engine.dispose()

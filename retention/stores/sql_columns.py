@@ -11,6 +11,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from sqlalchemy import Column
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import sqltypes
 
 from retention.anonymise import Strategy
@@ -70,6 +71,43 @@ def column_value(column: Column[Any], value: ConfigLiteral, dialect: str) -> obj
     if isinstance(column_type, sqltypes.LargeBinary):
         raise ValueError(f"{described}: binary columns take no literal")
     return value
+
+
+def stored_as_text(column: Column[Any], dialect: str) -> bool:
+    """Given a column and the dialect, return whether its dates are text the driver parses on
+    reading: SQLite's DATE, DATETIME and TIME, which hold any text, an impossible date too
+    (``1990-02-30``), on which that parsing fails (ValueError). Anonymised such columns are
+    read and written as text (``read_stored``, ``written_as_stored``)."""
+    moment = sqltypes.Date | sqltypes.DateTime | sqltypes.Time
+    return dialect == "sqlite" and isinstance(column.type, moment)
+
+
+def read_stored(column: Column[Any], stored: str | None, dialect: Dialect) -> object:
+    """Given such a column's text as SQLite holds it, return its value as SQLAlchemy reads it
+    (a date), or the text itself when it is none. Example: for a Date column, ``"1990-07-14"``
+    gives ``date(1990, 7, 14)`` and ``"1990-02-30"`` stays ``"1990-02-30"``."""
+    processor = column.type.result_processor(dialect, None)
+    if stored is None or processor is None:
+        return stored
+    try:
+        return processor(stored)
+    except ValueError:
+        return stored
+
+
+def written_as_stored(column: Column[Any], value: object, dialect: Dialect) -> object:
+    """Given such a column and the value to write (a date, or text: ``year_only`` of an
+    impossible date, ``"1990-01-01"``), return the text SQLite is to hold, as SQLAlchemy writes
+    that date; text that is no date stays as it is. Example: for a DateTime column,
+    ``"1990-01-01"`` gives ``"1990-01-01 00:00:00"``."""
+    if isinstance(value, str):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            return value
+        value = datetime.combine(day, time()) if isinstance(column.type, sqltypes.DateTime) else day
+    processor = column.type.bind_processor(dialect)
+    return processor(value) if processor is not None and value is not None else value
 
 
 def strategy_problem(column: Column[Any], strategy: Strategy, dialect: str) -> str | None:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    type_coerce,
 )
 from sqlalchemy.sql.dml import ReturningDelete
 from sqlalchemy.sql.util import ClauseAdapter
@@ -33,7 +34,7 @@ from retention.config import ColumnRef, Condition, Rule, Scalar
 from retention.errors import RetentionError, without_values
 from retention.rules import Expired
 from retention.selection import KeyValues, Selection
-from retention.stores.sql_columns import column_value
+from retention.stores.sql_columns import column_value, stored_as_text
 from retention.stores.sql_dialect import (
     ClockKind,
     clock_kind,
@@ -418,7 +419,16 @@ def batch_query(
     rule = selection.rule
     table = store.table(rule.table)
     keys = store.key_columns(rule)
-    columns = keys + [table.c[name] for name in extra if name not in rule.key]
+    anonymised = {column for column, _strategy in rule.anonymise}
+    dialect = store.engine.dialect.name
+    columns = keys + [
+        # As SQLite holds it: an impossible date must not fail the batch's read.
+        type_coerce(table.c[name], String).label(name)
+        if name in anonymised and stored_as_text(table.c[name], dialect)
+        else table.c[name]
+        for name in extra
+        if name not in rule.key
+    ]
     query = select(*columns).where(predicate(store, selection, kept)).order_by(*keys).limit(limit)
     if after is not None:
         query = query.where(after_key(keys, after))

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    String,
     Table,
     and_,
     bindparam,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     func,
     not_,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.engine import RowMapping
@@ -40,7 +42,12 @@ from retention.store_protocol import (
     KeyFilter,
 )
 from retention.stores import sql_children, sql_probed, sql_spans
-from retention.stores.sql_columns import column_value
+from retention.stores.sql_columns import (
+    column_value,
+    read_stored,
+    stored_as_text,
+    written_as_stored,
+)
 from retention.stores.sql_dialect import (
     WRITE_OPTION,
     OneStatementDelete,
@@ -336,6 +343,7 @@ def _purge_locked(
     table = store.table(rule.table)
     key_columns = store.key_columns(rule)
     recheck = predicate(store, selection)
+    dialect = store.engine.dialect.name
     children: ChildCounts = ()
     if rule.action == "delete":
         if not returning:
@@ -355,7 +363,12 @@ def _purge_locked(
             )
             .values(
                 {
-                    **{column: bindparam(f"new_{column}") for column, _ in rule.anonymise},
+                    **{
+                        column: type_coerce(bindparam(f"new_{column}"), String)
+                        if stored_as_text(table.c[column], dialect)
+                        else bindparam(f"new_{column}")
+                        for column, _ in rule.anonymise
+                    },
                     rule.marker_column: bindparam("new_marker"),
                 }
             ),
@@ -423,12 +436,17 @@ def _anonymised(
     if isinstance(marker, datetime) and marker_kind is not None:
         marker = bound(store, marker, marker_kind)
     parameters: dict[str, Any] = {f"key_{column}": row[column] for column in rule.key}
+    dialect = store.engine.dialect
     for column, strategy in rule.anonymise:
-        value = anonymise_value(strategy, row[column], hash_key=hash_key)
+        as_text = stored_as_text(table.c[column], dialect.name)
+        current = read_stored(table.c[column], row[column], dialect) if as_text else row[column]
+        value = anonymise_value(strategy, current, hash_key=hash_key)
         if strategy.kind == "fixed" and strategy.value is not None and value is not None:
             # The value check_rule checked, as the column takes it (a date, a UUID).
-            value = column_value(table.c[column], strategy.value, store.engine.dialect.name)
-        parameters[f"new_{column}"] = value
+            value = column_value(table.c[column], strategy.value, dialect.name)
+        parameters[f"new_{column}"] = (
+            written_as_stored(table.c[column], value, dialect) if as_text else value
+        )
     parameters["new_marker"] = marker
     return parameters
 
