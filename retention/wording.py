@@ -44,8 +44,9 @@ def printable(text: str) -> str:
 
 
 def is_text(value: str) -> bool:
-    """Given a value from the command line or standard input, return whether it is text: bytes
-    that are not UTF-8 arrive as lone surrogates, which no database, hash or audit entry takes.
+    """Given a value from the command line, standard input or a file name, return whether it is
+    text: bytes that are not UTF-8 arrive as lone surrogates, which no database, hash or audit
+    entry takes.
     Example: ``is_text("caf\\udce9")`` (``café`` in Latin-1) is false."""
     try:
         value.encode("utf-8")

@@ -20,6 +20,7 @@ from typing import Literal
 
 from retention.errors import StoreUnavailable
 from retention.stores.files_glob import PathGlob
+from retention.wording import is_text
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 EntryKind = Literal["directory", "file", "symlink", "other"]
@@ -88,7 +89,7 @@ def walk_directory(
                 if glob.matches(path):
                     tally.not_regular += 1
                 continue
-            if not _is_utf8(name):
+            if not is_text(name):
                 tally.undecodable_names += 1
                 continue
             if kind == "directory":
@@ -169,14 +170,6 @@ def sorted_entries(descriptor: int) -> list[tuple[str, EntryKind]]:
 def _before(prefix: str, after: str | None) -> bool:
     """Whether every path starting with ``prefix`` comes before ``after`` (a subtree to skip)."""
     return after is not None and prefix < after and not after.startswith(prefix)
-
-
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def is_symlink_error(error: OSError) -> bool:
