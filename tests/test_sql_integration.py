@@ -1348,6 +1348,15 @@ def test_sqlite_shortened_clock_spellings_compare_in_time_order(sqlite_url: str)
     )
 
 
+def _insert_clock_texts(engine: Engine, values: dict[int, str]) -> None:
+    """Insert logs whose clock holds these texts as they are, past the column type's checks."""
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO logs (id, logged_at) VALUES (:id, :at)"),
+            [{"id": key, "at": value} for key, value in values.items()],
+        )
+
+
 def test_sqlite_clock_values_shaped_as_dates_but_off_the_calendar_are_kept(
     sqlite_url: str,
 ) -> None:
@@ -1361,11 +1370,7 @@ def test_sqlite_clock_values_shaped_as_dates_but_off_the_calendar_are_kept(
         45: "2020-01-01 10:61",
         46: "2020-01-01 23:59:60.5",
     }
-    with engine.begin() as connection:
-        for key, value in off_the_calendar.items():
-            connection.execute(
-                text("INSERT INTO logs (id, logged_at) VALUES (:id, :at)"), {"id": key, "at": value}
-            )
+    _insert_clock_texts(engine, off_the_calendar)
     the_plan, report = plan_and_run(make_config(sqlite_url, LOG_RULE), LEAP_AS_OF)
     assert the_plan.rules[0].due == len(LEAP_DUE)
     assert the_plan.rules[0].unreadable == len(off_the_calendar)
@@ -1391,11 +1396,7 @@ def test_sqlite_clock_text_with_a_nul_character_is_kept(sqlite_url: str, clock_t
         3: "2020-01-01\0 00:00:00",
         4: "2020-01-01 00:00:00\0",
     }
-    with engine.begin() as connection:
-        for key, value in values.items():
-            connection.execute(
-                text("INSERT INTO logs (id, logged_at) VALUES (:id, :at)"), {"id": key, "at": value}
-            )
+    _insert_clock_texts(engine, values)
     the_plan, report = plan_and_run(make_config(sqlite_url, LOG_RULE), LEAP_AS_OF)
     assert (the_plan.rules[0].due, the_plan.rules[0].unreadable) == (1, 3)
     assert report.outcomes[0].deleted == 1
